@@ -1,0 +1,31 @@
+import type { Connection } from '@temporalio/client';
+import express, { type Express } from 'express';
+import type { DataSource } from 'typeorm';
+import type { InventoryStore } from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
+import { errorHandler, notFound } from './errors';
+import { healthRouter } from './health';
+import { createMetricsRegistry, metricsRouter } from './metrics';
+
+export interface AppDeps {
+  settings: Settings;
+  dataSource: DataSource;
+  temporal: Connection;
+  namespace: string;
+  inventory: InventoryStore;
+  log: Logger;
+}
+
+/** The Express app: thin routes that validate and delegate, one error middleware. */
+export function createApp(d: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(express.json({ limit: '64kb' }));
+  app.use(healthRouter({ dataSource: d.dataSource, temporal: d.temporal, log: d.log }));
+  app.use(metricsRouter(createMetricsRegistry()));
+  app.use(notFound);
+  app.use(errorHandler(d.log));
+  return app;
+}

@@ -1,0 +1,74 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Connection } from '@temporalio/client';
+import type { DataSource } from 'typeorm';
+import type { InventoryStore } from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
+import type { TemporalConnectSettings } from '../config/temporal';
+import { createApp } from './app';
+
+export interface ApiServer {
+  server: Server;
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Connects a Temporal client, retrying for up to `waitMs` while the server starts. */
+export async function connectClient(
+  t: TemporalConnectSettings,
+  waitMs = 60_000,
+): Promise<Connection> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await Connection.connect(
+        t.connectionOptions as Parameters<typeof Connection.connect>[0],
+      );
+    } catch (err) {
+      if (Date.now() >= deadline)
+        throw new Error(`cannot reach Temporal at ${t.address}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+/** Starts the HTTP server (port 0 picks a free one, as tests do). */
+export async function startApiServer(d: {
+  settings: Settings;
+  dataSource: DataSource;
+  temporal: Connection;
+  temporalSettings: TemporalConnectSettings;
+  inventory: InventoryStore;
+  log: Logger;
+}): Promise<ApiServer> {
+  const app = createApp({
+    settings: d.settings,
+    dataSource: d.dataSource,
+    temporal: d.temporal,
+    namespace: d.temporalSettings.namespace,
+    inventory: d.inventory,
+    log: d.log,
+  });
+  const server = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(d.settings.port, d.settings.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = d.settings.host === '0.0.0.0' ? '127.0.0.1' : d.settings.host;
+  return {
+    server,
+    port,
+    url: `http://${host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,66 @@
+import { InventoryError } from '../config/inventory';
+import { createLogger, type Logger } from '../config/logger';
+import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
+import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
+
+export interface ControllerConfig {
+  settings: Settings;
+  temporal: TemporalConnectSettings;
+  log: Logger;
+}
+
+/** Validates every setting up front; throws ConfigError naming the first bad one. */
+export function loadControllerConfig(
+  component: string,
+  env: NodeJS.ProcessEnv = process.env,
+): ControllerConfig {
+  const settings = loadSettings(env);
+  const temporal = loadTemporalSettings(env);
+  const log = createLogger(settings.logLevel).child({ component });
+  for (const [name, instead] of obsoleteSettingsIn(env)) {
+    log.warn({ setting: name }, `${name} has no meaning in e2epool on Temporal: ${instead}`);
+  }
+  return { settings, temporal, log };
+}
+
+/**
+ * Ends the process after a startup failure: configuration and inventory errors
+ * are one line on stderr; anything else is logged with its stack.
+ */
+export function exitOnStartupError(command: string, err: unknown): never {
+  if (err instanceof ConfigError || err instanceof InventoryError) {
+    process.stderr.write(`e2epool ${command}: ${err.message}\n`);
+  } else {
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`e2epool ${command}: ${msg.split('\n')[0]}\n`);
+    if (process.env.E2EPOOL_LOG_LEVEL === 'debug' && err instanceof Error)
+      process.stderr.write(`${err.stack}\n`);
+  }
+  process.exit(1);
+}
+
+/**
+ * Calls `stop` once on SIGINT/SIGTERM, or when a parent that spawned us with an
+ * IPC channel goes away (so `npm run dev` never leaves orphans).
+ */
+export function onShutdown(stop: (reason: string) => Promise<void> | void): void {
+  let called = false;
+  const once = (reason: string) => {
+    if (called) return;
+    called = true;
+    void Promise.resolve(stop(reason));
+  };
+  process.once('SIGINT', () => once('SIGINT'));
+  process.once('SIGTERM', () => once('SIGTERM'));
+  watchParent(() => once('parent exited'));
+}
+
+/**
+ * When spawned with an IPC channel (by `npm run dev`), calls `fn` once the
+ * parent goes away. The channel is unref'd so it never keeps us alive.
+ */
+export function watchParent(fn: () => void): void {
+  if (!process.send) return;
+  process.once('disconnect', fn);
+  process.channel?.unref();
+}

@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
+import { SELF_TEST_WORKFLOW, type SelfTestResult } from '../common/self-test';
+import { InventoryStore } from '../config/inventory';
+import { connectDatabase } from '../entities/connect';
+import { createDataSource, revertLastMigration, runMigrations } from '../entities/data-source';
+import { connectClient, startApiServer } from '../api/server';
+import { connectNative, createWorker, installRuntime } from '../worker/worker';
+import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
+
+/** `e2epool api`: the REST API (and, later, the agent WebSocket gateway). */
+export async function runApi(): Promise<void> {
+  const { settings, temporal, log } = loadControllerConfig('api');
+  const inventory = InventoryStore.load(settings.inventoryPath, log);
+  inventory.watch();
+  const dataSource = await connectDatabase(
+    { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-api' },
+    log,
+  );
+  const connection = await connectClient(temporal);
+  const api = await startApiServer({
+    settings,
+    dataSource,
+    temporal: connection,
+    temporalSettings: temporal,
+    inventory,
+    log,
+  });
+  log.info(
+    { url: api.url, temporal: temporal.address, namespace: temporal.namespace },
+    'api listening',
+  );
+  onShutdown(async (reason) => {
+    log.info({ reason }, 'api stopping');
+    await api.close();
+    inventory.close();
+    await connection.close().catch(() => undefined);
+    await dataSource.destroy().catch(() => undefined);
+    log.info('api stopped');
+    process.exit(0);
+  });
+}
+
+/** `e2epool worker`: runs workflows and activities on E2EPOOL_TASK_QUEUE. */
+export async function runWorker(): Promise<void> {
+  const { settings, temporal, log } = loadControllerConfig('worker');
+  const inventory = InventoryStore.load(settings.inventoryPath, log);
+  inventory.watch();
+  installRuntime({ log });
+  const dataSource = await connectDatabase(
+    { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-worker' },
+    log,
+  );
+  const connection = await connectNative(temporal);
+  const worker = await createWorker({
+    connection,
+    namespace: temporal.namespace,
+    taskQueue: settings.taskQueue,
+    deps: { dataSource, inventory, settings, log },
+  });
+  // A parent (npm run dev) going away stops us like a signal would.
+  watchParent(() => worker.shutdown());
+  log.info(
+    { taskQueue: settings.taskQueue, temporal: temporal.address, namespace: temporal.namespace },
+    'worker running',
+  );
+  await worker.run();
+  inventory.close();
+  await connection.close().catch(() => undefined);
+  await dataSource.destroy().catch(() => undefined);
+  log.info('worker stopped');
+}
+
+/** `e2epool migrate [--revert]`: applies (or reverts the latest) migration and exits. */
+export async function runMigrate(opts: { revert?: boolean }): Promise<void> {
+  const { settings, log } = loadControllerConfig('migrate');
+  const ds = createDataSource({
+    url: settings.databaseUrl,
+    poolSize: 2,
+    applicationName: 'e2epool-migrate',
+  });
+  await ds.initialize();
+  try {
+    if (opts.revert) await revertLastMigration(ds, log);
+    else {
+      const applied = await runMigrations(ds, log);
+      process.stdout.write(
+        applied.length ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n',
+      );
+    }
+  } finally {
+    await ds.destroy();
+  }
+}
+
+/** `e2epool selftest`: runs a workflow through a live worker and prints what it saw. */
+export async function runSelfTest(opts: { timeout: number }): Promise<void> {
+  const { settings, temporal } = loadControllerConfig('selftest');
+  const connection = await connectClient(temporal, 10_000);
+  try {
+    const client = new Client({ connection, namespace: temporal.namespace });
+    const result: SelfTestResult = await client.workflow.execute(SELF_TEST_WORKFLOW, {
+      taskQueue: settings.taskQueue,
+      workflowId: `e2epool-selftest-${randomUUID()}`,
+      args: [{ probeId: randomUUID() }],
+      workflowExecutionTimeout: `${opts.timeout} seconds`,
+    });
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,328 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync, statSync, unwatchFile, watchFile } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import type { Backend } from '../common/states';
+import type { Logger } from './logger';
+
+/** Raised for an unreadable or invalid inventory; the message names runner and field. */
+export class InventoryError extends Error {
+  override name = 'InventoryError';
+}
+
+const ID_RE = /^[\w.-]{1,255}$/;
+const FINGERPRINT_RE = /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/;
+
+const nonEmpty = z.string({ error: 'expected a string' }).trim().min(1, 'must not be empty');
+const optionalCmd = nonEmpty.optional();
+
+const common = {
+  runner_id: z
+    .string({ error: 'expected a string' })
+    .regex(ID_RE, 'expected 1-255 of letters, digits, _ . -'),
+  token: z
+    .string({ error: 'expected a string' })
+    .min(1, 'must not be empty')
+    .refine((t) => !/\s/.test(t), 'must not contain white space'),
+  reset_cmd: optionalCmd,
+  cleanup_cmd: optionalCmd,
+  readiness_cmd: optionalCmd,
+  gitlab_runner_id: z
+    .number({ error: 'expected an integer' })
+    .int('expected an integer')
+    .positive('must be positive')
+    .optional(),
+  tags: z
+    .array(z.string({ error: 'expected a list of strings' }), {
+      error: 'expected a list of strings',
+    })
+    .default([]),
+  /** New: take the reset path on success too (e.g. runners whose jobs dirty the disk). */
+  reset_on_success: z.boolean({ error: 'expected true or false' }).default(false),
+};
+
+const proxmoxSchema = z.object({
+  ...common,
+  backend: z.literal('proxmox'),
+  proxmox_host: nonEmpty,
+  proxmox_user: z
+    .string({ error: 'expected a string' })
+    .regex(/^[^\s:/@]+@[A-Za-z][A-Za-z0-9.\-_]+$/, 'expected user@realm'),
+  proxmox_token_name: z
+    .string({ error: 'expected a string' })
+    .regex(
+      /^[A-Za-z][A-Za-z0-9.\-_]+$/,
+      'expected a Proxmox token id (letter, then letters, digits, . - _)',
+    ),
+  proxmox_token_value: nonEmpty,
+  proxmox_node: nonEmpty,
+  proxmox_vmid: z
+    .number({ error: 'expected an integer' })
+    .int('expected an integer')
+    .min(100, 'expected a VMID between 100 and 999999999')
+    .max(999999999, 'expected a VMID between 100 and 999999999'),
+  /** New: TLS verification is on unless explicitly disabled (fix of the old verify_ssl=False). */
+  proxmox_verify_tls: z.boolean({ error: 'expected true or false' }).default(true),
+  proxmox_ca_file: nonEmpty.optional(),
+  proxmox_fingerprint: z
+    .string()
+    .regex(FINGERPRINT_RE, 'expected a SHA-256 fingerprint AB:CD:... (32 pairs)')
+    .optional(),
+});
+
+const bareMetalSchema = z.object({
+  ...common,
+  backend: z.literal('bare_metal'),
+  reset_cmd: nonEmpty,
+});
+
+export type ProxmoxRunner = z.infer<typeof proxmoxSchema>;
+export type BareMetalRunner = z.infer<typeof bareMetalSchema>;
+export type RunnerConfig = ProxmoxRunner | BareMetalRunner;
+
+const KNOWN_KEYS = new Set([
+  ...Object.keys(proxmoxSchema.shape),
+  ...Object.keys(bareMetalSchema.shape),
+]);
+
+function fieldPath(path: PropertyKey[]): string {
+  return path.map((p) => String(p)).join('.') || '(runner)';
+}
+
+/** Validates one runner entry; throws InventoryError naming the runner and field. */
+function parseRunner(
+  raw: unknown,
+  index: number,
+  file: string,
+): { runner: RunnerConfig; unknownKeys: string[] } {
+  const where = `${file}: runners[${index}]`;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new InventoryError(`${where}: expected a mapping of runner fields`);
+  }
+  const obj = raw as Record<string, unknown>;
+  const id = typeof obj.runner_id === 'string' ? obj.runner_id : undefined;
+  const who = id ? `${file}: runner '${id}'` : where;
+  if (obj.runner_id === undefined) throw new InventoryError(`${where}: runner_id: required`);
+  const backend = obj.backend;
+  let result;
+  if (backend === 'proxmox') result = proxmoxSchema.safeParse(obj);
+  else if (backend === 'bare_metal') result = bareMetalSchema.safeParse(obj);
+  else {
+    const got = backend === undefined ? 'missing' : `'${String(backend)}'`;
+    throw new InventoryError(`${who}: backend: must be 'proxmox' or 'bare_metal' (got ${got})`);
+  }
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = fieldPath(issue.path);
+    const missing = issue.code === 'invalid_type' && obj[String(issue.path[0])] === undefined;
+    const msg = missing ? `required for backend ${String(backend)}` : issue.message;
+    throw new InventoryError(`${who}: ${field}: ${msg}`);
+  }
+  const runner = result.data as RunnerConfig;
+  if (runner.backend === 'proxmox') {
+    try {
+      proxmoxBaseUrl(runner);
+    } catch (err) {
+      throw new InventoryError(`${who}: proxmox_host: ${(err as Error).message}`);
+    }
+  }
+  return { runner, unknownKeys: Object.keys(obj).filter((k) => !KNOWN_KEYS.has(k)) };
+}
+
+/** A validated inventory. Lookups by id; token lookups compare in constant time. */
+export class Inventory {
+  private readonly byId: Map<string, RunnerConfig>;
+  private readonly tokenDigests: Array<{ digest: Buffer; runnerId: string }>;
+
+  constructor(readonly runners: readonly RunnerConfig[]) {
+    this.byId = new Map(runners.map((r) => [r.runner_id, r]));
+    this.tokenDigests = runners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id }));
+  }
+
+  get(runnerId: string): RunnerConfig | undefined {
+    return this.byId.get(runnerId);
+  }
+
+  /**
+   * The runner a bearer token belongs to. Every entry is compared, in constant
+   * time over equal-length digests, so timing does not reveal a prefix match.
+   */
+  runnerIdForToken(token: string): string | undefined {
+    const probe = sha256(token);
+    let found: string | undefined;
+    for (const entry of this.tokenDigests) {
+      if (timingSafeEqual(entry.digest, probe) && found === undefined) found = entry.runnerId;
+    }
+    return found;
+  }
+
+  get size(): number {
+    return this.runners.length;
+  }
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/** Parses inventory YAML text. `file` is only used in messages. */
+export function parseInventory(
+  text: string,
+  file = 'inventory.yml',
+): { inventory: Inventory; warnings: string[] } {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    const first = (err as Error).message.split('\n')[0];
+    throw new InventoryError(`${file}: not valid YAML: ${first}`);
+  }
+  if (doc === null || doc === undefined) return { inventory: new Inventory([]), warnings: [] };
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new InventoryError(`${file}: expected a mapping with a 'runners' list`);
+  }
+  const list = (doc as Record<string, unknown>).runners;
+  if (list === undefined || list === null) return { inventory: new Inventory([]), warnings: [] };
+  if (!Array.isArray(list)) throw new InventoryError(`${file}: runners: expected a list`);
+  const runners: RunnerConfig[] = [];
+  const warnings: string[] = [];
+  const seenTokens = new Map<string, string>();
+  list.forEach((raw, i) => {
+    const { runner, unknownKeys } = parseRunner(raw, i, file);
+    if (runners.some((r) => r.runner_id === runner.runner_id)) {
+      throw new InventoryError(`${file}: runner '${runner.runner_id}': runner_id: duplicate`);
+    }
+    const other = seenTokens.get(runner.token);
+    if (other) {
+      throw new InventoryError(
+        `${file}: runner '${runner.runner_id}': token: same token as runner '${other}' (a token must identify one runner)`,
+      );
+    }
+    seenTokens.set(runner.token, runner.runner_id);
+    if (unknownKeys.length) {
+      warnings.push(
+        `${file}: runner '${runner.runner_id}': ignoring unknown fields: ${unknownKeys.join(', ')}`,
+      );
+    }
+    runners.push(runner);
+  });
+  return { inventory: new Inventory(runners), warnings };
+}
+
+/** Reads and validates an inventory file. */
+export function loadInventoryFile(path: string): { inventory: Inventory; warnings: string[] } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'file not found'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : (err as Error).message;
+    throw new InventoryError(`inventory ${path}: ${why}`);
+  }
+  return parseInventory(text, path);
+}
+
+/** The Proxmox API base URL of a runner: `proxmox_host` may be host, host:port or a URL. */
+export function proxmoxBaseUrl(r: Pick<ProxmoxRunner, 'proxmox_host'>): string {
+  const host = r.proxmox_host.trim();
+  const withScheme = /^[a-z]+:\/\//i.test(host) ? host : `https://${host}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new Error(
+      `expected a host name, host:port or https:// URL (got ${JSON.stringify(host)})`,
+    );
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new Error('expected an https:// URL');
+  if (!url.port && !/^[a-z]+:\/\//i.test(host)) url.port = '8006';
+  return `${url.protocol}//${url.host}`;
+}
+
+export function backendOf(r: RunnerConfig): Backend {
+  return r.backend;
+}
+
+/**
+ * Holds the current inventory and reloads it when the file changes. An invalid
+ * change is refused with a log line and the previous inventory stays in force.
+ */
+export class InventoryStore {
+  private current: Inventory;
+  private lastFingerprint: string;
+  private watching = false;
+  readonly path: string;
+
+  private constructor(
+    path: string,
+    initial: Inventory,
+    fingerprint: string,
+    private readonly log: Logger,
+  ) {
+    this.path = path;
+    this.current = initial;
+    this.lastFingerprint = fingerprint;
+  }
+
+  /** Loads the file once (throws InventoryError when invalid) and logs warnings. */
+  static load(path: string, log: Logger): InventoryStore {
+    const abs = resolve(path);
+    const { inventory, warnings } = loadInventoryFile(abs);
+    for (const w of warnings) log.warn({ inventory: abs }, w);
+    log.info({ inventory: abs, runners: inventory.size }, 'inventory loaded');
+    return new InventoryStore(abs, inventory, fileFingerprint(abs), log);
+  }
+
+  get inventory(): Inventory {
+    return this.current;
+  }
+
+  /** Re-reads the file now; returns whether a new inventory took effect. */
+  reload(): boolean {
+    const fp = fileFingerprint(this.path);
+    if (fp === this.lastFingerprint) return false;
+    this.lastFingerprint = fp;
+    try {
+      const { inventory, warnings } = loadInventoryFile(this.path);
+      for (const w of warnings) this.log.warn({ inventory: this.path }, w);
+      this.current = inventory;
+      this.log.info({ inventory: this.path, runners: inventory.size }, 'inventory reloaded');
+      return true;
+    } catch (err) {
+      this.log.error(
+        { inventory: this.path, err: (err as Error).message },
+        `inventory change refused, keeping the previous inventory: ${(err as Error).message}`,
+      );
+      return false;
+    }
+  }
+
+  /** Polls the file (robust to editors that replace it) every `intervalMs`. */
+  watch(intervalMs = 1000): void {
+    if (this.watching) return;
+    this.watching = true;
+    watchFile(this.path, { interval: intervalMs, persistent: false }, () => this.reload());
+  }
+
+  close(): void {
+    if (this.watching) unwatchFile(this.path);
+    this.watching = false;
+  }
+}
+
+function fileFingerprint(path: string): string {
+  try {
+    const text = readFileSync(path);
+    const st = statSync(path);
+    return `${st.size}:${createHash('sha256').update(text).digest('hex')}`;
+  } catch {
+    return 'missing';
+  }
+}

@@ -1,0 +1,34 @@
+import pino from 'pino';
+
+/**
+ * Paths pino blanks out wherever they appear, so a token or Proxmox secret
+ * that reaches a log call by accident is never written.
+ */
+const REDACT = [
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'proxmox_token_value',
+  '*.proxmox_token_value',
+  'gitlabToken',
+  '*.gitlabToken',
+  'password',
+  '*.password',
+  'apiKey',
+  '*.apiKey',
+];
+
+export type Logger = pino.Logger;
+
+/** One JSON logger per process; children add `component`. */
+export function createLogger(level: string = process.env.E2EPOOL_LOG_LEVEL || 'info'): Logger {
+  return pino({
+    level,
+    base: { pid: process.pid },
+    redact: { paths: REDACT, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
+}

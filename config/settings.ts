@@ -1,0 +1,180 @@
+import { z } from 'zod';
+
+/** Raised for an invalid setting; `message` is the single line printed at exit. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const seconds = (def: number, opts: { min?: number } = {}) =>
+  z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .refine((n) => Number.isFinite(n), 'expected a finite number of seconds')
+    .refine((n) => n >= (opts.min ?? 0), `must be >= ${opts.min ?? 0}`)
+    .default(def);
+
+const positiveSeconds = (def: number) =>
+  z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .refine((n) => Number.isFinite(n) && n > 0, 'must be a positive number of seconds')
+    .default(def);
+
+const integer = (def: number, min: number, max: number) =>
+  z.coerce
+    .number({ error: 'expected an integer' })
+    .int(`expected an integer between ${min} and ${max}`)
+    .min(min, `expected an integer between ${min} and ${max}`)
+    .max(max, `expected an integer between ${min} and ${max}`)
+    .default(def);
+
+const bool = (def: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false' })
+    .transform((v) => v === 'true' || v === '1' || v === 'yes')
+    .default(def);
+
+const httpUrl = z
+  .url({ protocol: /^https?$/, error: 'expected an http(s) URL' })
+  .transform((u) => u.replace(/\/+$/, ''));
+
+/**
+ * Every controller setting (SPEC §6), keyed by its environment variable.
+ * Defaults are those of the Python implementation.
+ */
+const schema = z.object({
+  E2EPOOL_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// or postgresql:// URL')
+    .default('postgresql://e2epool:e2epool@localhost:5432/e2epool'),
+  E2EPOOL_INVENTORY_PATH: z.string().min(1, 'must not be empty').default('inventory.yml'),
+  E2EPOOL_CHECKPOINT_TTL_SECONDS: positiveSeconds(1800),
+  E2EPOOL_POLLER_ENABLED: bool(true),
+  E2EPOOL_POLLER_INTERVAL_SECONDS: positiveSeconds(20),
+  E2EPOOL_POLLER_MIN_AGE_SECONDS: seconds(120),
+  E2EPOOL_FINALIZE_COOLDOWN_SECONDS: seconds(5),
+  E2EPOOL_READINESS_TIMEOUT_SECONDS: positiveSeconds(120),
+  E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: positiveSeconds(5),
+  E2EPOOL_DB_POOL_SIZE: integer(10, 1, 1000),
+  E2EPOOL_HTTPX_TIMEOUT: positiveSeconds(30),
+  E2EPOOL_WS_HEARTBEAT_INTERVAL: positiveSeconds(30),
+  E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
+  E2EPOOL_GITLAB_URL: httpUrl.optional(),
+  E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_HOST: z.string().min(1).default('0.0.0.0'),
+  E2EPOOL_PORT: integer(8080, 0, 65535),
+  E2EPOOL_TASK_QUEUE: z
+    .string()
+    .regex(/^[\w.-]{1,200}$/, 'expected 1-200 characters of letters, digits, _ . -')
+    .default('e2epool'),
+  E2EPOOL_LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      error: 'expected one of fatal, error, warn, info, debug, trace, silent',
+    })
+    .default('info'),
+});
+
+type Raw = z.infer<typeof schema>;
+
+/** Validated controller settings with friendly names. */
+export interface Settings {
+  databaseUrl: string;
+  inventoryPath: string;
+  checkpointTtlSeconds: number;
+  pollerEnabled: boolean;
+  pollerIntervalSeconds: number;
+  pollerMinAgeSeconds: number;
+  finalizeCooldownSeconds: number;
+  readinessTimeoutSeconds: number;
+  readinessPollIntervalSeconds: number;
+  dbPoolSize: number;
+  httpTimeoutSeconds: number;
+  wsHeartbeatIntervalSeconds: number;
+  wsHeartbeatTimeoutSeconds: number;
+  gitlabUrl: string | undefined;
+  gitlabToken: string | undefined;
+  host: string;
+  port: number;
+  taskQueue: string;
+  logLevel: Raw['E2EPOOL_LOG_LEVEL'];
+}
+
+/**
+ * Settings of the Python implementation that have no meaning here, with the
+ * Temporal counterpart the README maps them to. Setting one only warns.
+ */
+export const OBSOLETE_SETTINGS: Record<string, string> = {
+  E2EPOOL_REDIS_URL: 'Temporal replaces Celery and Redis; set TEMPORAL_ADDRESS instead',
+  E2EPOOL_GC_INTERVAL_SECONDS: 'each checkpoint has its own durable TTL timer',
+  E2EPOOL_RECONCILE_INTERVAL_SECONDS: 'Temporal retries workflows and activities durably',
+  E2EPOOL_TASK_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
+  E2EPOOL_TASK_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
+  E2EPOOL_POLLER_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
+  E2EPOOL_POLLER_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
+  E2EPOOL_API_BASE_URL: 'activities reach agents through Temporal, not an internal HTTP API',
+  E2EPOOL_CI_PROVIDER: 'GitLab is configured with E2EPOOL_GITLAB_URL',
+  E2EPOOL_QUERY_BATCH_SIZE: 'no batch sweeps: one workflow per checkpoint',
+  E2EPOOL_DB_MAX_OVERFLOW: 'use E2EPOOL_DB_POOL_SIZE',
+  E2EPOOL_DB_POOL_RECYCLE: 'pg recycles idle connections itself',
+};
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'unset';
+  const s = String(v);
+  return JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
+}
+
+const SECRET_KEYS = new Set(['E2EPOOL_GITLAB_TOKEN', 'E2EPOOL_DATABASE_URL']);
+
+/**
+ * Parses settings from an environment. Throws ConfigError whose message is one
+ * line naming the first invalid variable (secrets are never echoed back).
+ */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const input: Record<string, string | undefined> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const v = env[key];
+    // An empty variable means "unset", as in most shells' `VAR= cmd`.
+    input[key] = v === undefined || v === '' ? undefined : v;
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = String(issue.path[0]);
+    const shown = SECRET_KEYS.has(key) ? '' : ` (got ${describeValue(input[key])})`;
+    throw new ConfigError(`invalid setting ${key}: ${issue.message}${shown}`);
+  }
+  const r = parsed.data;
+  if (r.E2EPOOL_GITLAB_TOKEN && !r.E2EPOOL_GITLAB_URL) {
+    throw new ConfigError(
+      'invalid setting E2EPOOL_GITLAB_URL: required when E2EPOOL_GITLAB_TOKEN is set',
+    );
+  }
+  return {
+    databaseUrl: r.E2EPOOL_DATABASE_URL,
+    inventoryPath: r.E2EPOOL_INVENTORY_PATH,
+    checkpointTtlSeconds: r.E2EPOOL_CHECKPOINT_TTL_SECONDS,
+    pollerEnabled: r.E2EPOOL_POLLER_ENABLED,
+    pollerIntervalSeconds: r.E2EPOOL_POLLER_INTERVAL_SECONDS,
+    pollerMinAgeSeconds: r.E2EPOOL_POLLER_MIN_AGE_SECONDS,
+    finalizeCooldownSeconds: r.E2EPOOL_FINALIZE_COOLDOWN_SECONDS,
+    readinessTimeoutSeconds: r.E2EPOOL_READINESS_TIMEOUT_SECONDS,
+    readinessPollIntervalSeconds: r.E2EPOOL_READINESS_POLL_INTERVAL_SECONDS,
+    dbPoolSize: r.E2EPOOL_DB_POOL_SIZE,
+    httpTimeoutSeconds: r.E2EPOOL_HTTPX_TIMEOUT,
+    wsHeartbeatIntervalSeconds: r.E2EPOOL_WS_HEARTBEAT_INTERVAL,
+    wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
+    gitlabUrl: r.E2EPOOL_GITLAB_URL,
+    gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
+    host: r.E2EPOOL_HOST,
+    port: r.E2EPOOL_PORT,
+    taskQueue: r.E2EPOOL_TASK_QUEUE,
+    logLevel: r.E2EPOOL_LOG_LEVEL,
+  };
+}
+
+/** Names of obsolete settings present in the environment, with their replacement. */
+export function obsoleteSettingsIn(env: NodeJS.ProcessEnv = process.env): Array<[string, string]> {
+  return Object.entries(OBSOLETE_SETTINGS).filter(([k]) => env[k] !== undefined);
+}
+
+/** Every setting with its default, for the README and `e2epool config`. */
+export const SETTING_NAMES = Object.keys(schema.shape);

@@ -1,0 +1,4 @@
+import { InitialSchema1795305600000 } from './1795305600000-InitialSchema';
+
+/** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
+export const MIGRATIONS = [InitialSchema1795305600000];

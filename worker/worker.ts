@@ -1,0 +1,63 @@
+import { existsSync } from 'node:fs';
+import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from '../activities';
+import type { TemporalConnectSettings } from '../config/temporal';
+import { prebuiltBundlePath, workflowsPath } from './bundle';
+import { temporalLogger } from './temporal-logger';
+
+export interface WorkerParams {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  deps: ActivityDeps;
+  /** Use this prebuilt bundle; otherwise the one from `npm run build`, else bundle now. */
+  bundlePath?: string;
+  options?: Partial<WorkerOptions>;
+}
+
+/** Creates the e2epool worker: every workflow, activities bound to `deps`. */
+export async function createWorker(p: WorkerParams): Promise<Worker> {
+  const bundle = p.bundlePath ?? prebuiltBundlePath();
+  const workflowSource = existsSync(bundle)
+    ? { workflowBundle: { codePath: bundle } }
+    : { workflowsPath: workflowsPath() };
+  return Worker.create({
+    connection: p.connection,
+    namespace: p.namespace,
+    taskQueue: p.taskQueue,
+    ...workflowSource,
+    activities: createActivities(p.deps),
+    // Give running activities time to finish (or heartbeat-cancel) on SIGTERM.
+    shutdownGraceTime: '20 seconds',
+    ...p.options,
+  });
+}
+
+let runtimeInstalled = false;
+
+/** Installs the SDK runtime once per process: logs to pino, stops on SIGINT/SIGTERM. */
+export function installRuntime(deps: Pick<ActivityDeps, 'log'>): void {
+  if (runtimeInstalled) return;
+  Runtime.install({
+    logger: temporalLogger(deps.log.child({ component: 'temporal' })),
+    shutdownSignals: ['SIGINT', 'SIGTERM'],
+  });
+  runtimeInstalled = true;
+}
+
+/** Connects to Temporal, retrying for up to `waitMs` while the server starts. */
+export async function connectNative(
+  t: TemporalConnectSettings,
+  waitMs = 60_000,
+): Promise<NativeConnection> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await NativeConnection.connect(t.connectionOptions);
+    } catch (err) {
+      if (Date.now() >= deadline)
+        throw new Error(`cannot reach Temporal at ${t.address}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}

@@ -1,0 +1,3 @@
+// Every workflow the worker registers. Bundled for the Temporal sandbox:
+// only @temporalio/workflow and types may be imported (lint enforces it).
+export { selfTestWorkflow } from './self-test';
