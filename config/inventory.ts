@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync, statSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -257,7 +257,7 @@ export function backendOf(r: RunnerConfig): Backend {
 export class InventoryStore {
   private current: Inventory;
   private lastFingerprint: string;
-  private watching = false;
+  private timer: NodeJS.Timeout | undefined;
   readonly path: string;
 
   private constructor(
@@ -304,24 +304,26 @@ export class InventoryStore {
     }
   }
 
-  /** Polls the file (robust to editors that replace it) every `intervalMs`. */
+  /**
+   * Checks the file's content every `intervalMs`. Polling the content (not
+   * fs.watch events or mtimes) survives editors that replace the file and
+   * writes within one mtime tick; the file is small.
+   */
   watch(intervalMs = 1000): void {
-    if (this.watching) return;
-    this.watching = true;
-    watchFile(this.path, { interval: intervalMs, persistent: false }, () => this.reload());
+    if (this.timer) return;
+    this.timer = setInterval(() => this.reload(), intervalMs);
+    this.timer.unref();
   }
 
   close(): void {
-    if (this.watching) unwatchFile(this.path);
-    this.watching = false;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
   }
 }
 
 function fileFingerprint(path: string): string {
   try {
-    const text = readFileSync(path);
-    const st = statSync(path);
-    return `${st.size}:${createHash('sha256').update(text).digest('hex')}`;
+    return createHash('sha256').update(readFileSync(path)).digest('hex');
   } catch {
     return 'missing';
   }

@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Client } from 'pg';
 
 /** A running embedded Postgres cluster. */
@@ -38,6 +38,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPgOptions): Promise<Em
   const log = opts.onLog ?? (() => undefined);
   const clusterDir = join(opts.dataDir, 'cluster');
   await mkdir(opts.dataDir, { recursive: true });
+  if (userInfo().uid === 0) assertTraversable(opts.dataDir);
   const pg = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port: opts.port,
@@ -70,6 +71,23 @@ export async function startEmbeddedPostgres(opts: EmbeddedPgOptions): Promise<Em
     pid: proc?.pid,
     stop: () => pg.stop(),
   };
+}
+
+/**
+ * As root, Postgres runs as the `postgres` user, which needs search (x)
+ * permission on every directory above its data directory.
+ */
+function assertTraversable(dir: string): void {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const mode = statSync(d).mode;
+    if ((mode & 0o001) === 0) {
+      throw new Error(
+        `the postgres user cannot enter ${d} (mode ${(mode & 0o777).toString(8)}); ` +
+          'run `chmod o+x` on it or set E2EPOOL_DATA_DIR to a directory it can reach',
+      );
+    }
+    if (d === dirname(d)) return;
+  }
 }
 
 /** Creates `database` if it does not exist yet. */

@@ -1,0 +1,91 @@
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../dev/ports';
+import { REPO } from '../helpers/processes';
+import { shared } from '../helpers/shared';
+import { waitFor } from '../helpers/wait';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `npm run dev` end to end: everything starts, answers, and Ctrl-C stops it all. */
+describe('the dev runner (npm run dev)', () => {
+  it('serves the API and the Web UI, and stops every child on SIGINT leaving no lock files', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'e2epool-dev-'));
+    chmodSync(dataDir, 0o755);
+    const [api, temporal, ui, pg] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
+    const child = spawn(process.execPath, [join(REPO, 'dist', 'dev', 'main.js')], {
+      cwd: dataDir, // no inventory.yml here: the runner generates its demo inventory
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        TEMPORAL_BIN: shared().temporalBin,
+        E2EPOOL_DATA_DIR: dataDir,
+        E2EPOOL_PORT: String(api),
+        TEMPORAL_DEV_PORT: String(temporal),
+        TEMPORAL_DEV_UI_PORT: String(ui),
+        E2EPOOL_DEV_PG_PORT: String(pg),
+        TEMPORAL_CONFIG_FILE: join(dataDir, 'none.toml'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await waitFor(
+        'the dev banner',
+        () => out.includes('Press Ctrl-C') || child.exitCode !== null,
+        { timeoutMs: 120_000, intervalMs: 200 },
+      );
+      expect(out).toContain(`API            http://127.0.0.1:${api}`);
+      expect(out).toContain(`Temporal UI    http://127.0.0.1:${ui}`);
+
+      const health = await fetch(`http://127.0.0.1:${api}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toEqual({ status: 'ok', detail: null });
+      const webUi = await fetch(`http://127.0.0.1:${ui}/`);
+      expect(webUi.status).toBe(200);
+      expect(await webUi.text()).toMatch(/<html/i);
+
+      const pids = Object.values(
+        JSON.parse(readFileSync(join(dataDir, 'dev.pids.json'), 'utf8')),
+      ) as number[];
+      expect(pids).toHaveLength(4); // temporal, postgres, worker, api
+      expect(pids.every(alive)).toBe(true);
+
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(out).toContain('dev: stopped.');
+      await waitFor('every child to be gone', () => pids.every((p) => !alive(p)), {
+        timeoutMs: 10_000,
+      });
+      expect(existsSync(join(dataDir, 'dev.pids.json'))).toBe(false);
+      expect(existsSync(join(dataDir, 'postgres', 'cluster', 'postmaster.pid'))).toBe(false);
+      expect(existsSync(join(dataDir, 'temporal.sqlite'))).toBe(true);
+    } finally {
+      if (child.exitCode === null) {
+        // Let the runner stop its detached children; SIGKILL would orphan them.
+        child.kill('SIGINT');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});

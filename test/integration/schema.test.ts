@@ -1,0 +1,180 @@
+import type { DataSource } from 'typeorm';
+import { ACTIVE_STATES, CHECKPOINT_STATES, TERMINAL_STATES } from '../../common/states';
+import {
+  Checkpoint,
+  createDataSource,
+  revertLastMigration,
+  runMigrations,
+} from '../../entities/data-source';
+import { createMigratedDatabase, createTestDatabase } from '../helpers/db';
+
+let ds: DataSource;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ ds, close } = await createMigratedDatabase('schema'));
+});
+afterAll(async () => close());
+beforeEach(async () => {
+  await ds.query('TRUNCATE checkpoints, operation_logs RESTART IDENTITY CASCADE');
+});
+
+let seq = 0;
+function row(runnerId: string, state: string, extra: Record<string, unknown> = {}) {
+  seq += 1;
+  const terminal = (TERMINAL_STATES as readonly string[]).includes(state);
+  return ds.getRepository(Checkpoint).insert({
+    name: `job-${seq}-1700000000-0000000${seq % 10}`,
+    runnerId,
+    jobId: String(seq),
+    backend: 'bare_metal',
+    state: state as Checkpoint['state'],
+    workflowId: `wf-${seq}`,
+    endedAt: terminal ? new Date() : null,
+    ...extra,
+  });
+}
+
+function pgError(err: unknown): { code?: string; constraint?: string } {
+  const e = err as {
+    driverError?: { code?: string; constraint?: string };
+    code?: string;
+    constraint?: string;
+  };
+  return e.driverError ?? e;
+}
+
+describe('checkpoints table', () => {
+  it.each(ACTIVE_STATES.flatMap((a) => ACTIVE_STATES.map((b) => [a, b] as const)))(
+    'Postgres rejects a second active checkpoint (%s then %s) for the same runner',
+    async (first, second) => {
+      await row('runner-a', first);
+      const err = await row('runner-a', second).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(pgError(err)).toMatchObject({
+        code: '23505',
+        constraint: 'ix_one_active_checkpoint_per_runner',
+      });
+    },
+  );
+
+  it('allows one active checkpoint per runner alongside any number of terminal ones', async () => {
+    for (const s of TERMINAL_STATES) await row('runner-b', s);
+    await row('runner-b', 'created');
+    await row('runner-c', 'created');
+    const [{ count }] = await ds.query(
+      `SELECT count(*)::int AS count FROM checkpoints WHERE runner_id = 'runner-b'`,
+    );
+    expect(count).toBe(TERMINAL_STATES.length + 1);
+  });
+
+  it('rejects a state outside the state machine', async () => {
+    const err = await row('runner-d', 'finalizing').catch((e: unknown) => e);
+    expect(pgError(err)).toMatchObject({ code: '23514', constraint: 'ck_checkpoints_state' });
+  });
+
+  it('knows exactly the states of the state machine', async () => {
+    for (const s of CHECKPOINT_STATES) await row(`runner-${s}`, s);
+    const states = await ds.query(`SELECT state FROM checkpoints ORDER BY id`);
+    expect(states.map((r: { state: string }) => r.state)).toEqual([...CHECKPOINT_STATES]);
+  });
+
+  it('rejects a finalize status other than success, failure or canceled', async () => {
+    const err = await row('runner-e', 'finalize_queued', { finalizeStatus: 'failed' }).catch(
+      (e: unknown) => e,
+    );
+    expect(pgError(err)).toMatchObject({
+      code: '23514',
+      constraint: 'ck_checkpoints_finalize_status',
+    });
+  });
+
+  it('requires an end time exactly for terminal states', async () => {
+    const noEnd = await row('runner-f', 'reset', { endedAt: null }).catch((e: unknown) => e);
+    expect(pgError(noEnd)).toMatchObject({ constraint: 'ck_checkpoints_ended_at' });
+    const endWhileActive = await row('runner-f', 'created', { endedAt: new Date() }).catch(
+      (e: unknown) => e,
+    );
+    expect(pgError(endWhileActive)).toMatchObject({ constraint: 'ck_checkpoints_ended_at' });
+  });
+
+  it('stores every timestamp as timestamptz', async () => {
+    const cols = await ds.query(
+      `SELECT table_name, column_name, data_type FROM information_schema.columns
+       WHERE table_schema = current_schema() AND column_name LIKE '%\\_at' ORDER BY 1, 2`,
+    );
+    expect(cols.length).toBeGreaterThanOrEqual(6);
+    for (const c of cols) expect(c.data_type).toBe('timestamp with time zone');
+  });
+
+  it('has the TTL sweep and cooldown indexes', async () => {
+    const idx = await ds.query(
+      `SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'checkpoints'`,
+    );
+    const byName = Object.fromEntries(
+      idx.map((i: { indexname: string; indexdef: string }) => [i.indexname, i.indexdef]),
+    );
+    expect(byName.ix_checkpoints_ttl).toMatch(
+      /\(created_at\) WHERE \(\(state\)::text = 'created'::text\)/,
+    );
+    expect(byName.ix_checkpoints_runner_ended).toMatch(/\(runner_id, ended_at DESC\)/);
+  });
+});
+
+describe('operation_logs table', () => {
+  it('keeps one row per idempotency key', async () => {
+    await row('runner-g', 'created');
+    const [{ id }] = await ds.query(`SELECT id FROM checkpoints WHERE runner_id = 'runner-g'`);
+    const insert = () =>
+      ds.query(
+        `INSERT INTO operation_logs (checkpoint_id, idempotency_key, operation, runner_id, result) VALUES ($1, 'k1', 'pause', 'runner-g', 'ok')`,
+        [id],
+      );
+    await insert();
+    const err = await insert().catch((e: unknown) => e);
+    expect(pgError(err)).toMatchObject({
+      code: '23505',
+      constraint: 'uq_operation_logs_idempotency_key',
+    });
+  });
+});
+
+describe('migrations', () => {
+  it('revert cleanly and apply again', async () => {
+    const db = await createTestDatabase('mig');
+    const d = createDataSource({ url: db.url, poolSize: 2 });
+    await d.initialize();
+    try {
+      expect(await runMigrations(d)).toEqual(['InitialSchema1795305600000']);
+      expect(await runMigrations(d)).toEqual([]);
+      await revertLastMigration(d);
+      const tables = await d.query(
+        `SELECT tablename FROM pg_tables WHERE tablename IN ('checkpoints', 'operation_logs')`,
+      );
+      expect(tables).toEqual([]);
+      expect(await runMigrations(d)).toEqual(['InitialSchema1795305600000']);
+    } finally {
+      await d.destroy();
+      await db.drop();
+    }
+  });
+
+  it('apply exactly once when several processes start at the same time', async () => {
+    const db = await createTestDatabase('race');
+    const sources = Array.from({ length: 4 }, () => createDataSource({ url: db.url, poolSize: 1 }));
+    try {
+      await Promise.all(sources.map((s) => s.initialize()));
+      const applied = await Promise.all(sources.map((s) => runMigrations(s)));
+      expect(applied.flat()).toEqual(['InitialSchema1795305600000']);
+      const [{ count }] = await sources[0]!.query(
+        'SELECT count(*)::int AS count FROM e2epool_migrations',
+      );
+      expect(count).toBe(1);
+    } finally {
+      await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
+      await db.drop();
+    }
+  });
+});

@@ -1,0 +1,68 @@
+import { controllerEnv, writeInventory } from '../helpers/env';
+import { runCli } from '../helpers/processes';
+
+function oneLine(stderr: string): string {
+  const lines = stderr.trimEnd().split('\n');
+  expect(lines).toHaveLength(1);
+  return lines[0]!;
+}
+
+describe('startup errors of the real processes', () => {
+  it.each([
+    [
+      'api',
+      { E2EPOOL_PORT: 'abc' },
+      /^e2epool api: invalid setting E2EPOOL_PORT: expected an integer/,
+    ],
+    [
+      'worker',
+      { E2EPOOL_CHECKPOINT_TTL_SECONDS: '-5' },
+      /^e2epool worker: invalid setting E2EPOOL_CHECKPOINT_TTL_SECONDS: must be a positive/,
+    ],
+    [
+      'api',
+      { E2EPOOL_DATABASE_URL: 'mysql://u:pw-secret@h/db' },
+      /^e2epool api: invalid setting E2EPOOL_DATABASE_URL/,
+    ],
+    [
+      'worker',
+      { TEMPORAL_ADDRESS: 'not a host' },
+      /^e2epool worker: invalid setting TEMPORAL_ADDRESS/,
+    ],
+  ])('%s exits 1 with one line naming the bad variable (%j)', async (cmd, bad, pattern) => {
+    const res = await runCli(
+      [cmd],
+      controllerEnv({ E2EPOOL_INVENTORY_PATH: writeInventory('runners: []\n'), ...bad }),
+    );
+    expect(res.code).toBe(1);
+    const line = oneLine(res.stderr);
+    expect(line).toMatch(pattern);
+    expect(line).not.toContain('pw-secret');
+    expect(res.stdout).toBe('');
+  });
+
+  it.each(['api', 'worker'])(
+    '%s exits 1 with one line naming the runner and field of an invalid inventory',
+    async (cmd) => {
+      const path = writeInventory(
+        'runners:\n  - runner_id: vm-9\n    backend: proxmox\n    token: t9\n    proxmox_host: pve\n',
+      );
+      const res = await runCli([cmd], controllerEnv({ E2EPOOL_INVENTORY_PATH: path }));
+      expect(res.code).toBe(1);
+      expect(oneLine(res.stderr)).toBe(
+        `e2epool ${cmd}: ${path}: runner 'vm-9': proxmox_user: required for backend proxmox`,
+      );
+    },
+  );
+
+  it('exits 1 naming a missing inventory file', async () => {
+    const res = await runCli(
+      ['api'],
+      controllerEnv({ E2EPOOL_INVENTORY_PATH: '/nonexistent/inventory.yml' }),
+    );
+    expect(res.code).toBe(1);
+    expect(oneLine(res.stderr)).toBe(
+      'e2epool api: inventory /nonexistent/inventory.yml: file not found',
+    );
+  });
+});

@@ -1,0 +1,119 @@
+import { ConfigError, loadSettings, obsoleteSettingsIn } from '../../config/settings';
+import { loadTemporalSettings } from '../../config/temporal';
+
+describe('loadSettings', () => {
+  it('uses the defaults of the Python implementation when nothing is set', () => {
+    const s = loadSettings({});
+    expect(s).toMatchObject({
+      databaseUrl: 'postgresql://e2epool:e2epool@localhost:5432/e2epool',
+      inventoryPath: 'inventory.yml',
+      checkpointTtlSeconds: 1800,
+      pollerIntervalSeconds: 20,
+      pollerMinAgeSeconds: 120,
+      finalizeCooldownSeconds: 5,
+      readinessTimeoutSeconds: 120,
+      readinessPollIntervalSeconds: 5,
+      dbPoolSize: 10,
+      httpTimeoutSeconds: 30,
+      wsHeartbeatIntervalSeconds: 30,
+      wsHeartbeatTimeoutSeconds: 90,
+      port: 8080,
+      taskQueue: 'e2epool',
+      gitlabUrl: undefined,
+    });
+  });
+
+  it('parses numbers, fractional seconds and URLs', () => {
+    const s = loadSettings({
+      E2EPOOL_PORT: '9090',
+      E2EPOOL_CHECKPOINT_TTL_SECONDS: '0.5',
+      E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
+      E2EPOOL_GITLAB_URL: 'https://gitlab.example.com/',
+      E2EPOOL_POLLER_ENABLED: 'false',
+    });
+    expect(s.port).toBe(9090);
+    expect(s.checkpointTtlSeconds).toBe(0.5);
+    expect(s.finalizeCooldownSeconds).toBe(0);
+    expect(s.gitlabUrl).toBe('https://gitlab.example.com');
+    expect(s.pollerEnabled).toBe(false);
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(loadSettings({ E2EPOOL_PORT: '' }).port).toBe(8080);
+  });
+
+  it.each([
+    ['E2EPOOL_PORT', 'abc', /E2EPOOL_PORT: expected an integer.*"abc"/],
+    ['E2EPOOL_PORT', '70000', /E2EPOOL_PORT: expected an integer between 0 and 65535/],
+    [
+      'E2EPOOL_CHECKPOINT_TTL_SECONDS',
+      '0',
+      /E2EPOOL_CHECKPOINT_TTL_SECONDS: must be a positive number/,
+    ],
+    ['E2EPOOL_FINALIZE_COOLDOWN_SECONDS', '-1', /E2EPOOL_FINALIZE_COOLDOWN_SECONDS: must be >= 0/],
+    ['E2EPOOL_DB_POOL_SIZE', '2.5', /E2EPOOL_DB_POOL_SIZE: expected an integer/],
+    ['E2EPOOL_GITLAB_URL', 'gitlab.example.com', /E2EPOOL_GITLAB_URL: expected an http\(s\) URL/],
+    ['E2EPOOL_TASK_QUEUE', 'bad queue', /E2EPOOL_TASK_QUEUE/],
+    ['E2EPOOL_POLLER_ENABLED', 'maybe', /E2EPOOL_POLLER_ENABLED: expected true or false/],
+    ['E2EPOOL_LOG_LEVEL', 'loud', /E2EPOOL_LOG_LEVEL/],
+  ])('rejects %s=%s with one line naming the variable', (key, value, pattern) => {
+    let err: unknown;
+    try {
+      loadSettings({ [key]: value });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(pattern);
+    expect(msg).not.toContain('\n');
+  });
+
+  it('never echoes a secret value in its error', () => {
+    expect(() => loadSettings({ E2EPOOL_DATABASE_URL: 'mysql://root:hunter2@db/x' })).toThrow(
+      /^invalid setting E2EPOOL_DATABASE_URL: expected a postgres/,
+    );
+    try {
+      loadSettings({ E2EPOOL_DATABASE_URL: 'mysql://root:hunter2@db/x' });
+    } catch (e) {
+      expect((e as Error).message).not.toContain('hunter2');
+    }
+  });
+
+  it('requires a GitLab URL when a GitLab token is set', () => {
+    expect(() => loadSettings({ E2EPOOL_GITLAB_TOKEN: 'glpat-x' })).toThrow(
+      /E2EPOOL_GITLAB_URL: required/,
+    );
+  });
+
+  it('lists obsolete Celery/Redis settings with their replacement', () => {
+    const found = obsoleteSettingsIn({ E2EPOOL_REDIS_URL: 'redis://x', E2EPOOL_PORT: '1' });
+    expect(found).toEqual([['E2EPOOL_REDIS_URL', expect.stringContaining('TEMPORAL_ADDRESS')]]);
+  });
+});
+
+describe('loadTemporalSettings', () => {
+  it('follows the Temporal environment conventions', () => {
+    const t = loadTemporalSettings({
+      TEMPORAL_ADDRESS: 'temporal.internal:7233',
+      TEMPORAL_NAMESPACE: 'ci',
+      TEMPORAL_CONFIG_FILE: '/nonexistent.toml',
+    });
+    expect(t.address).toBe('temporal.internal:7233');
+    expect(t.namespace).toBe('ci');
+  });
+
+  it('defaults to localhost:7233 and the default namespace', () => {
+    const t = loadTemporalSettings({ TEMPORAL_CONFIG_FILE: '/nonexistent.toml' });
+    expect(t).toMatchObject({ address: 'localhost:7233', namespace: 'default' });
+  });
+
+  it('rejects a malformed address naming TEMPORAL_ADDRESS', () => {
+    expect(() =>
+      loadTemporalSettings({
+        TEMPORAL_ADDRESS: 'http://x:7233/y',
+        TEMPORAL_CONFIG_FILE: '/nonexistent.toml',
+      }),
+    ).toThrow(/TEMPORAL_ADDRESS/);
+  });
+});
