@@ -1,19 +1,19 @@
-import type { DataSource } from 'typeorm';
-import type { InventoryStore } from '../config/inventory';
-import type { Logger } from '../config/logger';
-import type { Settings } from '../config/settings';
+import type { ActivityDeps } from './deps';
+import { gitlabActivities } from './gitlab/steps';
+import { proxmoxActivities } from './proxmox/steps';
+import { recordActivities } from './records';
+import { runnerActivities } from './runner';
 
-/** What activities need from the process that runs them. */
-export interface ActivityDeps {
-  dataSource: DataSource;
-  inventory: InventoryStore;
-  settings: Settings;
-  log: Logger;
-}
+export type { ActivityDeps } from './deps';
 
-/** Builds the activity implementations bound to their dependencies. */
+/** Builds every activity implementation, bound to its dependencies. */
 export function createActivities(deps: ActivityDeps) {
   return {
+    ...recordActivities(deps.dataSource),
+    ...proxmoxActivities(deps),
+    ...gitlabActivities(deps),
+    ...runnerActivities(deps),
+
     /** Reads from Postgres and the inventory; used by the self-test workflow. */
     async probeDependencies() {
       const [row] = (await deps.dataSource.query(

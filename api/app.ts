@@ -1,9 +1,11 @@
-import type { Connection } from '@temporalio/client';
+import { Client, type Connection } from '@temporalio/client';
 import express, { type Express } from 'express';
 import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
+import { checkpointRouter } from './checkpoint-routes';
+import { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
 import { healthRouter } from './health';
 import { createMetricsRegistry, metricsRouter } from './metrics';
@@ -25,6 +27,15 @@ export function createApp(d: AppDeps): Express {
   app.use(express.json({ limit: '64kb' }));
   app.use(healthRouter({ dataSource: d.dataSource, temporal: d.temporal, log: d.log }));
   app.use(metricsRouter(createMetricsRegistry()));
+  const client = new Client({ connection: d.temporal, namespace: d.namespace });
+  const checkpoints = new CheckpointService({
+    client,
+    dataSource: d.dataSource,
+    inventory: d.inventory,
+    settings: d.settings,
+    log: d.log,
+  });
+  app.use(checkpointRouter(checkpoints, d.inventory));
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;

@@ -5,7 +5,8 @@ import { InventoryStore } from '../config/inventory';
 import { connectDatabase } from '../entities/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../entities/data-source';
 import { connectClient, startApiServer } from '../api/server';
-import { connectNative, createWorker, installRuntime } from '../worker/worker';
+import { NoAgentGateway } from '../activities/agent-gateway';
+import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
 /** `e2epool api`: the REST API (and, later, the agent WebSocket gateway). */
@@ -56,7 +57,15 @@ export async function runWorker(): Promise<void> {
     connection,
     namespace: temporal.namespace,
     taskQueue: settings.taskQueue,
-    deps: { dataSource, inventory, settings, log },
+    deps: {
+      dataSource,
+      inventory,
+      settings,
+      log,
+      gitlab: gitlabClientFrom(settings),
+      // Agent connectivity arrives with the agent gateway; until then runners are unreachable.
+      agents: new NoAgentGateway(),
+    },
   });
   // A parent (npm run dev) going away stops us like a signal would.
   watchParent(() => worker.shutdown());

@@ -1,20 +1,30 @@
 /**
- * Custom search attributes the workflows set, so operators can find a
- * checkpoint in the Web UI and with `temporal workflow list --query`.
+ * Custom search attributes the checkpoint workflow sets, so operators can find
+ * a checkpoint in the Web UI and with `temporal workflow list --query`.
  * The dev server registers exactly these at start (it allows at most 10
  * Keyword attributes); production clusters register them once (README).
  */
-export const SEARCH_ATTRIBUTES = {
-  runnerId: { name: 'E2eRunnerId', type: 'Keyword' },
-  jobId: { name: 'E2eJobId', type: 'Keyword' },
-  checkpointName: { name: 'E2eCheckpointName', type: 'Keyword' },
-  state: { name: 'E2eState', type: 'Keyword' },
-  backend: { name: 'E2eBackend', type: 'Keyword' },
-} as const;
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 
-export type SearchAttributeKey = keyof typeof SEARCH_ATTRIBUTES;
+export const SA_RUNNER_ID = defineSearchAttributeKey('E2eRunnerId', SearchAttributeType.KEYWORD);
+export const SA_JOB_ID = defineSearchAttributeKey('E2eJobId', SearchAttributeType.KEYWORD);
+export const SA_CHECKPOINT_NAME = defineSearchAttributeKey(
+  'E2eCheckpointName',
+  SearchAttributeType.KEYWORD,
+);
+export const SA_STATE = defineSearchAttributeKey('E2eState', SearchAttributeType.KEYWORD);
+export const SA_BACKEND = defineSearchAttributeKey('E2eBackend', SearchAttributeType.KEYWORD);
+
+export const SEARCH_ATTRIBUTE_KEYS = [
+  SA_RUNNER_ID,
+  SA_JOB_ID,
+  SA_CHECKPOINT_NAME,
+  SA_STATE,
+  SA_BACKEND,
+];
 
 /** `Name=Type` pairs as `temporal server start-dev --search-attribute` takes them. */
 export function searchAttributeFlags(): string[] {
-  return Object.values(SEARCH_ATTRIBUTES).map((a) => `${a.name}=${a.type}`);
+  const cliType: Record<string, string> = { KEYWORD: 'Keyword' };
+  return SEARCH_ATTRIBUTE_KEYS.map((k) => `${k.name}=${cliType[k.type] ?? k.type}`);
 }

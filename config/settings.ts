@@ -59,6 +59,11 @@ const schema = z.object({
   E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
   E2EPOOL_GITLAB_URL: httpUrl.optional(),
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
+  E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
+  E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
+  E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
+  E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_HOST: z.string().min(1).default('0.0.0.0'),
   E2EPOOL_PORT: integer(8080, 0, 65535),
   E2EPOOL_TASK_QUEUE: z
@@ -91,6 +96,14 @@ export interface Settings {
   wsHeartbeatTimeoutSeconds: number;
   gitlabUrl: string | undefined;
   gitlabToken: string | undefined;
+  /** Attempts of each reset step before a checkpoint needs an operator. */
+  resetMaxAttempts: number;
+  /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
+  finalizeAckSeconds: number;
+  /** Timeout of reset_cmd / cleanup_cmd on the agent. */
+  commandTimeoutSeconds: number;
+  proxmoxTaskPollSeconds: number;
+  proxmoxTaskTimeoutSeconds: number;
   host: string;
   port: number;
   taskQueue: string;
@@ -164,6 +177,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
     gitlabUrl: r.E2EPOOL_GITLAB_URL,
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
+    resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
+    finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
+    commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
+    proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
+    proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,
     host: r.E2EPOOL_HOST,
     port: r.E2EPOOL_PORT,
     taskQueue: r.E2EPOOL_TASK_QUEUE,

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
+import { GitLabClient } from '../activities/gitlab/client';
+import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
 import { prebuiltBundlePath, workflowsPath } from './bundle';
 import { temporalLogger } from './temporal-logger';
@@ -60,4 +62,10 @@ export async function connectNative(
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
+}
+
+/** The GitLab client for the settings, or null when GitLab is not configured. */
+export function gitlabClientFrom(s: Settings): GitLabClient | null {
+  if (!s.gitlabUrl || !s.gitlabToken) return null;
+  return new GitLabClient(s.gitlabUrl, s.gitlabToken, s.httpTimeoutSeconds * 1000);
 }

@@ -1,0 +1,21 @@
+import type { DataSource } from 'typeorm';
+import type { InventoryStore, ProxmoxRunner } from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
+import type { AgentGateway } from './agent-gateway';
+import type { GitLabClient } from './gitlab/client';
+import type { ProxmoxClient } from './proxmox/client';
+
+/** What activities need from the process that runs them. */
+export interface ActivityDeps {
+  dataSource: DataSource;
+  inventory: InventoryStore;
+  settings: Settings;
+  log: Logger;
+  /** Runs commands on runner hosts through their agents. */
+  agents: AgentGateway;
+  /** GitLab API; null when E2EPOOL_GITLAB_URL is not set (no pause, no polling). */
+  gitlab: GitLabClient | null;
+  /** Override how a runner's Proxmox client is made (tests); default: from the inventory. */
+  proxmoxClient?: (r: ProxmoxRunner) => ProxmoxClient;
+}

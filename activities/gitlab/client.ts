@@ -1,0 +1,105 @@
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import type { FinalizeStatus } from '../../common/states';
+import { permanent, transient } from '../failures';
+
+export type JobState = FinalizeStatus | 'running';
+
+/**
+ * GitLab job statuses → what they mean for a checkpoint (SPEC §7). Only
+ * COMPLETED_STATUSES end a job; `canceling`, `manual`, `scheduled` and the rest
+ * mean it is still running.
+ */
+export function mapJobStatus(status: string): JobState {
+  switch (status) {
+    case 'success':
+      return 'success';
+    case 'failed':
+      return 'failure';
+    case 'canceled':
+    case 'skipped':
+      return 'canceled';
+    default:
+      return 'running';
+  }
+}
+
+/** GitLab REST v4: job status and runner pause. Failures are classified here. */
+export class GitLabClient {
+  private readonly http: AxiosInstance;
+
+  constructor(baseUrl: string, token: string, timeoutMs: number) {
+    this.http = axios.create({
+      baseURL: `${baseUrl.replace(/\/+$/, '')}/api/v4`,
+      timeout: timeoutMs,
+      headers: { 'PRIVATE-TOKEN': token },
+      validateStatus: () => true,
+      maxRedirects: 0,
+    });
+  }
+
+  private async call<T>(
+    method: 'GET' | 'PUT',
+    path: string,
+    form?: Record<string, string>,
+  ): Promise<T> {
+    const what = `${method} ${path}`;
+    let res: AxiosResponse;
+    try {
+      res = await this.http.request({
+        method,
+        url: path,
+        data: form ? new URLSearchParams(form).toString() : undefined,
+        headers: form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
+      });
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      throw transient(
+        /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED'
+          ? 'BackendTimeout'
+          : 'GitLabUnavailable',
+        `GitLab ${what}: ${e.code ?? e.message}`,
+      );
+    }
+    if (res.status >= 200 && res.status < 300) return res.data as T;
+    const body =
+      typeof res.data === 'object' && res.data
+        ? JSON.stringify(res.data).slice(0, 300)
+        : String(res.data ?? '')
+            .trim()
+            .slice(0, 300);
+    const msg = `GitLab ${what}: ${res.status} ${body}`;
+    if (res.status === 429) {
+      // Honour Retry-After: the next attempt waits as long as GitLab asked.
+      const after = Number(res.headers['retry-after']);
+      throw transient(
+        'GitLabRateLimited',
+        msg,
+        Number.isFinite(after) && after >= 0 ? after * 1000 : 60_000,
+      );
+    }
+    if (res.status >= 500) throw transient('GitLabUnavailable', msg);
+    throw permanent(msg, 'PermanentFailure');
+  }
+
+  /** The job's status through the project jobs API (the global /jobs/:id is not public). */
+  async jobState(projectId: string, jobId: string): Promise<JobState> {
+    const job = await this.call<{ status: string }>(
+      'GET',
+      `/projects/${encodeURIComponent(projectId)}/jobs/${encodeURIComponent(jobId)}`,
+    );
+    return mapJobStatus(job.status);
+  }
+
+  async runnerPaused(runnerId: number): Promise<boolean> {
+    const r = await this.call<{ paused?: boolean; active?: boolean }>(
+      'GET',
+      `/runners/${runnerId}`,
+    );
+    return r.paused ?? r.active === false;
+  }
+
+  /** Pauses or unpauses with `paused` (not the deprecated `active`). */
+  async setPaused(runnerId: number, paused: boolean): Promise<void> {
+    await this.call('PUT', `/runners/${runnerId}`, { paused: paused ? 'true' : 'false' });
+  }
+}

@@ -1,0 +1,66 @@
+import type { ActivityDeps } from '../deps';
+import { activityKey, withOperation, type StepInput } from '../operation-log';
+import type { JobState } from './client';
+
+/** GitLab steps: pause before a reset, unpause after, and job-status polls. */
+export function gitlabActivities(deps: ActivityDeps) {
+  const meta = (i: StepInput, operation: string) => {
+    const key = activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`);
+    return { checkpointId: i.checkpointId, runnerId: i.runnerId, backend: null, operation, key };
+  };
+
+  return {
+    /**
+     * Pauses the GitLab runner so it takes no new job during the reset.
+     * A runner somebody else already paused is left alone, and `pausedByUs`
+     * is false so it is not unpaused later. An earlier attempt of this same
+     * call (its log row exists) may have paused it: that pause is ours.
+     */
+    async pauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<{ pausedByUs: boolean }> {
+      const gitlab = deps.gitlab;
+      const m = meta(i, 'pause');
+      if (!gitlab) {
+        return withOperation<{ pausedByUs: boolean }>(deps.dataSource, m, async () => ({
+          value: { pausedByUs: false },
+          detail: 'E2EPOOL_GITLAB_URL is not set: runner not paused',
+          result: 'skipped' as const,
+        }));
+      }
+      const earlier = (await deps.dataSource.query(
+        `SELECT 1 FROM operation_logs WHERE idempotency_key = $1`,
+        [m.key],
+      )) as unknown[];
+      return withOperation<{ pausedByUs: boolean }>(deps.dataSource, m, async () => {
+        if (earlier.length === 0 && (await gitlab.runnerPaused(i.gitlabRunnerId))) {
+          return {
+            value: { pausedByUs: false },
+            detail: `GitLab runner ${i.gitlabRunnerId} was already paused by someone else: e2epool will not unpause it`,
+            result: 'skipped' as const,
+          };
+        }
+        await gitlab.setPaused(i.gitlabRunnerId, true);
+        return { value: { pausedByUs: true }, detail: `paused GitLab runner ${i.gitlabRunnerId}` };
+      });
+    },
+
+    async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
+      const gitlab = deps.gitlab;
+      await withOperation(deps.dataSource, meta(i, 'unpause'), async () => {
+        if (!gitlab)
+          return {
+            value: undefined,
+            detail: 'E2EPOOL_GITLAB_URL is not set',
+            result: 'skipped' as const,
+          };
+        await gitlab.setPaused(i.gitlabRunnerId, false);
+        return { value: undefined, detail: `unpaused GitLab runner ${i.gitlabRunnerId}` };
+      });
+    },
+
+    /** The job's state; `running` until GitLab reports a completed status. */
+    async pollJobStatus(i: { projectId: string; jobId: string }): Promise<JobState> {
+      if (!deps.gitlab) return 'running';
+      return deps.gitlab.jobState(i.projectId, i.jobId);
+    },
+  };
+}

@@ -1,0 +1,202 @@
+import { Context } from '@temporalio/activity';
+import { snapshotDescription } from '../../common/checkpoint';
+import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
+import type { ActivityDeps } from '../deps';
+import { permanent, transient } from '../failures';
+import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
+import { ProxmoxClient, ProxmoxTaskError, isTransientTaskError } from './client';
+import { proxmoxHttpsAgent } from './tls';
+
+const OURS = 'e2epool checkpoint ';
+
+function heartbeat(): void {
+  try {
+    Context.current().heartbeat();
+  } catch {
+    /* outside an activity */
+  }
+}
+
+/** The runner's Proxmox config from the current inventory (credentials never cross the workflow boundary). */
+export function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
+  const r = deps.inventory.inventory.get(runnerId);
+  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
+  if (r.backend !== 'proxmox')
+    throw permanent(`runner '${runnerId}' is not a proxmox runner`, 'RunnerNotInInventory');
+  return r;
+}
+
+/** One client per runner and configuration, reused across activities. */
+export function proxmoxClientFactory(deps: Pick<ActivityDeps, 'settings'>) {
+  const cache = new Map<string, { key: string; client: ProxmoxClient }>();
+  return (r: ProxmoxRunner): ProxmoxClient => {
+    const key = JSON.stringify([
+      r.proxmox_host,
+      r.proxmox_node,
+      r.proxmox_vmid,
+      r.proxmox_user,
+      r.proxmox_token_name,
+      r.proxmox_token_value,
+      r.proxmox_verify_tls,
+      r.proxmox_ca_file,
+      r.proxmox_fingerprint,
+    ]);
+    const hit = cache.get(r.runner_id);
+    if (hit && hit.key === key) return hit.client;
+    const baseUrl = proxmoxBaseUrl(r);
+    const client = new ProxmoxClient({
+      baseUrl,
+      node: r.proxmox_node,
+      vmid: r.proxmox_vmid,
+      tokenId: `${r.proxmox_user}!${r.proxmox_token_name}`,
+      tokenSecret: r.proxmox_token_value,
+      httpsAgent: baseUrl.startsWith('https:')
+        ? proxmoxHttpsAgent({
+            verify: r.proxmox_verify_tls,
+            caFile: r.proxmox_ca_file,
+            fingerprint: r.proxmox_fingerprint,
+          })
+        : undefined,
+      timeoutMs: deps.settings.httpTimeoutSeconds * 1000,
+    });
+    cache.set(r.runner_id, { key, client });
+    return client;
+  };
+}
+
+/** Proxmox steps of a checkpoint. Each checks the VM's state first, so a retry is harmless. */
+export function proxmoxActivities(deps: ActivityDeps) {
+  const clientFor = deps.proxmoxClient ?? proxmoxClientFactory(deps);
+  const waitOpts = () => ({
+    timeoutMs: deps.settings.proxmoxTaskTimeoutSeconds * 1000,
+    pollMs: deps.settings.proxmoxTaskPollSeconds * 1000,
+    onPoll: heartbeat,
+  });
+
+  /** Runs a task and classifies its failure: a lock is transient; anything else permanent. */
+  async function runTask(
+    client: ProxmoxClient,
+    start: () => Promise<string>,
+    tolerate?: RegExp,
+  ): Promise<string> {
+    const upid = await start();
+    try {
+      return await client.waitTask(upid, waitOpts());
+    } catch (err) {
+      if (!(err instanceof ProxmoxTaskError)) throw err;
+      if (tolerate?.test(err.exitstatus)) return err.exitstatus;
+      if (isTransientTaskError(err.exitstatus)) throw transient('ProxmoxLocked', err.message);
+      throw permanent(err.message, 'PermanentFailure');
+    }
+  }
+
+  const meta = (i: StepInput, operation: string, suffix = operation) => ({
+    checkpointId: i.checkpointId,
+    runnerId: i.runnerId,
+    backend: 'proxmox' as const,
+    operation,
+    key: activityKey(suffix, `${i.checkpointName}:${suffix}:${i.round}`),
+  });
+
+  return {
+    /**
+     * Takes the checkpoint's snapshot. First removes (and logs) e2epool
+     * snapshots an earlier checkpoint left behind: ZFS can roll back only to
+     * the latest snapshot. Snapshots e2epool did not make are never touched.
+     */
+    async takeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
+      const r = proxmoxRunner(deps, i.runnerId);
+      const client = clientFor(r);
+      await withOperation(deps.dataSource, meta(i, 'snapshot'), async () => {
+        const existing = await client.listSnapshots();
+        for (const s of existing) {
+          if (s.name === i.snapshotName || !s.description?.startsWith(OURS)) continue;
+          const startedAt = new Date();
+          await runTask(client, () => client.deleteSnapshot(s.name), /does not exist/);
+          await writeOperation(
+            deps.dataSource,
+            meta(i, 'remove_stray_snapshot', `stray:${s.name}`),
+            {
+              result: 'ok',
+              detail: `removed stray snapshot '${s.name}' (${s.description})`,
+              startedAt,
+              finishedAt: new Date(),
+            },
+          );
+        }
+        const mine = existing.find((s) => s.name === i.snapshotName);
+        if (mine && !mine.snapstate)
+          return {
+            value: undefined,
+            detail: `snapshot '${i.snapshotName}' already taken`,
+            result: 'skipped' as const,
+          };
+        if (mine)
+          await runTask(client, () => client.deleteSnapshot(i.snapshotName), /does not exist/); // half-made by an earlier attempt
+        const exit = await runTask(
+          client,
+          () => client.createSnapshot(i.snapshotName, snapshotDescription(i.checkpointName)),
+          /already used/,
+        );
+        return {
+          value: undefined,
+          detail: `snapshot '${i.snapshotName}' of VM ${r.proxmox_vmid} on ${r.proxmox_node}: ${exit}`,
+        };
+      });
+    },
+
+    /** Deletes the checkpoint's snapshot; an already deleted one is fine. */
+    async removeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
+      const client = clientFor(proxmoxRunner(deps, i.runnerId));
+      await withOperation(deps.dataSource, meta(i, 'delete_snapshot'), async () => {
+        const exists = (await client.listSnapshots()).some((s) => s.name === i.snapshotName);
+        if (!exists)
+          return {
+            value: undefined,
+            detail: `snapshot '${i.snapshotName}' already gone`,
+            result: 'skipped' as const,
+          };
+        const exit = await runTask(
+          client,
+          () => client.deleteSnapshot(i.snapshotName),
+          /does not exist/,
+        );
+        return { value: undefined, detail: `deleted snapshot '${i.snapshotName}': ${exit}` };
+      });
+    },
+
+    async stopVm(i: StepInput): Promise<void> {
+      const client = clientFor(proxmoxRunner(deps, i.runnerId));
+      await withOperation(deps.dataSource, meta(i, 'stop'), async () => {
+        if ((await client.vmStatus()).status === 'stopped')
+          return { value: undefined, detail: 'already stopped', result: 'skipped' as const };
+        const exit = await runTask(client, () => client.stop());
+        return { value: undefined, detail: `stopped: ${exit}` };
+      });
+    },
+
+    async rollbackVm(i: StepInput & { snapshotName: string }): Promise<void> {
+      const client = clientFor(proxmoxRunner(deps, i.runnerId));
+      await withOperation(deps.dataSource, meta(i, 'rollback'), async () => {
+        const snap = (await client.listSnapshots()).find((s) => s.name === i.snapshotName);
+        if (!snap)
+          throw permanent(
+            `snapshot '${i.snapshotName}' does not exist: cannot roll back`,
+            'PermanentFailure',
+          );
+        const exit = await runTask(client, () => client.rollback(i.snapshotName));
+        return { value: undefined, detail: `rolled back to '${i.snapshotName}': ${exit}` };
+      });
+    },
+
+    async startVm(i: StepInput): Promise<void> {
+      const client = clientFor(proxmoxRunner(deps, i.runnerId));
+      await withOperation(deps.dataSource, meta(i, 'start'), async () => {
+        if ((await client.vmStatus()).status === 'running')
+          return { value: undefined, detail: 'already running', result: 'skipped' as const };
+        const exit = await runTask(client, () => client.start(), /already running/);
+        return { value: undefined, detail: `started: ${exit}` };
+      });
+    },
+  };
+}

@@ -1,0 +1,142 @@
+import { Context } from '@temporalio/activity';
+import type { RunnerConfig } from '../config/inventory';
+import type { ActivityDeps } from './deps';
+import { permanent, transient } from './failures';
+import { activityKey, withOperation, type StepInput } from './operation-log';
+import { proxmoxClientFactory } from './proxmox/steps';
+
+const TAIL = 2000;
+
+function tail(s: string): string {
+  const t = s.trimEnd();
+  return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
+}
+
+function runnerOf(deps: ActivityDeps, runnerId: string): RunnerConfig {
+  const r = deps.inventory.inventory.get(runnerId);
+  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
+  return r;
+}
+
+function heartbeat(details?: unknown): void {
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    /* outside an activity */
+  }
+}
+
+function cancelled(): boolean {
+  try {
+    return Context.current().cancellationSignal.aborted;
+  } catch {
+    return false;
+  }
+}
+
+/** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
+export function runnerActivities(deps: ActivityDeps) {
+  const proxmoxClient = deps.proxmoxClient ?? proxmoxClientFactory(deps);
+
+  return {
+    /** Runs the runner's `reset_cmd` or `cleanup_cmd` on its agent; no command configured is a no-op. */
+    async runRunnerCommand(i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' }): Promise<void> {
+      const r = runnerOf(deps, i.runnerId);
+      const cmd = r[i.which];
+      const key = activityKey(i.which, `${i.checkpointName}:${i.which}:${i.round}`);
+      await withOperation(
+        deps.dataSource,
+        {
+          checkpointId: i.checkpointId,
+          runnerId: i.runnerId,
+          backend: r.backend,
+          operation: i.which,
+          key,
+        },
+        async () => {
+          if (!cmd)
+            return {
+              value: undefined,
+              detail: `no ${i.which} configured`,
+              result: 'skipped' as const,
+            };
+          const res = await deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds);
+          const detail = `exit ${res.exitCode}; stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
+          if (res.exitCode !== 0)
+            throw transient('CommandFailed', `${i.which} exited with ${res.exitCode}: ${detail}`);
+          return { value: undefined, detail };
+        },
+      );
+    },
+
+    /**
+     * The readiness gate before unpausing. Proxmox: the VM runs and its agent
+     * reconnected after `since` (the boot); then `readiness_cmd` if set. Bare
+     * metal: `readiness_cmd` if set, else an agent is connected. Polls every
+     * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
+     */
+    async waitUntilReady(i: StepInput & { since: string | null }): Promise<void> {
+      const r = runnerOf(deps, i.runnerId);
+      const key = activityKey('readiness', `${i.checkpointName}:readiness:${i.round}`);
+      const since = i.since ? new Date(i.since) : undefined;
+      await withOperation(
+        deps.dataSource,
+        {
+          checkpointId: i.checkpointId,
+          runnerId: i.runnerId,
+          backend: r.backend,
+          operation: 'readiness',
+          key,
+        },
+        async () => {
+          const deadline = Date.now() + deps.settings.readinessTimeoutSeconds * 1000;
+          let why = 'not checked yet';
+          for (;;) {
+            heartbeat(why);
+            if (cancelled()) throw transient('Cancelled', 'readiness wait cancelled');
+            why = await notReadyReason(r, since);
+            if (!why)
+              return {
+                value: undefined,
+                detail: r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected',
+              };
+            if (Date.now() >= deadline) {
+              throw transient(
+                'NotReady',
+                `runner '${r.runner_id}' not ready after ${deps.settings.readinessTimeoutSeconds}s: ${why}`,
+              );
+            }
+            await new Promise((res) =>
+              setTimeout(res, deps.settings.readinessPollIntervalSeconds * 1000),
+            );
+          }
+        },
+      );
+    },
+  };
+
+  /** Why the runner is not ready yet, or '' when it is. */
+  async function notReadyReason(r: RunnerConfig, since: Date | undefined): Promise<string> {
+    if (r.backend === 'proxmox') {
+      const st = await proxmoxClient(r).vmStatus();
+      if (st.status !== 'running') return `VM is ${st.status}`;
+    }
+    if (!(await deps.agents.isConnected(r.runner_id, since))) {
+      return since ? 'agent has not reconnected since the reboot' : 'agent not connected';
+    }
+    if (r.readiness_cmd) {
+      try {
+        const res = await deps.agents.exec(
+          r.runner_id,
+          r.readiness_cmd,
+          Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
+        );
+        if (res.exitCode !== 0)
+          return `readiness_cmd exited with ${res.exitCode}: ${tail(res.stderr || res.stdout).slice(-200)}`;
+      } catch (err) {
+        return `readiness_cmd could not run: ${(err as Error).message}`;
+      }
+    }
+    return '';
+  }
+}

@@ -1,0 +1,29 @@
+import { Router } from 'express';
+import type { InventoryStore } from '../config/inventory';
+import { runnerAuth } from './auth';
+import type { CheckpointService } from './checkpoint-service';
+import { createBody, finalizeBody, parseOr422 } from './schemas';
+
+/** SPEC §3 checkpoint routes: validate, delegate, answer. */
+export function checkpointRouter(service: CheckpointService, inventory: InventoryStore): Router {
+  const router = Router();
+  const auth = runnerAuth(inventory);
+
+  router.post('/checkpoint/create', auth, async (req, res) => {
+    const body = parseOr422(createBody, req.body);
+    res.status(201).json(await service.create(res.locals.runnerId as string, body));
+  });
+
+  router.post('/checkpoint/finalize', auth, async (req, res) => {
+    const body = parseOr422(finalizeBody, req.body);
+    res.status(202).json(await service.finalize(res.locals.runnerId as string, body));
+  });
+
+  router.get('/checkpoint/status/:name', auth, async (req, res) => {
+    res
+      .status(200)
+      .json(await service.status(res.locals.runnerId as string, String(req.params.name)));
+  });
+
+  return router;
+}

@@ -1,0 +1,212 @@
+import {
+  ServiceError,
+  WithStartWorkflowOperation,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type Client,
+} from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { DataSource } from 'typeorm';
+import {
+  CHECKPOINT_WORKFLOW,
+  FAILURE_TYPES,
+  checkpointWorkflowId,
+  createUpdate,
+  finalizeUpdate,
+  type CheckpointDto,
+  type CheckpointTiming,
+  type CheckpointWorkflowInput,
+  type FinalizeReply,
+} from '../common/checkpoint';
+import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
+import { isActiveState, type CheckpointState, type FinalizeStatus } from '../common/states';
+import type { InventoryStore } from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
+import { HttpError } from './errors';
+
+interface CheckpointRow {
+  name: string;
+  runner_id: string;
+  job_id: string;
+  state: CheckpointState;
+  finalize_status: FinalizeStatus | null;
+  finalize_source: string | null;
+  created_at: Date;
+  finalized_at: Date | null;
+  workflow_id: string;
+}
+
+function toDto(r: CheckpointRow): CheckpointDto {
+  return {
+    name: r.name,
+    runner_id: r.runner_id,
+    job_id: r.job_id,
+    state: r.state,
+    finalize_status: r.finalize_status,
+    finalize_source: r.finalize_source,
+    created_at: new Date(r.created_at).toISOString(),
+    finalized_at: r.finalized_at ? new Date(r.finalized_at).toISOString() : null,
+  };
+}
+
+const STATUS_OF_FAILURE: Record<string, number> = {
+  [FAILURE_TYPES.conflict]: 409,
+  [FAILURE_TYPES.cooldown]: 429,
+  [FAILURE_TYPES.backendUnavailable]: 502,
+  [FAILURE_TYPES.backendTimeout]: 504,
+  [FAILURE_TYPES.invalidRequest]: 422,
+};
+
+/** The application failure behind an update error, if any. */
+function appFailure(err: unknown): ApplicationFailure | undefined {
+  let e: unknown = err;
+  for (let i = 0; i < 5 && e; i++) {
+    if (e instanceof ApplicationFailure) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+export interface CheckpointServiceDeps {
+  client: Client;
+  dataSource: DataSource;
+  inventory: InventoryStore;
+  settings: Settings;
+  log: Logger;
+}
+
+/**
+ * Checkpoint operations shared by REST and the agent gateway. It only starts,
+ * updates and reads workflows, and reads Postgres; errors are HttpErrors whose
+ * status the WebSocket gateway reuses as `error.code`.
+ */
+export class CheckpointService {
+  constructor(private readonly d: CheckpointServiceDeps) {}
+
+  timing(): CheckpointTiming {
+    const s = this.d.settings;
+    return {
+      ttlSeconds: s.checkpointTtlSeconds,
+      pollerEnabled: s.pollerEnabled && Boolean(s.gitlabUrl),
+      pollerIntervalSeconds: s.pollerIntervalSeconds,
+      pollerMinAgeSeconds: s.pollerMinAgeSeconds,
+      cooldownSeconds: s.finalizeCooldownSeconds,
+      readinessTimeoutSeconds: s.readinessTimeoutSeconds,
+      readinessPollIntervalSeconds: s.readinessPollIntervalSeconds,
+      finalizeAckSeconds: s.finalizeAckSeconds,
+      resetMaxAttempts: s.resetMaxAttempts,
+    };
+  }
+
+  /**
+   * Creates a checkpoint: update-with-start on the runner's workflow, so two
+   * API instances racing for one runner get one 201 and 409s.
+   */
+  async create(
+    tokenRunnerId: string,
+    req: { runner_id: string; job_id: string; caller?: string | null; project_id: string | null },
+  ): Promise<CheckpointDto> {
+    const runner = this.d.inventory.inventory.get(req.runner_id);
+    if (req.runner_id !== tokenRunnerId) {
+      if (!runner) throw new HttpError(404, 'Runner not found in inventory');
+      throw new HttpError(403, 'Token not authorized for this runner');
+    }
+    if (!runner) throw new HttpError(404, 'Runner not found in inventory');
+    const input: CheckpointWorkflowInput = {
+      runner: {
+        runnerId: runner.runner_id,
+        backend: runner.backend,
+        gitlabRunnerId: runner.gitlab_runner_id ?? null,
+        resetOnSuccess: runner.reset_on_success,
+      },
+      timing: this.timing(),
+    };
+    try {
+      return await this.d.client.workflow.executeUpdateWithStart(createUpdate, {
+        args: [{ jobId: req.job_id, caller: req.caller ?? null, projectId: req.project_id }],
+        startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
+          workflowId: checkpointWorkflowId(runner.runner_id),
+          taskQueue: this.d.settings.taskQueue,
+          args: [input],
+          workflowIdConflictPolicy: 'USE_EXISTING',
+          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+          typedSearchAttributes: [
+            { key: SA_RUNNER_ID, value: runner.runner_id },
+            { key: SA_BACKEND, value: runner.backend },
+          ],
+          staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
+          staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
+        }),
+      });
+    } catch (err) {
+      throw this.mapError(err, 'create');
+    }
+  }
+
+  /** Finalizes a checkpoint: the workflow answers once the runner is paused (bounded). */
+  async finalize(
+    tokenRunnerId: string,
+    req: { checkpoint_name: string; status: FinalizeStatus; source: string },
+  ): Promise<FinalizeReply> {
+    const row = await this.row(req.checkpoint_name);
+    if (!row) throw new HttpError(404, 'Checkpoint not found');
+    if (row.runner_id !== tokenRunnerId)
+      throw new HttpError(403, 'Token not authorized for this checkpoint');
+    if (!isActiveState(row.state)) return { detail: 'Already finalized', state: row.state };
+    try {
+      return await this.d.client.workflow
+        .getHandle(row.workflow_id)
+        .executeUpdate(finalizeUpdate, {
+          args: [{ checkpointName: row.name, status: req.status, source: req.source }],
+        });
+    } catch (err) {
+      const type = appFailure(err)?.type;
+      if (err instanceof WorkflowNotFoundError || type === FAILURE_TYPES.notActive) {
+        const now = await this.row(req.checkpoint_name);
+        if (now && !isActiveState(now.state))
+          return { detail: 'Already finalized', state: now.state };
+        throw new HttpError(
+          409,
+          `Checkpoint '${row.name}' is not held by a running workflow (state ${now?.state ?? row.state}); an operator must release it`,
+        );
+      }
+      throw this.mapError(err, 'finalize');
+    }
+  }
+
+  async status(tokenRunnerId: string, name: string): Promise<CheckpointDto> {
+    const row = await this.row(name);
+    if (!row) throw new HttpError(404, 'Checkpoint not found');
+    if (row.runner_id !== tokenRunnerId)
+      throw new HttpError(403, 'Token not authorized for this checkpoint');
+    return toDto(row);
+  }
+
+  private async row(name: string): Promise<CheckpointRow | undefined> {
+    const rows = (await this.d.dataSource.query(
+      `SELECT name, runner_id, job_id, state, finalize_status, finalize_source, created_at, finalized_at, workflow_id
+         FROM checkpoints WHERE name = $1`,
+      [name],
+    )) as CheckpointRow[];
+    return rows[0];
+  }
+
+  private mapError(err: unknown, op: string): HttpError {
+    if (err instanceof HttpError) return err;
+    const failure = appFailure(err);
+    if (
+      err instanceof WorkflowUpdateFailedError &&
+      failure?.type &&
+      STATUS_OF_FAILURE[failure.type]
+    ) {
+      return new HttpError(STATUS_OF_FAILURE[failure.type]!, failure.message);
+    }
+    if (err instanceof ServiceError || (err as { code?: number }).code === 14) {
+      this.d.log.warn({ op, err: (err as Error).message }, 'Temporal unavailable');
+      return new HttpError(503, 'Temporal unavailable, try again later');
+    }
+    this.d.log.error({ op, err }, 'checkpoint operation failed');
+    return new HttpError(500, 'Internal server error');
+  }
+}

@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { FINALIZE_STATUSES } from '../common/states';
+import { HttpError } from './errors';
+
+// Python's \w is Unicode-aware; so is this, to accept what the old API accepted.
+const WORD = /^[\p{L}\p{N}_.-]+$/u;
+const wordish = (max: number) =>
+  z
+    .string({ error: 'Input should be a valid string' })
+    .min(1, 'String should have at least 1 character')
+    .max(max, `String should have at most ${max} characters`)
+    .regex(WORD, "String should match pattern '^[\\w.\\-]+$'");
+
+/** Checkpoint names (SPEC §1), Unicode-aware like the Python validator. */
+export const CHECKPOINT_NAME = /^job-[\p{L}\p{N}_.-]+-\d+-[0-9a-f]{8}$/u;
+
+export const createBody = z.object({
+  runner_id: wordish(255),
+  job_id: wordish(200), // the name adds up to 24 characters and must fit in 255
+  caller: z.string().max(255, 'String should have at most 255 characters').nullish(),
+  project_id: z
+    .union([
+      z.number().int().positive(),
+      z
+        .string()
+        .regex(/^[\p{L}\p{N}_.\-/]{1,255}$/u, 'Input should be a GitLab project id or path'),
+    ])
+    .nullish()
+    .transform((v) => (v === null || v === undefined ? null : String(v))),
+});
+
+export const finalizeBody = z.object({
+  checkpoint_name: z
+    .string({ error: 'Input should be a valid string' })
+    .regex(CHECKPOINT_NAME, 'checkpoint_name must match pattern ^job-[\\w.\\-]+-\\d+-[0-9a-f]{8}$'),
+  status: z.enum(FINALIZE_STATUSES, {
+    error: "Input should be 'success', 'failure' or 'canceled'",
+  }),
+  source: wordish(100).default('hook'),
+});
+
+export type CreateBody = z.infer<typeof createBody>;
+export type FinalizeBody = z.infer<typeof finalizeBody>;
+
+/** A validation error in the shape FastAPI used: a list of {type, loc, msg}. */
+export function validationDetail(error: z.ZodError, where: 'body' | 'payload' = 'body') {
+  return error.issues.map((i) => ({
+    type: i.code === 'invalid_type' && i.input === undefined ? 'missing' : i.code,
+    loc: [where, ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
+    msg: i.code === 'invalid_type' && i.input === undefined ? 'Field required' : i.message,
+  }));
+}
+
+/** Parses `input` or throws 422 with the validation detail. */
+export function parseOr422<T extends z.ZodTypeAny>(schema: T, input: unknown): z.infer<T> {
+  const r = schema.safeParse(input ?? {});
+  if (!r.success) throw new HttpError(422, validationDetail(r.error));
+  return r.data;
+}

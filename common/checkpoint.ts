@@ -1,0 +1,138 @@
+/**
+ * The checkpoint workflow's contract: its input, its messages and the
+ * shapes that cross the workflow boundary. Plain JSON only (dates as ISO
+ * strings), never secrets: workflow inputs and results are stored in history.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { Backend, CheckpointState, FinalizeStatus } from './states';
+
+/** The REST/WebSocket checkpoint object (SPEC §3), exactly. */
+export interface CheckpointDto {
+  name: string;
+  runner_id: string;
+  job_id: string;
+  state: CheckpointState;
+  finalize_status: FinalizeStatus | null;
+  finalize_source: string | null;
+  created_at: string;
+  finalized_at: string | null;
+}
+
+/** Durations the workflow uses, from the controller's settings (seconds). */
+export interface CheckpointTiming {
+  ttlSeconds: number;
+  pollerEnabled: boolean;
+  pollerIntervalSeconds: number;
+  pollerMinAgeSeconds: number;
+  cooldownSeconds: number;
+  readinessTimeoutSeconds: number;
+  readinessPollIntervalSeconds: number;
+  /** How long a hook finalize waits for the GitLab pause before answering anyway. */
+  finalizeAckSeconds: number;
+  /** Attempts of each reset step before the checkpoint needs an operator. */
+  resetMaxAttempts: number;
+}
+
+/** Non-secret facts about the runner, fixed for the life of one checkpoint. */
+export interface RunnerPlan {
+  runnerId: string;
+  backend: Backend;
+  gitlabRunnerId: number | null;
+  resetOnSuccess: boolean;
+}
+
+export interface CheckpointWorkflowInput {
+  runner: RunnerPlan;
+  timing: CheckpointTiming;
+}
+
+export interface CreateRequest {
+  jobId: string;
+  caller: string | null;
+  projectId: string | null;
+}
+
+export interface FinalizeRequest {
+  checkpointName: string;
+  status: FinalizeStatus;
+  source: string;
+}
+
+export type FinalizeReply =
+  | { detail: 'Finalize queued'; checkpoint_name: string }
+  | { detail: 'Already finalized'; state: CheckpointState };
+
+/** What `temporal workflow query --type state` shows: the live view. */
+export interface CheckpointView {
+  phase:
+    | 'waiting_for_create'
+    | 'creating'
+    | 'waiting_for_job'
+    | 'finalizing'
+    | 'needs_attention'
+    | 'cooldown'
+    | 'done';
+  state: CheckpointState | null;
+  name: string | null;
+  runnerId: string;
+  jobId: string | null;
+  backend: Backend;
+  finalizeStatus: FinalizeStatus | null;
+  finalizeSource: string | null;
+  runnerPaused: boolean;
+  resetRounds: number;
+  lastError: string | null;
+}
+
+/** How a checkpoint workflow run ended. */
+export interface CheckpointOutcome {
+  name: string | null;
+  state: CheckpointState | null;
+}
+
+/** Application failure types the workflow reports to callers (mapped to HTTP by the API). */
+export const FAILURE_TYPES = {
+  conflict: 'CheckpointConflict', // 409
+  cooldown: 'CooldownActive', // 429
+  notActive: 'CheckpointNotActive', // finalize for a checkpoint this run no longer holds
+  backendUnavailable: 'BackendUnavailable', // 502
+  backendTimeout: 'BackendTimeout', // 504
+  invalidRequest: 'InvalidRequest', // 400/422
+} as const;
+
+export const CHECKPOINT_WORKFLOW = 'checkpointWorkflow';
+
+/** One workflow id per runner: Temporal's id uniqueness makes "one active checkpoint per runner" atomic. */
+export function checkpointWorkflowId(runnerId: string): string {
+  return `e2epool-runner-${runnerId}`;
+}
+
+export const createUpdate = defineUpdate<CheckpointDto, [CreateRequest]>('create');
+export const finalizeUpdate = defineUpdate<FinalizeReply, [FinalizeRequest]>('finalize');
+/** Operator: run the reset of a `needs_attention` checkpoint again. */
+export const retrySignal = defineSignal<[]>('retry');
+/** Operator: give up on a `needs_attention` checkpoint: unpause, end as `reset_failed`. */
+export const releaseSignal = defineSignal<[]>('release');
+export const stateQuery = defineQuery<CheckpointView>('state');
+
+/** Checkpoint name of SPEC §1: `job-<job_id>-<unix seconds>-<8 lowercase hex>`. */
+export const CHECKPOINT_NAME_RE = /^job-[\w.-]+-\d+-[0-9a-f]{8}$/;
+/** Proxmox snapshot names: letter first, letters/digits/_/-, 2-40 characters. */
+export const PROXMOX_SNAPNAME_RE = /^[A-Za-z][A-Za-z0-9_-]{1,39}$/;
+
+/**
+ * The Proxmox snapshot name for a checkpoint: the checkpoint name itself when
+ * Proxmox accepts it (as the Python implementation did), else a derived one.
+ */
+export function snapshotNameFor(checkpointName: string): string {
+  if (PROXMOX_SNAPNAME_RE.test(checkpointName)) return checkpointName;
+  const m = /-(\d+)-([0-9a-f]{8})$/.exec(checkpointName);
+  return m
+    ? `e2epool-${m[1]}-${m[2]}`
+    : `e2epool-${checkpointName.replace(/[^A-Za-z0-9_-]/g, '').slice(-31)}`;
+}
+
+/** Description marking a snapshot as e2epool's (same text as the Python implementation). */
+export function snapshotDescription(checkpointName: string): string {
+  return `e2epool checkpoint ${checkpointName}`;
+}

@@ -1,0 +1,153 @@
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import pino from 'pino';
+import type { DataSource } from 'typeorm';
+import type { AgentGateway } from '../../activities/agent-gateway';
+import type { GitLabClient } from '../../activities/gitlab/client';
+import { startApiServer, type ApiServer } from '../../api/server';
+import { InventoryStore } from '../../config/inventory';
+import { loadSettings, type Settings } from '../../config/settings';
+import { loadTemporalSettings } from '../../config/temporal';
+import { createWorker } from '../../worker/worker';
+import { createMigratedDatabase } from './db';
+import { controllerEnv, uniqueId, writeInventory } from './env';
+import { shared } from './shared';
+
+export interface TestController {
+  api: ApiServer;
+  client: Client;
+  ds: DataSource;
+  settings: Settings;
+  inventory: InventoryStore;
+  taskQueue: string;
+  /** Starts another API instance on the same database and task queue. */
+  startAnotherApi(): Promise<ApiServer>;
+  stop(): Promise<void>;
+}
+
+export interface ControllerOptions {
+  inventory: string;
+  env?: Record<string, string>;
+  agents: AgentGateway;
+  gitlab?: GitLabClient | null;
+}
+
+/**
+ * The controller of a test file: a migrated database of its own, the API on
+ * port 0 and a worker on a task queue of its own, on the shared real Temporal.
+ */
+export async function startTestController(o: ControllerOptions): Promise<TestController> {
+  quietRuntime();
+  const log = pino({ level: process.env.E2EPOOL_TEST_LOG_LEVEL ?? 'silent' });
+  const { ds, close } = await createMigratedDatabase('cp');
+  const taskQueue = uniqueId('tq');
+  const env = controllerEnv({
+    E2EPOOL_PORT: '0',
+    E2EPOOL_HOST: '127.0.0.1',
+    E2EPOOL_TASK_QUEUE: taskQueue,
+    E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.1',
+    E2EPOOL_READINESS_TIMEOUT_SECONDS: '5',
+    E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.05',
+    E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
+    ...o.env,
+  });
+  const settings = loadSettings(env);
+  const temporalSettings = loadTemporalSettings(env);
+  const inventory = InventoryStore.load(writeInventory(o.inventory), log);
+  const connection = await Connection.connect({ address: shared().temporalAddress });
+  const client = new Client({ connection });
+  const native = await NativeConnection.connect({ address: shared().temporalAddress });
+  const worker: Worker = await createWorker({
+    connection: native,
+    namespace: 'default',
+    taskQueue,
+    deps: { dataSource: ds, inventory, settings, log, agents: o.agents, gitlab: o.gitlab ?? null },
+  });
+  const running = worker.run();
+  const apis: ApiServer[] = [];
+  const startApi = async () => {
+    const api = await startApiServer({
+      settings,
+      dataSource: ds,
+      temporal: connection,
+      temporalSettings,
+      inventory,
+      log,
+    });
+    apis.push(api);
+    return api;
+  };
+  const api = await startApi();
+  return {
+    api,
+    client,
+    ds,
+    settings,
+    inventory,
+    taskQueue,
+    startAnotherApi: startApi,
+    async stop() {
+      await Promise.all(apis.map((a) => a.close()));
+      worker.shutdown();
+      await running;
+      await native.close();
+      await connection.close();
+      inventory.close();
+      await close();
+    },
+  };
+}
+
+let runtimeInstalled = false;
+/** The SDK logs worker state changes at INFO; tests want warnings only. */
+function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({
+    logger: new DefaultLogger((process.env.E2EPOOL_TEST_SDK_LOG_LEVEL as 'WARN') ?? 'WARN'),
+  });
+}
+
+/** A tiny REST client for the tests. */
+export function restClient(baseUrl: () => string, token: string) {
+  const call = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ) => {
+    const res = await fetch(`${baseUrl()}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...headers,
+      },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
+  return {
+    create: (runnerId: string, jobId: string, extra: Record<string, unknown> = {}) =>
+      call('POST', '/checkpoint/create', { runner_id: runnerId, job_id: jobId, ...extra }),
+    finalize: (name: string, status: string, extra: Record<string, unknown> = {}) =>
+      call('POST', '/checkpoint/finalize', { checkpoint_name: name, status, ...extra }),
+    status: (name: string) => call('GET', `/checkpoint/status/${encodeURIComponent(name)}`),
+    call,
+  };
+}
+
+/** Operation-log rows of a checkpoint, in order. */
+export async function operations(
+  ds: DataSource,
+  name: string,
+): Promise<
+  Array<{ operation: string; result: string; detail: string | null; error: string | null }>
+> {
+  return ds.query(
+    `SELECT o.operation, o.result, o.detail, o.error FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+      WHERE c.name = $1 ORDER BY o.started_at, o.id`,
+    [name],
+  );
+}

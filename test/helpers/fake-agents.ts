@@ -1,0 +1,41 @@
+import type { AgentGateway, ExecResult } from '../../activities/agent-gateway';
+import { transient } from '../../activities/failures';
+
+/**
+ * Test double of the agent gateway (the real one is the WebSocket gateway):
+ * scripted connectivity and command results, and a log of every command.
+ */
+export class FakeAgents implements AgentGateway {
+  private readonly connectedAt = new Map<string, Date>();
+  readonly commands: Array<{ runnerId: string; cmd: string; at: Date }> = [];
+  /** Decides each command's result; default: exit 0 with a little output. */
+  onExec: (runnerId: string, cmd: string) => ExecResult | Promise<ExecResult> = (_r, cmd) => ({
+    exitCode: 0,
+    stdout: `ran ${cmd}\n`,
+    stderr: '',
+  });
+
+  connect(runnerId: string, at = new Date()): void {
+    this.connectedAt.set(runnerId, at);
+  }
+
+  disconnect(runnerId: string): void {
+    this.connectedAt.delete(runnerId);
+  }
+
+  async exec(runnerId: string, cmd: string): Promise<ExecResult> {
+    if (!this.connectedAt.has(runnerId))
+      throw transient('AgentNotConnected', `no agent connected for runner '${runnerId}'`);
+    this.commands.push({ runnerId, cmd, at: new Date() });
+    return this.onExec(runnerId, cmd);
+  }
+
+  async isConnected(runnerId: string, since?: Date): Promise<boolean> {
+    const at = this.connectedAt.get(runnerId);
+    return at !== undefined && (!since || at >= since);
+  }
+
+  commandsFor(runnerId: string): string[] {
+    return this.commands.filter((c) => c.runnerId === runnerId).map((c) => c.cmd);
+  }
+}
