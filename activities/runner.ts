@@ -113,6 +113,17 @@ export function runnerActivities(deps: ActivityDeps) {
         },
       );
     },
+
+    /** One readiness check, for `GET /runner/readiness`: ready, or why not. */
+    async checkReadiness(i: {
+      runnerId: string;
+    }): Promise<{ ready: boolean; detail: string | null }> {
+      const r = runnerOf(deps, i.runnerId);
+      const why = await notReadyReason(r, undefined).catch(
+        (err: unknown) => (err as Error).message,
+      );
+      return why ? { ready: false, detail: why } : { ready: true, detail: null };
+    },
   };
 
   /** Why the runner is not ready yet, or '' when it is. */

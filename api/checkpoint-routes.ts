@@ -25,5 +25,10 @@ export function checkpointRouter(service: CheckpointService, inventory: Inventor
       .json(await service.status(res.locals.runnerId as string, String(req.params.name)));
   });
 
+  router.get('/runner/readiness', auth, async (_req, res) => {
+    const r = await service.readiness(res.locals.runnerId as string);
+    res.status(r.ready ? 200 : 503).json(r);
+  });
+
   return router;
 }

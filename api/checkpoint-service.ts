@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   ServiceError,
   WithStartWorkflowOperation,
@@ -155,11 +156,9 @@ export class CheckpointService {
       throw new HttpError(403, 'Token not authorized for this checkpoint');
     if (!isActiveState(row.state)) return { detail: 'Already finalized', state: row.state };
     try {
-      return await this.d.client.workflow
-        .getHandle(row.workflow_id)
-        .executeUpdate(finalizeUpdate, {
-          args: [{ checkpointName: row.name, status: req.status, source: req.source }],
-        });
+      return await this.d.client.workflow.getHandle(row.workflow_id).executeUpdate(finalizeUpdate, {
+        args: [{ checkpointName: row.name, status: req.status, source: req.source }],
+      });
     } catch (err) {
       const type = appFailure(err)?.type;
       if (err instanceof WorkflowNotFoundError || type === FAILURE_TYPES.notActive) {
@@ -172,6 +171,26 @@ export class CheckpointService {
         );
       }
       throw this.mapError(err, 'finalize');
+    }
+  }
+
+  /** Asks the worker (through a short workflow) whether the runner is ready now. */
+  async readiness(
+    runnerId: string,
+  ): Promise<{ runner_id: string; ready: boolean; detail: string | null }> {
+    try {
+      const r = await this.d.client.workflow.execute('readinessWorkflow', {
+        taskQueue: this.d.settings.taskQueue,
+        workflowId: `e2epool-readiness-${runnerId}-${randomUUID()}`,
+        args: [runnerId],
+        workflowExecutionTimeout: '60 seconds',
+        typedSearchAttributes: [{ key: SA_RUNNER_ID, value: runnerId }],
+      });
+      return { runner_id: runnerId, ready: r.ready, detail: r.detail };
+    } catch (err) {
+      const failure = appFailure(err);
+      if (failure) return { runner_id: runnerId, ready: false, detail: failure.message };
+      throw this.mapError(err, 'readiness');
     }
   }
 

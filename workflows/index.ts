@@ -2,3 +2,4 @@
 // only @temporalio/workflow and types may be imported (lint enforces it).
 export { selfTestWorkflow } from './self-test';
 export { checkpointWorkflow } from './checkpoint';
+export { readinessWorkflow } from './readiness';
