@@ -26,6 +26,16 @@ function heartbeat(details?: unknown): void {
   }
 }
 
+/** Heartbeats every few seconds while `p` is pending (an agent command can run for minutes). */
+async function heartbeating<T>(p: Promise<T>, everyMs = 3000): Promise<T> {
+  const timer = setInterval(() => heartbeat(), everyMs);
+  try {
+    return await p;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 function cancelled(): boolean {
   try {
     return Context.current().cancellationSignal.aborted;
@@ -60,11 +70,13 @@ export function runnerActivities(deps: ActivityDeps) {
               detail: `no ${i.which} configured`,
               result: 'skipped' as const,
             };
-          const res = await deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds);
-          const detail = `exit ${res.exitCode}; stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
+          const res = await heartbeating(
+            deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds),
+          );
+          const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
           if (res.exitCode !== 0)
-            throw transient('CommandFailed', `${i.which} exited with ${res.exitCode}: ${detail}`);
-          return { value: undefined, detail };
+            throw transient('CommandFailed', `${i.which} exited with ${res.exitCode}; ${output}`);
+          return { value: undefined, detail: `exit 0; ${output}` };
         },
       );
     },
@@ -91,24 +103,30 @@ export function runnerActivities(deps: ActivityDeps) {
         async () => {
           const deadline = Date.now() + deps.settings.readinessTimeoutSeconds * 1000;
           let why = 'not checked yet';
-          for (;;) {
-            heartbeat(why);
-            if (cancelled()) throw transient('Cancelled', 'readiness wait cancelled');
-            why = await notReadyReason(r, since);
-            if (!why)
-              return {
-                value: undefined,
-                detail: r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected',
-              };
-            if (Date.now() >= deadline) {
-              throw transient(
-                'NotReady',
-                `runner '${r.runner_id}' not ready after ${deps.settings.readinessTimeoutSeconds}s: ${why}`,
+          // Heartbeat on a timer too: the poll interval may exceed the heartbeat timeout.
+          const beat = setInterval(() => heartbeat(why), 3000);
+          try {
+            for (;;) {
+              heartbeat(why);
+              if (cancelled()) throw transient('Cancelled', 'readiness wait cancelled');
+              why = await notReadyReason(r, since);
+              if (!why)
+                return {
+                  value: undefined,
+                  detail: r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected',
+                };
+              if (Date.now() >= deadline) {
+                throw transient(
+                  'NotReady',
+                  `runner '${r.runner_id}' not ready after ${deps.settings.readinessTimeoutSeconds}s: ${why}`,
+                );
+              }
+              await new Promise((res) =>
+                setTimeout(res, deps.settings.readinessPollIntervalSeconds * 1000),
               );
             }
-            await new Promise((res) =>
-              setTimeout(res, deps.settings.readinessPollIntervalSeconds * 1000),
-            );
+          } finally {
+            clearInterval(beat);
           }
         },
       );
@@ -137,10 +155,12 @@ export function runnerActivities(deps: ActivityDeps) {
     }
     if (r.readiness_cmd) {
       try {
-        const res = await deps.agents.exec(
-          r.runner_id,
-          r.readiness_cmd,
-          Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
+        const res = await heartbeating(
+          deps.agents.exec(
+            r.runner_id,
+            r.readiness_cmd,
+            Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
+          ),
         );
         if (res.exitCode !== 0)
           return `readiness_cmd exited with ${res.exitCode}: ${tail(res.stderr || res.stdout).slice(-200)}`;

@@ -72,7 +72,8 @@ function stepOptions(
 ): ActivityOptions {
   return {
     startToCloseTimeout: startToClose,
-    heartbeatTimeout: '1 minute',
+    // Long steps heartbeat every few seconds; a crashed worker's step is retried elsewhere soon after.
+    heartbeatTimeout: '15 seconds',
     // The retry budget of a reset step; exhausting it hands the checkpoint to an operator.
     retry: {
       maximumAttempts: maxAttempts,
