@@ -123,25 +123,32 @@ export class CheckpointService {
       },
       timing: this.timing(),
     };
-    try {
-      return await this.d.client.workflow.executeUpdateWithStart(createUpdate, {
-        args: [{ jobId: req.job_id, caller: req.caller ?? null, projectId: req.project_id }],
-        startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
-          workflowId: checkpointWorkflowId(runner.runner_id),
-          taskQueue: this.d.settings.taskQueue,
-          args: [input],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-          typedSearchAttributes: [
-            { key: SA_RUNNER_ID, value: runner.runner_id },
-            { key: SA_BACKEND, value: runner.backend },
-          ],
-          staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
-          staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
-        }),
-      });
-    } catch (err) {
-      throw this.mapError(err, 'create');
+    // A run that just finished is closing; it is gone within moments, so try again briefly.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.d.client.workflow.executeUpdateWithStart(createUpdate, {
+          args: [{ jobId: req.job_id, caller: req.caller ?? null, projectId: req.project_id }],
+          startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
+            workflowId: checkpointWorkflowId(runner.runner_id),
+            taskQueue: this.d.settings.taskQueue,
+            args: [input],
+            workflowIdConflictPolicy: 'USE_EXISTING',
+            workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+            typedSearchAttributes: [
+              { key: SA_RUNNER_ID, value: runner.runner_id },
+              { key: SA_BACKEND, value: runner.backend },
+            ],
+            staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
+            staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
+          }),
+        });
+      } catch (err) {
+        if (appFailure(err)?.type === FAILURE_TYPES.runClosing && attempt < 50) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+        throw this.mapError(err, 'create');
+      }
     }
   }
 

@@ -98,6 +98,7 @@ export const FAILURE_TYPES = {
   backendUnavailable: 'BackendUnavailable', // 502
   backendTimeout: 'BackendTimeout', // 504
   invalidRequest: 'InvalidRequest', // 400/422
+  runClosing: 'RunClosing', // the run has finished and is closing: the API retries the create
 } as const;
 
 export const CHECKPOINT_WORKFLOW = 'checkpointWorkflow';

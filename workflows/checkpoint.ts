@@ -140,6 +140,7 @@ export async function checkpointWorkflow(
   let createdAt: Date | null = null;
   let finalizedAt: Date | null = null;
   let createResult: 'ok' | 'failed' | null = null;
+  let createSettled = false; // the create handler is done, compensation included
   let finalizeStatus: FinalizeStatus | null = null;
   let finalizeSource: string | null = null;
   let endRequested = false; // finalize, poller or TTL decided the job is over
@@ -267,10 +268,19 @@ export async function checkpointWorkflow(
           message: `Checkpoint could not be created: ${lastError}`,
           nonRetryable: true,
         });
+      } finally {
+        createSettled = true;
       }
     },
     {
       validator: (req: CreateRequest) => {
+        if (phase === 'done') {
+          // Finished and about to close; a new run can start in a moment.
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.runClosing,
+            message: 'Previous checkpoint is closing, try again',
+          });
+        }
         if (name !== null && state !== null && !isActiveState(state)) {
           throw ApplicationFailure.create({
             type: FAILURE_TYPES.cooldown,
@@ -335,12 +345,12 @@ export async function checkpointWorkflow(
 
   // ---- life ----------------------------------------------------------------
   // A run started without a create (by hand, say) has nothing to do.
-  if (!(await condition(() => createResult !== null, '10 minutes'))) {
+  if (!(await condition(() => phase !== 'waiting_for_create', '10 minutes'))) {
     phase = 'done';
     return { name: null, state: null };
   }
   // The create handler compensates a failure itself; let it finish even if we are canceled.
-  await CancellationScope.nonCancellable(() => condition(() => phase !== 'creating'));
+  await CancellationScope.nonCancellable(() => condition(() => createSettled));
   if (createResult === 'failed') {
     return finish();
   }

@@ -131,8 +131,16 @@ export function proxmoxActivities(deps: ActivityDeps) {
             detail: `snapshot '${i.snapshotName}' already taken`,
             result: 'skipped' as const,
           };
-        if (mine)
-          await runTask(client, () => client.deleteSnapshot(i.snapshotName), /does not exist/); // half-made by an earlier attempt
+        if (mine) {
+          // Half-made by an earlier attempt. If that attempt's task still runs, wait for it.
+          if ((await client.vmStatus()).lock === 'snapshot') {
+            throw transient(
+              'BackendTimeout',
+              `an earlier snapshot task for '${i.snapshotName}' on VM ${r.proxmox_vmid} is still running`,
+            );
+          }
+          await runTask(client, () => client.deleteSnapshot(i.snapshotName), /does not exist/);
+        }
         const exit = await runTask(
           client,
           () => client.createSnapshot(i.snapshotName, snapshotDescription(i.checkpointName)),

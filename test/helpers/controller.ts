@@ -8,7 +8,7 @@ import { startApiServer, type ApiServer } from '../../api/server';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
-import { createWorker } from '../../worker/worker';
+import { createWorker, gitlabClientFrom } from '../../worker/worker';
 import { createMigratedDatabase } from './db';
 import { controllerEnv, uniqueId, writeInventory } from './env';
 import { shared } from './shared';
@@ -61,7 +61,14 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     connection: native,
     namespace: 'default',
     taskQueue,
-    deps: { dataSource: ds, inventory, settings, log, agents: o.agents, gitlab: o.gitlab ?? null },
+    deps: {
+      dataSource: ds,
+      inventory,
+      settings,
+      log,
+      agents: o.agents,
+      gitlab: o.gitlab === undefined ? gitlabClientFrom(settings) : o.gitlab,
+    },
   });
   const running = worker.run();
   const apis: ApiServer[] = [];

@@ -30,7 +30,12 @@ export class FakeAgents implements AgentGateway {
     return this.onExec(runnerId, cmd);
   }
 
+  /** Overrides connectivity, e.g. "the agent is back once the VM runs again". */
+  connectedWhen: ((runnerId: string, since?: Date) => boolean | undefined) | undefined;
+
   async isConnected(runnerId: string, since?: Date): Promise<boolean> {
+    const override = this.connectedWhen?.(runnerId, since);
+    if (override !== undefined) return override;
     const at = this.connectedAt.get(runnerId);
     return at !== undefined && (!since || at >= since);
   }

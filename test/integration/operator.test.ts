@@ -1,7 +1,17 @@
 import { WorkflowFailedError } from '@temporalio/client';
-import { checkpointWorkflowId, releaseSignal, retrySignal, stateQuery } from '../../common/checkpoint';
+import {
+  checkpointWorkflowId,
+  releaseSignal,
+  retrySignal,
+  stateQuery,
+} from '../../common/checkpoint';
 import { FakeAgents } from '../helpers/fake-agents';
-import { operations, restClient, startTestController, type TestController } from '../helpers/controller';
+import {
+  operations,
+  restClient,
+  startTestController,
+  type TestController,
+} from '../helpers/controller';
 import { waitFor } from '../helpers/wait';
 
 const INVENTORY = `runners:
@@ -27,8 +37,15 @@ describe('operators: needs_attention, retry, release, query, search attributes',
 
   beforeAll(async () => {
     for (const r of ['op-1', 'op-2', 'op-3']) agents.connect(r, new Date(0));
-    agents.onExec = (runnerId) => (failing.has(runnerId) ? { exitCode: 7, stdout: '', stderr: 'disk on fire' } : { exitCode: 0, stdout: 'ok', stderr: '' });
-    c = await startTestController({ inventory: INVENTORY, agents, env: { E2EPOOL_RESET_MAX_ATTEMPTS: '2' } });
+    agents.onExec = (runnerId) =>
+      failing.has(runnerId)
+        ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
+        : { exitCode: 0, stdout: 'ok', stderr: '' };
+    c = await startTestController({
+      inventory: INVENTORY,
+      agents,
+      env: { E2EPOOL_RESET_MAX_ATTEMPTS: '2' },
+    });
   });
   afterAll(async () => c?.stop());
 
@@ -36,7 +53,10 @@ describe('operators: needs_attention, retry, release, query, search attributes',
     failing.add(runnerId);
     const name = (await as(token).create(runnerId, `${runnerId}-job`)).body.name as string;
     expect((await as(token).finalize(name, 'failure')).status).toBe(202);
-    await waitFor('needs_attention', async () => (await as(token).status(name)).body.state === 'needs_attention');
+    await waitFor(
+      'needs_attention',
+      async () => (await as(token).status(name)).body.state === 'needs_attention',
+    );
     return { name, handle: c.client.workflow.getHandle(checkpointWorkflowId(runnerId)) };
   }
 
@@ -45,14 +65,26 @@ describe('operators: needs_attention, retry, release, query, search attributes',
     // Two attempts (the budget), then it waits for an operator.
     expect(agents.commandsFor('op-1')).toEqual(['/opt/reset.sh', '/opt/reset.sh']);
     const view = await handle.query(stateQuery);
-    expect(view).toMatchObject({ phase: 'needs_attention', state: 'needs_attention', name, lastError: 'CommandFailed: reset_cmd exited with 7; stdout: ; stderr: disk on fire' });
+    expect(view).toMatchObject({
+      phase: 'needs_attention',
+      state: 'needs_attention',
+      name,
+      lastError: 'CommandFailed: reset_cmd exited with 7; stdout: ; stderr: disk on fire',
+    });
     const found = await waitFor('the search attribute', async () => {
       const hits = [];
-      for await (const wf of c.client.workflow.list({ query: `E2eState = 'needs_attention' AND E2eRunnerId = 'op-1'` })) hits.push(wf);
+      for await (const wf of c.client.workflow.list({
+        query: `E2eState = 'needs_attention' AND E2eRunnerId = 'op-1'`,
+      }))
+        hits.push(wf);
       return hits.length ? hits : undefined;
     });
     expect(found[0]!.workflowId).toBe(checkpointWorkflowId('op-1'));
-    const row = (await c.ds.query(`SELECT error_detail, reset_attempts FROM checkpoints WHERE name = $1`, [name]))[0];
+    const row = (
+      await c.ds.query(`SELECT error_detail, reset_attempts FROM checkpoints WHERE name = $1`, [
+        name,
+      ])
+    )[0];
     expect(row.error_detail).toContain('disk on fire');
     expect(row.reset_attempts).toBe(1);
     // Still active: a new create is refused.
@@ -60,15 +92,31 @@ describe('operators: needs_attention, retry, release, query, search attributes',
 
     failing.delete('op-1');
     await handle.signal(retrySignal);
-    await waitFor('reset after retry', async () => (await as('tok-op-1').status(name)).body.state === 'reset');
+    await waitFor(
+      'reset after retry',
+      async () => (await as('tok-op-1').status(name)).body.state === 'reset',
+    );
     const ops = (await operations(c.ds, name)).map((o) => `${o.operation}:${o.result}`);
-    expect(ops).toEqual(['create:ok', 'poller:skipped', 'finalize_queued:ok', 'reset_cmd:error', 'needs_attention:error', 'finalize_queued:ok', 'reset_cmd:ok', 'readiness:ok', 'reset:ok']);
+    expect(ops).toEqual([
+      'create:ok',
+      'poller:skipped',
+      'finalize_queued:ok',
+      'reset_cmd:error',
+      'needs_attention:error',
+      'finalize_queued:ok',
+      'reset_cmd:ok',
+      'readiness:ok',
+      'reset:ok',
+    ]);
   });
 
   it('ends a needs_attention checkpoint as reset_failed on `release`', async () => {
     const { name, handle } = await stuck('op-2', 'tok-op-2');
     await handle.signal(releaseSignal);
-    await waitFor('reset_failed', async () => (await as('tok-op-2').status(name)).body.state === 'reset_failed');
+    await waitFor(
+      'reset_failed',
+      async () => (await as('tok-op-2').status(name)).body.state === 'reset_failed',
+    );
     expect(await handle.result()).toEqual({ name, state: 'reset_failed' });
     expect((await as('tok-op-2').create('op-2', 'after-release')).status).toBe(201);
   });
@@ -78,14 +126,20 @@ describe('operators: needs_attention, retry, release, query, search attributes',
     const handle = c.client.workflow.getHandle(checkpointWorkflowId('op-3'));
     const hits = await waitFor('visibility', async () => {
       const out = [];
-      for await (const wf of c.client.workflow.list({ query: `E2eRunnerId = 'op-3' AND E2eJobId = 'find-me' AND E2eCheckpointName = '${name}' AND E2eState = 'created' AND E2eBackend = 'bare_metal'` })) out.push(wf);
+      for await (const wf of c.client.workflow.list({
+        query: `E2eRunnerId = 'op-3' AND E2eJobId = 'find-me' AND E2eCheckpointName = '${name}' AND E2eState = 'created' AND E2eBackend = 'bare_metal'`,
+      }))
+        out.push(wf);
       return out.length ? out : undefined;
     });
     expect(hits).toHaveLength(1);
     const desc = await handle.describe();
     expect(await desc.staticSummary()).toBe('runner op-3 · job find-me · bare_metal');
     await as('tok-op-3').finalize(name, 'success');
-    await waitFor('deleted', async () => (await as('tok-op-3').status(name)).body.state === 'deleted');
+    await waitFor(
+      'deleted',
+      async () => (await as('tok-op-3').status(name)).body.state === 'deleted',
+    );
   });
 
   it('a canceled workflow ends its checkpoint as reset_failed and shows as canceled', async () => {
