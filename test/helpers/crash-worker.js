@@ -1,0 +1,38 @@
+// A worker process for crash tests: the compiled worker of `e2epool worker`
+// with an agent gateway double (the real gateway arrives with the agent).
+// Configured like `e2epool worker`, through E2EPOOL_* and TEMPORAL_* variables.
+'use strict';
+const { join } = require('node:path');
+const dist = (p) => require(join(__dirname, '..', '..', 'dist', p));
+
+const { loadControllerConfig } = dist('cli/bootstrap.js');
+const { InventoryStore } = dist('config/inventory.js');
+const { connectDatabase } = dist('entities/connect.js');
+const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
+
+const agents = {
+  exec: async (_runnerId, cmd) => ({ exitCode: 0, stdout: `ran ${cmd}`, stderr: '' }),
+  isConnected: async () => true,
+};
+
+async function main() {
+  const { settings, temporal, log } = loadControllerConfig('crash-worker');
+  const inventory = InventoryStore.load(settings.inventoryPath, log);
+  installRuntime({ log });
+  const dataSource = await connectDatabase({ url: settings.databaseUrl, poolSize: 4 }, log);
+  const connection = await connectNative(temporal);
+  const worker = await createWorker({
+    connection,
+    namespace: temporal.namespace,
+    taskQueue: settings.taskQueue,
+    deps: { dataSource, inventory, settings, log, agents, gitlab: gitlabClientFrom(settings) },
+  });
+  process.stdout.write('worker running\n');
+  await worker.run();
+  await dataSource.destroy();
+}
+
+main().catch((err) => {
+  process.stderr.write(`crash-worker: ${err.stack || err}\n`);
+  process.exit(1);
+});
