@@ -86,7 +86,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bin/**/*.js', 'jest.config.js'],
+    files: ['bin/**/*.js', 'jest.config.js', 'test/helpers/*.js'],
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
 );

@@ -26,7 +26,7 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', false);
   app.use(express.json({ limit: '64kb' }));
   app.use(healthRouter({ dataSource: d.dataSource, temporal: d.temporal, log: d.log }));
-  app.use(metricsRouter(createMetricsRegistry()));
+  app.use(metricsRouter(createMetricsRegistry(d.dataSource, d.log)));
   const client = new Client({ connection: d.temporal, namespace: d.namespace });
   const checkpoints = new CheckpointService({
     client,

@@ -1,11 +1,54 @@
 import { Router } from 'express';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DataSource } from 'typeorm';
+import { ACTIVE_STATES } from '../common/states';
+import type { Logger } from '../config/logger';
 
-/** A per-app registry (not the global one), so several apps can share a process in tests. */
-export function createMetricsRegistry(): Registry {
+/**
+ * A per-app registry (not the global one, so several apps can share a process
+ * in tests) with the process metrics and the checkpoint gauges, read from
+ * Postgres at scrape time.
+ */
+export function createMetricsRegistry(ds: DataSource, log: Logger): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'e2epool-api' });
   collectDefaultMetrics({ register: registry });
+
+  new Gauge({
+    name: 'e2epool_checkpoints_active',
+    help: 'Active checkpoints by state; needs_attention ones wait for an operator (retry or release signal).',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of ACTIVE_STATES) this.set({ state: s }, 0);
+      try {
+        const rows = (await ds.query(
+          `SELECT state, count(*)::int AS n FROM checkpoints WHERE state = ANY($1) GROUP BY state`,
+          [ACTIVE_STATES],
+        )) as Array<{ state: string; n: number }>;
+        for (const r of rows) this.set({ state: r.state }, r.n);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'metrics: cannot read checkpoint counts');
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'e2epool_checkpoints_needs_attention_oldest_seconds',
+    help: 'Age of the oldest checkpoint waiting for an operator (0 when none): alert on this.',
+    registers: [registry],
+    async collect() {
+      try {
+        const [row] = (await ds.query(
+          `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(updated_at)), 0)::float AS age FROM checkpoints WHERE state = 'needs_attention'`,
+        )) as Array<{ age: number }>;
+        this.set(row?.age ?? 0);
+      } catch {
+        /* reported by the gauge above */
+      }
+    },
+  });
   return registry;
 }
 
