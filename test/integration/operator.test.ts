@@ -91,8 +91,12 @@ describe('operators: needs_attention, retry, release, query, search attributes',
     expect((await as('tok-op-1').create('op-1', 'next')).status).toBe(409);
 
     const metrics = await (await fetch(`${c.api.url}/metrics`)).text();
-    expect(metrics).toMatch(/^e2epool_checkpoints_active\{state="needs_attention",service="e2epool-api"\} 1$/m);
-    expect(metrics).toMatch(/^e2epool_checkpoints_needs_attention_oldest_seconds\{service="e2epool-api"\} \d/m);
+    expect(metrics).toMatch(
+      /^e2epool_checkpoints_active\{state="needs_attention",service="e2epool-api"\} 1$/m,
+    );
+    expect(metrics).toMatch(
+      /^e2epool_checkpoints_needs_attention_oldest_seconds\{service="e2epool-api"\} \d/m,
+    );
 
     failing.delete('op-1');
     await handle.signal(retrySignal);
