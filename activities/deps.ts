@@ -1,8 +1,9 @@
 import type { DataSource } from 'typeorm';
-import type { InventoryStore, ProxmoxRunner } from '../config/inventory';
+import type { InventoryStore, ProxmoxRunner, RunnerConfig } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
+import { permanent } from './failures';
 import type { GitLabClient } from './gitlab/client';
 import type { ProxmoxClient } from './proxmox/client';
 
@@ -18,4 +19,14 @@ export interface ActivityDeps {
   gitlab: GitLabClient | null;
   /** Override how a runner's Proxmox client is made (tests); default: from the inventory. */
   proxmoxClient?: (r: ProxmoxRunner) => ProxmoxClient;
+}
+
+/** A runner from the current inventory; gone from it is a permanent failure. */
+export function inventoryRunner(
+  deps: Pick<ActivityDeps, 'inventory'>,
+  runnerId: string,
+): RunnerConfig {
+  const r = deps.inventory.inventory.get(runnerId);
+  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
+  return r;
 }

@@ -1,7 +1,7 @@
-import { Context } from '@temporalio/activity';
 import type { RunnerConfig } from '../config/inventory';
-import type { ActivityDeps } from './deps';
-import { permanent, transient } from './failures';
+import { cancelled, heartbeat, heartbeating } from './context';
+import { inventoryRunner, type ActivityDeps } from './deps';
+import { transient } from './failures';
 import { activityKey, withOperation, type StepInput } from './operation-log';
 import { proxmoxClientFactory } from './proxmox/steps';
 
@@ -12,38 +12,6 @@ function tail(s: string): string {
   return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
 }
 
-function runnerOf(deps: ActivityDeps, runnerId: string): RunnerConfig {
-  const r = deps.inventory.inventory.get(runnerId);
-  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
-  return r;
-}
-
-function heartbeat(details?: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    /* outside an activity */
-  }
-}
-
-/** Heartbeats every few seconds while `p` is pending (an agent command can run for minutes). */
-async function heartbeating<T>(p: Promise<T>, everyMs = 3000): Promise<T> {
-  const timer = setInterval(() => heartbeat(), everyMs);
-  try {
-    return await p;
-  } finally {
-    clearInterval(timer);
-  }
-}
-
-function cancelled(): boolean {
-  try {
-    return Context.current().cancellationSignal.aborted;
-  } catch {
-    return false;
-  }
-}
-
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
   const proxmoxClient = deps.proxmoxClient ?? proxmoxClientFactory(deps);
@@ -51,7 +19,7 @@ export function runnerActivities(deps: ActivityDeps) {
   return {
     /** Runs the runner's `reset_cmd` or `cleanup_cmd` on its agent; no command configured is a no-op. */
     async runRunnerCommand(i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' }): Promise<void> {
-      const r = runnerOf(deps, i.runnerId);
+      const r = inventoryRunner(deps, i.runnerId);
       const cmd = r[i.which];
       const key = activityKey(i.which, `${i.checkpointName}:${i.which}:${i.round}`);
       await withOperation(
@@ -88,7 +56,7 @@ export function runnerActivities(deps: ActivityDeps) {
      * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
      */
     async waitUntilReady(i: StepInput & { since: string | null }): Promise<void> {
-      const r = runnerOf(deps, i.runnerId);
+      const r = inventoryRunner(deps, i.runnerId);
       const key = activityKey('readiness', `${i.checkpointName}:readiness:${i.round}`);
       const since = i.since ? new Date(i.since) : undefined;
       await withOperation(
@@ -136,7 +104,7 @@ export function runnerActivities(deps: ActivityDeps) {
     async checkReadiness(i: {
       runnerId: string;
     }): Promise<{ ready: boolean; detail: string | null }> {
-      const r = runnerOf(deps, i.runnerId);
+      const r = inventoryRunner(deps, i.runnerId);
       const why = await notReadyReason(r, undefined).catch(
         (err: unknown) => (err as Error).message,
       );

@@ -1,26 +1,18 @@
-import { Context } from '@temporalio/activity';
 import { snapshotDescription } from '../../common/checkpoint';
 import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
-import type { ActivityDeps } from '../deps';
+import { heartbeat } from '../context';
+import { inventoryRunner, type ActivityDeps } from '../deps';
 import { permanent, transient } from '../failures';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import { ProxmoxClient, ProxmoxTaskError, isTransientTaskError } from './client';
 import { proxmoxHttpsAgent } from './tls';
 
-const OURS = 'e2epool checkpoint ';
-
-function heartbeat(): void {
-  try {
-    Context.current().heartbeat();
-  } catch {
-    /* outside an activity */
-  }
-}
+/** The description prefix that marks a snapshot as e2epool's. */
+const OURS = snapshotDescription('');
 
 /** The runner's Proxmox config from the current inventory (credentials never cross the workflow boundary). */
 export function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
-  const r = deps.inventory.inventory.get(runnerId);
-  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
+  const r = inventoryRunner(deps, runnerId);
   if (r.backend !== 'proxmox')
     throw permanent(`runner '${runnerId}' is not a proxmox runner`, 'RunnerNotInInventory');
   return r;

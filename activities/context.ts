@@ -1,0 +1,29 @@
+import { Context } from '@temporalio/activity';
+
+/** Heartbeats the current activity; a no-op outside one (tests call activities directly). */
+export function heartbeat(details?: unknown): void {
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    /* outside an activity */
+  }
+}
+
+/** Heartbeats every few seconds while `p` is pending (an agent command can run for minutes). */
+export async function heartbeating<T>(p: Promise<T>, everyMs = 3000): Promise<T> {
+  const timer = setInterval(() => heartbeat(), everyMs);
+  try {
+    return await p;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Whether the current activity was asked to stop. */
+export function cancelled(): boolean {
+  try {
+    return Context.current().cancellationSignal.aborted;
+  } catch {
+    return false;
+  }
+}
