@@ -44,6 +44,17 @@ export interface RunnerPlan {
 export interface CheckpointWorkflowInput {
   runner: RunnerPlan;
   timing: CheckpointTiming;
+  /** Set when a waiting checkpoint continues as a new run (long TTLs grow the history). */
+  resume?: ResumedCheckpoint;
+}
+
+/** A created checkpoint still waiting for its job, carried into a new run. */
+export interface ResumedCheckpoint {
+  name: string;
+  jobId: string;
+  projectId: string | null;
+  checkpointId: number;
+  createdAt: string;
 }
 
 export interface CreateRequest {

@@ -20,6 +20,8 @@ export interface DevServerOptions {
   startTimeoutMs?: number;
   /** Own process group, so a terminal Ctrl-C reaches only the parent, which stops it in order. */
   detached?: boolean;
+  /** Server dynamic config values, e.g. `{ 'limit.historyCount.suggestContinueAsNew': 100 }`. */
+  dynamicConfig?: Record<string, unknown>;
 }
 
 /** A running `temporal server start-dev`. */
@@ -49,6 +51,8 @@ export function devServerArgs(o: DevServerOptions): string[] {
   if (o.dbFile) args.push('--db-filename', o.dbFile);
   if (o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const sa of searchAttributeFlags()) args.push('--search-attribute', sa);
+  for (const [k, v] of Object.entries(o.dynamicConfig ?? {}))
+    args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   return args;
 }
 

@@ -4,6 +4,7 @@ import {
   CancellationScope,
   allHandlersFinished,
   condition,
+  makeContinueAsNewFunc,
   isCancellation,
   log,
   proxyActivities,
@@ -27,6 +28,7 @@ import {
   type CheckpointOutcome,
   type CheckpointView,
   type CheckpointWorkflowInput,
+  type ResumedCheckpoint,
   type CreateRequest,
   type FinalizeReply,
   type FinalizeRequest,
@@ -344,6 +346,15 @@ export async function checkpointWorkflow(
   });
 
   // ---- life ----------------------------------------------------------------
+  if (input.resume) {
+    const r = input.resume;
+    ({ name, jobId, projectId, checkpointId } = r);
+    createdAt = new Date(r.createdAt);
+    state = 'created';
+    createResult = 'ok';
+    createSettled = true;
+    phase = 'waiting_for_job';
+  }
   // A run started without a create (by hand, say) has nothing to do.
   if (!(await condition(() => phase !== 'waiting_for_create', '10 minutes'))) {
     phase = 'done';
@@ -351,10 +362,12 @@ export async function checkpointWorkflow(
   }
   // The create handler compensates a failure itself; let it finish even if we are canceled.
   await CancellationScope.nonCancellable(() => condition(() => createSettled));
-  if (createResult === 'failed') {
+  // (Read through a function: the handler sets it, which flow analysis cannot see.)
+  const createFailed = () => createResult === 'failed';
+  if (createFailed()) {
     return finish();
   }
-  if (!projectId || !timing.pollerEnabled) {
+  if (!input.resume && (!projectId || !timing.pollerEnabled)) {
     await records.noteOperation({
       checkpointId: checkpointId!,
       runnerId: runner.runnerId,
@@ -504,6 +517,21 @@ export async function checkpointWorkflow(
         } catch (err) {
           log.warn('GitLab job poll failed; will poll again', { error: describeFailure(err) });
         }
+      }
+      if (workflowInfo().continueAsNewSuggested && !endRequested) {
+        // Long waits grow the history: carry the checkpoint into a fresh run.
+        await condition(allHandlersFinished);
+        if (endRequested) return;
+        const resume: ResumedCheckpoint = {
+          name: name!,
+          jobId: jobId!,
+          projectId,
+          checkpointId: checkpointId!,
+          createdAt: createdAt!.toISOString(),
+        };
+        await makeContinueAsNewFunc<typeof checkpointWorkflow>({
+          typedSearchAttributes: workflowInfo().typedSearchAttributes,
+        })({ runner, timing, resume });
       }
     }
   }

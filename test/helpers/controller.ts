@@ -30,6 +30,8 @@ export interface ControllerOptions {
   env?: Record<string, string>;
   agents: AgentGateway;
   gitlab?: GitLabClient | null;
+  /** Another Temporal server than the shared one. */
+  temporalAddress?: string;
 }
 
 /**
@@ -41,7 +43,9 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   const log = pino({ level: process.env.E2EPOOL_TEST_LOG_LEVEL ?? 'silent' });
   const { ds, close } = await createMigratedDatabase('cp');
   const taskQueue = uniqueId('tq');
+  const address = o.temporalAddress ?? shared().temporalAddress;
   const env = controllerEnv({
+    TEMPORAL_ADDRESS: address,
     E2EPOOL_PORT: '0',
     E2EPOOL_HOST: '127.0.0.1',
     E2EPOOL_TASK_QUEUE: taskQueue,
@@ -54,9 +58,9 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   const settings = loadSettings(env);
   const temporalSettings = loadTemporalSettings(env);
   const inventory = InventoryStore.load(writeInventory(o.inventory), log);
-  const connection = await Connection.connect({ address: shared().temporalAddress });
+  const connection = await Connection.connect({ address });
   const client = new Client({ connection });
-  const native = await NativeConnection.connect({ address: shared().temporalAddress });
+  const native = await NativeConnection.connect({ address });
   const worker: Worker = await createWorker({
     connection: native,
     namespace: 'default',
