@@ -6,6 +6,7 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { waitFor } from '../helpers/wait';
+import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
 const INVENTORY = `runners:
   - runner_id: metal-1
@@ -18,26 +19,40 @@ const INVENTORY = `runners:
     token: tok-metal-2
     reset_cmd: /opt/reset.sh
     reset_on_success: true
-  - runner_id: metal-3
+  - runner_id: metal-poll
     backend: bare_metal
-    token: tok-metal-3
+    token: tok-metal-poll
     reset_cmd: /opt/reset.sh
+    cleanup_cmd: /opt/cleanup.sh
+    gitlab_runner_id: 32
 `;
 
 describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () => {
   const agents = new FakeAgents();
   let c: TestController;
+  let gitlab: GitLabStandIn;
   const rest = (token: string) => restClient(() => c.api.url, token);
+  const as = (runner: string) => rest(`tok-${runner}`);
 
   beforeAll(async () => {
-    for (const r of ['metal-1', 'metal-2', 'metal-3']) agents.connect(r, new Date(0));
+    for (const r of ['metal-1', 'metal-2', 'metal-poll']) agents.connect(r, new Date(0));
+    gitlab = await startGitLabStandIn();
+    gitlab.addRunner(32);
     c = await startTestController({
       inventory: INVENTORY,
       agents,
-      env: { E2EPOOL_CHECKPOINT_TTL_SECONDS: '3' },
+      env: {
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
+        E2EPOOL_POLLER_INTERVAL_SECONDS: '0.1',
+        E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
+      },
     });
   });
-  afterAll(async () => c?.stop());
+  afterAll(async () => {
+    await c?.stop();
+    await gitlab?.close();
+  });
 
   async function until(name: string, token: string, state: string) {
     return waitFor(`${name} to reach ${state}`, async () => {
@@ -112,15 +127,26 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     expect(agents.commandsFor('metal-2')).toEqual(['/opt/reset.sh']);
   });
 
-  it('resets a checkpoint nobody finalizes when its TTL expires (gc_reset)', async () => {
-    const api = rest('tok-metal-3');
-    const name = (await api.create('metal-3', '3001')).body.name as string;
-    const done = await until(name, 'tok-metal-3', 'gc_reset');
-    expect(done).toMatchObject({ finalize_status: null, finalize_source: null });
-    expect(agents.commandsFor('metal-3')).toEqual(['/opt/reset.sh']);
-    expect((await api.finalize(name, 'failure')).body).toEqual({
-      detail: 'Already finalized',
-      state: 'gc_reset',
-    });
+  it.each([
+    ['failed', 'failure', 'reset', '/opt/reset.sh'],
+    ['skipped', 'canceled', 'reset', '/opt/reset.sh'],
+    ['success', 'success', 'deleted', '/opt/cleanup.sh'],
+  ])('the GitLab poller maps GitLab %s to %s → %s', async (gitlabStatus, status, state, cmd) => {
+    const job = 100 + ['failed', 'skipped', 'success'].indexOf(gitlabStatus);
+    gitlab.setJob(9, job, 'running');
+    const name = (await as('metal-poll').create('metal-poll', String(job), { project_id: '9' }))
+      .body.name as string;
+    // `canceling` is not an end: the job may still be on the runner.
+    gitlab.setJob(9, job, 'canceling');
+    await waitFor(
+      'a few polls',
+      () => gitlab.calls.filter((x) => x.path === `/api/v4/projects/9/jobs/${job}`).length >= 2,
+    );
+    expect((await as('metal-poll').status(name)).body.state).toBe('created');
+    gitlab.setJob(9, job, gitlabStatus);
+    const done = await until(name, 'tok-metal-poll', state);
+    expect(done).toMatchObject({ finalize_status: status, finalize_source: 'poller' });
+    expect(agents.commandsFor('metal-poll').slice(-1)).toEqual([cmd]);
+    expect(gitlab.runner(32).pausedHistory.slice(-2)).toEqual([true, false]);
   });
 });

@@ -1,0 +1,85 @@
+import { FakeAgents } from '../helpers/fake-agents';
+import {
+  operations,
+  restClient,
+  startTestController,
+  type TestController,
+} from '../helpers/controller';
+import { waitFor } from '../helpers/wait';
+import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
+import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
+
+/** A checkpoint nobody finalizes is reset when its TTL expires, on both backends. */
+describe('TTL expiry, both backends', () => {
+  const agents = new FakeAgents();
+  let pve: ProxmoxStandIn;
+  let gitlab: GitLabStandIn;
+  let c: TestController;
+  const as = (runner: string) => restClient(() => c.api.url, `tok-${runner}`);
+
+  beforeAll(async () => {
+    [pve, gitlab] = await Promise.all([
+      startProxmoxStandIn({ taskDurationMs: 20 }),
+      startGitLabStandIn(),
+    ]);
+    pve.addVm('pve1', 301, { status: 'running' });
+    gitlab.addRunner(31);
+    agents.connectedWhen = (r) =>
+      r === 'vm-ttl' ? pve.vm('pve1', 301).status === 'running' : undefined;
+    agents.connect('metal-ttl', new Date(0));
+    c = await startTestController({
+      agents,
+      inventory: `runners:
+  - runner_id: vm-ttl
+    backend: proxmox
+    token: tok-vm-ttl
+    proxmox_host: ${pve.url}
+    proxmox_user: ${pve.tokenId.split('!')[0]}
+    proxmox_token_name: ${pve.tokenId.split('!')[1]}
+    proxmox_token_value: ${pve.tokenSecret}
+    proxmox_node: pve1
+    proxmox_vmid: 301
+    gitlab_runner_id: 31
+  - runner_id: metal-ttl
+    backend: bare_metal
+    token: tok-metal-ttl
+    reset_cmd: /opt/reset.sh
+`,
+      env: {
+        E2EPOOL_CHECKPOINT_TTL_SECONDS: '2',
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
+      },
+    });
+  });
+  afterAll(async () => {
+    await c?.stop();
+    await Promise.all([pve?.close(), gitlab?.close()]);
+  });
+
+  async function until(runner: string, name: string, state: string) {
+    return waitFor(`${name} to reach ${state}`, async () => {
+      const r = await as(runner).status(name);
+      return r.body?.state === state ? r.body : undefined;
+    });
+  }
+
+  it('proxmox: an unfinalized checkpoint is rolled back when its TTL expires (gc_reset), paused and unpaused', async () => {
+    const name = (await as('vm-ttl').create('vm-ttl', '1')).body.name as string;
+    const done = await until('vm-ttl', name, 'gc_reset');
+    expect(done).toMatchObject({ finalize_status: null, finalize_source: null });
+    expect(pve.vm('pve1', 301)).toMatchObject({ rollbacks: 1, snapshots: [], status: 'running' });
+    expect(gitlab.runner(31).pausedHistory).toEqual([true, false]);
+    expect((await operations(c.ds, name)).map((o) => o.operation)).toContain('rollback');
+  });
+
+  it('bare metal: an unfinalized checkpoint runs reset_cmd when its TTL expires (gc_reset)', async () => {
+    const name = (await as('metal-ttl').create('metal-ttl', '2')).body.name as string;
+    await until('metal-ttl', name, 'gc_reset');
+    expect(agents.commandsFor('metal-ttl')).toEqual(['/opt/reset.sh']);
+    expect((await as('metal-ttl').finalize(name, 'failure')).body).toEqual({
+      detail: 'Already finalized',
+      state: 'gc_reset',
+    });
+  });
+});
