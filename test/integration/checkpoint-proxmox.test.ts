@@ -62,6 +62,7 @@ describe('proxmox checkpoints over REST', () => {
         E2EPOOL_POLLER_INTERVAL_SECONDS: '0.2',
         E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
         E2EPOOL_CHECKPOINT_TTL_SECONDS: '60',
+        E2EPOOL_FINALIZE_ACK_SECONDS: '1',
       },
     });
   });
@@ -293,6 +294,36 @@ describe('proxmox checkpoints over REST', () => {
     );
     expect(puts.map((p) => p.status)).toEqual([429, 200, 200]);
     expect(puts[1]!.at - puts[0]!.at).toBeGreaterThanOrEqual(900);
+  });
+
+  it('answers the hook finalize after FINALIZE_ACK_SECONDS when GitLab is slow, and keeps pausing durably', async () => {
+    const name = (await as('vm-4').create('vm-4', '9012')).body.name as string;
+    gitlab.failNext({ method: 'PUT', pathIncludes: '/runners/44' }, { kind: 'delay', ms: 3000 });
+    const t0 = Date.now();
+    const fin = await as('vm-4').finalize(name, 'failure');
+    const took = Date.now() - t0;
+    expect(fin).toEqual({
+      status: 202,
+      body: { detail: 'Finalize queued', checkpoint_name: name },
+    });
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(2900);
+    const before = pve.vm('pve1', 104).rollbacks;
+    await until('vm-4', name, 'reset');
+    // The reset waited for the pause: the rollback came after GitLab answered.
+    const pausedAt = gitlab.calls.find(
+      (x) => x.method === 'PUT' && x.path === '/api/v4/runners/44' && x.at >= t0,
+    )!.at;
+    const rollbackAt = pve.calls.find(
+      (x) =>
+        x.method === 'POST' &&
+        x.path.endsWith('/rollback') &&
+        x.path.includes('/104/') &&
+        x.at >= t0,
+    )!.at;
+    expect(rollbackAt).toBeGreaterThanOrEqual(pausedAt + 2900);
+    expect(pve.vm('pve1', 104).rollbacks).toBe(before + 1);
+    expect(gitlab.runner(44).pausedHistory.slice(-2)).toEqual([true, false]);
   });
 
   it('keeps secrets out of workflow histories', async () => {
