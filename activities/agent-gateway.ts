@@ -13,7 +13,17 @@ export interface ExecResult {
  * runner has no agent connected.
  */
 export interface AgentGateway {
-  exec(runnerId: string, cmd: string, timeoutSeconds: number): Promise<ExecResult>;
+  /**
+   * Runs `cmd` on the runner's agent. `commandId` makes it idempotent: a retry
+   * with the same id returns the result of a command that already finished
+   * instead of running it again.
+   */
+  exec(
+    runnerId: string,
+    cmd: string,
+    timeoutSeconds: number,
+    opts?: { commandId?: string },
+  ): Promise<ExecResult>;
   /** Whether an agent is connected; with `since`, only a connection made after that instant counts. */
   isConnected(runnerId: string, since?: Date): Promise<boolean>;
 }

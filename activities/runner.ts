@@ -39,7 +39,12 @@ export function runnerActivities(deps: ActivityDeps) {
               result: 'skipped' as const,
             };
           const res = await heartbeating(
-            deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds),
+            deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds, {
+              commandId: activityKey(
+                `exec:${i.which}`,
+                `${i.checkpointName}:${i.which}:${i.round}`,
+              ),
+            }),
           );
           const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
           if (res.exitCode !== 0)

@@ -20,7 +20,7 @@ export interface AppDeps {
 }
 
 /** The Express app: thin routes that validate and delegate, one error middleware. */
-export function createApp(d: AppDeps): Express {
+export function createApp(d: AppDeps & { checkpoints?: CheckpointService }): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -39,4 +39,16 @@ export function createApp(d: AppDeps): Express {
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;
+}
+
+/** The checkpoint operations REST and the agent gateway share. */
+export function checkpointService(d: AppDeps): CheckpointService {
+  const client = new Client({ connection: d.temporal, namespace: d.namespace });
+  return new CheckpointService({
+    client,
+    dataSource: d.dataSource,
+    inventory: d.inventory,
+    settings: d.settings,
+    log: d.log,
+  });
 }

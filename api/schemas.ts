@@ -42,18 +42,30 @@ export const finalizeBody = z.object({
 export type CreateBody = z.infer<typeof createBody>;
 export type FinalizeBody = z.infer<typeof finalizeBody>;
 
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let v: unknown = input;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
 /** A validation error in the shape FastAPI used: a list of {type, loc, msg}. */
-export function validationDetail(error: z.ZodError, where: 'body' | 'payload' = 'body') {
-  return error.issues.map((i) => ({
-    type: i.code === 'invalid_type' && i.input === undefined ? 'missing' : i.code,
-    loc: [where, ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
-    msg: i.code === 'invalid_type' && i.input === undefined ? 'Field required' : i.message,
-  }));
+export function validationDetail(error: z.ZodError, where: 'body' | 'payload', input: unknown) {
+  return error.issues.map((i) => {
+    const missing = i.code === 'invalid_type' && valueAt(input, i.path) === undefined;
+    return {
+      type: missing ? 'missing' : i.code,
+      loc: [where, ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
+      msg: missing ? 'Field required' : i.message,
+    };
+  });
 }
 
 /** Parses `input` or throws 422 with the validation detail. */
 export function parseOr422<T extends z.ZodTypeAny>(schema: T, input: unknown): z.infer<T> {
   const r = schema.safeParse(input ?? {});
-  if (!r.success) throw new HttpError(422, validationDetail(r.error));
+  if (!r.success) throw new HttpError(422, validationDetail(r.error, 'body', input));
   return r.data;
 }

@@ -6,10 +6,13 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
-import { createApp } from './app';
+import { checkpointService, createApp } from './app';
+import { AgentHub } from './agent-hub';
+import { attachAgentGateway } from './ws-gateway';
 
 export interface ApiServer {
   server: Server;
+  hub: AgentHub;
   port: number;
   url: string;
   close(): Promise<void>;
@@ -43,15 +46,30 @@ export async function startApiServer(d: {
   inventory: InventoryStore;
   log: Logger;
 }): Promise<ApiServer> {
-  const app = createApp({
+  const appDeps = {
     settings: d.settings,
     dataSource: d.dataSource,
     temporal: d.temporal,
     namespace: d.temporalSettings.namespace,
     inventory: d.inventory,
     log: d.log,
-  });
+  };
+  const checkpoints = checkpointService(appDeps);
+  const app = createApp({ ...appDeps, checkpoints });
   const server = createServer(app);
+  const hub = new AgentHub(
+    d.dataSource,
+    databaseUrlOf(d.dataSource),
+    d.log.child({ component: 'agent-hub' }),
+  );
+  await hub.start();
+  const gateway = attachAgentGateway(server, {
+    inventory: d.inventory,
+    checkpoints,
+    hub,
+    settings: d.settings,
+    log: d.log.child({ component: 'ws' }),
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(d.settings.port, d.settings.host, () => {
@@ -65,10 +83,21 @@ export async function startApiServer(d: {
     server,
     port,
     url: `http://${host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    hub,
+    close: async () => {
+      gateway.close();
+      await hub.stop();
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-      }),
+      });
+    },
   };
+}
+
+/** The connection URL a DataSource was made with (the agent hub LISTENs on its own connection). */
+export function databaseUrlOf(ds: DataSource): string {
+  const url = (ds.options as { url?: string }).url;
+  if (!url) throw new Error('the DataSource has no url');
+  return url;
 }

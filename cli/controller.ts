@@ -5,7 +5,7 @@ import { InventoryStore } from '../config/inventory';
 import { connectDatabase } from '../entities/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../entities/data-source';
 import { connectClient, startApiServer } from '../api/server';
-import { NoAgentGateway } from '../activities/agent-gateway';
+import { AgentBus } from '../activities/agent-bus';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
@@ -53,6 +53,11 @@ export async function runWorker(): Promise<void> {
     log,
   );
   const connection = await connectNative(temporal);
+  // Agents are reached through whichever API instance holds their WebSocket.
+  const agents = new AgentBus(dataSource, settings.databaseUrl, {
+    staleAfterSeconds: settings.wsHeartbeatTimeoutSeconds,
+    log,
+  });
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
@@ -63,8 +68,7 @@ export async function runWorker(): Promise<void> {
       settings,
       log,
       gitlab: gitlabClientFrom(settings),
-      // Agent connectivity arrives with the agent gateway; until then runners are unreachable.
-      agents: new NoAgentGateway(),
+      agents,
     },
   });
   // A parent (npm run dev) going away stops us like a signal would.
@@ -77,6 +81,7 @@ export async function runWorker(): Promise<void> {
   inventory.close();
   await connection.close().catch(() => undefined);
   await dataSource.destroy().catch(() => undefined);
+  await agents.close();
   log.info('worker stopped');
 }
 

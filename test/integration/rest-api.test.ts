@@ -103,6 +103,7 @@ describe('REST API status paths (SPEC §3)', () => {
       ['a job id with a space', { runner_id: 'r-1', job_id: 'job 1' }, 'job_id'],
       ['a job id that is too long', { runner_id: 'r-1', job_id: 'x'.repeat(201) }, 'job_id'],
       ['a numeric job id', { runner_id: 'r-1', job_id: 12 }, 'job_id'],
+      ['a null runner id', { runner_id: null, job_id: '1' }, 'runner_id'],
       [
         'a project id with bad characters',
         { runner_id: 'r-1', job_id: '1', project_id: 'a b' },
@@ -112,6 +113,7 @@ describe('REST API status paths (SPEC §3)', () => {
       const res = await as('tok-r-1').call('POST', '/checkpoint/create', body);
       expect(res.status).toBe(422);
       expect(res.body.detail[0].loc).toEqual(['body', field]);
+      expect(res.body.detail[0].msg).not.toBe('Field required');
     });
 
     it('answers 422 for a body that is not JSON', async () => {

@@ -147,14 +147,20 @@ describe('migrations', () => {
     const d = createDataSource({ url: db.url, poolSize: 2 });
     await d.initialize();
     try {
-      expect(await runMigrations(d)).toEqual(['InitialSchema1795305600000']);
+      const all = ['InitialSchema1795305600000', 'AgentSessions1795392000000'];
+      const tables = async () =>
+        (
+          (await d.query(
+            `SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename NOT LIKE 'e2epool_%' ORDER BY 1`,
+          )) as Array<{ tablename: string }>
+        ).map((t) => t.tablename);
+      expect(await runMigrations(d)).toEqual(all);
       expect(await runMigrations(d)).toEqual([]);
       await revertLastMigration(d);
-      const tables = await d.query(
-        `SELECT tablename FROM pg_tables WHERE tablename IN ('checkpoints', 'operation_logs')`,
-      );
-      expect(tables).toEqual([]);
-      expect(await runMigrations(d)).toEqual(['InitialSchema1795305600000']);
+      expect(await tables()).toEqual(['checkpoints', 'operation_logs']);
+      await revertLastMigration(d);
+      expect(await tables()).toEqual([]);
+      expect(await runMigrations(d)).toEqual(all);
     } finally {
       await d.destroy();
       await db.drop();
@@ -167,11 +173,11 @@ describe('migrations', () => {
     try {
       await Promise.all(sources.map((s) => s.initialize()));
       const applied = await Promise.all(sources.map((s) => runMigrations(s)));
-      expect(applied.flat()).toEqual(['InitialSchema1795305600000']);
+      expect(applied.flat()).toEqual(['InitialSchema1795305600000', 'AgentSessions1795392000000']);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(1);
+      expect(count).toBe(2);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -30,7 +30,7 @@ describe('e2epool worker (the real entry point, on the real dev server)', () => 
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     const result = JSON.parse(res.stdout);
-    expect(result).toMatchObject({ database: db.name, appliedMigrations: 1, runners: 1 });
+    expect(result).toMatchObject({ database: db.name, appliedMigrations: 2, runners: 1 });
     expect(Date.parse(result.serverTime)).not.toBeNaN();
   });
 
