@@ -1,0 +1,141 @@
+import { FakeAgents } from '../helpers/fake-agents';
+import { startTestController, type TestController } from '../helpers/controller';
+import { connectRawAgent } from '../helpers/raw-agent';
+import { waitFor } from '../helpers/wait';
+
+/** A small seeded PRNG (mulberry32): failures reproduce from the seed. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SEED = Number(process.env.FUZZ_SEED ?? 20261122);
+const CASES = 3000;
+
+/**
+ * Bounded fuzzing of the agent gateway: thousands of random and mutated frames
+ * on one connection. Every frame without a top-level `status` gets exactly one
+ * reply envelope with all four keys; the connection and the server survive.
+ */
+describe('agent gateway fuzzing', () => {
+  let c: TestController;
+  beforeAll(async () => {
+    c = await startTestController({
+      inventory:
+        'runners:\n  - runner_id: fz-1\n    backend: bare_metal\n    token: tok-fz-1\n    reset_cmd: "true"\n',
+      agents: new FakeAgents(),
+    });
+  });
+  afterAll(async () => c?.stop());
+
+  it(`survives ${CASES} random frames (seed ${SEED}) without a crash or a leak`, async () => {
+    const rnd = prng(SEED);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const str = (n: number) =>
+      Array.from({ length: Math.floor(rnd() * n) }, () =>
+        String.fromCharCode(Math.floor(rnd() * 0x2fff)),
+      ).join('');
+    const values = (): unknown =>
+      pick([
+        null,
+        true,
+        0,
+        -1,
+        1e308,
+        'x',
+        str(20),
+        [],
+        {},
+        [1, 'a'],
+        { job_id: str(10) },
+        'job-1-1700000000-abcdef01',
+      ]);
+    const frame = (): string => {
+      switch (pick(['garbage', 'truncated', 'envelope', 'envelope', 'envelope'])) {
+        case 'garbage':
+          return str(200);
+        case 'truncated':
+          return JSON.stringify({ id: 'a', type: 'ping', payload: {} }).slice(
+            0,
+            1 + Math.floor(rnd() * 30),
+          );
+        default: {
+          const obj: Record<string, unknown> = {};
+          if (rnd() < 0.9) obj.id = rnd() < 0.8 ? `f${Math.floor(rnd() * 1e6)}` : values();
+          if (rnd() < 0.9)
+            obj.type =
+              rnd() < 0.7
+                ? pick(['create', 'finalize', 'status', 'ping', 'exec', 'PING', ''])
+                : values();
+          if (rnd() < 0.8)
+            obj.payload =
+              rnd() < 0.6
+                ? {
+                    job_id: values(),
+                    checkpoint_name: values(),
+                    status: values(),
+                    source: values(),
+                  }
+                : values();
+          if (rnd() < 0.05) obj.status = values(); // looks like an exec reply: no answer expected
+          return rnd() < 0.1 ? JSON.stringify([obj]) : JSON.stringify(obj);
+        }
+      }
+    };
+
+    const agent = await connectRawAgent(c.api.url, { runnerId: 'fz-1', token: 'tok-fz-1' });
+    const before = process.memoryUsage().heapUsed;
+    let expected = 0;
+    for (let i = 0; i < CASES; i++) {
+      const f = frame();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(f);
+      } catch {
+        parsed = undefined;
+      }
+      const isReply =
+        parsed !== null &&
+        typeof parsed === 'object' &&
+        !Array.isArray(parsed) &&
+        'status' in (parsed as object);
+      if (!isReply) expected += 1;
+      agent.sendRaw(f);
+    }
+    await waitFor(`${expected} replies`, () => agent.messages.length >= expected, {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+    });
+    expect(agent.messages.length).toBe(expected);
+    for (const m of agent.messages as Array<Record<string, unknown>>) {
+      expect(Object.keys(m).sort()).toEqual(['data', 'error', 'id', 'status']);
+      expect(['ok', 'error']).toContain(m.status);
+      if (m.status === 'error')
+        expect(m.error).toEqual({ code: expect.any(Number), detail: expect.any(String) });
+    }
+    // Still alive and answering.
+    expect(await agent.request('ping', {}, 'last')).toEqual({
+      id: 'last',
+      status: 'ok',
+      data: { pong: true },
+      error: null,
+    });
+    expect(agent.ws.readyState).toBe(agent.ws.OPEN);
+    // No leak: one session, no runaway heap (generous bound: the test itself holds every reply).
+    const [{ n }] = await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions`);
+    expect(n).toBe(1);
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(200 * 1024 * 1024);
+    agent.close();
+    await agent.closed;
+    await waitFor(
+      'the session to go',
+      async () => (await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions`))[0].n === 0,
+    );
+  }, 120_000);
+});
