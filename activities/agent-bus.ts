@@ -29,7 +29,12 @@ export class AgentBus implements AgentGateway {
   constructor(
     private readonly ds: DataSource,
     private readonly databaseUrl: string,
-    private readonly opts: { staleAfterSeconds: number; pollMs?: number; log: Logger },
+    private readonly opts: {
+      staleAfterSeconds: number;
+      connectWaitSeconds: number;
+      pollMs?: number;
+      log: Logger;
+    },
   ) {}
 
   async isConnected(runnerId: string, since?: Date): Promise<boolean> {
@@ -43,6 +48,12 @@ export class AgentBus implements AgentGateway {
     return rows.length > 0;
   }
 
+  /**
+   * Runs a command through the API instance that holds the runner's agent.
+   * Waits up to `connectWaitSeconds` for the agent to be connected, and if the
+   * agent goes away mid-command (it restarted), waits for it again and runs the
+   * command anew: a restarting agent does not use up the reset's retries.
+   */
   async exec(
     runnerId: string,
     cmd: string,
@@ -54,49 +65,70 @@ export class AgentBus implements AgentGateway {
       `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
       [id, runnerId, cmd, timeoutSeconds],
     );
-    let row = await this.row(id);
     // A retry returns a command that already succeeded instead of running it again.
-    if (row.state === 'done' && row.exit_code === 0) return this.result(row);
-    // Re-arm a command that failed (a retry is meant to run it again), or whose
-    // agent session is gone (its instance died or the agent reconnected
-    // elsewhere); one in flight on a live session is waited for, not sent twice.
-    await this.ds.query(
-      `UPDATE agent_commands c SET state = 'pending', claimed_by = NULL, session_id = NULL, error = NULL,
-              cmd = $2, timeout_seconds = $3, updated_at = now()
-        WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
-              OR (c.state = 'sent' AND NOT EXISTS (
-              SELECT 1 FROM agent_sessions s WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id)))`,
-      [id, cmd, timeoutSeconds],
-    );
-    const sessions = (await this.ds.query(
-      `SELECT instance_id FROM agent_sessions WHERE runner_id = $1`,
-      [runnerId],
-    )) as Array<{ instance_id: string }>;
-    if (!sessions[0]) {
-      // Never leave a command behind that a later connection could run unexpectedly.
-      await this.ds.query(`DELETE FROM agent_commands WHERE id = $1 AND state = 'pending'`, [id]);
-      throw transient('AgentNotConnected', `no agent connected for runner '${runnerId}'`);
-    }
-    await this.ensureListening();
-    await this.ds.query(`SELECT pg_notify($1, $2)`, [
-      AGENT_COMMANDS_CHANNEL,
-      sessions[0].instance_id,
-    ]);
-
-    const deadline = Date.now() + (timeoutSeconds + 30) * 1000;
+    const earlier = await this.row(id);
+    if (earlier.state === 'done' && earlier.exit_code === 0) return this.result(earlier);
+    const connectDeadline = Date.now() + this.opts.connectWaitSeconds * 1000;
     for (;;) {
-      row = await this.row(id);
-      if (row.state === 'done') return this.result(row);
-      if (row.state === 'failed')
+      await this.rearm(id, cmd, timeoutSeconds);
+      const instance = await this.waitForSession(runnerId, connectDeadline);
+      if (!instance) {
+        // Never leave a command behind that a later connection could run unexpectedly.
+        await this.ds.query(`DELETE FROM agent_commands WHERE id = $1 AND state = 'pending'`, [id]);
         throw transient(
           'AgentNotConnected',
-          `runner '${runnerId}': ${row.error ?? 'agent command failed'}`,
+          `no agent connected for runner '${runnerId}' (waited ${this.opts.connectWaitSeconds}s)`,
         );
+      }
+      await this.ensureListening();
+      await this.ds.query(`SELECT pg_notify($1, $2)`, [AGENT_COMMANDS_CHANNEL, instance]);
+      const row = await this.waitResult(id, timeoutSeconds);
+      if (row.state === 'done') return this.result(row);
+      this.opts.log.warn(
+        { runnerId, error: row.error },
+        'agent went away during a command; running it again once it is back',
+      );
+    }
+  }
+
+  /**
+   * Makes a command sendable again: one that failed or whose agent session is
+   * gone (instance died, agent reconnected elsewhere), or one that failed in an
+   * earlier attempt (a retry is meant to run it again). One in flight on a live
+   * session is left alone: it is waited for, not sent twice.
+   */
+  private async rearm(id: string, cmd: string, timeoutSeconds: number): Promise<void> {
+    await this.ds.query(
+      `UPDATE agent_commands c SET state = 'pending', claimed_by = NULL, session_id = NULL, error = NULL,
+              exit_code = NULL, stdout = NULL, stderr = NULL, cmd = $2, timeout_seconds = $3, updated_at = now()
+        WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
+              OR (c.state = 'sent' AND NOT EXISTS (
+                SELECT 1 FROM agent_sessions s WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id)))`,
+      [id, cmd, timeoutSeconds],
+    );
+  }
+
+  /** The instance holding the runner's agent, waiting for one until `deadline`; null if none came. */
+  private async waitForSession(runnerId: string, deadline: number): Promise<string | null> {
+    for (;;) {
+      const rows = (await this.ds.query(
+        `SELECT instance_id FROM agent_sessions WHERE runner_id = $1 AND last_seen_at > now() - make_interval(secs => $2)`,
+        [runnerId, this.opts.staleAfterSeconds],
+      )) as Array<{ instance_id: string }>;
+      if (rows[0]) return rows[0].instance_id;
+      if (Date.now() >= deadline) return null;
+      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 500));
+    }
+  }
+
+  /** Waits for the command to be answered (done) or lost (failed); a timeout is an error. */
+  private async waitResult(id: string, timeoutSeconds: number): Promise<CommandRow> {
+    const deadline = Date.now() + (timeoutSeconds + 30) * 1000;
+    for (;;) {
+      const row = await this.row(id);
+      if (row.state === 'done' || row.state === 'failed') return row;
       if (Date.now() >= deadline)
-        throw transient(
-          'AgentTimeout',
-          `agent of runner '${runnerId}' did not answer within ${timeoutSeconds + 30}s`,
-        );
+        throw transient('AgentTimeout', `the agent did not answer within ${timeoutSeconds + 30}s`);
       await this.wake(id, this.opts.pollMs ?? 500);
     }
   }

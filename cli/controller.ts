@@ -56,6 +56,7 @@ export async function runWorker(): Promise<void> {
   // Agents are reached through whichever API instance holds their WebSocket.
   const agents = new AgentBus(dataSource, settings.databaseUrl, {
     staleAfterSeconds: settings.wsHeartbeatTimeoutSeconds,
+    connectWaitSeconds: settings.readinessTimeoutSeconds,
     log,
   });
   const worker = await createWorker({

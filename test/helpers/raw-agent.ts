@@ -24,7 +24,7 @@ export async function connectRawAgent(
     token?: string;
     mode?: 'query' | 'header';
     autoPong?: boolean;
-    onExec?: (cmd: string) => { exit_code: number; stdout: string; stderr: string };
+    onExec?: (cmd: string) => { exit_code: number; stdout: string; stderr: string } | null;
   },
 ): Promise<RawAgent> {
   const url = new URL(baseUrl.replace(/^http/, 'ws') + '/ws/agent');
@@ -41,6 +41,7 @@ export async function connectRawAgent(
     if (msg.type === 'exec' && o.onExec) {
       const payload = msg.payload as { cmd: string };
       const r = o.onExec(payload.cmd);
+      if (!r) return; // no reply: the agent "died"
       ws.send(JSON.stringify({ id: msg.id, status: r.exit_code === 0 ? 'ok' : 'error', data: r }));
       return;
     }

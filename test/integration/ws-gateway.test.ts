@@ -49,6 +49,7 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
     });
     bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
       staleAfterSeconds: 1.5,
+      connectWaitSeconds: 3,
       pollMs: 100,
       log: pino({ level: 'silent' }),
     });
@@ -237,6 +238,44 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
     second.close();
     await second.closed;
     await waitFor('the session to be removed', async () => !(await bus.isConnected('ws-1')));
+  });
+
+  it('an agent restarted in the middle of a reset: the command runs again after it reconnects and the reset completes', async () => {
+    const rest = restClient(() => c.api.url, 'tok-ws-1');
+    let restarted: RawAgent | undefined;
+    const dying: RawAgent = await agent({
+      runnerId: 'ws-1',
+      token: 'tok-ws-1',
+      // The agent "restarts" while the reset command runs: it drops the connection without replying.
+      onExec: () => {
+        dying.ws.terminate();
+        setTimeout(() => {
+          void agent({
+            runnerId: 'ws-1',
+            token: 'tok-ws-1',
+            onExec: (cmd) => ({ exit_code: 0, stdout: `ran ${cmd} again`, stderr: '' }),
+          }).then((a) => (restarted = a));
+        }, 300);
+        return null;
+      },
+    });
+    await waitFor('the session', () => bus.isConnected('ws-1'));
+    const name = (await rest.create('ws-1', '81')).body.name as string;
+    expect((await rest.finalize(name, 'failure')).status).toBe(202);
+    await waitFor('the reset', async () => (await rest.status(name)).body.state === 'reset', {
+      timeoutMs: 30_000,
+    });
+    const execs = (a: RawAgent) =>
+      a.messages.filter((m) => (m as { type?: string }).type === 'exec');
+    expect(execs(dying)).toHaveLength(1);
+    expect(execs(restarted!)).toHaveLength(1);
+    const log = (await operations(c.ds, name)).find((o) => o.operation === 'reset_cmd');
+    expect(log).toMatchObject({
+      result: 'ok',
+      detail: 'exit 0; stdout: ran /opt/reset.sh --all again; stderr: ',
+    });
+    restarted!.close();
+    await restarted!.closed;
   });
 
   it('closes a connection whose heartbeat stops, and the runner then counts as not connected', async () => {
