@@ -7,6 +7,8 @@ import { join } from 'node:path';
  * bare-metal runner whose reset is a harmless local command. The token is
  * generated once per data directory and the file is readable by its owner only.
  */
+export const DEMO_RUNNER = 'demo-bare-1';
+
 export function ensureDevInventory(dataDir: string): { path: string; created: boolean } {
   const path = join(dataDir, 'inventory.dev.yml');
   if (existsSync(path)) return { path, created: false };

@@ -5,14 +5,14 @@
  * Ctrl-C stops them in order (api and worker, then Temporal, then Postgres).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InventoryStore } from '../config/inventory';
 import { createLogger } from '../config/logger';
 import { connectDatabase } from '../entities/connect';
 import { startDevServer, type DevServer } from '../temporal-dev/dev-server';
 import { devDataDir } from './data-dir';
-import { ensureDevInventory } from './dev-inventory';
+import { DEMO_RUNNER, ensureDevInventory } from './dev-inventory';
 import { freePort, isPortInUse } from './ports';
 import { startPostgresProcess, type PostgresProcess } from './postgres-process';
 import { ProcessRegistry } from './process-registry';
@@ -163,7 +163,8 @@ async function main(): Promise<void> {
         ? resolve('inventory.yml')
         : ensureDevInventory(dataDir).path;
     }
-    InventoryStore.load(inventoryPath, log); // fail here, with one line, if it is invalid
+    // Fails here, with one line, if it is invalid.
+    const demo = InventoryStore.load(inventoryPath, log).inventory.get(DEMO_RUNNER);
 
     const childEnv: NodeJS.ProcessEnv = {
       ...env,
@@ -185,6 +186,28 @@ async function main(): Promise<void> {
     const apiUrl = `http://127.0.0.1:${apiPort}`;
     await waitHealthy(apiUrl, api, 120_000);
 
+    // A local agent for the demo bare-metal runner, so a checkpoint can go all the way round.
+    const socket = join(dataDir, 'agent.sock');
+    if (demo) {
+      const agentConfig = join(dataDir, 'agent.dev.yml');
+      writeFileSync(
+        agentConfig,
+        [
+          '# Written by `npm run dev` for the demo runner; rewritten at every start.',
+          `controller_url: ws://127.0.0.1:${apiPort}/ws/agent`,
+          `runner_id: ${demo.runner_id}`,
+          `token: ${demo.token}`,
+          `socket_path: ${socket}`,
+          '',
+        ].join('\n'),
+        { mode: 0o600 },
+      );
+      const agent = spawnNode('agent', ['agent', '--config', agentConfig], env);
+      children.unshift(['agent', agent]);
+      registry.add('agent', agent.pid);
+      agent.once('exit', (code) => void shutdown(1, `agent exited with code ${code}`));
+    }
+
     out('');
     out('e2epool is running:');
     out(`  API            ${apiUrl}   (try: curl ${apiUrl}/healthz)`);
@@ -193,6 +216,15 @@ async function main(): Promise<void> {
     out(`  Postgres       ${pg ? databaseUrl : '(E2EPOOL_DATABASE_URL)'}`);
     out(`  Inventory      ${inventoryPath}`);
     out(`  Logs           ${join(dataDir, 'logs')}`);
+    if (demo) {
+      const cli = `node ${join(__dirname, '..', '..', 'bin', 'e2epool.js')}`;
+      out(`  Agent          runner ${demo.runner_id}, socket ${socket}`);
+      out('');
+      out('Watch a checkpoint go round (then look it up in the Temporal UI by E2eRunnerId):');
+      out(`  NAME=$(${cli} create --job-id 1 --socket ${socket})`);
+      out(`  ${cli} finalize --checkpoint "$NAME" --status failed --socket ${socket}`);
+      out(`  ${cli} status --checkpoint "$NAME" --socket ${socket}`);
+    }
     out('Press Ctrl-C to stop everything.');
   } catch (err) {
     process.stderr.write(`dev: ${err instanceof Error ? err.message : String(err)}\n`);

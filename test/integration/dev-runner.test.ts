@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,8 +65,35 @@ describe('the dev runner (npm run dev)', () => {
       const pids = Object.values(
         JSON.parse(readFileSync(join(dataDir, 'dev.pids.json'), 'utf8')),
       ) as number[];
-      expect(pids).toHaveLength(4); // temporal, postgres, worker, api
+      expect(pids).toHaveLength(5); // temporal, postgres, worker, api, the demo agent
       expect(pids.every(alive)).toBe(true);
+
+      // The three commands the banner prints, through the demo agent: create, finalize, status.
+      const socket = join(dataDir, 'agent.sock');
+      expect(out).toContain(`create --job-id 1 --socket ${socket}`);
+      const cli = (...args: string[]) =>
+        spawnSync(
+          process.execPath,
+          [join(REPO, 'bin', 'e2epool.js'), ...args, '--socket', socket],
+          { encoding: 'utf8' },
+        );
+      const created = await waitFor('the agent to connect', () => {
+        const r = cli('create', '--job-id', '1');
+        return r.status === 0 ? r : undefined;
+      });
+      const name = created.stdout.trim();
+      expect(name).toMatch(/^job-1-\d+-[0-9a-f]{8}$/);
+      const fin = cli('finalize', '--checkpoint', name, '--status', 'failed');
+      expect([fin.status, fin.stdout.trim()]).toEqual([0, 'Finalize queued']);
+      const status = await waitFor(
+        'the reset',
+        () => {
+          const r = cli('status', '--checkpoint', name);
+          return r.stdout.includes('state:  reset') ? r : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 300 },
+      );
+      expect(status.stdout).toBe(`name:   ${name}\nstate:  reset\nresult: failure\n`);
 
       child.kill('SIGINT');
       expect(await exited).toBe(0);

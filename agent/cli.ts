@@ -1,0 +1,187 @@
+import { cliConnectSettings } from './config';
+import { ipcRequest, IpcClientError } from './ipc';
+import { isRecord, type RequestType } from './messages';
+
+/**
+ * The runner-side CLI commands `create`, `finalize` and `status` (SPEC §5). They
+ * run in every CI job: this module and what it imports use Node builtins only.
+ *
+ * Exit codes: 0 success, 1 any error, 2 the agent is not running.
+ */
+
+export const EXIT_OK = 0;
+export const EXIT_ERROR = 1;
+export const EXIT_AGENT_NOT_RUNNING = 2;
+
+/** Where the commands write and what environment they see (tests substitute these). */
+export interface CliIo {
+  out(line: string): void;
+  err(line: string): void;
+  env: NodeJS.ProcessEnv;
+}
+
+/** The real stdout, stderr and environment. */
+export const processIo = (): CliIo => ({
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  env: process.env,
+});
+
+export interface ConnectContext {
+  /** `--socket`; else E2EPOOL_SOCKET_PATH, agent.yml's socket_path, the default. */
+  socket?: string | undefined;
+}
+
+export interface CreateContext extends ConnectContext {
+  jobId: string;
+}
+
+export type FinalizeStatus = 'success' | 'failure' | 'canceled';
+
+export interface FinalizeContext extends ConnectContext {
+  checkpoint: string;
+  status: FinalizeStatus;
+}
+
+export interface StatusContext extends ConnectContext {
+  checkpoint: string;
+}
+
+/** GitLab's $CI_JOB_STATUS values next to ours (fix: the old CLI refused `failed`). */
+const STATUS_ALIASES: Record<string, FinalizeStatus> = {
+  success: 'success',
+  failure: 'failure',
+  failed: 'failure',
+  canceled: 'canceled',
+};
+
+/** Maps a `--status` value to a finalize status; throws with a usage message. */
+export function parseFinalizeStatus(value: string): FinalizeStatus {
+  const status = Object.prototype.hasOwnProperty.call(STATUS_ALIASES, value)
+    ? STATUS_ALIASES[value]
+    : undefined;
+  if (!status) {
+    throw new Error(
+      `expected success, failure or canceled (or GitLab's failed), got ${JSON.stringify(value)}`,
+    );
+  }
+  return status;
+}
+
+/**
+ * Extra seconds the CLI waits beyond the agent's request_timeout, covering the
+ * agent's wait for a connection (10 s). E2EPOOL_CLI_TIMEOUT (seconds) overrides the total.
+ */
+const CLIENT_MARGIN_SECONDS = 15;
+
+/** An id for the IPC request, echoed in the reply (the agent uses its own on the WebSocket). */
+function requestId(): string {
+  return Math.floor(Math.random() * 2 ** 32)
+    .toString(16)
+    .padStart(8, '0');
+}
+
+type Outcome = { ok: true; data: Record<string, unknown> } | { ok: false; code: number };
+
+/** Sends one request to the agent; on failure prints why and returns the exit code. */
+async function send(
+  ctx: ConnectContext,
+  type: RequestType,
+  payload: Record<string, unknown>,
+  io: CliIo,
+): Promise<Outcome> {
+  const s = cliConnectSettings({ socket: ctx.socket, env: io.env });
+  const path = s.socketPath;
+  const override = Number(io.env.E2EPOOL_CLI_TIMEOUT);
+  const timeoutSeconds =
+    Number.isFinite(override) && override > 0 ? override : s.requestTimeout + CLIENT_MARGIN_SECONDS;
+  let reply: unknown;
+  try {
+    reply = await ipcRequest(path, { id: requestId(), type, payload }, timeoutSeconds * 1000);
+  } catch (err) {
+    if (!(err instanceof IpcClientError)) throw err;
+    const hint = () => {
+      if (s.configNote) io.err(`Note: ${s.configNote}; pass --socket or set E2EPOOL_SOCKET_PATH`);
+    };
+    switch (err.kind) {
+      case 'not-found':
+        io.err(`Error: agent is not running (socket not found: ${path})`);
+        hint();
+        return { ok: false, code: EXIT_AGENT_NOT_RUNNING };
+      case 'refused':
+        io.err(`Error: agent is not running (connection refused: ${path})`);
+        return { ok: false, code: EXIT_AGENT_NOT_RUNNING };
+      case 'permission':
+        io.err(
+          `Error: permission denied connecting to the agent socket ${path}: ` +
+            'add this user to the group set as socket_group in the agent config',
+        );
+        return { ok: false, code: EXIT_ERROR };
+      case 'timeout':
+        io.err(`Error: the agent did not reply in time (${err.message}, socket ${path})`);
+        return { ok: false, code: EXIT_ERROR };
+      default:
+        io.err(`Error: ${err.message} (socket ${path})`);
+        return { ok: false, code: EXIT_ERROR };
+    }
+  }
+  if (!isRecord(reply)) {
+    io.err('Error: unexpected reply from the agent');
+    return { ok: false, code: EXIT_ERROR };
+  }
+  if (reply.status !== 'ok') {
+    const e = reply.error;
+    const detail =
+      typeof e === 'string'
+        ? e
+        : isRecord(e) && e.detail !== undefined && e.detail !== null
+          ? typeof e.detail === 'string'
+            ? e.detail
+            : JSON.stringify(e.detail)
+          : 'Unknown error';
+    io.err(`Error: ${detail}`);
+    return { ok: false, code: EXIT_ERROR };
+  }
+  return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
+}
+
+/** `e2epool create`: takes a checkpoint for this job and prints its name. */
+export async function createAction(ctx: CreateContext, io: CliIo = processIo()): Promise<number> {
+  const payload: Record<string, unknown> = { job_id: ctx.jobId };
+  const projectId = io.env.CI_PROJECT_ID;
+  if (projectId) payload.project_id = projectId;
+  const r = await send(ctx, 'create', payload, io);
+  if (!r.ok) return r.code;
+  if (typeof r.data.name !== 'string') {
+    io.err('Error: the controller replied without a checkpoint name');
+    return EXIT_ERROR;
+  }
+  io.out(r.data.name);
+  return EXIT_OK;
+}
+
+/** `e2epool finalize`: reports how the job ended and prints the controller's answer. */
+export async function finalizeAction(
+  ctx: FinalizeContext,
+  io: CliIo = processIo(),
+): Promise<number> {
+  const r = await send(
+    ctx,
+    'finalize',
+    { checkpoint_name: ctx.checkpoint, status: ctx.status, source: 'agent' },
+    io,
+  );
+  if (!r.ok) return r.code;
+  io.out(typeof r.data.detail === 'string' ? r.data.detail : 'OK');
+  return EXIT_OK;
+}
+
+/** `e2epool status`: prints a checkpoint's name, state and (once set) result. */
+export async function statusAction(ctx: StatusContext, io: CliIo = processIo()): Promise<number> {
+  const r = await send(ctx, 'status', { checkpoint_name: ctx.checkpoint }, io);
+  if (!r.ok) return r.code;
+  io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
+  io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
+  if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
+  return EXIT_OK;
+}

@@ -1,0 +1,197 @@
+import { createLogger, type Logger } from '../config/logger';
+import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
+import { ControllerConnection, loggableUrl } from './connection';
+import { CommandRunner } from './exec';
+import { startIpcServer, type IpcServer } from './ipc';
+import {
+  errorReply,
+  parseIpcRequest,
+  type AgentRequest,
+  type ExecCommand,
+  type ExecReply,
+  type Reply,
+  type RequestType,
+} from './messages';
+
+/** Knobs that are not configuration (defaults suit production; tests shorten them). */
+export interface AgentOptions {
+  log?: Logger;
+  /** A CLI request arriving while disconnected waits this long for a connection (10 s). */
+  connectWaitMs?: number;
+  /** Shutdown gives in-flight IPC requests this long to finish (30 s). */
+  drainTimeoutMs?: number;
+}
+
+/** A running agent daemon. */
+export interface AgentHandle {
+  readonly config: AgentConfig;
+  readonly socketPath: string;
+  isConnected(): boolean;
+  /** Resolves true once connected to the controller, false after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<boolean>;
+  /** Commands from the controller still running. */
+  runningCommands(): number;
+  /**
+   * Stops taking IPC requests, lets in-flight ones and running commands finish,
+   * closes the WebSocket with 1000 and removes the socket. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+const CMD_LOG_CHARS = 200;
+
+/**
+ * Starts the agent: the IPC server on `config.socketPath`, then the WebSocket
+ * to the controller. Rejects if the socket cannot be claimed (another agent,
+ * path too long, bad group) or runner_id/token are missing.
+ */
+export async function startAgent(
+  config: AgentConfig,
+  opts: AgentOptions = {},
+): Promise<AgentHandle> {
+  if (!config.runnerId || !config.token) {
+    throw new AgentConfigError('runner_id and token must be configured');
+  }
+  const log = opts.log ?? createLogger().child({ component: 'agent' });
+  const connectWaitMs = opts.connectWaitMs ?? 10_000;
+  const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
+  const runner = new CommandRunner(config.allowedCommands);
+
+  const onExec = (c: ExecCommand) => {
+    const cmd = typeof c.cmd === 'string' ? c.cmd.slice(0, CMD_LOG_CHARS) : null;
+    log.info({ id: c.id, cmd, timeout: c.timeout ?? null }, 'running command');
+    const started = Date.now();
+    void runner.run(c.cmd, c.timeout).then((data) => {
+      const reply: ExecReply = { id: c.id, status: data.exit_code === 0 ? 'ok' : 'error', data };
+      const sent = conn.send(reply);
+      const fields = { id: c.id, exitCode: data.exit_code, ms: Date.now() - started };
+      if (sent) log.info(fields, 'command finished');
+      else log.warn(fields, 'command finished but its result could not be sent: not connected');
+    });
+  };
+
+  const conn = new ControllerConnection({
+    url: config.controllerUrl,
+    runnerId: config.runnerId,
+    token: config.token,
+    reconnectMaxDelay: config.reconnectMaxDelay,
+    heartbeatInterval: config.heartbeatInterval,
+    log,
+    onExec,
+  });
+
+  const forward = async (req: AgentRequest): Promise<Reply> => {
+    const reply = await conn.request(req.type, req.payload, {
+      timeoutMs: config.requestTimeout * 1000,
+      connectWaitMs,
+    });
+    log.info(
+      { type: req.type, wsId: reply.id || null, status: reply.status, code: reply.error?.code },
+      'forwarded CLI request',
+    );
+    // Our WebSocket id stays ours (fix: the old agent reused the CLI's id there).
+    return { ...reply, id: req.id };
+  };
+
+  /** Every IPC request type, dispatched from one table. */
+  const ipcHandlers: Record<RequestType, (req: AgentRequest) => Promise<Reply>> = {
+    create: forward,
+    finalize: forward,
+    status: forward,
+    ping: forward,
+  };
+
+  const ipc: IpcServer = await startIpcServer({
+    path: config.socketPath,
+    group: config.socketGroup,
+    log,
+    handler: async (raw) => {
+      const parsed = parseIpcRequest(raw);
+      if (!parsed.ok) return errorReply(parsed.id, 400, parsed.detail);
+      const req = { ...parsed.request, id: parsed.request.id ?? '' };
+      return ipcHandlers[req.type](req);
+    },
+  });
+  log.info(
+    {
+      runnerId: config.runnerId,
+      controllerUrl: loggableUrl(config.controllerUrl),
+      socketPath: config.socketPath,
+      socketGroup: config.socketGroup,
+      allowedCommands: config.allowedCommands?.length ?? 'any',
+    },
+    'agent started',
+  );
+  conn.start();
+
+  let stopping: Promise<void> | null = null;
+  const stop = async () => {
+    log.info({ runningCommands: runner.runningCount }, 'agent shutting down');
+    // Requests still in flight need the WebSocket, and so do the results of
+    // running commands: close it last.
+    await Promise.all([ipc.close(drainTimeoutMs), runner.drain()]);
+    await conn.stop();
+    log.info('agent stopped');
+  };
+
+  return {
+    config,
+    socketPath: config.socketPath,
+    isConnected: () => conn.connected,
+    waitConnected: (ms) => conn.waitConnected(ms),
+    runningCommands: () => runner.runningCount,
+    stop() {
+      stopping ??= stop();
+      return stopping;
+    },
+  };
+}
+
+/** Flags of `e2epool agent`. */
+export interface AgentCommandContext {
+  configPath?: string | undefined;
+}
+
+/**
+ * `e2epool agent`: runs the daemon until SIGTERM or SIGINT (one shutdown path
+ * for both), then exits 0. Returns the exit code.
+ */
+export async function runAgentCommand(ctx: AgentCommandContext): Promise<number> {
+  let config: AgentConfig;
+  try {
+    config = loadAgentConfig({ configPath: ctx.configPath });
+  } catch (err) {
+    process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  if (!config.runnerId || !config.token) {
+    process.stderr.write('Error: runner_id and token must be configured\n');
+    return 1;
+  }
+  const log = createLogger().child({ component: 'agent' });
+  let handle: AgentHandle;
+  try {
+    handle = await startAgent(config, { log });
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    log.error({ err: msg }, 'agent failed to start');
+    process.stderr.write(`Error: ${msg}\n`);
+    return 1;
+  }
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    let received: NodeJS.Signals | null = null;
+    const onSignal = (s: NodeJS.Signals) => {
+      if (received) {
+        log.warn({ signal: s }, 'already shutting down');
+        return;
+      }
+      received = s;
+      resolve(s);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  log.info({ signal }, 'signal received');
+  await handle.stop();
+  return 0;
+}

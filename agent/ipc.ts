@@ -1,0 +1,379 @@
+import { chmodSync, chownSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../config/logger';
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from './framing';
+import { errorReply, isRecord, type Reply } from './messages';
+
+/**
+ * The agent's Unix-socket IPC (SPEC §5): one framed JSON request and one framed
+ * JSON response per connection. The client half is what the CLI uses in every CI
+ * job, so this module loads Node builtins only.
+ */
+
+/** Socket mode: owner and group (fix: the old agent used 0666, so any local user could reset the runner). */
+export const SOCKET_MODE = 0o660;
+/** How long a connection may stay open after its reply was sent. */
+const REPLY_LINGER_MS = 5000;
+
+/** Longest socket path the kernel accepts (sun_path minus its terminating NUL). */
+export function maxSocketPathBytes(platform: NodeJS.Platform = process.platform): number {
+  return platform === 'linux' ? 107 : 103;
+}
+
+/** Throws a clear error when `path` does not fit in a sockaddr_un. */
+export function checkSocketPath(path: string, platform: NodeJS.Platform = process.platform): void {
+  const bytes = Buffer.byteLength(path, 'utf8');
+  const max = maxSocketPathBytes(platform);
+  if (bytes > max) {
+    throw new Error(
+      `socket path is too long: ${bytes} bytes, the limit on ${platform} is ${max} (${path})`,
+    );
+  }
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err
+    ? String((err as { code: unknown }).code)
+    : undefined;
+}
+
+/** Resolves a group name (from /etc/group) or gid to a gid. */
+export function resolveGroup(group: string | number, groupFile = '/etc/group'): number {
+  if (typeof group === 'number') return group;
+  if (/^\d+$/.test(group)) return Number(group);
+  let text: string;
+  try {
+    text = readFileSync(groupFile, 'utf8');
+  } catch (err) {
+    throw new Error(
+      `cannot resolve socket_group "${group}": cannot read ${groupFile} (${errnoCode(err)})`,
+    );
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`socket_group "${group}" not found in ${groupFile}`);
+}
+
+/** True if something accepts connections on `path`. */
+function acceptsConnections(path: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection(path);
+    const done = (v: boolean | Error) => {
+      clearTimeout(timer);
+      s.destroy();
+      if (v instanceof Error) reject(v);
+      else resolve(v);
+    };
+    // A listener that does not answer in time is still a listener: do not steal its path.
+    const timer = setTimeout(() => done(true), timeoutMs);
+    s.once('connect', () => done(true));
+    s.once('error', (err) => {
+      const code = errnoCode(err);
+      if (code === 'ECONNREFUSED' || code === 'ENOENT') done(false);
+      else done(new Error(`cannot check whether ${path} is in use: ${err.message}`));
+    });
+  });
+}
+
+/**
+ * Makes `path` free for a new socket: refuses if another process serves it,
+ * removes a stale socket file left by a crash, never removes anything else.
+ */
+async function claimSocketPath(path: string): Promise<void> {
+  checkSocketPath(path);
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  if (!isSocket) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  if (await acceptsConnections(path)) throw new Error(`another agent is running on ${path}`);
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+}
+
+/** Handles one parsed request object; the returned reply is sent back. */
+export type IpcHandler = (request: Record<string, unknown>) => Promise<Reply>;
+
+export interface IpcServerOptions {
+  path: string;
+  /** Group name or gid that should own the socket. */
+  group?: string | number | null;
+  handler: IpcHandler;
+  log?: Logger;
+  /** A client must send its whole request within this time (default 30 s). */
+  requestReadTimeoutMs?: number;
+  maxFrameBytes?: number;
+  /** How long a connection may stay open after its reply (default 5 s). */
+  replyLingerMs?: number;
+}
+
+export interface IpcServer {
+  readonly path: string;
+  /** Open client connections. */
+  connectionCount(): number;
+  /** Requests whose handler has not finished. */
+  inFlightCount(): number;
+  /**
+   * Stops accepting connections, gives open ones up to `drainMs` to finish,
+   * closes the rest and removes the socket file. Idempotent.
+   */
+  close(drainMs?: number): Promise<void>;
+}
+
+const NOOP_LOG = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+} as unknown as Logger;
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      const code = errnoCode(err);
+      if (code === 'EADDRINUSE') reject(new Error(`another agent is running on ${path}`));
+      else if (code === 'EACCES')
+        reject(new Error(`cannot create socket ${path}: permission denied`));
+      else if (code === 'ENOENT')
+        reject(new Error(`cannot create socket ${path}: its directory does not exist`));
+      else reject(new Error(`cannot create socket ${path}: ${err.message}`));
+    };
+    server.once('error', onError);
+    server.once('listening', () => {
+      server.off('error', onError);
+      resolve();
+    });
+    // Bind with a umask that already yields 0660, so there is no moment at which
+    // the socket is more open than that (binding a Unix socket is synchronous).
+    let old: number | undefined;
+    try {
+      old = process.umask(0o117);
+    } catch {
+      // process.umask cannot be set in worker threads; chmod below still applies.
+    }
+    try {
+      server.listen(path);
+    } finally {
+      if (old !== undefined) process.umask(old);
+    }
+  });
+}
+
+/** Starts the IPC server on `path` (mode 0660, optionally chowned to a group). */
+export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer> {
+  const log = opts.log ?? NOOP_LOG;
+  const readTimeoutMs = opts.requestReadTimeoutMs ?? 30_000;
+  const maxBytes = opts.maxFrameBytes ?? MAX_FRAME_BYTES;
+  const lingerMs = opts.replyLingerMs ?? REPLY_LINGER_MS;
+  const gid = opts.group === null || opts.group === undefined ? null : resolveGroup(opts.group);
+  await claimSocketPath(opts.path);
+
+  const sockets = new Set<Socket>();
+  let inFlight = 0;
+  let closing: Promise<void> | null = null;
+  const idle = new Set<() => void>();
+  const maybeIdle = () => {
+    if (sockets.size === 0) for (const f of idle) f();
+  };
+
+  const send = (socket: Socket, reply: Reply) => {
+    let frame: Buffer;
+    try {
+      frame = encodeFrame(reply, maxBytes);
+    } catch {
+      frame = encodeFrame(errorReply(reply.id, 500, 'Reply too large'));
+    }
+    if (socket.destroyed) return;
+    socket.end(frame);
+    // The client normally closes once it has the reply; one that keeps its half
+    // open must not keep the descriptor.
+    socket.setTimeout(lingerMs, () => socket.destroy());
+  };
+
+  const onRequest = async (socket: Socket, payload: Buffer) => {
+    let value: unknown;
+    try {
+      value = JSON.parse(payload.toString('utf8'));
+    } catch {
+      return send(socket, errorReply('', 400, 'Malformed request: invalid JSON'));
+    }
+    if (!isRecord(value)) {
+      return send(socket, errorReply('', 400, 'Malformed request: expected a JSON object'));
+    }
+    const id = typeof value.id === 'string' ? value.id : '';
+    inFlight++;
+    try {
+      send(socket, await opts.handler(value));
+    } catch (err) {
+      log.error({ err }, 'IPC handler failed');
+      send(socket, errorReply(id, 500, 'Internal agent error'));
+    } finally {
+      inFlight--;
+    }
+  };
+
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    const decoder = new FrameDecoder(maxBytes);
+    let received = false;
+    // A client that connects and never finishes its request must not hold a descriptor forever.
+    socket.setTimeout(readTimeoutMs, () => {
+      log.debug('IPC client did not send a complete request in time');
+      socket.destroy();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (received) return; // one request per connection; anything after it is ignored
+      for (const ev of decoder.push(chunk)) {
+        received = true;
+        socket.setTimeout(0);
+        if (ev.kind === 'oversize') {
+          log.warn({ length: ev.length }, 'IPC request too large');
+          send(socket, errorReply('', 413, 'Message too large'));
+        } else {
+          void onRequest(socket, ev.payload);
+        }
+        return;
+      }
+    });
+    // EOF before a complete frame: nothing to answer.
+    socket.on('end', () => {
+      if (!received) socket.destroy();
+    });
+    socket.on('error', (err) => {
+      log.debug({ err: err.message }, 'IPC connection error');
+      socket.destroy();
+    });
+    socket.on('close', () => {
+      sockets.delete(socket);
+      maybeIdle();
+    });
+  });
+
+  await listen(server, opts.path);
+  server.on('error', (err) => log.error({ err: err.message }, 'IPC server error'));
+  let inode: number | undefined;
+  try {
+    chmodSync(opts.path, SOCKET_MODE);
+    if (gid !== null) chownSync(opts.path, -1, gid);
+    inode = statSync(opts.path).ino;
+  } catch (err) {
+    server.close();
+    const code = errnoCode(err);
+    throw new Error(
+      gid !== null && code === 'EPERM'
+        ? `cannot give ${opts.path} to group ${opts.group}: not permitted (run the agent as root or as a member of that group)`
+        : `cannot set up socket ${opts.path}: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+
+  const doClose = async (drainMs: number) => {
+    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    if (sockets.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        timer.unref();
+        idle.add(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    for (const s of sockets) s.destroy();
+    await stopped;
+    // libuv unlinks the socket on close; make sure, but never remove a newer agent's socket.
+    try {
+      if (statSync(opts.path).ino === inode) unlinkSync(opts.path);
+    } catch {
+      // already gone
+    }
+  };
+
+  return {
+    path: opts.path,
+    connectionCount: () => sockets.size,
+    inFlightCount: () => inFlight,
+    close(drainMs = 30_000) {
+      closing ??= doClose(drainMs);
+      return closing;
+    },
+  };
+}
+
+/** Why an IPC request failed, for the CLI's exit code and message. */
+export type IpcFailure = 'not-found' | 'refused' | 'permission' | 'timeout' | 'closed' | 'protocol';
+
+export class IpcClientError extends Error {
+  override name = 'IpcClientError';
+  constructor(
+    readonly kind: IpcFailure | 'other',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Sends one request to the agent and resolves with its reply (any JSON value).
+ * Rejects with an IpcClientError saying why it could not.
+ */
+export function ipcRequest(path: string, request: unknown, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    const decoder = new FrameDecoder();
+    let settled = false;
+    const done = (err: IpcClientError | null, value?: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const timer = setTimeout(
+      () => done(new IpcClientError('timeout', `no reply within ${timeoutMs / 1000}s`)),
+      timeoutMs,
+    );
+    socket.once('connect', () => socket.write(encodeFrame(request)));
+    socket.on('data', (chunk: Buffer) => {
+      for (const ev of decoder.push(chunk)) {
+        if (ev.kind === 'oversize') {
+          return done(new IpcClientError('protocol', `reply too large (${ev.length} bytes)`));
+        }
+        try {
+          return done(null, JSON.parse(ev.payload.toString('utf8')));
+        } catch {
+          return done(new IpcClientError('protocol', 'reply is not valid JSON'));
+        }
+      }
+    });
+    socket.on('end', () =>
+      done(new IpcClientError('closed', 'the agent closed the connection without replying')),
+    );
+    socket.on('error', (err) => {
+      const code = errnoCode(err);
+      const kind: IpcFailure | 'other' =
+        code === 'ENOENT'
+          ? 'not-found'
+          : code === 'ECONNREFUSED'
+            ? 'refused'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'permission'
+              : code === 'EPIPE' || code === 'ECONNRESET'
+                ? 'closed'
+                : 'other';
+      done(new IpcClientError(kind, err.message));
+    });
+  });
+}

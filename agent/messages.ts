@@ -1,0 +1,142 @@
+/**
+ * The agent's messages (SPEC §4 and §5) with their guards. Every frame that
+ * arrives over the WebSocket or the IPC socket is `unknown` until one of these
+ * accepts it. Plain TypeScript, no dependencies: the CLI loads this too.
+ */
+
+/** Requests the agent forwards from the CLI to the controller. */
+export const REQUEST_TYPES = ['create', 'finalize', 'status', 'ping'] as const;
+export type RequestType = (typeof REQUEST_TYPES)[number];
+
+export interface ErrorBody {
+  code: number;
+  detail: string;
+}
+
+/** A reply to a request; all four keys are always present. */
+export interface Reply {
+  id: string;
+  status: 'ok' | 'error';
+  data: unknown;
+  error: ErrorBody | null;
+}
+
+/** A request as the CLI sends it over IPC and the agent sends it over the WebSocket. */
+export interface AgentRequest {
+  id: string;
+  type: RequestType;
+  payload: Record<string, unknown>;
+}
+
+/** Output of one command run for the controller. */
+export interface ExecData {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The agent's answer to an `exec` command (SPEC §4: no `error` key). */
+export interface ExecReply {
+  id: string;
+  status: 'ok' | 'error';
+  data: ExecData;
+}
+
+/** A controller → agent command, after its guard accepted it. */
+export interface ExecCommand {
+  id: string;
+  cmd: unknown;
+  timeout: unknown;
+}
+
+/** True for a plain JSON object (not null, not an array). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A success reply. */
+export function okReply(id: string, data: unknown): Reply {
+  return { id, status: 'ok', data, error: null };
+}
+
+/** An error reply; `data` is null. */
+export function errorReply(id: string, code: number, detail: string): Reply {
+  return { id, status: 'error', data: null, error: { code, detail } };
+}
+
+function isRequestType(v: unknown): v is RequestType {
+  return typeof v === 'string' && (REQUEST_TYPES as readonly string[]).includes(v);
+}
+
+/** The result of checking an IPC request: the request, or what is wrong with it. */
+export type ParsedIpcRequest =
+  | { ok: true; request: Omit<AgentRequest, 'id'> & { id: string | undefined } }
+  | { ok: false; id: string; detail: string };
+
+/** Guard for a request from the CLI (`id` is optional there). */
+export function parseIpcRequest(v: unknown): ParsedIpcRequest {
+  if (!isRecord(v))
+    return { ok: false, id: '', detail: 'Malformed request: expected a JSON object' };
+  const id = typeof v.id === 'string' ? v.id : undefined;
+  if (v.id !== undefined && v.id !== null && id === undefined) {
+    return { ok: false, id: '', detail: 'Malformed request: id must be a string' };
+  }
+  if (!isRequestType(v.type)) {
+    return {
+      ok: false,
+      id: id ?? '',
+      detail: `Malformed request: type must be one of ${REQUEST_TYPES.join(', ')}`,
+    };
+  }
+  const payload = v.payload ?? {};
+  if (!isRecord(payload)) {
+    return { ok: false, id: id ?? '', detail: 'Malformed request: payload must be an object' };
+  }
+  return { ok: true, request: { id, type: v.type, payload } };
+}
+
+/**
+ * What a WebSocket frame from the controller is. A frame with a top-level
+ * `status` key is a reply to one of our requests (SPEC §4).
+ */
+export type ControllerFrame =
+  | { kind: 'reply'; id: string; frame: Record<string, unknown> }
+  | { kind: 'exec'; command: ExecCommand }
+  | { kind: 'malformed'; id: string | undefined; detail: string };
+
+/** Guard for a frame from the controller. */
+export function classifyControllerFrame(v: unknown): ControllerFrame {
+  if (!isRecord(v)) return { kind: 'malformed', id: undefined, detail: 'not a JSON object' };
+  const id = typeof v.id === 'string' ? v.id : undefined;
+  if ('status' in v) {
+    if (id === undefined) return { kind: 'malformed', id, detail: 'reply without a string id' };
+    return { kind: 'reply', id, frame: v };
+  }
+  if (v.type === 'exec') {
+    if (id === undefined) return { kind: 'malformed', id, detail: 'exec without a string id' };
+    const payload = isRecord(v.payload) ? v.payload : {};
+    return { kind: 'exec', command: { id, cmd: payload.cmd, timeout: payload.timeout } };
+  }
+  return { kind: 'malformed', id, detail: `unknown message type ${JSON.stringify(v.type)}` };
+}
+
+/**
+ * A controller reply with all four keys, under the given id. Tolerates the old
+ * controller's shapes (a 400 without `data`, a string `error`).
+ */
+export function normalizeReply(frame: Record<string, unknown>, id: string): Reply {
+  const status = frame.status === 'ok' ? 'ok' : 'error';
+  let error: ErrorBody | null = null;
+  const e = frame.error;
+  if (isRecord(e)) {
+    error = {
+      code: typeof e.code === 'number' ? e.code : 500,
+      detail: typeof e.detail === 'string' ? e.detail : JSON.stringify(e.detail ?? 'Unknown error'),
+    };
+  } else if (typeof e === 'string') {
+    error = { code: 500, detail: e };
+  } else if (status === 'error') {
+    error = { code: 500, detail: 'Unknown error' };
+  }
+  return { id, status, data: frame.data ?? null, error };
+}
