@@ -37,7 +37,9 @@ export class AgentSessions1795392000000 implements MigrationInterface {
         CONSTRAINT ck_agent_commands_state CHECK (state IN ('pending', 'sent', 'done', 'failed')),
         CONSTRAINT ck_agent_commands_timeout CHECK (timeout_seconds > 0)
       )`);
-    await q.query(`CREATE INDEX ix_agent_commands_runner_state ON agent_commands (runner_id, state)`);
+    await q.query(
+      `CREATE INDEX ix_agent_commands_runner_state ON agent_commands (runner_id, state)`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# Installs the e2epool agent as a systemd service on a Linux runner host:
+#   group e2epool (the socket group) with the CI user in it, system user
+#   e2epool-agent, /etc/e2epool/agent.yml (0600, holds the token), the systemd
+#   unit and a tmpfiles.d link for the CLI's default socket path; then enables
+#   and starts the service, or restarts it when the unit or config changed.
+# Idempotent: run it again with the same arguments and nothing changes.
+# The e2epool CLI must already be installed (see --help).
+set -euo pipefail
+
+readonly PROG=install-agent.sh
+readonly SERVICE=e2epool-agent
+readonly AGENT_USER=e2epool-agent
+readonly AGENT_GROUP=e2epool
+readonly CONFIG_DIR=/etc/e2epool
+readonly CONFIG=/etc/e2epool/agent.yml
+readonly UNIT_DEST=/etc/systemd/system/e2epool-agent.service
+readonly TMPFILES_DEST=/etc/tmpfiles.d/e2epool-agent.conf
+readonly SOCKET=/run/e2epool/agent.sock
+readonly SOCKET_LINK=/run/e2epool-agent.sock
+# systemd's PATH for services: where the unit's `#!/usr/bin/env node` finds node.
+readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+readonly MIN_NODE=20.19
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
+
+usage() {
+  cat <<EOF
+Usage: $PROG --controller-url URL --runner-id ID --token-file FILE [options]
+
+Installs the e2epool agent as the systemd service $SERVICE (run as root).
+
+Required:
+  --controller-url URL   the controller's agent gateway, e.g. wss://e2epool.example.com/ws/agent
+  --runner-id ID         this runner's runner_id in the controller's inventory
+  --token-file FILE      file holding this runner's token (one line), or - for stdin.
+                         The token is never accepted as an argument: arguments show in ps.
+Options:
+  --ci-user USER         CI user added to group $AGENT_GROUP to use the socket (default gitlab-runner)
+  --allow-command CMD    a command the controller may run (repeat it for each of the
+                         runner's reset_cmd, cleanup_cmd, readiness_cmd); default: any
+  --prefix DIR           where e2epool is installed: DIR/bin/e2epool (default /usr/local)
+  --dry-run              print what would be done, change nothing
+  -h, --help             this text
+
+Install the e2epool CLI first (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node):
+  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool
+  npm ci && npm run build
+  ln -sf /opt/e2epool/bin/e2epool.js /usr/local/bin/e2epool
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+warn() { printf '%s: warning: %s\n' "$PROG" "$*" >&2; }
+die() {
+  printf '%s: %s\n' "$PROG" "$*" >&2
+  exit 1
+}
+usage_error() {
+  printf '%s: %s\nUsage: %s --controller-url URL --runner-id ID --token-file FILE [--ci-user USER] [--allow-command CMD]... [--prefix DIR] [--dry-run] (see --help)\n' \
+    "$PROG" "$*" "$PROG" >&2
+  exit 2
+}
+
+controller_url=''
+runner_id=''
+token_file=''
+ci_user=gitlab-runner
+prefix=/usr/local
+dry_run=0
+allowed_commands=()
+
+value_of() { # flag, remaining argument count, next argument
+  if (($2 < 2)); then usage_error "$1 needs a value"; fi
+}
+
+while (($# > 0)); do
+  case $1 in
+    --controller-url) value_of "$1" $# && controller_url=$2 && shift 2 ;;
+    --controller-url=*) controller_url=${1#*=} && shift ;;
+    --runner-id) value_of "$1" $# && runner_id=$2 && shift 2 ;;
+    --runner-id=*) runner_id=${1#*=} && shift ;;
+    --token-file) value_of "$1" $# && token_file=$2 && shift 2 ;;
+    --token-file=*) token_file=${1#*=} && shift ;;
+    --ci-user) value_of "$1" $# && ci_user=$2 && shift 2 ;;
+    --ci-user=*) ci_user=${1#*=} && shift ;;
+    --allow-command) value_of "$1" $# && allowed_commands+=("$2") && shift 2 ;;
+    --allow-command=*) allowed_commands+=("${1#*=}") && shift ;;
+    --prefix) value_of "$1" $# && prefix=$2 && shift 2 ;;
+    --prefix=*) prefix=${1#*=} && shift ;;
+    --dry-run) dry_run=1 && shift ;;
+    -h | --help) usage && exit 0 ;;
+    --token | --token=*)
+      # Never echo the value: it is a secret that is now in the shell history.
+      usage_error "the token is not accepted on the command line (it would show in ps); use --token-file FILE, or --token-file - to read it from stdin"
+      ;;
+    -*) usage_error "unknown option ${1%%=*}" ;;
+    *) usage_error "unexpected argument (not shown, in case it is a secret)" ;;
+  esac
+done
+
+missing=()
+[[ -n $controller_url ]] || missing+=(--controller-url)
+[[ -n $runner_id ]] || missing+=(--runner-id)
+[[ -n $token_file ]] || missing+=(--token-file)
+if ((${#missing[@]} > 0)); then usage_error "missing required ${missing[*]}"; fi
+
+[[ $controller_url =~ ^wss?://[^[:space:][:cntrl:]]+$ ]] ||
+  usage_error "--controller-url must be a ws:// or wss:// URL (got '$controller_url')"
+[[ $runner_id =~ ^[A-Za-z0-9_.-]{1,255}$ ]] ||
+  usage_error "--runner-id must be 1-255 of letters, digits, _ . - (got '$runner_id')"
+[[ $ci_user =~ ^[A-Za-z_][A-Za-z0-9_.-]*[$]?$ ]] || usage_error "--ci-user: not a user name: '$ci_user'"
+prefix=${prefix%/}
+[[ $prefix =~ ^/[A-Za-z0-9_./-]*$ ]] || usage_error "--prefix must be an absolute path without spaces (got '$prefix')"
+for cmd in "${allowed_commands[@]}"; do
+  [[ -n ${cmd//[[:space:]]/} && $cmd != *[$'\n\r']* ]] || usage_error "--allow-command must be one non-empty line"
+done
+
+# The token: read once, kept in this shell only (printf is a builtin, so it
+# never appears in any process's arguments), never printed.
+token=''
+token_source=$token_file
+if [[ $token_file == - ]]; then
+  token_source=stdin
+  if [[ -t 0 ]]; then
+    IFS= read -rsp 'e2epool runner token: ' token || true
+    printf '\n' >&2
+  else
+    token=$(cat)
+  fi
+else
+  [[ -f $token_file && -r $token_file ]] || die "cannot read the token file $token_file"
+  token=$(<"$token_file")
+  perms=$(stat -c %a "$token_file")
+  if ((8#$perms & 8#077)); then
+    warn "$token_file is readable by other users (mode $perms); chmod 600 it or delete it after installing"
+  fi
+fi
+token=${token%$'\r'}
+[[ -n $token ]] || die "the token is empty (from $token_source)"
+if [[ $token =~ [[:space:][:cntrl:]] ]]; then
+  die "the token must be one line without spaces (from $token_source)"
+fi
+
+# ---------------------------------------------------------------------------
+
+changed=0 # anything changed on this host
+restart_needed=0
+ci_user_added=0
+TMP_FILES=()
+cleanup() { if ((${#TMP_FILES[@]} > 0)); then rm -f -- "${TMP_FILES[@]}"; fi; }
+trap cleanup EXIT
+
+step() { printf '==> %s\n' "$*"; }
+
+# Runs a command, or in a dry run says it would. Never pass the token here.
+run() {
+  changed=1
+  if ((dry_run)); then
+    printf '    would run:%s\n' "$(printf ' %q' "$@")"
+  else
+    printf '   %s\n' "$(printf ' %q' "$@")"
+    "$@"
+  fi
+}
+
+# A problem that stops a real install; a dry run only warns and goes on.
+blocker() {
+  if ((dry_run)); then warn "$* (a real run stops here)"; else die "$*"; fi
+}
+
+# YAML single-quoted scalar: '' stands for ' and nothing else is special.
+yaml_quote() {
+  local s=$1
+  printf "'%s'" "${s//\'/\'\'}"
+}
+
+render_config() { # token value
+  printf '# Written by %s; run it again to change this file (edits here are replaced).\n' "$PROG"
+  printf '# Every key is described in agent/packaging/agent.example.yml.\n'
+  printf 'controller_url: %s\n' "$(yaml_quote "$controller_url")"
+  printf 'runner_id: %s\n' "$(yaml_quote "$runner_id")"
+  printf 'token: %s\n' "$(yaml_quote "$1")"
+  printf 'socket_path: %s\n' "$SOCKET"
+  printf 'socket_group: %s\n' "$AGENT_GROUP"
+  if ((${#allowed_commands[@]} > 0)); then
+    printf 'allowed_commands:\n'
+    for cmd in "${allowed_commands[@]}"; do printf '  - %s\n' "$(yaml_quote "$cmd")"; done
+  fi
+}
+
+# Whether $1 exists with exactly the content $2 (plus a final newline).
+same_content() {
+  [[ -f $1 && -r $1 ]] && cmp -s -- "$1" <(printf '%s\n' "$2")
+}
+
+# Installs content $2 as file $1 with mode $3 and owner $4, atomically.
+write_file() {
+  local dest=$1 content=$2 mode=$3 owner=$4 tmp
+  changed=1
+  if ((dry_run)); then
+    say "    would write $dest (mode $mode, owner $owner)"
+    return
+  fi
+  tmp=$(mktemp "$(dirname "$dest")/.$(basename "$dest").XXXXXX")
+  TMP_FILES+=("$tmp")
+  printf '%s\n' "$content" >"$tmp"
+  chown "$owner" "$tmp"
+  chmod "$mode" "$tmp"
+  mv -f -- "$tmp" "$dest"
+  say "    wrote $dest (mode $mode, owner $owner)"
+}
+
+# Keeps file $1 at content $2, mode $3, owner $4; sets file_changed to 1 if
+# the content changed. (Not a predicate: `set -e` does not apply inside a
+# function called as an `if` condition, and a failed write must stop the script.)
+file_changed=0
+ensure_file() {
+  local dest=$1 content=$2 mode=$3 owner=$4 have
+  file_changed=0
+  if [[ -e $dest && ! -r $dest ]]; then
+    say "    $dest: cannot read it (not root); a real run rewrites it if it differs"
+    return 0
+  fi
+  if same_content "$dest" "$content"; then
+    have=$(stat -c '%U:%G %a' "$dest")
+    if [[ $have == "$owner ${mode#0}" ]]; then
+      say "    $dest: up to date"
+    else
+      say "    $dest: content up to date, owner/mode $have"
+      run chown "$owner" "$dest"
+      run chmod "$mode" "$dest"
+    fi
+    return 0
+  fi
+  write_file "$dest" "$content" "$mode" "$owner"
+  file_changed=1
+}
+
+if ((dry_run)); then
+  say "Dry run: nothing is changed on this host."
+elif ((EUID != 0)); then
+  die "must be run as root (try: sudo $0 ...)"
+fi
+if ((dry_run && EUID != 0)); then
+  warn "not root: files only root can read are not compared"
+fi
+
+for f in e2epool-agent.service e2epool-agent.tmpfiles; do
+  [[ -r $HERE/$f ]] || die "missing $HERE/$f (run this script from the e2epool repository's agent/packaging/)"
+done
+if [[ $(uname -s) != Linux ]]; then
+  die "this installer is for Linux with systemd; on macOS use $HERE/com.e2epool.agent.plist"
+fi
+if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
+  blocker "systemd is not running on this host"
+fi
+for tool in getent groupadd useradd usermod; do
+  command -v "$tool" >/dev/null || blocker "$tool is missing (shadow-utils / passwd package)"
+done
+
+# --- 1. the e2epool CLI ------------------------------------------------------
+bin=$prefix/bin/e2epool
+step "e2epool CLI: $bin"
+if [[ ! -x $bin ]]; then
+  blocker "$bin is not installed. Install it first:
+  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool && npm ci && npm run build
+  ln -sf /opt/e2epool/bin/e2epool.js $bin
+(or pass --prefix DIR if e2epool is in DIR/bin)"
+else
+  node_bin=$(PATH=$SERVICE_PATH command -v node || true)
+  if [[ -z $node_bin ]]; then
+    blocker "node is not on systemd's PATH ($SERVICE_PATH); install Node $MIN_NODE+ system-wide (not only through nvm)"
+  else
+    node_version=$("$node_bin" -p 'process.versions.node' 2>/dev/null || echo 0.0.0)
+    IFS=. read -r major minor _ <<<"$node_version"
+    IFS=. read -r min_major min_minor <<<"$MIN_NODE"
+    if ((major < min_major || (major == min_major && minor < min_minor))); then
+      blocker "$node_bin is Node $node_version; e2epool needs $MIN_NODE or newer"
+    fi
+  fi
+  if ! env -i PATH="$SERVICE_PATH" "$bin" agent --help >/dev/null 2>&1; then
+    blocker "'$bin agent --help' fails with systemd's PATH; is the package built (npm run build)?"
+  fi
+  say "    ok"
+fi
+
+# --- 2. group, user, CI user ------------------------------------------------
+step "group $AGENT_GROUP"
+if getent group "$AGENT_GROUP" >/dev/null; then
+  say "    exists"
+else
+  run groupadd --system "$AGENT_GROUP"
+fi
+
+step "user $AGENT_USER"
+if getent passwd "$AGENT_USER" >/dev/null; then
+  say "    exists"
+else
+  nologin=/usr/sbin/nologin
+  [[ -x $nologin ]] || nologin=/sbin/nologin
+  [[ -x $nologin ]] || nologin=/bin/false
+  run useradd --system --gid "$AGENT_GROUP" --no-create-home --home-dir /nonexistent \
+    --shell "$nologin" --comment 'e2epool agent' "$AGENT_USER"
+fi
+
+step "CI user $ci_user in group $AGENT_GROUP"
+if ! id "$ci_user" >/dev/null 2>&1; then
+  blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
+elif [[ " $(id -nG "$ci_user") " == *" $AGENT_GROUP "* ]]; then
+  say "    already a member"
+else
+  run usermod -aG "$AGENT_GROUP" "$ci_user"
+  ci_user_added=1
+fi
+
+# --- 3. configuration ---------------------------------------------------------
+step "config $CONFIG"
+if [[ ! -d $CONFIG_DIR ]]; then
+  run install -d -m 0755 -o root -g root "$CONFIG_DIR"
+fi
+config=$(render_config "$token")
+ensure_file "$CONFIG" "$config" 0600 "$AGENT_USER:$AGENT_GROUP"
+if ((file_changed)); then
+  restart_needed=1
+  if ((dry_run)); then
+    say "    --- $CONFIG (token hidden) ---"
+    render_config '<hidden>' | sed 's/^/    | /'
+    say "    ---"
+  fi
+fi
+
+# --- 4. systemd unit and socket link ------------------------------------------
+step "systemd unit $UNIT_DEST"
+unit=$(sed "s|^ExecStart=/usr/local/bin/e2epool agent\$|ExecStart=$bin agent|" "$HERE/e2epool-agent.service")
+grep -qxF "ExecStart=$bin agent" <<<"$unit" || die "cannot set ExecStart in $HERE/e2epool-agent.service"
+say "    ExecStart=$bin agent, User=$AGENT_USER, Group=$AGENT_GROUP, socket $SOCKET"
+ensure_file "$UNIT_DEST" "$unit" 0644 root:root
+unit_changed=$file_changed
+if ((unit_changed)); then restart_needed=1; fi
+
+step "socket link $SOCKET_LINK -> $SOCKET ($TMPFILES_DEST)"
+tmpfiles=$(<"$HERE/e2epool-agent.tmpfiles")
+ensure_file "$TMPFILES_DEST" "$tmpfiles" 0644 root:root
+if ((file_changed)) || [[ ! -L $SOCKET_LINK ]]; then
+  if [[ -e $SOCKET_LINK && ! -L $SOCKET_LINK ]]; then
+    warn "$SOCKET_LINK exists and is not a link (an old agent running as root?); stop that agent and remove it, or the CLI needs E2EPOOL_SOCKET_PATH=$SOCKET"
+  else
+    run systemd-tmpfiles --create "$TMPFILES_DEST"
+  fi
+fi
+if [[ $(readlink -f /var/run) != /run ]]; then
+  warn "/var/run is not /run here: CI jobs need E2EPOOL_SOCKET_PATH=$SOCKET (or --socket)"
+fi
+
+# --- 5. service -----------------------------------------------------------------
+step "service $SERVICE"
+if ((unit_changed)); then run systemctl daemon-reload; fi
+enabled=$(systemctl is-enabled "$SERVICE" 2>/dev/null || true)
+if systemctl is-active --quiet "$SERVICE" 2>/dev/null; then
+  if [[ $enabled != enabled ]]; then run systemctl enable "$SERVICE"; fi
+  if ((restart_needed)); then
+    say "    restarting: waits for commands in flight to finish (up to 660 s)"
+    run systemctl restart "$SERVICE"
+  else
+    say "    enabled and running, unchanged"
+  fi
+  started=$restart_needed
+else
+  run systemctl enable --now "$SERVICE"
+  started=1
+fi
+
+if ((started && !dry_run)); then
+  # The agent opens its socket before it connects to the controller.
+  for _ in $(seq 1 20); do
+    [[ -S $SOCKET ]] && break
+    sleep 0.5
+  done
+  if [[ -S $SOCKET ]]; then
+    say "    listening on $SOCKET"
+  else
+    warn "$SOCKET did not appear within 10 s; see: journalctl -u $SERVICE -n 50"
+  fi
+fi
+
+# ---------------------------------------------------------------------------
+say ""
+if ((dry_run)); then
+  say "Dry run done: nothing was changed."
+elif ((changed)); then
+  say "Done."
+else
+  say "Nothing to do: the agent is installed as asked."
+fi
+if ((ci_user_added)); then
+  say "$ci_user was added to group $AGENT_GROUP: jobs started from now on can use the socket."
+  say "If the runner service itself runs as $ci_user, restart it (e.g. systemctl restart gitlab-runner)."
+fi
+cat <<EOF
+Check it as the CI user:
+  sudo -u $ci_user $bin status --checkpoint x; echo "exit \$?"
+exit 1 with "Checkpoint not found" (or "Not connected to controller" until the agent
+reaches it) means the agent is running and the CI user can reach it; exit 2 means it is
+not running; "permission denied" means the CI user is not in group $AGENT_GROUP yet. Logs:
+  journalctl -u $SERVICE -f
+EOF
