@@ -162,3 +162,20 @@ export async function operations(
     [name],
   );
 }
+
+/**
+ * An agent gateway whose real implementation is set later: the AgentBus needs
+ * the controller's database, which exists only once the controller started.
+ */
+export function lateAgentGateway(): AgentGateway & { use(g: AgentGateway): void } {
+  let target: AgentGateway | undefined;
+  const get = () => {
+    if (!target) throw new Error('agent gateway used before use()');
+    return target;
+  };
+  return {
+    use: (g) => (target = g),
+    exec: (...a) => get().exec(...a),
+    isConnected: (...a) => get().isConnected(...a),
+  };
+}

@@ -34,3 +34,30 @@ export const BARE_METAL_INVENTORY = `runners:
     token: test-token-metal-1
     reset_cmd: "true"
 `;
+
+/** One inventory entry for a Proxmox runner served by a stand-in (indented for a `runners:` list). */
+export function proxmoxRunnerYaml(
+  pve: { url: string; tokenId: string; tokenSecret: string },
+  r: {
+    runnerId: string;
+    token: string;
+    vmid: number;
+    node?: string;
+    extra?: Record<string, string | number>;
+  },
+): string {
+  const [user, tokenName] = pve.tokenId.split('!');
+  const lines = [
+    `  - runner_id: ${r.runnerId}`,
+    '    backend: proxmox',
+    `    token: ${r.token}`,
+    `    proxmox_host: ${pve.url}`,
+    `    proxmox_user: ${user}`,
+    `    proxmox_token_name: ${tokenName}`,
+    `    proxmox_token_value: ${pve.tokenSecret}`,
+    `    proxmox_node: ${r.node ?? 'pve1'}`,
+    `    proxmox_vmid: ${r.vmid}`,
+    ...Object.entries(r.extra ?? {}).map(([k, v]) => `    ${k}: ${v}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}

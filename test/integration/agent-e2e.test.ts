@@ -5,7 +5,12 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
 import { databaseUrlOf } from '../../api/server';
-import { operations, startTestController, type TestController } from '../helpers/controller';
+import {
+  lateAgentGateway,
+  operations,
+  startTestController,
+  type TestController,
+} from '../helpers/controller';
 import { REPO } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
 
@@ -59,10 +64,7 @@ describe('agent end to end', () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-agent-e2e-'));
     chmodSync(dir, 0o755);
     const marker = join(dir, 'resets.log');
-    const lazyBus = {
-      exec: (...a: Parameters<AgentBus['exec']>) => bus.exec(...a),
-      isConnected: (...a: Parameters<AgentBus['isConnected']>) => bus.isConnected(...a),
-    };
+    const lazyBus = lateAgentGateway();
     c = await startTestController({
       agents: lazyBus,
       inventory: `runners:
@@ -79,6 +81,7 @@ describe('agent end to end', () => {
       pollMs: 100,
       log: pino({ level: 'silent' }),
     });
+    lazyBus.use(bus);
   });
   afterAll(async () => {
     for (const a of agents) if (a.exitCode === null) a.kill('SIGKILL');

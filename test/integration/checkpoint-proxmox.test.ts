@@ -6,6 +6,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
+import { proxmoxRunnerYaml } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -29,22 +30,17 @@ describe('proxmox checkpoints over REST', () => {
       startProxmoxStandIn({ taskDurationMs: 30 }),
       startGitLabStandIn(),
     ]);
-    const inventory = ['runners:'];
+    const inventory = ['runners:\n'];
     for (const r of vms) {
       pve.addVm('pve1', vmid(r), { status: 'running' });
       gitlab.addRunner(gitlabRunner(r));
       inventory.push(
-        `  - runner_id: ${r}`,
-        '    backend: proxmox',
-        `    token: tok-${r}`,
-        `    proxmox_host: ${pve.url}`,
-        `    proxmox_user: ${pve.tokenId.split('!')[0]}`,
-        `    proxmox_token_name: ${pve.tokenId.split('!')[1]}`,
-        `    proxmox_token_value: ${pve.tokenSecret}`,
-        '    proxmox_node: pve1',
-        `    proxmox_vmid: ${vmid(r)}`,
-        `    gitlab_runner_id: ${gitlabRunner(r)}`,
-        '    cleanup_cmd: /opt/cleanup.sh',
+        proxmoxRunnerYaml(pve, {
+          runnerId: r,
+          token: `tok-${r}`,
+          vmid: vmid(r),
+          extra: { gitlab_runner_id: gitlabRunner(r), cleanup_cmd: '/opt/cleanup.sh' },
+        }),
       );
     }
     // The agent is back once the VM runs again after the boot.
@@ -52,7 +48,7 @@ describe('proxmox checkpoints over REST', () => {
       vms.includes(runnerId) ? pve.vm('pve1', vmid(runnerId)).status === 'running' : undefined;
     for (const r of vms) agents.connect(r, new Date(0));
     c = await startTestController({
-      inventory: inventory.join('\n'),
+      inventory: inventory.join(''),
       agents,
       env: {
         E2EPOOL_GITLAB_URL: gitlab.url,

@@ -5,6 +5,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
+import { proxmoxRunnerYaml } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -30,17 +31,7 @@ describe('TTL expiry, both backends', () => {
     c = await startTestController({
       agents,
       inventory: `runners:
-  - runner_id: vm-ttl
-    backend: proxmox
-    token: tok-vm-ttl
-    proxmox_host: ${pve.url}
-    proxmox_user: ${pve.tokenId.split('!')[0]}
-    proxmox_token_name: ${pve.tokenId.split('!')[1]}
-    proxmox_token_value: ${pve.tokenSecret}
-    proxmox_node: pve1
-    proxmox_vmid: 301
-    gitlab_runner_id: 31
-  - runner_id: metal-ttl
+${proxmoxRunnerYaml(pve, { runnerId: 'vm-ttl', token: 'tok-vm-ttl', vmid: 301, extra: { gitlab_runner_id: 31 } })}  - runner_id: metal-ttl
     backend: bare_metal
     token: tok-metal-ttl
     reset_cmd: /opt/reset.sh

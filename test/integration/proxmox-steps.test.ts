@@ -6,7 +6,7 @@ import { loadSettings } from '../../config/settings';
 import { Checkpoint } from '../../entities/data-source';
 import { FakeAgents } from '../helpers/fake-agents';
 import { createMigratedDatabase } from '../helpers/db';
-import { writeInventory } from '../helpers/env';
+import { writeInventory, proxmoxRunnerYaml } from '../helpers/env';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
@@ -27,16 +27,7 @@ describe('Proxmox steps are idempotent', () => {
     const log = pino({ level: 'silent' });
     const inventory = InventoryStore.load(
       writeInventory(`runners:
-  - runner_id: vm-s
-    backend: proxmox
-    token: tok-vm-s
-    proxmox_host: ${pve.url}
-    proxmox_user: ${pve.tokenId.split('!')[0]}
-    proxmox_token_name: ${pve.tokenId.split('!')[1]}
-    proxmox_token_value: ${pve.tokenSecret}
-    proxmox_node: pve1
-    proxmox_vmid: 400
-`),
+${proxmoxRunnerYaml(pve, { runnerId: 'vm-s', token: 'tok-vm-s', vmid: 400 })}`),
       log,
     );
     const settings = loadSettings({ E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.02' });

@@ -8,7 +8,7 @@ import { loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { restClient } from '../helpers/controller';
 import { createMigratedDatabase } from '../helpers/db';
-import { controllerEnv, uniqueId, writeInventory } from '../helpers/env';
+import { controllerEnv, uniqueId, writeInventory, proxmoxRunnerYaml } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -59,17 +59,7 @@ describe('a worker killed in the middle of a reset', () => {
     gitlab.addRunner(20);
     db = await createMigratedDatabase('crash');
     const inventoryPath = writeInventory(`runners:
-  - runner_id: crash-1
-    backend: proxmox
-    token: tok-crash-1
-    proxmox_host: ${pve.url}
-    proxmox_user: ${pve.tokenId.split('!')[0]}
-    proxmox_token_name: ${pve.tokenId.split('!')[1]}
-    proxmox_token_value: ${pve.tokenSecret}
-    proxmox_node: pve1
-    proxmox_vmid: 200
-    gitlab_runner_id: 20
-`);
+${proxmoxRunnerYaml(pve, { runnerId: 'crash-1', token: 'tok-crash-1', vmid: 200, extra: { gitlab_runner_id: 20 } })}`);
     env = controllerEnv({
       E2EPOOL_DATABASE_URL: db.db.url,
       E2EPOOL_INVENTORY_PATH: inventoryPath,

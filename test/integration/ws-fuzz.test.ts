@@ -1,19 +1,8 @@
 import { FakeAgents } from '../helpers/fake-agents';
 import { startTestController, type TestController } from '../helpers/controller';
 import { connectRawAgent } from '../helpers/raw-agent';
+import { prng } from '../helpers/prng';
 import { waitFor } from '../helpers/wait';
-
-/** A small seeded PRNG (mulberry32): failures reproduce from the seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261122);
 const CASES = 3000;

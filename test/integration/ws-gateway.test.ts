@@ -2,6 +2,7 @@ import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
 import { databaseUrlOf, type ApiServer } from '../../api/server';
 import {
+  lateAgentGateway,
   operations,
   restClient,
   startTestController,
@@ -37,11 +38,7 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
 
   beforeAll(async () => {
     // The worker reaches agents through Postgres, like `e2epool worker`.
-    // (The bus needs the controller's database, so the worker gets it lazily.)
-    const lazyBus = {
-      exec: (...a: Parameters<AgentBus['exec']>) => bus.exec(...a),
-      isConnected: (...a: Parameters<AgentBus['isConnected']>) => bus.isConnected(...a),
-    };
+    const lazyBus = lateAgentGateway();
     c = await startTestController({
       inventory: INVENTORY,
       agents: lazyBus,
@@ -53,6 +50,7 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
       pollMs: 100,
       log: pino({ level: 'silent' }),
     });
+    lazyBus.use(bus);
     other = await c.startAnotherApi();
   });
   afterAll(async () => {
