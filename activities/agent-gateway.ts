@@ -1,5 +1,3 @@
-import { transient } from './failures';
-
 /** Result of a command run by a runner's agent. */
 export interface ExecResult {
   exitCode: number;
@@ -26,15 +24,4 @@ export interface AgentGateway {
   ): Promise<ExecResult>;
   /** Whether an agent is connected; with `since`, only a connection made after that instant counts. */
   isConnected(runnerId: string, since?: Date): Promise<boolean>;
-}
-
-/** The gateway of a worker without agent connectivity: every runner is unreachable. */
-export class NoAgentGateway implements AgentGateway {
-  async exec(runnerId: string): Promise<ExecResult> {
-    throw transient('AgentNotConnected', `no agent connected for runner '${runnerId}'`);
-  }
-
-  async isConnected(): Promise<boolean> {
-    return false;
-  }
 }

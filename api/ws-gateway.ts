@@ -121,6 +121,11 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     heartbeat.unref();
 
     const ready = d.hub.register(runnerId, ws).then((sid) => (sessionId = sid));
+    // Unregistered, this connection could not be reached: make the agent reconnect.
+    ready.catch((err: unknown) => {
+      d.log.error({ runnerId, err: (err as Error).message }, 'cannot register the agent session');
+      ws.close(1011, 'Server error, reconnect later');
+    });
     ws.on('pong', () => (lastSeen = Date.now()));
     ws.on('error', (err) => d.log.warn({ runnerId, err: err.message }, 'agent connection error'));
     ws.on('close', (code) => {
