@@ -20,23 +20,18 @@ import {
   type FinalizeReply,
 } from '../common/checkpoint';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
-import { isActiveState, type CheckpointState, type FinalizeStatus } from '../common/states';
+import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import { HttpError } from './errors';
 
-interface CheckpointRow {
-  name: string;
-  runner_id: string;
-  job_id: string;
-  state: CheckpointState;
-  finalize_status: FinalizeStatus | null;
-  finalize_source: string | null;
+/** A `checkpoints` row as the API reads it: the DTO's fields, timestamps as Dates, plus its workflow. */
+type CheckpointRow = Omit<CheckpointDto, 'created_at' | 'finalized_at'> & {
   created_at: Date;
   finalized_at: Date | null;
   workflow_id: string;
-}
+};
 
 function toDto(r: CheckpointRow): CheckpointDto {
   return {
