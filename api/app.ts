@@ -14,6 +14,8 @@ export interface AppDeps {
   settings: Settings;
   dataSource: DataSource;
   temporal: Connection;
+  /** For /healthz: a connection without the SDK's retries (a probe answers about now). */
+  healthTemporal?: Connection;
   namespace: string;
   inventory: InventoryStore;
   log: Logger;
@@ -25,7 +27,13 @@ export function createApp(d: AppDeps & { checkpoints?: CheckpointService }): Exp
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(express.json({ limit: '64kb' }));
-  app.use(healthRouter({ dataSource: d.dataSource, temporal: d.temporal, log: d.log }));
+  app.use(
+    healthRouter({
+      dataSource: d.dataSource,
+      temporal: d.healthTemporal ?? d.temporal,
+      log: d.log,
+    }),
+  );
   app.use(metricsRouter(createMetricsRegistry(d.dataSource, d.log)));
   const client = new Client({ connection: d.temporal, namespace: d.namespace });
   const checkpoints = new CheckpointService({

@@ -55,7 +55,13 @@ export async function startApiServer(d: {
     log: d.log,
   };
   const checkpoints = checkpointService(appDeps);
-  const app = createApp({ ...appDeps, checkpoints });
+  // The SDK's retry interceptor would keep retrying a failed probe in the background
+  // long after /healthz answered; the probe gets a connection without it.
+  const healthTemporal = Connection.lazy({
+    ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
+    interceptors: [],
+  });
+  const app = createApp({ ...appDeps, checkpoints, healthTemporal });
   const server = createServer(app);
   const hub = new AgentHub(
     d.dataSource,
@@ -87,6 +93,7 @@ export async function startApiServer(d: {
     close: async () => {
       gateway.close();
       await hub.stop();
+      await healthTemporal.close().catch(() => undefined);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
