@@ -218,9 +218,22 @@ export class AgentHub {
     }
   }
 
+  /** One indexed query finds the local runners with queued commands; only those are claimed. */
   private async dispatchAll(): Promise<void> {
     if (!this.listener && !this.stopped) await this.listen();
-    for (const runnerId of this.sessions.keys()) await this.dispatch(runnerId);
+    const runners = [...this.sessions.keys()];
+    if (runners.length === 0) return;
+    let waiting: Array<{ runner_id: string }>;
+    try {
+      waiting = (await this.ds.query(
+        `SELECT DISTINCT runner_id FROM agent_commands WHERE state = 'pending' AND runner_id = ANY($1)`,
+        [runners],
+      )) as Array<{ runner_id: string }>;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot look for queued agent commands');
+      return;
+    }
+    for (const { runner_id } of waiting) await this.dispatch(runner_id);
   }
 
   private async failInflight(s: Session, why: string): Promise<void> {
