@@ -1,0 +1,239 @@
+/**
+ * Records the histories the replay test replays: run with
+ * `npm run replay:record` (not part of `npm test`). Each scenario runs the
+ * checkpoint workflow of the current code on a real dev server with stubbed
+ * activities and writes its history to test/replay/histories/<scenario>.json.
+ *
+ * Recorded once per released workflow shape: fixtures of older shapes stay,
+ * so every change must still replay what running checkpoints already did.
+ * Add new scenarios under a new name; never re-record an existing one.
+ */
+import { WorkflowFailedError } from '@temporalio/client';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  checkpointWorkflowId,
+  finalizeUpdate,
+  releaseSignal,
+  retrySignal,
+  stateQuery,
+} from '../../common/checkpoint';
+import { freePort } from '../../dev/ports';
+import { startDevServer } from '../../temporal-dev/dev-server';
+import { uniqueId } from '../helpers/env';
+import { shared } from '../helpers/shared';
+import { waitFor } from '../helpers/wait';
+import {
+  createCheckpoint,
+  permanentFailure,
+  startWorkflowHarness,
+  StubActivities,
+  type RunnerSpec,
+  type WorkflowHarness,
+} from '../workflow/harness';
+
+const OUT = join(__dirname, 'histories');
+
+/** The workflow input as the API of the recorded version built it. */
+function inputFor(runner: RunnerSpec, timing: Record<string, unknown> = {}) {
+  return {
+    runner: {
+      runnerId: runner.runnerId,
+      backend: runner.backend,
+      gitlabRunnerId: runner.gitlabRunnerId,
+      resetOnSuccess: runner.resetOnSuccess ?? false,
+    },
+    timing: {
+      ttlSeconds: 3600,
+      pollerEnabled: true,
+      pollerIntervalSeconds: 1,
+      pollerMinAgeSeconds: 0,
+      cooldownSeconds: 1,
+      readinessTimeoutSeconds: 5,
+      readinessPollIntervalSeconds: 0.1,
+      finalizeAckSeconds: 10,
+      resetMaxAttempts: 2,
+      ...timing,
+    },
+  };
+}
+
+/** Saves a run's history as `temporal workflow show --output json` prints it (what operators download). */
+function save(address: string, scenario: string, workflowId: string, runId?: string) {
+  const path = join(OUT, `${scenario}.json`);
+  if (existsSync(path)) throw new Error(`${path} exists: fixtures are never re-recorded`);
+  const json = execFileSync(
+    shared().temporalBin,
+    [
+      'workflow',
+      'show',
+      '--address',
+      address,
+      '--workflow-id',
+      workflowId,
+      '--output',
+      'json',
+    ].concat(runId ? ['--run-id', runId] : []),
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+  );
+  writeFileSync(path, `${JSON.stringify(JSON.parse(json), null, 1)}\n`);
+}
+
+function runner(backend: RunnerSpec['backend'], gitlabRunnerId: number | null): RunnerSpec {
+  return {
+    runnerId: uniqueId(`rec-${backend === 'proxmox' ? 'pm' : 'bm'}`),
+    backend,
+    gitlabRunnerId,
+  };
+}
+
+async function finalize(h: WorkflowHarness, r: RunnerSpec, name: string, status: string) {
+  return h.client.workflow
+    .getHandle(checkpointWorkflowId(r.runnerId))
+    .executeUpdate(finalizeUpdate, {
+      args: [{ checkpointName: name, status: status as 'success', source: 'hook' }],
+    });
+}
+
+async function waitPhase(h: WorkflowHarness, r: RunnerSpec, phase: string) {
+  const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+  await waitFor(`phase ${phase}`, async () => (await handle.query(stateQuery)).phase === phase);
+}
+
+const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promise<string>> = {
+  async 'proxmox-failure-reset'(h) {
+    const r = runner('proxmox', 7);
+    const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '101', projectId: null });
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  async 'bare-metal-success-cleanup'(h) {
+    const r = runner('bare_metal', null);
+    const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '102', projectId: null });
+    await finalize(h, r, cp.name, 'success');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  async 'poller-job-failed'(h, s) {
+    let polls = 0;
+    s.on('pollJobStatus', () => (++polls >= 2 ? 'failed' : 'running'));
+    const r = runner('bare_metal', 9);
+    await createCheckpoint(h, r, inputFor(r), { jobId: '103', projectId: '5' });
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  async 'ttl-gc-reset'(h) {
+    const r = runner('proxmox', 8);
+    await createCheckpoint(h, r, inputFor(r, { ttlSeconds: 2, pollerEnabled: false }), {
+      jobId: '104',
+      projectId: '5',
+    });
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  async 'create-failure'(h, s) {
+    s.on('takeSnapshot', () => {
+      throw permanentFailure('snapshot failed: storage full');
+    });
+    const r = runner('proxmox', 10);
+    await expect(
+      createCheckpoint(h, r, inputFor(r), { jobId: '105', projectId: null }),
+    ).rejects.toThrow();
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  async 'needs-attention-retry'(h, s) {
+    let fail = true;
+    s.on('runRunnerCommand', () => {
+      if (fail) throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+    });
+    const r = runner('bare_metal', 11);
+    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
+      jobId: '106',
+    });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    fail = false;
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(retrySignal);
+    await handle.result();
+    return r.runnerId;
+  },
+  async 'needs-attention-release'(h, s) {
+    s.on('runRunnerCommand', () => {
+      throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+    });
+    const r = runner('bare_metal', 12);
+    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
+      jobId: '107',
+    });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(releaseSignal);
+    await handle.result();
+    return r.runnerId;
+  },
+  async 'canceled-while-paused'(h, s) {
+    s.on('runRunnerCommand', () => {
+      throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+    });
+    const r = runner('bare_metal', 13);
+    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
+      jobId: '108',
+    });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.cancel();
+    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    return r.runnerId;
+  },
+};
+
+describe('record replay fixtures', () => {
+  beforeAll(() => mkdirSync(OUT, { recursive: true }));
+
+  for (const [name, run] of Object.entries(scenarios)) {
+    it(name, async () => {
+      const h = await startWorkflowHarness();
+      try {
+        const runnerId = await run(h, h.stubs);
+        save(shared().temporalAddress, name, checkpointWorkflowId(runnerId));
+      } finally {
+        await h.stop();
+      }
+    });
+  }
+
+  it('continue-as-new', async () => {
+    const temporal = await startDevServer({
+      bin: shared().temporalBin,
+      port: await freePort(),
+      uiPort: null,
+      namespace: 'default',
+      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 },
+    });
+    const h = await startWorkflowHarness(new StubActivities(), temporal.address);
+    try {
+      const r = runner('bare_metal', 14);
+      const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '109', projectId: '5' });
+      const wfId = checkpointWorkflowId(r.runnerId);
+      const first = (await h.client.workflow.getHandle(wfId).describe()).runId;
+      await waitFor(
+        'a continued run',
+        async () => (await h.client.workflow.getHandle(wfId).describe()).runId !== first,
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
+      await finalize(h, r, cp.name, 'failure');
+      await h.client.workflow.getHandle(wfId).result();
+      save(temporal.address, 'continue-as-new-first-run', wfId, first);
+      save(temporal.address, 'continue-as-new-resumed-run', wfId);
+    } finally {
+      await h.stop();
+      await temporal.stop();
+    }
+  }, 120_000);
+});

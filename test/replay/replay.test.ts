@@ -1,0 +1,51 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { workflowBundle } from '../workflow/harness';
+
+/**
+ * Replays recorded histories of earlier versions of the checkpoint workflow
+ * against today's code. A change that would make a running checkpoint
+ * non-deterministic fails here, not in production: gate it with `patched()`.
+ * Record new scenarios with `npm run replay:record` (never overwrite old ones).
+ */
+const DIR = join(__dirname, 'histories');
+const FIXTURES = readdirSync(DIR)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
+
+describe('replay of recorded checkpoint histories', () => {
+  beforeAll(() => {
+    try {
+      Runtime.install({ logger: new DefaultLogger('ERROR') });
+    } catch {
+      /* installed already in this process */
+    }
+  });
+
+  it('has the recorded scenarios', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining([
+        'bare-metal-success-cleanup.json',
+        'canceled-while-paused.json',
+        'continue-as-new-first-run.json',
+        'continue-as-new-resumed-run.json',
+        'create-failure.json',
+        'needs-attention-release.json',
+        'needs-attention-retry.json',
+        'poller-job-failed.json',
+        'proxmox-failure-reset.json',
+        'ttl-gc-reset.json',
+      ]),
+    );
+  });
+
+  it.each(FIXTURES)('%s replays without non-determinism', async (file) => {
+    const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
+    await Worker.runReplayHistory(
+      { workflowBundle: { code: await workflowBundle() }, replayName: file },
+      history,
+      file.replace(/\.json$/, ''),
+    );
+  });
+});

@@ -1,0 +1,182 @@
+/**
+ * Workflow-level tests: the real checkpoint workflow on the real Temporal dev
+ * server, with its activities replaced by stubs that record every call and do
+ * what the test says. One worker per test, on a task queue of its own; every
+ * test names its own runner, so its own workflow id.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  bundleWorkflowCode,
+} from '@temporalio/worker';
+import { join } from 'node:path';
+import {
+  CHECKPOINT_WORKFLOW,
+  checkpointWorkflowId,
+  createUpdate,
+  type CheckpointDto,
+} from '../../common/checkpoint';
+import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
+import { uniqueId } from '../helpers/env';
+import { shared } from '../helpers/shared';
+
+export type StubFn = (input: any) => unknown; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export interface StubCall {
+  name: string;
+  input: Record<string, unknown>;
+  attempt: number;
+}
+
+/**
+ * Stub activities: each call is logged; a behaviour set with `on` decides the
+ * result (default: what a healthy environment answers).
+ */
+export class StubActivities {
+  readonly calls: StubCall[] = [];
+  private readonly behaviours = new Map<string, StubFn>();
+  private nextId = 1000 + Math.floor(Math.random() * 1_000_000);
+
+  on(name: string, fn: StubFn): this {
+    this.behaviours.set(name, fn);
+    return this;
+  }
+
+  names(): string[] {
+    return this.calls.map((c) => c.name);
+  }
+
+  callsOf(name: string): StubCall[] {
+    return this.calls.filter((c) => c.name === name);
+  }
+
+  private defaults(): Record<string, StubFn> {
+    return {
+      recordCheckpoint: () => ({ id: this.nextId++ }),
+      transitionCheckpoint: () => undefined,
+      noteOperation: () => undefined,
+      takeSnapshot: () => undefined,
+      removeSnapshot: () => undefined,
+      stopVm: () => undefined,
+      rollbackVm: () => undefined,
+      startVm: () => undefined,
+      runRunnerCommand: () => undefined,
+      waitUntilReady: () => undefined,
+      pauseRunner: () => ({ pausedByUs: true }),
+      unpauseRunner: () => undefined,
+      pollJobStatus: () => 'running',
+    };
+  }
+
+  /** The activity object a worker registers. */
+  activities(): Record<string, (input: unknown) => Promise<unknown>> {
+    const out: Record<string, (input: unknown) => Promise<unknown>> = {};
+    for (const [name, def] of Object.entries(this.defaults())) {
+      out[name] = async (input: unknown) => {
+        const attempt = Context.current().info.attempt;
+        this.calls.push({ name, input: input as Record<string, unknown>, attempt });
+        return (this.behaviours.get(name) ?? def)(input);
+      };
+    }
+    return out;
+  }
+}
+
+/** A failure no retry fixes, as a real activity would throw it. */
+export function permanentFailure(message: string, type = 'PermanentFailure'): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+let bundle: Promise<string> | undefined;
+/** The workflows, bundled once per test file (bundling takes seconds). */
+export function workflowBundle(): Promise<string> {
+  bundle ??= bundleWorkflowCode({
+    workflowsPath: join(__dirname, '..', '..', 'workflows', 'index.ts'),
+    logger: new DefaultLogger('WARN'),
+  }).then((b) => b.code);
+  return bundle;
+}
+
+let runtimeInstalled = false;
+function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  try {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+  } catch {
+    /* already installed by another helper in this process */
+  }
+}
+
+export interface WorkflowHarness {
+  client: Client;
+  taskQueue: string;
+  stubs: StubActivities;
+  stop(): Promise<void>;
+}
+
+/** A worker with stubbed activities on a task queue of its own. */
+export async function startWorkflowHarness(
+  stubs = new StubActivities(),
+  address = shared().temporalAddress,
+): Promise<WorkflowHarness> {
+  quietRuntime();
+  const taskQueue = uniqueId('wf-tq');
+  const native = await NativeConnection.connect({ address });
+  const worker = await Worker.create({
+    connection: native,
+    namespace: 'default',
+    taskQueue,
+    workflowBundle: { code: await workflowBundle() },
+    activities: stubs.activities(),
+  });
+  const running = worker.run();
+  const connection = await Connection.connect({ address });
+  const client = new Client({ connection });
+  return {
+    client,
+    taskQueue,
+    stubs,
+    async stop() {
+      worker.shutdown();
+      await running;
+      await native.close();
+      await connection.close();
+    },
+  };
+}
+
+export interface RunnerSpec {
+  runnerId: string;
+  backend: 'proxmox' | 'bare_metal';
+  gitlabRunnerId: number | null;
+  resetOnSuccess?: boolean;
+}
+
+/** Starts the runner's checkpoint workflow with a create, as the API does. */
+export async function createCheckpoint(
+  h: WorkflowHarness,
+  runner: RunnerSpec,
+  input: Record<string, unknown>,
+  req: { jobId: string; projectId?: string | null; caller?: string | null },
+): Promise<CheckpointDto> {
+  return h.client.workflow.executeUpdateWithStart(createUpdate, {
+    args: [{ jobId: req.jobId, caller: req.caller ?? null, projectId: req.projectId ?? null }],
+    startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
+      workflowId: checkpointWorkflowId(runner.runnerId),
+      taskQueue: h.taskQueue,
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+      typedSearchAttributes: [
+        { key: SA_RUNNER_ID, value: runner.runnerId },
+        { key: SA_BACKEND, value: runner.backend },
+      ],
+    }),
+  });
+}
