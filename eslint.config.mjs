@@ -68,8 +68,8 @@ export default tseslint.config(
               group: [
                 '../activities',
                 '../activities/*',
-                '../entities',
-                '../entities/*',
+                '../store',
+                '../store/*',
                 '../config',
                 '../config/*',
                 '../api/*',
@@ -77,7 +77,7 @@ export default tseslint.config(
                 '../worker/*',
               ],
               message:
-                'Workflows may only import types from activities/entities/config; use `import type`.',
+                'Workflows may only import types from activities/store/config; use `import type`.',
               allowTypeImports: true,
             },
           ],

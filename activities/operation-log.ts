@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { DataSource } from 'typeorm';
 import type { Backend } from '../common/states';
-import type { OperationResult } from '../entities/OperationLog';
+import type { OperationResult } from '../store/operation-log';
 import { errorText } from './failures';
 
 /** What every side-effect step knows about its checkpoint. */

@@ -5,7 +5,7 @@ import {
   type CheckpointState,
   type FinalizeStatus,
 } from '../common/states';
-import type { OperationResult } from '../entities/OperationLog';
+import type { OperationResult } from '../store/operation-log';
 import { conflict, permanent } from './failures';
 import { activityKey, writeOperation } from './operation-log';
 
