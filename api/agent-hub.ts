@@ -1,13 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { Client } from 'pg';
-import type { DataSource } from 'typeorm';
 import type { WebSocket } from 'ws';
-import {
-  AGENT_COMMANDS_CHANNEL,
-  AGENT_RESULTS_CHANNEL,
-  EXEC_OUTPUT_CAP,
-} from '../common/agent-bus';
+import { EXEC_OUTPUT_CAP } from '../common/agent-bus';
 import type { Logger } from '../config/logger';
+import type { Store } from '../store';
+import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
+import { listenForAgentNotices, type NoticeListener } from '../store/agent-notices';
 
 interface InFlight {
   commandId: string;
@@ -20,12 +17,6 @@ interface Session {
   ws: WebSocket;
   /** exec frames sent on this socket, by WebSocket message id. */
   inflight: Map<string, InFlight>;
-}
-
-interface PendingCommand {
-  id: string;
-  cmd: string;
-  timeout_seconds: number;
 }
 
 /** What the agent replied to an exec (SPEC §4), already checked by the gateway. */
@@ -45,12 +36,12 @@ export interface ExecReply {
 export class AgentHub {
   readonly instanceId = randomUUID();
   private readonly sessions = new Map<string, Session>();
-  private listener: Client | null = null;
+  private listener: NoticeListener | null = null;
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly store: Store,
     private readonly databaseUrl: string,
     private readonly log: Logger,
     private readonly sweepMs = 2000,
@@ -70,7 +61,7 @@ export class AgentHub {
       s.ws.close(1001, 'server shutting down');
       await this.unregister(s.runnerId, s.sessionId, 'server shutting down');
     }
-    await this.listener?.end().catch(() => undefined);
+    await this.listener?.close();
     this.listener = null;
   }
 
@@ -79,13 +70,7 @@ export class AgentHub {
     const sessionId = randomUUID();
     const old = this.sessions.get(runnerId);
     this.sessions.set(runnerId, { runnerId, sessionId, ws, inflight: new Map() });
-    await this.ds.query(
-      `INSERT INTO agent_sessions (runner_id, session_id, instance_id, connected_at, last_seen_at)
-       VALUES ($1, $2, $3, now(), now())
-       ON CONFLICT (runner_id) DO UPDATE SET session_id = EXCLUDED.session_id, instance_id = EXCLUDED.instance_id,
-         connected_at = now(), last_seen_at = now()`,
-      [runnerId, sessionId, this.instanceId],
-    );
+    await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
     if (old) {
       await this.failInflight(old, 'agent reconnected');
       old.ws.close(4000, 'Replaced by a newer connection');
@@ -105,11 +90,8 @@ export class AgentHub {
       this.sessions.delete(runnerId);
       await this.failInflight(s, `agent disconnected (${why})`);
     }
-    await this.ds
-      .query(`DELETE FROM agent_sessions WHERE runner_id = $1 AND session_id = $2`, [
-        runnerId,
-        sessionId,
-      ])
+    await this.store.sessions
+      .remove(runnerId, sessionId)
       .catch((err: unknown) =>
         this.log.warn({ err: (err as Error).message }, 'cannot remove agent session'),
       );
@@ -120,12 +102,8 @@ export class AgentHub {
    * Records that the agent is alive. Returns false when another connection has
    * taken over this runner (on another instance): the caller closes this one.
    */
-  async touch(runnerId: string, sessionId: string): Promise<boolean> {
-    const res = (await this.ds.query(
-      `UPDATE agent_sessions SET last_seen_at = now() WHERE runner_id = $1 AND session_id = $2`,
-      [runnerId, sessionId],
-    )) as [unknown, number];
-    return res[1] > 0;
+  touch(runnerId: string, sessionId: string): Promise<boolean> {
+    return this.store.sessions.touch(runnerId, sessionId);
   }
 
   isCurrent(runnerId: string, sessionId: string): boolean {
@@ -146,38 +124,27 @@ export class AgentHub {
     if (!f) return;
     s.inflight.delete(wsId);
     clearTimeout(f.timer);
-    if (reply) {
-      await this.finish(f.commandId, sessionId, {
-        state: 'done',
-        exit_code: reply.exit_code,
-        stdout: reply.stdout.slice(0, EXEC_OUTPUT_CAP),
-        stderr: reply.stderr.slice(0, EXEC_OUTPUT_CAP),
-        error: null,
-      });
-    } else {
-      await this.finish(f.commandId, sessionId, {
-        state: 'failed',
-        exit_code: null,
-        stdout: null,
-        stderr: null,
-        error: error ?? 'malformed reply',
-      });
-    }
+    await this.finish(
+      f.commandId,
+      sessionId,
+      reply
+        ? {
+            state: 'done',
+            exitCode: reply.exit_code,
+            stdout: reply.stdout.slice(0, EXEC_OUTPUT_CAP),
+            stderr: reply.stderr.slice(0, EXEC_OUTPUT_CAP),
+          }
+        : { state: 'failed', error: error ?? 'malformed reply' },
+    );
   }
 
   /** Claims and sends queued commands for one runner connected here. */
   async dispatch(runnerId: string): Promise<void> {
     const s = this.sessions.get(runnerId);
     if (!s || this.stopped) return;
-    let claimed: PendingCommand[];
+    let claimed: ClaimedCommand[];
     try {
-      const res = (await this.ds.query(
-        `UPDATE agent_commands SET state = 'sent', claimed_by = $2, session_id = $3, updated_at = now()
-          WHERE id IN (SELECT id FROM agent_commands WHERE runner_id = $1 AND state = 'pending' ORDER BY created_at FOR UPDATE SKIP LOCKED)
-        RETURNING id, cmd, timeout_seconds`,
-        [runnerId, this.instanceId, s.sessionId],
-      )) as [PendingCommand[], number];
-      claimed = res[0];
+      claimed = await this.store.commands.claim(runnerId, this.instanceId, s.sessionId);
     } catch (err) {
       this.log.warn({ err: (err as Error).message, runnerId }, 'cannot claim agent commands');
       return;
@@ -192,9 +159,9 @@ export class AgentHub {
             s.sessionId,
             wsId,
             null,
-            `agent did not reply within ${c.timeout_seconds + 15}s`,
+            `agent did not reply within ${c.timeoutSeconds + 15}s`,
           ),
-        (c.timeout_seconds + 15) * 1000,
+        (c.timeoutSeconds + 15) * 1000,
       );
       timer.unref();
       s.inflight.set(wsId, { commandId: c.id, timer });
@@ -202,7 +169,7 @@ export class AgentHub {
         JSON.stringify({
           id: wsId,
           type: 'exec',
-          payload: { cmd: c.cmd, timeout: c.timeout_seconds },
+          payload: { cmd: c.cmd, timeout: c.timeoutSeconds },
         }),
         (err) => {
           if (err)
@@ -223,51 +190,29 @@ export class AgentHub {
     if (!this.listener && !this.stopped) await this.listen();
     const runners = [...this.sessions.keys()];
     if (runners.length === 0) return;
-    let waiting: Array<{ runner_id: string }>;
+    let waiting: string[];
     try {
-      waiting = (await this.ds.query(
-        `SELECT DISTINCT runner_id FROM agent_commands WHERE state = 'pending' AND runner_id = ANY($1)`,
-        [runners],
-      )) as Array<{ runner_id: string }>;
+      waiting = await this.store.commands.runnersWithPending(runners);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'cannot look for queued agent commands');
       return;
     }
-    for (const { runner_id } of waiting) await this.dispatch(runner_id);
+    for (const runnerId of waiting) await this.dispatch(runnerId);
   }
 
   private async failInflight(s: Session, why: string): Promise<void> {
     for (const [wsId, f] of s.inflight) {
       clearTimeout(f.timer);
       s.inflight.delete(wsId);
-      await this.finish(f.commandId, s.sessionId, {
-        state: 'failed',
-        exit_code: null,
-        stdout: null,
-        stderr: null,
-        error: why,
-      });
+      await this.finish(f.commandId, s.sessionId, { state: 'failed', error: why });
     }
   }
 
-  private async finish(
-    commandId: string,
-    sessionId: string,
-    r: {
-      state: 'done' | 'failed';
-      exit_code: number | null;
-      stdout: string | null;
-      stderr: string | null;
-      error: string | null;
-    },
-  ): Promise<void> {
+  /** Records how a command ended and wakes the worker waiting for it. */
+  private async finish(commandId: string, sessionId: string, o: CommandOutcome): Promise<void> {
     try {
-      await this.ds.query(
-        `UPDATE agent_commands SET state = $3, exit_code = $4, stdout = $5, stderr = $6, error = $7, updated_at = now()
-          WHERE id = $1 AND session_id = $2 AND state = 'sent'`,
-        [commandId, sessionId, r.state, r.exit_code, r.stdout, r.stderr, r.error],
-      );
-      await this.ds.query(`SELECT pg_notify($1, $2)`, [AGENT_RESULTS_CHANNEL, commandId]);
+      await this.store.commands.finish(commandId, sessionId, o);
+      await this.store.notices.commandFinished(commandId);
     } catch (err) {
       this.log.error(
         { err: (err as Error).message, commandId },
@@ -277,27 +222,26 @@ export class AgentHub {
   }
 
   private async listen(): Promise<void> {
-    const client = new Client({
-      connectionString: this.databaseUrl,
-      application_name: 'e2epool-agent-hub',
-    });
+    let listener: NoticeListener | null = null;
     try {
-      await client.connect();
-      client.on('notification', (n) => {
-        if (n.payload === this.instanceId) void this.dispatchAll();
+      listener = await listenForAgentNotices({
+        databaseUrl: this.databaseUrl,
+        channel: 'commands',
+        applicationName: 'e2epool-agent-hub',
+        onNotice: (instanceId) => {
+          if (instanceId === this.instanceId) void this.dispatchAll();
+        },
+        onLost: (err) => {
+          this.log.warn(
+            { err: err.message },
+            'agent hub: listener connection lost; sweeping until it is back',
+          );
+          if (listener && this.listener === listener) this.listener = null;
+        },
       });
-      client.on('error', (err) => {
-        this.log.warn(
-          { err: err.message },
-          'agent hub: listener connection lost; sweeping until it is back',
-        );
-        if (this.listener === client) this.listener = null;
-      });
-      await client.query(`LISTEN ${AGENT_COMMANDS_CHANNEL}`);
-      this.listener = client;
+      this.listener = listener;
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'agent hub: cannot LISTEN; sweeping');
-      await client.end().catch(() => undefined);
     }
   }
 }
