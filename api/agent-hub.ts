@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
-import { EXEC_OUTPUT_CAP } from '../common/agent-bus';
+import {
+  CLOSE_CODES,
+  EXEC_OUTPUT_CAP,
+  type ExecCommand,
+  type ExecData,
+} from '../common/agent-protocol';
 import type { Logger } from '../config/logger';
 import type { Store } from '../store';
 import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
@@ -17,13 +22,6 @@ interface Session {
   ws: WebSocket;
   /** exec frames sent on this socket, by WebSocket message id. */
   inflight: Map<string, InFlight>;
-}
-
-/** What the agent replied to an exec (SPEC §4), already checked by the gateway. */
-export interface ExecReply {
-  exit_code: number;
-  stdout: string;
-  stderr: string;
 }
 
 /**
@@ -58,7 +56,7 @@ export class AgentHub {
     this.stopped = true;
     clearInterval(this.sweepTimer);
     for (const s of [...this.sessions.values()]) {
-      s.ws.close(1001, 'server shutting down');
+      s.ws.close(CLOSE_CODES.goingAway, 'server shutting down');
       await this.unregister(s.runnerId, s.sessionId, 'server shutting down');
     }
     await this.listener?.close();
@@ -73,7 +71,7 @@ export class AgentHub {
     await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
     if (old) {
       await this.failInflight(old, 'agent reconnected');
-      old.ws.close(4000, 'Replaced by a newer connection');
+      old.ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
     }
     this.log.info({ runnerId, sessionId }, 'agent connected');
     void this.dispatch(runnerId);
@@ -115,7 +113,7 @@ export class AgentHub {
     runnerId: string,
     sessionId: string,
     wsId: string,
-    reply: ExecReply | null,
+    reply: ExecData | null,
     error?: string,
   ): Promise<void> {
     const s = this.sessions.get(runnerId);
@@ -165,23 +163,21 @@ export class AgentHub {
       );
       timer.unref();
       s.inflight.set(wsId, { commandId: c.id, timer });
-      s.ws.send(
-        JSON.stringify({
-          id: wsId,
-          type: 'exec',
-          payload: { cmd: c.cmd, timeout: c.timeoutSeconds },
-        }),
-        (err) => {
-          if (err)
-            void this.handleReply(
-              runnerId,
-              s.sessionId,
-              wsId,
-              null,
-              `cannot send to the agent: ${err.message}`,
-            );
-        },
-      );
+      const command: ExecCommand = {
+        id: wsId,
+        type: 'exec',
+        payload: { cmd: c.cmd, timeout: c.timeoutSeconds },
+      };
+      s.ws.send(JSON.stringify(command), (err) => {
+        if (err)
+          void this.handleReply(
+            runnerId,
+            s.sessionId,
+            wsId,
+            null,
+            `cannot send to the agent: ${err.message}`,
+          );
+      });
     }
   }
 
