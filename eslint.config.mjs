@@ -73,6 +73,7 @@ export default tseslint.config(
                 '../config',
                 '../config/*',
                 '../api/*',
+                '../gateway/*',
                 '../agent/*',
                 '../worker/*',
               ],

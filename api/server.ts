@@ -6,10 +6,10 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { AgentHub } from '../gateway/agent-hub';
+import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { checkpointService, createApp } from './app';
-import { AgentHub } from './agent-hub';
-import { attachAgentGateway } from './ws-gateway';
 
 export interface ApiServer {
   server: Server;

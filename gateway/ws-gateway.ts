@@ -14,11 +14,11 @@ import {
 } from '../common/agent-protocol';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
+import type { CheckpointService } from '../api/checkpoint-service';
+import { HttpError } from '../api/errors';
+import { createBody, finalizeBody, validationDetail } from '../api/schemas';
 import type { Settings } from '../config/settings';
 import type { AgentHub } from './agent-hub';
-import type { CheckpointService } from './checkpoint-service';
-import { HttpError } from './errors';
-import { createBody, finalizeBody, validationDetail } from './schemas';
 
 const requestEnvelope = z.object({
   id: z.string({ error: 'Input should be a valid string' }).max(200),
