@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { Logger } from '../config/logger';
 import { createStore, type Store } from '../store';
 import type { CommandStatus } from '../store/agent-commands';
-import { listenForAgentNotices, type NoticeListener } from '../store/agent-notices';
+import { AgentNoticeListener } from '../store/agent-notices';
 import type { AgentGateway, ExecResult } from './agent-gateway';
 import { transient } from './failures';
 
@@ -16,13 +16,12 @@ import { transient } from './failures';
  */
 export class AgentBus implements AgentGateway {
   private readonly store: Store;
-  private listener: NoticeListener | null = null;
-  private listening: Promise<void> | null = null;
+  private readonly results: AgentNoticeListener;
   private readonly waiters = new Map<string, Set<() => void>>();
 
   constructor(
     ds: DataSource,
-    private readonly databaseUrl: string,
+    databaseUrl: string,
     private readonly opts: {
       staleAfterSeconds: number;
       connectWaitSeconds: number;
@@ -31,6 +30,15 @@ export class AgentBus implements AgentGateway {
     },
   ) {
     this.store = createStore(ds);
+    this.results = new AgentNoticeListener({
+      databaseUrl,
+      channel: 'results',
+      applicationName: 'e2epool-agent-bus',
+      onNotice: (commandId) => this.waiters.get(commandId)?.forEach((w) => w()),
+      log: opts.log,
+      name: 'agent bus',
+      fallback: 'polling',
+    });
   }
 
   async isConnected(runnerId: string, since?: Date): Promise<boolean> {
@@ -74,7 +82,7 @@ export class AgentBus implements AgentGateway {
           `no agent connected for runner '${runnerId}' (waited ${this.opts.connectWaitSeconds}s)`,
         );
       }
-      await this.ensureListening();
+      await this.results.ensure();
       await this.store.notices.commandQueued(instance);
       const row = await this.waitResult(id, timeoutSeconds);
       if (row.state === 'done') return this.result(row);
@@ -111,10 +119,7 @@ export class AgentBus implements AgentGateway {
   }
 
   async close(): Promise<void> {
-    const l = this.listener;
-    this.listener = null;
-    this.listening = null;
-    await l?.close();
+    await this.results.close();
   }
 
   private async status(id: string): Promise<CommandStatus> {
@@ -145,35 +150,5 @@ export class AgentBus implements AgentGateway {
       set.add(done);
       this.waiters.set(id, set);
     });
-  }
-
-  private ensureListening(): Promise<void> {
-    if (this.listening) return this.listening;
-    this.listening = (async () => {
-      let listener: NoticeListener | null = null;
-      try {
-        listener = await listenForAgentNotices({
-          databaseUrl: this.databaseUrl,
-          channel: 'results',
-          applicationName: 'e2epool-agent-bus',
-          onNotice: (commandId) => this.waiters.get(commandId)?.forEach((w) => w()),
-          onLost: (err) => {
-            this.opts.log.warn(
-              { err: err.message },
-              'agent bus: listener connection lost; polling until it is back',
-            );
-            if (listener && this.listener === listener) {
-              this.listener = null;
-              this.listening = null;
-            }
-          },
-        });
-        this.listener = listener;
-      } catch (err) {
-        this.opts.log.warn({ err: (err as Error).message }, 'agent bus: cannot LISTEN; polling');
-        this.listening = null;
-      }
-    })();
-    return this.listening;
   }
 }

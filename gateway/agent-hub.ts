@@ -9,7 +9,7 @@ import {
 import type { Logger } from '../config/logger';
 import type { Store } from '../store';
 import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
-import { listenForAgentNotices, type NoticeListener } from '../store/agent-notices';
+import { AgentNoticeListener } from '../store/agent-notices';
 
 interface InFlight {
   commandId: string;
@@ -34,20 +34,32 @@ interface Session {
 export class AgentHub {
   readonly instanceId = randomUUID();
   private readonly sessions = new Map<string, Session>();
-  private listener: NoticeListener | null = null;
+  private readonly commandNotices: AgentNoticeListener;
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(
     private readonly store: Store,
-    private readonly databaseUrl: string,
+    databaseUrl: string,
     private readonly log: Logger,
     private readonly sweepMs = 2000,
-  ) {}
+  ) {
+    this.commandNotices = new AgentNoticeListener({
+      databaseUrl,
+      channel: 'commands',
+      applicationName: 'e2epool-agent-hub',
+      onNotice: (instanceId) => {
+        if (instanceId === this.instanceId) void this.dispatchAll();
+      },
+      log,
+      name: 'agent hub',
+      fallback: 'sweeping',
+    });
+  }
 
   /** Starts listening for queued commands (and sweeping, in case a notice is missed). */
   async start(): Promise<void> {
-    await this.listen();
+    await this.commandNotices.ensure();
     this.sweepTimer = setInterval(() => void this.dispatchAll(), this.sweepMs);
     this.sweepTimer.unref();
   }
@@ -59,8 +71,7 @@ export class AgentHub {
       s.ws.close(CLOSE_CODES.goingAway, 'server shutting down');
       await this.unregister(s.runnerId, s.sessionId, 'server shutting down');
     }
-    await this.listener?.close();
-    this.listener = null;
+    await this.commandNotices.close();
   }
 
   /** Registers a connection; returns its session id. An older one for the runner is closed. */
@@ -183,7 +194,7 @@ export class AgentHub {
 
   /** One indexed query finds the local runners with queued commands; only those are claimed. */
   private async dispatchAll(): Promise<void> {
-    if (!this.listener && !this.stopped) await this.listen();
+    if (!this.stopped) await this.commandNotices.ensure();
     const runners = [...this.sessions.keys()];
     if (runners.length === 0) return;
     let waiting: string[];
@@ -214,30 +225,6 @@ export class AgentHub {
         { err: (err as Error).message, commandId },
         'cannot record an agent command result',
       );
-    }
-  }
-
-  private async listen(): Promise<void> {
-    let listener: NoticeListener | null = null;
-    try {
-      listener = await listenForAgentNotices({
-        databaseUrl: this.databaseUrl,
-        channel: 'commands',
-        applicationName: 'e2epool-agent-hub',
-        onNotice: (instanceId) => {
-          if (instanceId === this.instanceId) void this.dispatchAll();
-        },
-        onLost: (err) => {
-          this.log.warn(
-            { err: err.message },
-            'agent hub: listener connection lost; sweeping until it is back',
-          );
-          if (listener && this.listener === listener) this.listener = null;
-        },
-      });
-      this.listener = listener;
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'agent hub: cannot LISTEN; sweeping');
     }
   }
 }

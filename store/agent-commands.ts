@@ -37,7 +37,10 @@ export type CommandOutcome =
   | { state: 'done'; exitCode: number; stdout: string; stderr: string }
   | { state: 'failed'; error: string };
 
-/** The `agent_commands` table: the queue between workers and the API instances holding agents. */
+/**
+ * The `agent_commands` table: the queue between workers and the API instances
+ * holding agents. Rows come back in camelCase (`AS "exitCode"`).
+ */
 export class AgentCommandStore {
   constructor(private readonly q: Queryable) {}
 
@@ -51,23 +54,12 @@ export class AgentCommandStore {
 
   /** The command's state and result; null when it is gone. */
   async status(id: string): Promise<CommandStatus | null> {
-    const [r] = await selectRows<{
-      state: CommandState;
-      exit_code: number | null;
-      stdout: string | null;
-      stderr: string | null;
-      error: string | null;
-    }>(this.q, `SELECT state, exit_code, stdout, stderr, error FROM agent_commands WHERE id = $1`, [
-      id,
-    ]);
-    if (!r) return null;
-    return {
-      state: r.state,
-      exitCode: r.exit_code,
-      stdout: r.stdout,
-      stderr: r.stderr,
-      error: r.error,
-    };
+    const [c] = await selectRows<CommandStatus>(
+      this.q,
+      `SELECT state, exit_code AS "exitCode", stdout, stderr, error FROM agent_commands WHERE id = $1`,
+      [id],
+    );
+    return c ?? null;
   }
 
   /**
@@ -98,24 +90,24 @@ export class AgentCommandStore {
    * is claimed by exactly one instance.
    */
   async claim(runnerId: string, instanceId: string, sessionId: string): Promise<ClaimedCommand[]> {
-    const { rows } = await changeRows<{ id: string; cmd: string; timeout_seconds: number }>(
+    const { rows } = await changeRows<ClaimedCommand>(
       this.q,
       `UPDATE agent_commands SET state = 'sent', claimed_by = $2, session_id = $3, updated_at = now()
         WHERE id IN (SELECT id FROM agent_commands WHERE runner_id = $1 AND state = 'pending' ORDER BY created_at FOR UPDATE SKIP LOCKED)
-      RETURNING id, cmd, timeout_seconds`,
+      RETURNING id, cmd, timeout_seconds AS "timeoutSeconds"`,
       [runnerId, instanceId, sessionId],
     );
-    return rows.map((r) => ({ id: r.id, cmd: r.cmd, timeoutSeconds: r.timeout_seconds }));
+    return rows;
   }
 
   /** Which of these runners have pending commands (one indexed query). */
   async runnersWithPending(runnerIds: string[]): Promise<string[]> {
-    const rows = await selectRows<{ runner_id: string }>(
+    const rows = await selectRows<{ runnerId: string }>(
       this.q,
-      `SELECT DISTINCT runner_id FROM agent_commands WHERE state = 'pending' AND runner_id = ANY($1)`,
+      `SELECT DISTINCT runner_id AS "runnerId" FROM agent_commands WHERE state = 'pending' AND runner_id = ANY($1)`,
       [runnerIds],
     );
-    return rows.map((r) => r.runner_id);
+    return rows.map((r) => r.runnerId);
   }
 
   /** Records how a command sent on `sessionId` ended; a command since re-armed or re-sent is left alone. */

@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import type { Logger } from '../config/logger';
 import type { Queryable } from './queryable';
 
 /**
@@ -30,36 +31,73 @@ export class AgentNotices {
   }
 }
 
-/** A LISTEN connection; `close` ends it (never rejects). */
-export interface NoticeListener {
-  close(): Promise<void>;
-}
-
 /**
- * Listens on one channel, on a connection of its own (a pooled connection
- * would stop listening once returned to the pool). Rejects if the connection
- * or the LISTEN fails. Once listening, `onLost` is called when the connection
- * breaks: nothing arrives from then on, and the caller opens a new one.
+ * Keeps one LISTEN connection on a channel (its own connection: a pooled one
+ * would stop listening once returned to the pool). Failures are logged, never
+ * thrown: notices only save the owner some polling, which goes on meanwhile,
+ * and the next `ensure()` tries again.
  */
-export async function listenForAgentNotices(o: {
-  databaseUrl: string;
-  channel: AgentNoticeChannel;
-  applicationName: string;
-  onNotice: (payload: string) => void;
-  onLost: (err: Error) => void;
-}): Promise<NoticeListener> {
-  const client = new Client({
-    connectionString: o.databaseUrl,
-    application_name: o.applicationName,
-  });
-  try {
-    await client.connect();
-    client.on('notification', (n) => o.onNotice(n.payload ?? ''));
-    client.on('error', o.onLost);
-    await client.query(`LISTEN ${CHANNELS[o.channel]}`);
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    throw err;
+export class AgentNoticeListener {
+  private client: Client | null = null;
+  private starting: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly o: {
+      databaseUrl: string;
+      channel: AgentNoticeChannel;
+      applicationName: string;
+      onNotice: (payload: string) => void;
+      log: Logger;
+      /** Who listens, for the log: `agent hub`. */
+      name: string;
+      /** What the owner does without notices, for the log: `sweeping`. */
+      fallback: string;
+    },
+  ) {}
+
+  /** Starts listening unless it is listening or about to be; resolves when that is settled. */
+  ensure(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.starting) return this.starting;
+    const { o } = this;
+    const client = new Client({
+      connectionString: o.databaseUrl,
+      application_name: o.applicationName,
+    });
+    this.starting = (async () => {
+      try {
+        await client.connect();
+        client.on('notification', (n) => o.onNotice(n.payload ?? ''));
+        client.on('error', (err) => {
+          o.log.warn(
+            { err: err.message },
+            `${o.name}: listener connection lost; ${o.fallback} until it is back`,
+          );
+          if (this.client === client) {
+            this.client = null;
+            this.starting = null;
+          }
+        });
+        await client.query(`LISTEN ${CHANNELS[o.channel]}`);
+        // Closed while connecting: nobody would end this connection later.
+        if (this.closed) await client.end().catch(() => undefined);
+        else this.client = client;
+      } catch (err) {
+        o.log.warn({ err: (err as Error).message }, `${o.name}: cannot LISTEN; ${o.fallback}`);
+        this.starting = null;
+        await client.end().catch(() => undefined);
+      }
+    })();
+    return this.starting;
   }
-  return { close: () => client.end().catch(() => undefined) };
+
+  /** Stops listening for good. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const c = this.client;
+    this.client = null;
+    this.starting = null;
+    await c?.end().catch(() => undefined);
+  }
 }

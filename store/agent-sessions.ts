@@ -50,14 +50,14 @@ export class AgentSessionStore {
     staleAfterSeconds: number,
     connectedSince: Date | null = null,
   ): Promise<string | null> {
-    const [row] = await selectRows<{ instance_id: string }>(
+    const [row] = await selectRows<{ instanceId: string }>(
       this.q,
-      `SELECT instance_id FROM agent_sessions
+      `SELECT instance_id AS "instanceId" FROM agent_sessions
         WHERE runner_id = $1
           AND last_seen_at > now() - make_interval(secs => $2)
           AND ($3::timestamptz IS NULL OR connected_at >= $3)`,
       [runnerId, staleAfterSeconds, connectedSince],
     );
-    return row?.instance_id ?? null;
+    return row?.instanceId ?? null;
   }
 }

@@ -84,21 +84,11 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
   return d.code === '23505' && d.constraint === constraint;
 }
 
-interface RefRow {
-  id: number;
-  name: string;
-  runner_id: string;
-  backend: Backend;
-}
-
-const ref = (r: RefRow): CheckpointRef => ({
-  id: r.id,
-  name: r.name,
-  runnerId: r.runner_id,
-  backend: r.backend,
-});
-
-/** The `checkpoints` table. Every state change is a compare-and-set. */
+/**
+ * The `checkpoints` table. Every state change is a compare-and-set. Queries
+ * name their columns in camelCase (`AS "runnerId"`), so rows come back as the
+ * types above.
+ */
 export class CheckpointStore {
   constructor(private readonly q: Queryable) {}
 
@@ -111,13 +101,13 @@ export class CheckpointStore {
    * @throws ActiveCheckpointExists when a concurrent create holds the runner.
    */
   async record(c: NewCheckpoint): Promise<{ id: number; superseded: CheckpointRef[] }> {
-    const stale = await changeRows<RefRow>(
+    const stale = await changeRows<CheckpointRef>(
       this.q,
       `UPDATE checkpoints
           SET state = 'reset_failed', ended_at = now(), updated_at = now(),
               error_detail = 'superseded: its workflow run ended without finishing it (terminated?)'
         WHERE runner_id = $1 AND state = ANY($2) AND name <> $3
-    RETURNING id, name, runner_id, backend`,
+    RETURNING id, name, runner_id AS "runnerId", backend`,
       [c.runnerId, ACTIVE_STATES, c.name],
     );
     const inserted = await selectRows<{ id: number }>(
@@ -150,7 +140,7 @@ export class CheckpointStore {
           c.name,
         ])
       )[0]!.id;
-    return { id, superseded: stale.rows.map(ref) };
+    return { id, superseded: stale.rows };
   }
 
   /**
@@ -158,7 +148,7 @@ export class CheckpointStore {
    * when `to` is terminal (a CHECK constraint holds the table to that).
    */
   async transition(t: CheckpointTransition): Promise<TransitionOutcome> {
-    const { rows } = await changeRows<RefRow>(
+    const { rows } = await changeRows<CheckpointRef>(
       this.q,
       `UPDATE checkpoints SET
           state = $3,
@@ -170,7 +160,7 @@ export class CheckpointStore {
           ended_at = CASE WHEN $10 THEN now() ELSE NULL END,
           updated_at = now()
         WHERE id = $1 AND state = ANY($2)
-      RETURNING id, name, runner_id, backend`,
+      RETURNING id, name, runner_id AS "runnerId", backend`,
       [
         t.checkpointId,
         t.from,
@@ -184,48 +174,26 @@ export class CheckpointStore {
         isTerminalState(t.to),
       ],
     );
-    if (rows[0]) return { changed: true, checkpoint: ref(rows[0]) };
-    const [current] = await selectRows<RefRow & { state: CheckpointState }>(
+    if (rows[0]) return { changed: true, checkpoint: rows[0] };
+    const [current] = await selectRows<CheckpointRef & { state: CheckpointState }>(
       this.q,
-      `SELECT id, name, runner_id, backend, state FROM checkpoints WHERE id = $1`,
+      `SELECT id, name, runner_id AS "runnerId", backend, state FROM checkpoints WHERE id = $1`,
       [t.checkpointId],
     );
-    return {
-      changed: false,
-      current: current ? { ...ref(current), state: current.state } : null,
-    };
+    return { changed: false, current: current ?? null };
   }
 
   /** The checkpoint of that name, or null. */
   async findByName(name: string): Promise<CheckpointView | null> {
-    const [r] = await selectRows<{
-      name: string;
-      runner_id: string;
-      job_id: string;
-      state: CheckpointState;
-      finalize_status: FinalizeStatus | null;
-      finalize_source: string | null;
-      created_at: Date;
-      finalized_at: Date | null;
-      workflow_id: string;
-    }>(
+    const [c] = await selectRows<CheckpointView>(
       this.q,
-      `SELECT name, runner_id, job_id, state, finalize_status, finalize_source, created_at, finalized_at, workflow_id
+      `SELECT name, runner_id AS "runnerId", job_id AS "jobId", state,
+              finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
+              created_at AS "createdAt", finalized_at AS "finalizedAt", workflow_id AS "workflowId"
          FROM checkpoints WHERE name = $1`,
       [name],
     );
-    if (!r) return null;
-    return {
-      name: r.name,
-      runnerId: r.runner_id,
-      jobId: r.job_id,
-      state: r.state,
-      finalizeStatus: r.finalize_status,
-      finalizeSource: r.finalize_source,
-      createdAt: r.created_at,
-      finalizedAt: r.finalized_at,
-      workflowId: r.workflow_id,
-    };
+    return c ?? null;
   }
 
   /** How many checkpoints are in each active state (0 for a state none is in). */
