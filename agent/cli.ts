@@ -1,6 +1,6 @@
+import type { RequestType } from '../common/agent-protocol';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
-import type { RequestType } from '../common/agent-protocol';
 import { isRecord } from './messages';
 
 /**
