@@ -1,3 +1,4 @@
+import { createStore } from '../store';
 import type { ActivityDeps } from './deps';
 import { gitlabActivities } from './gitlab/steps';
 import { proxmoxActivities } from './proxmox/steps';
@@ -8,22 +9,20 @@ export type { ActivityDeps } from './deps';
 
 /** Builds every activity implementation, bound to its dependencies. */
 export function createActivities(deps: ActivityDeps) {
+  const store = createStore(deps.dataSource);
   return {
-    ...recordActivities(deps.dataSource),
+    ...recordActivities(store),
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),
     ...runnerActivities(deps),
 
     /** Reads from Postgres and the inventory; used by the self-test workflow. */
     async probeDependencies() {
-      const [row] = (await deps.dataSource.query(
-        `SELECT current_database() AS db, now() AS now,
-                (SELECT count(*)::int FROM e2epool_migrations) AS migrations`,
-      )) as Array<{ db: string; now: Date; migrations: number }>;
+      const db = await store.database.describe();
       return {
-        database: row!.db,
-        serverTime: new Date(row!.now).toISOString(),
-        appliedMigrations: row!.migrations,
+        database: db.database,
+        serverTime: db.serverTime.toISOString(),
+        appliedMigrations: db.appliedMigrations,
         runners: deps.inventory.inventory.size,
       };
     },

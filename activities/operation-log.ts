@@ -1,7 +1,10 @@
 import { Context } from '@temporalio/activity';
-import type { DataSource } from 'typeorm';
-import type { Backend } from '../common/states';
-import type { OperationResult } from '../entities/OperationLog';
+import type {
+  OperationLogStore,
+  OperationMeta,
+  OperationOutcome,
+  OperationResult,
+} from '../store/operation-log';
 import { errorText } from './failures';
 
 /** What every side-effect step knows about its checkpoint. */
@@ -13,15 +16,6 @@ export interface StepInput {
   round: number;
 }
 
-export interface OperationMeta {
-  checkpointId: number;
-  runnerId: string;
-  backend: Backend | null;
-  operation: string;
-  /** Idempotency key (see activityKey): a retried activity rewrites its row instead of adding one. */
-  key: string;
-}
-
 function attempt(): number {
   try {
     return Context.current().info.attempt;
@@ -30,46 +24,16 @@ function attempt(): number {
   }
 }
 
-/** A DataSource or a transaction's EntityManager. */
-export interface Queryable {
-  query(sql: string, parameters?: unknown[]): Promise<unknown>;
-}
-
-/** Upserts one operation-log row by its idempotency key. */
+/**
+ * Writes the step's log row (see activityKey for `m.key`), stamped with the
+ * current activity attempt.
+ */
 export async function writeOperation(
-  ds: Queryable,
+  ops: OperationLogStore,
   m: OperationMeta,
-  row: {
-    result: OperationResult;
-    detail?: string | null;
-    error?: string | null;
-    startedAt: Date;
-    finishedAt?: Date | null;
-  },
+  row: Omit<OperationOutcome, 'attempt'>,
 ): Promise<void> {
-  const finishedAt = row.finishedAt ?? null;
-  await ds.query(
-    `INSERT INTO operation_logs
-       (checkpoint_id, idempotency_key, operation, runner_id, backend, result, detail, error, attempt, started_at, finished_at, duration_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-     ON CONFLICT (idempotency_key) DO UPDATE SET
-       result = EXCLUDED.result, detail = EXCLUDED.detail, error = EXCLUDED.error, attempt = EXCLUDED.attempt,
-       started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms`,
-    [
-      m.checkpointId,
-      m.key,
-      m.operation,
-      m.runnerId,
-      m.backend,
-      row.result,
-      row.detail ?? null,
-      row.error ?? null,
-      attempt(),
-      row.startedAt,
-      finishedAt,
-      finishedAt ? Math.max(0, finishedAt.getTime() - row.startedAt.getTime()) : null,
-    ],
-  );
+  await ops.write(m, { ...row, attempt: attempt() });
 }
 
 /**
@@ -78,15 +42,15 @@ export async function writeOperation(
  * same step update the same row.
  */
 export async function withOperation<T>(
-  ds: DataSource,
+  ops: OperationLogStore,
   m: OperationMeta,
   fn: () => Promise<{ value: T; detail?: string | null; result?: OperationResult }>,
 ): Promise<T> {
   const startedAt = new Date();
-  await writeOperation(ds, m, { result: 'running', startedAt });
+  await writeOperation(ops, m, { result: 'running', startedAt });
   try {
     const { value, detail, result } = await fn();
-    await writeOperation(ds, m, {
+    await writeOperation(ops, m, {
       result: result ?? 'ok',
       detail,
       startedAt,
@@ -94,7 +58,7 @@ export async function withOperation<T>(
     });
     return value;
   } catch (err) {
-    await writeOperation(ds, m, {
+    await writeOperation(ops, m, {
       result: 'error',
       error: errorText(err),
       startedAt,

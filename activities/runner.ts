@@ -1,4 +1,5 @@
 import type { RunnerConfig } from '../config/inventory';
+import { createStore } from '../store';
 import { cancelled, heartbeat, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
 import { transient } from './failures';
@@ -14,6 +15,7 @@ function tail(s: string): string {
 
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
+  const { operations } = createStore(deps.dataSource);
   const proxmoxClient = deps.proxmoxClient ?? proxmoxClientFactory(deps);
 
   return {
@@ -23,7 +25,7 @@ export function runnerActivities(deps: ActivityDeps) {
       const cmd = r[i.which];
       const key = activityKey(i.which, `${i.checkpointName}:${i.which}:${i.round}`);
       await withOperation(
-        deps.dataSource,
+        operations,
         {
           checkpointId: i.checkpointId,
           runnerId: i.runnerId,
@@ -65,7 +67,7 @@ export function runnerActivities(deps: ActivityDeps) {
       const key = activityKey('readiness', `${i.checkpointName}:readiness:${i.round}`);
       const since = i.since ? new Date(i.since) : undefined;
       await withOperation(
-        deps.dataSource,
+        operations,
         {
           checkpointId: i.checkpointId,
           runnerId: i.runnerId,

@@ -1,6 +1,7 @@
+import type { RequestType } from '../common/agent-protocol';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
-import { isRecord, type RequestType } from './messages';
+import { isRecord } from './messages';
 
 /**
  * The runner-side CLI commands `create`, `finalize` and `status` (SPEC §5). They

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { AGENT_WS_PATH } from '../common/agent-protocol';
 
 /**
  * Agent configuration (SPEC §5): YAML at `--config`, else $E2EPOOL_AGENT_CONFIG,
@@ -109,7 +110,11 @@ const commandListFromEnv = (v: string): unknown => {
 };
 
 const FIELDS = {
-  controller_url: { prop: 'controllerUrl', parse: wsUrl, def: 'ws://localhost:8080/ws/agent' },
+  controller_url: {
+    prop: 'controllerUrl',
+    parse: wsUrl,
+    def: `ws://localhost:8080${AGENT_WS_PATH}`,
+  },
   runner_id: { prop: 'runnerId', parse: str, def: '' },
   token: { prop: 'token', parse: str, def: '' },
   socket_path: { prop: 'socketPath', parse: nonEmpty, def: '/var/run/e2epool-agent.sock' },

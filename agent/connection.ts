@@ -1,19 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket, type RawData } from 'ws';
+import { CLOSE_CODES, type Reply, type RequestType } from '../common/agent-protocol';
 import type { Logger } from '../config/logger';
 import {
   classifyControllerFrame,
   errorReply,
   normalizeReply,
   type ControllerFrame,
-  type ExecCommand,
-  type Reply,
-  type RequestType,
+  type IncomingExec,
 } from './messages';
 
-/** The controller closes with this code when the runner's credentials are wrong (SPEC §4). */
-export const INVALID_CREDENTIALS_CLOSE = 4401;
 const INITIAL_RECONNECT_DELAY_MS = 1000;
 /** A controller silent for this many heartbeat intervals is presumed gone. */
 const SILENT_INTERVALS = 3;
@@ -29,7 +26,7 @@ export interface ConnectionOptions {
   heartbeatInterval: number;
   log: Logger;
   /** Called for every `exec` command; the handler replies with `send`. */
-  onExec: (command: ExecCommand) => void;
+  onExec: (command: IncomingExec) => void;
   /** Called once per established connection (tests, metrics). */
   onOpen?: () => void;
 }
@@ -172,7 +169,7 @@ export class ControllerConnection {
     if (!ws) return;
     const closed = new Promise<void>((resolve) => this.closedWaiters.push(resolve));
     if (ws.readyState === WebSocket.OPEN) {
-      ws.close(1000, 'agent shutting down');
+      ws.close(CLOSE_CODES.normal, 'agent shutting down');
       const t = setTimeout(() => ws.terminate(), 3000);
       t.unref();
     } else {
@@ -268,7 +265,7 @@ export class ControllerConnection {
     }
 
     const badCredentials =
-      c.code === INVALID_CREDENTIALS_CLOSE ||
+      c.code === CLOSE_CODES.invalidCredentials ||
       (this.tokenInQuery && (c.handshakeStatus === 401 || c.handshakeStatus === 403));
     if (c.handshakeStatus === 403 && !this.tokenInQuery) {
       this.tokenInQuery = true;

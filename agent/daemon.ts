@@ -1,17 +1,10 @@
+import type { AgentRequest, ExecReply, Reply, RequestType } from '../common/agent-protocol';
 import { createLogger, type Logger } from '../config/logger';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
 import { startIpcServer, type IpcServer } from './ipc';
-import {
-  errorReply,
-  parseIpcRequest,
-  type AgentRequest,
-  type ExecCommand,
-  type ExecReply,
-  type Reply,
-  type RequestType,
-} from './messages';
+import { errorReply, parseIpcRequest, type IncomingExec } from './messages';
 
 /** Knobs that are not configuration (defaults suit production; tests shorten them). */
 export interface AgentOptions {
@@ -57,7 +50,7 @@ export async function startAgent(
   const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
   const runner = new CommandRunner(config.allowedCommands);
 
-  const onExec = (c: ExecCommand) => {
+  const onExec = (c: IncomingExec) => {
     const cmd = typeof c.cmd === 'string' ? c.cmd.slice(0, CMD_LOG_CHARS) : null;
     log.info({ id: c.id, cmd, timeout: c.timeout ?? null }, 'running command');
     const started = Date.now();

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
-import type { ExecData } from './messages';
+import { EXEC_OUTPUT_CAP, type ExecData } from '../common/agent-protocol';
 
-/** Each of stdout and stderr is cut to this many characters (SPEC §4). */
-export const OUTPUT_CAP_CHARS = 65_536;
+/** Each of stdout and stderr is cut to this many characters. */
+export const OUTPUT_CAP_CHARS = EXEC_OUTPUT_CAP;
 /** Used when the controller sends no usable timeout (the old agent's default). */
 export const DEFAULT_EXEC_TIMEOUT_SECONDS = 120;
 /** After the shell exits, how long background children may keep its pipes open. */

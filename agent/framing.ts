@@ -1,10 +1,13 @@
+import { MAX_MESSAGE_BYTES } from '../common/agent-protocol';
+
 /**
  * IPC framing (SPEC §5): a 4-byte unsigned big-endian length, then that many
- * bytes of UTF-8 JSON. Node builtins only: the CI-side CLI loads this.
+ * bytes of UTF-8 JSON. No dependencies (the protocol module imports nothing):
+ * the CI-side CLI loads this.
  */
 
 /** Largest payload either side accepts (the length header itself not counted). */
-export const MAX_FRAME_BYTES = 1_048_576;
+export const MAX_FRAME_BYTES = MAX_MESSAGE_BYTES;
 
 const HEADER_BYTES = 4;
 

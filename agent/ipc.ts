@@ -1,8 +1,9 @@
 import { chmodSync, chownSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import type { Reply } from '../common/agent-protocol';
 import type { Logger } from '../config/logger';
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from './framing';
-import { errorReply, isRecord, type Reply } from './messages';
+import { errorReply, isRecord } from './messages';
 
 /**
  * The agent's Unix-socket IPC (SPEC §5): one framed JSON request and one framed

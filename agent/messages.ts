@@ -1,49 +1,25 @@
+import {
+  REQUEST_TYPES,
+  type AgentRequest,
+  type ErrorBody,
+  type Reply,
+  type RequestType,
+} from '../common/agent-protocol';
+
 /**
- * The agent's messages (SPEC §4 and §5) with their guards. Every frame that
- * arrives over the WebSocket or the IPC socket is `unknown` until one of these
- * accepts it. Plain TypeScript, no dependencies: the CLI loads this too.
+ * The agent's guards and builders for the protocol's messages (the types are
+ * in common/agent-protocol). Every frame that arrives over the WebSocket or
+ * the IPC socket is `unknown` until one of these accepts it. No dependencies:
+ * the CLI loads this too.
  */
 
-/** Requests the agent forwards from the CLI to the controller. */
-export const REQUEST_TYPES = ['create', 'finalize', 'status', 'ping'] as const;
-export type RequestType = (typeof REQUEST_TYPES)[number];
-
-export interface ErrorBody {
-  code: number;
-  detail: string;
-}
-
-/** A reply to a request; all four keys are always present. */
-export interface Reply {
-  id: string;
-  status: 'ok' | 'error';
-  data: unknown;
-  error: ErrorBody | null;
-}
-
-/** A request as the CLI sends it over IPC and the agent sends it over the WebSocket. */
-export interface AgentRequest {
-  id: string;
-  type: RequestType;
-  payload: Record<string, unknown>;
-}
-
-/** Output of one command run for the controller. */
-export interface ExecData {
-  exit_code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The agent's answer to an `exec` command (SPEC §4: no `error` key). */
-export interface ExecReply {
-  id: string;
-  status: 'ok' | 'error';
-  data: ExecData;
-}
-
-/** A controller → agent command, after its guard accepted it. */
-export interface ExecCommand {
+/**
+ * An exec command from the controller, after its guard accepted the frame.
+ * `cmd` and `timeout` are still unchecked: the command runner answers a bad
+ * command with exit code -1 and uses its default for a bad timeout, so the
+ * controller always gets a reply.
+ */
+export interface IncomingExec {
   id: string;
   cmd: unknown;
   timeout: unknown;
@@ -97,11 +73,11 @@ export function parseIpcRequest(v: unknown): ParsedIpcRequest {
 
 /**
  * What a WebSocket frame from the controller is. A frame with a top-level
- * `status` key is a reply to one of our requests (SPEC §4).
+ * `status` key is a reply to one of our requests.
  */
 export type ControllerFrame =
   | { kind: 'reply'; id: string; frame: Record<string, unknown> }
-  | { kind: 'exec'; command: ExecCommand }
+  | { kind: 'exec'; command: IncomingExec }
   | { kind: 'malformed'; id: string | undefined; detail: string };
 
 /** Guard for a frame from the controller. */

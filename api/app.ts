@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
+import { createStore } from '../store';
 import { checkpointRouter } from './checkpoint-routes';
 import { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
@@ -23,27 +24,20 @@ export interface AppDeps {
 
 /** The Express app: thin routes that validate and delegate, one error middleware. */
 export function createApp(d: AppDeps & { checkpoints?: CheckpointService }): Express {
+  const store = createStore(d.dataSource);
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(express.json({ limit: '64kb' }));
   app.use(
     healthRouter({
-      dataSource: d.dataSource,
+      database: store.database,
       temporal: d.healthTemporal ?? d.temporal,
       log: d.log,
     }),
   );
-  app.use(metricsRouter(createMetricsRegistry(d.dataSource, d.log)));
-  const client = new Client({ connection: d.temporal, namespace: d.namespace });
-  const checkpoints = new CheckpointService({
-    client,
-    dataSource: d.dataSource,
-    inventory: d.inventory,
-    settings: d.settings,
-    log: d.log,
-  });
-  app.use(checkpointRouter(checkpoints, d.inventory));
+  app.use(metricsRouter(createMetricsRegistry(store.checkpoints, d.log)));
+  app.use(checkpointRouter(d.checkpoints ?? checkpointService(d), d.inventory));
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;
@@ -54,7 +48,7 @@ export function checkpointService(d: AppDeps): CheckpointService {
   const client = new Client({ connection: d.temporal, namespace: d.namespace });
   return new CheckpointService({
     client,
-    dataSource: d.dataSource,
+    records: createStore(d.dataSource).checkpoints,
     inventory: d.inventory,
     settings: d.settings,
     log: d.log,

@@ -7,7 +7,6 @@ import {
   type Client,
 } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import type { DataSource } from 'typeorm';
 import {
   CHECKPOINT_WORKFLOW,
   FAILURE_TYPES,
@@ -24,25 +23,19 @@ import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
+import type { CheckpointStore, CheckpointView } from '../store/checkpoints';
 import { HttpError } from './errors';
 
-/** A `checkpoints` row as the API reads it: the DTO's fields, timestamps as Dates, plus its workflow. */
-type CheckpointRow = Omit<CheckpointDto, 'created_at' | 'finalized_at'> & {
-  created_at: Date;
-  finalized_at: Date | null;
-  workflow_id: string;
-};
-
-function toDto(r: CheckpointRow): CheckpointDto {
+function toDto(c: CheckpointView): CheckpointDto {
   return {
-    name: r.name,
-    runner_id: r.runner_id,
-    job_id: r.job_id,
-    state: r.state,
-    finalize_status: r.finalize_status,
-    finalize_source: r.finalize_source,
-    created_at: new Date(r.created_at).toISOString(),
-    finalized_at: r.finalized_at ? new Date(r.finalized_at).toISOString() : null,
+    name: c.name,
+    runner_id: c.runnerId,
+    job_id: c.jobId,
+    state: c.state,
+    finalize_status: c.finalizeStatus,
+    finalize_source: c.finalizeSource,
+    created_at: c.createdAt.toISOString(),
+    finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
   };
 }
 
@@ -66,7 +59,7 @@ function appFailure(err: unknown): ApplicationFailure | undefined {
 
 export interface CheckpointServiceDeps {
   client: Client;
-  dataSource: DataSource;
+  records: CheckpointStore;
   inventory: InventoryStore;
   settings: Settings;
   log: Logger;
@@ -152,19 +145,19 @@ export class CheckpointService {
     tokenRunnerId: string,
     req: { checkpoint_name: string; status: FinalizeStatus; source: string },
   ): Promise<FinalizeReply> {
-    const row = await this.row(req.checkpoint_name);
+    const row = await this.d.records.findByName(req.checkpoint_name);
     if (!row) throw new HttpError(404, 'Checkpoint not found');
-    if (row.runner_id !== tokenRunnerId)
+    if (row.runnerId !== tokenRunnerId)
       throw new HttpError(403, 'Token not authorized for this checkpoint');
     if (!isActiveState(row.state)) return { detail: 'Already finalized', state: row.state };
     try {
-      return await this.d.client.workflow.getHandle(row.workflow_id).executeUpdate(finalizeUpdate, {
+      return await this.d.client.workflow.getHandle(row.workflowId).executeUpdate(finalizeUpdate, {
         args: [{ checkpointName: row.name, status: req.status, source: req.source }],
       });
     } catch (err) {
       const type = appFailure(err)?.type;
       if (err instanceof WorkflowNotFoundError || type === FAILURE_TYPES.notActive) {
-        const now = await this.row(req.checkpoint_name);
+        const now = await this.d.records.findByName(req.checkpoint_name);
         if (now && !isActiveState(now.state))
           return { detail: 'Already finalized', state: now.state };
         throw new HttpError(
@@ -197,20 +190,11 @@ export class CheckpointService {
   }
 
   async status(tokenRunnerId: string, name: string): Promise<CheckpointDto> {
-    const row = await this.row(name);
+    const row = await this.d.records.findByName(name);
     if (!row) throw new HttpError(404, 'Checkpoint not found');
-    if (row.runner_id !== tokenRunnerId)
+    if (row.runnerId !== tokenRunnerId)
       throw new HttpError(403, 'Token not authorized for this checkpoint');
     return toDto(row);
-  }
-
-  private async row(name: string): Promise<CheckpointRow | undefined> {
-    const rows = (await this.d.dataSource.query(
-      `SELECT name, runner_id, job_id, state, finalize_status, finalize_source, created_at, finalized_at, workflow_id
-         FROM checkpoints WHERE name = $1`,
-      [name],
-    )) as CheckpointRow[];
-    return rows[0];
   }
 
   private mapError(err: unknown, op: string): HttpError {

@@ -1,7 +1,7 @@
 import type { Connection } from '@temporalio/client';
 import { Router } from 'express';
-import type { DataSource } from 'typeorm';
 import type { Logger } from '../config/logger';
+import type { DatabaseProbe } from '../store/probe';
 
 const CHECK_TIMEOUT_MS = 3000;
 
@@ -16,7 +16,7 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export interface HealthDeps {
-  dataSource: DataSource;
+  database: DatabaseProbe;
   temporal: Connection;
   log: Logger;
 }
@@ -29,7 +29,7 @@ export function healthRouter(d: HealthDeps): Router {
   const router = Router();
   router.get('/healthz', async (_req, res) => {
     const checks: Array<[string, () => Promise<unknown>]> = [
-      ['database unavailable', () => d.dataSource.query('SELECT 1')],
+      ['database unavailable', () => d.database.ping()],
       [
         'temporal unavailable',
         () =>

@@ -1,15 +1,15 @@
 import { Router } from 'express';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DataSource } from 'typeorm';
 import { ACTIVE_STATES } from '../common/states';
 import type { Logger } from '../config/logger';
+import type { CheckpointStore } from '../store/checkpoints';
 
 /**
  * A per-app registry (not the global one, so several apps can share a process
  * in tests) with the process metrics and the checkpoint gauges, read from
  * Postgres at scrape time.
  */
-export function createMetricsRegistry(ds: DataSource, log: Logger): Registry {
+export function createMetricsRegistry(records: CheckpointStore, log: Logger): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'e2epool-api' });
   collectDefaultMetrics({ register: registry });
@@ -23,11 +23,8 @@ export function createMetricsRegistry(ds: DataSource, log: Logger): Registry {
       this.reset();
       for (const s of ACTIVE_STATES) this.set({ state: s }, 0);
       try {
-        const rows = (await ds.query(
-          `SELECT state, count(*)::int AS n FROM checkpoints WHERE state = ANY($1) GROUP BY state`,
-          [ACTIVE_STATES],
-        )) as Array<{ state: string; n: number }>;
-        for (const r of rows) this.set({ state: r.state }, r.n);
+        const counts = await records.countActiveByState();
+        for (const s of ACTIVE_STATES) this.set({ state: s }, counts[s]);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'metrics: cannot read checkpoint counts');
       }
@@ -40,10 +37,7 @@ export function createMetricsRegistry(ds: DataSource, log: Logger): Registry {
     registers: [registry],
     async collect() {
       try {
-        const [row] = (await ds.query(
-          `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(updated_at)), 0)::float AS age FROM checkpoints WHERE state = 'needs_attention'`,
-        )) as Array<{ age: number }>;
-        this.set(row?.age ?? 0);
+        this.set(await records.oldestNeedsAttentionSeconds());
       } catch {
         /* reported by the gauge above */
       }

@@ -6,9 +6,10 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { AgentHub } from '../gateway/agent-hub';
+import { attachAgentGateway } from '../gateway/ws-gateway';
+import { createStore } from '../store';
 import { checkpointService, createApp } from './app';
-import { AgentHub } from './agent-hub';
-import { attachAgentGateway } from './ws-gateway';
 
 export interface ApiServer {
   server: Server;
@@ -64,7 +65,7 @@ export async function startApiServer(d: {
   const app = createApp({ ...appDeps, checkpoints, healthTemporal });
   const server = createServer(app);
   const hub = new AgentHub(
-    d.dataSource,
+    createStore(d.dataSource),
     databaseUrlOf(d.dataSource),
     d.log.child({ component: 'agent-hub' }),
   );

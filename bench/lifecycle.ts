@@ -19,7 +19,7 @@ import { startApiServer } from '../api/server';
 import { InventoryStore } from '../config/inventory';
 import { loadSettings } from '../config/settings';
 import { loadTemporalSettings } from '../config/temporal';
-import { connectDatabase } from '../entities/connect';
+import { connectDatabase } from '../store/connect';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
 import { startDevServer } from '../temporal-dev/dev-server';

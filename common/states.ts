@@ -1,6 +1,6 @@
 /**
  * Checkpoint states of SPEC §2. Plain data: imported by workflows, the API,
- * the entities and the migrations, so it must stay free of I/O.
+ * the stores and the migrations, so it must stay free of I/O.
  */
 export const CHECKPOINT_STATES = [
   'created',

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InventoryStore } from '../config/inventory';
 import { createLogger } from '../config/logger';
-import { connectDatabase } from '../entities/connect';
+import { connectDatabase } from '../store/connect';
 import { startDevServer, type DevServer } from '../temporal-dev/dev-server';
 import { devDataDir } from './data-dir';
 import { DEMO_RUNNER, ensureDevInventory } from './dev-inventory';

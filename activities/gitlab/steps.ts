@@ -1,9 +1,11 @@
+import { createStore } from '../../store';
 import type { ActivityDeps } from '../deps';
 import { activityKey, withOperation, type StepInput } from '../operation-log';
 import type { JobState } from './client';
 
 /** GitLab steps: pause before a reset, unpause after, and job-status polls. */
 export function gitlabActivities(deps: ActivityDeps) {
+  const { operations } = createStore(deps.dataSource);
   const meta = (i: StepInput, operation: string) => {
     const key = activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`);
     return { checkpointId: i.checkpointId, runnerId: i.runnerId, backend: null, operation, key };
@@ -20,18 +22,15 @@ export function gitlabActivities(deps: ActivityDeps) {
       const gitlab = deps.gitlab;
       const m = meta(i, 'pause');
       if (!gitlab) {
-        return withOperation<{ pausedByUs: boolean }>(deps.dataSource, m, async () => ({
+        return withOperation<{ pausedByUs: boolean }>(operations, m, async () => ({
           value: { pausedByUs: false },
           detail: 'E2EPOOL_GITLAB_URL is not set: runner not paused',
           result: 'skipped' as const,
         }));
       }
-      const earlier = (await deps.dataSource.query(
-        `SELECT 1 FROM operation_logs WHERE idempotency_key = $1`,
-        [m.key],
-      )) as unknown[];
-      return withOperation<{ pausedByUs: boolean }>(deps.dataSource, m, async () => {
-        if (earlier.length === 0 && (await gitlab.runnerPaused(i.gitlabRunnerId))) {
+      const earlier = await operations.exists(m.key);
+      return withOperation<{ pausedByUs: boolean }>(operations, m, async () => {
+        if (!earlier && (await gitlab.runnerPaused(i.gitlabRunnerId))) {
           return {
             value: { pausedByUs: false },
             detail: `GitLab runner ${i.gitlabRunnerId} was already paused by someone else: e2epool will not unpause it`,
@@ -45,7 +44,7 @@ export function gitlabActivities(deps: ActivityDeps) {
 
     async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
       const gitlab = deps.gitlab;
-      await withOperation(deps.dataSource, meta(i, 'unpause'), async () => {
+      await withOperation(operations, meta(i, 'unpause'), async () => {
         if (!gitlab)
           return {
             value: undefined,

@@ -1,5 +1,6 @@
 import { snapshotDescription } from '../../common/checkpoint';
 import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
+import { createStore } from '../../store';
 import { heartbeat } from '../context';
 import { inventoryRunner, type ActivityDeps } from '../deps';
 import { permanent, transient } from '../failures';
@@ -58,6 +59,7 @@ export function proxmoxClientFactory(deps: Pick<ActivityDeps, 'settings'>) {
 
 /** Proxmox steps of a checkpoint. Each checks the VM's state first, so a retry is harmless. */
 export function proxmoxActivities(deps: ActivityDeps) {
+  const { operations } = createStore(deps.dataSource);
   const clientFor = deps.proxmoxClient ?? proxmoxClientFactory(deps);
   const waitOpts = () => ({
     timeoutMs: deps.settings.proxmoxTaskTimeoutSeconds * 1000,
@@ -99,22 +101,18 @@ export function proxmoxActivities(deps: ActivityDeps) {
     async takeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
       const r = proxmoxRunner(deps, i.runnerId);
       const client = clientFor(r);
-      await withOperation(deps.dataSource, meta(i, 'snapshot'), async () => {
+      await withOperation(operations, meta(i, 'snapshot'), async () => {
         const existing = await client.listSnapshots();
         for (const s of existing) {
           if (s.name === i.snapshotName || !s.description?.startsWith(OURS)) continue;
           const startedAt = new Date();
           await runTask(client, () => client.deleteSnapshot(s.name), /does not exist/);
-          await writeOperation(
-            deps.dataSource,
-            meta(i, 'remove_stray_snapshot', `stray:${s.name}`),
-            {
-              result: 'ok',
-              detail: `removed stray snapshot '${s.name}' (${s.description})`,
-              startedAt,
-              finishedAt: new Date(),
-            },
-          );
+          await writeOperation(operations, meta(i, 'remove_stray_snapshot', `stray:${s.name}`), {
+            result: 'ok',
+            detail: `removed stray snapshot '${s.name}' (${s.description})`,
+            startedAt,
+            finishedAt: new Date(),
+          });
         }
         const mine = existing.find((s) => s.name === i.snapshotName);
         if (mine && !mine.snapstate)
@@ -148,7 +146,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
     /** Deletes the checkpoint's snapshot; an already deleted one is fine. */
     async removeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(deps.dataSource, meta(i, 'delete_snapshot'), async () => {
+      await withOperation(operations, meta(i, 'delete_snapshot'), async () => {
         const exists = (await client.listSnapshots()).some((s) => s.name === i.snapshotName);
         if (!exists)
           return {
@@ -167,7 +165,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
 
     async stopVm(i: StepInput): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(deps.dataSource, meta(i, 'stop'), async () => {
+      await withOperation(operations, meta(i, 'stop'), async () => {
         if ((await client.vmStatus()).status === 'stopped')
           return { value: undefined, detail: 'already stopped', result: 'skipped' as const };
         const exit = await runTask(client, () => client.stop());
@@ -177,7 +175,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
 
     async rollbackVm(i: StepInput & { snapshotName: string }): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(deps.dataSource, meta(i, 'rollback'), async () => {
+      await withOperation(operations, meta(i, 'rollback'), async () => {
         const snap = (await client.listSnapshots()).find((s) => s.name === i.snapshotName);
         if (!snap)
           throw permanent(
@@ -191,7 +189,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
 
     async startVm(i: StepInput): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(deps.dataSource, meta(i, 'start'), async () => {
+      await withOperation(operations, meta(i, 'start'), async () => {
         if ((await client.vmStatus()).status === 'running')
           return { value: undefined, detail: 'already running', result: 'skipped' as const };
         const exit = await runTask(client, () => client.start(), /already running/);

@@ -7,7 +7,7 @@ const dist = (p) => require(join(__dirname, '..', '..', 'dist', p));
 
 const { loadControllerConfig } = dist('cli/bootstrap.js');
 const { InventoryStore } = dist('config/inventory.js');
-const { connectDatabase } = dist('entities/connect.js');
+const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
 
 const agents = {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import type { DataSource } from 'typeorm';
-import { createDataSource, runMigrations } from '../../entities/data-source';
+import { createDataSource, runMigrations } from '../../store/data-source';
 import { shared } from './shared';
 
 export interface TestDatabase {

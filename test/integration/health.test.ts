@@ -8,7 +8,7 @@ import { startApiServer, type ApiServer } from '../../api/server';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
-import { connectDatabase } from '../../entities/connect';
+import { connectDatabase } from '../../store/connect';
 import { freePort } from '../../dev/ports';
 import { startPostgresProcess, type PostgresProcess } from '../../dev/postgres-process';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';

@@ -3,7 +3,6 @@ import type { DataSource } from 'typeorm';
 import { proxmoxActivities } from '../../activities/proxmox/steps';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings } from '../../config/settings';
-import { Checkpoint } from '../../entities/data-source';
 import { FakeAgents } from '../helpers/fake-agents';
 import { createMigratedDatabase } from '../helpers/db';
 import { writeInventory, proxmoxRunnerYaml } from '../helpers/env';
@@ -40,16 +39,13 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'vm-s', token: 'tok-vm-s', vmid: 400 })}`),
       gitlab: null,
     });
     const name = 'job-1-1700000000-0000abcd';
-    const { identifiers } = await ds.getRepository(Checkpoint).insert({
-      name,
-      runnerId: 'vm-s',
-      jobId: '1',
-      backend: 'proxmox',
-      state: 'created',
-      workflowId: 'wf',
-    });
+    const [{ id }] = await ds.query(
+      `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id)
+       VALUES ($1, 'vm-s', '1', 'proxmox', 'created', 'wf') RETURNING id`,
+      [name],
+    );
     step = {
-      checkpointId: identifiers[0]!.id as number,
+      checkpointId: id as number,
       checkpointName: name,
       runnerId: 'vm-s',
       round: 0,

@@ -1,11 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { ACTIVE_STATES, CHECKPOINT_STATES, TERMINAL_STATES } from '../../common/states';
-import {
-  Checkpoint,
-  createDataSource,
-  revertLastMigration,
-  runMigrations,
-} from '../../entities/data-source';
+import { createDataSource, revertLastMigration, runMigrations } from '../../store/data-source';
 import { createMigratedDatabase, createTestDatabase } from '../helpers/db';
 
 let ds: DataSource;
@@ -20,19 +15,27 @@ beforeEach(async () => {
 });
 
 let seq = 0;
-function row(runnerId: string, state: string, extra: Record<string, unknown> = {}) {
+function row(
+  runnerId: string,
+  state: string,
+  extra: { finalizeStatus?: string; endedAt?: Date | null } = {},
+) {
   seq += 1;
   const terminal = (TERMINAL_STATES as readonly string[]).includes(state);
-  return ds.getRepository(Checkpoint).insert({
-    name: `job-${seq}-1700000000-0000000${seq % 10}`,
-    runnerId,
-    jobId: String(seq),
-    backend: 'bare_metal',
-    state: state as Checkpoint['state'],
-    workflowId: `wf-${seq}`,
-    endedAt: terminal ? new Date() : null,
-    ...extra,
-  });
+  const endedAt = 'endedAt' in extra ? extra.endedAt : terminal ? new Date() : null;
+  return ds.query(
+    `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id, finalize_status, ended_at)
+     VALUES ($1, $2, $3, 'bare_metal', $4, $5, $6, $7)`,
+    [
+      `job-${seq}-1700000000-0000000${seq % 10}`,
+      runnerId,
+      String(seq),
+      state,
+      `wf-${seq}`,
+      extra.finalizeStatus ?? null,
+      endedAt,
+    ],
+  );
 }
 
 function pgError(err: unknown): { code?: string; constraint?: string } {

@@ -1,11 +1,9 @@
-import 'reflect-metadata';
 import { DataSource, MigrationExecutor, type QueryRunner } from 'typeorm';
 import type { Logger } from '../config/logger';
-import { Checkpoint } from './Checkpoint';
 import { MIGRATIONS } from './migrations';
-import { OperationLog } from './OperationLog';
 
-export { Checkpoint, OperationLog };
+/** Where TypeORM records the migrations it applied. */
+export const MIGRATIONS_TABLE = 'e2epool_migrations';
 
 export interface DataSourceOptions {
   url: string;
@@ -15,15 +13,19 @@ export interface DataSourceOptions {
   applicationName?: string;
 }
 
-/** A TypeORM DataSource for e2epool's tables. Schema changes go through migrations only. */
+/**
+ * A TypeORM DataSource for e2epool's tables. The migrations are the only
+ * definition of the schema (no entities, never `synchronize`); the stores in
+ * this folder hold every query.
+ */
 export function createDataSource(opts: DataSourceOptions): DataSource {
   return new DataSource({
     type: 'postgres',
     url: opts.url,
     schema: opts.schema,
-    entities: [Checkpoint, OperationLog],
+    entities: [],
     migrations: MIGRATIONS,
-    migrationsTableName: 'e2epool_migrations',
+    migrationsTableName: MIGRATIONS_TABLE,
     migrationsTransactionMode: 'each',
     synchronize: false,
     migrationsRun: false,

@@ -2,37 +2,37 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { z } from 'zod';
+import {
+  AGENT_WS_PATH,
+  CLOSE_CODES,
+  MAX_MESSAGE_BYTES,
+  REQUEST_TYPES,
+  type AgentRequest,
+  type ExecReply,
+  type Reply,
+  type RequestType,
+} from '../common/agent-protocol';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
+import type { CheckpointService } from '../api/checkpoint-service';
+import { HttpError } from '../api/errors';
+import { createBody, finalizeBody, validationDetail } from '../api/schemas';
 import type { Settings } from '../config/settings';
-import type { AgentHub, ExecReply } from './agent-hub';
-import type { CheckpointService } from './checkpoint-service';
-import { HttpError } from './errors';
-import { createBody, finalizeBody, validationDetail } from './schemas';
-
-export const AGENT_WS_PATH = '/ws/agent';
-const MAX_MESSAGE_BYTES = 1024 * 1024;
+import type { AgentHub } from './agent-hub';
 
 const requestEnvelope = z.object({
   id: z.string({ error: 'Input should be a valid string' }).max(200),
-  type: z.enum(['create', 'finalize', 'status', 'ping']),
+  type: z.enum(REQUEST_TYPES),
   payload: z.record(z.string(), z.unknown()).default({}),
-});
+}) satisfies z.ZodType<AgentRequest>;
 
 const execReply = z.object({
   id: z.string().max(200),
   status: z.enum(['ok', 'error']),
   data: z.object({ exit_code: z.number().int(), stdout: z.string(), stderr: z.string() }),
-});
+}) satisfies z.ZodType<ExecReply>;
 
 const statusPayload = z.object({ checkpoint_name: z.string().min(1).max(300) });
-
-interface Reply {
-  id: string;
-  status: 'ok' | 'error';
-  data: unknown;
-  error: { code: number; detail: string } | null;
-}
 
 const ok = (id: string, data: unknown): Reply => ({ id, status: 'ok', data, error: null });
 const fail = (id: string, code: number, detail: string): Reply => ({
@@ -69,7 +69,7 @@ function credentials(req: IncomingMessage): { runnerId: string | null; token: st
 }
 
 /**
- * The agent WebSocket gateway (SPEC §4) on the API's own HTTP server. Each
+ * The agent WebSocket gateway on the API's own HTTP server. Each
  * agent request goes through the same CheckpointService as REST; exec replies
  * go to the AgentHub. A bad frame gets an error reply and never drops the
  * connection.
@@ -90,7 +90,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       // Accept, then close with 4401, so clients see why (the old server's HTTP 403 hid it).
       if (!runnerId || !owner || owner !== runnerId) {
         d.log.warn({ runnerId: runnerId ?? null }, 'agent connection refused: invalid credentials');
-        ws.close(4401, 'Invalid credentials');
+        ws.close(CLOSE_CODES.invalidCredentials, 'Invalid credentials');
         return;
       }
       void serve(ws, runnerId);
@@ -112,7 +112,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
         const sid = sessionId;
         void d.hub.touch(runnerId, sid).then(
           (current) => {
-            if (!current) ws.close(4000, 'Replaced by a newer connection');
+            if (!current) ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
           },
           () => undefined,
         );
@@ -124,7 +124,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     // Unregistered, this connection could not be reached: make the agent reconnect.
     ready.catch((err: unknown) => {
       d.log.error({ runnerId, err: (err as Error).message }, 'cannot register the agent session');
-      ws.close(1011, 'Server error, reconnect later');
+      ws.close(CLOSE_CODES.serverError, 'Server error, reconnect later');
     });
     ws.on('pong', () => (lastSeen = Date.now()));
     ws.on('error', (err) => d.log.warn({ runnerId, err: err.message }, 'agent connection error'));
@@ -173,8 +173,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     // A frame with a top-level `status` is the reply to one of our exec commands.
     if ('status' in obj) {
       const r = execReply.safeParse(obj);
-      if (r.success)
-        await d.hub.handleReply(runnerId, sessionId, r.data.id, r.data.data as ExecReply);
+      if (r.success) await d.hub.handleReply(runnerId, sessionId, r.data.id, r.data.data);
       else if (id)
         await d.hub.handleReply(
           runnerId,
@@ -203,9 +202,9 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     }
   }
 
-  /** The request types of SPEC §4, validated exactly like their REST counterparts. */
+  /** Every request type, its payload validated exactly like its REST counterpart. */
   const handlers: Record<
-    z.infer<typeof requestEnvelope>['type'],
+    RequestType,
     (runnerId: string, payload: Record<string, unknown>) => Promise<unknown>
   > = {
     ping: async () => ({ pong: true }),
@@ -231,7 +230,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
   return {
     close() {
       server.off('upgrade', onUpgrade);
-      for (const ws of wss.clients) ws.close(1001, 'server shutting down');
+      for (const ws of wss.clients) ws.close(CLOSE_CODES.goingAway, 'server shutting down');
       wss.close();
     },
   };

@@ -1,0 +1,92 @@
+/**
+ * The agent protocol, for both ends: the WebSocket between a runner's agent
+ * and the controller, and the requests the CLI hands the agent over its Unix
+ * socket. The controller checks incoming frames with zod schemas that satisfy
+ * these types, the agent with hand-written guards; every frame is `unknown`
+ * until one of them accepts it.
+ *
+ * Imports nothing and holds only types and constants: the CLI loads it in
+ * every CI job and must start without ws, zod or anything else heavy.
+ */
+
+/** Where agents connect, on the API's own HTTP port. */
+export const AGENT_WS_PATH = '/ws/agent';
+
+/**
+ * Largest message, in bytes: a request or reply on the WebSocket, or one IPC
+ * frame. The controller answers a larger WebSocket message with an error reply.
+ */
+export const MAX_MESSAGE_BYTES = 1_048_576;
+
+/** Each of stdout and stderr of an exec reply is cut to this many characters. */
+export const EXEC_OUTPUT_CAP = 65_536;
+
+/** WebSocket close codes both ends act on. */
+export const CLOSE_CODES = {
+  /** The agent is shutting down. */
+  normal: 1000,
+  /** The controller is shutting down: reconnect (to another instance, or later). */
+  goingAway: 1001,
+  /** The controller could not register the connection: reconnect later. */
+  serverError: 1011,
+  /** A newer connection for the same runner took over (on any instance): this one is done. */
+  replaced: 4000,
+  /**
+   * Wrong runner_id or token. Sent after accepting the handshake, so the agent
+   * sees why; it then keeps retrying at its slowest pace.
+   */
+  invalidCredentials: 4401,
+} as const;
+
+/** What an agent may ask the controller (and the CLI the agent). */
+export const REQUEST_TYPES = ['create', 'finalize', 'status', 'ping'] as const;
+export type RequestType = (typeof REQUEST_TYPES)[number];
+
+/** Agent → controller (and CLI → agent): `payload` is the request's body. */
+export interface AgentRequest {
+  id: string;
+  type: RequestType;
+  payload: Record<string, unknown>;
+}
+
+/** Why a request failed; `code` mirrors the REST status (400 for a malformed request). */
+export interface ErrorBody {
+  code: number;
+  detail: string;
+}
+
+/** The answer to an AgentRequest, under its id; all four keys are always present. */
+export interface Reply {
+  id: string;
+  status: 'ok' | 'error';
+  data: unknown;
+  error: ErrorBody | null;
+}
+
+/** Controller → agent: run `cmd` in a shell, killed after `timeout` seconds. */
+export interface ExecCommand {
+  id: string;
+  type: 'exec';
+  payload: { cmd: string; timeout: number };
+}
+
+/**
+ * Output of one command. A command that timed out has exit_code -1 and stderr
+ * `Command timed out after <t>s`; each stream is at most EXEC_OUTPUT_CAP characters.
+ */
+export interface ExecData {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Agent → controller, under the ExecCommand's id; `status` is `ok` only for
+ * exit code 0. It has no `error` key: a frame with a top-level `status` is a
+ * reply, anything else from the agent is a request.
+ */
+export interface ExecReply {
+  id: string;
+  status: 'ok' | 'error';
+  data: ExecData;
+}

@@ -1,0 +1,230 @@
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import {
+  CLOSE_CODES,
+  EXEC_OUTPUT_CAP,
+  type ExecCommand,
+  type ExecData,
+} from '../common/agent-protocol';
+import type { Logger } from '../config/logger';
+import type { Store } from '../store';
+import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
+import { AgentNoticeListener } from '../store/agent-notices';
+
+interface InFlight {
+  commandId: string;
+  timer: NodeJS.Timeout;
+}
+
+interface Session {
+  runnerId: string;
+  sessionId: string;
+  ws: WebSocket;
+  /** exec frames sent on this socket, by WebSocket message id. */
+  inflight: Map<string, InFlight>;
+}
+
+/**
+ * The agent sessions of this API instance. Registers each connection in
+ * `agent_sessions` (a newer connection replaces an older one, on any
+ * instance), claims the commands workers queue for its runners, sends them,
+ * and records the replies. Commands are claimed with a compare-and-set, so
+ * exactly one instance sends each one.
+ */
+export class AgentHub {
+  readonly instanceId = randomUUID();
+  private readonly sessions = new Map<string, Session>();
+  private readonly commandNotices: AgentNoticeListener;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    databaseUrl: string,
+    private readonly log: Logger,
+    private readonly sweepMs = 2000,
+  ) {
+    this.commandNotices = new AgentNoticeListener({
+      databaseUrl,
+      channel: 'commands',
+      applicationName: 'e2epool-agent-hub',
+      onNotice: (instanceId) => {
+        if (instanceId === this.instanceId) void this.dispatchAll();
+      },
+      log,
+      name: 'agent hub',
+      fallback: 'sweeping',
+    });
+  }
+
+  /** Starts listening for queued commands (and sweeping, in case a notice is missed). */
+  async start(): Promise<void> {
+    await this.commandNotices.ensure();
+    this.sweepTimer = setInterval(() => void this.dispatchAll(), this.sweepMs);
+    this.sweepTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweepTimer);
+    for (const s of [...this.sessions.values()]) {
+      s.ws.close(CLOSE_CODES.goingAway, 'server shutting down');
+      await this.unregister(s.runnerId, s.sessionId, 'server shutting down');
+    }
+    await this.commandNotices.close();
+  }
+
+  /** Registers a connection; returns its session id. An older one for the runner is closed. */
+  async register(runnerId: string, ws: WebSocket): Promise<string> {
+    const sessionId = randomUUID();
+    const old = this.sessions.get(runnerId);
+    this.sessions.set(runnerId, { runnerId, sessionId, ws, inflight: new Map() });
+    await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
+    if (old) {
+      await this.failInflight(old, 'agent reconnected');
+      old.ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
+    }
+    this.log.info({ runnerId, sessionId }, 'agent connected');
+    void this.dispatch(runnerId);
+    return sessionId;
+  }
+
+  /**
+   * Forgets a connection that closed. Only the registered session is removed:
+   * the late close of a replaced socket leaves its successor alone.
+   */
+  async unregister(runnerId: string, sessionId: string, why: string): Promise<void> {
+    const s = this.sessions.get(runnerId);
+    if (s && s.sessionId === sessionId) {
+      this.sessions.delete(runnerId);
+      await this.failInflight(s, `agent disconnected (${why})`);
+    }
+    await this.store.sessions
+      .remove(runnerId, sessionId)
+      .catch((err: unknown) =>
+        this.log.warn({ err: (err as Error).message }, 'cannot remove agent session'),
+      );
+    this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
+  }
+
+  /**
+   * Records that the agent is alive. Returns false when another connection has
+   * taken over this runner (on another instance): the caller closes this one.
+   */
+  touch(runnerId: string, sessionId: string): Promise<boolean> {
+    return this.store.sessions.touch(runnerId, sessionId);
+  }
+
+  isCurrent(runnerId: string, sessionId: string): boolean {
+    return this.sessions.get(runnerId)?.sessionId === sessionId;
+  }
+
+  /** Records an exec reply that arrived on a session. Unknown ids (late, or another session's) are ignored. */
+  async handleReply(
+    runnerId: string,
+    sessionId: string,
+    wsId: string,
+    reply: ExecData | null,
+    error?: string,
+  ): Promise<void> {
+    const s = this.sessions.get(runnerId);
+    if (!s || s.sessionId !== sessionId) return;
+    const f = s.inflight.get(wsId);
+    if (!f) return;
+    s.inflight.delete(wsId);
+    clearTimeout(f.timer);
+    await this.finish(
+      f.commandId,
+      sessionId,
+      reply
+        ? {
+            state: 'done',
+            exitCode: reply.exit_code,
+            stdout: reply.stdout.slice(0, EXEC_OUTPUT_CAP),
+            stderr: reply.stderr.slice(0, EXEC_OUTPUT_CAP),
+          }
+        : { state: 'failed', error: error ?? 'malformed reply' },
+    );
+  }
+
+  /** Claims and sends queued commands for one runner connected here. */
+  async dispatch(runnerId: string): Promise<void> {
+    const s = this.sessions.get(runnerId);
+    if (!s || this.stopped) return;
+    let claimed: ClaimedCommand[];
+    try {
+      claimed = await this.store.commands.claim(runnerId, this.instanceId, s.sessionId);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, runnerId }, 'cannot claim agent commands');
+      return;
+    }
+    for (const c of claimed) {
+      const wsId = randomUUID();
+      // The agent enforces the command's timeout; no reply well after it means the agent is in trouble.
+      const timer = setTimeout(
+        () =>
+          void this.handleReply(
+            runnerId,
+            s.sessionId,
+            wsId,
+            null,
+            `agent did not reply within ${c.timeoutSeconds + 15}s`,
+          ),
+        (c.timeoutSeconds + 15) * 1000,
+      );
+      timer.unref();
+      s.inflight.set(wsId, { commandId: c.id, timer });
+      const command: ExecCommand = {
+        id: wsId,
+        type: 'exec',
+        payload: { cmd: c.cmd, timeout: c.timeoutSeconds },
+      };
+      s.ws.send(JSON.stringify(command), (err) => {
+        if (err)
+          void this.handleReply(
+            runnerId,
+            s.sessionId,
+            wsId,
+            null,
+            `cannot send to the agent: ${err.message}`,
+          );
+      });
+    }
+  }
+
+  /** One indexed query finds the local runners with queued commands; only those are claimed. */
+  private async dispatchAll(): Promise<void> {
+    if (!this.stopped) await this.commandNotices.ensure();
+    const runners = [...this.sessions.keys()];
+    if (runners.length === 0) return;
+    let waiting: string[];
+    try {
+      waiting = await this.store.commands.runnersWithPending(runners);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot look for queued agent commands');
+      return;
+    }
+    for (const runnerId of waiting) await this.dispatch(runnerId);
+  }
+
+  private async failInflight(s: Session, why: string): Promise<void> {
+    for (const [wsId, f] of s.inflight) {
+      clearTimeout(f.timer);
+      s.inflight.delete(wsId);
+      await this.finish(f.commandId, s.sessionId, { state: 'failed', error: why });
+    }
+  }
+
+  /** Records how a command ended and wakes the worker waiting for it. */
+  private async finish(commandId: string, sessionId: string, o: CommandOutcome): Promise<void> {
+    try {
+      await this.store.commands.finish(commandId, sessionId, o);
+      await this.store.notices.commandFinished(commandId);
+    } catch (err) {
+      this.log.error(
+        { err: (err as Error).message, commandId },
+        'cannot record an agent command result',
+      );
+    }
+  }
+}

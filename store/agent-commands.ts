@@ -1,0 +1,130 @@
+import { changeRows, selectRows, type Queryable } from './queryable';
+
+/**
+ * `pending`: waits for the instance holding the runner's agent to claim it;
+ * `sent`: claimed by that instance and sent to the agent; `done`: the agent
+ * answered; `failed`: lost (the agent went away, or did not answer in time).
+ */
+export type CommandState = 'pending' | 'sent' | 'done' | 'failed';
+
+/** A command for a runner's agent, queued by a worker. */
+export interface NewCommand {
+  /** Identity of the activity call that wants it run: a retry reuses the row. */
+  id: string;
+  runnerId: string;
+  cmd: string;
+  timeoutSeconds: number;
+}
+
+/** Where a command stands, with its result once there is one. */
+export interface CommandStatus {
+  state: CommandState;
+  exitCode: number | null;
+  stdout: string | null;
+  stderr: string | null;
+  error: string | null;
+}
+
+/** A command an instance claimed, to send to the agent. */
+export interface ClaimedCommand {
+  id: string;
+  cmd: string;
+  timeoutSeconds: number;
+}
+
+/** How a sent command ended. */
+export type CommandOutcome =
+  | { state: 'done'; exitCode: number; stdout: string; stderr: string }
+  | { state: 'failed'; error: string };
+
+/**
+ * The `agent_commands` table: the queue between workers and the API instances
+ * holding agents. Rows come back in camelCase (`AS "exitCode"`).
+ */
+export class AgentCommandStore {
+  constructor(private readonly q: Queryable) {}
+
+  /** Queues the command; a command already queued under that id is left as it is. */
+  async enqueue(c: NewCommand): Promise<void> {
+    await this.q.query(
+      `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
+      [c.id, c.runnerId, c.cmd, c.timeoutSeconds],
+    );
+  }
+
+  /** The command's state and result; null when it is gone. */
+  async status(id: string): Promise<CommandStatus | null> {
+    const [c] = await selectRows<CommandStatus>(
+      this.q,
+      `SELECT state, exit_code AS "exitCode", stdout, stderr, error FROM agent_commands WHERE id = $1`,
+      [id],
+    );
+    return c ?? null;
+  }
+
+  /**
+   * Makes a command sendable again (`pending`, result cleared) when it failed,
+   * exited non-zero, or was sent on a session that no longer exists (its
+   * instance died, or the agent reconnected elsewhere). One in flight on a live
+   * session is left alone, so it is never sent twice.
+   */
+  async rearm(id: string, cmd: string, timeoutSeconds: number): Promise<void> {
+    await this.q.query(
+      `UPDATE agent_commands c SET state = 'pending', claimed_by = NULL, session_id = NULL, error = NULL,
+              exit_code = NULL, stdout = NULL, stderr = NULL, cmd = $2, timeout_seconds = $3, updated_at = now()
+        WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
+              OR (c.state = 'sent' AND NOT EXISTS (
+                SELECT 1 FROM agent_sessions s WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id)))`,
+      [id, cmd, timeoutSeconds],
+    );
+  }
+
+  /** Deletes the command if nobody claimed it yet. */
+  async dropPending(id: string): Promise<void> {
+    await this.q.query(`DELETE FROM agent_commands WHERE id = $1 AND state = 'pending'`, [id]);
+  }
+
+  /**
+   * Claims the runner's pending commands for a session, oldest first. A
+   * compare-and-set that skips rows another transaction holds: each command
+   * is claimed by exactly one instance.
+   */
+  async claim(runnerId: string, instanceId: string, sessionId: string): Promise<ClaimedCommand[]> {
+    const { rows } = await changeRows<ClaimedCommand>(
+      this.q,
+      `UPDATE agent_commands SET state = 'sent', claimed_by = $2, session_id = $3, updated_at = now()
+        WHERE id IN (SELECT id FROM agent_commands WHERE runner_id = $1 AND state = 'pending' ORDER BY created_at FOR UPDATE SKIP LOCKED)
+      RETURNING id, cmd, timeout_seconds AS "timeoutSeconds"`,
+      [runnerId, instanceId, sessionId],
+    );
+    return rows;
+  }
+
+  /** Which of these runners have pending commands (one indexed query). */
+  async runnersWithPending(runnerIds: string[]): Promise<string[]> {
+    const rows = await selectRows<{ runnerId: string }>(
+      this.q,
+      `SELECT DISTINCT runner_id AS "runnerId" FROM agent_commands WHERE state = 'pending' AND runner_id = ANY($1)`,
+      [runnerIds],
+    );
+    return rows.map((r) => r.runnerId);
+  }
+
+  /** Records how a command sent on `sessionId` ended; a command since re-armed or re-sent is left alone. */
+  async finish(commandId: string, sessionId: string, o: CommandOutcome): Promise<void> {
+    const done = o.state === 'done' ? o : null;
+    await this.q.query(
+      `UPDATE agent_commands SET state = $3, exit_code = $4, stdout = $5, stderr = $6, error = $7, updated_at = now()
+        WHERE id = $1 AND session_id = $2 AND state = 'sent'`,
+      [
+        commandId,
+        sessionId,
+        o.state,
+        done?.exitCode ?? null,
+        done?.stdout ?? null,
+        done?.stderr ?? null,
+        o.state === 'failed' ? o.error : null,
+      ],
+    );
+  }
+}

@@ -1,0 +1,222 @@
+import {
+  ACTIVE_STATES,
+  isTerminalState,
+  type ActiveState,
+  type Backend,
+  type CheckpointState,
+  type FinalizeStatus,
+} from '../common/states';
+import { changeRows, selectRows, type Queryable } from './queryable';
+
+/** A checkpoint to record, as its workflow knows it. */
+export interface NewCheckpoint {
+  name: string;
+  runnerId: string;
+  jobId: string;
+  projectId: string | null;
+  caller: string | null;
+  backend: Backend;
+  workflowId: string;
+  snapshotName: string | null;
+  /** ISO-8601. */
+  createdAt: string;
+}
+
+/** Enough of a checkpoint to log about it. */
+export interface CheckpointRef {
+  id: number;
+  name: string;
+  runnerId: string;
+  backend: Backend;
+}
+
+/** A compare-and-set of a checkpoint's state, with what changes along with it. */
+export interface CheckpointTransition {
+  checkpointId: number;
+  from: CheckpointState[];
+  to: CheckpointState;
+  /** Unset or null: kept as it is (likewise `finalizeSource`, `finalizedAt`, `resetRounds`). */
+  finalizeStatus?: FinalizeStatus | null;
+  finalizeSource?: string | null;
+  /** ISO-8601. */
+  finalizedAt?: string | null;
+  /** Set (or, with null, clear) the error detail shown to operators; unset: kept. */
+  errorDetail?: string | null;
+  resetRounds?: number;
+}
+
+/** Whether the state changed; if not, the row as it is now (null: there is none). */
+export type TransitionOutcome =
+  | { changed: true; checkpoint: CheckpointRef }
+  | { changed: false; current: (CheckpointRef & { state: CheckpointState }) | null };
+
+/** A checkpoint as the API shows it, plus the workflow that holds it. */
+export interface CheckpointView {
+  name: string;
+  runnerId: string;
+  jobId: string;
+  state: CheckpointState;
+  finalizeStatus: FinalizeStatus | null;
+  finalizeSource: string | null;
+  createdAt: Date;
+  finalizedAt: Date | null;
+  workflowId: string;
+}
+
+/**
+ * Postgres refused a second active checkpoint for the runner (the partial
+ * unique index): another create for it won a race.
+ */
+export class ActiveCheckpointExists extends Error {
+  override name = 'ActiveCheckpointExists';
+  constructor(readonly runnerId: string) {
+    super(`runner '${runnerId}' already has an active checkpoint`);
+  }
+}
+
+function isUniqueViolation(err: unknown, constraint: string): boolean {
+  const e = err as {
+    code?: string;
+    constraint?: string;
+    driverError?: { code?: string; constraint?: string };
+  };
+  const d = e.driverError ?? e;
+  return d.code === '23505' && d.constraint === constraint;
+}
+
+/**
+ * The `checkpoints` table. Every state change is a compare-and-set. Queries
+ * name their columns in camelCase (`AS "runnerId"`), so rows come back as the
+ * types above.
+ */
+export class CheckpointStore {
+  constructor(private readonly q: Queryable) {}
+
+  /**
+   * Inserts a checkpoint in state `created`; recording the same name again
+   * finds the row already there. An active row of the same runner under
+   * another name is first marked `reset_failed` and returned as superseded.
+   * Run it in a transaction with the log rows that go with it.
+   *
+   * @throws ActiveCheckpointExists when a concurrent create holds the runner.
+   */
+  async record(c: NewCheckpoint): Promise<{ id: number; superseded: CheckpointRef[] }> {
+    const stale = await changeRows<CheckpointRef>(
+      this.q,
+      `UPDATE checkpoints
+          SET state = 'reset_failed', ended_at = now(), updated_at = now(),
+              error_detail = 'superseded: its workflow run ended without finishing it (terminated?)'
+        WHERE runner_id = $1 AND state = ANY($2) AND name <> $3
+    RETURNING id, name, runner_id AS "runnerId", backend`,
+      [c.runnerId, ACTIVE_STATES, c.name],
+    );
+    const inserted = await selectRows<{ id: number }>(
+      this.q,
+      `INSERT INTO checkpoints
+         (name, runner_id, job_id, project_id, caller, backend, state, snapshot_name, workflow_id, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, 'created', $7, $8, $9, now())
+       ON CONFLICT (name) DO NOTHING
+       RETURNING id`,
+      [
+        c.name,
+        c.runnerId,
+        c.jobId,
+        c.projectId,
+        c.caller,
+        c.backend,
+        c.snapshotName,
+        c.workflowId,
+        c.createdAt,
+      ],
+    ).catch((err: unknown) => {
+      if (isUniqueViolation(err, 'ix_one_active_checkpoint_per_runner'))
+        throw new ActiveCheckpointExists(c.runnerId);
+      throw err;
+    });
+    const id =
+      inserted[0]?.id ??
+      (
+        await selectRows<{ id: number }>(this.q, `SELECT id FROM checkpoints WHERE name = $1`, [
+          c.name,
+        ])
+      )[0]!.id;
+    return { id, superseded: stale.rows };
+  }
+
+  /**
+   * Moves a checkpoint from one of `from` to `to`. `ended_at` is set exactly
+   * when `to` is terminal (a CHECK constraint holds the table to that).
+   */
+  async transition(t: CheckpointTransition): Promise<TransitionOutcome> {
+    const { rows } = await changeRows<CheckpointRef>(
+      this.q,
+      `UPDATE checkpoints SET
+          state = $3,
+          finalize_status = COALESCE($4, finalize_status),
+          finalize_source = COALESCE($5, finalize_source),
+          finalized_at = COALESCE($6::timestamptz, finalized_at),
+          error_detail = CASE WHEN $7 THEN $8 ELSE error_detail END,
+          reset_attempts = COALESCE($9, reset_attempts),
+          ended_at = CASE WHEN $10 THEN now() ELSE NULL END,
+          updated_at = now()
+        WHERE id = $1 AND state = ANY($2)
+      RETURNING id, name, runner_id AS "runnerId", backend`,
+      [
+        t.checkpointId,
+        t.from,
+        t.to,
+        t.finalizeStatus ?? null,
+        t.finalizeSource ?? null,
+        t.finalizedAt ?? null,
+        t.errorDetail !== undefined,
+        t.errorDetail ?? null,
+        t.resetRounds ?? null,
+        isTerminalState(t.to),
+      ],
+    );
+    if (rows[0]) return { changed: true, checkpoint: rows[0] };
+    const [current] = await selectRows<CheckpointRef & { state: CheckpointState }>(
+      this.q,
+      `SELECT id, name, runner_id AS "runnerId", backend, state FROM checkpoints WHERE id = $1`,
+      [t.checkpointId],
+    );
+    return { changed: false, current: current ?? null };
+  }
+
+  /** The checkpoint of that name, or null. */
+  async findByName(name: string): Promise<CheckpointView | null> {
+    const [c] = await selectRows<CheckpointView>(
+      this.q,
+      `SELECT name, runner_id AS "runnerId", job_id AS "jobId", state,
+              finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
+              created_at AS "createdAt", finalized_at AS "finalizedAt", workflow_id AS "workflowId"
+         FROM checkpoints WHERE name = $1`,
+      [name],
+    );
+    return c ?? null;
+  }
+
+  /** How many checkpoints are in each active state (0 for a state none is in). */
+  async countActiveByState(): Promise<Record<ActiveState, number>> {
+    const counts = Object.fromEntries(ACTIVE_STATES.map((s) => [s, 0])) as Record<
+      ActiveState,
+      number
+    >;
+    const rows = await selectRows<{ state: ActiveState; n: number }>(
+      this.q,
+      `SELECT state, count(*)::int AS n FROM checkpoints WHERE state = ANY($1) GROUP BY state`,
+      [ACTIVE_STATES],
+    );
+    for (const r of rows) counts[r.state] = r.n;
+    return counts;
+  }
+
+  /** Seconds since the longest-waiting `needs_attention` checkpoint got there; 0 when none. */
+  async oldestNeedsAttentionSeconds(): Promise<number> {
+    const [row] = await selectRows<{ age: number }>(
+      this.q,
+      `SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(updated_at)), 0)::float AS age FROM checkpoints WHERE state = 'needs_attention'`,
+    );
+    return row?.age ?? 0;
+  }
+}

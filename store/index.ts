@@ -1,0 +1,45 @@
+import type { DataSource } from 'typeorm';
+import { AgentCommandStore } from './agent-commands';
+import { AgentNotices } from './agent-notices';
+import { AgentSessionStore } from './agent-sessions';
+import { CheckpointStore } from './checkpoints';
+import { OperationLogStore } from './operation-log';
+import { DatabaseProbe } from './probe';
+import type { Queryable } from './queryable';
+
+export type { Queryable } from './queryable';
+
+/** Every query e2epool makes, one store per table. */
+export interface Stores {
+  checkpoints: CheckpointStore;
+  operations: OperationLogStore;
+  sessions: AgentSessionStore;
+  commands: AgentCommandStore;
+  notices: AgentNotices;
+  database: DatabaseProbe;
+}
+
+/** The stores on a DataSource, and transactions over them. */
+export interface Store extends Stores {
+  /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T>;
+}
+
+function storesOn(q: Queryable): Stores {
+  return {
+    checkpoints: new CheckpointStore(q),
+    operations: new OperationLogStore(q),
+    sessions: new AgentSessionStore(q),
+    commands: new AgentCommandStore(q),
+    notices: new AgentNotices(q),
+    database: new DatabaseProbe(q),
+  };
+}
+
+/** The stores on `ds`. They hold no state of their own: make as many as convenient. */
+export function createStore(ds: DataSource): Store {
+  return {
+    ...storesOn(ds),
+    transaction: (fn) => ds.transaction((em) => fn(storesOn(em))),
+  };
+}

@@ -1,0 +1,68 @@
+import type { Backend } from '../common/states';
+import { selectRows, type Queryable } from './queryable';
+
+/** Outcome of one step in `operation_logs` (the values its CHECK constraint allows). */
+export type OperationResult = 'running' | 'ok' | 'error' | 'skipped';
+
+/** Which step of which checkpoint a log row is about. */
+export interface OperationMeta {
+  checkpointId: number;
+  runnerId: string;
+  backend: Backend | null;
+  operation: string;
+  /** Idempotency key: a retried step rewrites its row instead of adding one. */
+  key: string;
+}
+
+/** What happened in the step (so far). */
+export interface OperationOutcome {
+  result: OperationResult;
+  detail?: string | null;
+  error?: string | null;
+  startedAt: Date;
+  finishedAt?: Date | null;
+  /** Attempt of the activity that writes the row. */
+  attempt: number;
+}
+
+/** The `operation_logs` table: one row per step, keyed for retries. */
+export class OperationLogStore {
+  constructor(private readonly q: Queryable) {}
+
+  /** Upserts the step's row by its idempotency key; the duration is derived from the two times. */
+  async write(m: OperationMeta, o: OperationOutcome): Promise<void> {
+    const finishedAt = o.finishedAt ?? null;
+    await this.q.query(
+      `INSERT INTO operation_logs
+         (checkpoint_id, idempotency_key, operation, runner_id, backend, result, detail, error, attempt, started_at, finished_at, duration_ms)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+       ON CONFLICT (idempotency_key) DO UPDATE SET
+         result = EXCLUDED.result, detail = EXCLUDED.detail, error = EXCLUDED.error, attempt = EXCLUDED.attempt,
+         started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms`,
+      [
+        m.checkpointId,
+        m.key,
+        m.operation,
+        m.runnerId,
+        m.backend,
+        o.result,
+        o.detail ?? null,
+        o.error ?? null,
+        o.attempt,
+        o.startedAt,
+        finishedAt,
+        finishedAt ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime()) : null,
+      ],
+    );
+  }
+
+  /** Whether a row with this idempotency key exists (an earlier attempt of the step got that far). */
+  async exists(key: string): Promise<boolean> {
+    const rows = await selectRows(
+      this.q,
+      `SELECT 1 FROM operation_logs WHERE idempotency_key = $1`,
+      [key],
+    );
+    return rows.length > 0;
+  }
+}
