@@ -1,0 +1,113 @@
+/**
+ * Every failure type e2epool raises, in one table: how it is classified and
+ * what a caller sees. Plain data that imports nothing: the workflow sandbox,
+ * the controller and the lazy-loading agent CLI all read it.
+ *
+ * Kinds (decided where the failure is thrown, never re-derived from its text):
+ * - transient: an activity retries it with backoff (a server may set the delay);
+ * - permanent: no retry can fix it; the activity fails at once (non-retryable);
+ * - conflict: the request clashes with existing state; not retried, and an
+ *   operator may need to look.
+ *
+ * What callers see: `http` is the REST status; the agent WebSocket gateway
+ * sends the same number as `error.code`; the agent CLI exits with
+ * `CLI_EXIT.error` for any error reply and prints its detail. Types without
+ * `http` never reach a caller as such: the workflow turns them into one that
+ * has it (a failed create is `BackendUnavailable`, a timed-out one
+ * `BackendTimeout`), or an operator sees them in the operation log and the
+ * workflow's `lastError`.
+ */
+export type FailureKind = 'transient' | 'permanent' | 'conflict';
+
+export interface FailureSpec {
+  kind: FailureKind;
+  /** REST status, and the WebSocket `error.code`, when a caller can receive it. */
+  http?: number;
+  meaning: string;
+}
+
+export const FAILURES = {
+  // ---- raised by activities --------------------------------------------------
+  PermanentFailure: {
+    kind: 'permanent',
+    meaning: 'a backend refused for good (credentials, permission, missing VM or snapshot)',
+  },
+  RunnerNotInInventory: {
+    kind: 'permanent',
+    meaning: 'the runner left the inventory (or changed backend) while its checkpoint ran',
+  },
+  StateConflict: {
+    kind: 'conflict',
+    meaning: 'the checkpoint row is not in the state the workflow expected (changed by hand?)',
+  },
+  CommandFailed: { kind: 'transient', meaning: 'reset_cmd or cleanup_cmd exited non-zero' },
+  NotReady: { kind: 'transient', meaning: 'the runner did not pass readiness in time' },
+  Cancelled: { kind: 'transient', meaning: 'the activity was asked to stop' },
+  AgentNotConnected: { kind: 'transient', meaning: 'no agent connected for the runner' },
+  AgentTimeout: { kind: 'transient', meaning: 'the agent did not answer a command in time' },
+  ProxmoxLocked: { kind: 'transient', meaning: 'the VM is locked by another Proxmox task' },
+  ProxmoxUnavailable: { kind: 'transient', meaning: 'Proxmox did not answer, or answered 5xx' },
+  GitLabUnavailable: { kind: 'transient', meaning: 'GitLab did not answer, or answered 5xx' },
+  GitLabRateLimited: {
+    kind: 'transient',
+    meaning: 'GitLab answered 429 (retried after Retry-After)',
+  },
+  BackendTimeout: {
+    kind: 'transient',
+    http: 504,
+    meaning: 'a backend call or task took too long; as a create answer: the snapshot timed out',
+  },
+
+  // ---- raised by the checkpoint workflow to its callers -----------------------
+  BackendUnavailable: {
+    kind: 'permanent',
+    http: 502,
+    meaning: 'the checkpoint could not be created (its compensation ran)',
+  },
+  CheckpointConflict: {
+    kind: 'conflict',
+    http: 409,
+    meaning: 'the runner already holds an active checkpoint',
+  },
+  CooldownActive: {
+    kind: 'conflict',
+    http: 429,
+    meaning: 'the runner finished a checkpoint moments ago',
+  },
+  CheckpointNotActive: {
+    kind: 'conflict',
+    http: 409,
+    meaning: 'finalize for a checkpoint this workflow run does not hold',
+  },
+  InvalidRequest: { kind: 'permanent', http: 422, meaning: 'a request the workflow cannot take' },
+  RunClosing: {
+    kind: 'transient',
+    http: 503,
+    meaning: 'the runner’s previous run is closing; the API retries the create',
+  },
+} as const satisfies Record<string, FailureSpec>;
+
+export type FailureType = keyof typeof FAILURES;
+
+/** Types an activity must not retry: pass as `nonRetryableErrorTypes`. */
+export const NON_RETRYABLE_TYPES: FailureType[] = (Object.keys(FAILURES) as FailureType[]).filter(
+  (t) => FAILURES[t].kind !== 'transient',
+);
+
+export function isFailureType(t: unknown): t is FailureType {
+  return typeof t === 'string' && Object.prototype.hasOwnProperty.call(FAILURES, t);
+}
+
+/** The REST status (and WebSocket error code) of a failure type, if callers can receive it. */
+export function httpStatusOf(t: string | undefined | null): number | undefined {
+  return isFailureType(t) ? (FAILURES[t] as FailureSpec).http : undefined;
+}
+
+/** Exit codes of the agent CLI (`e2epool create/finalize/status`). */
+export const CLI_EXIT = {
+  ok: 0,
+  /** Any error reply from the controller (its detail is printed), or a local error. */
+  error: 1,
+  /** The agent is not running (no socket, or connection refused). */
+  agentNotRunning: 2,
+} as const;
