@@ -11,7 +11,8 @@ export type { ActivityDeps } from './deps';
 export function createActivities(deps: ActivityDeps) {
   const store = createStore(deps.dataSource);
   return {
-    ...recordActivities(store),
+    // Whether the worker polls GitLab for a job's end: only with a GitLab client to ask.
+    ...recordActivities(store, { pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled }),
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),
     ...runnerActivities(deps),

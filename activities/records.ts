@@ -10,7 +10,7 @@ import { conflict, permanent } from './failures';
 import { activityKey, writeOperation } from './operation-log';
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
-export function recordActivities(store: Store) {
+export function recordActivities(store: Store, o: { pollJobs: boolean }) {
   return {
     /**
      * Inserts the checkpoint row (state `created`); a retry finds the row it
@@ -18,7 +18,7 @@ export function recordActivities(store: Store) {
      * that was terminated (the per-runner workflow id means that run is closed)
      * is marked `reset_failed` and logged, so it cannot block the runner.
      */
-    async recordCheckpoint(i: NewCheckpoint): Promise<{ id: number }> {
+    async recordCheckpoint(i: NewCheckpoint): Promise<{ id: number; pollJobs: boolean }> {
       return store.transaction(async (tx) => {
         const { id, superseded } = await tx.checkpoints.record(i).catch((err: unknown) => {
           if (err instanceof ActiveCheckpointExists) {
@@ -63,7 +63,7 @@ export function recordActivities(store: Store) {
             finishedAt: now,
           },
         );
-        return { id };
+        return { id, pollJobs: o.pollJobs };
       });
     },
 

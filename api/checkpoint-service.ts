@@ -73,16 +73,14 @@ export interface CheckpointServiceDeps {
 export class CheckpointService {
   constructor(private readonly d: CheckpointServiceDeps) {}
 
+  /** The durations the checkpoint workflow reads, from this process's settings. */
   timing(): CheckpointTiming {
     const s = this.d.settings;
     return {
       ttlSeconds: s.checkpointTtlSeconds,
-      pollerEnabled: s.pollerEnabled && Boolean(s.gitlabUrl),
       pollerIntervalSeconds: s.pollerIntervalSeconds,
       pollerMinAgeSeconds: s.pollerMinAgeSeconds,
       cooldownSeconds: s.finalizeCooldownSeconds,
-      readinessTimeoutSeconds: s.readinessTimeoutSeconds,
-      readinessPollIntervalSeconds: s.readinessPollIntervalSeconds,
       finalizeAckSeconds: s.finalizeAckSeconds,
       resetMaxAttempts: s.resetMaxAttempts,
     };

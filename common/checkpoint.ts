@@ -18,15 +18,17 @@ export interface CheckpointDto {
   finalized_at: string | null;
 }
 
-/** Durations the workflow uses, from the controller's settings (seconds). */
+/**
+ * The durations the workflow itself reads (seconds), from the settings of the
+ * API that starts it. Activities read theirs (readiness, command and Proxmox
+ * task timeouts) from the worker's settings; whether a job is polled is the
+ * worker's decision too (recordCheckpoint answers it).
+ */
 export interface CheckpointTiming {
   ttlSeconds: number;
-  pollerEnabled: boolean;
   pollerIntervalSeconds: number;
   pollerMinAgeSeconds: number;
   cooldownSeconds: number;
-  readinessTimeoutSeconds: number;
-  readinessPollIntervalSeconds: number;
   /** How long a hook finalize waits for the GitLab pause before answering anyway. */
   finalizeAckSeconds: number;
   /** Attempts of each reset step before the checkpoint needs an operator. */
@@ -55,6 +57,8 @@ export interface ResumedCheckpoint {
   projectId: string | null;
   checkpointId: number;
   createdAt: string;
+  /** Whether the worker polls GitLab for this job; absent in runs carried over by older versions. */
+  pollJobs?: boolean;
 }
 
 export interface CreateRequest {

@@ -1,0 +1,91 @@
+/**
+ * The checkpoint workflow's activity profiles: every timeout and retry policy
+ * it uses, named once, with why. Options are not part of workflow history, so
+ * changing them is safe for running checkpoints.
+ */
+import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import type { Activities } from '../../activities';
+import { NON_RETRYABLE_TYPES } from '../../common/failures';
+
+/** Bookkeeping in Postgres: must eventually succeed, so it retries without limit (backing off). */
+export const records = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: {
+    initialInterval: '500 milliseconds',
+    maximumInterval: '30 seconds',
+    nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+  },
+});
+
+/**
+ * GitLab pause before a reset. Bounded: while GitLab is down it hands out no
+ * jobs either, so after ~2 minutes the reset goes ahead unpaused.
+ */
+export const pauser = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: {
+    maximumAttempts: 6,
+    initialInterval: '1 second',
+    maximumInterval: '30 seconds',
+    nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+  },
+});
+
+/**
+ * GitLab unpause: the runner must not stay paused, so it retries without
+ * limit; only a permanent answer (runner gone, no permission) stops it.
+ */
+export const unpauser = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '5 minutes',
+    nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+  },
+});
+
+/** Job-status polls: a failed poll is skipped, the next one comes soon anyway. */
+export const poller = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: {
+    maximumAttempts: 3,
+    initialInterval: '1 second',
+    nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+  },
+});
+
+function stepOptions(
+  maxAttempts: number,
+  startToCloseTimeout: ActivityOptions['startToCloseTimeout'],
+): ActivityOptions {
+  return {
+    startToCloseTimeout,
+    // Long steps heartbeat every few seconds: a crashed worker's step is retried elsewhere soon after.
+    heartbeatTimeout: '15 seconds',
+    // The retry budget of a reset step; exhausting it hands the checkpoint to an operator.
+    retry: {
+      maximumAttempts: maxAttempts,
+      initialInterval: '1 second',
+      maximumInterval: '30 seconds',
+      nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+    },
+  };
+}
+
+/**
+ * Reset and cleanup steps (snapshot, stop, rollback, start, commands): a
+ * budget of `maxAttempts` each. Proxmox tasks and agent commands have their
+ * own deadlines inside the activity; 15 minutes only bounds a stuck attempt.
+ */
+export function stepActivities(maxAttempts: number) {
+  return proxyActivities<Activities>(stepOptions(maxAttempts, '15 minutes'));
+}
+
+/**
+ * The readiness gate: the activity polls until the worker's
+ * READINESS_TIMEOUT_SECONDS and then fails as NotReady; the heartbeat timeout
+ * catches a dead worker. The hour only bounds an attempt that hangs yet beats.
+ */
+export function readinessActivities(maxAttempts: number) {
+  return proxyActivities<Activities>(stepOptions(maxAttempts, '1 hour'));
+}

@@ -1,0 +1,108 @@
+/**
+ * The create update: claim the runner, record the checkpoint, take the
+ * snapshot; on any failure leave nothing behind (no snapshot, no active row).
+ */
+import {
+  CancellationScope,
+  log,
+  upsertSearchAttributes,
+  uuid4,
+  type ApplicationFailure,
+} from '@temporalio/workflow';
+import { snapshotNameFor, type CheckpointDto, type CreateRequest } from '../../common/checkpoint';
+import {
+  applicationFailureOf,
+  describeFailure,
+  fail,
+  failureTypeOf,
+  isTimeout,
+} from '../../common/fail';
+import { SA_BACKEND, SA_CHECKPOINT_NAME, SA_JOB_ID } from '../../common/search-attributes';
+import { records, stepActivities } from './activities';
+import type { CheckpointRun, HeldCheckpoint } from './run';
+
+/**
+ * Claims the runner for this job. Synchronous, before any await: a create
+ * arriving meanwhile sees the claim in its validator and gets 409.
+ */
+function claim(run: CheckpointRun, req: CreateRequest): HeldCheckpoint {
+  run.phase = 'creating';
+  const createdAt = new Date(); // workflow time: deterministic
+  const name = `job-${req.jobId}-${Math.floor(createdAt.getTime() / 1000)}-${uuid4().replace(/-/g, '').slice(0, 8)}`;
+  run.held = {
+    name,
+    jobId: req.jobId,
+    projectId: req.projectId,
+    createdAt,
+    id: null,
+    pollJobs: false,
+  };
+  upsertSearchAttributes([
+    { key: SA_CHECKPOINT_NAME, value: name },
+    { key: SA_JOB_ID, value: req.jobId },
+    { key: SA_BACKEND, value: run.runner.backend },
+  ]);
+  return run.held;
+}
+
+export async function createCheckpoint(
+  run: CheckpointRun,
+  req: CreateRequest,
+): Promise<CheckpointDto> {
+  const held = claim(run, req);
+  const { runner } = run;
+  const steps = stepActivities(run.input.timing.resetMaxAttempts);
+  const snapshotName = runner.backend === 'proxmox' ? snapshotNameFor(held.name) : null;
+  try {
+    const row = await records.recordCheckpoint({
+      name: held.name,
+      runnerId: runner.runnerId,
+      jobId: req.jobId,
+      projectId: req.projectId,
+      caller: req.caller,
+      backend: runner.backend,
+      workflowId: run.workflowId,
+      snapshotName,
+      createdAt: held.createdAt.toISOString(),
+    });
+    held.id = row.id;
+    held.pollJobs = row.pollJobs ?? run.legacyPollerEnabled();
+    if (snapshotName) await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
+    run.setState('created');
+    run.createResult = 'ok';
+    run.phase = 'waiting_for_job';
+    return run.dto();
+  } catch (err) {
+    run.lastError = describeFailure(err);
+    run.createResult = 'failed';
+    await CancellationScope.nonCancellable(() => compensate(run, snapshotName));
+    throw answerFor(err);
+  } finally {
+    run.createSettled = true;
+  }
+}
+
+/** Removes what a failed create made. A snapshot that cannot go now is swept before the next one. */
+async function compensate(run: CheckpointRun, snapshotName: string | null): Promise<void> {
+  if (!run.held || run.held.id === null) return; // nothing recorded, nothing taken
+  if (snapshotName) {
+    await stepActivities(run.input.timing.resetMaxAttempts)
+      .removeSnapshot({ ...run.step(), round: 0, snapshotName })
+      .catch((e: unknown) =>
+        log.warn('could not remove the snapshot of a failed create', { error: describeFailure(e) }),
+      );
+  }
+  await run.moveTo('create_failed', ['created'], { errorDetail: run.lastError });
+}
+
+/** What the caller of a failed create is told: a conflict as it is, else 502 (or 504 for a timeout). */
+function answerFor(err: unknown): ApplicationFailure {
+  const conflict = applicationFailureOf(err);
+  if (conflict && failureTypeOf(err) === 'CheckpointConflict') {
+    return fail('CheckpointConflict', conflict.message);
+  }
+  return fail(
+    isTimeout(err) ? 'BackendTimeout' : 'BackendUnavailable',
+    `Checkpoint could not be created: ${describeFailure(err)}`,
+  );
+}

@@ -1,0 +1,1 @@
+export { checkpointWorkflow } from './workflow';

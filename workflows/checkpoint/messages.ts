@@ -1,0 +1,77 @@
+/**
+ * The run's messages: the create and finalize updates (with validators that
+ * reject before anything is written to history), the operator's retry and
+ * release signals, and the `state` query.
+ */
+import { condition, setHandler } from '@temporalio/workflow';
+import {
+  createUpdate,
+  finalizeUpdate,
+  releaseSignal,
+  retrySignal,
+  stateQuery,
+  type CreateRequest,
+  type FinalizeReply,
+  type FinalizeRequest,
+} from '../../common/checkpoint';
+import { fail } from '../../common/fail';
+import { isActiveState } from '../../common/states';
+import { createCheckpoint } from './create';
+import type { CheckpointRun } from './run';
+
+export function installHandlers(run: CheckpointRun): void {
+  setHandler(stateQuery, () => run.view());
+
+  setHandler(createUpdate, (req: CreateRequest) => createCheckpoint(run, req), {
+    validator: (req: CreateRequest) => {
+      if (run.phase === 'done') {
+        // Finished and about to close; a new run can start in a moment.
+        throw fail('RunClosing', 'Previous checkpoint is closing, try again');
+      }
+      if (run.held !== null && run.state !== null && !isActiveState(run.state)) {
+        throw fail('CooldownActive', 'Cooldown period active, try again later');
+      }
+      if (run.held !== null) {
+        throw fail(
+          'CheckpointConflict',
+          `Active checkpoint '${run.held.name}' already exists for runner '${run.runner.runnerId}'`,
+        );
+      }
+      if (!req || typeof req.jobId !== 'string' || req.jobId.length === 0) {
+        throw fail('InvalidRequest', 'job_id is required');
+      }
+    },
+  });
+
+  setHandler(
+    finalizeUpdate,
+    async (req: FinalizeRequest): Promise<FinalizeReply> => {
+      if (run.jobEnd !== null || (run.state !== null && run.state !== 'created')) {
+        return { detail: 'Already finalized', state: run.state ?? 'created' };
+      }
+      run.jobEnd = { status: req.status, source: req.source, at: new Date() };
+      // Answer once the runner is paused, so GitLab cannot hand it a new job
+      // meanwhile; but never keep the caller waiting on a slow GitLab.
+      await condition(() => run.pauseSettled, `${run.input.timing.finalizeAckSeconds} seconds`);
+      return { detail: 'Finalize queued', checkpoint_name: run.checkpoint.name };
+    },
+    {
+      validator: (req: FinalizeRequest) => {
+        if (run.held === null || req.checkpointName !== run.held.name) {
+          throw fail('CheckpointNotActive', 'Checkpoint is not held by this workflow run');
+        }
+        if (run.createResult !== 'ok') {
+          throw fail('CheckpointNotActive', 'Checkpoint was not created');
+        }
+      },
+    },
+  );
+
+  // Operators: only a checkpoint waiting for them takes a decision.
+  setHandler(retrySignal, () => {
+    if (run.phase === 'needs_attention') run.operatorDecision = 'retry';
+  });
+  setHandler(releaseSignal, () => {
+    if (run.phase === 'needs_attention') run.operatorDecision = 'release';
+  });
+}

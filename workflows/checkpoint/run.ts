@@ -1,0 +1,159 @@
+/**
+ * The state of one checkpoint workflow run, with its DTO (what REST and the
+ * agent see) and its view (what the `state` query shows operators).
+ */
+import { upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type {
+  CheckpointDto,
+  CheckpointView,
+  CheckpointWorkflowInput,
+  ResumedCheckpoint,
+  RunnerPlan,
+} from '../../common/checkpoint';
+import { SA_STATE } from '../../common/search-attributes';
+import type { CheckpointState, FinalizeStatus } from '../../common/states';
+import type { StepInput } from '../../activities/operation-log';
+import type { CheckpointTransition } from '../../store/checkpoints';
+import { records } from './activities';
+
+/** The checkpoint this run holds: claimed by the create handler before its first await. */
+export interface HeldCheckpoint {
+  name: string;
+  jobId: string;
+  projectId: string | null;
+  createdAt: Date;
+  /** The Postgres row; null until recordCheckpoint answered. */
+  id: number | null;
+  /** Whether the worker polls GitLab for this job's end (decided when the row is recorded). */
+  pollJobs: boolean;
+}
+
+/** How the job ended: a finalize or the poller saw a status, or the TTL ran out. */
+export type JobEnd = { status: FinalizeStatus; source: string; at: Date } | 'ttl';
+
+export class CheckpointRun {
+  readonly runner: RunnerPlan;
+  readonly workflowId = workflowInfo().workflowId;
+  phase: CheckpointView['phase'] = 'waiting_for_create';
+  state: CheckpointState | null = null;
+  held: HeldCheckpoint | null = null;
+  createResult: 'ok' | 'failed' | null = null;
+  /** The create handler is done, its compensation included. */
+  createSettled = false;
+  jobEnd: JobEnd | null = null;
+  /** The GitLab pause attempt has finished (either way): finalize may answer. */
+  pauseSettled = false;
+  /** We paused the runner and have not unpaused it yet. */
+  runnerPaused = false;
+  resetRounds = 0;
+  lastError: string | null = null;
+  operatorDecision: 'retry' | 'release' | null = null;
+  /** The terminal state the run ends in, once decided. */
+  outcome: CheckpointState | null = null;
+
+  constructor(readonly input: CheckpointWorkflowInput) {
+    this.runner = input.runner;
+    if (input.resume) this.resume(input.resume);
+  }
+
+  /** A waiting checkpoint carried over from the previous run (continue-as-new). */
+  private resume(r: ResumedCheckpoint): void {
+    this.held = {
+      name: r.name,
+      jobId: r.jobId,
+      projectId: r.projectId,
+      createdAt: new Date(r.createdAt),
+      id: r.checkpointId,
+      pollJobs: r.pollJobs ?? this.legacyPollerEnabled(),
+    };
+    this.state = 'created';
+    this.createResult = 'ok';
+    this.createSettled = true;
+    this.phase = 'waiting_for_job';
+  }
+
+  /**
+   * Runs started before the worker decided polling carry the API's decision
+   * in their input; their recorded activity results have no `pollJobs`.
+   */
+  legacyPollerEnabled(): boolean {
+    return (this.input.timing as { pollerEnabled?: boolean }).pollerEnabled ?? false;
+  }
+
+  /** The held checkpoint, once recorded. Every step after the create needs it. */
+  get checkpoint(): HeldCheckpoint & { id: number } {
+    const h = this.held;
+    if (!h || h.id === null) throw new Error('no recorded checkpoint in this run');
+    return h as HeldCheckpoint & { id: number };
+  }
+
+  get finalizeStatus(): FinalizeStatus | null {
+    return this.jobEnd && this.jobEnd !== 'ttl' ? this.jobEnd.status : null;
+  }
+
+  get finalizeSource(): string | null {
+    return this.jobEnd && this.jobEnd !== 'ttl' ? this.jobEnd.source : null;
+  }
+
+  get finalizedAt(): Date | null {
+    return this.jobEnd && this.jobEnd !== 'ttl' ? this.jobEnd.at : null;
+  }
+
+  /** Identity of a side-effect step: part of its operation-log idempotency key. */
+  step(): StepInput {
+    const cp = this.checkpoint;
+    return {
+      checkpointId: cp.id,
+      checkpointName: cp.name,
+      runnerId: this.runner.runnerId,
+      round: this.resetRounds,
+    };
+  }
+
+  /** Sets the state shown to operators (search attribute E2eState). */
+  setState(s: CheckpointState): void {
+    this.state = s;
+    upsertSearchAttributes([{ key: SA_STATE, value: s }]);
+  }
+
+  /** Moves the Postgres row (compare-and-set), then the run's own state. */
+  async moveTo(
+    to: CheckpointState,
+    from: CheckpointState[],
+    extra: Omit<CheckpointTransition, 'checkpointId' | 'from' | 'to'> = {},
+  ): Promise<void> {
+    await records.transitionCheckpoint({ checkpointId: this.checkpoint.id, from, to, ...extra });
+    this.setState(to);
+  }
+
+  dto(): CheckpointDto {
+    const cp = this.checkpoint;
+    if (this.state === null) throw new Error('checkpoint has no state yet');
+    return {
+      name: cp.name,
+      runner_id: this.runner.runnerId,
+      job_id: cp.jobId,
+      state: this.state,
+      finalize_status: this.finalizeStatus,
+      finalize_source: this.finalizeSource,
+      created_at: cp.createdAt.toISOString(),
+      finalized_at: this.finalizedAt?.toISOString() ?? null,
+    };
+  }
+
+  view(): CheckpointView {
+    return {
+      phase: this.phase,
+      state: this.state,
+      name: this.held?.name ?? null,
+      runnerId: this.runner.runnerId,
+      jobId: this.held?.jobId ?? null,
+      backend: this.runner.backend,
+      finalizeStatus: this.finalizeStatus,
+      finalizeSource: this.finalizeSource,
+      runnerPaused: this.runnerPaused,
+      resetRounds: this.resetRounds,
+      lastError: this.lastError,
+    };
+  }
+}

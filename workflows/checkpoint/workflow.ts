@@ -1,0 +1,86 @@
+import {
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  isCancellation,
+  sleep,
+} from '@temporalio/workflow';
+import type { CheckpointOutcome, CheckpointWorkflowInput } from '../../common/checkpoint';
+import { records } from './activities';
+import { installHandlers } from './messages';
+import { pauseRunner, releaseRunner, resetUntilDone } from './reset';
+import { CheckpointRun } from './run';
+import { waitForJobEnd } from './waiting';
+
+/**
+ * One checkpoint of one runner, from snapshot to clean runner. The workflow
+ * id is per runner, so Temporal guarantees one such run per runner at a time.
+ *
+ * create (update) → wait for the job's end → pause → reset or cleanup →
+ * readiness → unpause → terminal state → cooldown (creates get 429) → done.
+ */
+export async function checkpointWorkflow(
+  input: CheckpointWorkflowInput,
+): Promise<CheckpointOutcome> {
+  const run = new CheckpointRun(input);
+  installHandlers(run);
+
+  // A run started without a create (by hand, say) has nothing to do.
+  if (!(await condition(() => run.phase !== 'waiting_for_create', '10 minutes'))) {
+    run.phase = 'done';
+    return { name: null, state: null };
+  }
+  // The create handler compensates a failure itself; let it finish even if we are canceled.
+  await CancellationScope.nonCancellable(() => condition(() => run.createSettled));
+  if (run.createResult === 'failed') return cooldown(run);
+  if (!input.resume) await notePollingSkipped(run);
+
+  let cancellation: unknown = null;
+  try {
+    await waitForJobEnd(run);
+    run.phase = 'finalizing';
+    await run.moveTo('finalize_queued', ['created'], {
+      finalizeStatus: run.finalizeStatus,
+      finalizeSource: run.finalizeSource,
+      finalizedAt: run.finalizedAt?.toISOString() ?? null,
+    });
+    await pauseRunner(run);
+    run.outcome = await resetUntilDone(run);
+  } catch (err) {
+    if (!isCancellation(err)) throw err;
+    cancellation = err;
+    run.lastError = 'workflow canceled by an operator';
+    run.outcome = 'reset_failed';
+  } finally {
+    await CancellationScope.nonCancellable(() => releaseRunner(run));
+  }
+  // A canceled run ends as Canceled in Temporal, after its compensation above.
+  if (cancellation) throw cancellation;
+  return cooldown(run);
+}
+
+/** Says in the operation log why nothing polls this job (finalize or the TTL will end it). */
+async function notePollingSkipped(run: CheckpointRun): Promise<void> {
+  const cp = run.checkpoint;
+  if (cp.projectId && cp.pollJobs) return;
+  await records.noteOperation({
+    checkpointId: cp.id,
+    runnerId: run.runner.runnerId,
+    key: `${cp.name}:poller`,
+    operation: 'poller',
+    result: 'skipped',
+    detail: !cp.projectId
+      ? 'no project_id: the job end is detected by finalize or the TTL only'
+      : 'GitLab job polling is disabled: the job end is detected by finalize or the TTL only',
+  });
+}
+
+/** For a while after the end, creates for this runner get 429 (see the create validator). */
+async function cooldown(run: CheckpointRun): Promise<CheckpointOutcome> {
+  run.phase = 'cooldown';
+  const { cooldownSeconds } = run.input.timing;
+  if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
+  run.phase = 'done';
+  await condition(allHandlersFinished);
+  return { name: run.held?.name ?? null, state: run.state };
+}
