@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
+import { fail } from '../common/fail';
 import type { Logger } from '../config/logger';
 import { createStore, type Store } from '../store';
 import type { CommandStatus } from '../store/agent-commands';
 import { AgentNoticeListener } from '../store/agent-notices';
 import type { AgentGateway, ExecResult } from './agent-gateway';
-import { transient } from './failures';
 
 /**
  * The worker's way to reach agents, whichever API instance holds their
@@ -77,7 +77,7 @@ export class AgentBus implements AgentGateway {
       if (!instance) {
         // Never leave a command behind that a later connection could run unexpectedly.
         await commands.dropPending(id);
-        throw transient(
+        throw fail(
           'AgentNotConnected',
           `no agent connected for runner '${runnerId}' (waited ${this.opts.connectWaitSeconds}s)`,
         );
@@ -113,7 +113,7 @@ export class AgentBus implements AgentGateway {
       const row = await this.status(id);
       if (row.state === 'done' || row.state === 'failed') return row;
       if (Date.now() >= deadline)
-        throw transient('AgentTimeout', `the agent did not answer within ${timeoutSeconds + 30}s`);
+        throw fail('AgentTimeout', `the agent did not answer within ${timeoutSeconds + 30}s`);
       await this.wake(id, this.opts.pollMs ?? 500);
     }
   }
@@ -125,10 +125,7 @@ export class AgentBus implements AgentGateway {
   private async status(id: string): Promise<CommandStatus> {
     const status = await this.store.commands.status(id);
     if (!status)
-      throw transient(
-        'AgentNotConnected',
-        'the agent command disappeared (its agent disconnected)',
-      );
+      throw fail('AgentNotConnected', 'the agent command disappeared (its agent disconnected)');
     return status;
   }
 

@@ -1,9 +1,9 @@
 import type { DataSource } from 'typeorm';
+import { fail } from '../common/fail';
 import type { InventoryStore, ProxmoxRunner, RunnerConfig } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
-import { permanent } from './failures';
 import type { GitLabClient } from './gitlab/client';
 import type { ProxmoxClient } from './proxmox/client';
 
@@ -27,6 +27,6 @@ export function inventoryRunner(
   runnerId: string,
 ): RunnerConfig {
   const r = deps.inventory.inventory.get(runnerId);
-  if (!r) throw permanent(`runner '${runnerId}' is not in the inventory`, 'RunnerNotInInventory');
+  if (!r) throw fail('RunnerNotInInventory', `runner '${runnerId}' is not in the inventory`);
   return r;
 }

@@ -5,7 +5,12 @@ import type {
   OperationOutcome,
   OperationResult,
 } from '../store/operation-log';
-import { errorText } from './failures';
+
+/** First line of an error, trimmed: error text that is safe to store and show. */
+export function errorText(err: unknown, max = 2000): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.split('\n')[0]!.slice(0, max);
+}
 
 /** What every side-effect step knows about its checkpoint. */
 export interface StepInput {

@@ -1,3 +1,4 @@
+import { fail } from '../common/fail';
 import type { Store } from '../store';
 import {
   ActiveCheckpointExists,
@@ -6,7 +7,6 @@ import {
   type NewCheckpoint,
 } from '../store/checkpoints';
 import type { OperationResult } from '../store/operation-log';
-import { conflict, permanent } from './failures';
 import { activityKey, writeOperation } from './operation-log';
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
@@ -22,7 +22,8 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
       return store.transaction(async (tx) => {
         const { id, superseded } = await tx.checkpoints.record(i).catch((err: unknown) => {
           if (err instanceof ActiveCheckpointExists) {
-            throw conflict(
+            throw fail(
+              'CheckpointConflict',
               `Active checkpoint already exists for runner '${i.runnerId}' (concurrent create)`,
             );
           }
@@ -78,12 +79,11 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
       if (outcome.changed) row = outcome.checkpoint;
       else {
         const current = outcome.current;
-        if (!current)
-          throw permanent(`checkpoint ${i.checkpointId} does not exist`, 'StateConflict');
+        if (!current) throw fail('StateConflict', `checkpoint ${i.checkpointId} does not exist`);
         if (current.state !== i.to) {
-          throw permanent(
-            `checkpoint '${current.name}' is ${current.state}, expected one of ${i.from.join(', ')}`,
+          throw fail(
             'StateConflict',
+            `checkpoint '${current.name}' is ${current.state}, expected one of ${i.from.join(', ')}`,
           );
         }
         row = current;

@@ -1,8 +1,8 @@
+import { fail } from '../common/fail';
 import type { RunnerConfig } from '../config/inventory';
 import { createStore } from '../store';
 import { cancelled, heartbeat, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
-import { transient } from './failures';
 import { activityKey, withOperation, type StepInput } from './operation-log';
 import { proxmoxClientFactory } from './proxmox/steps';
 
@@ -50,7 +50,7 @@ export function runnerActivities(deps: ActivityDeps) {
           );
           const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
           if (res.exitCode !== 0)
-            throw transient('CommandFailed', `${i.which} exited with ${res.exitCode}; ${output}`);
+            throw fail('CommandFailed', `${i.which} exited with ${res.exitCode}; ${output}`);
           return { value: undefined, detail: `exit 0; ${output}` };
         },
       );
@@ -83,7 +83,7 @@ export function runnerActivities(deps: ActivityDeps) {
           try {
             for (;;) {
               heartbeat(why);
-              if (cancelled()) throw transient('Cancelled', 'readiness wait cancelled');
+              if (cancelled()) throw fail('Cancelled', 'readiness wait cancelled');
               why = await notReadyReason(r, since);
               if (!why)
                 return {
@@ -91,7 +91,7 @@ export function runnerActivities(deps: ActivityDeps) {
                   detail: r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected',
                 };
               if (Date.now() >= deadline) {
-                throw transient(
+                throw fail(
                   'NotReady',
                   `runner '${r.runner_id}' not ready after ${deps.settings.readinessTimeoutSeconds}s: ${why}`,
                 );

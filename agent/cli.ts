@@ -1,18 +1,21 @@
 import type { RequestType } from '../common/agent-protocol';
+import { CLI_EXIT } from '../common/failures';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
 
 /**
  * The runner-side CLI commands `create`, `finalize` and `status` (SPEC §5). They
- * run in every CI job: this module and what it imports use Node builtins only.
+ * run in every CI job: this module and what it imports use Node builtins only
+ * (common/failures imports nothing; never common/fail, which loads Temporal).
  *
- * Exit codes: 0 success, 1 any error, 2 the agent is not running.
+ * Exit codes (CLI_EXIT of the failure catalog): 0 success, 1 any error,
+ * 2 the agent is not running.
  */
 
-export const EXIT_OK = 0;
-export const EXIT_ERROR = 1;
-export const EXIT_AGENT_NOT_RUNNING = 2;
+export const EXIT_OK = CLI_EXIT.ok;
+export const EXIT_ERROR = CLI_EXIT.error;
+export const EXIT_AGENT_NOT_RUNNING = CLI_EXIT.agentNotRunning;
 
 /** Where the commands write and what environment they see (tests substitute these). */
 export interface CliIo {

@@ -6,10 +6,8 @@ import {
   WorkflowUpdateFailedError,
   type Client,
 } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
-  FAILURE_TYPES,
   checkpointWorkflowId,
   createUpdate,
   finalizeUpdate,
@@ -18,6 +16,8 @@ import {
   type CheckpointWorkflowInput,
   type FinalizeReply,
 } from '../common/checkpoint';
+import { applicationFailureOf, failureTypeOf } from '../common/fail';
+import { httpStatusOf } from '../common/failures';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
 import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
@@ -37,24 +37,6 @@ function toDto(c: CheckpointView): CheckpointDto {
     created_at: c.createdAt.toISOString(),
     finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
   };
-}
-
-const STATUS_OF_FAILURE: Record<string, number> = {
-  [FAILURE_TYPES.conflict]: 409,
-  [FAILURE_TYPES.cooldown]: 429,
-  [FAILURE_TYPES.backendUnavailable]: 502,
-  [FAILURE_TYPES.backendTimeout]: 504,
-  [FAILURE_TYPES.invalidRequest]: 422,
-};
-
-/** The application failure behind an update error, if any. */
-function appFailure(err: unknown): ApplicationFailure | undefined {
-  let e: unknown = err;
-  for (let i = 0; i < 5 && e; i++) {
-    if (e instanceof ApplicationFailure) return e;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
 }
 
 export interface CheckpointServiceDeps {
@@ -129,7 +111,7 @@ export class CheckpointService {
           }),
         });
       } catch (err) {
-        if (appFailure(err)?.type === FAILURE_TYPES.runClosing && attempt < 50) {
+        if (failureTypeOf(err) === 'RunClosing' && attempt < 50) {
           await new Promise((r) => setTimeout(r, 100));
           continue;
         }
@@ -153,8 +135,7 @@ export class CheckpointService {
         args: [{ checkpointName: row.name, status: req.status, source: req.source }],
       });
     } catch (err) {
-      const type = appFailure(err)?.type;
-      if (err instanceof WorkflowNotFoundError || type === FAILURE_TYPES.notActive) {
+      if (err instanceof WorkflowNotFoundError || failureTypeOf(err) === 'CheckpointNotActive') {
         const now = await this.d.records.findByName(req.checkpoint_name);
         if (now && !isActiveState(now.state))
           return { detail: 'Already finalized', state: now.state };
@@ -181,7 +162,7 @@ export class CheckpointService {
       });
       return { runner_id: runnerId, ready: r.ready, detail: r.detail };
     } catch (err) {
-      const failure = appFailure(err);
+      const failure = applicationFailureOf(err);
       if (failure) return { runner_id: runnerId, ready: false, detail: failure.message };
       throw this.mapError(err, 'readiness');
     }
@@ -197,13 +178,10 @@ export class CheckpointService {
 
   private mapError(err: unknown, op: string): HttpError {
     if (err instanceof HttpError) return err;
-    const failure = appFailure(err);
-    if (
-      err instanceof WorkflowUpdateFailedError &&
-      failure?.type &&
-      STATUS_OF_FAILURE[failure.type]
-    ) {
-      return new HttpError(STATUS_OF_FAILURE[failure.type]!, failure.message);
+    // A workflow's answer to an update, of a type callers receive: its status and message.
+    const status = httpStatusOf(failureTypeOf(err));
+    if (err instanceof WorkflowUpdateFailedError && status !== undefined) {
+      return new HttpError(status, applicationFailureOf(err)!.message);
     }
     if (err instanceof ServiceError || (err as { code?: number }).code === 14) {
       this.d.log.warn({ op, err: (err as Error).message }, 'Temporal unavailable');

@@ -1,6 +1,6 @@
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import { fail } from '../../common/fail';
 import type { FinalizeStatus } from '../../common/states';
-import { permanent, transient } from '../failures';
 
 export type JobState = FinalizeStatus | 'running';
 
@@ -53,7 +53,7 @@ export class GitLabClient {
       });
     } catch (err) {
       const e = err as { code?: string; message?: string };
-      throw transient(
+      throw fail(
         /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED'
           ? 'BackendTimeout'
           : 'GitLabUnavailable',
@@ -71,14 +71,12 @@ export class GitLabClient {
     if (res.status === 429) {
       // Honour Retry-After: the next attempt waits as long as GitLab asked.
       const after = Number(res.headers['retry-after']);
-      throw transient(
-        'GitLabRateLimited',
-        msg,
-        Number.isFinite(after) && after >= 0 ? after * 1000 : 60_000,
-      );
+      throw fail('GitLabRateLimited', msg, {
+        nextRetryDelayMs: Number.isFinite(after) && after >= 0 ? after * 1000 : 60_000,
+      });
     }
-    if (res.status >= 500) throw transient('GitLabUnavailable', msg);
-    throw permanent(msg, 'PermanentFailure');
+    if (res.status >= 500) throw fail('GitLabUnavailable', msg);
+    throw fail('PermanentFailure', msg);
   }
 
   /** The job's status through the project jobs API (the global /jobs/:id is not public). */

@@ -1,6 +1,6 @@
 import type { Agent as HttpsAgent } from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
-import { permanent, transient } from '../failures';
+import { fail } from '../../common/fail';
 
 /** Proxmox VE API coordinates of one VM (secrets stay in the worker: never in workflow history). */
 export interface ProxmoxTarget {
@@ -170,9 +170,9 @@ export class ProxmoxClient {
   ): Promise<string> {
     const m = UPID_RE.exec(upid);
     if (!m)
-      throw permanent(
-        `Proxmox returned an unparsable task id: ${JSON.stringify(upid).slice(0, 120)}`,
+      throw fail(
         'PermanentFailure',
+        `Proxmox returned an unparsable task id: ${JSON.stringify(upid).slice(0, 120)}`,
       );
     const path = `/nodes/${encodeURIComponent(m[1]!)}/tasks/${encodeURIComponent(upid)}/status`;
     const deadline = Date.now() + opts.timeoutMs;
@@ -184,7 +184,7 @@ export class ProxmoxClient {
         throw new ProxmoxTaskError(upid, st.exitstatus ?? 'unknown exit status');
       }
       if (Date.now() >= deadline) {
-        throw transient(
+        throw fail(
           'BackendTimeout',
           `Proxmox task ${m[3]} on VM ${this.t.vmid} still running after ${Math.round(opts.timeoutMs / 1000)}s`,
         );
@@ -208,18 +208,14 @@ function classifyHttpError(res: AxiosResponse, what: string) {
   const reason = reasonOf(res);
   const msg = `Proxmox ${what}: ${res.status} ${reason}`;
   if (res.status === 401)
-    return permanent(
-      `Proxmox rejected the API token (${res.status} ${reason})`,
-      'PermanentFailure',
-    );
-  if (res.status === 403)
-    return permanent(`Proxmox denied permission: ${reason}`, 'PermanentFailure');
-  if (res.status === 400 || res.status === 501) return permanent(msg, 'PermanentFailure');
+    return fail('PermanentFailure', `Proxmox rejected the API token (${res.status} ${reason})`);
+  if (res.status === 403) return fail('PermanentFailure', `Proxmox denied permission: ${reason}`);
+  if (res.status === 400 || res.status === 501) return fail('PermanentFailure', msg);
   if (res.status === 500 && /Configuration file .* does not exist/.test(reason))
-    return permanent(`Proxmox: VM not found (${reason})`, 'PermanentFailure');
+    return fail('PermanentFailure', `Proxmox: VM not found (${reason})`);
   if (TRANSPORT_STATUSES.has(res.status) || res.status >= 500)
-    return transient('ProxmoxUnavailable', msg);
-  return permanent(msg, 'PermanentFailure');
+    return fail('ProxmoxUnavailable', msg);
+  return fail('PermanentFailure', msg);
 }
 
 function classifyTransportError(err: unknown, what: string, baseUrl: string) {
@@ -229,19 +225,16 @@ function classifyTransportError(err: unknown, what: string, baseUrl: string) {
     code === 'E2EPOOL_FINGERPRINT_MISMATCH' ||
     /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)
   ) {
-    return permanent(
-      `Proxmox at ${baseUrl}: TLS verification failed (${code}: ${e.message}); set proxmox_ca_file or proxmox_fingerprint for this runner`,
+    return fail(
       'PermanentFailure',
+      `Proxmox at ${baseUrl}: TLS verification failed (${code}: ${e.message}); set proxmox_ca_file or proxmox_fingerprint for this runner`,
     );
   }
   if (TRANSIENT_CODES.has(code) || /timeout/i.test(e.message ?? '')) {
-    return transient(
+    return fail(
       code === 'ETIMEDOUT' || code === 'ECONNABORTED' ? 'BackendTimeout' : 'ProxmoxUnavailable',
       `Proxmox ${what}: ${code || e.message}`,
     );
   }
-  return transient(
-    'ProxmoxUnavailable',
-    `Proxmox ${what}: ${code || e.message || 'request failed'}`,
-  );
+  return fail('ProxmoxUnavailable', `Proxmox ${what}: ${code || e.message || 'request failed'}`);
 }

@@ -1,9 +1,9 @@
 import { snapshotDescription } from '../../common/checkpoint';
+import { fail } from '../../common/fail';
 import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
 import { createStore } from '../../store';
 import { heartbeat } from '../context';
 import { inventoryRunner, type ActivityDeps } from '../deps';
-import { permanent, transient } from '../failures';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import { ProxmoxClient, ProxmoxTaskError, isTransientTaskError } from './client';
 import { proxmoxHttpsAgent } from './tls';
@@ -15,7 +15,7 @@ const OURS = snapshotDescription('');
 export function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
   const r = inventoryRunner(deps, runnerId);
   if (r.backend !== 'proxmox')
-    throw permanent(`runner '${runnerId}' is not a proxmox runner`, 'RunnerNotInInventory');
+    throw fail('RunnerNotInInventory', `runner '${runnerId}' is not a proxmox runner`);
   return r;
 }
 
@@ -79,8 +79,8 @@ export function proxmoxActivities(deps: ActivityDeps) {
     } catch (err) {
       if (!(err instanceof ProxmoxTaskError)) throw err;
       if (tolerate?.test(err.exitstatus)) return err.exitstatus;
-      if (isTransientTaskError(err.exitstatus)) throw transient('ProxmoxLocked', err.message);
-      throw permanent(err.message, 'PermanentFailure');
+      if (isTransientTaskError(err.exitstatus)) throw fail('ProxmoxLocked', err.message);
+      throw fail('PermanentFailure', err.message);
     }
   }
 
@@ -124,7 +124,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
         if (mine) {
           // Half-made by an earlier attempt. If that attempt's task still runs, wait for it.
           if ((await client.vmStatus()).lock === 'snapshot') {
-            throw transient(
+            throw fail(
               'BackendTimeout',
               `an earlier snapshot task for '${i.snapshotName}' on VM ${r.proxmox_vmid} is still running`,
             );
@@ -178,9 +178,9 @@ export function proxmoxActivities(deps: ActivityDeps) {
       await withOperation(operations, meta(i, 'rollback'), async () => {
         const snap = (await client.listSnapshots()).find((s) => s.name === i.snapshotName);
         if (!snap)
-          throw permanent(
-            `snapshot '${i.snapshotName}' does not exist: cannot roll back`,
+          throw fail(
             'PermanentFailure',
+            `snapshot '${i.snapshotName}' does not exist: cannot roll back`,
           );
         const exit = await runTask(client, () => client.rollback(i.snapshotName));
         return { value: undefined, detail: `rolled back to '${i.snapshotName}': ${exit}` };

@@ -1,5 +1,5 @@
 import type { AgentGateway, ExecResult } from '../../activities/agent-gateway';
-import { transient } from '../../activities/failures';
+import { fail } from '../../common/fail';
 
 /**
  * Test double of the agent gateway (the real one is the WebSocket gateway):
@@ -25,7 +25,7 @@ export class FakeAgents implements AgentGateway {
 
   async exec(runnerId: string, cmd: string): Promise<ExecResult> {
     if (!this.connectedAt.has(runnerId))
-      throw transient('AgentNotConnected', `no agent connected for runner '${runnerId}'`);
+      throw fail('AgentNotConnected', `no agent connected for runner '${runnerId}'`);
     this.commands.push({ runnerId, cmd, at: new Date() });
     return this.onExec(runnerId, cmd);
   }
