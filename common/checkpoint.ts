@@ -105,17 +105,6 @@ export interface CheckpointOutcome {
   state: CheckpointState | null;
 }
 
-/** Application failure types the workflow reports to callers (mapped to HTTP by the API). */
-export const FAILURE_TYPES = {
-  conflict: 'CheckpointConflict', // 409
-  cooldown: 'CooldownActive', // 429
-  notActive: 'CheckpointNotActive', // finalize for a checkpoint this run no longer holds
-  backendUnavailable: 'BackendUnavailable', // 502
-  backendTimeout: 'BackendTimeout', // 504
-  invalidRequest: 'InvalidRequest', // 400/422
-  runClosing: 'RunClosing', // the run has finished and is closing: the API retries the create
-} as const;
-
 export const CHECKPOINT_WORKFLOW = 'checkpointWorkflow';
 
 /** One workflow id per runner: Temporal's id uniqueness makes "one active checkpoint per runner" atomic. */

@@ -1,5 +1,6 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import { NON_RETRYABLE_TYPES } from '../common/failures';
 
 const { checkReadiness } = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
@@ -7,7 +8,7 @@ const { checkReadiness } = proxyActivities<Activities>({
   retry: {
     maximumAttempts: 2,
     initialInterval: '500 milliseconds',
-    nonRetryableErrorTypes: ['RunnerNotInInventory'],
+    nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
   },
 });
 
