@@ -26,7 +26,7 @@ import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import {
   createCheckpoint,
-  permanentFailure,
+  nonRetryable,
   startWorkflowHarness,
   StubActivities,
   type RunnerSpec,
@@ -118,7 +118,7 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
   },
   async 'poller-job-failed'(h, s) {
     let polls = 0;
-    s.on('pollJobStatus', () => (++polls >= 2 ? 'failed' : 'running'));
+    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
     const r = runner('bare_metal', 9);
     await createCheckpoint(h, r, inputFor(r), { jobId: '103', projectId: '5' });
     await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
@@ -135,7 +135,7 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
   },
   async 'create-failure'(h, s) {
     s.on('takeSnapshot', () => {
-      throw permanentFailure('snapshot failed: storage full');
+      throw nonRetryable('snapshot failed: storage full');
     });
     const r = runner('proxmox', 10);
     await expect(
@@ -147,7 +147,7 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
   async 'needs-attention-retry'(h, s) {
     let fail = true;
     s.on('runRunnerCommand', () => {
-      if (fail) throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+      if (fail) throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
     });
     const r = runner('bare_metal', 11);
     const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
@@ -163,7 +163,7 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
   },
   async 'needs-attention-release'(h, s) {
     s.on('runRunnerCommand', () => {
-      throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+      throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
     });
     const r = runner('bare_metal', 12);
     const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
@@ -178,7 +178,7 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
   },
   async 'canceled-while-paused'(h, s) {
     s.on('runRunnerCommand', () => {
-      throw permanentFailure('reset_cmd exited with 7', 'CommandFailed');
+      throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
     });
     const r = runner('bare_metal', 13);
     const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {

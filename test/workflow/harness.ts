@@ -57,7 +57,7 @@ export class StubActivities {
 
   private defaults(): Record<string, StubFn> {
     return {
-      recordCheckpoint: () => ({ id: this.nextId++ }),
+      recordCheckpoint: () => ({ id: this.nextId++, pollJobs: true }),
       transitionCheckpoint: () => undefined,
       noteOperation: () => undefined,
       takeSnapshot: () => undefined,
@@ -87,8 +87,11 @@ export class StubActivities {
   }
 }
 
-/** A failure no retry fixes, as a real activity would throw it. */
-export function permanentFailure(message: string, type = 'PermanentFailure'): ApplicationFailure {
+/**
+ * A failure that is not retried, whatever its type: makes a step fail at once
+ * instead of after its retry budget (real activities raise through common/fail.ts).
+ */
+export function nonRetryable(message: string, type = 'PermanentFailure'): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true });
 }
 
@@ -107,7 +110,8 @@ function quietRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   try {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    // Stubs fail on purpose; the SDK would log each failed attempt as a warning.
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
   } catch {
     /* already installed by another helper in this process */
   }
@@ -162,7 +166,8 @@ export interface RunnerSpec {
 export async function createCheckpoint(
   h: WorkflowHarness,
   runner: RunnerSpec,
-  input: Record<string, unknown>,
+  /** The workflow input: today's shape, or an older one the recorder replays. */
+  input: object,
   req: { jobId: string; projectId?: string | null; caller?: string | null },
 ): Promise<CheckpointDto> {
   return h.client.workflow.executeUpdateWithStart(createUpdate, {

@@ -1,0 +1,277 @@
+/**
+ * The checkpoint workflow's branches from create to terminal state, on the
+ * real dev server with stubbed activities: create and its compensation, and
+ * each way a job ends (finalize, poller, TTL).
+ */
+import { WorkflowFailedError } from '@temporalio/client';
+import { fail } from '../../common/fail';
+import {
+  createCheckpoint,
+  nonRetryable,
+  startWorkflowHarness,
+  type WorkflowHarness,
+} from './harness';
+import {
+  finalize,
+  gate,
+  handle,
+  input,
+  runner,
+  steps,
+  transitions,
+  updateFailure,
+  waitPhase,
+} from './fixtures';
+
+let h: WorkflowHarness;
+beforeEach(async () => {
+  h = await startWorkflowHarness();
+});
+afterEach(async () => h?.stop());
+
+describe('create', () => {
+  it('records the checkpoint and takes the snapshot, answering the DTO', async () => {
+    const r = runner('proxmox');
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '7001', projectId: '5' });
+    expect(cp).toMatchObject({
+      runner_id: r.runnerId,
+      job_id: '7001',
+      state: 'created',
+      finalize_status: null,
+      finalize_source: null,
+      finalized_at: null,
+    });
+    expect(cp.name).toMatch(/^job-7001-\d+-[0-9a-f]{8}$/);
+    expect(h.stubs.names()).toEqual(['recordCheckpoint', 'takeSnapshot']);
+    expect(h.stubs.callsOf('takeSnapshot')[0]!.input).toMatchObject({ snapshotName: cp.name });
+    await handle(h, r).terminate();
+  });
+
+  it('a failed snapshot is compensated: snapshot removed, row create_failed, caller told 502', async () => {
+    h.stubs.on('takeSnapshot', () => {
+      throw nonRetryable('Proxmox rejected the API token (401 authentication failure)');
+    });
+    const r = runner('proxmox');
+    const f = await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7002' }));
+    expect(f).toEqual({
+      type: 'BackendUnavailable',
+      message:
+        'Checkpoint could not be created: PermanentFailure: Proxmox rejected the API token (401 authentication failure)',
+    });
+    expect(steps(h.stubs.calls)).toEqual(['takeSnapshot', 'removeSnapshot']);
+    expect(transitions(h.stubs.calls)).toEqual(['create_failed']);
+    expect(await handle(h, r).result()).toMatchObject({ state: 'create_failed' });
+  });
+
+  it('a snapshot that times out is a 504, by its type', async () => {
+    h.stubs.on('takeSnapshot', () => {
+      throw fail('BackendTimeout', 'Proxmox task qmsnapshot on VM 100 still running after 600s');
+    });
+    const r = runner('proxmox');
+    const f = await updateFailure(
+      createCheckpoint(h, r, input(r, { resetMaxAttempts: 1 }), { jobId: '7003' }),
+    );
+    expect(f.type).toBe('BackendTimeout');
+    expect(f.message).toContain('still running after 600s');
+    expect(transitions(h.stubs.calls)).toEqual(['create_failed']);
+  });
+
+  it('a conflict found by the database reaches the caller as a conflict, nothing to compensate', async () => {
+    h.stubs.on('recordCheckpoint', () => {
+      throw fail('CheckpointConflict', "Active checkpoint already exists for runner 'x'");
+    });
+    const r = runner('proxmox');
+    const f = await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7004' }));
+    expect(f).toEqual({
+      type: 'CheckpointConflict',
+      message: "Active checkpoint already exists for runner 'x'",
+    });
+    expect(steps(h.stubs.calls)).toEqual([]);
+    expect(transitions(h.stubs.calls)).toEqual([]);
+  });
+
+  it('validators: a second create is 409, a finalize of another name is refused, cooldown is 429', async () => {
+    const r = runner('bare_metal', { gitlabRunnerId: null });
+    const cp = await createCheckpoint(h, r, input(r, { cooldownSeconds: 30 }), { jobId: '7005' });
+    expect(await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7006' }))).toEqual({
+      type: 'CheckpointConflict',
+      message: `Active checkpoint '${cp.name}' already exists for runner '${r.runnerId}'`,
+    });
+    expect(await updateFailure(finalize(h, r, 'job-1-1-abcdef12', 'success'))).toEqual({
+      type: 'CheckpointNotActive',
+      message: 'Checkpoint is not held by this workflow run',
+    });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'cooldown');
+    expect(await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7007' }))).toEqual({
+      type: 'CooldownActive',
+      message: 'Cooldown period active, try again later',
+    });
+    expect(await finalize(h, r, cp.name, 'success')).toEqual({
+      detail: 'Already finalized',
+      state: 'reset',
+    });
+    await handle(h, r).terminate();
+  });
+});
+
+describe('the end of the job', () => {
+  it('finalize failure on Proxmox: pause, stop, rollback, start, readiness since the boot, snapshot removed, unpause → reset', async () => {
+    const r = runner('proxmox');
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '7010' });
+    expect(await finalize(h, r, cp.name, 'failure')).toEqual({
+      detail: 'Finalize queued',
+      checkpoint_name: cp.name,
+    });
+    expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
+    expect(steps(h.stubs.calls)).toEqual([
+      'takeSnapshot',
+      'pauseRunner',
+      'stopVm',
+      'rollbackVm',
+      'startVm',
+      'waitUntilReady',
+      'removeSnapshot',
+      'unpauseRunner',
+    ]);
+    expect(transitions(h.stubs.calls)).toEqual(['finalize_queued', 'reset']);
+    const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
+    expect(queued).toMatchObject({ finalizeStatus: 'failure', finalizeSource: 'hook' });
+    expect(h.stubs.callsOf('waitUntilReady')[0]!.input.since).toEqual(expect.any(String));
+    expect(h.stubs.callsOf('pauseRunner')[0]!.input).toMatchObject({ gitlabRunnerId: 40 });
+  });
+
+  it('finalize success on bare metal cleans up (deleted); with reset_on_success it resets', async () => {
+    const a = runner('bare_metal', { gitlabRunnerId: null });
+    const cpA = await createCheckpoint(h, a, input(a), { jobId: '7011' });
+    await finalize(h, a, cpA.name, 'success');
+    expect(await handle(h, a).result()).toMatchObject({ state: 'deleted' });
+    expect(h.stubs.callsOf('runRunnerCommand').map((c) => c.input.which)).toEqual(['cleanup_cmd']);
+
+    const b = runner('bare_metal', { gitlabRunnerId: null, resetOnSuccess: true });
+    const cpB = await createCheckpoint(h, b, input(b), { jobId: '7012' });
+    await finalize(h, b, cpB.name, 'success');
+    expect(await handle(h, b).result()).toMatchObject({ state: 'reset' });
+    expect(h.stubs.callsOf('runRunnerCommand').map((c) => c.input.which)).toEqual([
+      'cleanup_cmd',
+      'reset_cmd',
+    ]);
+    // No GitLab runner: nothing to pause, nothing to unpause.
+    expect(h.stubs.names()).not.toContain('pauseRunner');
+    expect(h.stubs.names()).not.toContain('unpauseRunner');
+  });
+
+  it('the poller ends the job with GitLab’s status and source poller', async () => {
+    let polls = 0;
+    h.stubs.on('pollJobStatus', () => (++polls >= 2 ? 'canceled' : 'running'));
+    const r = runner('bare_metal');
+    await createCheckpoint(h, r, input(r), { jobId: '7013', projectId: '9' });
+    expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
+    expect(h.stubs.callsOf('pollJobStatus').map((c) => c.input)).toEqual([
+      { projectId: '9', jobId: '7013' },
+      { projectId: '9', jobId: '7013' },
+    ]);
+    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+      to: 'finalize_queued',
+      finalizeStatus: 'canceled',
+      finalizeSource: 'poller',
+    });
+    expect(h.stubs.names()).not.toContain('noteOperation');
+  });
+
+  it('without a project id, or when the worker does not poll, nothing polls: the note says why and the TTL ends it (gc_reset)', async () => {
+    h.stubs.on('recordCheckpoint', () => ({ id: 424242, pollJobs: false }));
+    const r = runner('proxmox');
+    await createCheckpoint(h, r, input(r, { ttlSeconds: 2 }), { jobId: '7014', projectId: '9' });
+    expect(await handle(h, r).result()).toMatchObject({ state: 'gc_reset' });
+    expect(h.stubs.callsOf('noteOperation')[0]!.input).toMatchObject({
+      operation: 'poller',
+      result: 'skipped',
+      detail: 'GitLab job polling is disabled: the job end is detected by finalize or the TTL only',
+    });
+    expect(h.stubs.names()).not.toContain('pollJobStatus');
+    // The TTL path resets (never cleans up), and leaves the finalize status empty.
+    expect(steps(h.stubs.calls)).toContain('rollbackVm');
+    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+      to: 'finalize_queued',
+      finalizeStatus: null,
+      finalizeSource: null,
+    });
+  });
+
+  it('finalize answers once the pause is done, and no later than finalizeAckSeconds while GitLab is slow', async () => {
+    const pause = gate();
+    let pauseDone = false;
+    h.stubs.on('pauseRunner', async () => {
+      await pause.promise;
+      pauseDone = true;
+      return { pausedByUs: true };
+    });
+    const r = runner('bare_metal');
+    const cp = await createCheckpoint(h, r, input(r, { finalizeAckSeconds: 1 }), {
+      jobId: '7015',
+    });
+    // Slow GitLab: the answer comes after about a second, the pause still running.
+    await finalize(h, r, cp.name, 'failure');
+    expect(pauseDone).toBe(false);
+    pause.open();
+    expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
+
+    const pause2 = gate();
+    let pause2Done = false;
+    h.stubs.on('pauseRunner', async () => {
+      await pause2.promise;
+      pause2Done = true;
+      return { pausedByUs: true };
+    });
+    const r2 = runner('bare_metal');
+    const cp2 = await createCheckpoint(h, r2, input(r2), { jobId: '7016' });
+    const answered = finalize(h, r2, cp2.name, 'failure');
+    await waitPhase(h, r2, 'finalizing');
+    pause2.open();
+    await answered;
+    expect(pause2Done).toBe(true);
+    expect(await handle(h, r2).result()).toMatchObject({ state: 'reset' });
+  });
+
+  it('a failed pause does not stop the reset, and is undone; a runner paused by someone else stays paused', async () => {
+    h.stubs.on('pauseRunner', () => {
+      throw nonRetryable('GitLab set runner paused: 403 Forbidden');
+    });
+    const a = runner('bare_metal');
+    const cpA = await createCheckpoint(h, a, input(a), { jobId: '7017' });
+    await finalize(h, a, cpA.name, 'failure');
+    expect(await handle(h, a).result()).toMatchObject({ state: 'reset' });
+    expect(steps(h.stubs.calls)).toEqual([
+      'pauseRunner',
+      'runRunnerCommand',
+      'waitUntilReady',
+      'unpauseRunner',
+    ]);
+
+    h.stubs.on('pauseRunner', () => ({ pausedByUs: false }));
+    const b = runner('bare_metal');
+    const before = h.stubs.calls.length;
+    const cpB = await createCheckpoint(h, b, input(b), { jobId: '7018' });
+    await finalize(h, b, cpB.name, 'failure');
+    expect(await handle(h, b).result()).toMatchObject({ state: 'reset' });
+    expect(steps(h.stubs.calls.slice(before))).toEqual([
+      'pauseRunner',
+      'runRunnerCommand',
+      'waitUntilReady',
+    ]);
+  });
+
+  it('a run started without a create waits for one and does nothing; canceling it ends it', async () => {
+    const r = runner('bare_metal');
+    await h.client.workflow.start('checkpointWorkflow', {
+      workflowId: `e2epool-runner-${r.runnerId}`,
+      taskQueue: h.taskQueue,
+      args: [input(r)],
+    });
+    await waitPhase(h, r, 'waiting_for_create');
+    await handle(h, r).cancel();
+    await expect(handle(h, r).result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    expect(h.stubs.calls).toEqual([]);
+  });
+});
