@@ -48,15 +48,15 @@ const POLL_CASES = [
     job: 102,
   },
 ];
-const INVENTORY = `runners:
-${bareMetalRunnerYaml(R.fail, { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' })}${bareMetalRunnerYaml(R.cleanup, { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' })}${bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true })}${POLL_CASES.map(
-  (p) =>
-    bareMetalRunnerYaml(p.runner, {
-      reset_cmd: '/opt/reset.sh',
-      cleanup_cmd: '/opt/cleanup.sh',
-      gitlab_runner_id: p.gitlabRunner,
-    }),
-).join('')}`;
+const SCRIPTS = { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' };
+const INVENTORY = `runners:\n${[
+  bareMetalRunnerYaml(R.fail, SCRIPTS),
+  bareMetalRunnerYaml(R.cleanup, SCRIPTS),
+  bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true }),
+  ...POLL_CASES.map((p) =>
+    bareMetalRunnerYaml(p.runner, { ...SCRIPTS, gitlab_runner_id: p.gitlabRunner }),
+  ),
+].join('')}`;
 
 describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () => {
   const agents = new FakeAgents();

@@ -40,8 +40,14 @@ describe('operators: needs_attention, retry, release, query, search attributes',
     gitlab = await startGitLabStandIn();
     gitlab.addRunner(CANCEL_GITLAB_RUNNER);
     c = await startTestController({
-      inventory: `runners:
-${bareMetalRunnerYaml(R.retry, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunnerYaml(R.release, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunnerYaml(R.find, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunnerYaml(R.cancel, { reset_cmd: '/opt/reset.sh', gitlab_runner_id: CANCEL_GITLAB_RUNNER })}`,
+      inventory: `runners:\n${Object.values(R)
+        .map((r) =>
+          bareMetalRunnerYaml(r, {
+            reset_cmd: '/opt/reset.sh',
+            ...(r === R.cancel ? { gitlab_runner_id: CANCEL_GITLAB_RUNNER } : {}),
+          }),
+        )
+        .join('')}`,
       agents,
       env: {
         E2EPOOL_RESET_MAX_ATTEMPTS: '2',
@@ -66,7 +72,9 @@ ${bareMetalRunnerYaml(R.retry, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunner
 
   async function stuck(r: TestRunner) {
     failing.add(r.id);
-    const name = (await as(r).create(r.id, `${r.id}-job`)).body.name as string;
+    const created = await as(r).create(r.id, `${r.id}-job`);
+    expect(created.status).toBe(201);
+    const name = created.body.name as string;
     const { handle, runId } = await runOf(r, name);
     expect((await as(r).finalize(name, 'failure')).status).toBe(202);
     await waitFor(
@@ -167,7 +175,9 @@ ${bareMetalRunnerYaml(R.retry, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunner
 
   it('finds checkpoints by runner, job id, name and state, and shows a summary', async () => {
     const r = R.find;
-    const name = (await as(r).create(r.id, 'find-me')).body.name as string;
+    const created = await as(r).create(r.id, 'find-me');
+    expect(created.status).toBe(201);
+    const name = created.body.name as string;
     const { handle, runId } = await runOf(r, name);
     const hits = await waitFor('visibility', async () => {
       const out = [];
