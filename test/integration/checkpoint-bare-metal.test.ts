@@ -2,6 +2,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  runEnded,
   startTestController,
   type TestController,
 } from '../helpers/controller';
@@ -127,6 +128,7 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     });
 
     expect(agents.commandsFor(r.id)).toEqual(['/opt/reset.sh']);
+    await runEnded(c, r.id); // the state's own log row is written just after the state
     const ops = await operations(c.ds, name);
     expect(ops.map((o) => `${o.operation}:${o.result}`)).toEqual([
       'create:ok',

@@ -3,6 +3,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  runEnded,
   startTestController,
   type TestController,
 } from '../helpers/controller';
@@ -131,6 +132,7 @@ describe('proxmox checkpoints over REST', () => {
       paused: false,
       pausedHistory: [true, false],
     });
+    await runEnded(c, r.id); // the state's own log row is written just after the state
     const ops = (await operations(c.ds, name)).map((o) => `${o.operation}:${o.result}`);
     expect(ops).toEqual([
       'create:ok',

@@ -139,6 +139,8 @@ describe('operators: needs_attention, retry, release, query, search attributes',
       'reset after retry',
       async () => (await as(r).status(name)).body.state === 'reset',
     );
+    // The row says `reset` just before the run logs it: the run's end is when the log is whole.
+    expect(await handle.result()).toEqual({ name, state: 'reset' });
     const ops = (await operations(c.ds, name)).map((o) => `${o.operation}:${o.result}`);
     expect(ops).toEqual([
       'create:ok',
