@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { agentConfig, type AgentConfig } from '../../agent/config';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest } from '../../agent/ipc';
+import { uniqueId } from '../helpers/env';
 import { runCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
 import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
 
-const RUNNER = 'metal-1';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A port nothing listens on. */
@@ -24,6 +24,7 @@ async function deadPort(): Promise<number> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('agent daemon against a controller', () => {
+  let runnerId: string;
   let token: string;
   let ctl: FakeController;
   let tmp: ReturnType<typeof tempDir>;
@@ -35,7 +36,7 @@ describe('agent daemon against a controller', () => {
     const agent = await startAgent(
       agentConfig({
         controllerUrl: ctl.url,
-        runnerId: RUNNER,
+        runnerId,
         token,
         socketPath,
         reconnectMaxDelay: 5,
@@ -56,12 +57,13 @@ describe('agent daemon against a controller', () => {
 
   beforeAll(() => requireBuiltCli());
   beforeEach(async () => {
+    runnerId = uniqueId('metal'); // a runner of each test's own
     token = `tok-${randomBytes(8).toString('hex')}`;
     tmp = tempDir();
     socketPath = join(tmp.dir, 'agent.sock');
     agents = [];
     logs = memoryLogger();
-    ctl = await new FakeController({ [RUNNER]: token }).start();
+    ctl = await new FakeController({ [runnerId]: token }).start();
   });
   afterEach(async () => {
     await Promise.all(agents.map((a) => a.stop()));
@@ -107,7 +109,7 @@ describe('agent daemon against a controller', () => {
     const busy = await cli(['create', '--job-id', '8']);
     expect(busy.code).toBe(1);
     expect(busy.stderr).toMatch(
-      /^Error: Active checkpoint 'job-7-.*' already exists for runner 'metal-1'\n$/,
+      new RegExp(`^Error: Active checkpoint 'job-7-.*' already exists for runner '${runnerId}'\n$`),
     );
   });
 
@@ -207,7 +209,7 @@ describe('agent daemon against a controller', () => {
   });
 
   it('backs off after 4401 or an old controller refusing its token, and says why without the token', async () => {
-    const old = await new FakeController({ [RUNNER]: token }).start();
+    const old = await new FakeController({ [runnerId]: token }).start();
     old.mode = 'old';
     try {
       const started = Date.now();
@@ -229,7 +231,7 @@ describe('agent daemon against a controller', () => {
       const errors = logs.lines().filter((l) => l.includes('rejected the credentials'));
       expect(errors).toHaveLength(2);
       for (const line of errors) {
-        expect(line).toContain(`runner '${RUNNER}'`);
+        expect(line).toContain(`runner '${runnerId}'`);
         expect(JSON.parse(line).level).toBe(50);
       }
       expect(logs.text()).not.toMatch(/wrong-token/);

@@ -5,6 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { AgentGateway } from '../../activities/agent-gateway';
 import type { GitLabClient } from '../../activities/gitlab/client';
 import { startApiServer, type ApiServer } from '../../api/server';
+import { checkpointWorkflowId } from '../../common/checkpoint';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
@@ -147,6 +148,15 @@ export function restClient(baseUrl: () => string, token: string) {
     status: (name: string) => call('GET', `/checkpoint/status/${encodeURIComponent(name)}`),
     call,
   };
+}
+
+/**
+ * Waits until the runner's workflow run has ended. The state a checkpoint
+ * reaches is visible (status, row) a moment before the run's last writes, such
+ * as that state's operation-log row: wait for this before reading those.
+ */
+export async function runEnded(c: TestController, runnerId: string): Promise<unknown> {
+  return c.client.workflow.getHandle(checkpointWorkflowId(runnerId)).result();
 }
 
 /** Operation-log rows of a checkpoint, in order. */

@@ -28,12 +28,45 @@ export function writeInventory(yaml: string): string {
   return path;
 }
 
-export const BARE_METAL_INVENTORY = `runners:
-  - runner_id: metal-1
-    backend: bare_metal
-    token: test-token-metal-1
-    reset_cmd: "true"
-`;
+/**
+ * A runner of one test: its id is fresh (see `uniqueId`), so its Temporal
+ * workflow id (`e2epool-runner-<id>`) is too. Tests share one Temporal server;
+ * a runner id used by two tests lets one of them see the other's run.
+ */
+export interface TestRunner {
+  id: string;
+  token: string;
+}
+
+/** A fresh runner (id and token) for `label`, e.g. `testRunner('cancel')` → `cancel-1a2b3c4d`. */
+export function testRunner(label: string): TestRunner {
+  const id = uniqueId(label);
+  return { id, token: `tok-${id}-${randomBytes(4).toString('hex')}` };
+}
+
+/** Fresh runners for several tests at once, by label: `const r = testRunners(['cancel', 'retry'])`. */
+export function testRunners<K extends string>(labels: readonly K[]): Record<K, TestRunner> {
+  return Object.fromEntries(labels.map((l) => [l, testRunner(l)])) as Record<K, TestRunner>;
+}
+
+/** One bare-metal inventory entry (indented for a `runners:` list). */
+export function bareMetalRunnerYaml(
+  r: TestRunner,
+  extra: Record<string, string | number | boolean> = {},
+): string {
+  const lines = [
+    `  - runner_id: ${r.id}`,
+    '    backend: bare_metal',
+    `    token: ${r.token}`,
+    ...Object.entries({ reset_cmd: '"true"', ...extra }).map(([k, v]) => `    ${k}: ${v}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** An inventory of one bare-metal runner with a fresh id. */
+export function bareMetalInventory(r: TestRunner = testRunner('metal')): string {
+  return `runners:\n${bareMetalRunnerYaml(r)}`;
+}
 
 /** One inventory entry for a Proxmox runner served by a stand-in (indented for a `runners:` list). */
 export function proxmoxRunnerYaml(

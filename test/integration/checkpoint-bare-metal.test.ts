@@ -2,42 +2,73 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  runEnded,
   startTestController,
   type TestController,
 } from '../helpers/controller';
+import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
-const INVENTORY = `runners:
-  - runner_id: metal-1
-    backend: bare_metal
-    token: tok-metal-1
-    reset_cmd: /opt/reset.sh
-    cleanup_cmd: /opt/cleanup.sh
-  - runner_id: metal-2
-    backend: bare_metal
-    token: tok-metal-2
-    reset_cmd: /opt/reset.sh
-    reset_on_success: true
-  - runner_id: metal-poll
-    backend: bare_metal
-    token: tok-metal-poll
-    reset_cmd: /opt/reset.sh
-    cleanup_cmd: /opt/cleanup.sh
-    gitlab_runner_id: 32
-`;
+// One runner (so one workflow id on the shared Temporal server) per test.
+const R = testRunners([
+  'fail',
+  'cleanup',
+  'resetOnSuccess',
+  'pollFailed',
+  'pollSkipped',
+  'pollSuccess',
+]);
+/** The GitLab poller tests: GitLab status → finalize status → state, each on a runner and job of its own. */
+const POLL_CASES = [
+  {
+    gitlabStatus: 'failed',
+    status: 'failure',
+    state: 'reset',
+    cmd: '/opt/reset.sh',
+    runner: R.pollFailed,
+    gitlabRunner: 32,
+    job: 100,
+  },
+  {
+    gitlabStatus: 'skipped',
+    status: 'canceled',
+    state: 'reset',
+    cmd: '/opt/reset.sh',
+    runner: R.pollSkipped,
+    gitlabRunner: 33,
+    job: 101,
+  },
+  {
+    gitlabStatus: 'success',
+    status: 'success',
+    state: 'deleted',
+    cmd: '/opt/cleanup.sh',
+    runner: R.pollSuccess,
+    gitlabRunner: 34,
+    job: 102,
+  },
+];
+const SCRIPTS = { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' };
+const INVENTORY = `runners:\n${[
+  bareMetalRunnerYaml(R.fail, SCRIPTS),
+  bareMetalRunnerYaml(R.cleanup, SCRIPTS),
+  bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true }),
+  ...POLL_CASES.map((p) =>
+    bareMetalRunnerYaml(p.runner, { ...SCRIPTS, gitlab_runner_id: p.gitlabRunner }),
+  ),
+].join('')}`;
 
 describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () => {
   const agents = new FakeAgents();
   let c: TestController;
   let gitlab: GitLabStandIn;
-  const rest = (token: string) => restClient(() => c.api.url, token);
-  const as = (runner: string) => rest(`tok-${runner}`);
+  const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
 
   beforeAll(async () => {
-    for (const r of ['metal-1', 'metal-2', 'metal-poll']) agents.connect(r, new Date(0));
+    for (const r of Object.values(R)) agents.connect(r.id, new Date(0));
     gitlab = await startGitLabStandIn();
-    gitlab.addRunner(32);
+    for (const p of POLL_CASES) gitlab.addRunner(p.gitlabRunner);
     c = await startTestController({
       inventory: INVENTORY,
       agents,
@@ -54,20 +85,21 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     await gitlab?.close();
   });
 
-  async function until(name: string, token: string, state: string) {
+  async function until(name: string, runner: TestRunner, state: string) {
     return waitFor(`${name} to reach ${state}`, async () => {
-      const r = await rest(token).status(name);
+      const r = await as(runner).status(name);
       return r.body?.state === state ? r.body : undefined;
     });
   }
 
   it('creates (201), refuses a second active checkpoint (409), resets on failure and logs every step', async () => {
-    const api = rest('tok-metal-1');
-    const created = await api.create('metal-1', '1001', { caller: 'ci' });
+    const r = R.fail;
+    const api = as(r);
+    const created = await api.create(r.id, '1001', { caller: 'ci' });
     expect(created.status).toBe(201);
     expect(created.body).toEqual({
       name: expect.stringMatching(/^job-1001-\d+-[0-9a-f]{8}$/),
-      runner_id: 'metal-1',
+      runner_id: r.id,
       job_id: '1001',
       state: 'created',
       finalize_status: null,
@@ -77,10 +109,10 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     });
     const name = created.body.name as string;
 
-    const again = await api.create('metal-1', '1002');
+    const again = await api.create(r.id, '1002');
     expect(again).toEqual({
       status: 409,
-      body: { detail: `Active checkpoint '${name}' already exists for runner 'metal-1'` },
+      body: { detail: `Active checkpoint '${name}' already exists for runner '${r.id}'` },
     });
 
     const fin = await api.finalize(name, 'failure');
@@ -88,14 +120,15 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
       status: 202,
       body: { detail: 'Finalize queued', checkpoint_name: name },
     });
-    const done = await until(name, 'tok-metal-1', 'reset');
+    const done = await until(name, r, 'reset');
     expect(done).toMatchObject({
       finalize_status: 'failure',
       finalize_source: 'hook',
       finalized_at: expect.any(String),
     });
 
-    expect(agents.commandsFor('metal-1')).toEqual(['/opt/reset.sh']);
+    expect(agents.commandsFor(r.id)).toEqual(['/opt/reset.sh']);
+    await runEnded(c, r.id); // the state's own log row is written just after the state
     const ops = await operations(c.ds, name);
     expect(ops.map((o) => `${o.operation}:${o.result}`)).toEqual([
       'create:ok',
@@ -114,39 +147,37 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
   });
 
   it('takes the cleanup path on success (state deleted), and the reset path when reset_on_success is set', async () => {
-    const one = rest('tok-metal-1');
-    const a = (await one.create('metal-1', '2001')).body.name as string;
-    expect((await one.finalize(a, 'success')).status).toBe(202);
-    await until(a, 'tok-metal-1', 'deleted');
-    expect(agents.commandsFor('metal-1').slice(-1)).toEqual(['/opt/cleanup.sh']);
+    const one = R.cleanup;
+    const a = (await as(one).create(one.id, '2001')).body.name as string;
+    expect((await as(one).finalize(a, 'success')).status).toBe(202);
+    await until(a, one, 'deleted');
+    expect(agents.commandsFor(one.id)).toEqual(['/opt/cleanup.sh']);
 
-    const two = rest('tok-metal-2');
-    const b = (await two.create('metal-2', '2002')).body.name as string;
-    expect((await two.finalize(b, 'success')).status).toBe(202);
-    await until(b, 'tok-metal-2', 'reset');
-    expect(agents.commandsFor('metal-2')).toEqual(['/opt/reset.sh']);
+    const two = R.resetOnSuccess;
+    const b = (await as(two).create(two.id, '2002')).body.name as string;
+    expect((await as(two).finalize(b, 'success')).status).toBe(202);
+    await until(b, two, 'reset');
+    expect(agents.commandsFor(two.id)).toEqual(['/opt/reset.sh']);
   });
 
-  it.each([
-    ['failed', 'failure', 'reset', '/opt/reset.sh'],
-    ['skipped', 'canceled', 'reset', '/opt/reset.sh'],
-    ['success', 'success', 'deleted', '/opt/cleanup.sh'],
-  ])('the GitLab poller maps GitLab %s to %s → %s', async (gitlabStatus, status, state, cmd) => {
-    const job = 100 + ['failed', 'skipped', 'success'].indexOf(gitlabStatus);
-    gitlab.setJob(9, job, 'running');
-    const name = (await as('metal-poll').create('metal-poll', String(job), { project_id: '9' }))
-      .body.name as string;
-    // `canceling` is not an end: the job may still be on the runner.
-    gitlab.setJob(9, job, 'canceling');
-    await waitFor(
-      'a few polls',
-      () => gitlab.calls.filter((x) => x.path === `/api/v4/projects/9/jobs/${job}`).length >= 2,
-    );
-    expect((await as('metal-poll').status(name)).body.state).toBe('created');
-    gitlab.setJob(9, job, gitlabStatus);
-    const done = await until(name, 'tok-metal-poll', state);
-    expect(done).toMatchObject({ finalize_status: status, finalize_source: 'poller' });
-    expect(agents.commandsFor('metal-poll').slice(-1)).toEqual([cmd]);
-    expect(gitlab.runner(32).pausedHistory.slice(-2)).toEqual([true, false]);
-  });
+  it.each(POLL_CASES)(
+    'the GitLab poller maps GitLab $gitlabStatus to $status → $state',
+    async ({ gitlabStatus, status, state, cmd, runner, gitlabRunner, job }) => {
+      gitlab.setJob(9, job, 'running');
+      const name = (await as(runner).create(runner.id, String(job), { project_id: '9' })).body
+        .name as string;
+      // `canceling` is not an end: the job may still be on the runner.
+      gitlab.setJob(9, job, 'canceling');
+      await waitFor(
+        'a few polls',
+        () => gitlab.calls.filter((x) => x.path === `/api/v4/projects/9/jobs/${job}`).length >= 2,
+      );
+      expect((await as(runner).status(name)).body.state).toBe('created');
+      gitlab.setJob(9, job, gitlabStatus);
+      const done = await until(name, runner, state);
+      expect(done).toMatchObject({ finalize_status: status, finalize_source: 'poller' });
+      expect(agents.commandsFor(runner.id)).toEqual([cmd]);
+      expect(gitlab.runner(gitlabRunner).pausedHistory).toEqual([true, false]);
+    },
+  );
 });

@@ -5,18 +5,26 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerYaml } from '../helpers/env';
+import {
+  bareMetalRunnerYaml,
+  proxmoxRunnerYaml,
+  testRunners,
+  type TestRunner,
+} from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /** A checkpoint nobody finalizes is reset when its TTL expires, on both backends. */
+// One runner (so one workflow id on the shared Temporal server) per test.
+const R = testRunners(['vmTtl', 'metalTtl']);
+
 describe('TTL expiry, both backends', () => {
   const agents = new FakeAgents();
   let pve: ProxmoxStandIn;
   let gitlab: GitLabStandIn;
   let c: TestController;
-  const as = (runner: string) => restClient(() => c.api.url, `tok-${runner}`);
+  const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
 
   beforeAll(async () => {
     [pve, gitlab] = await Promise.all([
@@ -26,16 +34,12 @@ describe('TTL expiry, both backends', () => {
     pve.addVm('pve1', 301, { status: 'running' });
     gitlab.addRunner(31);
     agents.connectedWhen = (r) =>
-      r === 'vm-ttl' ? pve.vm('pve1', 301).status === 'running' : undefined;
-    agents.connect('metal-ttl', new Date(0));
+      r === R.vmTtl.id ? pve.vm('pve1', 301).status === 'running' : undefined;
+    agents.connect(R.metalTtl.id, new Date(0));
     c = await startTestController({
       agents,
       inventory: `runners:
-${proxmoxRunnerYaml(pve, { runnerId: 'vm-ttl', token: 'tok-vm-ttl', vmid: 301, extra: { gitlab_runner_id: 31 } })}  - runner_id: metal-ttl
-    backend: bare_metal
-    token: tok-metal-ttl
-    reset_cmd: /opt/reset.sh
-`,
+${proxmoxRunnerYaml(pve, { runnerId: R.vmTtl.id, token: R.vmTtl.token, vmid: 301, extra: { gitlab_runner_id: 31 } })}${bareMetalRunnerYaml(R.metalTtl, { reset_cmd: '/opt/reset.sh' })}`,
       env: {
         E2EPOOL_CHECKPOINT_TTL_SECONDS: '2',
         E2EPOOL_GITLAB_URL: gitlab.url,
@@ -48,7 +52,7 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'vm-ttl', token: 'tok-vm-ttl', vmid: 301, e
     await Promise.all([pve?.close(), gitlab?.close()]);
   });
 
-  async function until(runner: string, name: string, state: string) {
+  async function until(runner: TestRunner, name: string, state: string) {
     return waitFor(`${name} to reach ${state}`, async () => {
       const r = await as(runner).status(name);
       return r.body?.state === state ? r.body : undefined;
@@ -56,8 +60,9 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'vm-ttl', token: 'tok-vm-ttl', vmid: 301, e
   }
 
   it('proxmox: an unfinalized checkpoint is rolled back when its TTL expires (gc_reset), paused and unpaused', async () => {
-    const name = (await as('vm-ttl').create('vm-ttl', '1')).body.name as string;
-    const done = await until('vm-ttl', name, 'gc_reset');
+    const r = R.vmTtl;
+    const name = (await as(r).create(r.id, '1')).body.name as string;
+    const done = await until(r, name, 'gc_reset');
     expect(done).toMatchObject({ finalize_status: null, finalize_source: null });
     expect(pve.vm('pve1', 301)).toMatchObject({ rollbacks: 1, snapshots: [], status: 'running' });
     expect(gitlab.runner(31).pausedHistory).toEqual([true, false]);
@@ -65,10 +70,11 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'vm-ttl', token: 'tok-vm-ttl', vmid: 301, e
   });
 
   it('bare metal: an unfinalized checkpoint runs reset_cmd when its TTL expires (gc_reset)', async () => {
-    const name = (await as('metal-ttl').create('metal-ttl', '2')).body.name as string;
-    await until('metal-ttl', name, 'gc_reset');
-    expect(agents.commandsFor('metal-ttl')).toEqual(['/opt/reset.sh']);
-    expect((await as('metal-ttl').finalize(name, 'failure')).body).toEqual({
+    const r = R.metalTtl;
+    const name = (await as(r).create(r.id, '2')).body.name as string;
+    await until(r, name, 'gc_reset');
+    expect(agents.commandsFor(r.id)).toEqual(['/opt/reset.sh']);
+    expect((await as(r).finalize(name, 'failure')).body).toEqual({
       detail: 'Already finalized',
       state: 'gc_reset',
     });

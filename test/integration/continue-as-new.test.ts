@@ -3,6 +3,7 @@ import { checkpointWorkflowId, stateQuery } from '../../common/checkpoint';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
 import { FakeAgents } from '../helpers/fake-agents';
 import { restClient, startTestController, type TestController } from '../helpers/controller';
+import { bareMetalRunnerYaml, testRunner } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -17,6 +18,7 @@ describe('continue-as-new while waiting for the job', () => {
   let gitlab: GitLabStandIn;
   let c: TestController;
   const agents = new FakeAgents();
+  const r = testRunner('can');
 
   beforeAll(async () => {
     temporal = await startDevServer({
@@ -28,12 +30,11 @@ describe('continue-as-new while waiting for the job', () => {
       dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 60 },
     });
     gitlab = await startGitLabStandIn();
-    agents.connect('can-1', new Date(0));
+    agents.connect(r.id, new Date(0));
     c = await startTestController({
       temporalAddress: temporal.address,
       agents,
-      inventory:
-        'runners:\n  - runner_id: can-1\n    backend: bare_metal\n    token: tok-can-1\n    reset_cmd: /opt/reset.sh\n',
+      inventory: `runners:\n${bareMetalRunnerYaml(r, { reset_cmd: '/opt/reset.sh' })}`,
       env: {
         E2EPOOL_GITLAB_URL: gitlab.url,
         E2EPOOL_GITLAB_TOKEN: gitlab.token,
@@ -49,14 +50,14 @@ describe('continue-as-new while waiting for the job', () => {
 
   it('carries the waiting checkpoint into new runs, and finalize still reaches it', async () => {
     gitlab.setJob(5, 55, 'running');
-    const rest = restClient(() => c.api.url, 'tok-can-1');
-    const name = (await rest.create('can-1', '55', { project_id: 5 })).body.name as string;
+    const rest = restClient(() => c.api.url, r.token);
+    const name = (await rest.create(r.id, '55', { project_id: 5 })).body.name as string;
     const runs = await waitFor(
       'a continued-as-new run',
       async () => {
         const found: string[] = [];
         for await (const wf of c.client.workflow.list({
-          query: `WorkflowId = '${checkpointWorkflowId('can-1')}'`,
+          query: `WorkflowId = '${checkpointWorkflowId(r.id)}'`,
         }))
           found.push(wf.status.name);
         return found.filter((s) => s === 'CONTINUED_AS_NEW').length >= 2 ? found : undefined;
@@ -65,7 +66,7 @@ describe('continue-as-new while waiting for the job', () => {
     );
     expect(runs.filter((s) => s === 'RUNNING')).toHaveLength(1);
 
-    const handle = c.client.workflow.getHandle(checkpointWorkflowId('can-1'));
+    const handle = c.client.workflow.getHandle(checkpointWorkflowId(r.id));
     expect(await handle.query(stateQuery)).toMatchObject({
       phase: 'waiting_for_job',
       name,
@@ -84,20 +85,22 @@ describe('continue-as-new while waiting for the job', () => {
         ['E2eBackend', 'bare_metal'],
         ['E2eCheckpointName', name],
         ['E2eJobId', '55'],
-        ['E2eRunnerId', 'can-1'],
+        ['E2eRunnerId', r.id],
         ['E2eState', 'created'],
       ].sort(),
     );
 
-    expect(await rest.create('can-1', '56')).toMatchObject({ status: 409 });
+    expect(await rest.create(r.id, '56')).toMatchObject({ status: 409 });
     expect(await rest.finalize(name, 'failure')).toEqual({
       status: 202,
       body: { detail: 'Finalize queued', checkpoint_name: name },
     });
     await waitFor('reset', async () => (await rest.status(name)).body.state === 'reset');
-    expect(agents.commandsFor('can-1')).toEqual(['/opt/reset.sh']);
+    expect(agents.commandsFor(r.id)).toEqual(['/opt/reset.sh']);
     const [{ n }] = await c.ds.query(
-      `SELECT count(*)::int AS n FROM operation_logs WHERE operation = 'poller'`,
+      `SELECT count(*)::int AS n FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+        WHERE c.name = $1 AND o.operation = 'poller'`,
+      [name],
     );
     expect(n).toBe(0); // polled: no "not polled" note, in any run
   }, 60_000);

@@ -1,72 +1,128 @@
+import { checkpointWorkflowId, stateQuery } from '../../common/checkpoint';
 import { FakeAgents } from '../helpers/fake-agents';
 import { restClient, startTestController, type TestController } from '../helpers/controller';
+import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
-const INVENTORY = `runners:
-  - runner_id: r-1
-    backend: bare_metal
-    token: tok-r-1
-    reset_cmd: /opt/reset.sh
-  - runner_id: r-2
-    backend: bare_metal
-    token: tok-r-2
-    reset_cmd: /opt/reset.sh
-    readiness_cmd: /opt/ready.sh
-  - runner_id: r-race
-    backend: bare_metal
-    token: tok-r-race
-    reset_cmd: /opt/reset.sh
-  - runner_id: r-cool
-    backend: bare_metal
-    token: tok-r-cool
-    reset_cmd: /opt/reset.sh
-`;
+/**
+ * One runner per test (so one workflow id on the shared Temporal server per
+ * test), including the tests whose request is refused before any workflow is
+ * touched: a refusal that wrongly went through must not disturb another test.
+ */
+const AUTH = ['noHeader', 'basic', 'bearerOnly', 'unknownToken', 'prefix', 'suffix'] as const;
+const INVALID_CREATE = [
+  'badRunnerId',
+  'jobIdSpace',
+  'jobIdLong',
+  'jobIdNumber',
+  'runnerIdNull',
+  'projectIdBad',
+] as const;
+const INVALID_FINALIZE = ['finGitlabStatus', 'finBadName', 'finBadSource', 'finNoStatus'] as const;
+const R = testRunners([
+  ...AUTH,
+  ...INVALID_CREATE,
+  ...INVALID_FINALIZE,
+  'missingFields',
+  'notJson',
+  'unknownRunner',
+  'otherRunner',
+  'otherRunnerVictim',
+  'race',
+  'cool',
+  'finUnknown',
+  'finOther',
+  'finOtherOwner',
+  'statusOk',
+  'statusOther',
+  'statusOtherOwner',
+  'source',
+  'ready',
+  'notConnected',
+  'readinessFails',
+]);
+const CONNECTED: TestRunner[] = [R.race, R.cool, R.source, R.ready];
 
 describe('REST API status paths (SPEC §3)', () => {
   const agents = new FakeAgents();
   let c: TestController;
-  const as = (token: string) => restClient(() => c.api.url, token);
-  let r1Checkpoint: string;
+  const as = (r: TestRunner | string) =>
+    restClient(() => c.api.url, typeof r === 'string' ? r : r.token);
 
   beforeAll(async () => {
-    agents.connect('r-1', new Date(0));
-    agents.connect('r-race', new Date(0));
-    agents.connect('r-cool', new Date(0));
+    for (const r of CONNECTED) agents.connect(r.id, new Date(0));
+    agents.onExec = (runnerId, cmd) =>
+      runnerId === R.readinessFails.id && cmd === '/opt/ready.sh'
+        ? { exitCode: 3, stdout: '', stderr: 'disk full' }
+        : { exitCode: 0, stdout: '', stderr: '' };
     c = await startTestController({
-      inventory: INVENTORY,
+      inventory: `runners:\n${Object.values(R)
+        .map((r) =>
+          bareMetalRunnerYaml(r, {
+            reset_cmd: '/opt/reset.sh',
+            ...(r === R.readinessFails || r === R.notConnected
+              ? { readiness_cmd: '/opt/ready.sh' }
+              : {}),
+          }),
+        )
+        .join('')}`,
       agents,
       env: { E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '2' },
     });
-    const created = await as('tok-r-1').create('r-1', '77');
-    expect(created.status).toBe(201);
-    r1Checkpoint = created.body.name;
   });
   afterAll(async () => c?.stop());
 
+  /** A checkpoint of this test's own, still `created`. */
+  async function created(r: TestRunner, jobId = '77'): Promise<string> {
+    const res = await as(r).create(r.id, jobId);
+    expect(res.status).toBe(201);
+    return res.body.name as string;
+  }
+
   describe('authentication', () => {
     it.each([
-      ['no Authorization header', 401, {}, 'Invalid authorization header'],
+      ['no Authorization header', 'noHeader', 401, () => ({}), 'Invalid authorization header'],
       [
         'a non-Bearer scheme',
+        'basic',
         401,
-        { authorization: 'Basic dXNlcjpwdw==' },
+        () => ({ authorization: 'Basic dXNlcjpwdw==' }),
         'Invalid authorization header',
       ],
       // HTTP trims trailing white space, so `Bearer ` arrives as `Bearer`.
       [
         '"Bearer" without a token',
+        'bearerOnly',
         401,
-        { authorization: 'Bearer ' },
+        () => ({ authorization: 'Bearer ' }),
         'Invalid authorization header',
       ],
-      ['an unknown token', 403, { authorization: 'Bearer nope' }, 'Invalid token'],
-      ['a prefix of a real token', 403, { authorization: 'Bearer tok-r' }, 'Invalid token'],
-      ['a real token with a suffix', 403, { authorization: 'Bearer tok-r-1x' }, 'Invalid token'],
-    ])('%s → %i', async (_what, status, headers, detail) => {
+      [
+        'an unknown token',
+        'unknownToken',
+        403,
+        () => ({ authorization: 'Bearer nope' }),
+        'Invalid token',
+      ],
+      [
+        'a prefix of a real token',
+        'prefix',
+        403,
+        () => ({ authorization: `Bearer ${R.prefix.token.slice(0, -1)}` }),
+        'Invalid token',
+      ],
+      [
+        'a real token with a suffix',
+        'suffix',
+        403,
+        () => ({ authorization: `Bearer ${R.suffix.token}x` }),
+        'Invalid token',
+      ],
+    ] as const)('%s → %i', async (_what, label, status, headers, detail) => {
       const res = await fetch(`${c.api.url}/checkpoint/create`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...headers },
-        body: JSON.stringify({ runner_id: 'r-1', job_id: '1' }),
+        headers: { 'content-type': 'application/json', ...headers() },
+        body: JSON.stringify({ runner_id: R[label].id, job_id: '1' }),
       });
       expect(res.status).toBe(status);
       expect(await res.json()).toEqual({ detail });
@@ -82,7 +138,7 @@ describe('REST API status paths (SPEC §3)', () => {
 
   describe('POST /checkpoint/create', () => {
     it('answers 422 with a list naming each missing field', async () => {
-      const res = await as('tok-r-1').call('POST', '/checkpoint/create', {});
+      const res = await as(R.missingFields).call('POST', '/checkpoint/create', {});
       expect(res.status).toBe(422);
       expect(res.body.detail).toEqual([
         expect.objectContaining({
@@ -99,84 +155,112 @@ describe('REST API status paths (SPEC §3)', () => {
     });
 
     it.each([
-      ['a runner id with bad characters', { runner_id: 'bad runner!', job_id: '1' }, 'runner_id'],
-      ['a job id with a space', { runner_id: 'r-1', job_id: 'job 1' }, 'job_id'],
-      ['a job id that is too long', { runner_id: 'r-1', job_id: 'x'.repeat(201) }, 'job_id'],
-      ['a numeric job id', { runner_id: 'r-1', job_id: 12 }, 'job_id'],
-      ['a null runner id', { runner_id: null, job_id: '1' }, 'runner_id'],
+      [
+        'a runner id with bad characters',
+        'badRunnerId',
+        () => ({ runner_id: 'bad runner!', job_id: '1' }),
+        'runner_id',
+      ],
+      [
+        'a job id with a space',
+        'jobIdSpace',
+        () => ({ runner_id: R.jobIdSpace.id, job_id: 'job 1' }),
+        'job_id',
+      ],
+      [
+        'a job id that is too long',
+        'jobIdLong',
+        () => ({ runner_id: R.jobIdLong.id, job_id: 'x'.repeat(201) }),
+        'job_id',
+      ],
+      [
+        'a numeric job id',
+        'jobIdNumber',
+        () => ({ runner_id: R.jobIdNumber.id, job_id: 12 }),
+        'job_id',
+      ],
+      ['a null runner id', 'runnerIdNull', () => ({ runner_id: null, job_id: '1' }), 'runner_id'],
       [
         'a project id with bad characters',
-        { runner_id: 'r-1', job_id: '1', project_id: 'a b' },
+        'projectIdBad',
+        () => ({ runner_id: R.projectIdBad.id, job_id: '1', project_id: 'a b' }),
         'project_id',
       ],
-    ])('answers 422 for %s', async (_what, body, field) => {
-      const res = await as('tok-r-1').call('POST', '/checkpoint/create', body);
+    ] as const)('answers 422 for %s', async (_what, label, body, field) => {
+      const res = await as(R[label]).call('POST', '/checkpoint/create', body());
       expect(res.status).toBe(422);
       expect(res.body.detail[0].loc).toEqual(['body', field]);
       expect(res.body.detail[0].msg).not.toBe('Field required');
     });
 
     it('answers 422 for a body that is not JSON', async () => {
-      expect(await as('tok-r-1').call('POST', '/checkpoint/create', '{"runner_id":')).toEqual({
+      expect(await as(R.notJson).call('POST', '/checkpoint/create', '{"runner_id":')).toEqual({
         status: 422,
         body: { detail: 'Request body is not valid JSON' },
       });
     });
 
     it('answers 404 for a runner that is not in the inventory', async () => {
-      expect(await as('tok-r-1').create('r-9', '1')).toEqual({
+      expect(await as(R.unknownRunner).create(`${R.unknownRunner.id}-gone`, '1')).toEqual({
         status: 404,
         body: { detail: 'Runner not found in inventory' },
       });
     });
 
     it("answers 403 for another runner's id", async () => {
-      expect(await as('tok-r-1').create('r-2', '1')).toEqual({
+      expect(await as(R.otherRunner).create(R.otherRunnerVictim.id, '1')).toEqual({
         status: 403,
         body: { detail: 'Token not authorized for this runner' },
       });
     });
 
     it('gives exactly one 201 to 20 concurrent creates through two API instances; the rest get 409', async () => {
+      const r = R.race;
       const second = await c.startAnotherApi();
-      const apis = [
-        restClient(() => c.api.url, 'tok-r-race'),
-        restClient(() => second.url, 'tok-r-race'),
-      ];
+      const apis = [restClient(() => c.api.url, r.token), restClient(() => second.url, r.token)];
       const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => apis[i % 2]!.create('r-race', `race-${i}`)),
+        Array.from({ length: 20 }, (_, i) => apis[i % 2]!.create(r.id, `race-${i}`)),
       );
-      const created = results.filter((r) => r.status === 201);
-      expect(created).toHaveLength(1);
-      const name = created[0]!.body.name;
-      const others = results.filter((r) => r.status !== 201);
-      expect(others.map((r) => r.status)).toEqual(Array(19).fill(409));
-      for (const r of others)
-        expect(r.body).toEqual({
-          detail: `Active checkpoint '${name}' already exists for runner 'r-race'`,
+      const ok = results.filter((x) => x.status === 201);
+      expect(ok).toHaveLength(1);
+      const name = ok[0]!.body.name;
+      const others = results.filter((x) => x.status !== 201);
+      expect(others.map((x) => x.status)).toEqual(Array(19).fill(409));
+      for (const x of others)
+        expect(x.body).toEqual({
+          detail: `Active checkpoint '${name}' already exists for runner '${r.id}'`,
         });
       const [{ count }] = await c.ds.query(
-        `SELECT count(*)::int AS count FROM checkpoints WHERE runner_id = 'r-race'`,
+        `SELECT count(*)::int AS count FROM checkpoints WHERE runner_id = $1`,
+        [r.id],
       );
       expect(count).toBe(1);
     });
 
     it('answers 429 during the cooldown after a checkpoint ended, then 201', async () => {
-      const api = as('tok-r-cool');
-      const name = (await api.create('r-cool', '500')).body.name;
+      const r = R.cool;
+      const api = as(r);
+      const name = await created(r, '500');
       await api.finalize(name, 'failure');
       await waitFor('the reset', async () => (await api.status(name)).body.state === 'reset');
-      expect(await api.create('r-cool', '501')).toEqual({
+      // The row says `reset` a moment before the run itself leaves the reset (and enters its
+      // cooldown); until then a create is refused as a conflict (409). Wait for the cooldown.
+      const handle = c.client.workflow.getHandle(checkpointWorkflowId(r.id));
+      await waitFor(
+        'the run to enter its cooldown',
+        async () => (await handle.query(stateQuery)).phase === 'cooldown',
+      );
+      expect(await api.create(r.id, '501')).toEqual({
         status: 429,
         body: { detail: 'Cooldown period active, try again later' },
       });
       const later = await waitFor(
         'the cooldown to pass',
         async () => {
-          const r = await api.create('r-cool', '502');
-          return r.status === 201 ? r : undefined;
+          const res = await api.create(r.id, '502');
+          return res.status === 201 ? res : undefined;
         },
-        { timeoutMs: 10_000, intervalMs: 250 },
+        { intervalMs: 250 },
       );
       expect(later.body.job_id).toBe('502');
     });
@@ -186,44 +270,57 @@ describe('REST API status paths (SPEC §3)', () => {
     it.each([
       [
         "GitLab's 'failed' (the CLI maps it; REST takes SPEC values)",
+        'finGitlabStatus',
         { checkpoint_name: 'job-1-1700000000-abcdef01', status: 'failed' },
         'status',
       ],
       [
         'a malformed checkpoint name',
+        'finBadName',
         { checkpoint_name: 'job-1-abc', status: 'failure' },
         'checkpoint_name',
       ],
       [
         'a source with bad characters',
+        'finBadSource',
         { checkpoint_name: 'job-1-1700000000-abcdef01', status: 'failure', source: 'a b' },
         'source',
       ],
-      ['a missing status', { checkpoint_name: 'job-1-1700000000-abcdef01' }, 'status'],
-    ])('answers 422 for %s', async (_what, body, field) => {
-      const res = await as('tok-r-1').call('POST', '/checkpoint/finalize', body);
+      [
+        'a missing status',
+        'finNoStatus',
+        { checkpoint_name: 'job-1-1700000000-abcdef01' },
+        'status',
+      ],
+    ] as const)('answers 422 for %s', async (_what, label, body, field) => {
+      const res = await as(R[label]).call('POST', '/checkpoint/finalize', body);
       expect(res.status).toBe(422);
       expect(res.body.detail[0].loc).toEqual(['body', field]);
     });
 
     it('answers 404 for an unknown checkpoint', async () => {
-      expect(await as('tok-r-1').finalize('job-1-1700000000-abcdef01', 'failure')).toEqual({
+      expect(await as(R.finUnknown).finalize('job-1-1700000000-abcdef01', 'failure')).toEqual({
         status: 404,
         body: { detail: 'Checkpoint not found' },
       });
     });
 
     it("answers 403 for another runner's checkpoint", async () => {
-      expect(await as('tok-r-2').finalize(r1Checkpoint, 'failure')).toEqual({
+      agents.connect(R.finOtherOwner.id, new Date(0));
+      const name = await created(R.finOtherOwner);
+      expect(await as(R.finOther).finalize(name, 'failure')).toEqual({
         status: 403,
         body: { detail: 'Token not authorized for this checkpoint' },
       });
+      expect((await as(R.finOtherOwner).status(name)).body.state).toBe('created');
     });
   });
 
   describe('GET /checkpoint/status/{name}', () => {
     it('answers 200 with the checkpoint object', async () => {
-      const res = await as('tok-r-1').status(r1Checkpoint);
+      const r = R.statusOk;
+      const name = await created(r);
+      const res = await as(r).status(name);
       expect(res.status).toBe(200);
       expect(Object.keys(res.body).sort()).toEqual(
         [
@@ -238,31 +335,32 @@ describe('REST API status paths (SPEC §3)', () => {
         ].sort(),
       );
       expect(res.body).toMatchObject({
-        name: r1Checkpoint,
-        runner_id: 'r-1',
+        name,
+        runner_id: r.id,
         job_id: '77',
         state: 'created',
       });
     });
 
     it("answers 404 for an unknown name and 403 for another runner's", async () => {
-      expect(await as('tok-r-1').status('job-x-1-00000000')).toEqual({
+      const name = await created(R.statusOtherOwner);
+      expect(await as(R.statusOther).status('job-x-1-00000000')).toEqual({
         status: 404,
         body: { detail: 'Checkpoint not found' },
       });
-      expect(await as('tok-r-2').status(r1Checkpoint)).toEqual({
+      expect(await as(R.statusOther).status(name)).toEqual({
         status: 403,
         body: { detail: 'Token not authorized for this checkpoint' },
       });
     });
 
     it('records a custom finalize source', async () => {
-      expect(
-        (await as('tok-r-1').finalize(r1Checkpoint, 'canceled', { source: 'manual' })).status,
-      ).toBe(202);
+      const r = R.source;
+      const name = await created(r);
+      expect((await as(r).finalize(name, 'canceled', { source: 'manual' })).status).toBe(202);
       const done = await waitFor('the reset', async () => {
-        const r = await as('tok-r-1').status(r1Checkpoint);
-        return r.body.state === 'reset' ? r.body : undefined;
+        const res = await as(r).status(name);
+        return res.body.state === 'reset' ? res.body : undefined;
       });
       expect(done).toMatchObject({ finalize_status: 'canceled', finalize_source: 'manual' });
     });
@@ -270,26 +368,23 @@ describe('REST API status paths (SPEC §3)', () => {
 
   describe('GET /runner/readiness', () => {
     it('answers 200 when the agent is connected and 503 with the reason when not', async () => {
-      expect(await as('tok-r-1').call('GET', '/runner/readiness')).toEqual({
+      expect(await as(R.ready).call('GET', '/runner/readiness')).toEqual({
         status: 200,
-        body: { runner_id: 'r-1', ready: true, detail: null },
+        body: { runner_id: R.ready.id, ready: true, detail: null },
       });
-      expect(await as('tok-r-2').call('GET', '/runner/readiness')).toEqual({
+      expect(await as(R.notConnected).call('GET', '/runner/readiness')).toEqual({
         status: 503,
-        body: { runner_id: 'r-2', ready: false, detail: 'agent not connected' },
+        body: { runner_id: R.notConnected.id, ready: false, detail: 'agent not connected' },
       });
     });
 
     it('runs readiness_cmd and reports its failure', async () => {
-      agents.connect('r-2', new Date(0));
-      agents.onExec = (runnerId, cmd) =>
-        runnerId === 'r-2' && cmd === '/opt/ready.sh'
-          ? { exitCode: 3, stdout: '', stderr: 'disk full' }
-          : { exitCode: 0, stdout: '', stderr: '' };
-      const res = await as('tok-r-2').call('GET', '/runner/readiness');
+      const r = R.readinessFails;
+      agents.connect(r.id, new Date(0));
+      const res = await as(r).call('GET', '/runner/readiness');
       expect(res).toEqual({
         status: 503,
-        body: { runner_id: 'r-2', ready: false, detail: 'readiness_cmd exited with 3: disk full' },
+        body: { runner_id: r.id, ready: false, detail: 'readiness_cmd exited with 3: disk full' },
       });
     });
   });

@@ -1,4 +1,4 @@
-import { controllerEnv, writeInventory } from '../helpers/env';
+import { controllerEnv, uniqueId, writeInventory } from '../helpers/env';
 import { runCli } from '../helpers/processes';
 
 function oneLine(stderr: string): string {
@@ -44,13 +44,14 @@ describe('startup errors of the real processes', () => {
   it.each(['api', 'worker'])(
     '%s exits 1 with one line naming the runner and field of an invalid inventory',
     async (cmd) => {
+      const runnerId = uniqueId('vm');
       const path = writeInventory(
-        'runners:\n  - runner_id: vm-9\n    backend: proxmox\n    token: t9\n    proxmox_host: pve\n',
+        `runners:\n  - runner_id: ${runnerId}\n    backend: proxmox\n    token: t9\n    proxmox_host: pve\n`,
       );
       const res = await runCli([cmd], controllerEnv({ E2EPOOL_INVENTORY_PATH: path }));
       expect(res.code).toBe(1);
       expect(oneLine(res.stderr)).toBe(
-        `e2epool ${cmd}: ${path}: runner 'vm-9': proxmox_user: required for backend proxmox`,
+        `e2epool ${cmd}: ${path}: runner '${runnerId}': proxmox_user: required for backend proxmox`,
       );
     },
   );

@@ -8,7 +8,13 @@ import { loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { restClient } from '../helpers/controller';
 import { createMigratedDatabase } from '../helpers/db';
-import { controllerEnv, uniqueId, writeInventory, proxmoxRunnerYaml } from '../helpers/env';
+import {
+  controllerEnv,
+  proxmoxRunnerYaml,
+  testRunner,
+  uniqueId,
+  writeInventory,
+} from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -27,6 +33,7 @@ describe('a worker killed in the middle of a reset', () => {
   let db: Awaited<ReturnType<typeof createMigratedDatabase>>;
   let env: Record<string, string>;
   const workers: ChildProcess[] = [];
+  const r = testRunner('crash');
 
   function startWorker(): Promise<ChildProcess> {
     const child = spawn(process.execPath, [join(__dirname, '..', 'helpers', 'crash-worker.js')], {
@@ -59,7 +66,7 @@ describe('a worker killed in the middle of a reset', () => {
     gitlab.addRunner(20);
     db = await createMigratedDatabase('crash');
     const inventoryPath = writeInventory(`runners:
-${proxmoxRunnerYaml(pve, { runnerId: 'crash-1', token: 'tok-crash-1', vmid: 200, extra: { gitlab_runner_id: 20 } })}`);
+${proxmoxRunnerYaml(pve, { runnerId: r.id, token: r.token, vmid: 200, extra: { gitlab_runner_id: 20 } })}`);
     env = controllerEnv({
       E2EPOOL_DATABASE_URL: db.db.url,
       E2EPOOL_INVENTORY_PATH: inventoryPath,
@@ -94,9 +101,9 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'crash-1', token: 'tok-crash-1', vmid: 200,
   });
 
   it('finishes the reset on a new worker and unpauses the runner exactly once', async () => {
-    const rest = restClient(() => api.url, 'tok-crash-1');
+    const rest = restClient(() => api.url, r.token);
     const first = await startWorker();
-    const name = (await rest.create('crash-1', '4242')).body.name as string;
+    const name = (await rest.create(r.id, '4242')).body.name as string;
     expect(name).toBeDefined();
 
     // The VM start hangs, so the worker is caught between rollback and unpause.
@@ -127,7 +134,9 @@ ${proxmoxRunnerYaml(pve, { runnerId: 'crash-1', token: 'tok-crash-1', vmid: 200,
     expect(gitlab.runner(20)).toMatchObject({ paused: false, pausedHistory: [true, false] });
     expect(vm).toMatchObject({ status: 'running', rollbacks: 1, snapshots: [] });
     const unpauses = await db.ds.query(
-      `SELECT count(*)::int AS n FROM operation_logs WHERE operation = 'unpause'`,
+      `SELECT count(*)::int AS n FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+        WHERE c.name = $1 AND o.operation = 'unpause'`,
+      [name],
     );
     expect(unpauses[0].n).toBe(1);
   }, 90_000);

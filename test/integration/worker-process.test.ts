@@ -1,6 +1,6 @@
 import { Client, Connection } from '@temporalio/client';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
-import { BARE_METAL_INVENTORY, controllerEnv, uniqueId, writeInventory } from '../helpers/env';
+import { bareMetalInventory, controllerEnv, uniqueId, writeInventory } from '../helpers/env';
 import { runCli, startCli, type RunningProcess } from '../helpers/processes';
 import { shared } from '../helpers/shared';
 
@@ -13,7 +13,7 @@ describe('e2epool worker (the real entry point, on the real dev server)', () => 
     db = await createTestDatabase('worker');
     env = controllerEnv({
       E2EPOOL_DATABASE_URL: db.url,
-      E2EPOOL_INVENTORY_PATH: writeInventory(BARE_METAL_INVENTORY),
+      E2EPOOL_INVENTORY_PATH: writeInventory(bareMetalInventory()),
       E2EPOOL_TASK_QUEUE: uniqueId('tq-worker'),
     });
     worker = startCli(['worker'], env);

@@ -2,6 +2,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import { startTestController, type TestController } from '../helpers/controller';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { prng } from '../helpers/prng';
+import { bareMetalInventory, testRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261122);
@@ -14,10 +15,10 @@ const CASES = 3000;
  */
 describe('agent gateway fuzzing', () => {
   let c: TestController;
+  const r = testRunner('fz');
   beforeAll(async () => {
     c = await startTestController({
-      inventory:
-        'runners:\n  - runner_id: fz-1\n    backend: bare_metal\n    token: tok-fz-1\n    reset_cmd: "true"\n',
+      inventory: bareMetalInventory(r),
       agents: new FakeAgents(),
     });
   });
@@ -83,7 +84,7 @@ describe('agent gateway fuzzing', () => {
         c.api.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
       );
     const baseline = await connections();
-    const agent = await connectRawAgent(c.api.url, { runnerId: 'fz-1', token: 'tok-fz-1' });
+    const agent = await connectRawAgent(c.api.url, { runnerId: r.id, token: r.token });
     let expected = 0;
     for (let i = 0; i < CASES; i++) {
       const f = frame();
@@ -121,7 +122,13 @@ describe('agent gateway fuzzing', () => {
     });
     expect(agent.ws.readyState).toBe(agent.ws.OPEN);
     // No leak: one session and one connection while it lasts, none after.
-    const [{ n }] = await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions`);
+    const sessions = async () =>
+      (
+        await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions WHERE runner_id = $1`, [
+          r.id,
+        ])
+      )[0].n as number;
+    const n = await sessions();
     expect(n).toBe(1);
     expect(await connections()).toBe(baseline + 1);
     agent.close();
@@ -130,9 +137,6 @@ describe('agent gateway fuzzing', () => {
       'the connection to close on the server',
       async () => (await connections()) === baseline,
     );
-    await waitFor(
-      'the session to go',
-      async () => (await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions`))[0].n === 0,
-    );
+    await waitFor('the session to go', async () => (await sessions()) === 0);
   }, 120_000);
 });

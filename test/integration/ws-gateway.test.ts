@@ -9,18 +9,40 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { connectRawAgent, type RawAgent } from '../helpers/raw-agent';
+import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
-const INVENTORY = `runners:
-  - runner_id: ws-1
-    backend: bare_metal
-    token: tok-ws-1
-    reset_cmd: /opt/reset.sh --all
-  - runner_id: ws-2
-    backend: bare_metal
-    token: tok-ws-2
-    reset_cmd: /opt/reset.sh
-`;
+// One runner (so one workflow id and one agent session row) per test.
+const AUTH = ['authQuery', 'authHeader', 'authOther', 'authNoRunner', 'authNoToken'] as const;
+const FRAMES = [
+  'notJson',
+  'array',
+  'numericId',
+  'unknownType',
+  'payloadNotObject',
+  'binary',
+] as const;
+const R = testRunners([
+  ...AUTH,
+  'authOtherOwner',
+  ...FRAMES,
+  'accept',
+  'service',
+  'serviceOther',
+  'reset',
+  'replace',
+  'restart',
+  'heartbeat',
+]);
+/** Runners whose reset runs `/opt/reset.sh --all` (the rest: `/opt/reset.sh`). */
+const RESET_ALL: TestRunner[] = [R.reset, R.restart];
+const INVENTORY = `runners:\n${Object.values(R)
+  .map((r) =>
+    bareMetalRunnerYaml(r, {
+      reset_cmd: RESET_ALL.includes(r) ? '/opt/reset.sh --all' : '/opt/reset.sh',
+    }),
+  )
+  .join('')}`;
 
 describe('agent WebSocket gateway (SPEC §4)', () => {
   let c: TestController;
@@ -61,19 +83,25 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
 
   describe('authentication', () => {
     it.each([
-      ['a wrong token in the query', { runnerId: 'ws-1', token: 'nope' }],
-      ['a wrong token in the header', { runnerId: 'ws-1', token: 'nope', mode: 'header' as const }],
-      ["another runner's token", { runnerId: 'ws-1', token: 'tok-ws-2' }],
-      ['no runner_id', { token: 'tok-ws-1' }],
-      ['no token', { runnerId: 'ws-1' }],
+      ['a wrong token in the query', () => ({ runnerId: R.authQuery.id, token: 'nope' })],
+      [
+        'a wrong token in the header',
+        () => ({ runnerId: R.authHeader.id, token: 'nope', mode: 'header' as const }),
+      ],
+      [
+        "another runner's token",
+        () => ({ runnerId: R.authOther.id, token: R.authOtherOwner.token }),
+      ],
+      ['no runner_id', () => ({ token: R.authNoRunner.token })],
+      ['no token', () => ({ runnerId: R.authNoToken.id })],
     ])('%s: accepted, then closed with 4401', async (_what, o) => {
-      const a = await agent(o);
+      const a = await agent(o());
       expect(await a.closed).toEqual({ code: 4401, reason: 'Invalid credentials' });
     });
 
     it('accepts the token in the query or in an Authorization header', async () => {
       for (const mode of ['query', 'header'] as const) {
-        const a = await agent({ runnerId: 'ws-2', token: 'tok-ws-2', mode });
+        const a = await agent({ runnerId: R.accept.id, token: R.accept.token, mode });
         expect(await a.request('ping', {}, 'p1')).toEqual({
           id: 'p1',
           status: 'ok',
@@ -87,34 +115,41 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
   });
 
   describe('frames', () => {
-    let a: RawAgent;
-    beforeAll(async () => {
-      a = await agent({ runnerId: 'ws-2', token: 'tok-ws-2' });
-    });
-    afterAll(async () => {
+    // A connection of each test's own, on its own runner.
+    const own = async (r: TestRunner) => agent({ runnerId: r.id, token: r.token });
+    const done = async (a: RawAgent) => {
       a.close();
       await a.closed;
-    });
+    };
 
     it.each([
-      ['not JSON', '{nope', 'Malformed message: not valid JSON', ''],
-      ['a JSON array', '[1,2]', 'Malformed message: expected a JSON object', ''],
+      ['not JSON', 'notJson', '{nope', 'Malformed message: not valid JSON', ''],
+      ['a JSON array', 'array', '[1,2]', 'Malformed message: expected a JSON object', ''],
       [
         'a numeric id',
+        'numericId',
         '{"id":1,"type":"ping"}',
         'Malformed request: id: Input should be a valid string',
         '',
       ],
-      ['an unknown type', '{"id":"x","type":"exec","payload":{}}', 'Malformed request: type:', 'x'],
+      [
+        'an unknown type',
+        'unknownType',
+        '{"id":"x","type":"exec","payload":{}}',
+        'Malformed request: type:',
+        'x',
+      ],
       [
         'a payload that is not an object',
+        'payloadNotObject',
         '{"id":"y","type":"ping","payload":3}',
         'Malformed request: payload:',
         'y',
       ],
-    ])(
+    ] as const)(
       'answers %s with an error envelope and keeps the connection',
-      async (_what, raw, detail, id) => {
+      async (_what, label, raw, detail, id) => {
+        const a = await own(R[label]);
         const reply = a.nextReply();
         a.sendRaw(raw);
         const r = await reply;
@@ -125,10 +160,12 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
           error: { code: 400, detail: expect.stringContaining(detail) },
         });
         expect(await a.request('ping', {}, 'after')).toMatchObject({ status: 'ok' });
+        await done(a);
       },
     );
 
     it('answers a binary frame with an error envelope', async () => {
+      const a = await own(R.binary);
       const reply = a.nextReply();
       a.sendRaw(Buffer.from([1, 2, 3]), true);
       expect(await reply).toEqual({
@@ -137,17 +174,20 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
         data: null,
         error: { code: 400, detail: 'Malformed message: binary frames are not supported' },
       });
+      expect(await a.request('ping', {}, 'after')).toMatchObject({ status: 'ok' });
+      await done(a);
     });
   });
 
   describe('requests go through the same service as REST', () => {
     it('create, 409 on a second create, 422 on a bad payload, status, finalize, 403 for another runner', async () => {
-      const a = await agent({ runnerId: 'ws-2', token: 'tok-ws-2' });
+      const r = R.service;
+      const a = await agent({ runnerId: r.id, token: r.token });
       const created = await a.request('create', { job_id: '61', caller: 'cli' });
       expect(created).toMatchObject({
         status: 'ok',
         error: null,
-        data: { runner_id: 'ws-2', job_id: '61', state: 'created' },
+        data: { runner_id: r.id, job_id: '61', state: 'created' },
       });
       const name = (created.data as { name: string }).name;
       expect(await a.request('create', { job_id: '62' })).toMatchObject({
@@ -155,7 +195,7 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
         data: null,
         error: {
           code: 409,
-          detail: `Active checkpoint '${name}' already exists for runner 'ws-2'`,
+          detail: `Active checkpoint '${name}' already exists for runner '${r.id}'`,
         },
       });
       expect(await a.request('create', { job_id: 'bad id' })).toMatchObject({
@@ -170,7 +210,7 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
         data: { name, state: 'created' },
       });
 
-      const b = await agent({ runnerId: 'ws-1', token: 'tok-ws-1' });
+      const b = await agent({ runnerId: R.serviceOther.id, token: R.serviceOther.token });
       expect(await b.request('status', { checkpoint_name: name })).toMatchObject({
         error: { code: 403, detail: 'Token not authorized for this checkpoint' },
       });
@@ -182,17 +222,18 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
   });
 
   it('runs reset_cmd on the agent, connected to another API instance than the REST calls, and logs its output', async () => {
+    const r = R.reset;
     const a = await agent(
       {
-        runnerId: 'ws-1',
-        token: 'tok-ws-1',
+        runnerId: r.id,
+        token: r.token,
         onExec: (cmd) => ({ exit_code: 0, stdout: `reset done by ${cmd}\n`, stderr: '' }),
       },
       () => other,
     );
-    await waitFor('the agent session', () => bus.isConnected('ws-1'));
-    const rest = restClient(() => c.api.url, 'tok-ws-1');
-    const name = (await rest.create('ws-1', '71')).body.name as string;
+    await waitFor('the agent session', () => bus.isConnected(r.id));
+    const rest = restClient(() => c.api.url, r.token);
+    const name = (await rest.create(r.id, '71')).body.name as string;
     expect((await rest.finalize(name, 'failure')).status).toBe(202);
     await waitFor('the reset', async () => (await rest.status(name)).body.state === 'reset');
     const execs = a.messages.filter((m) => (m as { type?: string }).type === 'exec');
@@ -213,52 +254,54 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
   });
 
   it('a second connection replaces the first, and the late close of the first leaves the second registered', async () => {
-    const first = await agent({ runnerId: 'ws-1', token: 'tok-ws-1' });
-    await waitFor('the first session', () => bus.isConnected('ws-1'));
+    const r = R.replace;
+    const first = await agent({ runnerId: r.id, token: r.token });
+    await waitFor('the first session', () => bus.isConnected(r.id));
     const second = await agent(
       {
-        runnerId: 'ws-1',
-        token: 'tok-ws-1',
+        runnerId: r.id,
+        token: r.token,
         onExec: () => ({ exit_code: 0, stdout: 'second', stderr: '' }),
       },
       () => other,
     );
     expect(await first.closed).toEqual({ code: 4000, reason: 'Replaced by a newer connection' });
-    const rows = await c.ds.query(
-      `SELECT instance_id FROM agent_sessions WHERE runner_id = 'ws-1'`,
-    );
+    const rows = await c.ds.query(`SELECT instance_id FROM agent_sessions WHERE runner_id = $1`, [
+      r.id,
+    ]);
     expect(rows).toEqual([{ instance_id: other.hub.instanceId }]);
-    expect(await bus.exec('ws-1', 'echo hi', 5)).toEqual({
+    expect(await bus.exec(r.id, 'echo hi', 5)).toEqual({
       exitCode: 0,
       stdout: 'second',
       stderr: '',
     });
     second.close();
     await second.closed;
-    await waitFor('the session to be removed', async () => !(await bus.isConnected('ws-1')));
+    await waitFor('the session to be removed', async () => !(await bus.isConnected(r.id)));
   });
 
   it('an agent restarted in the middle of a reset: the command runs again after it reconnects and the reset completes', async () => {
-    const rest = restClient(() => c.api.url, 'tok-ws-1');
+    const r = R.restart;
+    const rest = restClient(() => c.api.url, r.token);
     let restarted: RawAgent | undefined;
     const dying: RawAgent = await agent({
-      runnerId: 'ws-1',
-      token: 'tok-ws-1',
+      runnerId: r.id,
+      token: r.token,
       // The agent "restarts" while the reset command runs: it drops the connection without replying.
       onExec: () => {
         dying.ws.terminate();
         setTimeout(() => {
           void agent({
-            runnerId: 'ws-1',
-            token: 'tok-ws-1',
+            runnerId: r.id,
+            token: r.token,
             onExec: (cmd) => ({ exit_code: 0, stdout: `ran ${cmd} again`, stderr: '' }),
           }).then((a) => (restarted = a));
         }, 300);
         return null;
       },
     });
-    await waitFor('the session', () => bus.isConnected('ws-1'));
-    const name = (await rest.create('ws-1', '81')).body.name as string;
+    await waitFor('the session', () => bus.isConnected(r.id));
+    const name = (await rest.create(r.id, '81')).body.name as string;
     expect((await rest.finalize(name, 'failure')).status).toBe(202);
     await waitFor('the reset', async () => (await rest.status(name)).body.state === 'reset', {
       timeoutMs: 30_000,
@@ -277,11 +320,12 @@ describe('agent WebSocket gateway (SPEC §4)', () => {
   });
 
   it('closes a connection whose heartbeat stops, and the runner then counts as not connected', async () => {
-    const a = await agent({ runnerId: 'ws-2', token: 'tok-ws-2', autoPong: false });
-    await waitFor('the session', () => bus.isConnected('ws-2'));
+    const r = R.heartbeat;
+    const a = await agent({ runnerId: r.id, token: r.token, autoPong: false });
+    await waitFor('the session', () => bus.isConnected(r.id));
     const closed = await a.closed;
     expect(closed.code).toBe(1006); // terminated by the server
-    await waitFor('not connected', async () => !(await bus.isConnected('ws-2')));
-    await expect(bus.exec('ws-2', 'true', 5)).rejects.toMatchObject({ type: 'AgentNotConnected' });
+    await waitFor('not connected', async () => !(await bus.isConnected(r.id)));
+    await expect(bus.exec(r.id, 'true', 5)).rejects.toMatchObject({ type: 'AgentNotConnected' });
   });
 });
