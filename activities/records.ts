@@ -74,48 +74,51 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
      * conflict no retry can fix.
      */
     async transitionCheckpoint(i: CheckpointTransition): Promise<void> {
-      const outcome = await store.checkpoints.transition(i);
-      let row: CheckpointRef;
-      if (outcome.changed) row = outcome.checkpoint;
-      else {
-        const current = outcome.current;
-        if (!current) throw fail('StateConflict', `checkpoint ${i.checkpointId} does not exist`);
-        if (current.state !== i.to) {
-          throw fail(
-            'StateConflict',
-            `checkpoint '${current.name}' is ${current.state}, expected one of ${i.from.join(', ')}`,
-          );
+      // One transaction: nobody sees the new state without its log row.
+      await store.transaction(async (tx) => {
+        const outcome = await tx.checkpoints.transition(i);
+        let row: CheckpointRef;
+        if (outcome.changed) row = outcome.checkpoint;
+        else {
+          const current = outcome.current;
+          if (!current) throw fail('StateConflict', `checkpoint ${i.checkpointId} does not exist`);
+          if (current.state !== i.to) {
+            throw fail(
+              'StateConflict',
+              `checkpoint '${current.name}' is ${current.state}, expected one of ${i.from.join(', ')}`,
+            );
+          }
+          row = current;
         }
-        row = current;
-      }
-      const now = new Date();
-      const detail = [
-        `state=${i.to}`,
-        i.finalizeStatus ? `status=${i.finalizeStatus}` : null,
-        i.finalizeSource ? `source=${i.finalizeSource}` : null,
-      ]
-        .filter(Boolean)
-        .join(', ');
-      await writeOperation(
-        store.operations,
-        {
-          checkpointId: row.id,
-          runnerId: row.runnerId,
-          backend: row.backend,
-          operation: i.to,
-          key: activityKey(`state:${i.to}`, `${row.name}:state:${i.to}`),
-        },
-        {
-          result:
-            i.to === 'needs_attention' || i.to === 'reset_failed' || i.to === 'create_failed'
-              ? 'error'
-              : 'ok',
-          detail,
-          error: i.errorDetail ?? null,
-          startedAt: now,
-          finishedAt: now,
-        },
-      );
+        const now = new Date();
+        const detail = [
+          `state=${i.to}`,
+          i.finalizeStatus ? `status=${i.finalizeStatus}` : null,
+          i.finalizeSource ? `source=${i.finalizeSource}` : null,
+        ]
+          .filter(Boolean)
+          .join(', ');
+        await writeOperation(
+          tx.operations,
+          {
+            checkpointId: row.id,
+            runnerId: row.runnerId,
+            backend: row.backend,
+            operation: i.to,
+            key: activityKey(`state:${i.to}`, `${row.name}:state:${i.to}`),
+          },
+          {
+            result:
+              i.to === 'needs_attention' || i.to === 'reset_failed' || i.to === 'create_failed'
+                ? 'error'
+                : 'ok',
+            detail,
+            error: i.errorDetail ?? null,
+            startedAt: now,
+            finishedAt: now,
+          },
+        );
+      });
     },
 
     /** Adds a note to a checkpoint's operation log (e.g. why it is not polled). */

@@ -111,13 +111,27 @@ export class CheckpointService {
           }),
         });
       } catch (err) {
-        if (failureTypeOf(err) === 'RunClosing' && attempt < 50) {
+        if (attempt < 50 && (await this.endingRun(err, runner.runner_id))) {
           await new Promise((r) => setTimeout(r, 100));
           continue;
         }
         throw this.mapError(err, 'create');
       }
     }
+  }
+
+  /**
+   * Whether a refused create met a run that is finishing, so a retry in a
+   * moment gets a real answer: the run is closing, or it refused as still
+   * holding a checkpoint whose row is already terminal (the workflow learns
+   * that its last write landed a moment after the database has it).
+   */
+  private async endingRun(err: unknown, runnerId: string): Promise<boolean> {
+    const type = failureTypeOf(err);
+    if (type === 'RunClosing') return true;
+    if (type !== 'CheckpointConflict') return false;
+    // Unsure (database unreachable): answer the conflict as it is.
+    return !(await this.d.records.hasActive(runnerId).catch(() => true));
   }
 
   /** Finalizes a checkpoint: the workflow answers once the runner is paused (bounded). */

@@ -196,6 +196,16 @@ export class CheckpointStore {
     return c ?? null;
   }
 
+  /** Whether the runner holds an active checkpoint (at most one can be). */
+  async hasActive(runnerId: string): Promise<boolean> {
+    const rows = await selectRows<{ one: number }>(
+      this.q,
+      `SELECT 1 AS one FROM checkpoints WHERE runner_id = $1 AND state = ANY($2) LIMIT 1`,
+      [runnerId, ACTIVE_STATES],
+    );
+    return rows.length > 0;
+  }
+
   /** How many checkpoints are in each active state (0 for a state none is in). */
   async countActiveByState(): Promise<Record<ActiveState, number>> {
     const counts = Object.fromEntries(ACTIVE_STATES.map((s) => [s, 0])) as Record<

@@ -18,6 +18,7 @@ const R = testRunners([
   'pollFailed',
   'pollSkipped',
   'pollSuccess',
+  'nextJob',
 ]);
 /** The GitLab poller tests: GitLab status → finalize status → state, each on a runner and job of its own. */
 const POLL_CASES = [
@@ -54,6 +55,7 @@ const INVENTORY = `runners:\n${[
   bareMetalRunnerYaml(R.fail, SCRIPTS),
   bareMetalRunnerYaml(R.cleanup, SCRIPTS),
   bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true }),
+  bareMetalRunnerYaml(R.nextJob, SCRIPTS),
   ...POLL_CASES.map((p) =>
     bareMetalRunnerYaml(p.runner, { ...SCRIPTS, gitlab_runner_id: p.gitlabRunner }),
   ),
@@ -144,6 +146,27 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
 
     const repeat = await api.finalize(name, 'success');
     expect(repeat).toEqual({ status: 202, body: { detail: 'Already finalized', state: 'reset' } });
+  });
+
+  it('the next job can create the moment the previous checkpoint shows its terminal state (no cooldown)', async () => {
+    // The row turns terminal a moment before the workflow's own state does; a
+    // create in between must not be told that the old checkpoint is active.
+    const r = R.nextJob;
+    const api = as(r);
+    let name = (await api.create(r.id, '1200')).body.name as string;
+    for (let job = 1201; job <= 1205; job++) {
+      expect((await api.finalize(name, 'failure')).status).toBe(202);
+      await waitFor(
+        'the terminal state',
+        async () => (await api.status(name)).body.state === 'reset',
+        {
+          intervalMs: 5,
+        },
+      );
+      const next = await api.create(r.id, String(job));
+      expect(next).toMatchObject({ status: 201, body: { job_id: String(job), state: 'created' } });
+      name = next.body.name as string;
+    }
   });
 
   it('takes the cleanup path on success (state deleted), and the reset path when reset_on_success is set', async () => {
