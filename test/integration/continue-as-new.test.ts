@@ -1,10 +1,9 @@
-import { freePort } from '../../dev/ports';
 import { checkpointWorkflowId, stateQuery } from '../../common/checkpoint';
-import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
+import type { DevServer } from '../../temporal-dev/dev-server';
 import { FakeAgents } from '../helpers/fake-agents';
 import { restClient, startTestController, type TestController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunner } from '../helpers/env';
-import { shared } from '../helpers/shared';
+import { startContinueAsNewDevServer } from '../helpers/temporal';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
@@ -21,14 +20,7 @@ describe('continue-as-new while waiting for the job', () => {
   const r = testRunner('can');
 
   beforeAll(async () => {
-    temporal = await startDevServer({
-      bin: shared().temporalBin,
-      port: await freePort(),
-      uiPort: null,
-      namespace: 'default',
-      // Suggest continue-as-new after a few polls instead of thousands.
-      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 60 },
-    });
+    temporal = await startContinueAsNewDevServer(60);
     gitlab = await startGitLabStandIn();
     agents.connect(r.id, new Date(0));
     c = await startTestController({

@@ -19,10 +19,10 @@ import {
   retrySignal,
   stateQuery,
 } from '../../common/checkpoint';
-import { freePort } from '../../dev/ports';
-import { startDevServer } from '../../temporal-dev/dev-server';
+
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
+import { startContinueAsNewDevServer } from '../helpers/temporal';
 import { waitFor } from '../helpers/wait';
 import {
   createCheckpoint,
@@ -209,13 +209,7 @@ describe('record replay fixtures', () => {
   }
 
   it('continue-as-new', async () => {
-    const temporal = await startDevServer({
-      bin: shared().temporalBin,
-      port: await freePort(),
-      uiPort: null,
-      namespace: 'default',
-      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 },
-    });
+    const temporal = await startContinueAsNewDevServer(40);
     const h = await startWorkflowHarness(new StubActivities(), temporal.address);
     try {
       const r = runner('bare_metal', 14);

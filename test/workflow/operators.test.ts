@@ -5,9 +5,8 @@
  */
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { releaseSignal, retrySignal, stateQuery } from '../../common/checkpoint';
-import { freePort } from '../../dev/ports';
-import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
-import { shared } from '../helpers/shared';
+import type { DevServer } from '../../temporal-dev/dev-server';
+import { startContinueAsNewDevServer } from '../helpers/temporal';
 import { waitFor } from '../helpers/wait';
 import {
   StubActivities,
@@ -16,7 +15,7 @@ import {
   startWorkflowHarness,
   type WorkflowHarness,
 } from './harness';
-import { finalize, handle, input, runner, steps, transitions, waitPhase } from './fixtures';
+import { finalize, handle, input, runner, steps, transitions } from './fixtures';
 
 describe('needs_attention and the operator', () => {
   let h: WorkflowHarness;
@@ -35,7 +34,11 @@ describe('needs_attention and the operator', () => {
     const r = runner('bare_metal');
     const cp = await createCheckpoint(h, r, input(r, { resetMaxAttempts: 1 }), { jobId: '8001' });
     await finalize(h, r, cp.name, 'failure');
-    const view = await waitPhase(h, r, 'needs_attention');
+    // The phase changes first, then the row and the state: wait for both.
+    const view = await waitFor('needs_attention', async () => {
+      const v = await handle(h, r).query(stateQuery);
+      return v.phase === 'needs_attention' && v.state === 'needs_attention' ? v : undefined;
+    });
     return { r, cp, view };
   }
 
@@ -105,14 +108,7 @@ describe('continue-as-new while waiting', () => {
   let temporal: DevServer;
   let h: WorkflowHarness;
   beforeAll(async () => {
-    temporal = await startDevServer({
-      bin: shared().temporalBin,
-      port: await freePort(),
-      uiPort: null,
-      namespace: 'default',
-      // Suggest continue-as-new after a few polls instead of thousands.
-      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 40 },
-    });
+    temporal = await startContinueAsNewDevServer(40);
     h = await startWorkflowHarness(new StubActivities(), temporal.address);
   }, 60_000);
   afterAll(async () => {
