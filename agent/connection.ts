@@ -27,8 +27,6 @@ export interface ConnectionOptions {
   log: Logger;
   /** Called for every `exec` command; the handler replies with `send`. */
   onExec: (command: IncomingExec) => void;
-  /** Called once per established connection (tests, metrics). */
-  onOpen?: () => void;
 }
 
 export interface RequestOptions {
@@ -83,11 +81,6 @@ export class ControllerConnection {
 
   get connected(): boolean {
     return this.isOpen;
-  }
-
-  /** Whether the token travels in the query (after an old controller's 403). */
-  get usesQueryToken(): boolean {
-    return this.tokenInQuery;
   }
 
   start(): void {
@@ -229,7 +222,6 @@ export class ControllerConnection {
       this.startHeartbeat(ws);
       log.info({ runnerId: this.o.runnerId }, 'connected to controller');
       for (const w of [...this.openWaiters]) w(true);
-      this.o.onOpen?.();
     });
     ws.on('message', (data: RawData) => {
       this.lastSeen = Date.now();

@@ -114,7 +114,7 @@ export interface Settings {
  * Settings of the Python implementation that have no meaning here, with the
  * Temporal counterpart the README maps them to. Setting one only warns.
  */
-export const OBSOLETE_SETTINGS: Record<string, string> = {
+const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_REDIS_URL: 'Temporal replaces Celery and Redis; set TEMPORAL_ADDRESS instead',
   E2EPOOL_GC_INTERVAL_SECONDS: 'each checkpoint has its own durable TTL timer',
   E2EPOOL_RECONCILE_INTERVAL_SECONDS: 'Temporal retries workflows and activities durably',
@@ -193,6 +193,3 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 export function obsoleteSettingsIn(env: NodeJS.ProcessEnv = process.env): Array<[string, string]> {
   return Object.entries(OBSOLETE_SETTINGS).filter(([k]) => env[k] !== undefined);
 }
-
-/** Every setting with its default, for the README and `e2epool config`. */
-export const SETTING_NAMES = Object.keys(schema.shape);
