@@ -14,7 +14,7 @@ export interface ActivityDeps {
   log: Logger;
   /** Runs commands on runner hosts through their agents. */
   agents: AgentGateway;
-  /** GitLab API; null when E2EPOOL_GITLAB_URL is not set (no pause, no polling). */
+  /** GitLab API; null unless E2EPOOL_GITLAB_URL and E2EPOOL_GITLAB_TOKEN are set (no pause, no polling). */
   gitlab: GitLabClient | null;
 }
 

@@ -122,7 +122,8 @@ const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_TASK_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_POLLER_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_POLLER_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
-  E2EPOOL_API_BASE_URL: 'activities reach agents through Temporal, not an internal HTTP API',
+  E2EPOOL_API_BASE_URL:
+    "workers reach agents through Postgres (agent_commands, claimed by the API instance holding the agent's WebSocket), not an internal HTTP API",
   E2EPOOL_CI_PROVIDER: 'GitLab is configured with E2EPOOL_GITLAB_URL',
   E2EPOOL_QUERY_BATCH_SIZE: 'no batch sweeps: one workflow per checkpoint',
   E2EPOOL_DB_MAX_OVERFLOW: 'use E2EPOOL_DB_POOL_SIZE',

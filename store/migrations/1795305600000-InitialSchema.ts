@@ -45,11 +45,13 @@ export class InitialSchema1795305600000 implements MigrationInterface {
     await q.query(`
       CREATE UNIQUE INDEX ix_one_active_checkpoint_per_runner ON checkpoints (runner_id)
       WHERE state IN ('created', 'finalize_queued', 'needs_attention')`);
-    // TTL sweep: checkpoints still waiting for their job, oldest first.
+    // For a TTL sweep of checkpoints still waiting for their job. Unused since each
+    // checkpoint workflow has its own TTL timer.
     await q.query(
       `CREATE INDEX ix_checkpoints_ttl ON checkpoints (created_at) WHERE state = 'created'`,
     );
-    // Cooldown: the latest end of a runner's checkpoints.
+    // For a cooldown read from the latest end of a runner's checkpoints. Unused since
+    // the workflow keeps the cooldown itself.
     await q.query(`
       CREATE INDEX ix_checkpoints_runner_ended ON checkpoints (runner_id, ended_at DESC)
       WHERE ended_at IS NOT NULL`);
