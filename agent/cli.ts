@@ -6,7 +6,7 @@ import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
 
 /**
- * The runner-side CLI commands `create`, `finalize` and `status` (SPEC §5). They
+ * The runner-side CLI commands `create`, `finalize` and `status`. They
  * run in every CI job: this module and what it imports use Node builtins only
  * (common/failures imports nothing; never common/fail, which loads Temporal).
  *

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { AGENT_WS_PATH } from '../common/agent-protocol';
 
 /**
- * Agent configuration (SPEC §5): YAML at `--config`, else $E2EPOOL_AGENT_CONFIG,
+ * Agent configuration: YAML at `--config`, else $E2EPOOL_AGENT_CONFIG,
  * else /etc/e2epool/agent.yml; every key overridable by E2EPOOL_<KEY>.
  *
  * The CLI commands (`create`, `finalize`, `status`) load this module in every CI

@@ -50,7 +50,7 @@ interface Pending {
 }
 
 /**
- * The agent's WebSocket to the controller (SPEC §4): connects, authenticates,
+ * The agent's WebSocket to the controller: connects, authenticates,
  * reconnects with backoff, heartbeats, and matches replies to requests.
  *
  * Authentication sends the token in an `Authorization: Bearer` header, so it

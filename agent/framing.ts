@@ -1,7 +1,7 @@
 import { MAX_MESSAGE_BYTES } from '../common/agent-protocol';
 
 /**
- * IPC framing (SPEC §5): a 4-byte unsigned big-endian length, then that many
+ * IPC framing: a 4-byte unsigned big-endian length, then that many
  * bytes of UTF-8 JSON. No dependencies (the protocol module imports nothing):
  * the CI-side CLI loads this.
  */

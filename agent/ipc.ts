@@ -6,7 +6,7 @@ import { encodeFrame, FrameDecoder } from './framing';
 import { errorReply, isRecord } from './messages';
 
 /**
- * The agent's Unix-socket IPC (SPEC §5): one framed JSON request and one framed
+ * The agent's Unix-socket IPC: one framed JSON request and one framed
  * JSON response per connection. The client half is what the CLI uses in every CI
  * job, so this module loads Node builtins only.
  */

@@ -11,7 +11,7 @@ const wordish = (max: number) =>
     .max(max, `String should have at most ${max} characters`)
     .regex(WORD, "String should match pattern '^[\\w.\\-]+$'");
 
-/** Checkpoint names (SPEC §1), Unicode-aware like the Python validator. */
+/** Checkpoint names, `job-<job_id>-<unix seconds>-<8 hex>`; Unicode-aware like the Python validator. */
 const CHECKPOINT_NAME = /^job-[\p{L}\p{N}_.-]+-\d+-[0-9a-f]{8}$/u;
 
 export const createBody = z.object({

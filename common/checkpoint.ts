@@ -6,7 +6,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Backend, CheckpointState, FinalizeStatus } from './states';
 
-/** The REST/WebSocket checkpoint object (SPEC §3), exactly. */
+/** The checkpoint object REST and the agent WebSocket answer with, field for field. */
 export interface CheckpointDto {
   name: string;
   runner_id: string;

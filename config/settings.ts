@@ -37,8 +37,8 @@ const httpUrl = z
   .transform((u) => u.replace(/\/+$/, ''));
 
 /**
- * Every controller setting (SPEC §6), keyed by its environment variable.
- * Defaults are those of the Python implementation.
+ * Every controller setting, keyed by its environment variable. Settings the
+ * Python implementation had keep its defaults.
  */
 const schema = z.object({
   E2EPOOL_DATABASE_URL: z

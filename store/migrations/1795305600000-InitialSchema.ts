@@ -41,7 +41,7 @@ export class InitialSchema1795305600000 implements MigrationInterface {
         CONSTRAINT ck_checkpoints_ended_at CHECK (
           (ended_at IS NOT NULL) = (state IN ('reset', 'deleted', 'gc_reset', 'reset_failed', 'create_failed')))
       )`);
-    // The invariant of SPEC §1, enforced by Postgres itself.
+    // At most one active checkpoint per runner, enforced by Postgres itself.
     await q.query(`
       CREATE UNIQUE INDEX ix_one_active_checkpoint_per_runner ON checkpoints (runner_id)
       WHERE state IN ('created', 'finalize_queued', 'needs_attention')`);
