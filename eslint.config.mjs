@@ -4,7 +4,8 @@ import tseslint from 'typescript-eslint';
 import { builtinModules } from 'node:module';
 
 // Workflow code is replayed deterministically inside the Temporal sandbox: it
-// may import only @temporalio/workflow, types, and the plain shared module.
+// may import only @temporalio/workflow, types, and the workflow-safe modules
+// of common/.
 const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
 const workflowForbidden = [
   ...nodeBuiltins,
@@ -65,18 +66,19 @@ export default tseslint.config(
           })),
           patterns: [
             {
-              group: [
-                '../activities',
-                '../activities/*',
-                '../store',
-                '../store/*',
-                '../config',
-                '../config/*',
-                '../api/*',
-                '../gateway/*',
-                '../agent/*',
-                '../worker/*',
-              ],
+              // From workflows/ and from workflows/checkpoint/.
+              group: ['..', '../..'].flatMap((up) => [
+                `${up}/activities`,
+                `${up}/activities/*`,
+                `${up}/store`,
+                `${up}/store/*`,
+                `${up}/config`,
+                `${up}/config/*`,
+                `${up}/api/*`,
+                `${up}/gateway/*`,
+                `${up}/agent/*`,
+                `${up}/worker/*`,
+              ]),
               message:
                 'Workflows may only import types from activities/store/config; use `import type`.',
               allowTypeImports: true,

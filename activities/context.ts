@@ -9,9 +9,9 @@ export function heartbeat(details?: unknown): void {
   }
 }
 
-/** Heartbeats every few seconds while `p` is pending (an agent command can run for minutes). */
-export async function heartbeating<T>(p: Promise<T>, everyMs = 3000): Promise<T> {
-  const timer = setInterval(() => heartbeat(), everyMs);
+/** Heartbeats every 3 seconds while `p` is pending (an agent command can run for minutes). */
+export async function heartbeating<T>(p: Promise<T>): Promise<T> {
+  const timer = setInterval(() => heartbeat(), 3000);
   try {
     return await p;
   } finally {

@@ -1,11 +1,10 @@
 import type { DataSource } from 'typeorm';
 import { fail } from '../common/fail';
-import type { InventoryStore, ProxmoxRunner, RunnerConfig } from '../config/inventory';
+import type { InventoryStore, RunnerConfig } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
 import type { GitLabClient } from './gitlab/client';
-import type { ProxmoxClient } from './proxmox/client';
 
 /** What activities need from the process that runs them. */
 export interface ActivityDeps {
@@ -15,10 +14,8 @@ export interface ActivityDeps {
   log: Logger;
   /** Runs commands on runner hosts through their agents. */
   agents: AgentGateway;
-  /** GitLab API; null when E2EPOOL_GITLAB_URL is not set (no pause, no polling). */
+  /** GitLab API; null unless E2EPOOL_GITLAB_URL and E2EPOOL_GITLAB_TOKEN are set (no pause, no polling). */
   gitlab: GitLabClient | null;
-  /** Override how a runner's Proxmox client is made (tests); default: from the inventory. */
-  proxmoxClient?: (r: ProxmoxRunner) => ProxmoxClient;
 }
 
 /** A runner from the current inventory; gone from it is a permanent failure. */

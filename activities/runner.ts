@@ -16,7 +16,7 @@ function tail(s: string): string {
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
-  const proxmoxClient = deps.proxmoxClient ?? proxmoxClientFactory(deps);
+  const proxmoxClient = proxmoxClientFactory(deps);
 
   return {
     /** Runs the runner's `reset_cmd` or `cleanup_cmd` on its agent; no command configured is a no-op. */

@@ -1,21 +1,18 @@
 import type { RequestType } from '../common/agent-protocol';
 import { CLI_EXIT } from '../common/failures';
+import type { FinalizeStatus } from '../common/states';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
 
 /**
- * The runner-side CLI commands `create`, `finalize` and `status` (SPEC §5). They
+ * The runner-side CLI commands `create`, `finalize` and `status`. They
  * run in every CI job: this module and what it imports use Node builtins only
  * (common/failures imports nothing; never common/fail, which loads Temporal).
  *
  * Exit codes (CLI_EXIT of the failure catalog): 0 success, 1 any error,
  * 2 the agent is not running.
  */
-
-export const EXIT_OK = CLI_EXIT.ok;
-export const EXIT_ERROR = CLI_EXIT.error;
-export const EXIT_AGENT_NOT_RUNNING = CLI_EXIT.agentNotRunning;
 
 /** Where the commands write and what environment they see (tests substitute these). */
 export interface CliIo {
@@ -25,7 +22,7 @@ export interface CliIo {
 }
 
 /** The real stdout, stderr and environment. */
-export const processIo = (): CliIo => ({
+const processIo = (): CliIo => ({
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
   env: process.env,
@@ -39,8 +36,6 @@ export interface ConnectContext {
 export interface CreateContext extends ConnectContext {
   jobId: string;
 }
-
-export type FinalizeStatus = 'success' | 'failure' | 'canceled';
 
 export interface FinalizeContext extends ConnectContext {
   checkpoint: string;
@@ -111,27 +106,27 @@ async function send(
       case 'not-found':
         io.err(`Error: agent is not running (socket not found: ${path})`);
         hint();
-        return { ok: false, code: EXIT_AGENT_NOT_RUNNING };
+        return { ok: false, code: CLI_EXIT.agentNotRunning };
       case 'refused':
         io.err(`Error: agent is not running (connection refused: ${path})`);
-        return { ok: false, code: EXIT_AGENT_NOT_RUNNING };
+        return { ok: false, code: CLI_EXIT.agentNotRunning };
       case 'permission':
         io.err(
           `Error: permission denied connecting to the agent socket ${path}: ` +
             'add this user to the group set as socket_group in the agent config',
         );
-        return { ok: false, code: EXIT_ERROR };
+        return { ok: false, code: CLI_EXIT.error };
       case 'timeout':
         io.err(`Error: the agent did not reply in time (${err.message}, socket ${path})`);
-        return { ok: false, code: EXIT_ERROR };
+        return { ok: false, code: CLI_EXIT.error };
       default:
         io.err(`Error: ${err.message} (socket ${path})`);
-        return { ok: false, code: EXIT_ERROR };
+        return { ok: false, code: CLI_EXIT.error };
     }
   }
   if (!isRecord(reply)) {
     io.err('Error: unexpected reply from the agent');
-    return { ok: false, code: EXIT_ERROR };
+    return { ok: false, code: CLI_EXIT.error };
   }
   if (reply.status !== 'ok') {
     const e = reply.error;
@@ -144,7 +139,7 @@ async function send(
             : JSON.stringify(e.detail)
           : 'Unknown error';
     io.err(`Error: ${detail}`);
-    return { ok: false, code: EXIT_ERROR };
+    return { ok: false, code: CLI_EXIT.error };
   }
   return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
 }
@@ -158,10 +153,10 @@ export async function createAction(ctx: CreateContext, io: CliIo = processIo()):
   if (!r.ok) return r.code;
   if (typeof r.data.name !== 'string') {
     io.err('Error: the controller replied without a checkpoint name');
-    return EXIT_ERROR;
+    return CLI_EXIT.error;
   }
   io.out(r.data.name);
-  return EXIT_OK;
+  return CLI_EXIT.ok;
 }
 
 /** `e2epool finalize`: reports how the job ended and prints the controller's answer. */
@@ -177,7 +172,7 @@ export async function finalizeAction(
   );
   if (!r.ok) return r.code;
   io.out(typeof r.data.detail === 'string' ? r.data.detail : 'OK');
-  return EXIT_OK;
+  return CLI_EXIT.ok;
 }
 
 /** `e2epool status`: prints a checkpoint's name, state and (once set) result. */
@@ -187,5 +182,5 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
-  return EXIT_OK;
+  return CLI_EXIT.ok;
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { AGENT_WS_PATH } from '../common/agent-protocol';
 
 /**
- * Agent configuration (SPEC §5): YAML at `--config`, else $E2EPOOL_AGENT_CONFIG,
+ * Agent configuration: YAML at `--config`, else $E2EPOOL_AGENT_CONFIG,
  * else /etc/e2epool/agent.yml; every key overridable by E2EPOOL_<KEY>.
  *
  * The CLI commands (`create`, `finalize`, `status`) load this module in every CI
@@ -11,7 +11,7 @@ import { AGENT_WS_PATH } from '../common/agent-protocol';
  */
 
 export const DEFAULT_CONFIG_PATH = '/etc/e2epool/agent.yml';
-export const CONFIG_PATH_ENV = 'E2EPOOL_AGENT_CONFIG';
+const CONFIG_PATH_ENV = 'E2EPOOL_AGENT_CONFIG';
 
 /** Validated agent settings. Durations are seconds. */
 export interface AgentConfig {
@@ -145,7 +145,7 @@ const KEYS = Object.keys(FIELDS) as Key[];
 const SECRET: ReadonlySet<Key> = new Set<Key>(['token']);
 
 /** The environment variable overriding a key, e.g. E2EPOOL_SOCKET_PATH. */
-export function envName(key: string): string {
+function envName(key: string): string {
   return `E2EPOOL_${key.toUpperCase()}`;
 }
 
@@ -191,7 +191,7 @@ export function agentConfig(overrides: Partial<AgentConfig> = {}): AgentConfig {
 }
 
 /** Where the config file is, and whether the user named it explicitly. */
-export function configFilePath(
+function configFilePath(
   explicit: string | undefined,
   env: NodeJS.ProcessEnv = process.env,
 ): { path: string; explicit: boolean } {

@@ -27,8 +27,6 @@ export interface ConnectionOptions {
   log: Logger;
   /** Called for every `exec` command; the handler replies with `send`. */
   onExec: (command: IncomingExec) => void;
-  /** Called once per established connection (tests, metrics). */
-  onOpen?: () => void;
 }
 
 export interface RequestOptions {
@@ -52,7 +50,7 @@ interface Pending {
 }
 
 /**
- * The agent's WebSocket to the controller (SPEC §4): connects, authenticates,
+ * The agent's WebSocket to the controller: connects, authenticates,
  * reconnects with backoff, heartbeats, and matches replies to requests.
  *
  * Authentication sends the token in an `Authorization: Bearer` header, so it
@@ -83,11 +81,6 @@ export class ControllerConnection {
 
   get connected(): boolean {
     return this.isOpen;
-  }
-
-  /** Whether the token travels in the query (after an old controller's 403). */
-  get usesQueryToken(): boolean {
-    return this.tokenInQuery;
   }
 
   start(): void {
@@ -229,7 +222,6 @@ export class ControllerConnection {
       this.startHeartbeat(ws);
       log.info({ runnerId: this.o.runnerId }, 'connected to controller');
       for (const w of [...this.openWaiters]) w(true);
-      this.o.onOpen?.();
     });
     ws.on('message', (data: RawData) => {
       this.lastSeen = Date.now();

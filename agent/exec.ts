@@ -6,13 +6,13 @@ import { EXEC_OUTPUT_CAP, type ExecData } from '../common/agent-protocol';
 /** Each of stdout and stderr is cut to this many characters. */
 export const OUTPUT_CAP_CHARS = EXEC_OUTPUT_CAP;
 /** Used when the controller sends no usable timeout (the old agent's default). */
-export const DEFAULT_EXEC_TIMEOUT_SECONDS = 120;
+const DEFAULT_EXEC_TIMEOUT_SECONDS = 120;
 /** After the shell exits, how long background children may keep its pipes open. */
 const PIPE_GRACE_MS = 500;
 /** setTimeout's largest delay (about 24.8 days); larger ones would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Commands running at once; more are refused rather than queued. */
-export const MAX_RUNNING_COMMANDS = 16;
+const MAX_RUNNING_COMMANDS = 16;
 
 /**
  * Collects a stream up to `cap` characters. Past the cap it keeps reading and
@@ -47,7 +47,6 @@ class CappedText {
 export interface RunOptions {
   /** Seconds; the whole process group is killed when it elapses. */
   timeoutSeconds: number;
-  capChars?: number;
   /** Called with the shell's pid once it is spawned (tests, logs). */
   onSpawn?: (pid: number) => void;
 }
@@ -71,10 +70,9 @@ function killGroup(pid: number): void {
  * it, -1 on timeout or when the shell could not start.
  */
 export function runShell(cmd: string, opts: RunOptions): Promise<ExecData> {
-  const cap = opts.capChars ?? OUTPUT_CAP_CHARS;
   return new Promise<ExecData>((resolve) => {
-    const out = new CappedText(cap);
-    const err = new CappedText(cap);
+    const out = new CappedText(OUTPUT_CAP_CHARS);
+    const err = new CappedText(OUTPUT_CAP_CHARS);
     let settled = false;
     let timedOut = false;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -163,7 +161,7 @@ export class CommandRunner {
   }
 
   /** Why `cmd` may not run, or undefined if it may. */
-  refusal(cmd: unknown): Refusal | undefined {
+  private refusal(cmd: unknown): Refusal | undefined {
     if (typeof cmd !== 'string' || cmd.trim() === '') return 'Empty command';
     if (this.allowed && !this.allowed.has(cmd)) return 'Command not allowed by agent configuration';
     if (this.closed) return 'Agent is shutting down';
@@ -172,14 +170,14 @@ export class CommandRunner {
   }
 
   /** Runs a command the controller sent; never rejects. */
-  run(cmd: unknown, timeout: unknown, onSpawn?: (pid: number) => void): Promise<ExecData> {
+  run(cmd: unknown, timeout: unknown): Promise<ExecData> {
     const refused = this.refusal(cmd);
     if (refused) return Promise.resolve({ exit_code: -1, stdout: '', stderr: refused });
     const timeoutSeconds =
       typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0
         ? timeout
         : DEFAULT_EXEC_TIMEOUT_SECONDS;
-    const p = runShell(cmd as string, { timeoutSeconds, onSpawn });
+    const p = runShell(cmd as string, { timeoutSeconds });
     this.running.add(p);
     void p.then(() => this.running.delete(p));
     return p;

@@ -1,7 +1,7 @@
 import { MAX_MESSAGE_BYTES } from '../common/agent-protocol';
 
 /**
- * IPC framing (SPEC §5): a 4-byte unsigned big-endian length, then that many
+ * IPC framing: a 4-byte unsigned big-endian length, then that many
  * bytes of UTF-8 JSON. No dependencies (the protocol module imports nothing):
  * the CI-side CLI loads this.
  */
@@ -11,11 +11,11 @@ export const MAX_FRAME_BYTES = MAX_MESSAGE_BYTES;
 
 const HEADER_BYTES = 4;
 
-/** Encodes one JSON value as a frame. Throws if the payload exceeds `maxBytes`. */
-export function encodeFrame(value: unknown, maxBytes = MAX_FRAME_BYTES): Buffer {
+/** Encodes one JSON value as a frame. Throws if the payload exceeds MAX_FRAME_BYTES. */
+export function encodeFrame(value: unknown): Buffer {
   const body = Buffer.from(JSON.stringify(value), 'utf8');
-  if (body.length > maxBytes) {
-    throw new RangeError(`Message size ${body.length} exceeds maximum ${maxBytes}`);
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new RangeError(`Message size ${body.length} exceeds maximum ${MAX_FRAME_BYTES}`);
   }
   const frame = Buffer.allocUnsafe(HEADER_BYTES + body.length);
   frame.writeUInt32BE(body.length, 0);
@@ -38,13 +38,6 @@ export class FrameDecoder {
   private need: number | null = null; // payload length once the header is read
   private failed = false;
 
-  constructor(private readonly maxBytes = MAX_FRAME_BYTES) {}
-
-  /** Bytes received that are not yet part of a complete frame. */
-  get pending(): number {
-    return this.buffered;
-  }
-
   /** True while a frame has been started but not completed. */
   get partial(): boolean {
     return this.buffered > 0 || this.need !== null;
@@ -61,7 +54,7 @@ export class FrameDecoder {
       if (this.need === null) {
         if (this.buffered < HEADER_BYTES) break;
         const length = this.take(HEADER_BYTES).readUInt32BE(0);
-        if (length > this.maxBytes) {
+        if (length > MAX_FRAME_BYTES) {
           this.failed = true;
           this.chunks = [];
           this.buffered = 0;

@@ -2,22 +2,22 @@ import { chmodSync, chownSync, lstatSync, readFileSync, statSync, unlinkSync } f
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { Reply } from '../common/agent-protocol';
 import type { Logger } from '../config/logger';
-import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from './framing';
+import { encodeFrame, FrameDecoder } from './framing';
 import { errorReply, isRecord } from './messages';
 
 /**
- * The agent's Unix-socket IPC (SPEC §5): one framed JSON request and one framed
+ * The agent's Unix-socket IPC: one framed JSON request and one framed
  * JSON response per connection. The client half is what the CLI uses in every CI
  * job, so this module loads Node builtins only.
  */
 
 /** Socket mode: owner and group (fix: the old agent used 0666, so any local user could reset the runner). */
-export const SOCKET_MODE = 0o660;
+const SOCKET_MODE = 0o660;
 /** How long a connection may stay open after its reply was sent. */
 const REPLY_LINGER_MS = 5000;
 
 /** Longest socket path the kernel accepts (sun_path minus its terminating NUL). */
-export function maxSocketPathBytes(platform: NodeJS.Platform = process.platform): number {
+function maxSocketPathBytes(platform: NodeJS.Platform = process.platform): number {
   return platform === 'linux' ? 107 : 103;
 }
 
@@ -38,27 +38,29 @@ function errnoCode(err: unknown): string | undefined {
     : undefined;
 }
 
+const GROUP_FILE = '/etc/group';
+
 /** Resolves a group name (from /etc/group) or gid to a gid. */
-export function resolveGroup(group: string | number, groupFile = '/etc/group'): number {
+export function resolveGroup(group: string | number): number {
   if (typeof group === 'number') return group;
   if (/^\d+$/.test(group)) return Number(group);
   let text: string;
   try {
-    text = readFileSync(groupFile, 'utf8');
+    text = readFileSync(GROUP_FILE, 'utf8');
   } catch (err) {
     throw new Error(
-      `cannot resolve socket_group "${group}": cannot read ${groupFile} (${errnoCode(err)})`,
+      `cannot resolve socket_group "${group}": cannot read ${GROUP_FILE} (${errnoCode(err)})`,
     );
   }
   for (const line of text.split('\n')) {
     const [name, , gid] = line.split(':');
     if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
   }
-  throw new Error(`socket_group "${group}" not found in ${groupFile}`);
+  throw new Error(`socket_group "${group}" not found in ${GROUP_FILE}`);
 }
 
-/** True if something accepts connections on `path`. */
-function acceptsConnections(path: string, timeoutMs = 1000): Promise<boolean> {
+/** True if something accepts connections on `path` (or does not refuse them within a second). */
+function acceptsConnections(path: string): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const s = createConnection(path);
     const done = (v: boolean | Error) => {
@@ -68,7 +70,7 @@ function acceptsConnections(path: string, timeoutMs = 1000): Promise<boolean> {
       else resolve(v);
     };
     // A listener that does not answer in time is still a listener: do not steal its path.
-    const timer = setTimeout(() => done(true), timeoutMs);
+    const timer = setTimeout(() => done(true), 1000);
     s.once('connect', () => done(true));
     s.once('error', (err) => {
       const code = errnoCode(err);
@@ -111,7 +113,6 @@ export interface IpcServerOptions {
   log?: Logger;
   /** A client must send its whole request within this time (default 30 s). */
   requestReadTimeoutMs?: number;
-  maxFrameBytes?: number;
   /** How long a connection may stay open after its reply (default 5 s). */
   replyLingerMs?: number;
 }
@@ -172,7 +173,6 @@ function listen(server: Server, path: string): Promise<void> {
 export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer> {
   const log = opts.log ?? NOOP_LOG;
   const readTimeoutMs = opts.requestReadTimeoutMs ?? 30_000;
-  const maxBytes = opts.maxFrameBytes ?? MAX_FRAME_BYTES;
   const lingerMs = opts.replyLingerMs ?? REPLY_LINGER_MS;
   const gid = opts.group === null || opts.group === undefined ? null : resolveGroup(opts.group);
   await claimSocketPath(opts.path);
@@ -188,7 +188,7 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
   const send = (socket: Socket, reply: Reply) => {
     let frame: Buffer;
     try {
-      frame = encodeFrame(reply, maxBytes);
+      frame = encodeFrame(reply);
     } catch {
       frame = encodeFrame(errorReply(reply.id, 500, 'Reply too large'));
     }
@@ -227,7 +227,7 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
       return;
     }
     sockets.add(socket);
-    const decoder = new FrameDecoder(maxBytes);
+    const decoder = new FrameDecoder();
     let received = false;
     // A client that connects and never finishes its request must not hold a descriptor forever.
     socket.setTimeout(readTimeoutMs, () => {

@@ -4,7 +4,7 @@ import { runnerAuth } from './auth';
 import type { CheckpointService } from './checkpoint-service';
 import { createBody, finalizeBody, parseOr422 } from './schemas';
 
-/** SPEC §3 checkpoint routes: validate, delegate, answer. */
+/** The runners' checkpoint routes (bearer token auth): validate, delegate, answer. */
 export function checkpointRouter(service: CheckpointService, inventory: InventoryStore): Router {
   const router = Router();
   const auth = runnerAuth(inventory);

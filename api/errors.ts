@@ -7,7 +7,6 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly detail: unknown,
-    readonly extra: Record<string, unknown> = {},
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
   }
@@ -26,7 +25,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof HttpError) {
-      res.status(err.status).json({ detail: err.detail, ...err.extra });
+      res.status(err.status).json({ detail: err.detail });
       return;
     }
     const e = err as { type?: string; status?: number; statusCode?: number };

@@ -11,8 +11,8 @@ const wordish = (max: number) =>
     .max(max, `String should have at most ${max} characters`)
     .regex(WORD, "String should match pattern '^[\\w.\\-]+$'");
 
-/** Checkpoint names (SPEC §1), Unicode-aware like the Python validator. */
-export const CHECKPOINT_NAME = /^job-[\p{L}\p{N}_.-]+-\d+-[0-9a-f]{8}$/u;
+/** Checkpoint names, `job-<job_id>-<unix seconds>-<8 hex>`; Unicode-aware like the Python validator. */
+const CHECKPOINT_NAME = /^job-[\p{L}\p{N}_.-]+-\d+-[0-9a-f]{8}$/u;
 
 export const createBody = z.object({
   runner_id: wordish(255),
@@ -38,9 +38,6 @@ export const finalizeBody = z.object({
   }),
   source: wordish(100).default('hook'),
 });
-
-export type CreateBody = z.infer<typeof createBody>;
-export type FinalizeBody = z.infer<typeof finalizeBody>;
 
 function valueAt(input: unknown, path: PropertyKey[]): unknown {
   let v: unknown = input;

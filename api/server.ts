@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Connection } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -9,7 +9,8 @@ import type { TemporalConnectSettings } from '../config/temporal';
 import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
-import { checkpointService, createApp } from './app';
+import { createApp } from './app';
+import { CheckpointService } from './checkpoint-service';
 
 export interface ApiServer {
   server: Server;
@@ -47,25 +48,25 @@ export async function startApiServer(d: {
   inventory: InventoryStore;
   log: Logger;
 }): Promise<ApiServer> {
-  const appDeps = {
-    settings: d.settings,
-    dataSource: d.dataSource,
-    temporal: d.temporal,
-    namespace: d.temporalSettings.namespace,
+  const store = createStore(d.dataSource);
+  // The checkpoint operations REST and the agent gateway share.
+  const checkpoints = new CheckpointService({
+    client: new Client({ connection: d.temporal, namespace: d.temporalSettings.namespace }),
+    records: store.checkpoints,
     inventory: d.inventory,
+    settings: d.settings,
     log: d.log,
-  };
-  const checkpoints = checkpointService(appDeps);
+  });
   // The SDK's retry interceptor would keep retrying a failed probe in the background
   // long after /healthz answered; the probe gets a connection without it.
   const healthTemporal = Connection.lazy({
     ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
     interceptors: [],
   });
-  const app = createApp({ ...appDeps, checkpoints, healthTemporal });
+  const app = createApp({ store, healthTemporal, checkpoints, inventory: d.inventory, log: d.log });
   const server = createServer(app);
   const hub = new AgentHub(
-    createStore(d.dataSource),
+    store,
     databaseUrlOf(d.dataSource),
     d.log.child({ component: 'agent-hub' }),
   );

@@ -9,7 +9,7 @@ import { AgentBus } from '../activities/agent-bus';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
-/** `e2epool api`: the REST API (and, later, the agent WebSocket gateway). */
+/** `e2epool api`: the REST API and the agent WebSocket gateway, on one port. */
 export async function runApi(): Promise<void> {
   const { settings, temporal, log } = loadControllerConfig('api');
   const inventory = InventoryStore.load(settings.inventoryPath, log);

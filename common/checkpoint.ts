@@ -6,7 +6,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Backend, CheckpointState, FinalizeStatus } from './states';
 
-/** The REST/WebSocket checkpoint object (SPEC §3), exactly. */
+/** The checkpoint object REST and the agent WebSocket answer with, field for field. */
 export interface CheckpointDto {
   name: string;
   runner_id: string;
@@ -120,10 +120,8 @@ export const retrySignal = defineSignal<[]>('retry');
 export const releaseSignal = defineSignal<[]>('release');
 export const stateQuery = defineQuery<CheckpointView>('state');
 
-/** Checkpoint name of SPEC §1: `job-<job_id>-<unix seconds>-<8 lowercase hex>`. */
-export const CHECKPOINT_NAME_RE = /^job-[\w.-]+-\d+-[0-9a-f]{8}$/;
 /** Proxmox snapshot names: letter first, letters/digits/_/-, 2-40 characters. */
-export const PROXMOX_SNAPNAME_RE = /^[A-Za-z][A-Za-z0-9_-]{1,39}$/;
+const PROXMOX_SNAPNAME_RE = /^[A-Za-z][A-Za-z0-9_-]{1,39}$/;
 
 /**
  * The Proxmox snapshot name for a checkpoint: the checkpoint name itself when

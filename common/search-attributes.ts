@@ -15,13 +15,7 @@ export const SA_CHECKPOINT_NAME = defineSearchAttributeKey(
 export const SA_STATE = defineSearchAttributeKey('E2eState', SearchAttributeType.KEYWORD);
 export const SA_BACKEND = defineSearchAttributeKey('E2eBackend', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTE_KEYS = [
-  SA_RUNNER_ID,
-  SA_JOB_ID,
-  SA_CHECKPOINT_NAME,
-  SA_STATE,
-  SA_BACKEND,
-];
+const SEARCH_ATTRIBUTE_KEYS = [SA_RUNNER_ID, SA_JOB_ID, SA_CHECKPOINT_NAME, SA_STATE, SA_BACKEND];
 
 /** `Name=Type` pairs as `temporal server start-dev --search-attribute` takes them. */
 export function searchAttributeFlags(): string[] {

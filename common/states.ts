@@ -1,6 +1,7 @@
 /**
- * Checkpoint states of SPEC §2. Plain data: imported by workflows, the API,
- * the stores and the migrations, so it must stay free of I/O.
+ * Checkpoint states: the active ones hold the runner, the others are terminal.
+ * Plain data: imported by workflows, the API and the stores, so it must stay
+ * free of I/O.
  */
 export const CHECKPOINT_STATES = [
   'created',

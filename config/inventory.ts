@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import type { Backend } from '../common/states';
 import type { Logger } from './logger';
 
 /** Raised for an unreadable or invalid inventory; the message names runner and field. */
@@ -244,10 +243,6 @@ export function proxmoxBaseUrl(r: Pick<ProxmoxRunner, 'proxmox_host'>): string {
     throw new Error('expected an https:// URL');
   if (!url.port && !/^[a-z]+:\/\//i.test(host)) url.port = '8006';
   return `${url.protocol}//${url.host}`;
-}
-
-export function backendOf(r: RunnerConfig): Backend {
-  return r.backend;
 }
 
 /**

@@ -37,8 +37,8 @@ const httpUrl = z
   .transform((u) => u.replace(/\/+$/, ''));
 
 /**
- * Every controller setting (SPEC §6), keyed by its environment variable.
- * Defaults are those of the Python implementation.
+ * Every controller setting, keyed by its environment variable. Settings the
+ * Python implementation had keep its defaults.
  */
 const schema = z.object({
   E2EPOOL_DATABASE_URL: z
@@ -114,7 +114,7 @@ export interface Settings {
  * Settings of the Python implementation that have no meaning here, with the
  * Temporal counterpart the README maps them to. Setting one only warns.
  */
-export const OBSOLETE_SETTINGS: Record<string, string> = {
+const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_REDIS_URL: 'Temporal replaces Celery and Redis; set TEMPORAL_ADDRESS instead',
   E2EPOOL_GC_INTERVAL_SECONDS: 'each checkpoint has its own durable TTL timer',
   E2EPOOL_RECONCILE_INTERVAL_SECONDS: 'Temporal retries workflows and activities durably',
@@ -122,7 +122,8 @@ export const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_TASK_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_POLLER_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_POLLER_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
-  E2EPOOL_API_BASE_URL: 'activities reach agents through Temporal, not an internal HTTP API',
+  E2EPOOL_API_BASE_URL:
+    "workers reach agents through Postgres (agent_commands, claimed by the API instance holding the agent's WebSocket), not an internal HTTP API",
   E2EPOOL_CI_PROVIDER: 'GitLab is configured with E2EPOOL_GITLAB_URL',
   E2EPOOL_QUERY_BATCH_SIZE: 'no batch sweeps: one workflow per checkpoint',
   E2EPOOL_DB_MAX_OVERFLOW: 'use E2EPOOL_DB_POOL_SIZE',
@@ -193,6 +194,3 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 export function obsoleteSettingsIn(env: NodeJS.ProcessEnv = process.env): Array<[string, string]> {
   return Object.entries(OBSOLETE_SETTINGS).filter(([k]) => env[k] !== undefined);
 }
-
-/** Every setting with its default, for the README and `e2epool config`. */
-export const SETTING_NAMES = Object.keys(schema.shape);

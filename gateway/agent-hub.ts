@@ -11,6 +11,9 @@ import type { Store } from '../store';
 import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
 import { AgentNoticeListener } from '../store/agent-notices';
 
+/** How often queued commands are looked for, in case a notice was missed. */
+const SWEEP_MS = 2000;
+
 interface InFlight {
   commandId: string;
   timer: NodeJS.Timeout;
@@ -42,7 +45,6 @@ export class AgentHub {
     private readonly store: Store,
     databaseUrl: string,
     private readonly log: Logger,
-    private readonly sweepMs = 2000,
   ) {
     this.commandNotices = new AgentNoticeListener({
       databaseUrl,
@@ -60,7 +62,7 @@ export class AgentHub {
   /** Starts listening for queued commands (and sweeping, in case a notice is missed). */
   async start(): Promise<void> {
     await this.commandNotices.ensure();
-    this.sweepTimer = setInterval(() => void this.dispatchAll(), this.sweepMs);
+    this.sweepTimer = setInterval(() => void this.dispatchAll(), SWEEP_MS);
     this.sweepTimer.unref();
   }
 
@@ -115,10 +117,6 @@ export class AgentHub {
     return this.store.sessions.touch(runnerId, sessionId);
   }
 
-  isCurrent(runnerId: string, sessionId: string): boolean {
-    return this.sessions.get(runnerId)?.sessionId === sessionId;
-  }
-
   /** Records an exec reply that arrived on a session. Unknown ids (late, or another session's) are ignored. */
   async handleReply(
     runnerId: string,
@@ -148,7 +146,7 @@ export class AgentHub {
   }
 
   /** Claims and sends queued commands for one runner connected here. */
-  async dispatch(runnerId: string): Promise<void> {
+  private async dispatch(runnerId: string): Promise<void> {
     const s = this.sessions.get(runnerId);
     if (!s || this.stopped) return;
     let claimed: ClaimedCommand[];

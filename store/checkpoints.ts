@@ -69,7 +69,7 @@ export interface CheckpointView {
  */
 export class ActiveCheckpointExists extends Error {
   override name = 'ActiveCheckpointExists';
-  constructor(readonly runnerId: string) {
+  constructor(runnerId: string) {
     super(`runner '${runnerId}' already has an active checkpoint`);
   }
 }

@@ -8,8 +8,6 @@ export const MIGRATIONS_TABLE = 'e2epool_migrations';
 export interface DataSourceOptions {
   url: string;
   poolSize?: number;
-  /** Postgres schema to use (tests isolate themselves in their own schema). */
-  schema?: string;
   applicationName?: string;
 }
 
@@ -22,7 +20,6 @@ export function createDataSource(opts: DataSourceOptions): DataSource {
   return new DataSource({
     type: 'postgres',
     url: opts.url,
-    schema: opts.schema,
     entities: [],
     migrations: MIGRATIONS,
     migrationsTableName: MIGRATIONS_TABLE,
@@ -36,7 +33,6 @@ export function createDataSource(opts: DataSourceOptions): DataSource {
       // Fail fast while Postgres is down instead of queueing for ever.
       connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30000,
-      options: opts.schema ? `-c search_path=${opts.schema}` : undefined,
     },
   });
 }

@@ -8,7 +8,6 @@ import { ensureBinary } from './binary';
 export interface DevServerOptions {
   /** Path of the `temporal` binary; provided by ensure-temporal.sh when omitted. */
   bin?: string;
-  ip?: string;
   port: number;
   /** Web UI port; `null` runs headless. */
   uiPort: number | null;
@@ -17,7 +16,6 @@ export interface DevServerOptions {
   namespace: string;
   /** Server output goes here (appended); omitted: discarded. */
   logFile?: string;
-  startTimeoutMs?: number;
   /** Own process group, so a terminal Ctrl-C reaches only the parent, which stops it in order. */
   detached?: boolean;
   /** Server dynamic config values, e.g. `{ 'limit.historyCount.suggestContinueAsNew': 100 }`. */
@@ -34,18 +32,13 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
+/** The dev server listens on loopback only. */
+const IP = '127.0.0.1';
+const START_TIMEOUT_MS = 60_000;
+
 /** The command line for `temporal server start-dev` with e2epool's search attributes. */
-export function devServerArgs(o: DevServerOptions): string[] {
-  const args = [
-    'server',
-    'start-dev',
-    '--ip',
-    o.ip ?? '127.0.0.1',
-    '--port',
-    String(o.port),
-    '--log-level',
-    'warn',
-  ];
+function devServerArgs(o: DevServerOptions): string[] {
+  const args = ['server', 'start-dev', '--ip', IP, '--port', String(o.port), '--log-level', 'warn'];
   if (o.uiPort === null) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
   if (o.dbFile) args.push('--db-filename', o.dbFile);
@@ -82,7 +75,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => resolve(code)),
   );
-  const address = `${o.ip ?? '127.0.0.1'}:${o.port}`;
+  const address = `${IP}:${o.port}`;
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
@@ -91,7 +84,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
     clearTimeout(killer);
   };
 
-  const deadline = Date.now() + (o.startTimeoutMs ?? 60_000);
+  const deadline = Date.now() + START_TIMEOUT_MS;
   let lastErr: unknown;
   let done = false;
   void exited.then(() => (done = true));
@@ -103,7 +96,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
         return {
           address,
           namespace: o.namespace,
-          uiUrl: o.uiPort === null ? null : `http://${o.ip ?? '127.0.0.1'}:${o.uiPort}`,
+          uiUrl: o.uiPort === null ? null : `http://${IP}:${o.uiPort}`,
           pid: child.pid,
           process: child,
           stop,
@@ -119,7 +112,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   await stop();
   const why = done
     ? `exited with code ${child.exitCode}`
-    : `did not answer within ${(o.startTimeoutMs ?? 60_000) / 1000}s`;
+    : `did not answer within ${START_TIMEOUT_MS / 1000}s`;
   throw new Error(
     `Temporal dev server ${why} (${String((lastErr as Error | undefined)?.message ?? '')}). Output:\n${tail}`,
   );

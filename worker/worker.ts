@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
 import { GitLabClient } from '../activities/gitlab/client';
 import type { Settings } from '../config/settings';
@@ -12,14 +12,14 @@ export interface WorkerParams {
   namespace: string;
   taskQueue: string;
   deps: ActivityDeps;
-  /** Use this prebuilt bundle; otherwise the one from `npm run build`, else bundle now. */
-  bundlePath?: string;
-  options?: Partial<WorkerOptions>;
 }
 
-/** Creates the e2epool worker: every workflow, activities bound to `deps`. */
+/**
+ * Creates the e2epool worker: every workflow (the bundle from `npm run build`,
+ * else bundled now), activities bound to `deps`.
+ */
 export async function createWorker(p: WorkerParams): Promise<Worker> {
-  const bundle = p.bundlePath ?? prebuiltBundlePath();
+  const bundle = prebuiltBundlePath();
   const workflowSource = existsSync(bundle)
     ? { workflowBundle: { codePath: bundle } }
     : { workflowsPath: workflowsPath() };
@@ -31,7 +31,6 @@ export async function createWorker(p: WorkerParams): Promise<Worker> {
     activities: createActivities(p.deps),
     // Give running activities time to finish (or heartbeat-cancel) on SIGTERM.
     shutdownGraceTime: '20 seconds',
-    ...p.options,
   });
 }
 

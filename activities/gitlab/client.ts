@@ -5,11 +5,11 @@ import type { FinalizeStatus } from '../../common/states';
 export type JobState = FinalizeStatus | 'running';
 
 /**
- * GitLab job statuses → what they mean for a checkpoint (SPEC §7). Only
- * COMPLETED_STATUSES end a job; `canceling`, `manual`, `scheduled` and the rest
- * mean it is still running.
+ * GitLab job statuses → what they mean for a checkpoint: `success` → success,
+ * `failed` → failure, `canceled` and `skipped` → canceled; `canceling`,
+ * `manual`, `scheduled` and the rest mean the job is still running.
  */
-export function mapJobStatus(status: string): JobState {
+function mapJobStatus(status: string): JobState {
   switch (status) {
     case 'success':
       return 'success';

@@ -14,27 +14,24 @@ export interface ProxmoxTarget {
   timeoutMs: number;
 }
 
+/** The fields of a Proxmox snapshot entry that e2epool reads. */
 export interface SnapshotInfo {
   name: string;
   description: string;
-  snaptime?: number;
-  parent?: string;
+  /** Set while the snapshot is being made (or was left half-made). */
   snapstate?: string;
 }
 
+/** The fields of a VM's current status that e2epool reads. */
 export interface VmStatus {
   status: 'running' | 'stopped';
-  qmpstatus?: string;
   lock?: string;
 }
 
 /** A task that ended with an error exit status (locks and duplicate names surface here). */
 export class ProxmoxTaskError extends Error {
   override name = 'ProxmoxTaskError';
-  constructor(
-    readonly upid: string,
-    readonly exitstatus: string,
-  ) {
+  constructor(readonly exitstatus: string) {
     super(`Proxmox task failed: ${exitstatus}`);
   }
 }
@@ -55,7 +52,7 @@ const TRANSIENT_CODES = new Set([
 ]);
 
 /** Task exit statuses that mean success: `OK` and `WARNINGS: n`. */
-export function taskSucceeded(exitstatus: string | undefined): boolean {
+function taskSucceeded(exitstatus: string | undefined): boolean {
   return exitstatus === 'OK' || /^WARNINGS: \d+$/.test(exitstatus ?? '');
 }
 
@@ -181,7 +178,7 @@ export class ProxmoxClient {
       const st = await this.call<{ status: string; exitstatus?: string }>('GET', path);
       if (st.status === 'stopped') {
         if (taskSucceeded(st.exitstatus)) return st.exitstatus!;
-        throw new ProxmoxTaskError(upid, st.exitstatus ?? 'unknown exit status');
+        throw new ProxmoxTaskError(st.exitstatus ?? 'unknown exit status');
       }
       if (Date.now() >= deadline) {
         throw fail(

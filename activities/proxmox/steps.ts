@@ -12,7 +12,7 @@ import { proxmoxHttpsAgent } from './tls';
 const OURS = snapshotDescription('');
 
 /** The runner's Proxmox config from the current inventory (credentials never cross the workflow boundary). */
-export function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
+function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
   const r = inventoryRunner(deps, runnerId);
   if (r.backend !== 'proxmox')
     throw fail('RunnerNotInInventory', `runner '${runnerId}' is not a proxmox runner`);
@@ -60,7 +60,7 @@ export function proxmoxClientFactory(deps: Pick<ActivityDeps, 'settings'>) {
 /** Proxmox steps of a checkpoint. Each checks the VM's state first, so a retry is harmless. */
 export function proxmoxActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
-  const clientFor = deps.proxmoxClient ?? proxmoxClientFactory(deps);
+  const clientFor = proxmoxClientFactory(deps);
   const waitOpts = () => ({
     timeoutMs: deps.settings.proxmoxTaskTimeoutSeconds * 1000,
     pollMs: deps.settings.proxmoxTaskPollSeconds * 1000,

@@ -41,15 +41,17 @@ export class InitialSchema1795305600000 implements MigrationInterface {
         CONSTRAINT ck_checkpoints_ended_at CHECK (
           (ended_at IS NOT NULL) = (state IN ('reset', 'deleted', 'gc_reset', 'reset_failed', 'create_failed')))
       )`);
-    // The invariant of SPEC §1, enforced by Postgres itself.
+    // At most one active checkpoint per runner, enforced by Postgres itself.
     await q.query(`
       CREATE UNIQUE INDEX ix_one_active_checkpoint_per_runner ON checkpoints (runner_id)
       WHERE state IN ('created', 'finalize_queued', 'needs_attention')`);
-    // TTL sweep: checkpoints still waiting for their job, oldest first.
+    // For a TTL sweep of checkpoints still waiting for their job. Unused since each
+    // checkpoint workflow has its own TTL timer.
     await q.query(
       `CREATE INDEX ix_checkpoints_ttl ON checkpoints (created_at) WHERE state = 'created'`,
     );
-    // Cooldown: the latest end of a runner's checkpoints.
+    // For a cooldown read from the latest end of a runner's checkpoints. Unused since
+    // the workflow keeps the cooldown itself.
     await q.query(`
       CREATE INDEX ix_checkpoints_runner_ended ON checkpoints (runner_id, ended_at DESC)
       WHERE ended_at IS NOT NULL`);
