@@ -19,7 +19,6 @@ import {
   retrySignal,
   stateQuery,
 } from '../../common/checkpoint';
-
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { startContinueAsNewDevServer } from '../helpers/temporal';
