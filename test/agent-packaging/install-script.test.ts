@@ -17,7 +17,7 @@ const PLIST = join(PACKAGING, 'com.e2epool.agent.plist');
 const EXAMPLE = join(PACKAGING, 'agent.example.yml');
 const TMPFILES = join(PACKAGING, 'e2epool-agent.tmpfiles');
 
-/** The agent's settings (SPEC §5 plus socket_group, allowed_commands, request_timeout). */
+/** The agent's settings (controller URL, runner id, token, socket path and the rest, plus socket_group, allowed_commands, request_timeout). */
 const AGENT_KEYS = [
   'controller_url',
   'runner_id',
@@ -29,7 +29,7 @@ const AGENT_KEYS = [
   'allowed_commands',
   'request_timeout',
 ];
-/** Where the CLI looks for the socket when it cannot read agent.yml (SPEC §5). */
+/** Where the CLI looks for the socket when it cannot read agent.yml (the default socket path). */
 const CLI_DEFAULT_SOCKET = '/var/run/e2epool-agent.sock';
 
 interface Run {

@@ -259,7 +259,7 @@ describe('agent daemon against a controller', () => {
     // afterEach checks the token never reached the log, although it was in the URL.
   });
 
-  it('runs exec commands and replies in the SPEC §4 shape', async () => {
+  it('runs exec commands and replies as {id, status, data: {exit_code, stdout, stderr}}', async () => {
     const agent = await start({ allowedCommands: ['echo hi', 'exit 4', 'sleep 5'] });
     await agent.waitConnected(5000);
     const ok = await ctl.exec('echo hi', 10, 'x1');

@@ -88,7 +88,7 @@ export interface AgentConnection {
 type Frame = Record<string, unknown>;
 
 /**
- * A small controller speaking SPEC §4 on 127.0.0.1:<random>/ws/agent, with an
+ * A small controller speaking the agent WebSocket protocol on 127.0.0.1:<random>/ws/agent, with an
  * in-memory checkpoint store. `mode: 'old'` behaves like the Python controller:
  * token only from the query, bad or missing token → HTTP 403 on the handshake.
  */

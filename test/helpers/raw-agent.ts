@@ -14,7 +14,7 @@ export interface RawAgent {
 let seq = 0;
 
 /**
- * A bare WebSocket agent for gateway tests: speaks SPEC §4 by hand and
+ * A bare WebSocket agent for gateway tests: speaks the agent WebSocket protocol by hand and
  * answers exec commands with `onExec`.
  */
 export async function connectRawAgent(

@@ -43,7 +43,7 @@ const R = testRunners([
 ]);
 const CONNECTED: TestRunner[] = [R.race, R.cool, R.source, R.ready];
 
-describe('REST API status paths (SPEC §3)', () => {
+describe('REST API status paths (every status of /checkpoint/create, /finalize, /status, /runner/readiness)', () => {
   const agents = new FakeAgents();
   let c: TestController;
   const as = (r: TestRunner | string) =>

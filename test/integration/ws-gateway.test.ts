@@ -44,7 +44,7 @@ const INVENTORY = `runners:\n${Object.values(R)
   )
   .join('')}`;
 
-describe('agent WebSocket gateway (SPEC §4)', () => {
+describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)', () => {
   let c: TestController;
   let other: ApiServer; // a second API instance on the same database
   let bus: AgentBus;
