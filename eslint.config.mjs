@@ -89,6 +89,40 @@ export default tseslint.config(
     },
   },
   {
+    // The agent runs on runner hosts and its CLI must start fast: it never
+    // loads controller code, Temporal or database clients.
+    files: ['agent/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: ['typeorm', 'pg', 'express', 'axios', 'prom-client', '../common/fail'].map(
+            (name) => ({
+              name,
+              message: 'The agent never loads controller code or its clients.',
+              allowTypeImports: true,
+            }),
+          ),
+          patterns: [
+            {
+              group: [
+                '@temporalio/*',
+                '../activities/*',
+                '../store/*',
+                '../api/*',
+                '../gateway/*',
+                '../workflows/*',
+                '../worker/*',
+              ],
+              message: 'The agent never loads controller code or its clients.',
+              allowTypeImports: true,
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['bin/**/*.js', 'jest.config.js', 'test/helpers/*.js'],
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
