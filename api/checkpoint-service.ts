@@ -39,6 +39,10 @@ function toDto(c: CheckpointView): CheckpointDto {
   };
 }
 
+/** How long past its deadline the API still waits for the run's own answer to a create. */
+const CREATE_ANSWER_GRACE_MS = 3000;
+const CREATE_TIMEOUT_DETAIL = 'Checkpoint could not be created before the create deadline';
+
 export interface CheckpointServiceDeps {
   client: Client;
   records: CheckpointStore;
@@ -91,32 +95,64 @@ export class CheckpointService {
       },
       timing: this.timing(),
     };
+    // Past the deadline the run compensates the create and answers 504; the
+    // API stops waiting a little later in case no worker answers at all (the
+    // run then refuses the stale request when a worker picks it up).
+    const deadline = Date.now() + this.d.settings.createTimeoutSeconds * 1000;
+    const giveUp = deadline + CREATE_ANSWER_GRACE_MS;
     // A run that just finished is closing; it is gone within moments, so try again briefly.
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       try {
-        return await this.d.client.workflow.executeUpdateWithStart(createUpdate, {
-          args: [{ jobId: req.job_id, caller: req.caller ?? null, projectId: req.project_id }],
-          startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
-            workflowId: checkpointWorkflowId(runner.runner_id),
-            taskQueue: this.d.settings.taskQueue,
-            args: [input],
-            workflowIdConflictPolicy: 'USE_EXISTING',
-            workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-            typedSearchAttributes: [
-              { key: SA_RUNNER_ID, value: runner.runner_id },
-              { key: SA_BACKEND, value: runner.backend },
+        return await this.beforeGivingUp(
+          giveUp,
+          this.d.client.workflow.executeUpdateWithStart(createUpdate, {
+            args: [
+              {
+                jobId: req.job_id,
+                caller: req.caller ?? null,
+                projectId: req.project_id,
+                deadline: new Date(deadline).toISOString(),
+              },
             ],
-            staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
-            staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
+            startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
+              workflowId: checkpointWorkflowId(runner.runner_id),
+              taskQueue: this.d.settings.taskQueue,
+              args: [input],
+              workflowIdConflictPolicy: 'USE_EXISTING',
+              workflowIdReusePolicy: 'ALLOW_DUPLICATE',
+              typedSearchAttributes: [
+                { key: SA_RUNNER_ID, value: runner.runner_id },
+                { key: SA_BACKEND, value: runner.backend },
+              ],
+              staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
+              staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
+            }),
           }),
-        });
+        );
       } catch (err) {
-        if (attempt < 50 && (await this.endingRun(err, runner.runner_id))) {
+        if (Date.now() < deadline && (await this.endingRun(err, runner.runner_id))) {
           await new Promise((r) => setTimeout(r, 100));
           continue;
         }
         throw this.mapError(err, 'create');
       }
+    }
+  }
+
+  /** `p`, or a 504 once `giveUp` passes (the caller's own timeout is near). */
+  private async beforeGivingUp<T>(giveUp: number, p: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new HttpError(504, CREATE_TIMEOUT_DETAIL)),
+        Math.max(0, giveUp - Date.now()),
+      );
+    });
+    p.catch(() => undefined); // answered after we gave up: nobody is listening
+    try {
+      return await Promise.race([p, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -65,7 +65,15 @@ export interface CreateRequest {
   jobId: string;
   caller: string | null;
   projectId: string | null;
+  /**
+   * ISO instant after which nobody waits for this create: the run compensates
+   * it and answers BackendTimeout. Absent in requests of older API versions.
+   */
+  deadline?: string;
 }
+
+/** The patch that gave creates a deadline (runs recorded before it have none). */
+export const CREATE_DEADLINE_PATCH = 'create-deadline';
 
 export interface FinalizeRequest {
   checkpointName: string;

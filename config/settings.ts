@@ -61,6 +61,7 @@ const schema = z.object({
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
+  E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -100,6 +101,12 @@ export interface Settings {
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
   finalizeAckSeconds: number;
+  /**
+   * How long a create may take before its caller gets 504 and the checkpoint
+   * is compensated: under the agent CLI's 30 s, so nobody waits on a create
+   * that would later hold the runner.
+   */
+  createTimeoutSeconds: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -180,6 +187,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
+    createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

@@ -30,6 +30,7 @@ describe('replay of recorded checkpoint histories', () => {
         'canceled-while-paused.json',
         'continue-as-new-first-run.json',
         'continue-as-new-resumed-run.json',
+        'create-deadline-cut-off.json',
         'create-failure.json',
         'needs-attention-release.json',
         'needs-attention-retry.json',

@@ -168,10 +168,17 @@ export async function createCheckpoint(
   runner: RunnerSpec,
   /** The workflow input: today's shape, or an older one the recorder replays. */
   input: object,
-  req: { jobId: string; projectId?: string | null; caller?: string | null },
+  req: { jobId: string; projectId?: string | null; caller?: string | null; deadline?: string },
 ): Promise<CheckpointDto> {
   return h.client.workflow.executeUpdateWithStart(createUpdate, {
-    args: [{ jobId: req.jobId, caller: req.caller ?? null, projectId: req.projectId ?? null }],
+    args: [
+      {
+        jobId: req.jobId,
+        caller: req.caller ?? null,
+        projectId: req.projectId ?? null,
+        ...(req.deadline ? { deadline: req.deadline } : {}),
+      },
+    ],
     startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
       workflowId: checkpointWorkflowId(runner.runnerId),
       taskQueue: h.taskQueue,

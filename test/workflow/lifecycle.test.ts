@@ -90,6 +90,58 @@ describe('create', () => {
     expect(transitions(h.stubs.calls)).toEqual([]);
   });
 
+  it('a create still running at its deadline is cut off and compensated: 504, snapshot removed, create_failed; the runner is free again', async () => {
+    const never = gate();
+    h.stubs.on('takeSnapshot', () => never.promise);
+    const r = runner('proxmox');
+    const deadline = new Date(Date.now() + 2000).toISOString();
+    const f = await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7020', deadline }));
+    expect(f).toEqual({
+      type: 'BackendTimeout',
+      message: 'Checkpoint could not be created before the create deadline',
+    });
+    expect(steps(h.stubs.calls)).toEqual(['takeSnapshot', 'removeSnapshot']);
+    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+      to: 'create_failed',
+      errorDetail: expect.stringMatching(/^not created before its deadline/),
+    });
+    expect(await handle(h, r).result()).toMatchObject({ state: 'create_failed' });
+    never.open();
+    // The next job's create (cooldown 0) gets a new run.
+    h.stubs.on('takeSnapshot', () => undefined);
+    const next = await createCheckpoint(h, r, input(r), { jobId: '7021' });
+    expect(next).toMatchObject({ job_id: '7021', state: 'created' });
+    await handle(h, r).terminate();
+  });
+
+  it('a record cut off by the deadline is recorded again to end it as create_failed; an expired request is refused', async () => {
+    const never = gate();
+    let records = 0;
+    h.stubs.on('recordCheckpoint', () =>
+      ++records === 1 ? never.promise : { id: 4711, pollJobs: true },
+    );
+    const r = runner('bare_metal');
+    const deadline = new Date(Date.now() + 2000).toISOString();
+    const f = await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7022', deadline }));
+    expect(f.type).toBe('BackendTimeout');
+    expect(h.stubs.callsOf('recordCheckpoint')).toHaveLength(2);
+    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+      checkpointId: 4711,
+      to: 'create_failed',
+    });
+    never.open();
+
+    const r2 = runner('bare_metal');
+    const expired = new Date(Date.now() - 1000).toISOString();
+    expect(
+      await updateFailure(createCheckpoint(h, r2, input(r2), { jobId: '7023', deadline: expired })),
+    ).toEqual({
+      type: 'BackendTimeout',
+      message: 'Checkpoint could not be created before the create deadline',
+    });
+    await handle(h, r2).terminate();
+  });
+
   it('validators: a second create is 409, a finalize of another name is refused, cooldown is 429', async () => {
     const r = runner('bare_metal', { gitlabRunnerId: null });
     const cp = await createCheckpoint(h, r, input(r, { cooldownSeconds: 30 }), { jobId: '7005' });

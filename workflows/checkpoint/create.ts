@@ -5,11 +5,17 @@
 import {
   CancellationScope,
   log,
+  patched,
   upsertSearchAttributes,
   uuid4,
   type ApplicationFailure,
 } from '@temporalio/workflow';
-import { snapshotNameFor, type CheckpointDto, type CreateRequest } from '../../common/checkpoint';
+import {
+  CREATE_DEADLINE_PATCH,
+  snapshotNameFor,
+  type CheckpointDto,
+  type CreateRequest,
+} from '../../common/checkpoint';
 import {
   applicationFailureOf,
   describeFailure,
@@ -19,6 +25,7 @@ import {
 } from '../../common/fail';
 import { SA_BACKEND, SA_CHECKPOINT_NAME, SA_JOB_ID } from '../../common/search-attributes';
 import { records, stepActivities } from './activities';
+import type { NewCheckpoint } from '../../store/checkpoints';
 import type { CheckpointRun, HeldCheckpoint } from './run';
 
 /**
@@ -53,38 +60,69 @@ export async function createCheckpoint(
   const { runner } = run;
   const steps = stepActivities(run.input.timing.resetMaxAttempts);
   const snapshotName = runner.backend === 'proxmox' ? snapshotNameFor(held.name) : null;
+  const record: NewCheckpoint = {
+    name: held.name,
+    runnerId: runner.runnerId,
+    jobId: req.jobId,
+    projectId: req.projectId,
+    caller: req.caller,
+    backend: runner.backend,
+    workflowId: run.workflowId,
+    snapshotName,
+    createdAt: held.createdAt.toISOString(),
+  };
   try {
-    const row = await records.recordCheckpoint({
-      name: held.name,
-      runnerId: runner.runnerId,
-      jobId: req.jobId,
-      projectId: req.projectId,
-      caller: req.caller,
-      backend: runner.backend,
-      workflowId: run.workflowId,
-      snapshotName,
-      createdAt: held.createdAt.toISOString(),
+    await withinDeadline(req, async () => {
+      const row = await records.recordCheckpoint(record);
+      held.id = row.id;
+      held.pollJobs = row.pollJobs ?? run.legacyPollerEnabled();
+      if (snapshotName) await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
     });
-    held.id = row.id;
-    held.pollJobs = row.pollJobs ?? run.legacyPollerEnabled();
-    if (snapshotName) await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
     run.setState('created');
     run.createResult = 'ok';
     run.phase = 'waiting_for_job';
     return run.dto();
   } catch (err) {
-    run.lastError = describeFailure(err);
+    const timedOut = pastDeadline(req);
+    run.lastError = timedOut
+      ? `not created before its deadline (E2EPOOL_CREATE_TIMEOUT_SECONDS); cut off: ${describeFailure(err)}`
+      : describeFailure(err);
     run.createResult = 'failed';
-    await CancellationScope.nonCancellable(() => compensate(run, snapshotName));
-    throw answerFor(err);
+    // A record cut off by the deadline may have landed anyway: record (idempotent) to end it.
+    const rerecord = timedOut ? record : null;
+    await CancellationScope.nonCancellable(() => compensate(run, snapshotName, rerecord));
+    throw timedOut
+      ? fail('BackendTimeout', 'Checkpoint could not be created before the create deadline')
+      : answerFor(err);
   } finally {
     run.createSettled = true;
   }
 }
 
+/**
+ * Runs the create's steps until the request's deadline, then cancels them:
+ * past it nobody waits for the answer, and a checkpoint made anyway would
+ * hold the runner against the next job.
+ */
+async function withinDeadline(req: CreateRequest, steps: () => Promise<void>): Promise<void> {
+  if (req.deadline === undefined || !patched(CREATE_DEADLINE_PATCH)) return steps();
+  const left = Date.parse(req.deadline) - Date.now();
+  return CancellationScope.withTimeout(Math.max(1, left), steps);
+}
+
+function pastDeadline(req: CreateRequest): boolean {
+  return req.deadline !== undefined && Date.now() >= Date.parse(req.deadline);
+}
+
 /** Removes what a failed create made. A snapshot that cannot go now is swept before the next one. */
-async function compensate(run: CheckpointRun, snapshotName: string | null): Promise<void> {
-  if (!run.held || run.held.id === null) return; // nothing recorded, nothing taken
+async function compensate(
+  run: CheckpointRun,
+  snapshotName: string | null,
+  rerecord: NewCheckpoint | null,
+): Promise<void> {
+  const held = run.held;
+  if (held && held.id === null && rerecord) held.id = (await records.recordCheckpoint(rerecord)).id;
+  if (!held || held.id === null) return; // nothing recorded, nothing taken
   if (snapshotName) {
     await stepActivities(run.input.timing.resetMaxAttempts)
       .removeSnapshot({ ...run.step(), round: 0, snapshotName })

@@ -40,6 +40,10 @@ export function installHandlers(run: CheckpointRun): void {
       if (!req || typeof req.jobId !== 'string' || req.jobId.length === 0) {
         throw fail('InvalidRequest', 'job_id is required');
       }
+      if (req.deadline !== undefined && Date.now() >= Date.parse(req.deadline)) {
+        // It waited for a worker past its caller's patience: nobody would get the answer.
+        throw fail('BackendTimeout', 'Checkpoint could not be created before the create deadline');
+      }
     },
   });
 
