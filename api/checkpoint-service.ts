@@ -67,6 +67,7 @@ export class CheckpointService {
       pollerIntervalSeconds: s.pollerIntervalSeconds,
       pollerMinAgeSeconds: s.pollerMinAgeSeconds,
       cooldownSeconds: s.finalizeCooldownSeconds,
+      unpauseRetrySeconds: s.unpauseRetrySeconds,
       finalizeAckSeconds: s.finalizeAckSeconds,
       resetMaxAttempts: s.resetMaxAttempts,
     };

@@ -33,6 +33,8 @@ export interface CheckpointTiming {
   finalizeAckSeconds: number;
   /** Attempts of each reset step before the checkpoint needs an operator. */
   resetMaxAttempts: number;
+  /** How often an unpause GitLab refused is tried again; absent in older inputs (300). */
+  unpauseRetrySeconds?: number;
 }
 
 /** Non-secret facts about the runner, fixed for the life of one checkpoint. */
@@ -74,6 +76,8 @@ export interface CreateRequest {
 
 /** The patch that gave creates a deadline (runs recorded before it have none). */
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
+/** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
+export const UNPAUSE_ATTENTION_PATCH = 'unpause-needs-attention';
 
 export interface FinalizeRequest {
   checkpointName: string;

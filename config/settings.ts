@@ -62,6 +62,7 @@ const schema = z.object({
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
+  E2EPOOL_UNPAUSE_RETRY_SECONDS: positiveSeconds(300),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -107,6 +108,8 @@ export interface Settings {
    * that would later hold the runner.
    */
   createTimeoutSeconds: number;
+  /** How often a checkpoint whose unpause GitLab refused tries again (an operator's `retry` tries at once). */
+  unpauseRetrySeconds: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -188,6 +191,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,
+    unpauseRetrySeconds: r.E2EPOOL_UNPAUSE_RETRY_SECONDS,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

@@ -19,6 +19,7 @@ const R = testRunners([
   'pollSkipped',
   'pollSuccess',
   'nextJob',
+  'unpauseRefused',
 ]);
 /** The GitLab poller tests: GitLab status → finalize status → state, each on a runner and job of its own. */
 const POLL_CASES = [
@@ -56,6 +57,7 @@ const INVENTORY = `runners:\n${[
   bareMetalRunnerYaml(R.cleanup, SCRIPTS),
   bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true }),
   bareMetalRunnerYaml(R.nextJob, SCRIPTS),
+  bareMetalRunnerYaml(R.unpauseRefused, { ...SCRIPTS, gitlab_runner_id: 35 }),
   ...POLL_CASES.map((p) =>
     bareMetalRunnerYaml(p.runner, { ...SCRIPTS, gitlab_runner_id: p.gitlabRunner }),
   ),
@@ -71,6 +73,7 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     for (const r of Object.values(R)) agents.connect(r.id, new Date(0));
     gitlab = await startGitLabStandIn();
     for (const p of POLL_CASES) gitlab.addRunner(p.gitlabRunner);
+    gitlab.addRunner(35);
     c = await startTestController({
       inventory: INVENTORY,
       agents,
@@ -167,6 +170,34 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
       expect(next).toMatchObject({ status: 201, body: { job_id: String(job), state: 'created' } });
       name = next.body.name as string;
     }
+  });
+
+  it('GitLab answering 401 to the unpause parks the checkpoint in needs_attention (visible in /metrics); `retry` after the fix unpauses', async () => {
+    const r = R.unpauseRefused;
+    const api = as(r);
+    const name = (await api.create(r.id, '1300')).body.name as string;
+    gitlab.failNext(
+      { method: 'PUT', pathIncludes: '/runners/35' },
+      { kind: 'http', status: 401, body: { message: '401 Unauthorized' } },
+      Infinity,
+    );
+    // The pause is refused too: the reset goes on, and the unpause must not be skipped.
+    expect((await api.finalize(name, 'failure')).status).toBe(202);
+    const parked = await until(name, r, 'needs_attention');
+    expect(parked.state).toBe('needs_attention');
+    const [row] = await c.ds.query(`SELECT error_detail FROM checkpoints WHERE name = $1`, [name]);
+    expect(row.error_detail).toMatch(
+      /^GitLab runner 35 is still paused: unpausing it failed .*401/,
+    );
+    const metrics = await (await fetch(`${c.api.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /e2epool_checkpoints_active\{[^}]*state="needs_attention"[^}]*\} [1-9]/,
+    );
+
+    gitlab.clearFaults();
+    await c.client.workflow.getHandle(`e2epool-runner-${r.id}`).signal('retry');
+    await until(name, r, 'reset');
+    expect(gitlab.runner(35).paused).toBe(false);
   });
 
   it('takes the cleanup path on success (state deleted), and the reset path when reset_on_success is set', async () => {

@@ -223,6 +223,22 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     release();
     return r.runnerId;
   },
+  // Since patch 'unpause-needs-attention': GitLab refuses the unpause once; `retry` after the fix.
+  async 'unpause-refused-then-retried'(h, s) {
+    let refused = true;
+    s.on('unpauseRunner', () => {
+      if (refused) throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
+    });
+    const r = runner('bare_metal', 16);
+    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '111' });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    refused = false;
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(retrySignal);
+    await handle.result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

@@ -37,6 +37,7 @@ describe('replay of recorded checkpoint histories', () => {
         'poller-job-failed.json',
         'proxmox-failure-reset.json',
         'ttl-gc-reset.json',
+        'unpause-refused-then-retried.json',
       ]),
     );
   });

@@ -104,6 +104,67 @@ describe('needs_attention and the operator', () => {
   });
 });
 
+describe('GitLab refuses the unpause', () => {
+  let h: WorkflowHarness;
+  beforeEach(async () => {
+    h = await startWorkflowHarness();
+  });
+  afterEach(async () => h?.stop());
+
+  const refused = () => {
+    throw nonRetryable('GitLab set runner paused: 401 {"message":"401 Unauthorized"}');
+  };
+
+  async function finishedButPaused(unpauseRetrySeconds = 300) {
+    const r = runner('bare_metal');
+    const cp = await createCheckpoint(h, r, input(r, { unpauseRetrySeconds }), { jobId: '8200' });
+    await finalize(h, r, cp.name, 'failure');
+    const view = await waitFor('needs_attention', async () => {
+      const v = await handle(h, r).query(stateQuery);
+      return v.phase === 'needs_attention' && v.state === 'needs_attention' ? v : undefined;
+    });
+    return { r, cp, view };
+  }
+
+  it('keeps the run open in needs_attention, saying what failed and how to fix it; `retry` after the fix unpauses and ends it', async () => {
+    let fixed = false;
+    h.stubs.on('unpauseRunner', () => (fixed ? undefined : refused()));
+    const { r, cp, view } = await finishedButPaused();
+    expect(view).toMatchObject({ runnerPaused: true });
+    expect(view.lastError).toMatch(
+      /^GitLab runner 40 is still paused: unpausing it failed \(PermanentFailure: GitLab set runner paused: 401 .*\)\. Fix GitLab access/,
+    );
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      to: 'needs_attention',
+      errorDetail: view.lastError,
+    });
+    fixed = true;
+    await handle(h, r).signal(retrySignal);
+    expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
+    expect(h.stubs.callsOf('unpauseRunner')).toHaveLength(2);
+    expect(transitions(h.stubs.calls)).toEqual(['finalize_queued', 'needs_attention', 'reset']);
+  });
+
+  it('tries again by itself every unpauseRetrySeconds', async () => {
+    let calls = 0;
+    h.stubs.on('unpauseRunner', () => (++calls < 3 ? refused() : undefined));
+    const { r, cp } = await finishedButPaused(1);
+    expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
+    expect(calls).toBe(3);
+  });
+
+  it('`release` gives up: the run ends, the detail says the runner was left paused', async () => {
+    h.stubs.on('unpauseRunner', refused);
+    const { r, cp } = await finishedButPaused();
+    await handle(h, r).signal(releaseSignal);
+    expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      to: 'reset',
+      errorDetail: 'released by an operator with GitLab runner 40 still paused',
+    });
+  });
+});
+
 describe('continue-as-new while waiting', () => {
   let temporal: DevServer;
   let h: WorkflowHarness;

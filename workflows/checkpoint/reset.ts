@@ -3,8 +3,8 @@
  * until it is ready, and hand a reset that keeps failing to an operator;
  * finally unpause and record the terminal state, whatever ended the run.
  */
-import { condition, isCancellation, log } from '@temporalio/workflow';
-import { snapshotNameFor } from '../../common/checkpoint';
+import { condition, isCancellation, log, patched } from '@temporalio/workflow';
+import { UNPAUSE_ATTENTION_PATCH, snapshotNameFor } from '../../common/checkpoint';
 import { describeFailure } from '../../common/fail';
 import type { CheckpointState } from '../../common/states';
 import { pauser, readinessActivities, stepActivities, unpauser } from './activities';
@@ -106,13 +106,53 @@ async function cleanupRunner(run: CheckpointRun): Promise<void> {
  */
 export async function releaseRunner(run: CheckpointRun): Promise<void> {
   const gitlabRunnerId = run.runner.gitlabRunnerId;
+  let leftPaused = false;
   if (run.runnerPaused && gitlabRunnerId !== null) {
-    await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
+    if (patched(UNPAUSE_ATTENTION_PATCH))
+      leftPaused = !(await unpauseUntilDone(run, gitlabRunnerId));
+    else await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
     run.runnerPaused = false;
   }
   if (run.outcome) {
     await run.moveTo(run.outcome, ['created', 'finalize_queued', 'needs_attention'], {
-      errorDetail: run.outcome === 'reset_failed' ? run.lastError : null,
+      errorDetail: run.outcome === 'reset_failed' || leftPaused ? run.lastError : null,
     });
+  }
+}
+
+/**
+ * Unpauses; a refusal no retry fixes (token revoked, no permission, runner
+ * gone) parks the checkpoint in needs_attention, saying what failed and how
+ * to fix it, and tries again every unpauseRetrySeconds or at once on
+ * `retry`. Returns false when an operator released it still paused.
+ */
+async function unpauseUntilDone(run: CheckpointRun, gitlabRunnerId: number): Promise<boolean> {
+  const retrySeconds = run.input.timing.unpauseRetrySeconds ?? 300;
+  for (;;) {
+    try {
+      await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
+      return true;
+    } catch (err) {
+      run.lastError =
+        `GitLab runner ${gitlabRunnerId} is still paused: unpausing it failed (${describeFailure(err)}). ` +
+        `Fix GitLab access (E2EPOOL_GITLAB_TOKEN, its permissions, the runner), then signal retry; ` +
+        `release gives up and leaves it paused. Retried every ${retrySeconds}s.`;
+      log.error(
+        'unpause failed; the runner stays paused until it works or an operator releases it',
+        {
+          error: run.lastError,
+        },
+      );
+      run.phase = 'needs_attention';
+      run.operatorDecision = null;
+      await run.moveTo('needs_attention', ['created', 'finalize_queued', 'needs_attention'], {
+        errorDetail: run.lastError,
+      });
+      await condition(() => run.operatorDecision !== null, `${retrySeconds} seconds`);
+      if (run.operatorDecision === 'release') {
+        run.lastError = `released by an operator with GitLab runner ${gitlabRunnerId} still paused`;
+        return false;
+      }
+    }
   }
 }
