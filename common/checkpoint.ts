@@ -78,6 +78,8 @@ export interface CreateRequest {
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
 /** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
 export const UNPAUSE_ATTENTION_PATCH = 'unpause-needs-attention';
+/** The patch after which a pause that was never sent (PauseCheckFailed) is not undone. */
+export const PAUSE_CHECK_PATCH = 'pause-check-failed';
 
 export interface FinalizeRequest {
   checkpointName: string;

@@ -48,6 +48,10 @@ export const FAILURES = {
   ProxmoxLocked: { kind: 'transient', meaning: 'the VM is locked by another Proxmox task' },
   ProxmoxUnavailable: { kind: 'transient', meaning: 'Proxmox did not answer, or answered 5xx' },
   GitLabUnavailable: { kind: 'transient', meaning: 'GitLab did not answer, or answered 5xx' },
+  PauseCheckFailed: {
+    kind: 'transient',
+    meaning: 'GitLab could not say whether the runner is paused, so the pause was not sent',
+  },
   GitLabRateLimited: {
     kind: 'transient',
     meaning: 'GitLab answered 429 (retried after Retry-After)',

@@ -29,7 +29,11 @@ export interface OperationOutcome {
 export class OperationLogStore {
   constructor(private readonly q: Queryable) {}
 
-  /** Upserts the step's row by its idempotency key; the duration is derived from the two times. */
+  /**
+   * Upserts the step's row by its idempotency key; the duration is derived
+   * from the two times. A write without a detail keeps the row's detail, so a
+   * note an attempt left (e.g. that it sent a request) survives its failure.
+   */
   async write(m: OperationMeta, o: OperationOutcome): Promise<void> {
     const finishedAt = o.finishedAt ?? null;
     await this.q.query(
@@ -37,7 +41,7 @@ export class OperationLogStore {
          (checkpoint_id, idempotency_key, operation, runner_id, backend, result, detail, error, attempt, started_at, finished_at, duration_ms)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
        ON CONFLICT (idempotency_key) DO UPDATE SET
-         result = EXCLUDED.result, detail = EXCLUDED.detail, error = EXCLUDED.error, attempt = EXCLUDED.attempt,
+         result = EXCLUDED.result, detail = COALESCE(EXCLUDED.detail, operation_logs.detail), error = EXCLUDED.error, attempt = EXCLUDED.attempt,
          started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms`,
       [
         m.checkpointId,
@@ -56,13 +60,13 @@ export class OperationLogStore {
     );
   }
 
-  /** Whether a row with this idempotency key exists (an earlier attempt of the step got that far). */
-  async exists(key: string): Promise<boolean> {
-    const rows = await selectRows(
+  /** The detail of the step's row, or undefined when no attempt got as far as writing it. */
+  async detailOf(key: string): Promise<string | null | undefined> {
+    const rows = await selectRows<{ detail: string | null }>(
       this.q,
-      `SELECT 1 FROM operation_logs WHERE idempotency_key = $1`,
+      `SELECT detail FROM operation_logs WHERE idempotency_key = $1`,
       [key],
     );
-    return rows.length > 0;
+    return rows[0]?.detail;
   }
 }

@@ -1,7 +1,23 @@
 import { createStore } from '../../store';
 import type { ActivityDeps } from '../deps';
-import { activityKey, withOperation, type StepInput } from '../operation-log';
-import type { JobState } from './client';
+import { fail } from '../../common/fail';
+import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
+import type { GitLabClient, JobState } from './client';
+
+/** The pause step's log detail once a pause request was sent (read by a retry of the step). */
+const PAUSE_SENT = 'pause request sent';
+
+/** Whether the runner is paused already; a failure to ask says that nothing was paused. */
+async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<boolean> {
+  try {
+    return await gitlab.runnerPaused(runnerId);
+  } catch (err) {
+    throw fail(
+      'PauseCheckFailed',
+      `cannot tell whether GitLab runner ${runnerId} is paused, so it was not paused: ${(err as Error).message}`,
+    );
+  }
+}
 
 /** GitLab steps: pause before a reset, unpause after, and job-status polls. */
 export function gitlabActivities(deps: ActivityDeps) {
@@ -16,7 +32,9 @@ export function gitlabActivities(deps: ActivityDeps) {
      * Pauses the GitLab runner so it takes no new job during the reset.
      * A runner somebody else already paused is left alone, and `pausedByUs`
      * is false so it is not unpaused later. An earlier attempt of this same
-     * call (its log row exists) may have paused it: that pause is ours.
+     * call that sent the pause (its log row says so) paused it: that pause
+     * is ours. An attempt that could not ask GitLab fails as PauseCheckFailed:
+     * nothing was paused, so nothing may be unpaused for it.
      */
     async pauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<{ pausedByUs: boolean }> {
       const gitlab = deps.gitlab;
@@ -28,15 +46,20 @@ export function gitlabActivities(deps: ActivityDeps) {
           result: 'skipped' as const,
         }));
       }
-      const earlier = await operations.exists(m.key);
+      const sentBefore = (await operations.detailOf(m.key)) === PAUSE_SENT;
       return withOperation<{ pausedByUs: boolean }>(operations, m, async () => {
-        if (!earlier && (await gitlab.runnerPaused(i.gitlabRunnerId))) {
+        if (!sentBefore && (await pausedAlready(gitlab, i.gitlabRunnerId))) {
           return {
             value: { pausedByUs: false },
             detail: `GitLab runner ${i.gitlabRunnerId} was already paused by someone else: e2epool will not unpause it`,
             result: 'skipped' as const,
           };
         }
+        await writeOperation(operations, m, {
+          result: 'running',
+          detail: PAUSE_SENT,
+          startedAt: new Date(),
+        });
         await gitlab.setPaused(i.gitlabRunnerId, true);
         return { value: { pausedByUs: true }, detail: `paused GitLab runner ${i.gitlabRunnerId}` };
       });

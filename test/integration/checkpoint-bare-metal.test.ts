@@ -20,6 +20,7 @@ const R = testRunners([
   'pollSuccess',
   'nextJob',
   'unpauseRefused',
+  'pauseCheckFails',
 ]);
 /** The GitLab poller tests: GitLab status → finalize status → state, each on a runner and job of its own. */
 const POLL_CASES = [
@@ -58,6 +59,7 @@ const INVENTORY = `runners:\n${[
   bareMetalRunnerYaml(R.resetOnSuccess, { reset_cmd: '/opt/reset.sh', reset_on_success: true }),
   bareMetalRunnerYaml(R.nextJob, SCRIPTS),
   bareMetalRunnerYaml(R.unpauseRefused, { ...SCRIPTS, gitlab_runner_id: 35 }),
+  bareMetalRunnerYaml(R.pauseCheckFails, { ...SCRIPTS, gitlab_runner_id: 36 }),
   ...POLL_CASES.map((p) =>
     bareMetalRunnerYaml(p.runner, { ...SCRIPTS, gitlab_runner_id: p.gitlabRunner }),
   ),
@@ -74,6 +76,7 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     gitlab = await startGitLabStandIn();
     for (const p of POLL_CASES) gitlab.addRunner(p.gitlabRunner);
     gitlab.addRunner(35);
+    gitlab.addRunner(36, { paused: true }); // paused by someone else
     c = await startTestController({
       inventory: INVENTORY,
       agents,
@@ -199,6 +202,30 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
     await until(name, r, 'reset');
     expect(gitlab.runner(35).paused).toBe(false);
   });
+
+  it('when GitLab cannot say whether the runner is paused, e2epool neither pauses nor unpauses it (it may be paused by someone else)', async () => {
+    const r = R.pauseCheckFails;
+    const api = as(r);
+    const name = (await api.create(r.id, '1400')).body.name as string;
+    gitlab.failNext(
+      { method: 'GET', pathIncludes: '/runners/36' },
+      { kind: 'http', status: 500, body: { message: '500 Internal Server Error' } },
+      Infinity,
+    );
+    expect((await api.finalize(name, 'failure')).status).toBe(202);
+    // The pause is tried with backoff (about 30 s in all), then the reset goes ahead.
+    await waitFor('the reset', async () => (await api.status(name)).body.state === 'reset', {
+      timeoutMs: 80_000,
+    });
+    gitlab.clearFaults();
+    expect(gitlab.runner(36)).toMatchObject({ paused: true, pausedHistory: [] });
+    const ops = await operations(c.ds, name);
+    expect(ops.find((o) => o.operation === 'pause')).toMatchObject({
+      result: 'error',
+      error: expect.stringContaining('cannot tell whether GitLab runner 36 is paused'),
+    });
+    expect(ops.map((o) => o.operation)).not.toContain('unpause');
+  }, 90_000);
 
   it('takes the cleanup path on success (state deleted), and the reset path when reset_on_success is set', async () => {
     const one = R.cleanup;

@@ -239,6 +239,17 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await handle.result();
     return r.runnerId;
   },
+  // Since patch 'pause-check-failed': GitLab cannot say whether the runner is paused; no unpause.
+  async 'pause-check-failed'(h, s) {
+    s.on('pauseRunner', () => {
+      throw nonRetryable('cannot tell whether GitLab runner 17 is paused', 'PauseCheckFailed');
+    });
+    const r = runner('bare_metal', 17);
+    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '112' });
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

@@ -34,6 +34,7 @@ describe('replay of recorded checkpoint histories', () => {
         'create-failure.json',
         'needs-attention-release.json',
         'needs-attention-retry.json',
+        'pause-check-failed.json',
         'poller-job-failed.json',
         'proxmox-failure-reset.json',
         'ttl-gc-reset.json',

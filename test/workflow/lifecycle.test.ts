@@ -314,6 +314,17 @@ describe('the end of the job', () => {
     ]);
   });
 
+  it('a pause that was never sent (GitLab could not say whether it is paused) is not undone', async () => {
+    h.stubs.on('pauseRunner', () => {
+      throw nonRetryable('cannot tell whether GitLab runner 40 is paused', 'PauseCheckFailed');
+    });
+    const r = runner('bare_metal');
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '7019' });
+    await finalize(h, r, cp.name, 'failure');
+    expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
+    expect(steps(h.stubs.calls)).toEqual(['pauseRunner', 'runRunnerCommand', 'waitUntilReady']);
+  });
+
   it('a run started without a create waits for one and does nothing; canceling it ends it', async () => {
     const r = runner('bare_metal');
     await h.client.workflow.start('checkpointWorkflow', {

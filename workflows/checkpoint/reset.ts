@@ -4,15 +4,19 @@
  * finally unpause and record the terminal state, whatever ended the run.
  */
 import { condition, isCancellation, log, patched } from '@temporalio/workflow';
-import { UNPAUSE_ATTENTION_PATCH, snapshotNameFor } from '../../common/checkpoint';
-import { describeFailure } from '../../common/fail';
+import {
+  PAUSE_CHECK_PATCH,
+  UNPAUSE_ATTENTION_PATCH,
+  snapshotNameFor,
+} from '../../common/checkpoint';
+import { describeFailure, failureTypeOf } from '../../common/fail';
 import type { CheckpointState } from '../../common/states';
 import { pauser, readinessActivities, stepActivities, unpauser } from './activities';
 import type { CheckpointRun } from './run';
 
 /**
  * Pauses the runner so GitLab hands it no job during the reset. A failed
- * pause does not stop the reset (see `pauser`); it may have landed, so it is
+ * pause does not stop the reset (see `pauser`); one that may have landed is
  * undone like a successful one.
  */
 export async function pauseRunner(run: CheckpointRun): Promise<void> {
@@ -22,7 +26,10 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
       const paused = await pauser.pauseRunner({ ...run.step(), gitlabRunnerId });
       run.runnerPaused = paused.pausedByUs;
     } catch (err) {
-      run.runnerPaused = true;
+      // Undo a pause that may have landed, but never "undo" one that was
+      // never sent: the runner may be paused by someone else.
+      const neverSent = failureTypeOf(err) === 'PauseCheckFailed' && patched(PAUSE_CHECK_PATCH);
+      run.runnerPaused = !neverSent;
       log.warn('pausing the GitLab runner failed; resetting anyway', {
         error: describeFailure(err),
       });
