@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import { runnerAuth } from './auth';
 import type { CheckpointService } from './checkpoint-service';
-import { createBody, finalizeBody, parseOr422 } from './schemas';
+import { createBody, finalizeBody, parseOr422, statusParams } from './schemas';
 
 /** The runners' checkpoint routes (bearer token auth): validate, delegate, answer. */
 export function checkpointRouter(service: CheckpointService, inventory: InventoryStore): Router {
@@ -20,9 +20,8 @@ export function checkpointRouter(service: CheckpointService, inventory: Inventor
   });
 
   router.get('/checkpoint/status/:name', auth, async (req, res) => {
-    res
-      .status(200)
-      .json(await service.status(res.locals.runnerId as string, String(req.params.name)));
+    const { name } = parseOr422(statusParams, req.params, 'path');
+    res.status(200).json(await service.status(res.locals.runnerId as string, name));
   });
 
   router.get('/runner/readiness', auth, async (_req, res) => {

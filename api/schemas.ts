@@ -14,16 +14,32 @@ const wordish = (max: number) =>
 /** Checkpoint names, `job-<job_id>-<unix seconds>-<8 hex>`; Unicode-aware like the Python validator. */
 const CHECKPOINT_NAME = /^job-[\p{L}\p{N}_.-]+-\d+-[0-9a-f]{8}$/u;
 
+/** Postgres refuses a NUL in text: a string holding one is a 422, never a 500. */
+const NO_NUL = 'String should not contain a NUL character';
+const hasNoNul = (v: string) => !v.includes('\u0000');
+
+/**
+ * A GitLab project id (numeric, or a word): it is a segment of GitLab URL paths
+ * (`/projects/:id/jobs/:job_id`), so no `/`, and no `.`/`..` that would climb out.
+ */
+const PROJECT_ID = /^[\p{L}\p{N}_.-]{1,255}$/u;
+const isDotSegment = (v: string) => v === '.' || v.includes('..');
+
 export const createBody = z.object({
   runner_id: wordish(255),
   job_id: wordish(200), // the name adds up to 24 characters and must fit in 255
-  caller: z.string().max(255, 'String should have at most 255 characters').nullish(),
+  caller: z
+    .string({ error: 'Input should be a valid string' })
+    .max(255, 'String should have at most 255 characters')
+    .refine(hasNoNul, NO_NUL)
+    .nullish(),
   project_id: z
     .union([
       z.number().int().positive(),
       z
         .string()
-        .regex(/^[\p{L}\p{N}_.\-/]{1,255}$/u, 'Input should be a GitLab project id or path'),
+        .regex(PROJECT_ID, 'Input should be a GitLab project id (letters, digits, _ . -)')
+        .refine((v) => !isDotSegment(v), "Input should not be '.' or contain '..'"),
     ])
     .nullish()
     .transform((v) => (v === null || v === undefined ? null : String(v))),
@@ -39,6 +55,15 @@ export const finalizeBody = z.object({
   source: wordish(100).default('hook'),
 });
 
+/** A checkpoint name looked up as given (the status path parameter, the agent's status payload). */
+export const checkpointNameParam = z
+  .string({ error: 'Input should be a valid string' })
+  .min(1, 'String should have at least 1 character')
+  .max(300, 'String should have at most 300 characters')
+  .refine(hasNoNul, NO_NUL);
+
+export const statusParams = z.object({ name: checkpointNameParam });
+
 function valueAt(input: unknown, path: PropertyKey[]): unknown {
   let v: unknown = input;
   for (const p of path) {
@@ -49,7 +74,11 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
 }
 
 /** A validation error in the shape FastAPI used: a list of {type, loc, msg}. */
-export function validationDetail(error: z.ZodError, where: 'body' | 'payload', input: unknown) {
+export function validationDetail(
+  error: z.ZodError,
+  where: 'body' | 'path' | 'payload',
+  input: unknown,
+) {
   return error.issues.map((i) => {
     const missing = i.code === 'invalid_type' && valueAt(input, i.path) === undefined;
     return {
@@ -61,8 +90,12 @@ export function validationDetail(error: z.ZodError, where: 'body' | 'payload', i
 }
 
 /** Parses `input` or throws 422 with the validation detail. */
-export function parseOr422<T extends z.ZodTypeAny>(schema: T, input: unknown): z.infer<T> {
+export function parseOr422<T extends z.ZodTypeAny>(
+  schema: T,
+  input: unknown,
+  where: 'body' | 'path' = 'body',
+): z.infer<T> {
   const r = schema.safeParse(input ?? {});
-  if (!r.success) throw new HttpError(422, validationDetail(r.error, 'body', input));
+  if (!r.success) throw new HttpError(422, validationDetail(r.error, where, input));
   return r.data;
 }

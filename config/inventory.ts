@@ -10,7 +10,16 @@ export class InventoryError extends Error {
   override name = 'InventoryError';
 }
 
-const ID_RE = /^[\w.-]{1,255}$/;
+/**
+ * A runner_id is stored in varchar(255) columns (checkpoints, operation_logs,
+ * agent_sessions, agent_commands) and is part of the Temporal workflow id
+ * `e2epool-runner-<id>`: at most 255 characters, no control characters or NUL
+ * (Postgres refuses NUL in text), and ASCII word characters only.
+ */
+const RUNNER_ID_MAX = 255;
+const ID_RE = /^[\w.-]+$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const FINGERPRINT_RE = /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/;
 
 const nonEmpty = z.string({ error: 'expected a string' }).trim().min(1, 'must not be empty');
@@ -19,6 +28,11 @@ const optionalCmd = nonEmpty.optional();
 const common = {
   runner_id: z
     .string({ error: 'expected a string' })
+    .refine((id) => !CONTROL_RE.test(id), 'must not contain control characters or NUL')
+    .max(
+      RUNNER_ID_MAX,
+      `at most ${RUNNER_ID_MAX} characters (the length of the database's runner_id columns)`,
+    )
     .regex(ID_RE, 'expected 1-255 of letters, digits, _ . -'),
   token: z
     .string({ error: 'expected a string' })
@@ -89,6 +103,14 @@ function fieldPath(path: PropertyKey[]): string {
   return path.map((p) => String(p)).join('.') || '(runner)';
 }
 
+/** A runner_id as shown in a message: one line, control characters escaped, shortened. */
+function printableId(id: string): string {
+  const escaped = JSON.stringify(id)
+    .slice(1, -1)
+    .replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escaped.length > 64 ? `${escaped.slice(0, 64)}…` : escaped;
+}
+
 /** Validates one runner entry; throws InventoryError naming the runner and field. */
 function parseRunner(
   raw: unknown,
@@ -101,7 +123,7 @@ function parseRunner(
   }
   const obj = raw as Record<string, unknown>;
   const id = typeof obj.runner_id === 'string' ? obj.runner_id : undefined;
-  const who = id ? `${file}: runner '${id}'` : where;
+  const who = id ? `${file}: runner '${printableId(id)}'` : where;
   if (obj.runner_id === undefined) throw new InventoryError(`${where}: runner_id: required`);
   const backend = obj.backend;
   let result;
@@ -187,6 +209,7 @@ export function parseInventory(
   const runners: RunnerConfig[] = [];
   const warnings: string[] = [];
   const seenTokens = new Map<string, string>();
+  const seenVms = new Map<string, string>();
   list.forEach((raw, i) => {
     const { runner, unknownKeys } = parseRunner(raw, i, file);
     if (runners.some((r) => r.runner_id === runner.runner_id)) {
@@ -199,6 +222,17 @@ export function parseInventory(
       );
     }
     seenTokens.set(runner.token, runner.runner_id);
+    if (runner.backend === 'proxmox') {
+      // Two runners resetting one VM would roll back each other's jobs.
+      const vm = `${proxmoxBaseUrl(runner)}, node ${runner.proxmox_node}, VMID ${runner.proxmox_vmid}`;
+      const owner = seenVms.get(vm);
+      if (owner) {
+        throw new InventoryError(
+          `${file}: runner '${runner.runner_id}': proxmox_vmid: same VM as runner '${owner}' (${vm})`,
+        );
+      }
+      seenVms.set(vm, runner.runner_id);
+    }
     if (unknownKeys.length) {
       warnings.push(
         `${file}: runner '${runner.runner_id}': ignoring unknown fields: ${unknownKeys.join(', ')}`,

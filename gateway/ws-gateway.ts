@@ -16,7 +16,7 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { CheckpointService } from '../api/checkpoint-service';
 import { HttpError } from '../api/errors';
-import { createBody, finalizeBody, validationDetail } from '../api/schemas';
+import { checkpointNameParam, createBody, finalizeBody, validationDetail } from '../api/schemas';
 import type { Settings } from '../config/settings';
 import type { AgentHub } from './agent-hub';
 
@@ -32,7 +32,7 @@ const execReply = z.object({
   data: z.object({ exit_code: z.number().int(), stdout: z.string(), stderr: z.string() }),
 }) satisfies z.ZodType<ExecReply>;
 
-const statusPayload = z.object({ checkpoint_name: z.string().min(1).max(300) });
+const statusPayload = z.object({ checkpoint_name: checkpointNameParam });
 
 const ok = (id: string, data: unknown): Reply => ({ id, status: 'ok', data, error: null });
 const fail = (id: string, code: number, detail: string): Reply => ({

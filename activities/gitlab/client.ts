@@ -23,6 +23,18 @@ function mapJobStatus(status: string): JobState {
   }
 }
 
+/**
+ * One path segment: percent-encoded, and never empty, `.` or `..`, which URL
+ * resolution would drop or climb with (`/projects/../jobs/5` is `/jobs/5`).
+ */
+function segment(what: string, value: string | number): string {
+  const s = String(value);
+  if (s === '' || s === '.' || s === '..') {
+    throw fail('PermanentFailure', `GitLab: ${what} ${JSON.stringify(s)} is not a path segment`);
+  }
+  return encodeURIComponent(s);
+}
+
 /** GitLab REST v4: job status and runner pause. Failures are classified here. */
 export class GitLabClient {
   private readonly http: AxiosInstance;
@@ -83,7 +95,7 @@ export class GitLabClient {
   async jobState(projectId: string, jobId: string): Promise<JobState> {
     const job = await this.call<{ status: string }>(
       'GET',
-      `/projects/${encodeURIComponent(projectId)}/jobs/${encodeURIComponent(jobId)}`,
+      `/projects/${segment('project id', projectId)}/jobs/${segment('job id', jobId)}`,
     );
     return mapJobStatus(job.status);
   }
@@ -91,13 +103,15 @@ export class GitLabClient {
   async runnerPaused(runnerId: number): Promise<boolean> {
     const r = await this.call<{ paused?: boolean; active?: boolean }>(
       'GET',
-      `/runners/${runnerId}`,
+      `/runners/${segment('runner id', runnerId)}`,
     );
     return r.paused ?? r.active === false;
   }
 
   /** Pauses or unpauses with `paused` (not the deprecated `active`). */
   async setPaused(runnerId: number, paused: boolean): Promise<void> {
-    await this.call('PUT', `/runners/${runnerId}`, { paused: paused ? 'true' : 'false' });
+    await this.call('PUT', `/runners/${segment('runner id', runnerId)}`, {
+      paused: paused ? 'true' : 'false',
+    });
   }
 }

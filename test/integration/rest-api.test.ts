@@ -17,8 +17,23 @@ const INVALID_CREATE = [
   'jobIdNumber',
   'runnerIdNull',
   'projectIdBad',
+  'projectIdDotDot',
+  'projectIdDot',
+  'projectIdSlash',
+  'projectIdNul',
+  'runnerIdNul',
+  'jobIdNul',
+  'callerNul',
 ] as const;
-const INVALID_FINALIZE = ['finGitlabStatus', 'finBadName', 'finBadSource', 'finNoStatus'] as const;
+const INVALID_FINALIZE = [
+  'finGitlabStatus',
+  'finBadName',
+  'finBadSource',
+  'finNoStatus',
+  'finNameNul',
+  'finStatusNul',
+  'finSourceNul',
+] as const;
 const R = testRunners([
   ...AUTH,
   ...INVALID_CREATE,
@@ -36,6 +51,7 @@ const R = testRunners([
   'statusOk',
   'statusOther',
   'statusOtherOwner',
+  'statusNul',
   'source',
   'ready',
   'notConnected',
@@ -186,6 +202,50 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
         () => ({ runner_id: R.projectIdBad.id, job_id: '1', project_id: 'a b' }),
         'project_id',
       ],
+      // project_id goes into GitLab URL paths: nothing may climb out of /projects/:id.
+      [
+        "a project id with '..'",
+        'projectIdDotDot',
+        () => ({ runner_id: R.projectIdDotDot.id, job_id: '1', project_id: '..' }),
+        'project_id',
+      ],
+      [
+        "a project id '.'",
+        'projectIdDot',
+        () => ({ runner_id: R.projectIdDot.id, job_id: '1', project_id: '.' }),
+        'project_id',
+      ],
+      [
+        "a project id with '/'",
+        'projectIdSlash',
+        () => ({ runner_id: R.projectIdSlash.id, job_id: '1', project_id: 'group/project' }),
+        'project_id',
+      ],
+      // Postgres cannot store a NUL in text: a 4xx naming the field, never a 500.
+      [
+        'a NUL in the project id',
+        'projectIdNul',
+        () => ({ runner_id: R.projectIdNul.id, job_id: '1', project_id: 'p\u0000' }),
+        'project_id',
+      ],
+      [
+        'a NUL in the runner id',
+        'runnerIdNul',
+        () => ({ runner_id: `${R.runnerIdNul.id}\u0000`, job_id: '1' }),
+        'runner_id',
+      ],
+      [
+        'a NUL in the job id',
+        'jobIdNul',
+        () => ({ runner_id: R.jobIdNul.id, job_id: '1\u0000' }),
+        'job_id',
+      ],
+      [
+        'a NUL in the caller',
+        'callerNul',
+        () => ({ runner_id: R.callerNul.id, job_id: '1', caller: 'ci\u0000job' }),
+        'caller',
+      ],
     ] as const)('answers 422 for %s', async (_what, label, body, field) => {
       const res = await as(R[label]).call('POST', '/checkpoint/create', body());
       expect(res.status).toBe(422);
@@ -292,6 +352,24 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
         { checkpoint_name: 'job-1-1700000000-abcdef01' },
         'status',
       ],
+      [
+        'a NUL in the checkpoint name',
+        'finNameNul',
+        { checkpoint_name: 'job-1-1700000000-abcdef01\u0000', status: 'failure' },
+        'checkpoint_name',
+      ],
+      [
+        'a NUL in the status',
+        'finStatusNul',
+        { checkpoint_name: 'job-1-1700000000-abcdef01', status: 'failure\u0000' },
+        'status',
+      ],
+      [
+        'a NUL in the source',
+        'finSourceNul',
+        { checkpoint_name: 'job-1-1700000000-abcdef01', status: 'failure', source: 'hook\u0000' },
+        'source',
+      ],
     ] as const)('answers 422 for %s', async (_what, label, body, field) => {
       const res = await as(R[label]).call('POST', '/checkpoint/finalize', body);
       expect(res.status).toBe(422);
@@ -352,6 +430,25 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
         status: 403,
         body: { detail: 'Token not authorized for this checkpoint' },
       });
+    });
+
+    it('answers 422 naming the path parameter for a NUL in the name, never a 500', async () => {
+      const name = await created(R.statusNul);
+      for (const bad of ['\u0000', `${name}\u0000`, `job-\u0000-1-00000000`]) {
+        const res = await as(R.statusNul).status(bad);
+        expect(res.status).toBe(422);
+        expect(res.body.detail).toEqual([
+          expect.objectContaining({ loc: ['path', 'name'], msg: expect.any(String) }),
+        ]);
+      }
+      expect((await as(R.statusNul).call('GET', '/checkpoint/status/%00')).status).toBe(422);
+      // Not UTF-8: a 4xx with a JSON detail too.
+      const notUtf8 = await as(R.statusNul).call('GET', '/checkpoint/status/%FF%FE');
+      expect(notUtf8.status).toBeGreaterThanOrEqual(400);
+      expect(notUtf8.status).toBeLessThan(500);
+      expect(notUtf8.body).toEqual({ detail: expect.any(String) });
+      // The name itself still answers.
+      expect((await as(R.statusNul).status(name)).status).toBe(200);
     });
 
     it('records a custom finalize source', async () => {

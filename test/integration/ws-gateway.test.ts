@@ -29,6 +29,7 @@ const R = testRunners([
   'accept',
   'service',
   'serviceOther',
+  'serviceBadInput',
   'reset',
   'replace',
   'restart',
@@ -219,6 +220,39 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
       a.close();
       await Promise.all([a.closed, b.closed]);
     });
+  });
+
+  it("refuses a NUL in any payload string and a project_id that could leave GitLab's URL path, with a 422", async () => {
+    const r = R.serviceBadInput;
+    const a = await agent({ runnerId: r.id, token: r.token });
+    const refused = (field: string) => ({
+      status: 'error',
+      data: null,
+      error: { code: 422, detail: expect.stringContaining(field) },
+    });
+    expect(await a.request('create', { job_id: '1', caller: 'ci\u0000' })).toMatchObject(
+      refused('caller'),
+    );
+    expect(await a.request('create', { job_id: '1\u0000' })).toMatchObject(refused('job_id'));
+    for (const project_id of ['..', 'a/../b', 'x\u0000']) {
+      expect(await a.request('create', { job_id: '1', project_id })).toMatchObject(
+        refused('project_id'),
+      );
+    }
+    const name = 'job-1-1700000000-abcdef01';
+    expect(
+      await a.request('finalize', { checkpoint_name: name, status: 'failure', source: 's\u0000' }),
+    ).toMatchObject(refused('source'));
+    expect(
+      await a.request('finalize', { checkpoint_name: `${name}\u0000`, status: 'failure' }),
+    ).toMatchObject(refused('checkpoint_name'));
+    expect(await a.request('status', { checkpoint_name: `${name}\u0000` })).toMatchObject(
+      refused('checkpoint_name'),
+    );
+    // Nothing was created.
+    expect((await restClient(() => c.api.url, r.token).create(r.id, '2')).status).toBe(201);
+    a.close();
+    await a.closed;
   });
 
   it('runs reset_cmd on the agent, connected to another API instance than the REST calls, and logs its output', async () => {

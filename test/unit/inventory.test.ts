@@ -115,6 +115,51 @@ describe('parseInventory', () => {
     expect(errorOf(`runners:${entry}`)).toContain(expected);
   });
 
+  it.each([
+    ['a NUL byte', '"metal\\0x"', 'must not contain control characters'],
+    ['a newline', '"metal\\nx"', 'must not contain control characters'],
+    ['a tab', '"metal\\tx"', 'must not contain control characters'],
+    ['a DEL', '"metal\\x7fx"', 'must not contain control characters'],
+    ['256 characters', 'a'.repeat(256), 'at most 255 characters'],
+  ])(
+    'rejects a runner_id the database or Temporal cannot hold (%s), naming the runner on one line',
+    (_what, id, expected) => {
+      const msg = errorOf(`runners:${bare.replace('metal-1', id)}`);
+      expect(msg).toMatch(/^inv\.yml: runner '[^']*': runner_id: /);
+      expect(msg).toContain(`runner_id: ${expected}`);
+      // The id is shown escaped and shortened: no raw control character, no 256-character line.
+      // eslint-disable-next-line no-control-regex
+      expect(msg).not.toMatch(/[\u0000-\u001f\u007f]/);
+      expect(msg.length).toBeLessThan(200);
+    },
+  );
+
+  it('accepts a runner_id of exactly 255 characters (the column length)', () => {
+    const id = 'r'.repeat(255);
+    expect(
+      parseInventory(`runners:${bare.replace('metal-1', id)}`).inventory.get(id),
+    ).toBeDefined();
+  });
+
+  it('rejects two runners on the same Proxmox VM, naming both', () => {
+    const second = proxmox
+      .replace('runner_id: vm-1', 'runner_id: vm-2')
+      .replace('tok-vm-1', 'tok-vm-2')
+      .replace('42', '43')
+      .replace('pve.example.com', 'https://PVE.example.com:8006');
+    expect(errorOf(`runners:${proxmox}${second}`)).toBe(
+      "inv.yml: runner 'vm-2': proxmox_vmid: same VM as runner 'vm-1' (https://pve.example.com:8006, node pve1, VMID 101)",
+    );
+    // Another VMID, node or host is another VM.
+    for (const other of [
+      second.replace('101', '102'),
+      second.replace('proxmox_node: pve1', 'proxmox_node: pve2'),
+      second.replace('https://PVE.example.com:8006', 'pve2.example.com'),
+    ]) {
+      expect(parseInventory(`runners:${proxmox}${other}`).inventory.size).toBe(2);
+    }
+  });
+
   it('names the position of an entry without a runner_id', () => {
     expect(errorOf('runners:\n  - backend: bare_metal\n    token: x\n    reset_cmd: y')).toBe(
       'inv.yml: runners[0]: runner_id: required',
@@ -197,6 +242,26 @@ describe('InventoryStore', () => {
     } finally {
       store.close();
     }
+  });
+
+  it('refuses a reload that puts two runners on one VM or gives a runner_id the database cannot hold', () => {
+    const path = join(dir, 'inventory.yml');
+    writeFileSync(path, `runners:${proxmox}`);
+    const { log, lines } = capturingLogger();
+    const store = InventoryStore.load(path, log);
+    const before = store.inventory;
+    const twin = proxmox.replace('runner_id: vm-1', 'runner_id: vm-2').replace('tok-vm-1', 't2');
+    writeFileSync(path, `runners:${proxmox}${twin}`);
+    expect(store.reload()).toBe(false);
+    writeFileSync(path, `runners:${proxmox}${bare.replace('metal-1', '"m\\0"')}`);
+    expect(store.reload()).toBe(false);
+    expect(store.inventory).toBe(before);
+    const refusals = lines.filter((l) => String(l.msg).startsWith('inventory change refused'));
+    expect(refusals.map((l) => l.level)).toEqual([50, 50]);
+    expect(refusals[0]!.msg).toContain("runner 'vm-2': proxmox_vmid: same VM as runner 'vm-1'");
+    expect(refusals[1]!.msg).toContain(
+      "runner 'm\\u0000': runner_id: must not contain control characters",
+    );
   });
 
   it('fails to load a missing file with a clear message', () => {
