@@ -5,7 +5,7 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
 import type { CheckpointService } from '../../api/checkpoint-service';
-import { databaseUrlOf, type ApiServer } from '../../api/server';
+import { databaseUrlOf, HEADERS_TIMEOUT_MS, type ApiServer } from '../../api/server';
 import { InventoryStore } from '../../config/inventory';
 import type { AgentHub } from '../../gateway/agent-hub';
 import { attachAgentGateway, type GatewayDeps } from '../../gateway/ws-gateway';
@@ -417,6 +417,33 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
     await waitFor('not connected', async () => !(await bus.isConnected(r.id)));
     await expect(bus.exec(r.id, 'true', 5)).rejects.toMatchObject({ type: 'AgentNotConnected' });
   });
+
+  it(
+    'disconnects a client that sends nothing, or half an upgrade request, within the headers timeout',
+    async () => {
+      const silentOrHalf = ['', 'GET /ws/agent HTTP/1.1\r\nUpgrade: websocket\r\n'].map((bytes) => {
+        const sock = connect(c.api.port, '127.0.0.1');
+        const data: Buffer[] = [];
+        sock.on('data', (d) => data.push(d));
+        sock.on('error', () => undefined);
+        const closed = new Promise<void>((res) => sock.once('close', () => res()));
+        sock.once('connect', () => sock.write(bytes));
+        return { sock, data, closed };
+      });
+      try {
+        await within(
+          HEADERS_TIMEOUT_MS + 3000,
+          'the server to drop both sockets',
+          Promise.all(silentOrHalf.map((x) => x.closed)),
+        );
+      } finally {
+        for (const x of silentOrHalf) x.sock.destroy();
+      }
+      for (const x of silentOrHalf)
+        expect(Buffer.concat(x.data).toString('latin1')).toMatch(/^HTTP\/1\.1 408 /);
+    },
+    HEADERS_TIMEOUT_MS + 10_000,
+  );
 
   describe('inventory changes', () => {
     /** Replaces the inventory file at once (a rename, so a reload never sees half a file). */
