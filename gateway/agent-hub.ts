@@ -90,7 +90,8 @@ export class AgentHub {
       await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
     } catch (err) {
       if (this.sessions.get(runnerId) === session) {
-        if (old) this.sessions.set(runnerId, old);
+        // An older connection that closed meanwhile was unregistered already: not put back.
+        if (old && old.ws.readyState !== old.ws.CLOSED) this.sessions.set(runnerId, old);
         else this.sessions.delete(runnerId);
       }
       // The insert may have committed although it reported an error.
