@@ -12,6 +12,14 @@ import { createStore } from '../store';
 import { createApp } from './app';
 import { CheckpointService } from './checkpoint-service';
 
+/**
+ * A client must send its request headers (an agent: its WebSocket upgrade
+ * request) within this long, or it gets 408 and is disconnected; a socket that
+ * sends nothing, or half a request, never lingers longer (Node's default: 60 s,
+ * checked every 30 s).
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+
 export interface ApiServer {
   server: Server;
   hub: AgentHub;
@@ -64,7 +72,10 @@ export async function startApiServer(d: {
     interceptors: [],
   });
   const app = createApp({ store, healthTemporal, checkpoints, inventory: d.inventory, log: d.log });
-  const server = createServer(app);
+  const server = createServer(
+    { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
+    app,
+  );
   const hub = new AgentHub(
     store,
     databaseUrlOf(d.dataSource),

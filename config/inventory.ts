@@ -287,6 +287,7 @@ export class InventoryStore {
   private current: Inventory;
   private lastFingerprint: string;
   private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(inventory: Inventory) => void>();
   readonly path: string;
 
   private constructor(
@@ -323,6 +324,7 @@ export class InventoryStore {
       for (const w of warnings) this.log.warn({ inventory: this.path }, w);
       this.current = inventory;
       this.log.info({ inventory: this.path, runners: inventory.size }, 'inventory reloaded');
+      this.notify(inventory);
       return true;
     } catch (err) {
       this.log.error(
@@ -330,6 +332,28 @@ export class InventoryStore {
         `inventory change refused, keeping the previous inventory: ${(err as Error).message}`,
       );
       return false;
+    }
+  }
+
+  /**
+   * Calls `listener` with each new inventory once it took effect (not for a
+   * refused change). Returns a function that removes the listener.
+   */
+  onChange(listener: (inventory: Inventory) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private notify(inventory: Inventory): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(inventory);
+      } catch (err) {
+        this.log.error(
+          { inventory: this.path, err: (err as Error).message },
+          'inventory change listener failed',
+        );
+      }
     }
   }
 

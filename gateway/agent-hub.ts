@@ -76,12 +76,32 @@ export class AgentHub {
     await this.commandNotices.close();
   }
 
-  /** Registers a connection; returns its session id. An older one for the runner is closed. */
+  /**
+   * Registers a connection; returns its session id. An older one for the runner
+   * is closed. When registering fails, nothing of the new session remains (no
+   * row, nothing in memory) and an older connection here keeps the runner.
+   */
   async register(runnerId: string, ws: WebSocket): Promise<string> {
     const sessionId = randomUUID();
     const old = this.sessions.get(runnerId);
-    this.sessions.set(runnerId, { runnerId, sessionId, ws, inflight: new Map() });
-    await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
+    const session: Session = { runnerId, sessionId, ws, inflight: new Map() };
+    this.sessions.set(runnerId, session);
+    try {
+      await this.store.sessions.register({ runnerId, sessionId, instanceId: this.instanceId });
+    } catch (err) {
+      if (this.sessions.get(runnerId) === session) {
+        // An older connection that closed meanwhile was unregistered already: not put back.
+        if (old && old.ws.readyState !== old.ws.CLOSED) this.sessions.set(runnerId, old);
+        else this.sessions.delete(runnerId);
+      }
+      // The insert may have committed although it reported an error.
+      await this.store.sessions
+        .remove(runnerId, sessionId)
+        .catch((e: unknown) =>
+          this.log.warn({ err: (e as Error).message }, 'cannot remove agent session'),
+        );
+      throw err;
+    }
     if (old) {
       await this.failInflight(old, 'agent reconnected');
       old.ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');

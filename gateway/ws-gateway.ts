@@ -12,7 +12,7 @@ import {
   type Reply,
   type RequestType,
 } from '../common/agent-protocol';
-import type { InventoryStore } from '../config/inventory';
+import type { Inventory, InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { CheckpointService } from '../api/checkpoint-service';
 import { HttpError } from '../api/errors';
@@ -49,13 +49,42 @@ function oneLine(err: z.ZodError, input: unknown): string {
     .join('; ');
 }
 
+/**
+ * At most this many sockets may be unauthenticated at once: an upgrade in
+ * progress, or a connection refused with 4401 whose close has not completed.
+ * Over it, an upgrade with bad credentials is refused with HTTP 503 and
+ * `Too many unauthenticated connections` (one with valid credentials is served).
+ */
+export const MAX_UNAUTHENTICATED_SOCKETS = 100;
+
+/**
+ * A socket closed for its credentials (4401) is dropped this long after the
+ * close frame if the client has not completed the close by then.
+ */
+export const AUTH_CLOSE_GRACE_MS = 1000;
+
 export interface GatewayDeps {
   inventory: InventoryStore;
   checkpoints: CheckpointService;
   hub: AgentHub;
   settings: Settings;
   log: Logger;
+  /** Defaults to MAX_UNAUTHENTICATED_SOCKETS. */
+  maxUnauthenticatedSockets?: number;
+  /** Defaults to AUTH_CLOSE_GRACE_MS. */
+  authCloseGraceMs?: number;
 }
+
+/** An authenticated connection, re-checked whenever the inventory changes. */
+interface LiveAgent {
+  runnerId: string;
+  /** Kept only to re-check it against a changed inventory; never logged. */
+  token: string;
+}
+
+const TOO_MANY =
+  'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n' +
+  'Connection: close\r\n\r\nToo many unauthenticated connections\r\n';
 
 /** Credentials from the query (`runner_id`, `token`) or an `Authorization: Bearer` header. */
 function credentials(req: IncomingMessage): { runnerId: string | null; token: string | null } {
@@ -76,27 +105,74 @@ function credentials(req: IncomingMessage): { runnerId: string | null; token: st
  */
 export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): void } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * MAX_MESSAGE_BYTES });
+  const maxUnauthenticated = d.maxUnauthenticatedSockets ?? MAX_UNAUTHENTICATED_SOCKETS;
+  const graceMs = d.authCloseGraceMs ?? AUTH_CLOSE_GRACE_MS;
+  /** Sockets from the upgrade request until they are authenticated or gone. */
+  const unauthenticated = new Set<Duplex>();
+  const live = new Map<WebSocket, LiveAgent>();
+
+  /** Writes an HTTP answer and drops the socket once it is written, whatever the client does. */
+  const refuse = (socket: Duplex, response: string) => {
+    socket.end(response, () => socket.destroy());
+  };
+
+  /** Closes for bad credentials; a client that does not complete the close is dropped soon after. */
+  const closeInvalid = (ws: WebSocket) => {
+    const timer = setTimeout(() => ws.terminate(), graceMs);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
+    ws.close(CLOSE_CODES.invalidCredentials, 'Invalid credentials');
+  };
+
+  const authentic = (inventory: Inventory, runnerId: string | null, token: string | null) =>
+    !!runnerId && !!token && inventory.runnerIdForToken(token) === runnerId;
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (path !== AGENT_WS_PATH) {
-      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      refuse(socket, 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
     }
     socket.on('error', () => undefined); // a client that vanishes mid-handshake is not our error
+    const { runnerId, token } = credentials(req);
+    const valid = authentic(d.inventory.inventory, runnerId, token);
+    if (!valid && unauthenticated.size >= maxUnauthenticated) {
+      d.log.warn(
+        { runnerId: runnerId ?? null, unauthenticated: unauthenticated.size },
+        'agent connection refused: too many unauthenticated connections',
+      );
+      refuse(socket, TOO_MANY);
+      return;
+    }
+    unauthenticated.add(socket);
+    socket.once('close', () => unauthenticated.delete(socket));
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const { runnerId, token } = credentials(req);
-      const owner = token ? d.inventory.inventory.runnerIdForToken(token) : undefined;
       // Accept, then close with 4401, so clients see why (the old server's HTTP 403 hid it).
-      if (!runnerId || !owner || owner !== runnerId) {
+      if (!valid || !runnerId || !token) {
         d.log.warn({ runnerId: runnerId ?? null }, 'agent connection refused: invalid credentials');
-        ws.close(CLOSE_CODES.invalidCredentials, 'Invalid credentials');
+        closeInvalid(ws);
         return;
       }
+      unauthenticated.delete(socket);
+      live.set(ws, { runnerId, token });
+      ws.once('close', () => live.delete(ws));
       void serve(ws, runnerId);
     });
   };
   server.on('upgrade', onUpgrade);
+
+  /** A changed inventory: connections whose token no longer names their runner are closed 4401. */
+  const stopWatching = d.inventory.onChange((inventory) => {
+    for (const [ws, a] of live) {
+      if (authentic(inventory, a.runnerId, a.token)) continue;
+      live.delete(ws);
+      d.log.warn(
+        { runnerId: a.runnerId },
+        'agent connection closed: its credentials are no longer in the inventory',
+      );
+      closeInvalid(ws);
+    }
+  });
 
   async function serve(ws: WebSocket, runnerId: string): Promise<void> {
     let lastSeen = Date.now();
@@ -229,6 +305,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
 
   return {
     close() {
+      stopWatching();
       server.off('upgrade', onUpgrade);
       for (const ws of wss.clients) ws.close(CLOSE_CODES.goingAway, 'server shutting down');
       wss.close();

@@ -85,7 +85,9 @@ export class AgentCommandStore {
   }
 
   /**
-   * Claims the runner's pending commands for a session, oldest first. A
+   * Claims the runner's pending commands for a session, oldest first, only
+   * while that session is the runner's current one (`agent_sessions`) and held
+   * by `instanceId`: an instance whose session was replaced claims nothing. A
    * compare-and-set that skips rows another transaction holds: each command
    * is claimed by exactly one instance.
    */
@@ -93,7 +95,11 @@ export class AgentCommandStore {
     const { rows } = await changeRows<ClaimedCommand>(
       this.q,
       `UPDATE agent_commands SET state = 'sent', claimed_by = $2, session_id = $3, updated_at = now()
-        WHERE id IN (SELECT id FROM agent_commands WHERE runner_id = $1 AND state = 'pending' ORDER BY created_at FOR UPDATE SKIP LOCKED)
+        WHERE id IN (
+          SELECT c.id FROM agent_commands c
+            JOIN agent_sessions s ON s.runner_id = c.runner_id AND s.session_id = $3 AND s.instance_id = $2
+           WHERE c.runner_id = $1 AND c.state = 'pending'
+           ORDER BY c.created_at FOR UPDATE OF c SKIP LOCKED FOR SHARE OF s)
       RETURNING id, cmd, timeout_seconds AS "timeoutSeconds"`,
       [runnerId, instanceId, sessionId],
     );

@@ -1,6 +1,15 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { renameSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
-import { databaseUrlOf, type ApiServer } from '../../api/server';
+import type { CheckpointService } from '../../api/checkpoint-service';
+import { databaseUrlOf, HEADERS_TIMEOUT_MS, type ApiServer } from '../../api/server';
+import { InventoryStore } from '../../config/inventory';
+import type { AgentHub } from '../../gateway/agent-hub';
+import { attachAgentGateway, type GatewayDeps } from '../../gateway/ws-gateway';
+import { createStore } from '../../store';
 import {
   lateAgentGateway,
   operations,
@@ -9,7 +18,14 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { connectRawAgent, type RawAgent } from '../helpers/raw-agent';
-import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import {
+  bareMetalInventory,
+  bareMetalRunnerYaml,
+  testRunners,
+  uniqueId,
+  writeInventory,
+  type TestRunner,
+} from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
 // One runner (so one workflow id and one agent session row) per test.
@@ -34,16 +50,87 @@ const R = testRunners([
   'replace',
   'restart',
   'heartbeat',
+  'revokeToken',
+  'revokeRunner',
+  'revokeBystander',
+  'regFail',
+  'claimOnly',
 ]);
 /** Runners whose reset runs `/opt/reset.sh --all` (the rest: `/opt/reset.sh`). */
 const RESET_ALL: TestRunner[] = [R.reset, R.restart];
-const INVENTORY = `runners:\n${Object.values(R)
-  .map((r) =>
-    bareMetalRunnerYaml(r, {
-      reset_cmd: RESET_ALL.includes(r) ? '/opt/reset.sh --all' : '/opt/reset.sh',
-    }),
-  )
-  .join('')}`;
+const inventoryOf = (runners: TestRunner[]) =>
+  `runners:\n${runners
+    .map((r) =>
+      bareMetalRunnerYaml(r, {
+        reset_cmd: RESET_ALL.includes(r) ? '/opt/reset.sh --all' : '/opt/reset.sh',
+      }),
+    )
+    .join('')}`;
+const INVENTORY = inventoryOf(Object.values(R));
+
+/** Resolves like `p`, or rejects once `ms` passed, saying what it waited for. */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A hand-written WebSocket upgrade request on a raw TCP socket, which then answers nothing. */
+interface RawUpgrade {
+  sock: Socket;
+  /** Everything the server sent so far. */
+  received(): Buffer;
+  /** Resolves when the server has sent at least `n` bytes. */
+  bytes(n: number): Promise<Buffer>;
+  /** Resolves when the TCP connection is gone. */
+  closed: Promise<void>;
+}
+
+function rawUpgrade(port: number, query: string): Promise<RawUpgrade> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const waiters: Array<() => void> = [];
+    const received = () => Buffer.concat(chunks);
+    sock.on('data', (d) => {
+      chunks.push(d);
+      for (const w of waiters.splice(0)) w();
+    });
+    sock.on('error', () => undefined);
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    void closed.then(() => {
+      for (const w of waiters.splice(0)) w();
+    });
+    const bytes = async (n: number): Promise<Buffer> => {
+      for (;;) {
+        const b = received();
+        if (b.length >= n || sock.destroyed) return b;
+        await new Promise<void>((r) => waiters.push(r));
+      }
+    };
+    sock.once('connect', () => {
+      sock.write(
+        `GET /ws/agent?${query} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+          `Connection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n` +
+          'Sec-WebSocket-Version: 13\r\n\r\n',
+      );
+      resolve({ sock, received, bytes, closed });
+    });
+    sock.once('error', reject);
+  });
+}
+
+/** The close frame the server sends a rejected agent: 4401 `Invalid credentials`, unmasked. */
+const CLOSE_4401 = Buffer.concat([
+  Buffer.from([0x88, 2 + 'Invalid credentials'.length, 0x11, 0x31]),
+  Buffer.from('Invalid credentials'),
+]);
 
 describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)', () => {
   let c: TestController;
@@ -75,6 +162,8 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
     });
     lazyBus.use(bus);
     other = await c.startAnotherApi();
+    // As `e2epool api` does (every second there): inventory changes take effect on their own.
+    c.inventory.watch(100);
   });
   afterAll(async () => {
     for (const a of open) a.ws.terminate();
@@ -361,5 +450,228 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
     expect(closed.code).toBe(1006); // terminated by the server
     await waitFor('not connected', async () => !(await bus.isConnected(r.id)));
     await expect(bus.exec(r.id, 'true', 5)).rejects.toMatchObject({ type: 'AgentNotConnected' });
+  });
+
+  it(
+    'disconnects a client that sends nothing, or half an upgrade request, within the headers timeout',
+    async () => {
+      const silentOrHalf = ['', 'GET /ws/agent HTTP/1.1\r\nUpgrade: websocket\r\n'].map((bytes) => {
+        const sock = connect(c.api.port, '127.0.0.1');
+        const data: Buffer[] = [];
+        sock.on('data', (d) => data.push(d));
+        sock.on('error', () => undefined);
+        const closed = new Promise<void>((res) => sock.once('close', () => res()));
+        sock.once('connect', () => sock.write(bytes));
+        return { sock, data, closed };
+      });
+      try {
+        await within(
+          HEADERS_TIMEOUT_MS + 3000,
+          'the server to drop both sockets',
+          Promise.all(silentOrHalf.map((x) => x.closed)),
+        );
+      } finally {
+        for (const x of silentOrHalf) x.sock.destroy();
+      }
+      for (const x of silentOrHalf)
+        expect(Buffer.concat(x.data).toString('latin1')).toMatch(/^HTTP\/1\.1 408 /);
+    },
+    HEADERS_TIMEOUT_MS + 10_000,
+  );
+
+  describe('inventory changes', () => {
+    /** Replaces the inventory file at once (a rename, so a reload never sees half a file). */
+    const rewrite = (yaml: string) => {
+      const tmp = `${c.inventory.path}.${randomBytes(4).toString('hex')}.tmp`;
+      writeFileSync(tmp, yaml, { mode: 0o600 });
+      renameSync(tmp, c.inventory.path);
+    };
+
+    it('closes with 4401 the live sockets of a runner whose token changed or that was removed; others stay', async () => {
+      const a = await agent({ runnerId: R.revokeToken.id, token: R.revokeToken.token });
+      const b = await agent(
+        { runnerId: R.revokeRunner.id, token: R.revokeRunner.token, mode: 'header' },
+        () => other,
+      );
+      const keep = await agent({ runnerId: R.revokeBystander.id, token: R.revokeBystander.token });
+      for (const r of [R.revokeToken, R.revokeRunner, R.revokeBystander])
+        await waitFor(`the session of ${r.id}`, () => bus.isConnected(r.id));
+
+      const rotated = { ...R.revokeToken, token: `${R.revokeToken.token}-rotated` };
+      rewrite(
+        inventoryOf(
+          Object.values(R)
+            .filter((r) => r !== R.revokeRunner)
+            .map((r) => (r === R.revokeToken ? rotated : r)),
+        ),
+      );
+      const expected = { code: 4401, reason: 'Invalid credentials' };
+      expect(await within(5000, 'the changed token to be closed', a.closed)).toEqual(expected);
+      expect(await within(5000, 'the removed runner to be closed', b.closed)).toEqual(expected);
+      expect(await keep.request('ping', {}, 'still')).toMatchObject({ status: 'ok' });
+      await waitFor('the closed sessions to be removed', async () => {
+        const rows = await c.ds.query(`SELECT 1 FROM agent_sessions WHERE runner_id = ANY($1)`, [
+          [R.revokeToken.id, R.revokeRunner.id],
+        ]);
+        return rows.length === 0;
+      });
+
+      const again = await agent({ runnerId: rotated.id, token: rotated.token });
+      expect(await again.request('ping', {}, 'new')).toMatchObject({ status: 'ok' });
+      for (const x of [again, keep]) x.close();
+      await Promise.all([again.closed, keep.closed]);
+    });
+  });
+
+  describe('sessions', () => {
+    it('a registration that fails leaves no session behind: the previous connection keeps the runner', async () => {
+      const r = R.regFail;
+      const first = await agent({
+        runnerId: r.id,
+        token: r.token,
+        onExec: (cmd) => ({ exit_code: 0, stdout: `first ran ${cmd}`, stderr: '' }),
+      });
+      await waitFor('the first session', () => bus.isConnected(r.id));
+      const [{ session_id: firstSession }] = (await c.ds.query(
+        `SELECT session_id FROM agent_sessions WHERE runner_id = $1`,
+        [r.id],
+      )) as Array<{ session_id: string }>;
+      // Postgres refuses the second connection's session row.
+      const fn = `test_refuse_${randomBytes(4).toString('hex')}`;
+      await c.ds.query(
+        `CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.runner_id = '${r.id}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$`,
+      );
+      await c.ds.query(
+        `CREATE TRIGGER ${fn} BEFORE INSERT ON agent_sessions FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+      );
+      try {
+        const second = await agent({ runnerId: r.id, token: r.token });
+        expect(await second.closed).toEqual({
+          code: 1011,
+          reason: 'Server error, reconnect later',
+        });
+      } finally {
+        await c.ds.query(`DROP TRIGGER ${fn} ON agent_sessions`);
+        await c.ds.query(`DROP FUNCTION ${fn}()`);
+      }
+      expect(
+        await c.ds.query(
+          `SELECT session_id, instance_id FROM agent_sessions WHERE runner_id = $1`,
+          [r.id],
+        ),
+      ).toEqual([{ session_id: firstSession, instance_id: c.api.hub.instanceId }]);
+      // The hub still sends the runner's commands to the first connection.
+      expect(await within(10_000, 'the command', bus.exec(r.id, 'echo hi', 5))).toEqual({
+        exitCode: 0,
+        stdout: 'first ran echo hi',
+        stderr: '',
+      });
+      first.close();
+      await first.closed;
+    });
+
+    it("claims a runner's commands only for the runner's current session on its own instance", async () => {
+      const r = R.claimOnly;
+      const store = createStore(c.ds);
+      const current = randomUUID();
+      const stale = randomUUID();
+      await store.sessions.register({ runnerId: r.id, sessionId: current, instanceId: 'inst-b' });
+      const id = uniqueId('cmd');
+      await store.commands.enqueue({ id, runnerId: r.id, cmd: 'true', timeoutSeconds: 5 });
+      try {
+        expect(await store.commands.claim(r.id, 'inst-a', stale)).toEqual([]);
+        expect(await store.commands.claim(r.id, 'inst-a', current)).toEqual([]);
+        expect(await store.commands.claim(r.id, 'inst-b', stale)).toEqual([]);
+        expect(await store.commands.claim(r.id, 'inst-b', current)).toEqual([
+          { id, cmd: 'true', timeoutSeconds: 5 },
+        ]);
+      } finally {
+        await c.ds.query(`DELETE FROM agent_commands WHERE id = $1`, [id]);
+        await store.sessions.remove(r.id, current);
+      }
+    });
+  });
+});
+
+describe('unauthenticated agent sockets (a gateway of its own)', () => {
+  const r = testRunners(['unauthValid']).unauthValid;
+  let server: Server;
+  let gateway: { close(): void };
+  let inventory: InventoryStore;
+  let port: number;
+  const raws: RawUpgrade[] = [];
+  const silent = pino({ level: 'silent' });
+
+  /** A gateway whose hub only hands out session ids; `limits` are its test settings. */
+  const start = async (limits: Record<string, number>) => {
+    server = createServer();
+    inventory = InventoryStore.load(writeInventory(bareMetalInventory(r)), silent);
+    const hub = {
+      register: () => Promise.resolve(randomUUID()),
+      unregister: () => Promise.resolve(),
+      touch: () => Promise.resolve(true),
+      handleReply: () => Promise.resolve(),
+    } as unknown as AgentHub;
+    const deps = {
+      inventory,
+      hub,
+      checkpoints: {} as CheckpointService,
+      settings: { wsHeartbeatIntervalSeconds: 30, wsHeartbeatTimeoutSeconds: 90 },
+      log: silent,
+      ...limits,
+    };
+    gateway = attachAgentGateway(server, deps as unknown as GatewayDeps);
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+    port = (server.address() as AddressInfo).port;
+  };
+  const bad = async () => {
+    const u = await rawUpgrade(port, `runner_id=${r.id}&token=wrong`);
+    raws.push(u);
+    return u;
+  };
+  afterEach(async () => {
+    for (const u of raws.splice(0)) u.sock.destroy();
+    gateway?.close();
+    server?.closeAllConnections();
+    await new Promise((res) => server?.close(res));
+    inventory?.close();
+  });
+
+  it('disconnects a rejected client that never answers the 4401 close frame, within seconds', async () => {
+    await start({});
+    const u = await bad();
+    const got = (await u.bytes(CLOSE_4401.length + 20)).toString('latin1');
+    expect(got).toMatch(/^HTTP\/1\.1 101 /);
+    await within(3000, 'the server to drop the socket', u.closed);
+    expect(u.received().includes(CLOSE_4401)).toBe(true);
+  });
+
+  it('refuses with 503 an upgrade over the cap of unauthenticated sockets; an agent with valid credentials still connects', async () => {
+    await start({ maxUnauthenticatedSockets: 3, authCloseGraceMs: 60_000 });
+    const held = await Promise.all([bad(), bad(), bad()]);
+    for (const u of held) expect((await u.bytes(12)).toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+
+    const over = await bad();
+    await within(3000, 'the refused socket to close', over.closed);
+    expect(over.received().toString('latin1')).toMatch(
+      /^HTTP\/1\.1 503 Service Unavailable\r\n[^]*\r\n\r\nToo many unauthenticated connections/,
+    );
+
+    const valid = await connectRawAgent(`http://127.0.0.1:${port}`, {
+      runnerId: r.id,
+      token: r.token,
+    });
+    expect(await valid.request('ping', {}, 'p')).toMatchObject({ status: 'ok' });
+    valid.ws.terminate();
+
+    // Once the held sockets are gone, bad credentials are answered with 4401 again.
+    for (const u of held) u.sock.destroy();
+    await waitFor('a rejected client to get its 4401 again', async () => {
+      const u = await bad();
+      const b = await u.bytes(12);
+      u.sock.destroy();
+      return b.toString('latin1').startsWith('HTTP/1.1 101');
+    });
   });
 });

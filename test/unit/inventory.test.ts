@@ -264,6 +264,22 @@ describe('InventoryStore', () => {
     );
   });
 
+  it('tells change listeners about each new inventory, not about a refused change', () => {
+    const path = join(dir, 'inventory.yml');
+    writeFileSync(path, `runners:${bare}`);
+    const store = InventoryStore.load(path, pino({ level: 'silent' }));
+    const seen: number[] = [];
+    const stop = store.onChange((inv) => seen.push(inv.size));
+    writeFileSync(path, `runners:${bare}${proxmox}`);
+    expect(store.reload()).toBe(true);
+    writeFileSync(path, 'runners: 3');
+    expect(store.reload()).toBe(false);
+    stop();
+    writeFileSync(path, `runners:${bare}`);
+    expect(store.reload()).toBe(true);
+    expect(seen).toEqual([2]);
+  });
+
   it('fails to load a missing file with a clear message', () => {
     const { log } = capturingLogger();
     expect(() => InventoryStore.load(join(dir, 'nope.yml'), log)).toThrow(
