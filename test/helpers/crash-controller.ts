@@ -1,0 +1,97 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { Connection } from '@temporalio/client';
+import pino from 'pino';
+import { startApiServer, type ApiServer } from '../../api/server';
+import { InventoryStore } from '../../config/inventory';
+import { loadSettings } from '../../config/settings';
+import { loadTemporalSettings } from '../../config/temporal';
+import { createMigratedDatabase } from './db';
+import { controllerEnv, uniqueId, writeInventory } from './env';
+import { shared } from './shared';
+
+/**
+ * An API in the test process and workers as separate processes
+ * (crash-worker.js, the compiled `e2epool worker` with an agent double), so a
+ * test can SIGKILL a worker mid-reset and start another.
+ */
+export interface CrashController {
+  api: ApiServer;
+  db: Awaited<ReturnType<typeof createMigratedDatabase>>;
+  /** Starts a worker process; resolves once it polls its task queue. */
+  startWorker(): Promise<ChildProcess>;
+  /** SIGKILLs a worker and waits until it is gone. */
+  kill(worker: ChildProcess): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startCrashController(
+  inventoryYaml: string,
+  extraEnv: Record<string, string>,
+): Promise<CrashController> {
+  const db = await createMigratedDatabase('crash');
+  const inventoryPath = writeInventory(inventoryYaml);
+  const env = controllerEnv({
+    E2EPOOL_DATABASE_URL: db.db.url,
+    E2EPOOL_INVENTORY_PATH: inventoryPath,
+    E2EPOOL_TASK_QUEUE: uniqueId('tq-crash'),
+    E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.05',
+    E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.1',
+    E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
+    E2EPOOL_PORT: '0',
+    E2EPOOL_HOST: '127.0.0.1',
+    E2EPOOL_LOG_LEVEL: 'warn',
+    ...extraEnv,
+  });
+  const log = pino({ level: 'silent' });
+  const connection = await Connection.connect({ address: shared().temporalAddress });
+  const api = await startApiServer({
+    settings: loadSettings(env),
+    dataSource: db.ds,
+    temporal: connection,
+    temporalSettings: loadTemporalSettings(env),
+    inventory: InventoryStore.load(inventoryPath, log),
+    log,
+  });
+  const workers: ChildProcess[] = [];
+
+  function startWorker(): Promise<ChildProcess> {
+    const child = spawn(process.execPath, [join(__dirname, 'crash-worker.js')], {
+      env: { PATH: process.env.PATH, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    workers.push(child);
+    let out = '';
+    return new Promise((resolve, reject) => {
+      const onData = (c: Buffer) => {
+        out += c.toString();
+        if (out.includes('worker running')) resolve(child);
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code) => reject(new Error(`worker exited early (${code}):\n${out}`)));
+      setTimeout(
+        () => reject(new Error(`worker did not start within 30 s:\n${out}`)),
+        30_000,
+      ).unref();
+    });
+  }
+
+  return {
+    api,
+    db,
+    startWorker,
+    async kill(worker) {
+      if (worker.exitCode !== null || worker.signalCode !== null) return;
+      const gone = new Promise((r) => worker.once('exit', r));
+      worker.kill('SIGKILL');
+      await gone;
+    },
+    async stop() {
+      for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+      await api.close();
+      await connection.close();
+      await db.close();
+    },
+  };
+}
