@@ -18,8 +18,8 @@ import { shared } from './shared';
 export interface CrashController {
   api: ApiServer;
   db: Awaited<ReturnType<typeof createMigratedDatabase>>;
-  /** Starts a worker process; resolves once it polls its task queue. */
-  startWorker(): Promise<ChildProcess>;
+  /** Starts a worker process (with extra environment); resolves once it polls its task queue. */
+  startWorker(workerEnv?: Record<string, string>): Promise<ChildProcess>;
   /** SIGKILLs a worker and waits until it is gone. */
   kill(worker: ChildProcess): Promise<void>;
   stop(): Promise<void>;
@@ -55,9 +55,9 @@ export async function startCrashController(
   });
   const workers: ChildProcess[] = [];
 
-  function startWorker(): Promise<ChildProcess> {
+  function startWorker(workerEnv: Record<string, string> = {}): Promise<ChildProcess> {
     const child = spawn(process.execPath, [join(__dirname, 'crash-worker.js')], {
-      env: { PATH: process.env.PATH, ...env },
+      env: { PATH: process.env.PATH, ...env, ...workerEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     workers.push(child);

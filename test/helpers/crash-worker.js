@@ -10,8 +10,15 @@ const { InventoryStore } = dist('config/inventory.js');
 const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
 
+// Commands this worker's agent double never finishes (comma-separated), so a
+// test can kill the worker while one is in flight.
+const hanging = new Set((process.env.CRASH_WORKER_HANG_COMMANDS || '').split(',').filter(Boolean));
+
 const agents = {
-  exec: async (_runnerId, cmd) => ({ exitCode: 0, stdout: `ran ${cmd}`, stderr: '' }),
+  exec: async (_runnerId, cmd) =>
+    hanging.has(cmd)
+      ? new Promise(() => undefined)
+      : { exitCode: 0, stdout: `ran ${cmd}`, stderr: '' },
   isConnected: async () => true,
 };
 
