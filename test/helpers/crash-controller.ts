@@ -20,6 +20,8 @@ export interface CrashController {
   db: Awaited<ReturnType<typeof createMigratedDatabase>>;
   /** Starts a worker process (with extra environment); resolves once it polls its task queue. */
   startWorker(workerEnv?: Record<string, string>): Promise<ChildProcess>;
+  /** A checkpoint's operation-log rows (operation, result), oldest first. */
+  operations(name: string): Promise<Array<{ operation: string; result: string }>>;
   /** SIGKILLs a worker and waits until it is gone. */
   kill(worker: ChildProcess): Promise<void>;
   stop(): Promise<void>;
@@ -81,6 +83,12 @@ export async function startCrashController(
     api,
     db,
     startWorker,
+    operations: (name) =>
+      db.ds.query(
+        `SELECT o.operation, o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
+          WHERE k.name = $1 ORDER BY o.id`,
+        [name],
+      ),
     async kill(worker) {
       if (worker.exitCode !== null || worker.signalCode !== null) return;
       const gone = new Promise((r) => worker.once('exit', r));

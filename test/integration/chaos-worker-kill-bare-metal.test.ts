@@ -44,13 +44,7 @@ describe('chaos: the worker killed at each step of a bare-metal reset', () => {
   });
 
   const stepRunning = async (name: string, step: Step) =>
-    (
-      await c.db.ds.query(
-        `SELECT o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
-          WHERE k.name = $1 AND o.operation = $2`,
-        [name, step],
-      )
-    )[0]?.result === 'running';
+    (await c.operations(name)).some((o) => o.operation === step && o.result === 'running');
 
   it('a new worker finishes every reset, each runner unpaused once', async () => {
     // This worker's agent never finishes the reset_cmd of one runner and the readiness_cmd of another.
@@ -87,11 +81,7 @@ describe('chaos: the worker killed at each step of a bare-metal reset', () => {
         { timeoutMs: 90_000, intervalMs: 250 },
       );
       expect(gitlab.runner(gitlabRunner(s)).paused).toBe(false);
-      const ops = (await c.db.ds.query(
-        `SELECT o.operation, o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
-          WHERE k.name = $1`,
-        [names[s]],
-      )) as Array<{ operation: string; result: string }>;
+      const ops = await c.operations(names[s]);
       const count = (op: string, result: string) =>
         ops.filter((o) => o.operation === op && o.result === result).length;
       expect({ step: s, pause: count('pause', 'ok'), cmd: count('reset_cmd', 'ok') }).toEqual({

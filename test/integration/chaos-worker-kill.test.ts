@@ -51,14 +51,8 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
     await Promise.all([pve?.close(), gitlab?.close()]);
   });
 
-  async function stepRunning(name: string, step: Step): Promise<boolean> {
-    const rows = await c.db.ds.query(
-      `SELECT o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
-        WHERE k.name = $1 AND o.operation = $2`,
-      [name, step],
-    );
-    return rows[0]?.result === 'running';
-  }
+  const stepRunning = async (name: string, step: Step) =>
+    (await c.operations(name)).some((o) => o.operation === step && o.result === 'running');
 
   it('a new worker finishes every reset, each runner unpaused once, nothing left behind', async () => {
     const first = await c.startWorker();
@@ -104,11 +98,7 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
       );
       expect(gitlab.runner(gitlabRunner(s)).paused).toBe(false);
       expect(pve.vm('pve1', vmid(s))).toMatchObject({ status: 'running', snapshots: [] });
-      const ops = (await c.db.ds.query(
-        `SELECT o.operation, o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
-          WHERE k.name = $1`,
-        [names[s]],
-      )) as Array<{ operation: string; result: string }>;
+      const ops = await c.operations(names[s]);
       // A step retried after the kill may find its work done already: `skipped`.
       const done = (op: string) =>
         ops.filter((o) => o.operation === op && ['ok', 'skipped'].includes(o.result));

@@ -78,6 +78,17 @@ export async function waitPhase(
   });
 }
 
+/** Waits until the run waits for an operator: the phase, then the row and the state. */
+export async function waitNeedsAttention(
+  h: WorkflowHarness,
+  r: RunnerSpec,
+): Promise<CheckpointView> {
+  return waitFor('needs_attention', async () => {
+    const v = await handle(h, r).query(stateQuery);
+    return v.phase === 'needs_attention' && v.state === 'needs_attention' ? v : undefined;
+  });
+}
+
 /** The failure type and message an update was rejected or failed with. */
 export async function updateFailure(
   p: Promise<unknown>,

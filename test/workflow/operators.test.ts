@@ -15,7 +15,15 @@ import {
   startWorkflowHarness,
   type WorkflowHarness,
 } from './harness';
-import { finalize, handle, input, runner, steps, transitions } from './fixtures';
+import {
+  finalize,
+  handle,
+  input,
+  runner,
+  steps,
+  transitions,
+  waitNeedsAttention,
+} from './fixtures';
 
 describe('needs_attention and the operator', () => {
   let h: WorkflowHarness;
@@ -34,11 +42,7 @@ describe('needs_attention and the operator', () => {
     const r = runner('bare_metal');
     const cp = await createCheckpoint(h, r, input(r, { resetMaxAttempts: 1 }), { jobId: '8001' });
     await finalize(h, r, cp.name, 'failure');
-    // The phase changes first, then the row and the state: wait for both.
-    const view = await waitFor('needs_attention', async () => {
-      const v = await handle(h, r).query(stateQuery);
-      return v.phase === 'needs_attention' && v.state === 'needs_attention' ? v : undefined;
-    });
+    const view = await waitNeedsAttention(h, r);
     return { r, cp, view };
   }
 
@@ -119,10 +123,7 @@ describe('GitLab refuses the unpause', () => {
     const r = runner('bare_metal');
     const cp = await createCheckpoint(h, r, input(r, { unpauseRetrySeconds }), { jobId: '8200' });
     await finalize(h, r, cp.name, 'failure');
-    const view = await waitFor('needs_attention', async () => {
-      const v = await handle(h, r).query(stateQuery);
-      return v.phase === 'needs_attention' && v.state === 'needs_attention' ? v : undefined;
-    });
+    const view = await waitNeedsAttention(h, r);
     return { r, cp, view };
   }
 
