@@ -10,9 +10,12 @@ const { InventoryStore } = dist('config/inventory.js');
 const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
 
+let sessions = 0;
 const agents = {
   exec: async (_runnerId, cmd) => ({ exitCode: 0, stdout: `ran ${cmd}`, stderr: '' }),
   isConnected: async () => true,
+  // Every look is a new session: the agent is back at once after each boot.
+  session: async () => ({ sessionId: `crash-${++sessions}`, live: true }),
 };
 
 async function main() {
