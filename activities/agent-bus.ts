@@ -5,7 +5,7 @@ import type { Logger } from '../config/logger';
 import { createStore, type Store } from '../store';
 import type { CommandStatus } from '../store/agent-commands';
 import { AgentNoticeListener } from '../store/agent-notices';
-import type { AgentGateway, ExecResult } from './agent-gateway';
+import type { AgentGateway, AgentSessionInfo, ExecResult } from './agent-gateway';
 
 /**
  * The worker's way to reach agents, whichever API instance holds their
@@ -48,6 +48,10 @@ export class AgentBus implements AgentGateway {
       since ?? null,
     );
     return instance !== null;
+  }
+
+  session(runnerId: string): Promise<AgentSessionInfo | null> {
+    return this.store.sessions.current(runnerId, this.opts.staleAfterSeconds);
   }
 
   /**

@@ -1,3 +1,9 @@
+/** A runner's agent session: its id (new for every connection) and whether it is live. */
+export interface AgentSessionInfo {
+  sessionId: string;
+  live: boolean;
+}
+
 /** Result of a command run by a runner's agent. */
 export interface ExecResult {
   exitCode: number;
@@ -24,4 +30,9 @@ export interface AgentGateway {
   ): Promise<ExecResult>;
   /** Whether an agent is connected; with `since`, only a connection made after that instant counts. */
   isConnected(runnerId: string, since?: Date): Promise<boolean>;
+  /**
+   * The runner's agent session (each connection has a new id): whether it is
+   * live, or null when there is none. Comparing ids needs no clock.
+   */
+  session(runnerId: string): Promise<AgentSessionInfo | null>;
 }

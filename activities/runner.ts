@@ -8,6 +8,13 @@ import { proxmoxClientFactory } from './proxmox/steps';
 
 const TAIL = 2000;
 
+/**
+ * What makes an agent connection one from after the reboot: not the session
+ * stopVm saw (one clock: none), or, for inputs from before that, a connection
+ * time after the workflow's boot instant (two clocks; kept for running checkpoints).
+ */
+type Reconnect = { staleSession: string | null } | Date;
+
 function tail(s: string): string {
   const t = s.trimEnd();
   return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
@@ -58,14 +65,27 @@ export function runnerActivities(deps: ActivityDeps) {
 
     /**
      * The readiness gate before unpausing. Proxmox: the VM runs and its agent
-     * reconnected after `since` (the boot); then `readiness_cmd` if set. Bare
-     * metal: `readiness_cmd` if set, else an agent is connected. Polls every
+     * reconnected after the reboot (a live session other than `staleSession`,
+     * the one stopVm saw; inputs from before that field: connected after
+     * `since`); then `readiness_cmd` if set. Bare metal: `readiness_cmd` if
+     * set, else an agent is connected. Polls every
      * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
      */
-    async waitUntilReady(i: StepInput & { since: string | null }): Promise<void> {
+    async waitUntilReady(
+      i: StepInput & {
+        since: string | null;
+        /** The agent session from before the VM stopped (null: there was none); it does not count. */
+        staleSession?: string | null;
+      },
+    ): Promise<void> {
       const r = inventoryRunner(deps, i.runnerId);
       const key = activityKey('readiness', `${i.checkpointName}:readiness:${i.round}`);
-      const since = i.since ? new Date(i.since) : undefined;
+      const since: Reconnect | undefined =
+        i.staleSession !== undefined
+          ? { staleSession: i.staleSession }
+          : i.since
+            ? new Date(i.since)
+            : undefined;
       await withOperation(
         operations,
         {
@@ -119,13 +139,21 @@ export function runnerActivities(deps: ActivityDeps) {
     },
   };
 
+  /** Whether the agent is connected; with `since`, only a connection made after the reboot counts. */
+  async function connected(runnerId: string, since: Reconnect | undefined): Promise<boolean> {
+    if (since === undefined || since instanceof Date)
+      return deps.agents.isConnected(runnerId, since);
+    const s = await deps.agents.session(runnerId);
+    return s !== null && s.live && s.sessionId !== since.staleSession;
+  }
+
   /** Why the runner is not ready yet, or '' when it is. */
-  async function notReadyReason(r: RunnerConfig, since: Date | undefined): Promise<string> {
+  async function notReadyReason(r: RunnerConfig, since: Reconnect | undefined): Promise<string> {
     if (r.backend === 'proxmox') {
       const st = await proxmoxClient(r).vmStatus();
       if (st.status !== 'running') return `VM is ${st.status}`;
     }
-    if (!(await deps.agents.isConnected(r.runner_id, since))) {
+    if (!(await connected(r.runner_id, since))) {
       return since ? 'agent has not reconnected since the reboot' : 'agent not connected';
     }
     if (r.readiness_cmd) {

@@ -103,9 +103,12 @@ async function main(): Promise<void> {
     const connection = await Connection.connect({ address: temporal.address });
     const client = new Client({ connection });
     const native = await NativeConnection.connect({ address: temporal.address });
+    let sessions = 0;
     const agents: AgentGateway = {
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),
       isConnected: async () => true,
+      // Every look is a new session: the agent is back at once after each boot.
+      session: async () => ({ sessionId: `bench-${++sessions}`, live: true }),
     };
     const ours = await createWorker({
       connection: native,

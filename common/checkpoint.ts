@@ -80,6 +80,8 @@ export const CREATE_DEADLINE_PATCH = 'create-deadline';
 export const UNPAUSE_ATTENTION_PATCH = 'unpause-needs-attention';
 /** The patch after which a pause that was never sent (PauseCheckFailed) is not undone. */
 export const PAUSE_CHECK_PATCH = 'pause-check-failed';
+/** The patch after which readiness after a reboot compares agent sessions (one clock), not times. */
+export const READINESS_ONE_CLOCK_PATCH = 'readiness-one-clock';
 
 export interface FinalizeRequest {
   checkpointName: string;

@@ -41,6 +41,23 @@ export class AgentSessionStore {
   }
 
   /**
+   * The runner's registered session, live (seen in the last
+   * `staleAfterSeconds`) or not; null when it has none.
+   */
+  async current(
+    runnerId: string,
+    staleAfterSeconds: number,
+  ): Promise<{ sessionId: string; live: boolean } | null> {
+    const [row] = await selectRows<{ sessionId: string; live: boolean }>(
+      this.q,
+      `SELECT session_id AS "sessionId", last_seen_at > now() - make_interval(secs => $2) AS live
+         FROM agent_sessions WHERE runner_id = $1`,
+      [runnerId, staleAfterSeconds],
+    );
+    return row ?? null;
+  }
+
+  /**
    * The instance holding the runner's agent, if it was seen in the last
    * `staleAfterSeconds` (and, with `connectedSince`, connected at or after
    * then); null otherwise.

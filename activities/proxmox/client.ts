@@ -1,6 +1,7 @@
 import type { Agent as HttpsAgent } from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { fail } from '../../common/fail';
+import { heartbeating } from '../context';
 
 /** Proxmox VE API coordinates of one VM (secrets stay in the worker: never in workflow history). */
 export interface ProxmoxTarget {
@@ -104,15 +105,19 @@ export class ProxmoxClient {
     const what = `${method} ${path}`;
     let res: AxiosResponse;
     try {
-      res = await this.http.request({
-        method,
-        url: path,
-        // GET/DELETE parameters go in the query string: a body there is a 501.
-        params: method === 'POST' ? undefined : params && form(params),
-        data: method === 'POST' && params ? form(params).toString() : undefined,
-        headers:
-          method === 'POST' ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
-      });
+      // Inside an activity, beat while the request is pending: one slow call
+      // (up to the HTTP timeout) must not outlast the step's heartbeat timeout.
+      res = await heartbeating(
+        this.http.request({
+          method,
+          url: path,
+          // GET/DELETE parameters go in the query string: a body there is a 501.
+          params: method === 'POST' ? undefined : params && form(params),
+          data: method === 'POST' && params ? form(params).toString() : undefined,
+          headers:
+            method === 'POST' ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
+        }),
+      );
     } catch (err) {
       throw classifyTransportError(err, what, this.t.baseUrl);
     }

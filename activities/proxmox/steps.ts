@@ -163,13 +163,26 @@ export function proxmoxActivities(deps: ActivityDeps) {
       });
     },
 
-    async stopVm(i: StepInput): Promise<void> {
+    /**
+     * Stops the VM, then notes the runner's agent session: it is from before
+     * the stop, so the readiness gate must not take it for the agent's return
+     * (session ids, not times: no clocks to disagree).
+     */
+    async stopVm(i: StepInput): Promise<{ staleSession: string | null }> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(operations, meta(i, 'stop'), async () => {
-        if ((await client.vmStatus()).status === 'stopped')
-          return { value: undefined, detail: 'already stopped', result: 'skipped' as const };
-        const exit = await runTask(client, () => client.stop());
-        return { value: undefined, detail: `stopped: ${exit}` };
+      return withOperation(operations, meta(i, 'stop'), async () => {
+        const already = (await client.vmStatus()).status === 'stopped';
+        const exit = already ? '' : await runTask(client, () => client.stop());
+        // Read once the VM is down: no agent on it can register a session after this.
+        const staleSession = (await deps.agents.session(i.runnerId))?.sessionId ?? null;
+        const note = staleSession ? `; agent session before the stop: ${staleSession}` : '';
+        return already
+          ? {
+              value: { staleSession },
+              detail: `already stopped${note}`,
+              result: 'skipped' as const,
+            }
+          : { value: { staleSession }, detail: `stopped: ${exit}${note}` };
       });
     },
 

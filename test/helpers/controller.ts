@@ -187,5 +187,6 @@ export function lateAgentGateway(): AgentGateway & { use(g: AgentGateway): void 
     use: (g) => (target = g),
     exec: (...a) => get().exec(...a),
     isConnected: (...a) => get().isConnected(...a),
+    session: (...a) => get().session(...a),
   };
 }

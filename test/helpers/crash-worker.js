@@ -14,12 +14,15 @@ const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('
 // test can kill the worker while one is in flight.
 const hanging = new Set((process.env.CRASH_WORKER_HANG_COMMANDS || '').split(',').filter(Boolean));
 
+let sessions = 0;
 const agents = {
   exec: async (_runnerId, cmd) =>
     hanging.has(cmd)
       ? new Promise(() => undefined)
       : { exitCode: 0, stdout: `ran ${cmd}`, stderr: '' },
   isConnected: async () => true,
+  // Every look is a new session: the agent is back at once after each boot.
+  session: async () => ({ sessionId: `crash-${++sessions}`, live: true }),
 };
 
 async function main() {

@@ -1,4 +1,4 @@
-import type { AgentGateway, ExecResult } from '../../activities/agent-gateway';
+import type { AgentGateway, AgentSessionInfo, ExecResult } from '../../activities/agent-gateway';
 import { fail } from '../../common/fail';
 
 /**
@@ -7,6 +7,9 @@ import { fail } from '../../common/fail';
  */
 export class FakeAgents implements AgentGateway {
   private readonly connectedAt = new Map<string, Date>();
+  /** Session ids: a new one for every connect (or, under `connectedWhen`, every reconnect seen). */
+  private readonly sessionIds = new Map<string, string>();
+  private sessionCount = 0;
   readonly commands: Array<{ runnerId: string; cmd: string; at: Date }> = [];
   /** Decides each command's result; default: exit 0 with a little output. */
   onExec: (runnerId: string, cmd: string) => ExecResult | Promise<ExecResult> = (_r, cmd) => ({
@@ -17,10 +20,12 @@ export class FakeAgents implements AgentGateway {
 
   connect(runnerId: string, at = new Date()): void {
     this.connectedAt.set(runnerId, at);
+    this.sessionIds.set(runnerId, `session-${++this.sessionCount}`);
   }
 
   disconnect(runnerId: string): void {
     this.connectedAt.delete(runnerId);
+    this.sessionIds.delete(runnerId);
   }
 
   async exec(runnerId: string, cmd: string): Promise<ExecResult> {
@@ -38,6 +43,17 @@ export class FakeAgents implements AgentGateway {
     if (override !== undefined) return override;
     const at = this.connectedAt.get(runnerId);
     return at !== undefined && (!since || at >= since);
+  }
+
+  /** Under `connectedWhen`, a look that finds the agent gone ends its session; the next live look gets a new one. */
+  async session(runnerId: string): Promise<AgentSessionInfo | null> {
+    const override = this.connectedWhen?.(runnerId);
+    if (override === false) this.sessionIds.delete(runnerId);
+    else if (override === true && !this.sessionIds.has(runnerId))
+      this.sessionIds.set(runnerId, `session-${++this.sessionCount}`);
+    if (override === undefined && !this.connectedAt.has(runnerId)) return null;
+    const sessionId = this.sessionIds.get(runnerId);
+    return sessionId ? { sessionId, live: true } : null;
   }
 
   commandsFor(runnerId: string): string[] {

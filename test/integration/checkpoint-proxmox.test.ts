@@ -31,6 +31,7 @@ const LABELS = [
   'rateLimit',
   'slowPause',
   'secrets',
+  'slowCall',
 ] as const;
 type Label = (typeof LABELS)[number];
 const R = testRunners(LABELS);
@@ -315,6 +316,26 @@ describe('proxmox checkpoints over REST', () => {
     await handle.signal(releaseSignal).catch(() => undefined);
     expect((await as(r).status(name)).body.state).toBe('reset');
   });
+
+  it('a slow Proxmox call (20 s, beyond the 15 s heartbeat timeout) does not time out the step: one attempt, one stop', async () => {
+    const l = 'slowCall';
+    const r = R[l];
+    const name = (await as(r).create(r.id, '9020')).body.name as string;
+    const stopPath = `${onVm(l)}status/stop`;
+    pve.failNext({ method: 'POST', pathIncludes: stopPath }, { kind: 'delay', ms: 20_000 });
+    await as(r).finalize(name, 'failure');
+    await until(r, name, 'reset', 50_000);
+    // Had the heartbeat lapsed, a second attempt would have found the VM still running and stopped it again.
+    const stops = pve.calls.filter((x) => x.method === 'POST' && x.path.includes(stopPath));
+    expect(stops).toHaveLength(1);
+    const [stop] = await c.ds.query(
+      `SELECT o.result, o.attempt FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+        WHERE c.name = $1 AND o.operation = 'stop'`,
+      [name],
+    );
+    expect(stop).toEqual({ result: 'ok', attempt: 1 });
+    expect(pve.vm('pve1', vmid(l))).toMatchObject({ status: 'running', stops: 1, rollbacks: 1 });
+  }, 60_000);
 
   it('the GitLab poller ends a job: success → deleted, with source poller', async () => {
     const r = R.poller;

@@ -250,6 +250,14 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
     return r.runnerId;
   },
+  // Since patch 'readiness-one-clock': stopVm names the agent session from before the stop; readiness skips it.
+  async 'proxmox-reset-one-clock'(h) {
+    const r = runner('proxmox', 18);
+    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '113' });
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

@@ -37,6 +37,7 @@ describe('replay of recorded checkpoint histories', () => {
         'pause-check-failed.json',
         'poller-job-failed.json',
         'proxmox-failure-reset.json',
+        'proxmox-reset-one-clock.json',
         'ttl-gc-reset.json',
         'unpause-refused-then-retried.json',
       ]),

@@ -62,7 +62,7 @@ export class StubActivities {
       noteOperation: () => undefined,
       takeSnapshot: () => undefined,
       removeSnapshot: () => undefined,
-      stopVm: () => undefined,
+      stopVm: () => ({ staleSession: 'session-before-stop' }),
       rollbackVm: () => undefined,
       startVm: () => undefined,
       runRunnerCommand: () => undefined,

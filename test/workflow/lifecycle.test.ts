@@ -189,7 +189,11 @@ describe('the end of the job', () => {
     expect(transitions(h.stubs.calls)).toEqual(['finalize_queued', 'reset']);
     const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
     expect(queued).toMatchObject({ finalizeStatus: 'failure', finalizeSource: 'hook' });
-    expect(h.stubs.callsOf('waitUntilReady')[0]!.input.since).toEqual(expect.any(String));
+    // Readiness is told which agent session predates the stop (patch 'readiness-one-clock').
+    expect(h.stubs.callsOf('waitUntilReady')[0]!.input).toMatchObject({
+      since: expect.any(String),
+      staleSession: 'session-before-stop',
+    });
     expect(h.stubs.callsOf('pauseRunner')[0]!.input).toMatchObject({ gitlabRunnerId: 40 });
   });
 

@@ -6,6 +6,7 @@
 import { condition, isCancellation, log, patched } from '@temporalio/workflow';
 import {
   PAUSE_CHECK_PATCH,
+  READINESS_ONE_CLOCK_PATCH,
   UNPAUSE_ATTENTION_PATCH,
   snapshotNameFor,
 } from '../../common/checkpoint';
@@ -81,12 +82,22 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
   const readiness = readinessActivities(timing.resetMaxAttempts);
   if (run.runner.backend === 'proxmox') {
     const snapshotName = snapshotNameFor(run.checkpoint.name);
-    await steps.stopVm(run.step());
+    const stopped = await steps.stopVm(run.step());
     await steps.rollbackVm({ ...run.step(), snapshotName });
-    // The agent must reconnect after this instant: the VM's boot.
+    // Before the patch: the agent must reconnect after this instant, the VM's
+    // boot (but this clock is not the one agent_sessions.connected_at uses).
     const bootedAt = new Date().toISOString();
     await steps.startVm(run.step());
-    await readiness.waitUntilReady({ ...run.step(), since: bootedAt });
+    // Since the patch: the agent's session from before the stop does not count
+    // (absent when a worker without that result ran stopVm: `since` decides).
+    const staleSession = patched(READINESS_ONE_CLOCK_PATCH)
+      ? (stopped as Partial<typeof stopped> | undefined)?.staleSession
+      : undefined;
+    await readiness.waitUntilReady({
+      ...run.step(),
+      since: bootedAt,
+      ...(staleSession !== undefined ? { staleSession } : {}),
+    });
     await steps.removeSnapshot({ ...run.step(), snapshotName });
   } else {
     await steps.runRunnerCommand({ ...run.step(), which: 'reset_cmd' });
