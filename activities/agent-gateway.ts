@@ -11,6 +11,16 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** How a command is run: its identity, and when its caller stops waiting. */
+export interface ExecOptions {
+  /** Identity of the activity call: a retry with the same id reuses the command. */
+  commandId?: string;
+  /** The activity's cancellation: a command not sent yet is withdrawn, the wait ends. */
+  signal?: AbortSignal;
+  /** When the activity gives up (epoch ms): the command is never sent after it. */
+  deadline?: number;
+}
+
 /**
  * How activities reach the agent on a runner host. Implementations reject
  * with an ApplicationFailure of type `AgentNotConnected` (retryable) when the
@@ -20,13 +30,14 @@ export interface AgentGateway {
   /**
    * Runs `cmd` on the runner's agent. `commandId` makes it idempotent: a retry
    * with the same id returns the result of a command that already finished
-   * instead of running it again.
+   * instead of running it again. `signal` and `deadline` end the wait (and
+   * withdraw a command not sent yet) when the activity stops.
    */
   exec(
     runnerId: string,
     cmd: string,
     timeoutSeconds: number,
-    opts?: { commandId?: string },
+    opts?: ExecOptions,
   ): Promise<ExecResult>;
   /** Whether an agent is connected; with `since`, only a connection made after that instant counts. */
   isConnected(runnerId: string, since?: Date): Promise<boolean>;

@@ -27,3 +27,20 @@ export function cancelled(): boolean {
     return false;
   }
 }
+
+/**
+ * When the current activity attempt stops, for an agent command that must not
+ * outlive it: its cancellation signal and its deadline (start-to-close from
+ * the attempt's scheduling). Empty outside an activity.
+ */
+export function activityBounds(): { signal?: AbortSignal; deadline?: number } {
+  try {
+    const { cancellationSignal, info } = Context.current();
+    const deadline = info.currentAttemptScheduledTimestampMs + info.startToCloseTimeoutMs;
+    return Number.isFinite(deadline) && info.startToCloseTimeoutMs > 0
+      ? { signal: cancellationSignal, deadline }
+      : { signal: cancellationSignal };
+  } catch {
+    return {};
+  }
+}

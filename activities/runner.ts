@@ -1,7 +1,7 @@
 import { fail } from '../common/fail';
 import type { RunnerConfig } from '../config/inventory';
 import { createStore } from '../store';
-import { cancelled, heartbeat, heartbeating } from './context';
+import { activityBounds, cancelled, heartbeat, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
 import { activityKey, withOperation, type StepInput } from './operation-log';
 import { proxmoxClientFactory } from './proxmox/steps';
@@ -48,11 +48,13 @@ export function runnerActivities(deps: ActivityDeps) {
               result: 'skipped' as const,
             };
           const res = await heartbeating(
+            // Withdrawn when the activity is cancelled or times out: it never runs later.
             deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds, {
               commandId: activityKey(
                 `exec:${i.which}`,
                 `${i.checkpointName}:${i.which}:${i.round}`,
               ),
+              ...activityBounds(),
             }),
           );
           const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
@@ -163,6 +165,7 @@ export function runnerActivities(deps: ActivityDeps) {
             r.runner_id,
             r.readiness_cmd,
             Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
+            activityBounds(),
           ),
         );
         if (res.exitCode !== 0)

@@ -165,12 +165,17 @@ export class AgentHub {
     );
   }
 
-  /** Claims and sends queued commands for one runner connected here. */
+  /** Claims and sends queued commands for one runner connected here; expired ones are failed instead. */
   private async dispatch(runnerId: string): Promise<void> {
     const s = this.sessions.get(runnerId);
     if (!s || this.stopped) return;
     let claimed: ClaimedCommand[];
     try {
+      // A command nobody waits for any more is failed, never sent: it could run during a later job.
+      for (const id of await this.store.commands.expirePending(runnerId)) {
+        this.log.warn({ runnerId, commandId: id }, 'agent command expired before it was sent');
+        await this.store.notices.commandFinished(id);
+      }
       claimed = await this.store.commands.claim(runnerId, this.instanceId, s.sessionId);
     } catch (err) {
       this.log.warn({ err: (err as Error).message, runnerId }, 'cannot claim agent commands');

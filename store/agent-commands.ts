@@ -14,6 +14,11 @@ export interface NewCommand {
   runnerId: string;
   cmd: string;
   timeoutSeconds: number;
+  /**
+   * How long, from now, the command may wait to be sent: its worker stops
+   * waiting for it then, and no instance sends it afterwards.
+   */
+  sendWithinSeconds: number;
 }
 
 /** Where a command stands, with its result once there is one. */
@@ -47,8 +52,9 @@ export class AgentCommandStore {
   /** Queues the command; a command already queued under that id is left as it is. */
   async enqueue(c: NewCommand): Promise<void> {
     await this.q.query(
-      `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
-      [c.id, c.runnerId, c.cmd, c.timeoutSeconds],
+      `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds, expires_at)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) ON CONFLICT (id) DO NOTHING`,
+      [c.id, c.runnerId, c.cmd, c.timeoutSeconds, c.sendWithinSeconds],
     );
   }
 
@@ -66,22 +72,50 @@ export class AgentCommandStore {
    * Makes a command sendable again (`pending`, result cleared) when it failed,
    * exited non-zero, or was sent on a session that no longer exists (its
    * instance died, or the agent reconnected elsewhere). One in flight on a live
-   * session is left alone, so it is never sent twice.
+   * session is left alone, so it is never sent twice. A pending command gets
+   * a new expiry: `sendWithinSeconds` from now.
    */
-  async rearm(id: string, cmd: string, timeoutSeconds: number): Promise<void> {
+  async rearm(
+    id: string,
+    cmd: string,
+    timeoutSeconds: number,
+    sendWithinSeconds: number,
+  ): Promise<void> {
     await this.q.query(
       `UPDATE agent_commands c SET state = 'pending', claimed_by = NULL, session_id = NULL, error = NULL,
-              exit_code = NULL, stdout = NULL, stderr = NULL, cmd = $2, timeout_seconds = $3, updated_at = now()
+              exit_code = NULL, stdout = NULL, stderr = NULL, cmd = $2, timeout_seconds = $3, updated_at = now(),
+              expires_at = now() + make_interval(secs => $4)
         WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
               OR (c.state = 'sent' AND NOT EXISTS (
                 SELECT 1 FROM agent_sessions s WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id)))`,
-      [id, cmd, timeoutSeconds],
+      [id, cmd, timeoutSeconds, sendWithinSeconds],
     );
   }
 
-  /** Deletes the command if nobody claimed it yet. */
-  async dropPending(id: string): Promise<void> {
-    await this.q.query(`DELETE FROM agent_commands WHERE id = $1 AND state = 'pending'`, [id]);
+  /** Deletes the command if nobody claimed it yet; whether it did (false: claimed, answered or gone). */
+  async dropPending(id: string): Promise<boolean> {
+    const { count } = await changeRows(
+      this.q,
+      `DELETE FROM agent_commands WHERE id = $1 AND state = 'pending'`,
+      [id],
+    );
+    return count > 0;
+  }
+
+  /**
+   * Fails the runner's pending commands whose expiry passed (nobody waits for
+   * them any more, so they must never be sent); returns their ids.
+   */
+  async expirePending(runnerId: string): Promise<string[]> {
+    const { rows } = await changeRows<{ id: string }>(
+      this.q,
+      `UPDATE agent_commands SET state = 'failed', error = 'expired: not sent before its activity gave up',
+              updated_at = now()
+        WHERE runner_id = $1 AND state = 'pending' AND expires_at <= now()
+      RETURNING id`,
+      [runnerId],
+    );
+    return rows.map((r) => r.id);
   }
 
   /**
@@ -89,7 +123,7 @@ export class AgentCommandStore {
    * while that session is the runner's current one (`agent_sessions`) and held
    * by `instanceId`: an instance whose session was replaced claims nothing. A
    * compare-and-set that skips rows another transaction holds: each command
-   * is claimed by exactly one instance.
+   * is claimed by exactly one instance. An expired command is never claimed.
    */
   async claim(runnerId: string, instanceId: string, sessionId: string): Promise<ClaimedCommand[]> {
     const { rows } = await changeRows<ClaimedCommand>(
@@ -98,7 +132,7 @@ export class AgentCommandStore {
         WHERE id IN (
           SELECT c.id FROM agent_commands c
             JOIN agent_sessions s ON s.runner_id = c.runner_id AND s.session_id = $3 AND s.instance_id = $2
-           WHERE c.runner_id = $1 AND c.state = 'pending'
+           WHERE c.runner_id = $1 AND c.state = 'pending' AND (c.expires_at IS NULL OR c.expires_at > now())
            ORDER BY c.created_at FOR UPDATE OF c SKIP LOCKED FOR SHARE OF s)
       RETURNING id, cmd, timeout_seconds AS "timeoutSeconds"`,
       [runnerId, instanceId, sessionId],

@@ -150,7 +150,11 @@ describe('migrations', () => {
     const d = createDataSource({ url: db.url, poolSize: 2 });
     await d.initialize();
     try {
-      const all = ['InitialSchema1795305600000', 'AgentSessions1795392000000'];
+      const all = [
+        'InitialSchema1795305600000',
+        'AgentSessions1795392000000',
+        'AgentCommandExpiry1795478400000',
+      ];
       const tables = async () =>
         (
           (await d.query(
@@ -159,6 +163,14 @@ describe('migrations', () => {
         ).map((t) => t.tablename);
       expect(await runMigrations(d)).toEqual(all);
       expect(await runMigrations(d)).toEqual([]);
+      const expiryColumns = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'agent_commands' AND column_name = 'expires_at'`,
+        )) as unknown[];
+      expect(await expiryColumns()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await expiryColumns()).toHaveLength(0);
       await revertLastMigration(d);
       expect(await tables()).toEqual(['checkpoints', 'operation_logs']);
       await revertLastMigration(d);
@@ -176,11 +188,15 @@ describe('migrations', () => {
     try {
       await Promise.all(sources.map((s) => s.initialize()));
       const applied = await Promise.all(sources.map((s) => runMigrations(s)));
-      expect(applied.flat()).toEqual(['InitialSchema1795305600000', 'AgentSessions1795392000000']);
+      expect(applied.flat()).toEqual([
+        'InitialSchema1795305600000',
+        'AgentSessions1795392000000',
+        'AgentCommandExpiry1795478400000',
+      ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(2);
+      expect(count).toBe(3);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -578,7 +578,13 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
       const stale = randomUUID();
       await store.sessions.register({ runnerId: r.id, sessionId: current, instanceId: 'inst-b' });
       const id = uniqueId('cmd');
-      await store.commands.enqueue({ id, runnerId: r.id, cmd: 'true', timeoutSeconds: 5 });
+      await store.commands.enqueue({
+        id,
+        runnerId: r.id,
+        cmd: 'true',
+        timeoutSeconds: 5,
+        sendWithinSeconds: 60,
+      });
       try {
         expect(await store.commands.claim(r.id, 'inst-a', stale)).toEqual([]);
         expect(await store.commands.claim(r.id, 'inst-a', current)).toEqual([]);
