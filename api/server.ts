@@ -80,6 +80,7 @@ export async function startApiServer(d: {
     store,
     databaseUrlOf(d.dataSource),
     d.log.child({ component: 'agent-hub' }),
+    d.settings.wsHeartbeatTimeoutSeconds,
   );
   await hub.start();
   const gateway = attachAgentGateway(server, {
