@@ -1,6 +1,9 @@
 import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
+import { randomUUID } from 'node:crypto';
 import { databaseUrlOf } from '../../api/server';
+import { AgentHub } from '../../gateway/agent-hub';
+import { createStore } from '../../store';
 import {
   lateAgentGateway,
   restClient,
@@ -12,7 +15,7 @@ import { connectRawAgent, type RawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
 
 // One runner (so one agent session row and readiness workflows of its own) per test.
-const R = testRunners(['pingsOnly', 'pongs', 'silent', 'neverConnected']);
+const R = testRunners(['pingsOnly', 'pongs', 'silent', 'neverConnected', 'logged']);
 const INVENTORY = `runners:\n${Object.values(R)
   .map((r) => bareMetalRunnerYaml(r))
   .join('')}`;
@@ -132,5 +135,38 @@ describe('fleet health: agent liveness from what agents send (readiness, metrics
     const after = await metrics();
     expect(sample(after, 'e2epool_runner_agent_connected', `runner_id="${r.id}"`)).toBe(1);
     expect(sample(after, 'e2epool_runners_unreachable')).toBe(unreachable - 1);
+  });
+
+  it('the instance holding a session logs once when its agent goes unreachable and once when it is back', async () => {
+    const lines: Array<{ msg: string; runnerId?: string }> = [];
+    const log = pino(
+      { level: 'info' },
+      { write: (l: string) => void lines.push(JSON.parse(l) as { msg: string }) },
+    );
+    const store = createStore(c.ds);
+    const hub = new AgentHub(store, databaseUrlOf(c.ds), log, TIMEOUT_S);
+    await hub.start();
+    const r = R.logged;
+    const sessionId = randomUUID();
+    const about = (msg: string) =>
+      lines.filter((l) => l.runnerId === r.id && l.msg.startsWith(msg));
+    try {
+      // A session of this hub whose agent never answers.
+      await store.sessions.register({ runnerId: r.id, sessionId, instanceId: hub.instanceId });
+      await waitFor('the unreachable line', () => about('agent unreachable').length > 0, {
+        timeoutMs: 10_000,
+      });
+      expect(about('agent reachable again')).toHaveLength(0);
+      // A pong arrives.
+      await store.sessions.touch(r.id, sessionId);
+      await waitFor('the reachable line', () => about('agent reachable again').length > 0, {
+        timeoutMs: 10_000,
+      });
+      expect(about('agent unreachable')).toHaveLength(1);
+      expect(about('agent reachable again')).toHaveLength(1);
+    } finally {
+      await hub.stop();
+      await store.sessions.remove(r.id, sessionId);
+    }
   });
 });
