@@ -15,6 +15,9 @@ const TAIL = 2000;
  */
 type Reconnect = { staleSession: string | null } | Date;
 
+/** The readiness detail of a runner whose agent went silent past the heartbeat timeout. */
+export const AGENT_UNREACHABLE = 'agent unreachable';
+
 function tail(s: string): string {
   const t = s.trimEnd();
   return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
@@ -22,7 +25,7 @@ function tail(s: string): string {
 
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
-  const { operations } = createStore(deps.dataSource);
+  const { operations, sessions } = createStore(deps.dataSource);
   const proxmoxClient = proxmoxClientFactory(deps);
 
   return {
@@ -156,7 +159,11 @@ export function runnerActivities(deps: ActivityDeps) {
       if (st.status !== 'running') return `VM is ${st.status}`;
     }
     if (!(await connected(r.runner_id, since))) {
-      return since ? 'agent has not reconnected since the reboot' : 'agent not connected';
+      if (since) return 'agent has not reconnected since the reboot';
+      // Its session went silent (no pong, no frame) past the heartbeat timeout.
+      if (await sessions.isUnreachable(r.runner_id, deps.settings.wsHeartbeatTimeoutSeconds))
+        return AGENT_UNREACHABLE;
+      return 'agent not connected';
     }
     if (r.readiness_cmd) {
       try {

@@ -16,6 +16,8 @@ export interface AppDeps {
   /** The checkpoint operations, shared with the agent gateway. */
   checkpoints: CheckpointService;
   inventory: InventoryStore;
+  /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
+  agentStaleAfterSeconds: number;
   log: Logger;
 }
 
@@ -26,7 +28,17 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', false);
   app.use(express.json({ limit: '64kb' }));
   app.use(healthRouter({ database: d.store.database, temporal: d.healthTemporal, log: d.log }));
-  app.use(metricsRouter(createMetricsRegistry(d.store.checkpoints, d.log)));
+  app.use(
+    metricsRouter(
+      createMetricsRegistry({
+        records: d.store.checkpoints,
+        sessions: d.store.sessions,
+        inventory: d.inventory,
+        agentStaleAfterSeconds: d.agentStaleAfterSeconds,
+        log: d.log,
+      }),
+    ),
+  );
   app.use(checkpointRouter(d.checkpoints, d.inventory));
   app.use(notFound);
   app.use(errorHandler(d.log));

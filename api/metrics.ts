@@ -1,15 +1,27 @@
 import { Router } from 'express';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ACTIVE_STATES } from '../common/states';
+import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
+import type { AgentSessionStore } from '../store/agent-sessions';
 import type { CheckpointStore } from '../store/checkpoints';
+
+export interface MetricsDeps {
+  records: CheckpointStore;
+  sessions: AgentSessionStore;
+  inventory: InventoryStore;
+  /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
+  agentStaleAfterSeconds: number;
+  log: Logger;
+}
 
 /**
  * A per-app registry (not the global one, so several apps can share a process
- * in tests) with the process metrics and the checkpoint gauges, read from
- * Postgres at scrape time.
+ * in tests) with the process metrics, the checkpoint gauges and the agent
+ * gauges, read from Postgres at scrape time.
  */
-export function createMetricsRegistry(records: CheckpointStore, log: Logger): Registry {
+export function createMetricsRegistry(d: MetricsDeps): Registry {
+  const { records, log } = d;
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'e2epool-api' });
   collectDefaultMetrics({ register: registry });
@@ -40,6 +52,42 @@ export function createMetricsRegistry(records: CheckpointStore, log: Logger): Re
         this.set(await records.oldestNeedsAttentionSeconds());
       } catch {
         /* reported by the gauge above */
+      }
+    },
+  });
+
+  /** The inventory's runners and how their agents are, from agent_sessions. */
+  const readAgents = async () => {
+    const runners = d.inventory.inventory.runners.map((r) => r.runner_id);
+    return { runners, liveness: await d.sessions.livenessOf(runners, d.agentStaleAfterSeconds) };
+  };
+
+  new Gauge({
+    name: 'e2epool_runner_agent_connected',
+    help: 'Per inventory runner: 1 when its agent was heard from (pong or frame) within E2EPOOL_WS_HEARTBEAT_TIMEOUT, else 0.',
+    labelNames: ['runner_id'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      try {
+        const { runners, liveness } = await readAgents();
+        for (const r of runners) this.set({ runner_id: r }, liveness.get(r) === 'live' ? 1 : 0);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'metrics: cannot read agent sessions');
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'e2epool_runners_unreachable',
+    help: 'Inventory runners whose agent session went silent for longer than E2EPOOL_WS_HEARTBEAT_TIMEOUT (readiness: "agent unreachable").',
+    registers: [registry],
+    async collect() {
+      try {
+        const { liveness } = await readAgents();
+        this.set([...liveness.values()].filter((l) => l === 'unreachable').length);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'metrics: cannot count unreachable agents');
       }
     },
   });

@@ -71,7 +71,14 @@ export async function startApiServer(d: {
     ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
     interceptors: [],
   });
-  const app = createApp({ store, healthTemporal, checkpoints, inventory: d.inventory, log: d.log });
+  const app = createApp({
+    store,
+    healthTemporal,
+    checkpoints,
+    inventory: d.inventory,
+    agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
+    log: d.log,
+  });
   const server = createServer(
     { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     app,
@@ -80,6 +87,7 @@ export async function startApiServer(d: {
     store,
     databaseUrlOf(d.dataSource),
     d.log.child({ component: 'agent-hub' }),
+    d.settings.wsHeartbeatTimeoutSeconds,
   );
   await hub.start();
   const gateway = attachAgentGateway(server, {

@@ -14,6 +14,9 @@ import { AgentNoticeListener } from '../store/agent-notices';
 /** How often queued commands are looked for, in case a notice was missed. */
 const SWEEP_MS = 2000;
 
+/** How often the sessions of this instance are checked for silent agents (at most). */
+const LIVENESS_SWEEP_MS = 3000;
+
 interface InFlight {
   commandId: string;
   timer: NodeJS.Timeout;
@@ -39,12 +42,17 @@ export class AgentHub {
   private readonly sessions = new Map<string, Session>();
   private readonly commandNotices: AgentNoticeListener;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  /** Runners this instance reported unreachable, with the session that went silent. */
+  private readonly unreachable = new Map<string, string>();
   private stopped = false;
 
   constructor(
     private readonly store: Store,
     databaseUrl: string,
     private readonly log: Logger,
+    /** An agent silent this long (no pong, no frame) is unreachable. */
+    private readonly heartbeatTimeoutSeconds = 90,
   ) {
     this.commandNotices = new AgentNoticeListener({
       databaseUrl,
@@ -64,11 +72,15 @@ export class AgentHub {
     await this.commandNotices.ensure();
     this.sweepTimer = setInterval(() => void this.dispatchAll(), SWEEP_MS);
     this.sweepTimer.unref();
+    const every = Math.min(LIVENESS_SWEEP_MS, Math.max(100, this.heartbeatTimeoutSeconds * 500));
+    this.livenessTimer = setInterval(() => void this.sweepLiveness(), every);
+    this.livenessTimer.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweepTimer);
+    clearInterval(this.livenessTimer);
     for (const s of [...this.sessions.values()]) {
       s.ws.close(CLOSE_CODES.goingAway, 'server shutting down');
       await this.unregister(s.runnerId, s.sessionId, 'server shutting down');
@@ -113,13 +125,25 @@ export class AgentHub {
 
   /**
    * Forgets a connection that closed. Only the registered session is removed:
-   * the late close of a replaced socket leaves its successor alone.
+   * the late close of a replaced socket leaves its successor alone. With
+   * `keepSession` (the agent went silent) its row stays, its last_seen_at
+   * already older than the heartbeat timeout: the runner reads as unreachable
+   * until its agent connects again.
    */
-  async unregister(runnerId: string, sessionId: string, why: string): Promise<void> {
+  async unregister(
+    runnerId: string,
+    sessionId: string,
+    why: string,
+    o: { keepSession?: boolean } = {},
+  ): Promise<void> {
     const s = this.sessions.get(runnerId);
     if (s && s.sessionId === sessionId) {
       this.sessions.delete(runnerId);
       await this.failInflight(s, `agent disconnected (${why})`);
+    }
+    if (o.keepSession) {
+      this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
+      return;
     }
     await this.store.sessions
       .remove(runnerId, sessionId)
@@ -127,6 +151,48 @@ export class AgentHub {
         this.log.warn({ err: (err as Error).message }, 'cannot remove agent session'),
       );
     this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
+  }
+
+  /**
+   * Logs once when an agent of this instance goes silent past the heartbeat
+   * timeout (unreachable), and once when that runner's agent is heard from
+   * again (a pong, a frame, or a new connection on any instance).
+   */
+  private async sweepLiveness(): Promise<void> {
+    if (this.stopped) return;
+    let rows: Awaited<ReturnType<Store['sessions']['silence']>>;
+    try {
+      rows = await this.store.sessions.silence(
+        this.instanceId,
+        [...this.unreachable.keys()],
+        this.heartbeatTimeoutSeconds,
+      );
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot check agent liveness');
+      return;
+    }
+    const byRunner = new Map(rows.map((r) => [r.runnerId, r]));
+    for (const [runnerId, sessionId] of this.unreachable) {
+      const row = byRunner.get(runnerId);
+      if (row && row.sessionId === sessionId && row.stale) continue;
+      this.unreachable.delete(runnerId);
+      if (row && (!row.stale || row.sessionId !== sessionId))
+        this.log.info({ runnerId, sessionId: row.sessionId }, 'agent reachable again');
+      else this.log.info({ runnerId }, 'agent no longer unreachable: its session is gone');
+    }
+    for (const r of rows) {
+      if (r.instanceId !== this.instanceId || !r.stale || this.unreachable.has(r.runnerId))
+        continue;
+      this.unreachable.set(r.runnerId, r.sessionId);
+      this.log.warn(
+        {
+          runnerId: r.runnerId,
+          sessionId: r.sessionId,
+          silentSeconds: Math.round(r.silentSeconds * 10) / 10,
+        },
+        'agent unreachable: silent longer than the heartbeat timeout',
+      );
+    }
   }
 
   /**

@@ -63,6 +63,12 @@ export const MAX_UNAUTHENTICATED_SOCKETS = 100;
  */
 export const AUTH_CLOSE_GRACE_MS = 1000;
 
+/**
+ * A session's last_seen_at is written at most this often (and at most four
+ * times per heartbeat timeout), however many pongs and frames arrive.
+ */
+export const TOUCH_EVERY_MS = 5000;
+
 export interface GatewayDeps {
   inventory: InventoryStore;
   checkpoints: CheckpointService;
@@ -174,25 +180,43 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     }
   });
 
+  /**
+   * An agent's liveness is what it sends: pongs and frames. last_seen_at is
+   * written at most this often per session (well within the heartbeat timeout).
+   */
+  const touchEveryMs = Math.min(TOUCH_EVERY_MS, (d.settings.wsHeartbeatTimeoutSeconds * 1000) / 4);
+
   async function serve(ws: WebSocket, runnerId: string): Promise<void> {
     let lastSeen = Date.now();
+    let lastTouched = lastSeen; // registering sets last_seen_at
+    let touching = false;
+    let timedOut = false;
     let sessionId: string | null = null;
+    /** The agent answered or sent something: it is alive (recorded, throttled). */
+    const seen = () => {
+      lastSeen = Date.now();
+      if (!sessionId || touching || lastSeen - lastTouched < touchEveryMs) return;
+      touching = true;
+      lastTouched = lastSeen;
+      d.hub
+        .touch(runnerId, sessionId)
+        .then(
+          (current) => {
+            if (!current) ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
+          },
+          (err: unknown) =>
+            d.log.warn({ runnerId, err: (err as Error).message }, 'cannot record agent liveness'),
+        )
+        .finally(() => (touching = false));
+    };
     const heartbeat = setInterval(() => {
       if (Date.now() - lastSeen > d.settings.wsHeartbeatTimeoutSeconds * 1000) {
         d.log.warn({ runnerId }, 'agent heartbeat timed out; closing the connection');
+        timedOut = true;
         ws.terminate();
         return;
       }
       ws.ping();
-      if (sessionId) {
-        const sid = sessionId;
-        void d.hub.touch(runnerId, sid).then(
-          (current) => {
-            if (!current) ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
-          },
-          () => undefined,
-        );
-      }
     }, d.settings.wsHeartbeatIntervalSeconds * 1000);
     heartbeat.unref();
 
@@ -202,16 +226,20 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       d.log.error({ runnerId, err: (err as Error).message }, 'cannot register the agent session');
       ws.close(CLOSE_CODES.serverError, 'Server error, reconnect later');
     });
-    ws.on('pong', () => (lastSeen = Date.now()));
+    ws.on('pong', seen);
     ws.on('error', (err) => d.log.warn({ runnerId, err: err.message }, 'agent connection error'));
     ws.on('close', (code) => {
       clearInterval(heartbeat);
       void ready
-        .then((sid) => d.hub.unregister(runnerId, sid, `closed with ${code}`))
+        .then((sid) =>
+          timedOut
+            ? d.hub.unregister(runnerId, sid, 'heartbeat timed out', { keepSession: true })
+            : d.hub.unregister(runnerId, sid, `closed with ${code}`),
+        )
         .catch(() => undefined);
     });
     ws.on('message', (data: RawData, isBinary: boolean) => {
-      lastSeen = Date.now();
+      seen();
       void ready
         .then((sid) => onMessage(ws, runnerId, sid, data, isBinary))
         .catch((err: unknown) => d.log.error({ runnerId, err }, 'agent message handling failed'));

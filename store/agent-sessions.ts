@@ -58,6 +58,67 @@ export class AgentSessionStore {
   }
 
   /**
+   * True when the runner has a session whose agent has been silent (no pong,
+   * no frame) for `staleAfterSeconds` or longer: its agent is unreachable.
+   * A runner without a session is not connected, which is not the same.
+   */
+  async isUnreachable(runnerId: string, staleAfterSeconds: number): Promise<boolean> {
+    const [row] = await selectRows<{ stale: boolean }>(
+      this.q,
+      `SELECT true AS stale FROM agent_sessions
+        WHERE runner_id = $1 AND last_seen_at <= now() - make_interval(secs => $2)`,
+      [runnerId, staleAfterSeconds],
+    );
+    return row?.stale ?? false;
+  }
+
+  /**
+   * The agents of these runners: `live` when seen in the last
+   * `staleAfterSeconds`, `unreachable` when their session went silent longer
+   * than that; runners without a session are left out.
+   */
+  async livenessOf(
+    runnerIds: readonly string[],
+    staleAfterSeconds: number,
+  ): Promise<Map<string, 'live' | 'unreachable'>> {
+    const rows = await selectRows<{ runnerId: string; live: boolean }>(
+      this.q,
+      `SELECT runner_id AS "runnerId", last_seen_at > now() - make_interval(secs => $2) AS live
+         FROM agent_sessions WHERE runner_id = ANY($1)`,
+      [runnerIds, staleAfterSeconds],
+    );
+    return new Map(rows.map((r) => [r.runnerId, r.live ? 'live' : 'unreachable']));
+  }
+
+  /**
+   * The sessions an API instance holds (or held: a session whose heartbeat
+   * timed out keeps its row), plus those of `alsoRunners` wherever they are,
+   * with whether each has been silent for `staleAfterSeconds`.
+   */
+  async silence(
+    instanceId: string,
+    alsoRunners: readonly string[],
+    staleAfterSeconds: number,
+  ): Promise<
+    Array<{
+      runnerId: string;
+      sessionId: string;
+      instanceId: string;
+      stale: boolean;
+      silentSeconds: number;
+    }>
+  > {
+    return selectRows(
+      this.q,
+      `SELECT runner_id AS "runnerId", session_id AS "sessionId", instance_id AS "instanceId",
+              last_seen_at <= now() - make_interval(secs => $3) AS stale,
+              extract(epoch FROM now() - last_seen_at)::float8 AS "silentSeconds"
+         FROM agent_sessions WHERE instance_id = $1 OR runner_id = ANY($2)`,
+      [instanceId, alsoRunners, staleAfterSeconds],
+    );
+  }
+
+  /**
    * The instance holding the runner's agent, if it was seen in the last
    * `staleAfterSeconds` (and, with `connectedSince`, connected at or after
    * then); null otherwise.

@@ -9,6 +9,10 @@ export interface RawAgent {
   nextReply(): Promise<Record<string, unknown>>;
   closed: Promise<{ code: number; reason: string }>;
   close(): void;
+  /** How many pings the server sent so far. */
+  readonly pings: number;
+  /** Whether pings are answered (`autoPong`, default true); a silent agent answers none. */
+  answerPings(on: boolean): void;
 }
 
 let seq = 0;
@@ -32,7 +36,14 @@ export async function connectRawAgent(
   const headers: Record<string, string> = {};
   if (o.token && (o.mode ?? 'query') === 'query') url.searchParams.set('token', o.token);
   if (o.token && o.mode === 'header') headers.authorization = `Bearer ${o.token}`;
-  const ws = new WebSocket(url, { headers, autoPong: o.autoPong ?? true });
+  // Pongs are sent by hand, so that a test can make a connected agent fall silent.
+  const ws = new WebSocket(url, { headers, autoPong: false });
+  let answering = o.autoPong ?? true;
+  let pings = 0;
+  ws.on('ping', (data) => {
+    pings++;
+    if (answering) ws.pong(data);
+  });
   const messages: unknown[] = [];
   const waiters: Array<(m: Record<string, unknown>) => void> = [];
   ws.on('message', (data) => {
@@ -67,5 +78,9 @@ export async function connectRawAgent(
       return reply;
     },
     close: () => ws.close(1000),
+    get pings() {
+      return pings;
+    },
+    answerPings: (on) => (answering = on),
   };
 }
