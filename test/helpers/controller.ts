@@ -10,6 +10,7 @@ import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { createWorker, gitlabClientFrom } from '../../worker/worker';
+import { createDataSource, runMigrations } from '../../store/data-source';
 import { createMigratedDatabase } from './db';
 import { controllerEnv, uniqueId, writeInventory } from './env';
 import { shared } from './shared';
@@ -33,6 +34,8 @@ export interface ControllerOptions {
   gitlab?: GitLabClient | null;
   /** Another Temporal server than the shared one. */
   temporalAddress?: string;
+  /** A database of the test's own (e.g. on a Postgres it restarts) instead of a fresh one on the shared server. */
+  databaseUrl?: string;
 }
 
 /**
@@ -42,7 +45,9 @@ export interface ControllerOptions {
 export async function startTestController(o: ControllerOptions): Promise<TestController> {
   quietRuntime();
   const log = pino({ level: process.env.E2EPOOL_TEST_LOG_LEVEL ?? 'silent' });
-  const { ds, close } = await createMigratedDatabase('cp');
+  const { ds, close } = o.databaseUrl
+    ? await migratedDataSource(o.databaseUrl)
+    : await createMigratedDatabase('cp');
   const taskQueue = uniqueId('tq');
   const address = o.temporalAddress ?? shared().temporalAddress;
   const env = controllerEnv({
@@ -108,6 +113,15 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       await close();
     },
   };
+}
+
+async function migratedDataSource(
+  url: string,
+): Promise<{ ds: DataSource; close(): Promise<void> }> {
+  const ds = createDataSource({ url, poolSize: 4 });
+  await ds.initialize();
+  await runMigrations(ds);
+  return { ds, close: () => ds.destroy() };
 }
 
 let runtimeInstalled = false;
