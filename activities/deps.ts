@@ -1,3 +1,4 @@
+import type { Client } from '@temporalio/client';
 import type { DataSource } from 'typeorm';
 import { fail } from '../common/fail';
 import type { InventoryStore, RunnerConfig } from '../config/inventory';
@@ -16,6 +17,8 @@ export interface ActivityDeps {
   agents: AgentGateway;
   /** GitLab API; null unless E2EPOOL_GITLAB_URL and E2EPOOL_GITLAB_TOKEN are set (no pause, no polling). */
   gitlab: GitLabClient | null;
+  /** Temporal, for the reconciler (it looks at and starts checkpoint runs); absent: no reconciling. */
+  temporal?: { client: Client; taskQueue: string };
 }
 
 /** A runner from the current inventory; gone from it is a permanent failure. */

@@ -2,6 +2,7 @@ import { createStore } from '../store';
 import type { ActivityDeps } from './deps';
 import { gitlabActivities } from './gitlab/steps';
 import { proxmoxActivities } from './proxmox/steps';
+import { reconcileActivities } from './reconcile';
 import { recordActivities } from './records';
 import { runnerActivities } from './runner';
 
@@ -16,6 +17,7 @@ export function createActivities(deps: ActivityDeps) {
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),
     ...runnerActivities(deps),
+    ...reconcileActivities(deps),
 
     /** Reads from Postgres and the inventory; used by the self-test workflow. */
     async probeDependencies() {

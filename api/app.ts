@@ -33,6 +33,7 @@ export function createApp(d: AppDeps): Express {
       createMetricsRegistry({
         records: d.store.checkpoints,
         sessions: d.store.sessions,
+        operations: d.store.operations,
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
         log: d.log,

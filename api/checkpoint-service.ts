@@ -12,7 +12,6 @@ import {
   createUpdate,
   finalizeUpdate,
   type CheckpointDto,
-  type CheckpointTiming,
   type CheckpointWorkflowInput,
   type FinalizeReply,
 } from '../common/checkpoint';
@@ -23,6 +22,7 @@ import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
+import { checkpointTiming } from '../config/timing';
 import type { CheckpointStore, CheckpointView } from '../store/checkpoints';
 import { HttpError } from './errors';
 
@@ -59,20 +59,6 @@ export interface CheckpointServiceDeps {
 export class CheckpointService {
   constructor(private readonly d: CheckpointServiceDeps) {}
 
-  /** The durations the checkpoint workflow reads, from this process's settings. */
-  timing(): CheckpointTiming {
-    const s = this.d.settings;
-    return {
-      ttlSeconds: s.checkpointTtlSeconds,
-      pollerIntervalSeconds: s.pollerIntervalSeconds,
-      pollerMinAgeSeconds: s.pollerMinAgeSeconds,
-      cooldownSeconds: s.finalizeCooldownSeconds,
-      unpauseRetrySeconds: s.unpauseRetrySeconds,
-      finalizeAckSeconds: s.finalizeAckSeconds,
-      resetMaxAttempts: s.resetMaxAttempts,
-    };
-  }
-
   /**
    * Creates a checkpoint: update-with-start on the runner's workflow, so two
    * API instances racing for one runner get one 201 and 409s.
@@ -94,7 +80,7 @@ export class CheckpointService {
         gitlabRunnerId: runner.gitlab_runner_id ?? null,
         resetOnSuccess: runner.reset_on_success,
       },
-      timing: this.timing(),
+      timing: checkpointTiming(this.d.settings),
     };
     // Past the deadline the run compensates the create and answers 504; the
     // API stops waiting a little later in case no worker answers at all (the

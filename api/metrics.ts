@@ -5,10 +5,12 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { AgentSessionStore } from '../store/agent-sessions';
 import type { CheckpointStore } from '../store/checkpoints';
+import type { OperationLogStore } from '../store/operation-log';
 
 export interface MetricsDeps {
   records: CheckpointStore;
   sessions: AgentSessionStore;
+  operations: OperationLogStore;
   inventory: InventoryStore;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
@@ -88,6 +90,21 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
         this.set([...liveness.values()].filter((l) => l === 'unreachable').length);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'metrics: cannot count unreachable agents');
+      }
+    },
+  });
+  new Gauge({
+    name: 'e2epool_reconcile_findings_total',
+    help: 'What the reconciler found (kind) and did about it (action: repaired, reported, failed), from the operation log.',
+    labelNames: ['kind', 'action'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      try {
+        for (const f of await d.operations.reconcileFindings())
+          this.set({ kind: f.kind, action: f.action }, f.n);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'metrics: cannot read reconciler findings');
       }
     },
   });

@@ -6,6 +6,7 @@ import { connectDatabase } from '../store/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
+import { ensureReconcileSchedule } from '../worker/reconcile-schedule';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
@@ -59,6 +60,7 @@ export async function runWorker(): Promise<void> {
     connectWaitSeconds: settings.readinessTimeoutSeconds,
     log,
   });
+  const client = new Client({ connection, namespace: temporal.namespace });
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
@@ -70,8 +72,15 @@ export async function runWorker(): Promise<void> {
       log,
       gitlab: gitlabClientFrom(settings),
       agents,
+      temporal: { client, taskQueue: settings.taskQueue },
     },
   });
+  const scheduleId = await ensureReconcileSchedule(client, {
+    taskQueue: settings.taskQueue,
+    intervalSeconds: settings.reconcileIntervalSeconds,
+    repair: settings.reconcileRepair,
+  });
+  log.info({ scheduleId, everySeconds: settings.reconcileIntervalSeconds }, 'reconciler scheduled');
   // A parent (npm run dev) going away stops us like a signal would.
   watchParent(() => worker.shutdown());
   log.info(

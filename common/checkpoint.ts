@@ -61,6 +61,14 @@ export interface ResumedCheckpoint {
   createdAt: string;
   /** Whether the worker polls GitLab for this job; absent in runs carried over by older versions. */
   pollJobs?: boolean;
+  /**
+   * Set when the reconciler adopts a checkpoint whose run ended without
+   * finishing it: the row's state, and how its job ended if that is known.
+   */
+  adopted?: {
+    state: 'created' | 'finalize_queued' | 'needs_attention';
+    jobEnd: { status: FinalizeStatus; source: string; at: string } | 'ttl' | null;
+  };
 }
 
 export interface CreateRequest {

@@ -63,6 +63,8 @@ const schema = z.object({
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
   E2EPOOL_UNPAUSE_RETRY_SECONDS: positiveSeconds(300),
+  E2EPOOL_RECONCILE_INTERVAL_SECONDS: positiveSeconds(60),
+  E2EPOOL_RECONCILE_REPAIR: bool(true),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -110,6 +112,10 @@ export interface Settings {
   createTimeoutSeconds: number;
   /** How often a checkpoint whose unpause GitLab refused tries again (an operator's `retry` tries at once). */
   unpauseRetrySeconds: number;
+  /** How often the reconciler compares Postgres with Temporal and repairs what differs. */
+  reconcileIntervalSeconds: number;
+  /** false: the reconciler reports what it finds without repairing it. */
+  reconcileRepair: boolean;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -127,7 +133,6 @@ export interface Settings {
 const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_REDIS_URL: 'Temporal replaces Celery and Redis; set TEMPORAL_ADDRESS instead',
   E2EPOOL_GC_INTERVAL_SECONDS: 'each checkpoint has its own durable TTL timer',
-  E2EPOOL_RECONCILE_INTERVAL_SECONDS: 'Temporal retries workflows and activities durably',
   E2EPOOL_TASK_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_TASK_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_POLLER_SOFT_TIME_LIMIT: 'activity timeouts are set per activity',
@@ -192,6 +197,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,
     unpauseRetrySeconds: r.E2EPOOL_UNPAUSE_RETRY_SECONDS,
+    reconcileIntervalSeconds: r.E2EPOOL_RECONCILE_INTERVAL_SECONDS,
+    reconcileRepair: r.E2EPOOL_RECONCILE_REPAIR,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

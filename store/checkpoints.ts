@@ -63,6 +63,18 @@ export interface CheckpointView {
   workflowId: string;
 }
 
+/** An active checkpoint as the reconciler sees it. */
+export interface ActiveCheckpoint extends CheckpointRef {
+  jobId: string;
+  projectId: string | null;
+  state: ActiveState;
+  workflowId: string;
+  createdAt: Date;
+  finalizeStatus: FinalizeStatus | null;
+  finalizeSource: string | null;
+  finalizedAt: Date | null;
+}
+
 /**
  * Postgres refused a second active checkpoint for the runner (the partial
  * unique index): another create for it won a race.
@@ -194,6 +206,24 @@ export class CheckpointStore {
       [name],
     );
     return c ?? null;
+  }
+
+  /**
+   * Active checkpoints older than `minAgeSeconds` (a younger one may still be
+   * in its create), for the reconciler to check against Temporal.
+   */
+  async listActive(minAgeSeconds: number): Promise<ActiveCheckpoint[]> {
+    return selectRows<ActiveCheckpoint>(
+      this.q,
+      `SELECT id, name, runner_id AS "runnerId", job_id AS "jobId", project_id AS "projectId",
+              backend, state, workflow_id AS "workflowId", created_at AS "createdAt",
+              finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
+              finalized_at AS "finalizedAt"
+         FROM checkpoints
+        WHERE state = ANY($1) AND created_at < now() - make_interval(secs => $2)
+        ORDER BY id`,
+      [ACTIVE_STATES, minAgeSeconds],
+    );
   }
 
   /** Whether the runner holds an active checkpoint (at most one can be). */

@@ -69,4 +69,28 @@ export class OperationLogStore {
     );
     return rows[0]?.detail;
   }
+
+  /** Whether an earlier run of this checkpoint paused its GitLab runner (an adopted checkpoint's pause is ours). */
+  async pausedByCheckpoint(checkpointId: number): Promise<boolean> {
+    const rows = await selectRows(
+      this.q,
+      `SELECT 1 FROM operation_logs
+        WHERE checkpoint_id = $1 AND operation = 'pause' AND result = 'ok'
+          AND NOT EXISTS (SELECT 1 FROM operation_logs u
+                           WHERE u.checkpoint_id = $1 AND u.operation = 'unpause' AND u.result = 'ok')`,
+      [checkpointId],
+    );
+    return rows.length > 0;
+  }
+
+  /** What the reconciler found, by kind (`reconcile:<kind>` rows) and action (ok: repaired, skipped: reported). */
+  async reconcileFindings(): Promise<Array<{ kind: string; action: string; n: number }>> {
+    return selectRows(
+      this.q,
+      `SELECT substr(operation, 11) AS kind,
+              CASE result WHEN 'ok' THEN 'repaired' WHEN 'skipped' THEN 'reported' ELSE 'failed' END AS action,
+              count(*)::int AS n
+         FROM operation_logs WHERE operation LIKE 'reconcile:%' GROUP BY 1, 2`,
+    );
+  }
 }

@@ -49,6 +49,13 @@ export function gitlabActivities(deps: ActivityDeps) {
       const sentBefore = (await operations.detailOf(m.key)) === PAUSE_SENT;
       return withOperation<{ pausedByUs: boolean }>(operations, m, async () => {
         if (!sentBefore && (await pausedAlready(gitlab, i.gitlabRunnerId))) {
+          // An earlier run of this checkpoint (one the reconciler adopted) paused it: ours.
+          if (await operations.pausedByCheckpoint(i.checkpointId)) {
+            return {
+              value: { pausedByUs: true },
+              detail: `GitLab runner ${i.gitlabRunnerId} stays paused by an earlier run of this checkpoint`,
+            };
+          }
           return {
             value: { pausedByUs: false },
             detail: `GitLab runner ${i.gitlabRunnerId} was already paused by someone else: e2epool will not unpause it`,

@@ -78,6 +78,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       log,
       agents: o.agents,
       gitlab: o.gitlab === undefined ? gitlabClientFrom(settings) : o.gitlab,
+      temporal: { client: new Client({ connection: native }), taskQueue },
     },
   });
   const running = worker.run();

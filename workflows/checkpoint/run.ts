@@ -70,6 +70,14 @@ export class CheckpointRun {
     this.createResult = 'ok';
     this.createSettled = true;
     this.phase = 'waiting_for_job';
+    const end = r.adopted?.jobEnd;
+    if (r.adopted && r.adopted.state !== 'created') {
+      // The job is over: the adopting run goes straight to the reset.
+      this.jobEnd =
+        end && end !== 'ttl'
+          ? { status: end.status, source: end.source, at: new Date(end.at) }
+          : 'ttl';
+    }
   }
 
   /**

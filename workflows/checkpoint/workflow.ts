@@ -6,6 +6,7 @@ import {
   sleep,
 } from '@temporalio/workflow';
 import type { CheckpointOutcome, CheckpointWorkflowInput } from '../../common/checkpoint';
+import type { CheckpointState } from '../../common/states';
 import { records } from './activities';
 import { installHandlers } from './messages';
 import { pauseRunner, releaseRunner, resetUntilDone } from './reset';
@@ -39,7 +40,11 @@ export async function checkpointWorkflow(
   try {
     await waitForJobEnd(run);
     run.phase = 'finalizing';
-    await run.moveTo('finalize_queued', ['created'], {
+    // An adopted checkpoint may be past `created` already.
+    const from: CheckpointState[] = input.resume?.adopted
+      ? ['created', 'finalize_queued', 'needs_attention']
+      : ['created'];
+    await run.moveTo('finalize_queued', from, {
       finalizeStatus: run.finalizeStatus,
       finalizeSource: run.finalizeSource,
       finalizedAt: run.finalizedAt?.toISOString() ?? null,
