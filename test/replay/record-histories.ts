@@ -258,6 +258,34 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
     return r.runnerId;
   },
+  // Since the reconciler: a run adopting a finalize_queued checkpoint whose run was terminated.
+  async 'adopted-by-reconciler'(h) {
+    const r = runner('bare_metal', 18);
+    const wfId = checkpointWorkflowId(r.runnerId);
+    await h.client.workflow.start('checkpointWorkflow', {
+      workflowId: wfId,
+      taskQueue: h.taskQueue,
+      args: [
+        {
+          ...inputNow(r),
+          resume: {
+            name: 'job-113-1795000000-abcdef12',
+            jobId: '113',
+            projectId: null,
+            checkpointId: 4113,
+            createdAt: new Date().toISOString(),
+            pollJobs: false,
+            adopted: {
+              state: 'finalize_queued',
+              jobEnd: { status: 'failure', source: 'hook', at: new Date().toISOString() },
+            },
+          },
+        },
+      ],
+    });
+    await h.client.workflow.getHandle(wfId).result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

@@ -26,6 +26,7 @@ describe('replay of recorded checkpoint histories', () => {
   it('has the recorded scenarios', () => {
     expect(FIXTURES).toEqual(
       expect.arrayContaining([
+        'adopted-by-reconciler.json',
         'bare-metal-success-cleanup.json',
         'canceled-while-paused.json',
         'continue-as-new-first-run.json',
