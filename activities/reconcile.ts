@@ -9,8 +9,12 @@ import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
 import { checkpointTiming } from '../config/timing';
 import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
+import { heartbeat } from './context';
 import type { ActivityDeps } from './deps';
 import { activityKey, writeOperation } from './operation-log';
+
+/** Rows deleted per statement by retention. */
+const PRUNE_BATCH = 1000;
 
 /** A checkpoint this young may still be in its create: the reconciler leaves it alone. */
 export const RECONCILE_MIN_AGE_SECONDS = 30;
@@ -166,6 +170,28 @@ export function reconcileActivities(deps: ActivityDeps) {
         });
       }
       return findings;
+    },
+
+    /**
+     * Retention: finished agent commands (with their output) and the logs of
+     * ended checkpoints older than E2EPOOL_RETENTION_DAYS go, in batches so no
+     * statement holds many locks. With repair off nothing is deleted.
+     */
+    async pruneRetention(i: { repair: boolean }): Promise<{ commands: number; logs: number }> {
+      if (!i.repair) return { commands: 0, logs: 0 };
+      const days = deps.settings.retentionDays;
+      let commands = 0;
+      let logs = 0;
+      for (let n = PRUNE_BATCH; n === PRUNE_BATCH; commands += n) {
+        heartbeat();
+        n = await store.commands.pruneFinished(days, PRUNE_BATCH);
+      }
+      for (let n = PRUNE_BATCH; n === PRUNE_BATCH; logs += n) {
+        heartbeat();
+        n = await store.operations.pruneEnded(days, PRUNE_BATCH);
+      }
+      if (commands || logs) deps.log.info({ commands, logs, days }, 'retention: pruned old rows');
+      return { commands, logs };
     },
   };
 }

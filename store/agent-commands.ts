@@ -167,4 +167,20 @@ export class AgentCommandStore {
       ],
     );
   }
+
+  /**
+   * Deletes up to `batch` finished commands (done or failed, with their
+   * output) last touched more than `days` ago; returns how many went.
+   */
+  async pruneFinished(days: number, batch: number): Promise<number> {
+    const { count } = await changeRows(
+      this.q,
+      `DELETE FROM agent_commands WHERE id IN (
+         SELECT id FROM agent_commands
+          WHERE state IN ('done', 'failed') AND updated_at < now() - make_interval(days => $1)
+          LIMIT $2)`,
+      [days, batch],
+    );
+    return count;
+  }
 }

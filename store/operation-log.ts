@@ -1,5 +1,5 @@
 import type { Backend } from '../common/states';
-import { selectRows, type Queryable } from './queryable';
+import { changeRows, selectRows, type Queryable } from './queryable';
 
 /** Outcome of one step in `operation_logs` (the values its CHECK constraint allows). */
 export type OperationResult = 'running' | 'ok' | 'error' | 'skipped';
@@ -92,5 +92,21 @@ export class OperationLogStore {
               count(*)::int AS n
          FROM operation_logs WHERE operation LIKE 'reconcile:%' GROUP BY 1, 2`,
     );
+  }
+
+  /**
+   * Deletes up to `batch` log rows older than `days` whose checkpoint has
+   * ended (an active checkpoint keeps its whole log); returns how many went.
+   */
+  async pruneEnded(days: number, batch: number): Promise<number> {
+    const { count } = await changeRows(
+      this.q,
+      `DELETE FROM operation_logs WHERE id IN (
+         SELECT o.id FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+          WHERE c.ended_at IS NOT NULL AND o.started_at < now() - make_interval(days => $1)
+          LIMIT $2)`,
+      [days, batch],
+    );
+    return count;
   }
 }

@@ -3,7 +3,7 @@ import type { Activities } from '../activities';
 import type { ReconcileFinding, ReconcileInput } from '../activities/reconcile';
 import { NON_RETRYABLE_TYPES } from '../common/failures';
 
-const { reconcileCheckpoints } = proxyActivities<Activities>({
+const { reconcileCheckpoints, pruneRetention } = proxyActivities<Activities>({
   // One pass over the active checkpoints; the schedule runs the next one soon anyway.
   startToCloseTimeout: '5 minutes',
   retry: {
@@ -17,6 +17,10 @@ const { reconcileCheckpoints } = proxyActivities<Activities>({
  * One reconciler pass, started by the schedule `e2epool-reconcile`: compares
  * what Postgres believes with what Temporal runs and repairs what differs.
  */
-export async function reconcileWorkflow(input: ReconcileInput): Promise<ReconcileFinding[]> {
-  return reconcileCheckpoints(input);
+export async function reconcileWorkflow(
+  input: ReconcileInput,
+): Promise<{ findings: ReconcileFinding[]; pruned: { commands: number; logs: number } }> {
+  const findings = await reconcileCheckpoints(input);
+  const pruned = await pruneRetention({ repair: input.repair });
+  return { findings, pruned };
 }

@@ -48,12 +48,15 @@ describe('the reconciler', () => {
     await gitlab?.close();
   });
 
-  const reconcile = (repair: boolean): Promise<ReconcileFinding[]> =>
+  const pass = (
+    repair: boolean,
+  ): Promise<{ findings: ReconcileFinding[]; pruned: { commands: number; logs: number } }> =>
     c.client.workflow.execute('reconcileWorkflow', {
       taskQueue: c.taskQueue,
       workflowId: uniqueId('reconcile-pass'),
       args: [{ repair, minAgeSeconds: 0 }],
     });
+  const reconcile = async (repair: boolean) => (await pass(repair)).findings;
 
   it('adopts the checkpoint of a terminated run: the runner is reset and unpaused', async () => {
     const r = R.terminated;
@@ -138,5 +141,51 @@ describe('the reconciler', () => {
     } finally {
       await handle.delete();
     }
+  });
+
+  it('retention prunes finished commands and the logs of ended checkpoints older than E2EPOOL_RETENTION_DAYS, nothing else', async () => {
+    const old = `now() - interval '31 days'`;
+    const [{ id: ended }] = await c.ds.query(
+      `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id, created_at, ended_at)
+       VALUES ($1, $2, '1', 'bare_metal', 'reset', 'wf-old', ${old}, ${old}) RETURNING id`,
+      [`job-1-1-${uniqueId('').slice(1)}`, R.reportOnly.id],
+    );
+    const log = (checkpointId: number, key: string, when: string) =>
+      c.ds.query(
+        `INSERT INTO operation_logs (checkpoint_id, idempotency_key, operation, runner_id, result, attempt, started_at)
+         VALUES ($1, $2, 'reset_cmd', $3, 'ok', 1, ${when})`,
+        [checkpointId, key, R.reportOnly.id],
+      );
+    const oldKey = uniqueId('old-log');
+    const recentKey = uniqueId('recent-log');
+    await log(ended, oldKey, old);
+    await log(ended, recentKey, 'now()');
+    const cmd = (id: string, state: string, when: string) =>
+      c.ds.query(
+        `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds, state, created_at, updated_at)
+         VALUES ($1, $2, 'true', 5, $3, ${when}, ${when})`,
+        [id, R.reportOnly.id, state],
+      );
+    const oldDone = uniqueId('old-done');
+    const oldPending = uniqueId('old-pending');
+    const recentDone = uniqueId('recent-done');
+    await cmd(oldDone, 'done', old);
+    await cmd(oldPending, 'pending', old);
+    await cmd(recentDone, 'done', 'now()');
+
+    expect((await pass(false)).pruned).toEqual({ commands: 0, logs: 0 });
+    const { pruned } = await pass(true);
+    expect(pruned.commands).toBeGreaterThanOrEqual(1);
+    expect(pruned.logs).toBeGreaterThanOrEqual(1);
+    const keys = (await c.ds.query(`SELECT idempotency_key AS k FROM operation_logs`)).map(
+      (r: { k: string }) => r.k,
+    );
+    expect(keys).toContain(recentKey);
+    expect(keys).not.toContain(oldKey);
+    const ids = (await c.ds.query(`SELECT id FROM agent_commands`)).map(
+      (r: { id: string }) => r.id,
+    );
+    expect(ids).toEqual(expect.arrayContaining([oldPending, recentDone]));
+    expect(ids).not.toContain(oldDone);
   });
 });
