@@ -75,12 +75,23 @@ export async function runWorker(): Promise<void> {
       temporal: { client, taskQueue: settings.taskQueue },
     },
   });
-  const scheduleId = await ensureReconcileSchedule(client, {
+  // Without the schedule checkpoints still run; say loudly that nothing repairs orphans.
+  await ensureReconcileSchedule(client, {
     taskQueue: settings.taskQueue,
     intervalSeconds: settings.reconcileIntervalSeconds,
     repair: settings.reconcileRepair,
-  });
-  log.info({ scheduleId, everySeconds: settings.reconcileIntervalSeconds }, 'reconciler scheduled');
+  }).then(
+    (scheduleId) =>
+      log.info(
+        { scheduleId, everySeconds: settings.reconcileIntervalSeconds },
+        'reconciler scheduled',
+      ),
+    (err: unknown) =>
+      log.error(
+        { err: (err as Error).message },
+        'cannot create the reconciler schedule: orphaned checkpoints will not be repaired until a worker can',
+      ),
+  );
   // A parent (npm run dev) going away stops us like a signal would.
   watchParent(() => worker.shutdown());
   log.info(
