@@ -5,8 +5,7 @@ import {
   type CheckpointWorkflowInput,
 } from '../common/checkpoint';
 import { fail } from '../common/fail';
-import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
-import { checkpointTiming } from '../config/timing';
+import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
 import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
 import { heartbeat } from './context';
@@ -70,13 +69,7 @@ export function reconcileActivities(deps: ActivityDeps) {
       return outcome.changed ? 'ended' : 'skipped';
     }
     const input: CheckpointWorkflowInput = {
-      runner: {
-        runnerId: runner.runner_id,
-        backend: runner.backend,
-        gitlabRunnerId: runner.gitlab_runner_id ?? null,
-        resetOnSuccess: runner.reset_on_success,
-      },
-      timing: checkpointTiming(deps.settings),
+      ...checkpointInput(runner, deps.settings),
       resume: {
         name: c.name,
         jobId: c.jobId,
@@ -107,10 +100,7 @@ export function reconcileActivities(deps: ActivityDeps) {
         // Never displace a run: one that started meanwhile owns the runner.
         workflowIdConflictPolicy: 'FAIL',
         workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-        typedSearchAttributes: [
-          { key: SA_RUNNER_ID, value: runner.runner_id },
-          { key: SA_BACKEND, value: runner.backend },
-        ],
+        typedSearchAttributes: runnerSearchAttributes(runner),
         staticSummary: `runner ${runner.runner_id} · job ${c.jobId} · adopted by the reconciler`,
       });
       return 'adopted';

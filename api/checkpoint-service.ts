@@ -12,17 +12,16 @@ import {
   createUpdate,
   finalizeUpdate,
   type CheckpointDto,
-  type CheckpointWorkflowInput,
   type FinalizeReply,
 } from '../common/checkpoint';
 import { applicationFailureOf, failureTypeOf } from '../common/fail';
 import { httpStatusOf } from '../common/failures';
-import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
+import { SA_RUNNER_ID } from '../common/search-attributes';
 import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
-import { checkpointTiming } from '../config/timing';
+import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
 import type { CheckpointStore, CheckpointView } from '../store/checkpoints';
 import { HttpError } from './errors';
 
@@ -73,15 +72,7 @@ export class CheckpointService {
       throw new HttpError(403, 'Token not authorized for this runner');
     }
     if (!runner) throw new HttpError(404, 'Runner not found in inventory');
-    const input: CheckpointWorkflowInput = {
-      runner: {
-        runnerId: runner.runner_id,
-        backend: runner.backend,
-        gitlabRunnerId: runner.gitlab_runner_id ?? null,
-        resetOnSuccess: runner.reset_on_success,
-      },
-      timing: checkpointTiming(this.d.settings),
-    };
+    const input = checkpointInput(runner, this.d.settings);
     // Past the deadline the run compensates the create and answers 504; the
     // API stops waiting a little later in case no worker answers at all (the
     // run then refuses the stale request when a worker picks it up).
@@ -107,10 +98,7 @@ export class CheckpointService {
               args: [input],
               workflowIdConflictPolicy: 'USE_EXISTING',
               workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-              typedSearchAttributes: [
-                { key: SA_RUNNER_ID, value: runner.runner_id },
-                { key: SA_BACKEND, value: runner.backend },
-              ],
+              typedSearchAttributes: runnerSearchAttributes(runner),
               staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
               staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
             }),
