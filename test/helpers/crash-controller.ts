@@ -7,8 +7,10 @@ import { InventoryStore } from '../../config/inventory';
 import { loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { createMigratedDatabase } from './db';
-import { controllerEnv, uniqueId, writeInventory } from './env';
+import { restClient } from './controller';
+import { controllerEnv, uniqueId, writeInventory, type TestRunner } from './env';
 import { shared } from './shared';
+import { waitFor } from './wait';
 
 /**
  * An API in the test process and workers as separate processes
@@ -22,6 +24,14 @@ export interface CrashController {
   startWorker(workerEnv?: Record<string, string>): Promise<ChildProcess>;
   /** A checkpoint's operation-log rows (operation, result), oldest first. */
   operations(name: string): Promise<Array<{ operation: string; result: string }>>;
+  /** Whether a step of the checkpoint is in flight (its log row says `running`). */
+  stepRunning(name: string, operation: string): Promise<boolean>;
+  /** Creates a checkpoint for the runner and returns its name (fails the test unless 201). */
+  create(r: TestRunner, jobId: string): Promise<string>;
+  /** Finalizes the runner's checkpoint as failed (fails the test unless 202). */
+  finalizeFailed(r: TestRunner, name: string): Promise<void>;
+  /** Waits until the checkpoint reaches `state`. */
+  awaitState(r: TestRunner, name: string, state: string, timeoutMs?: number): Promise<void>;
   /** SIGKILLs a worker and waits until it is gone. */
   kill(worker: ChildProcess): Promise<void>;
   stop(): Promise<void>;
@@ -89,6 +99,33 @@ export async function startCrashController(
           WHERE k.name = $1 ORDER BY o.id`,
         [name],
       ),
+    stepRunning: async (name, operation) =>
+      (
+        (await db.ds.query(
+          `SELECT o.operation, o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
+            WHERE k.name = $1 AND o.operation = $2`,
+          [name, operation],
+        )) as Array<{ result: string }>
+      ).some((o) => o.result === 'running'),
+    async create(r, jobId) {
+      const res = await restClient(() => api.url, r.token).create(r.id, jobId);
+      if (res.status !== 201)
+        throw new Error(`create for ${r.id}: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.name as string;
+    },
+    async finalizeFailed(r, name) {
+      const res = await restClient(() => api.url, r.token).finalize(name, 'failure');
+      if (res.status !== 202)
+        throw new Error(`finalize of ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+    },
+    async awaitState(r, name, state, timeoutMs = 90_000) {
+      const rest = restClient(() => api.url, r.token);
+      await waitFor(
+        `${name} to reach ${state}`,
+        async () => (await rest.status(name)).body?.state === state,
+        { timeoutMs, intervalMs: 250 },
+      );
+    },
     async kill(worker) {
       if (worker.exitCode !== null || worker.signalCode !== null) return;
       const gone = new Promise((r) => worker.once('exit', r));

@@ -1,4 +1,3 @@
-import { restClient } from '../helpers/controller';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
 import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
@@ -43,30 +42,20 @@ describe('chaos: the worker killed at each step of a bare-metal reset', () => {
     await gitlab?.close();
   });
 
-  const stepRunning = async (name: string, step: Step) =>
-    (await c.operations(name)).some((o) => o.operation === step && o.result === 'running');
-
   it('a new worker finishes every reset, each runner unpaused once', async () => {
     // This worker's agent never finishes the reset_cmd of one runner and the readiness_cmd of another.
     const first = await c.startWorker({
       CRASH_WORKER_HANG_COMMANDS: `${resetCmd('reset_cmd')},${readinessCmd('readiness')}`,
     });
     const names = {} as Record<Step, string>;
-    for (const s of STEPS) {
-      const res = await restClient(() => c.api.url, R[s].token).create(R[s].id, `78${s.length}`);
-      expect(res.status).toBe(201);
-      names[s] = res.body.name as string;
-    }
+    for (const s of STEPS) names[s] = await c.create(R[s], `78${s.length}`);
     gitlab.failNext(
       { method: 'PUT', pathIncludes: `/runners/${gitlabRunner('pause')}` },
       { kind: 'delay', ms: 120_000 },
     );
+    for (const s of STEPS) await c.finalizeFailed(R[s], names[s]);
     for (const s of STEPS) {
-      const fin = await restClient(() => c.api.url, R[s].token).finalize(names[s], 'failure');
-      expect(fin.status).toBe(202);
-    }
-    for (const s of STEPS) {
-      await waitFor(`${s} in flight`, () => stepRunning(names[s], s), { timeoutMs: 30_000 });
+      await waitFor(`${s} in flight`, () => c.stepRunning(names[s], s), { timeoutMs: 30_000 });
     }
 
     await c.kill(first);
@@ -74,12 +63,7 @@ describe('chaos: the worker killed at each step of a bare-metal reset', () => {
     await c.startWorker();
 
     for (const s of STEPS) {
-      const api = restClient(() => c.api.url, R[s].token);
-      await waitFor(
-        `the reset of the runner held at ${s}`,
-        async () => (await api.status(names[s])).body.state === 'reset',
-        { timeoutMs: 90_000, intervalMs: 250 },
-      );
+      await c.awaitState(R[s], names[s], 'reset');
       expect(gitlab.runner(gitlabRunner(s)).paused).toBe(false);
       const ops = await c.operations(names[s]);
       const count = (op: string, result: string) =>

@@ -1,4 +1,3 @@
-import { restClient } from '../helpers/controller';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
 import { proxmoxRunnerYaml, testRunners } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
@@ -51,17 +50,10 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
     await Promise.all([pve?.close(), gitlab?.close()]);
   });
 
-  const stepRunning = async (name: string, step: Step) =>
-    (await c.operations(name)).some((o) => o.operation === step && o.result === 'running');
-
   it('a new worker finishes every reset, each runner unpaused once, nothing left behind', async () => {
     const first = await c.startWorker();
     const names = {} as Record<Step, string>;
-    for (const s of STEPS) {
-      const res = await restClient(() => c.api.url, R[s].token).create(R[s].id, `77${vmid(s)}`);
-      expect(res.status).toBe(201);
-      names[s] = res.body.name as string;
-    }
+    for (const s of STEPS) names[s] = await c.create(R[s], `77${vmid(s)}`);
     // Hold each runner at its step: the backend call of that step hangs.
     gitlab.failNext(
       { method: 'PUT', pathIncludes: `/runners/${gitlabRunner('pause')}` },
@@ -76,12 +68,9 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
       { kind: 'hang' },
       1,
     );
+    for (const s of STEPS) await c.finalizeFailed(R[s], names[s]);
     for (const s of STEPS) {
-      const fin = await restClient(() => c.api.url, R[s].token).finalize(names[s], 'failure');
-      expect(fin.status).toBe(202);
-    }
-    for (const s of STEPS) {
-      await waitFor(`${s} in flight`, () => stepRunning(names[s], s), { timeoutMs: 30_000 });
+      await waitFor(`${s} in flight`, () => c.stepRunning(names[s], s), { timeoutMs: 30_000 });
     }
 
     await c.kill(first);
@@ -90,12 +79,7 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
     await c.startWorker();
 
     for (const s of STEPS) {
-      const api = restClient(() => c.api.url, R[s].token);
-      await waitFor(
-        `the reset of the runner held at ${s}`,
-        async () => (await api.status(names[s])).body.state === 'reset',
-        { timeoutMs: 90_000, intervalMs: 250 },
-      );
+      await c.awaitState(R[s], names[s], 'reset');
       expect(gitlab.runner(gitlabRunner(s)).paused).toBe(false);
       expect(pve.vm('pve1', vmid(s))).toMatchObject({ status: 'running', snapshots: [] });
       const ops = await c.operations(names[s]);
