@@ -1,16 +1,21 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import {
   CHECKPOINT_WORKFLOW,
+  snapshotNameFor,
   stateQuery,
   type CheckpointWorkflowInput,
 } from '../common/checkpoint';
-import { fail } from '../common/fail';
+import { describeFailure, fail } from '../common/fail';
+import { isActiveState, type Backend } from '../common/states';
 import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
+import type { ProxmoxRunner } from '../config/inventory';
 import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
+import type { OperationResult } from '../store/operation-log';
 import { heartbeat } from './context';
 import type { ActivityDeps } from './deps';
 import { activityKey, writeOperation } from './operation-log';
+import { OURS, proxmoxClientFactory, runProxmoxTask } from './proxmox/steps';
 
 /** Rows deleted per statement by retention. */
 const PRUNE_BATCH = 1000;
@@ -25,11 +30,34 @@ export interface ReconcileInput {
 }
 
 export interface ReconcileFinding {
-  kind: 'orphan_checkpoint';
+  kind: 'orphan_checkpoint' | 'paused_runner' | 'orphan_snapshot';
   checkpoint: string;
   runnerId: string;
-  action: 'adopted' | 'ended' | 'reported' | 'skipped';
+  action: 'adopted' | 'ended' | 'unpaused' | 'deleted' | 'reported' | 'skipped' | 'failed';
   detail: string;
+}
+
+/** How a finding's action lands in the operation log (and so in the findings metric). */
+const RESULT_OF: Record<ReconcileFinding['action'], OperationResult> = {
+  adopted: 'ok',
+  ended: 'ok',
+  unpaused: 'ok',
+  deleted: 'ok',
+  reported: 'skipped',
+  skipped: 'skipped',
+  failed: 'error',
+};
+
+/** Live systems asked at once by one pass (GitLab, Proxmox hosts). */
+const LIVE_CONCURRENCY = 8;
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function eachLimited<T>(items: T[], limit: number, fn: (t: T) => Promise<void>) {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 /**
@@ -39,6 +67,41 @@ export interface ReconcileFinding {
  */
 export function reconcileActivities(deps: ActivityDeps) {
   const store = createStore(deps.dataSource);
+  const proxmoxClient = proxmoxClientFactory(deps);
+  const minAge = (i: ReconcileInput) => i.minAgeSeconds ?? RECONCILE_MIN_AGE_SECONDS;
+
+  /** Logs the finding in its checkpoint's operation log and the worker's log; returns it. */
+  async function record(
+    f: ReconcileFinding,
+    c: { id: number; backend: Backend | null },
+  ): Promise<ReconcileFinding> {
+    const now = new Date();
+    await writeOperation(
+      store.operations,
+      {
+        checkpointId: c.id,
+        runnerId: f.runnerId,
+        backend: c.backend,
+        operation: `reconcile:${f.kind}`,
+        key: activityKey(
+          `reconcile:${f.kind}:${c.id}`,
+          `reconcile:${f.kind}:${c.id}:${now.getTime()}`,
+        ),
+      },
+      {
+        result: RESULT_OF[f.action],
+        detail: f.action === 'failed' ? null : f.detail,
+        error: f.action === 'failed' ? f.detail : null,
+        startedAt: now,
+        finishedAt: now,
+      },
+    );
+    deps.log[f.action === 'failed' ? 'error' : 'warn'](
+      { kind: f.kind, checkpoint: f.checkpoint, runnerId: f.runnerId, action: f.action },
+      f.detail,
+    );
+    return f;
+  }
 
   /** Whether an open run of the checkpoint's workflow holds it. */
   async function held(c: ActiveCheckpoint): Promise<boolean> {
@@ -120,9 +183,7 @@ export function reconcileActivities(deps: ActivityDeps) {
       if (!deps.temporal)
         throw fail('PermanentFailure', 'this worker has no Temporal client for the reconciler');
       const findings: ReconcileFinding[] = [];
-      for (const c of await store.checkpoints.listActive(
-        i.minAgeSeconds ?? RECONCILE_MIN_AGE_SECONDS,
-      )) {
+      for (const c of await store.checkpoints.listActive(minAge(i))) {
         if (await held(c)) continue;
         const action = i.repair ? await adopt(c) : 'reported';
         const detail =
@@ -133,32 +194,181 @@ export function reconcileActivities(deps: ActivityDeps) {
               : action === 'reported'
                 ? `no open run holds this ${c.state} checkpoint (E2EPOOL_RECONCILE_REPAIR=false: not repaired)`
                 : 'a run started for it meanwhile';
-        const now = new Date();
-        await writeOperation(
-          store.operations,
-          {
-            checkpointId: c.id,
-            runnerId: c.runnerId,
-            backend: c.backend,
-            operation: 'reconcile:orphan_checkpoint',
-            key: activityKey(`reconcile:${c.id}`, `reconcile:${c.id}:${now.getTime()}`),
-          },
-          {
-            result: action === 'reported' || action === 'skipped' ? 'skipped' : 'ok',
-            detail,
-            startedAt: now,
-            finishedAt: now,
-          },
+        findings.push(
+          await record(
+            { kind: 'orphan_checkpoint', checkpoint: c.name, runnerId: c.runnerId, action, detail },
+            c,
+          ),
         );
-        deps.log.warn({ checkpoint: c.name, runnerId: c.runnerId, action }, detail);
-        findings.push({
-          kind: 'orphan_checkpoint',
-          checkpoint: c.name,
-          runnerId: c.runnerId,
-          action,
-          detail,
-        });
       }
+      return findings;
+    },
+
+    /**
+     * GitLab runners e2epool paused (per the operation log) with no active
+     * checkpoint responsible for them any more are unpaused, after asking
+     * GitLab that they are still paused. A pause somebody else made, or one
+     * an operator's `release` left in place on purpose, is never an event of
+     * e2epool's, so those runners are never touched. A runner e2epool paused
+     * that somebody then unpaused is noted once (`unpaused_elsewhere`).
+     *
+     * Race: a new checkpoint could start between the check and the unpause,
+     * but only from a caller outside CI: GitLab gives a paused runner no job.
+     */
+    async reconcilePausedRunners(i: ReconcileInput): Promise<ReconcileFinding[]> {
+      const gitlab = deps.gitlab;
+      if (!gitlab) return [];
+      const runners = new Map(
+        deps.inventory.inventory.runners
+          .filter((r) => r.gitlab_runner_id != null)
+          .map((r) => [r.runner_id, r.gitlab_runner_id!]),
+      );
+      const oldEnough = Date.now() - minAge(i) * 1000;
+      const candidates = (await store.operations.latestPauseEvents([...runners.keys()])).filter(
+        (e) => e.operation === 'pause' && new Date(e.at).getTime() < oldEnough,
+      );
+      const findings: ReconcileFinding[] = [];
+      await eachLimited(candidates, LIVE_CONCURRENCY, async (e) => {
+        heartbeat();
+        if (await store.checkpoints.hasActive(e.runnerId)) return; // that checkpoint's run unpauses it
+        const gitlabRunnerId = runners.get(e.runnerId)!;
+        const cp = { id: e.checkpointId, backend: null };
+        const finding = (action: ReconcileFinding['action'], detail: string) =>
+          record(
+            {
+              kind: 'paused_runner',
+              checkpoint: e.checkpointName,
+              runnerId: e.runnerId,
+              action,
+              detail,
+            },
+            cp,
+          );
+        let paused: boolean;
+        try {
+          paused = await gitlab.runnerPaused(gitlabRunnerId);
+        } catch (err) {
+          findings.push(
+            await finding(
+              'failed',
+              `cannot ask GitLab about runner ${gitlabRunnerId}: ${describeFailure(err)}`,
+            ),
+          );
+          return;
+        }
+        if (!paused) {
+          const now = new Date();
+          await writeOperation(
+            store.operations,
+            {
+              checkpointId: e.checkpointId,
+              runnerId: e.runnerId,
+              backend: null,
+              operation: 'unpaused_elsewhere',
+              key: activityKey(
+                `unpaused_elsewhere:${e.checkpointId}`,
+                `unpaused_elsewhere:${e.checkpointId}:${now.getTime()}`,
+              ),
+            },
+            {
+              result: 'ok',
+              detail: `GitLab runner ${gitlabRunnerId} is no longer paused: someone else unpaused it`,
+              startedAt: now,
+              finishedAt: now,
+            },
+          );
+          return;
+        }
+        const why = `GitLab runner ${gitlabRunnerId} was paused by checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
+        if (!i.repair) {
+          findings.push(
+            await finding('reported', `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`),
+          );
+          return;
+        }
+        try {
+          await gitlab.setPaused(gitlabRunnerId, false);
+          findings.push(await finding('unpaused', `${why}: unpaused`));
+        } catch (err) {
+          findings.push(
+            await finding('failed', `${why}; unpausing it failed: ${describeFailure(err)}`),
+          );
+        }
+      });
+      return findings;
+    },
+
+    /**
+     * Snapshots e2epool made (its description, naming a checkpoint of this
+     * runner whose snapshot name it is) whose checkpoint has ended are
+     * deleted: a reset that died before its cleanup left them. Any other
+     * snapshot, including one whose description merely looks like ours, is
+     * never touched.
+     */
+    async reconcileSnapshots(i: ReconcileInput): Promise<ReconcileFinding[]> {
+      const runners = deps.inventory.inventory.runners.filter(
+        (r): r is ProxmoxRunner => r.backend === 'proxmox',
+      );
+      const oldEnough = Date.now() - minAge(i) * 1000;
+      const findings: ReconcileFinding[] = [];
+      await eachLimited(runners, LIVE_CONCURRENCY, async (r) => {
+        heartbeat();
+        const client = proxmoxClient(r);
+        let snapshots;
+        try {
+          snapshots = await client.listSnapshots();
+        } catch (err) {
+          deps.log.warn(
+            { runnerId: r.runner_id, error: describeFailure(err) },
+            "reconciler: cannot list the snapshots of this runner's VM",
+          );
+          return;
+        }
+        for (const s of snapshots) {
+          if (!s.description?.startsWith(OURS)) continue;
+          const owner = await store.checkpoints.refByName(s.description.slice(OURS.length).trim());
+          if (!owner || owner.runnerId !== r.runner_id || snapshotNameFor(owner.name) !== s.name) {
+            deps.log.warn(
+              { runnerId: r.runner_id, snapshot: s.name },
+              "reconciler: a snapshot described as e2epool's that no checkpoint of this runner made: left alone",
+            );
+            continue;
+          }
+          if (isActiveState(owner.state)) continue;
+          if (owner.endedAt && new Date(owner.endedAt).getTime() >= oldEnough) continue;
+          const why = `snapshot '${s.name}' of VM ${r.proxmox_vmid} on ${r.proxmox_node} outlived its checkpoint (${owner.state})`;
+          const finding = (action: ReconcileFinding['action'], detail: string) =>
+            record(
+              {
+                kind: 'orphan_snapshot',
+                checkpoint: owner.name,
+                runnerId: r.runner_id,
+                action,
+                detail,
+              },
+              owner,
+            );
+          if (!i.repair) {
+            findings.push(
+              await finding('reported', `${why} (E2EPOOL_RECONCILE_REPAIR=false: not deleted)`),
+            );
+            continue;
+          }
+          try {
+            await runProxmoxTask(
+              deps,
+              client,
+              () => client.deleteSnapshot(s.name),
+              /does not exist/,
+            );
+            findings.push(await finding('deleted', `${why}: deleted`));
+          } catch (err) {
+            findings.push(
+              await finding('failed', `${why}; deleting it failed: ${describeFailure(err)}`),
+            );
+          }
+        }
+      });
       return findings;
     },
 

@@ -9,6 +9,16 @@ import {
 import type { OperationResult } from '../store/operation-log';
 import { activityKey, writeOperation } from './operation-log';
 
+/** A state change, and what the operation log must say along with it. */
+export interface TransitionRequest extends CheckpointTransition {
+  /**
+   * An operator released the checkpoint with this GitLab runner still paused:
+   * logged as `left_paused`, so the reconciler knows the pause is no longer
+   * e2epool's to undo.
+   */
+  leftPausedGitlabRunnerId?: number;
+}
+
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
 export function recordActivities(store: Store, o: { pollJobs: boolean }) {
   return {
@@ -73,7 +83,7 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
      * retry that finds the row already in `to` succeeds; any other state is a
      * conflict no retry can fix.
      */
-    async transitionCheckpoint(i: CheckpointTransition): Promise<void> {
+    async transitionCheckpoint(i: TransitionRequest): Promise<void> {
       // One transaction: nobody sees the new state without its log row.
       await store.transaction(async (tx) => {
         const outcome = await tx.checkpoints.transition(i);
@@ -118,6 +128,24 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
             finishedAt: now,
           },
         );
+        if (i.leftPausedGitlabRunnerId !== undefined) {
+          await writeOperation(
+            tx.operations,
+            {
+              checkpointId: row.id,
+              runnerId: row.runnerId,
+              backend: null,
+              operation: 'left_paused',
+              key: activityKey('left_paused', `${row.name}:left_paused`),
+            },
+            {
+              result: 'skipped',
+              detail: `released by an operator with GitLab runner ${i.leftPausedGitlabRunnerId} still paused: e2epool will not unpause it`,
+              startedAt: now,
+              finishedAt: now,
+            },
+          );
+        }
       });
     },
 

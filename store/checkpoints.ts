@@ -208,6 +208,19 @@ export class CheckpointStore {
     return c ?? null;
   }
 
+  /** A checkpoint's identity, state and end, by name (the reconciler's view of a snapshot's owner). */
+  async refByName(
+    name: string,
+  ): Promise<(CheckpointRef & { state: CheckpointState; endedAt: Date | null }) | null> {
+    const [c] = await selectRows<CheckpointRef & { state: CheckpointState; endedAt: Date | null }>(
+      this.q,
+      `SELECT id, name, runner_id AS "runnerId", backend, state, ended_at AS "endedAt"
+         FROM checkpoints WHERE name = $1`,
+      [name],
+    );
+    return c ?? null;
+  }
+
   /**
    * Active checkpoints older than `minAgeSeconds` (a younger one may still be
    * in its create), for the reconciler to check against Temporal.

@@ -4,6 +4,36 @@ import { changeRows, selectRows, type Queryable } from './queryable';
 /** Outcome of one step in `operation_logs` (the values its CHECK constraint allows). */
 export type OperationResult = 'running' | 'ok' | 'error' | 'skipped';
 
+/**
+ * The pause step's log detail once a pause request was sent: a retry of the
+ * step, and the reconciler, read it as "e2epool may have paused this runner".
+ */
+export const PAUSE_SENT = 'pause request sent';
+
+/**
+ * Log rows that say who has a GitLab runner paused, newest wins: e2epool's
+ * pause (or one it sent), its unpause, an operator's release that left it
+ * paused on purpose, someone else unpausing it, the reconciler's unpause.
+ * Listed once: the partial index of migration OperationLogPauseEvents has the
+ * same list, so the reconciler's query stays an index scan.
+ */
+export const PAUSE_EVENT_OPERATIONS = [
+  'pause',
+  'unpause',
+  'left_paused',
+  'unpaused_elsewhere',
+  'reconcile:paused_runner',
+] as const;
+
+/** The newest pause event of a runner, with the checkpoint it belongs to. */
+export interface PauseEvent {
+  runnerId: string;
+  operation: (typeof PAUSE_EVENT_OPERATIONS)[number];
+  checkpointId: number;
+  checkpointName: string;
+  at: Date;
+}
+
 /** Which step of which checkpoint a log row is about. */
 export interface OperationMeta {
   checkpointId: number;
@@ -81,6 +111,30 @@ export class OperationLogStore {
       [checkpointId],
     );
     return rows.length > 0;
+  }
+
+  /**
+   * Each runner's newest pause event (see PAUSE_EVENT_OPERATIONS): when it is
+   * a pause, e2epool paused the runner and nothing has unpaused it since.
+   * Pauses that found the runner paused by someone else (`skipped`) and
+   * failed unpauses are not events.
+   */
+  async latestPauseEvents(runnerIds: string[]): Promise<PauseEvent[]> {
+    if (runnerIds.length === 0) return [];
+    return selectRows<PauseEvent>(
+      this.q,
+      `SELECT DISTINCT ON (o.runner_id)
+              o.runner_id AS "runnerId", o.operation, o.checkpoint_id AS "checkpointId",
+              c.name AS "checkpointName", o.started_at AS "at"
+         FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+        WHERE o.runner_id = ANY($1)
+          AND o.operation IN ('pause', 'unpause', 'left_paused', 'unpaused_elsewhere', 'reconcile:paused_runner')
+          AND (   (o.operation = 'pause' AND (o.result = 'ok' OR o.detail = $2))
+               OR (o.operation IN ('unpause', 'reconcile:paused_runner') AND o.result = 'ok')
+               OR o.operation IN ('left_paused', 'unpaused_elsewhere'))
+        ORDER BY o.runner_id, o.started_at DESC, o.id DESC`,
+      [runnerIds, PAUSE_SENT],
+    );
   }
 
   /** What the reconciler found, by kind (`reconcile:<kind>` rows) and action (ok: repaired, skipped: reported). */

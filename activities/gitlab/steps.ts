@@ -1,11 +1,9 @@
 import { createStore } from '../../store';
+import { PAUSE_SENT } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import type { GitLabClient, JobState } from './client';
-
-/** The pause step's log detail once a pause request was sent (read by a retry of the step). */
-const PAUSE_SENT = 'pause request sent';
 
 /** Whether the runner is paused already; a failure to ask says that nothing was paused. */
 async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<boolean> {

@@ -9,7 +9,7 @@ import { ProxmoxClient, ProxmoxTaskError, isTransientTaskError } from './client'
 import { proxmoxHttpsAgent } from './tls';
 
 /** The description prefix that marks a snapshot as e2epool's. */
-const OURS = snapshotDescription('');
+export const OURS = snapshotDescription('');
 
 /** The runner's Proxmox config from the current inventory (credentials never cross the workflow boundary). */
 function proxmoxRunner(deps: ActivityDeps, runnerId: string): ProxmoxRunner {
@@ -57,32 +57,35 @@ export function proxmoxClientFactory(deps: Pick<ActivityDeps, 'settings'>) {
   };
 }
 
+/** Runs a task and classifies its failure: a lock is transient; anything else permanent. */
+export async function runProxmoxTask(
+  deps: Pick<ActivityDeps, 'settings'>,
+  client: ProxmoxClient,
+  start: () => Promise<string>,
+  tolerate?: RegExp,
+): Promise<string> {
+  const upid = await start();
+  try {
+    return await client.waitTask(upid, {
+      timeoutMs: deps.settings.proxmoxTaskTimeoutSeconds * 1000,
+      pollMs: deps.settings.proxmoxTaskPollSeconds * 1000,
+      onPoll: heartbeat,
+    });
+  } catch (err) {
+    if (!(err instanceof ProxmoxTaskError)) throw err;
+    if (tolerate?.test(err.exitstatus)) return err.exitstatus;
+    if (isTransientTaskError(err.exitstatus)) throw fail('ProxmoxLocked', err.message);
+    throw fail('PermanentFailure', err.message);
+  }
+}
+
 /** Proxmox steps of a checkpoint. Each checks the VM's state first, so a retry is harmless. */
 export function proxmoxActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
   const clientFor = proxmoxClientFactory(deps);
-  const waitOpts = () => ({
-    timeoutMs: deps.settings.proxmoxTaskTimeoutSeconds * 1000,
-    pollMs: deps.settings.proxmoxTaskPollSeconds * 1000,
-    onPoll: heartbeat,
-  });
 
-  /** Runs a task and classifies its failure: a lock is transient; anything else permanent. */
-  async function runTask(
-    client: ProxmoxClient,
-    start: () => Promise<string>,
-    tolerate?: RegExp,
-  ): Promise<string> {
-    const upid = await start();
-    try {
-      return await client.waitTask(upid, waitOpts());
-    } catch (err) {
-      if (!(err instanceof ProxmoxTaskError)) throw err;
-      if (tolerate?.test(err.exitstatus)) return err.exitstatus;
-      if (isTransientTaskError(err.exitstatus)) throw fail('ProxmoxLocked', err.message);
-      throw fail('PermanentFailure', err.message);
-    }
-  }
+  const runTask = (client: ProxmoxClient, start: () => Promise<string>, tolerate?: RegExp) =>
+    runProxmoxTask(deps, client, start, tolerate);
 
   const meta = (i: StepInput, operation: string, suffix = operation) => ({
     checkpointId: i.checkpointId,

@@ -1,52 +1,87 @@
 import { FakeAgents } from '../helpers/fake-agents';
-import { restClient, startTestController, type TestController } from '../helpers/controller';
-import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
+import {
+  operations,
+  restClient,
+  startTestController,
+  type TestController,
+} from '../helpers/controller';
+import { bareMetalRunnerYaml, proxmoxRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
+import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 import type { ReconcileFinding } from '../../activities/reconcile';
-import { checkpointWorkflowId } from '../../common/checkpoint';
+import { checkpointWorkflowId, releaseSignal, snapshotNameFor } from '../../common/checkpoint';
 import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
 
 /**
  * The reconciler: an active checkpoint whose run ended without finishing it
  * (an operator terminated it) is adopted by a new run that resets and
- * unpauses the runner; with repair off it is only reported.
+ * unpauses the runner; a runner e2epool left paused with nobody responsible
+ * is unpaused; a snapshot whose checkpoint ended is deleted; with repair off
+ * each is only reported.
  */
-const R = testRunners(['terminated', 'reportOnly']);
-const GITLAB = { terminated: 95, reportOnly: 96 } as const;
+const METAL = ['terminated', 'reportOnly', 'leftover', 'released', 'foreign'] as const;
+const R = testRunners([...METAL, 'vm']);
+const GITLAB = { terminated: 95, reportOnly: 96, leftover: 97, released: 98, foreign: 99 } as const;
+const VMID = 181;
 
 describe('the reconciler', () => {
   const agents = new FakeAgents();
   let gitlab: GitLabStandIn;
+  let pve: ProxmoxStandIn;
   let c: TestController;
-  let release!: () => void;
-  const held = new Promise<void>((res) => (release = res));
+  /** Runners whose next reset hangs until `releaseReset(runner)`. */
+  const hangs = new Map<string, { held: Promise<void>; release: () => void; started: boolean }>();
+  const hangNextReset = (runnerId: string) => {
+    let release!: () => void;
+    const held = new Promise<void>((res) => (release = res));
+    hangs.set(runnerId, { held, release, started: false });
+  };
+  const resetHanging = (runnerId: string) => hangs.get(runnerId)?.started === true;
+  const releaseReset = (runnerId: string) => {
+    hangs.get(runnerId)?.release();
+    hangs.delete(runnerId);
+  };
   let resets = 0;
 
   beforeAll(async () => {
-    gitlab = await startGitLabStandIn();
-    for (const id of Object.values(GITLAB)) gitlab.addRunner(id);
+    [gitlab, pve] = await Promise.all([
+      startGitLabStandIn(),
+      startProxmoxStandIn({ taskDurationMs: 30 }),
+    ]);
+    for (const id of Object.values(GITLAB)) gitlab.addRunner(id, { paused: id === GITLAB.foreign });
+    pve.addVm('pve1', VMID, {
+      status: 'running',
+      snapshots: [{ name: 'before-upgrade', description: 'taken by hand' }],
+    });
+    agents.connectedWhen = (runnerId) =>
+      runnerId === R.vm.id ? pve.vm('pve1', VMID).status === 'running' : undefined;
     for (const r of Object.values(R)) agents.connect(r.id, new Date(0));
-    // The first reset of the terminated runner hangs (its run is terminated meanwhile).
     agents.onExec = async (runnerId, cmd) => {
-      if (runnerId === R.terminated.id && cmd === '/opt/reset.sh' && ++resets === 1) await held;
+      if (cmd === '/opt/reset.sh') {
+        if (runnerId === R.terminated.id) resets++;
+        const hang = hangs.get(runnerId);
+        if (hang && !hang.started) {
+          hang.started = true;
+          await hang.held;
+        }
+      }
       return { exitCode: 0, stdout: `ran ${cmd}`, stderr: '' };
     };
     c = await startTestController({
       agents,
-      inventory: `runners:\n${(['terminated', 'reportOnly'] as const)
-        .map((k) =>
-          bareMetalRunnerYaml(R[k], { reset_cmd: '/opt/reset.sh', gitlab_runner_id: GITLAB[k] }),
-        )
-        .join('')}`,
+      inventory: `runners:\n${METAL.map((k) =>
+        bareMetalRunnerYaml(R[k], { reset_cmd: '/opt/reset.sh', gitlab_runner_id: GITLAB[k] }),
+      ).join('')}${proxmoxRunnerYaml(pve, { runnerId: R.vm.id, token: R.vm.token, vmid: VMID })}`,
       env: { E2EPOOL_GITLAB_URL: gitlab.url, E2EPOOL_GITLAB_TOKEN: gitlab.token },
     });
   });
   afterAll(async () => {
-    release();
+    for (const h of hangs.values()) h.release();
     await c?.stop();
-    await gitlab?.close();
+    await Promise.all([gitlab?.close(), pve?.close()]);
   });
+  afterEach(() => gitlab.clearFaults());
 
   const pass = (
     repair: boolean,
@@ -62,12 +97,13 @@ describe('the reconciler', () => {
     const r = R.terminated;
     const api = restClient(() => c.api.url, r.token);
     const name = (await api.create(r.id, '9920')).body.name as string;
+    hangNextReset(r.id);
     expect((await api.finalize(name, 'failure')).status).toBe(202);
     await waitFor('the reset running', () => resets === 1);
     await c.client.workflow
       .getHandle(checkpointWorkflowId(r.id))
       .terminate('chaos: terminated by hand');
-    release();
+    releaseReset(r.id);
     expect(gitlab.runner(GITLAB.terminated).paused).toBe(true);
     expect((await api.status(name)).body.state).toBe('finalize_queued');
 
@@ -119,6 +155,128 @@ describe('the reconciler', () => {
     await waitFor('the reset', async () => (await api.status(name)).body.state === 'reset');
     expect(gitlab.runner(GITLAB.reportOnly).paused).toBe(false);
   }, 90_000);
+
+  /** Finalizes a fresh checkpoint of `r` and terminates its run while the reset hangs (runner paused). */
+  async function terminateMidReset(r: (typeof R)[keyof typeof R], jobId: string) {
+    const api = restClient(() => c.api.url, r.token);
+    const name = (await api.create(r.id, jobId)).body.name as string;
+    hangNextReset(r.id);
+    expect((await api.finalize(name, 'failure')).status).toBe(202);
+    await waitFor('the reset running', () => resetHanging(r.id));
+    await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).terminate('chaos');
+    releaseReset(r.id);
+    return name;
+  }
+  /** An operator closes a checkpoint row by hand (as one did with the Python e2epool). */
+  const closeByHand = (name: string) =>
+    c.ds.query(
+      `UPDATE checkpoints SET state = 'reset_failed', ended_at = now(), error_detail = 'closed by hand' WHERE name = $1`,
+      [name],
+    );
+  const mine = (findings: ReconcileFinding[], runnerId: string) =>
+    findings.filter((f) => f.runnerId === runnerId);
+
+  it('unpauses a runner e2epool left paused with no checkpoint responsible, after asking GitLab', async () => {
+    const r = R.leftover;
+    const name = await terminateMidReset(r, '9940');
+    expect(gitlab.runner(GITLAB.leftover).paused).toBe(true);
+    // Its checkpoint is still active: adopting it is the repair, not an unpause.
+    await closeByHand(name);
+
+    expect(mine(await reconcile(false), r.id)).toEqual([
+      expect.objectContaining({ kind: 'paused_runner', checkpoint: name, action: 'reported' }),
+    ]);
+    expect(gitlab.runner(GITLAB.leftover).paused).toBe(true);
+    expect(mine(await reconcile(true), r.id)).toEqual([
+      expect.objectContaining({ kind: 'paused_runner', checkpoint: name, action: 'unpaused' }),
+    ]);
+    expect(gitlab.runner(GITLAB.leftover).pausedHistory).toEqual([true, false]);
+    expect(mine(await reconcile(true), r.id)).toEqual([]);
+    expect((await operations(c.ds, name)).map((o) => [o.operation, o.result])).toEqual(
+      expect.arrayContaining([
+        ['reconcile:paused_runner', 'skipped'],
+        ['reconcile:paused_runner', 'ok'],
+      ]),
+    );
+  }, 60_000);
+
+  it('never unpauses a runner an operator released still paused, nor one somebody else paused', async () => {
+    // released: the unpause is refused (token revoked), the operator releases it paused.
+    const r = R.released;
+    const api = restClient(() => c.api.url, r.token);
+    const name = (await api.create(r.id, '9950')).body.name as string;
+    hangNextReset(r.id);
+    expect((await api.finalize(name, 'failure')).status).toBe(202);
+    await waitFor('the reset running', () => resetHanging(r.id));
+    gitlab.failNext(
+      { method: 'PUT', pathIncludes: `/runners/${GITLAB.released}` },
+      { kind: 'http', status: 401, body: { message: '401 Unauthorized' } },
+      Infinity,
+    );
+    releaseReset(r.id);
+    await waitFor(
+      'needs_attention',
+      async () => (await api.status(name)).body.state === 'needs_attention',
+    );
+    await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).signal(releaseSignal);
+    await waitFor('the release', async () => (await api.status(name)).body.state === 'reset');
+    gitlab.clearFaults();
+
+    // foreign: paused in GitLab before the checkpoint; e2epool's pause was skipped.
+    const f = R.foreign;
+    const fApi = restClient(() => c.api.url, f.token);
+    const fName = (await fApi.create(f.id, '9951')).body.name as string;
+    expect((await fApi.finalize(fName, 'failure')).status).toBe(202);
+    await waitFor('the reset', async () => (await fApi.status(fName)).body.state === 'reset');
+
+    const findings = await reconcile(true);
+    expect(mine(findings, r.id)).toEqual([]);
+    expect(mine(findings, f.id)).toEqual([]);
+    expect(gitlab.runner(GITLAB.released).paused).toBe(true);
+    expect(gitlab.runner(GITLAB.foreign)).toMatchObject({ paused: true, pausedHistory: [] });
+    expect((await operations(c.ds, name)).map((o) => o.operation)).toContain('left_paused');
+  }, 60_000);
+
+  it("deletes a snapshot whose checkpoint ended; never one e2epool did not make, nor an active checkpoint's", async () => {
+    const r = R.vm;
+    const api = restClient(() => c.api.url, r.token);
+    const snapshots = () =>
+      pve
+        .vm('pve1', VMID)
+        .snapshots.map((s) => s.name)
+        .sort();
+    const name = (await api.create(r.id, '9960')).body.name as string;
+    const snap = snapshotNameFor(name);
+    expect(snapshots()).toContain(snap);
+    // Its run is terminated before the reset, and the row closed by hand: the snapshot stays.
+    await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).terminate('chaos');
+    await closeByHand(name);
+    // Looks like e2epool's, but no checkpoint of this runner made it.
+    pve.vm('pve1', VMID).snapshots.push({
+      name: 'forged',
+      description: 'e2epool checkpoint job-1-1700000000-deadbeef',
+      snaptime: 1700000000,
+      vmstate: 0,
+    });
+
+    expect(mine(await reconcile(false), r.id)).toEqual([
+      expect.objectContaining({ kind: 'orphan_snapshot', checkpoint: name, action: 'reported' }),
+    ]);
+    expect(snapshots()).toContain(snap);
+    expect(mine(await reconcile(true), r.id)).toEqual([
+      expect.objectContaining({ kind: 'orphan_snapshot', checkpoint: name, action: 'deleted' }),
+    ]);
+    expect(snapshots()).toEqual(['before-upgrade', 'forged']);
+
+    // The snapshot of an active checkpoint stays (its create removed the forged one as a stray).
+    const next = (await api.create(r.id, '9961')).body.name as string;
+    expect(mine(await reconcile(true), r.id)).toEqual([]);
+    expect(snapshots()).toEqual(['before-upgrade', snapshotNameFor(next)].sort());
+    const metrics = await (await fetch(`${c.api.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /e2epool_reconcile_findings_total\{[^}]*kind="orphan_snapshot"[^}]*action="repaired"[^}]*\} 1/,
+    );
+  }, 60_000);
 
   it('every worker keeps one schedule per task queue up to date', async () => {
     const taskQueue = uniqueId('tq-schedule');

@@ -154,6 +154,7 @@ describe('migrations', () => {
         'InitialSchema1795305600000',
         'AgentSessions1795392000000',
         'AgentCommandExpiry1795478400000',
+        'OperationLogPauseEvents1795564800000',
       ];
       const tables = async () =>
         (
@@ -169,6 +170,13 @@ describe('migrations', () => {
             WHERE table_schema = current_schema() AND table_name = 'agent_commands' AND column_name = 'expires_at'`,
         )) as unknown[];
       expect(await expiryColumns()).toHaveLength(1);
+      const pauseIndex = async () =>
+        (await d.query(
+          `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_operation_logs_pause_events'`,
+        )) as unknown[];
+      expect(await pauseIndex()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await pauseIndex()).toHaveLength(0);
       await revertLastMigration(d);
       expect(await expiryColumns()).toHaveLength(0);
       await revertLastMigration(d);
@@ -192,11 +200,12 @@ describe('migrations', () => {
         'InitialSchema1795305600000',
         'AgentSessions1795392000000',
         'AgentCommandExpiry1795478400000',
+        'OperationLogPauseEvents1795564800000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(3);
+      expect(count).toBe(4);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

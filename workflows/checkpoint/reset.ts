@@ -134,6 +134,9 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
   if (run.outcome) {
     await run.moveTo(run.outcome, ['created', 'finalize_queued', 'needs_attention'], {
       errorDetail: run.outcome === 'reset_failed' || leftPaused ? run.lastError : null,
+      ...(leftPaused && gitlabRunnerId !== null
+        ? { leftPausedGitlabRunnerId: gitlabRunnerId }
+        : {}),
     });
   }
 }

@@ -13,7 +13,7 @@ import type {
 import { SA_STATE } from '../../common/search-attributes';
 import type { CheckpointState, FinalizeStatus } from '../../common/states';
 import type { StepInput } from '../../activities/operation-log';
-import type { CheckpointTransition } from '../../store/checkpoints';
+import type { TransitionRequest } from '../../activities/records';
 import { records } from './activities';
 
 /** The checkpoint this run holds: claimed by the create handler before its first await. */
@@ -128,7 +128,7 @@ export class CheckpointRun {
   async moveTo(
     to: CheckpointState,
     from: CheckpointState[],
-    extra: Omit<CheckpointTransition, 'checkpointId' | 'from' | 'to'> = {},
+    extra: Omit<TransitionRequest, 'checkpointId' | 'from' | 'to'> = {},
   ): Promise<void> {
     await records.transitionCheckpoint({ checkpointId: this.checkpoint.id, from, to, ...extra });
     this.setState(to);
