@@ -15,6 +15,12 @@ const INITIAL_RECONNECT_DELAY_MS = 1000;
 /** A controller silent for this many heartbeat intervals is presumed gone. */
 const SILENT_INTERVALS = 3;
 const MAX_INCOMING_BYTES = 4 * 1024 * 1024;
+/**
+ * A droppable frame (live output) is not sent while more than this is waiting
+ * to go out: on a stalled connection (until the heartbeat notices, minutes)
+ * ws would otherwise keep every frame in memory.
+ */
+const MAX_BUFFERED_FOR_DROPPABLE = 1024 * 1024;
 
 export interface ConnectionOptions {
   url: string;
@@ -103,10 +109,14 @@ export class ControllerConnection {
     });
   }
 
-  /** Sends a frame if connected; false if it could not be sent. */
-  send(frame: unknown): boolean {
+  /**
+   * Sends a frame if connected; false if it could not be sent. A `droppable`
+   * frame is also refused while the connection has a backlog.
+   */
+  send(frame: unknown, o: { droppable?: boolean } = {}): boolean {
     const ws = this.ws;
     if (!ws || !this.isOpen || ws.readyState !== WebSocket.OPEN) return false;
+    if (o.droppable && ws.bufferedAmount > MAX_BUFFERED_FOR_DROPPABLE) return false;
     try {
       ws.send(JSON.stringify(frame));
       return true;

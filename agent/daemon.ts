@@ -3,6 +3,7 @@ import { createLogger, type Logger } from '../config/logger';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
+import { OutputStreamer } from './exec-output';
 import { startIpcServer, type IpcServer } from './ipc';
 import { errorReply, parseIpcRequest, type IncomingExec } from './messages';
 
@@ -54,10 +55,21 @@ export async function startAgent(
     const cmd = typeof c.cmd === 'string' ? c.cmd.slice(0, CMD_LOG_CHARS) : null;
     log.info({ id: c.id, cmd, timeout: c.timeout ?? null }, 'running command');
     const started = Date.now();
-    void runner.run(c.cmd, c.timeout).then((data) => {
+    // Live output is best effort: a frame the connection cannot take is lost,
+    // the reply still carries the output.
+    const output = new OutputStreamer(c.id, (frame) => conn.send(frame, { droppable: true }));
+    void runner.run(c.cmd, c.timeout, output).then((data) => {
       const reply: ExecReply = { id: c.id, status: data.exit_code === 0 ? 'ok' : 'error', data };
       const sent = conn.send(reply);
-      const fields = { id: c.id, exitCode: data.exit_code, ms: Date.now() - started };
+      const { frames, unsent, droppedBytes } = output.stats;
+      const fields = {
+        id: c.id,
+        exitCode: data.exit_code,
+        ms: Date.now() - started,
+        outputFrames: frames,
+        ...(unsent > 0 && { unsentFrames: unsent }),
+        ...(droppedBytes > 0 && { droppedOutputBytes: droppedBytes }),
+      };
       if (sent) log.info(fields, 'command finished');
       else log.warn(fields, 'command finished but its result could not be sent: not connected');
     });

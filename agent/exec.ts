@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
-import { EXEC_OUTPUT_CAP, type ExecData } from '../common/agent-protocol';
+import { EXEC_OUTPUT_CAP, type ExecData, type ExecOutputStream } from '../common/agent-protocol';
 
 /** Each of stdout and stderr is cut to this many characters. */
 export const OUTPUT_CAP_CHARS = EXEC_OUTPUT_CAP;
@@ -49,6 +49,17 @@ export interface RunOptions {
   timeoutSeconds: number;
   /** Called with the shell's pid once it is spawned (tests, logs). */
   onSpawn?: (pid: number) => void;
+  /** Called with each chunk of output as it is read, in order within each stream. */
+  onOutput?: (stream: ExecOutputStream, chunk: Buffer) => void;
+}
+
+/**
+ * Where a command's output goes while it runs (an OutputStreamer): `end`
+ * resolves once everything written has been passed on.
+ */
+export interface OutputSink {
+  write(stream: ExecOutputStream, chunk: Buffer): void;
+  end(): Promise<void>;
 }
 
 function killGroup(pid: number): void {
@@ -119,8 +130,14 @@ export function runShell(cmd: string, opts: RunOptions): Promise<ExecData> {
       return { exit_code: code, stdout: out.text(), stderr: err.text() };
     };
 
-    child.stdout!.on('data', (c: Buffer) => out.add(c));
-    child.stderr!.on('data', (c: Buffer) => err.add(c));
+    child.stdout!.on('data', (c: Buffer) => {
+      out.add(c);
+      opts.onOutput?.('stdout', c);
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      err.add(c);
+      opts.onOutput?.('stderr', c);
+    });
     child.on('error', (e) => {
       // spawn failed (e.g. no /bin/sh); no 'exit' follows.
       if (child.pid === undefined) finish({ exit_code: -1, stdout: '', stderr: e.message });
@@ -169,15 +186,25 @@ export class CommandRunner {
     return undefined;
   }
 
-  /** Runs a command the controller sent; never rejects. */
-  run(cmd: unknown, timeout: unknown): Promise<ExecData> {
+  /**
+   * Runs a command the controller sent; never rejects. With `output`, its
+   * output goes there too while it runs, and the result comes only after
+   * `output.end()` resolved: nothing about a command follows its result.
+   */
+  run(cmd: unknown, timeout: unknown, output?: OutputSink): Promise<ExecData> {
     const refused = this.refusal(cmd);
     if (refused) return Promise.resolve({ exit_code: -1, stdout: '', stderr: refused });
     const timeoutSeconds =
       typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0
         ? timeout
         : DEFAULT_EXEC_TIMEOUT_SECONDS;
-    const p = runShell(cmd as string, { timeoutSeconds });
+    const p = runShell(cmd as string, {
+      timeoutSeconds,
+      ...(output && { onOutput: (stream, chunk) => output.write(stream, chunk) }),
+    }).then(async (data) => {
+      await output?.end();
+      return data;
+    });
     this.running.add(p);
     void p.then(() => this.running.delete(p));
     return p;

@@ -21,6 +21,39 @@ export const MAX_MESSAGE_BYTES = 1_048_576;
 /** Each of stdout and stderr of an exec reply is cut to this many characters. */
 export const EXEC_OUTPUT_CAP = 65_536;
 
+/*
+ * Live output (`exec_output` frames) is best effort and bounded on the agent,
+ * because a command can print far faster than a controller should store it:
+ * one busy reset must not flood the WebSocket or the database, nor grow the
+ * agent's memory. The exec reply stays the complete answer (up to
+ * EXEC_OUTPUT_CAP): controllers that ignore exec_output lose nothing they had.
+ */
+
+/**
+ * At most this many exec_output frames per second per exec; output arriving
+ * faster is coalesced into the next frame, not dropped.
+ */
+export const EXEC_OUTPUT_FRAMES_PER_SECOND = 20;
+
+/**
+ * At most this many bytes (UTF-8) of `data` in one exec_output frame, cut
+ * between characters; a longer line goes out in several frames.
+ */
+export const EXEC_OUTPUT_FRAME_BYTES = 8192;
+
+/**
+ * Output is sent by lines; a line still unfinished this many milliseconds
+ * after it began (a prompt, a progress bar) is sent as far as it goes.
+ */
+export const EXEC_OUTPUT_FLUSH_MS = 200;
+
+/**
+ * Bytes of output an agent holds for one exec while the frame rate holds them
+ * back. Beyond it the oldest are dropped, and the next frame of that stream
+ * begins with the line `[e2epool: <n> bytes of output dropped]` so the gap shows.
+ */
+export const EXEC_OUTPUT_BACKLOG_BYTES = 262_144;
+
 /** WebSocket close codes both ends act on. */
 export const CLOSE_CODES = {
   /** The agent is shutting down. */
@@ -89,4 +122,35 @@ export interface ExecReply {
   id: string;
   status: 'ok' | 'error';
   data: ExecData;
+}
+
+/** The two output streams of a command. */
+export const EXEC_OUTPUT_STREAMS = ['stdout', 'stderr'] as const;
+export type ExecOutputStream = (typeof EXEC_OUTPUT_STREAMS)[number];
+
+/**
+ * A piece of a running command's output. `seq` counts the exec's frames from 1,
+ * across both streams; a missing number is a frame the agent could not send.
+ * Concatenating one stream's `data` in seq order gives that stream's output,
+ * apart from drop markers (EXEC_OUTPUT_BACKLOG_BYTES); a piece need not end at
+ * a line's end. Between the two streams the order is only approximate, as it is
+ * between any two pipes.
+ */
+export interface ExecOutputPayload {
+  stream: ExecOutputStream;
+  seq: number;
+  data: string;
+}
+
+/**
+ * Agent → controller, optional, under the ExecCommand's id while it runs and
+ * never after its ExecReply; at most EXEC_OUTPUT_FRAMES_PER_SECOND per exec,
+ * `data` at most EXEC_OUTPUT_FRAME_BYTES. Only a malformed one is answered
+ * (with an error reply, like any malformed frame). Agents that never send it
+ * (the Python original) keep working: their output arrives with the reply.
+ */
+export interface ExecOutput {
+  id: string;
+  type: 'exec_output';
+  payload: ExecOutputPayload;
 }

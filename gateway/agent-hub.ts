@@ -5,6 +5,7 @@ import {
   EXEC_OUTPUT_CAP,
   type ExecCommand,
   type ExecData,
+  type ExecOutputPayload,
 } from '../common/agent-protocol';
 import type { Logger } from '../config/logger';
 import type { Store } from '../store';
@@ -16,6 +17,27 @@ const SWEEP_MS = 2000;
 
 /** How often the sessions of this instance are checked for silent agents (at most). */
 const LIVENESS_SWEEP_MS = 3000;
+
+/**
+ * Receives the live output of a command: runner, the command's id (as the
+ * worker queued it) and one exec_output frame's payload.
+ */
+export type ExecOutputHook = (
+  runnerId: string,
+  commandId: string,
+  output: ExecOutputPayload,
+) => void | Promise<void>;
+
+export interface AgentHubOptions {
+  /**
+   * Called for each exec_output frame of a command this instance sent on the
+   * runner's current session and is still waiting for, in the order the frames
+   * arrive; other frames are ignored. Not awaited, so a slow hook never holds
+   * up the connection (it must keep its own order, by `seq`, if it awaits); a
+   * throw or a rejection is logged. Nothing by default.
+   */
+  onExecOutput?: ExecOutputHook;
+}
 
 interface InFlight {
   commandId: string;
@@ -53,6 +75,7 @@ export class AgentHub {
     private readonly log: Logger,
     /** An agent silent this long (no pong, no frame) is unreachable. */
     private readonly heartbeatTimeoutSeconds = 90,
+    private readonly options: AgentHubOptions = {},
   ) {
     this.commandNotices = new AgentNoticeListener({
       databaseUrl,
@@ -229,6 +252,35 @@ export class AgentHub {
           }
         : { state: 'failed', error: error ?? 'malformed reply' },
     );
+  }
+
+  /**
+   * Passes on a live output frame that arrived on a session. Only a command this
+   * session was sent and has not answered yet is trusted: a frame for any other
+   * id (late, another session's, never sent) is ignored.
+   */
+  handleOutput(runnerId: string, sessionId: string, wsId: string, output: ExecOutputPayload): void {
+    const s = this.sessions.get(runnerId);
+    const f = s?.sessionId === sessionId ? s.inflight.get(wsId) : undefined;
+    if (!f) {
+      this.log.debug(
+        { runnerId, wsId, seq: output.seq },
+        'ignoring exec_output for no command in flight on this session',
+      );
+      return;
+    }
+    const hook = this.options.onExecOutput;
+    if (!hook) return;
+    const failed = (err: unknown) =>
+      this.log.warn(
+        { runnerId, commandId: f.commandId, err: err instanceof Error ? err.message : String(err) },
+        'the exec_output hook failed',
+      );
+    try {
+      void Promise.resolve(hook(runnerId, f.commandId, output)).catch(failed);
+    } catch (err) {
+      failed(err);
+    }
   }
 
   /** Claims and sends queued commands for one runner connected here; expired ones are failed instead. */

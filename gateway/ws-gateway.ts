@@ -5,9 +5,12 @@ import { z } from 'zod';
 import {
   AGENT_WS_PATH,
   CLOSE_CODES,
+  EXEC_OUTPUT_FRAME_BYTES,
+  EXEC_OUTPUT_STREAMS,
   MAX_MESSAGE_BYTES,
   REQUEST_TYPES,
   type AgentRequest,
+  type ExecOutput,
   type ExecReply,
   type Reply,
   type RequestType,
@@ -31,6 +34,22 @@ const execReply = z.object({
   status: z.enum(['ok', 'error']),
   data: z.object({ exit_code: z.number().int(), stdout: z.string(), stderr: z.string() }),
 }) satisfies z.ZodType<ExecReply>;
+
+const execOutput = z.object({
+  id: z.string().max(200),
+  type: z.literal('exec_output'),
+  payload: z.object({
+    stream: z.enum(EXEC_OUTPUT_STREAMS),
+    seq: z.number().int().min(1),
+    // The length check first: no byte count of a string that is too long anyway.
+    data: z
+      .string()
+      .max(EXEC_OUTPUT_FRAME_BYTES)
+      .refine((s) => Buffer.byteLength(s) <= EXEC_OUTPUT_FRAME_BYTES, {
+        error: `Too big: expected at most ${EXEC_OUTPUT_FRAME_BYTES} bytes`,
+      }),
+  }),
+}) satisfies z.ZodType<ExecOutput>;
 
 const statusPayload = z.object({ checkpoint_name: checkpointNameParam });
 
@@ -106,8 +125,8 @@ function credentials(req: IncomingMessage): { runnerId: string | null; token: st
 /**
  * The agent WebSocket gateway on the API's own HTTP server. Each
  * agent request goes through the same CheckpointService as REST; exec replies
- * go to the AgentHub. A bad frame gets an error reply and never drops the
- * connection.
+ * and live output (exec_output) go to the AgentHub. A bad frame gets an error
+ * reply and never drops the connection.
  */
 export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): void } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * MAX_MESSAGE_BYTES });
@@ -287,6 +306,15 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
           `malformed exec reply: ${oneLine(r.error, obj)}`,
         );
       else d.log.warn({ runnerId }, 'ignoring a malformed exec reply without an id');
+      return;
+    }
+
+    // Live output of a running exec: passed on and not answered, unless malformed.
+    if (obj.type === 'exec_output') {
+      const o = execOutput.safeParse(obj);
+      if (!o.success)
+        return send(ws, fail(id, 400, `Malformed exec_output: ${oneLine(o.error, obj)}`));
+      d.hub.handleOutput(runnerId, sessionId, o.data.id, o.data.payload);
       return;
     }
 

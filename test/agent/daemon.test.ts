@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { agentConfig, type AgentConfig } from '../../agent/config';
+import { EXEC_OUTPUT_FLUSH_MS } from '../../common/agent-protocol';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest } from '../../agent/ipc';
 import { uniqueId } from '../helpers/env';
@@ -281,6 +282,53 @@ describe('agent daemon against a controller', () => {
       status: 'error',
       data: { exit_code: -1, stderr: 'Command timed out after 0.3s' },
     });
+  });
+
+  it('sends the output of a running command as exec_output frames, in order, within a second, then the unchanged reply', async () => {
+    const agent = await start();
+    await agent.waitConnected(5000);
+    // Each stdout line says when it was printed (epoch ms), so a frame's lateness can be measured.
+    const cmd =
+      'for i in 1 2 3 4 5; do echo "out $i $(date +%s%3N)"; echo "err $i" >&2; sleep 0.3; done';
+    const id = uniqueId('exec');
+    const reply = await ctl.exec(cmd, 10, id);
+    // An absence cannot be awaited: wait longer than any timer of the agent's output streamer.
+    await sleep(EXEC_OUTPUT_FLUSH_MS * 2);
+
+    expect(reply).toEqual({
+      id,
+      status: 'ok',
+      data: {
+        exit_code: 0,
+        stdout: expect.stringMatching(/^(out \d \d{13}\n){5}$/),
+        stderr: 'err 1\nerr 2\nerr 3\nerr 4\nerr 5\n',
+      },
+    });
+    const mine = ctl.received.filter((r) => r.frame.id === id);
+    const replyAt = mine.findIndex((r) => 'status' in r.frame);
+    expect(replyAt).toBe(mine.length - 1); // nothing for this exec after its reply
+    const outputs = mine.slice(0, replyAt).map((r) => ({
+      at: r.at,
+      ...(r.frame as { type: string; payload: { stream: string; seq: number; data: string } }),
+    }));
+    expect(outputs.every((o) => o.type === 'exec_output')).toBe(true);
+    expect(outputs.map((o) => o.payload.seq)).toEqual(outputs.map((_o, i) => i + 1));
+    const stream = (name: string) =>
+      outputs
+        .filter((o) => o.payload.stream === name)
+        .map((o) => o.payload.data)
+        .join('');
+    const { data } = reply as { data: { stdout: string; stderr: string } };
+    expect(stream('stdout')).toBe(data.stdout);
+    expect(stream('stderr')).toBe(data.stderr);
+    // The first line arrived while the command still had more than a second to run ...
+    expect(outputs[0]!.at).toBeLessThanOrEqual(mine[replyAt]!.at - 1000);
+    // ... and every line within a second of being printed.
+    const late = outputs.flatMap((o) =>
+      [...o.payload.data.matchAll(/^out \d (\d{13})$/gm)].map((m) => o.at - Number(m[1])),
+    );
+    expect(late).toHaveLength(5);
+    for (const ms of late) expect(ms).toBeLessThan(1000);
   });
 
   it('logs and ignores malformed frames from the controller', async () => {

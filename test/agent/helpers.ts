@@ -105,6 +105,8 @@ export class FakeController {
   readonly connections: AgentConnection[] = [];
   /** Every request frame an agent sent (pings included). */
   readonly requests: Frame[] = [];
+  /** Every frame an agent sent, in arrival order, with when it arrived (Date.now()). */
+  readonly received: Array<{ at: number; frame: Frame }> = [];
   readonly checkpoints = new Map<string, Checkpoint>();
   private readonly execWaiters = new Map<string, (f: Frame) => void>();
   private server!: Server;
@@ -193,6 +195,8 @@ export class FakeController {
   private onMessage(ws: WebSocket, runnerId: string, text: string): void {
     if (this.mute) return;
     const msg = JSON.parse(text) as Frame;
+    this.received.push({ at: Date.now(), frame: msg });
+    if (msg.type === 'exec_output' && !('status' in msg)) return; // live output: not answered
     if ('status' in msg) {
       const id = String(msg.id);
       this.execWaiters.get(id)?.(msg);

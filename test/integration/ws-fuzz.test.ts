@@ -58,10 +58,11 @@ describe('agent gateway fuzzing', () => {
         default: {
           const obj: Record<string, unknown> = {};
           if (rnd() < 0.9) obj.id = rnd() < 0.8 ? `f${Math.floor(rnd() * 1e6)}` : values();
+          // (These payloads are never a valid exec_output's, so every exec_output is answered too.)
           if (rnd() < 0.9)
             obj.type =
               rnd() < 0.7
-                ? pick(['create', 'finalize', 'status', 'ping', 'exec', 'PING', ''])
+                ? pick(['create', 'finalize', 'status', 'ping', 'exec', 'exec_output', 'PING', ''])
                 : values();
           if (rnd() < 0.8)
             obj.payload =

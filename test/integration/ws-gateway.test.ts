@@ -2,14 +2,19 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
+import { join } from 'node:path';
 import pino from 'pino';
 import { AgentBus } from '../../activities/agent-bus';
+import { agentConfig } from '../../agent/config';
+import { startAgent } from '../../agent/daemon';
 import type { CheckpointService } from '../../api/checkpoint-service';
 import { databaseUrlOf, HEADERS_TIMEOUT_MS, type ApiServer } from '../../api/server';
+import { EXEC_OUTPUT_FRAME_BYTES, type ExecOutputPayload } from '../../common/agent-protocol';
 import { InventoryStore } from '../../config/inventory';
-import type { AgentHub } from '../../gateway/agent-hub';
+import { AgentHub, type ExecOutputHook } from '../../gateway/agent-hub';
 import { attachAgentGateway, type GatewayDeps } from '../../gateway/ws-gateway';
 import { createStore } from '../../store';
+import { tempDir } from '../agent/helpers';
 import {
   lateAgentGateway,
   operations,
@@ -55,6 +60,9 @@ const R = testRunners([
   'revokeBystander',
   'regFail',
   'claimOnly',
+  'output',
+  'outputBystander',
+  'outputAgent',
 ]);
 /** Runners whose reset runs `/opt/reset.sh --all` (the rest: `/opt/reset.sh`). */
 const RESET_ALL: TestRunner[] = [R.reset, R.restart];
@@ -139,7 +147,7 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
   const open: RawAgent[] = [];
   const agent = async (
     o: Parameters<typeof connectRawAgent>[1],
-    api: () => ApiServer = () => c.api,
+    api: () => Pick<ApiServer, 'url'> = () => c.api,
   ) => {
     const a = await connectRawAgent(api().url, o);
     open.push(a);
@@ -520,6 +528,183 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
       expect(await again.request('ping', {}, 'new')).toMatchObject({ status: 'ok' });
       for (const x of [again, keep]) x.close();
       await Promise.all([again.closed, keep.closed]);
+    });
+  });
+
+  describe('live command output (exec_output)', () => {
+    const silentLog = pino({ level: 'silent' });
+    /** An API instance of the test's own (a hub and a gateway) whose hub passes live output to `hook`. */
+    const instanceWith = async (hook: ExecOutputHook) => {
+      const server = createServer();
+      const hub = new AgentHub(
+        createStore(c.ds),
+        databaseUrlOf(c.ds),
+        silentLog,
+        c.settings.wsHeartbeatTimeoutSeconds,
+        { onExecOutput: hook },
+      );
+      await hub.start();
+      const gateway = attachAgentGateway(server, {
+        inventory: c.inventory,
+        checkpoints: {} as CheckpointService, // only pings here
+        hub,
+        settings: c.settings,
+        log: silentLog,
+      });
+      await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+      return {
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        async close() {
+          gateway.close();
+          await hub.stop();
+          server.closeAllConnections();
+          await new Promise((res) => server.close(res));
+        },
+      };
+    };
+    type Call = { runnerId: string; commandId: string; output: ExecOutputPayload; at: number };
+    const output = (id: string, payload: unknown) =>
+      JSON.stringify({ id, type: 'exec_output', payload });
+
+    it('passes the frames of a command in flight to the hook in order, ignores any other id, refuses malformed ones and keeps the connection', async () => {
+      const r = R.output;
+      const calls: Call[] = [];
+      const api = await instanceWith((runnerId, commandId, o) => {
+        calls.push({ runnerId, commandId, output: o, at: Date.now() });
+      });
+      try {
+        const a = await agent({ runnerId: r.id, token: r.token, onExec: () => null }, () => api);
+        const bystander = await agent(
+          { runnerId: R.outputBystander.id, token: R.outputBystander.token },
+          () => api,
+        );
+        await waitFor('the session', () => bus.isConnected(r.id));
+        const commandId = uniqueId('cmd');
+        const result = bus.exec(r.id, 'make test', 10, { commandId });
+        const exec = await waitFor('the exec command', () =>
+          (a.messages as Array<{ id: string; type?: string }>).find((m) => m.type === 'exec'),
+        );
+
+        a.sendRaw(output('never-sent', { stream: 'stdout', seq: 1, data: 'forged\n' }));
+        a.sendRaw(output(exec.id, { stream: 'stdout', seq: 1, data: 'one\n' }));
+        a.sendRaw(output(exec.id, { stream: 'stderr', seq: 2, data: 'warn\n' }));
+        a.sendRaw(output(exec.id, { stream: 'stdout', seq: 3, data: 'two ✓\n' }));
+        const big = 'é'.repeat(EXEC_OUTPUT_FRAME_BYTES / 2 + 1); // fewer characters than bytes
+        for (const [payload, id, detail] of [
+          [{ stream: 'stdin', seq: 4, data: 'x' }, exec.id, 'payload.stream:'],
+          [{ stream: 'stdout', seq: 0, data: 'x' }, exec.id, 'payload.seq:'],
+          [{ stream: 'stdout', seq: 4.5, data: 'x' }, exec.id, 'payload.seq:'],
+          [{ stream: 'stdout', seq: 4, data: 7 }, exec.id, 'payload.data:'],
+          [{ stream: 'stdout', seq: 4, data: big }, exec.id, 'payload.data: Too big'],
+          [
+            { stream: 'stdout', seq: 4, data: 'x'.repeat(EXEC_OUTPUT_FRAME_BYTES + 1) },
+            '',
+            'payload.data:',
+          ],
+          ['not an object', exec.id, 'payload:'],
+        ] as const) {
+          const reply = a.nextReply();
+          a.sendRaw(output(id, payload));
+          expect(await reply).toEqual({
+            id,
+            status: 'error',
+            data: null,
+            error: {
+              code: 400,
+              detail: expect.stringContaining(`Malformed exec_output: ${detail}`),
+            },
+          });
+        }
+        a.sendRaw(output(exec.id, { stream: 'stdout', seq: 4, data: 'three\n' }));
+        expect(await a.request('ping', {}, 'between')).toMatchObject({ status: 'ok' });
+
+        a.sendRaw(
+          JSON.stringify({
+            id: exec.id,
+            status: 'ok',
+            data: { exit_code: 0, stdout: 'one\ntwo ✓\nthree\n', stderr: 'warn\n' },
+          }),
+        );
+        expect(await result).toEqual({
+          exitCode: 0,
+          stdout: 'one\ntwo ✓\nthree\n',
+          stderr: 'warn\n',
+        });
+        // A frame after the reply is not trusted either; the ping's answer shows it was handled.
+        a.sendRaw(output(exec.id, { stream: 'stdout', seq: 5, data: 'late\n' }));
+        expect(await a.request('ping', {}, 'after')).toMatchObject({ status: 'ok' });
+
+        expect(calls.map(({ at: _at, ...call }) => call)).toEqual(
+          [
+            { stream: 'stdout', seq: 1, data: 'one\n' },
+            { stream: 'stderr', seq: 2, data: 'warn\n' },
+            { stream: 'stdout', seq: 3, data: 'two ✓\n' },
+            { stream: 'stdout', seq: 4, data: 'three\n' },
+          ].map((o) => ({ runnerId: r.id, commandId, output: o })),
+        );
+        expect(await bystander.request('ping', {}, 'unaffected')).toMatchObject({ status: 'ok' });
+        for (const x of [a, bystander]) x.close();
+        await Promise.all([a.closed, bystander.closed]);
+      } finally {
+        await api.close();
+      }
+    });
+
+    it("a real agent's output reaches the hook while the command runs, within the caps, before the result; a failing hook changes nothing", async () => {
+      const r = R.outputAgent;
+      const calls: Call[] = [];
+      const api = await instanceWith((runnerId, commandId, o) => {
+        calls.push({ runnerId, commandId, output: o, at: Date.now() });
+        if (calls.length === 1) throw new Error('hook broke');
+        if (calls.length === 2) return Promise.reject(new Error('hook broke later'));
+      });
+      const tmp = tempDir();
+      const daemon = await startAgent(
+        agentConfig({
+          controllerUrl: `${api.url.replace(/^http/, 'ws')}/ws/agent`,
+          runnerId: r.id,
+          token: r.token,
+          socketPath: join(tmp.dir, 'agent.sock'),
+          heartbeatInterval: 30,
+        }),
+        { log: silentLog },
+      );
+      try {
+        await waitFor('the session', () => bus.isConnected(r.id));
+        const commandId = uniqueId('cmd');
+        const started = Date.now();
+        const result = await bus.exec(
+          r.id,
+          'for i in 1 2 3; do echo "out $i"; echo "err $i" >&2; sleep 0.3; done; ' +
+            'yes abcdefghi | head -c 600000',
+          30,
+          { commandId },
+        );
+        const finished = Date.now();
+        expect(result).toMatchObject({ exitCode: 0, stderr: 'err 1\nerr 2\nerr 3\n' });
+        expect(calls.length).toBeGreaterThan(3);
+        for (const call of calls) {
+          expect(call).toMatchObject({ runnerId: r.id, commandId });
+          expect(Buffer.byteLength(call.output.data)).toBeLessThanOrEqual(EXEC_OUTPUT_FRAME_BYTES);
+          expect(call.at).toBeLessThanOrEqual(finished);
+        }
+        // Every frame the agent sent passed the gateway's checks: no seq is missing.
+        expect(calls.map((x) => x.output.seq)).toEqual(calls.map((_x, i) => i + 1));
+        // The first line arrived while the command still ran (it sleeps 0.9 s).
+        expect(calls[0]!.at - started).toBeLessThan(finished - started - 500);
+        const of = (stream: string) =>
+          calls
+            .filter((x) => x.output.stream === stream)
+            .map((x) => x.output.data)
+            .join('');
+        expect(of('stderr')).toBe('err 1\nerr 2\nerr 3\n');
+        expect(of('stdout')).toMatch(/^out 1\nout 2\nout 3\n/);
+        expect(of('stdout')).toMatch(/\[e2epool: \d+ bytes of output dropped\]\n(abcdefghi\n)+$/);
+      } finally {
+        await daemon.stop();
+        await api.close();
+        tmp.cleanup();
+      }
     });
   });
 
