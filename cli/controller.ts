@@ -6,7 +6,7 @@ import { connectDatabase } from '../store/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
-import { ensureReconcileSchedule } from '../worker/reconcile-schedule';
+import { scheduleReconciler } from '../worker/reconcile-schedule';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
@@ -75,23 +75,7 @@ export async function runWorker(): Promise<void> {
       temporal: { client, taskQueue: settings.taskQueue },
     },
   });
-  // Without the schedule checkpoints still run; say loudly that nothing repairs orphans.
-  await ensureReconcileSchedule(client, {
-    taskQueue: settings.taskQueue,
-    intervalSeconds: settings.reconcileIntervalSeconds,
-    repair: settings.reconcileRepair,
-  }).then(
-    (scheduleId) =>
-      log.info(
-        { scheduleId, everySeconds: settings.reconcileIntervalSeconds },
-        'reconciler scheduled',
-      ),
-    (err: unknown) =>
-      log.error(
-        { err: (err as Error).message },
-        'cannot create the reconciler schedule: orphaned checkpoints will not be repaired until a worker can',
-      ),
-  );
+  await scheduleReconciler(client, settings, log);
   // A parent (npm run dev) going away stops us like a signal would.
   watchParent(() => worker.shutdown());
   log.info(

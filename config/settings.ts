@@ -65,6 +65,7 @@ const schema = z.object({
   E2EPOOL_UNPAUSE_RETRY_SECONDS: positiveSeconds(300),
   E2EPOOL_RECONCILE_INTERVAL_SECONDS: positiveSeconds(60),
   E2EPOOL_RECONCILE_REPAIR: bool(true),
+  E2EPOOL_RECONCILE_MIN_AGE_SECONDS: seconds(30),
   E2EPOOL_RETENTION_DAYS: integer(30, 1, 3650),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
@@ -117,6 +118,8 @@ export interface Settings {
   reconcileIntervalSeconds: number;
   /** false: the reconciler reports what it finds without repairing it. */
   reconcileRepair: boolean;
+  /** The reconciler leaves checkpoints, pauses and snapshots younger than this alone (they may be mid-step). */
+  reconcileMinAgeSeconds: number;
   /** Finished agent commands and the logs of ended checkpoints older than this many days are pruned. */
   retentionDays: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
@@ -202,6 +205,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     unpauseRetrySeconds: r.E2EPOOL_UNPAUSE_RETRY_SECONDS,
     reconcileIntervalSeconds: r.E2EPOOL_RECONCILE_INTERVAL_SECONDS,
     reconcileRepair: r.E2EPOOL_RECONCILE_REPAIR,
+    reconcileMinAgeSeconds: r.E2EPOOL_RECONCILE_MIN_AGE_SECONDS,
     retentionDays: r.E2EPOOL_RETENTION_DAYS,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,

@@ -1,4 +1,6 @@
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
 
 /** The reconciler's schedule on the default task queue; other queues get their own. */
 export function reconcileScheduleId(taskQueue: string): string {
@@ -12,14 +14,18 @@ export function reconcileScheduleId(taskQueue: string): string {
  */
 export async function ensureReconcileSchedule(
   client: Client,
-  o: { taskQueue: string; intervalSeconds: number; repair: boolean },
+  o: { taskQueue: string; intervalSeconds: number; repair: boolean; minAgeSeconds?: number },
 ): Promise<string> {
   const scheduleId = reconcileScheduleId(o.taskQueue);
   const action = {
     type: 'startWorkflow' as const,
     workflowType: 'reconcileWorkflow',
     taskQueue: o.taskQueue,
-    args: [{ repair: o.repair }],
+    args: [
+      o.minAgeSeconds === undefined
+        ? { repair: o.repair }
+        : { repair: o.repair, minAgeSeconds: o.minAgeSeconds },
+    ],
     workflowId: `${scheduleId}-pass`,
     // A pass nobody runs (no worker on the queue) does not pile up.
     workflowExecutionTimeout: '10 minutes',
@@ -38,4 +44,32 @@ export async function ensureReconcileSchedule(
     await client.schedule.getHandle(scheduleId).update((prev) => ({ ...prev, spec, action }));
   }
   return scheduleId;
+}
+
+/**
+ * What `e2epool worker` does at start: the schedule from the settings, logged.
+ * Without it checkpoints still run, so a failure is said loudly, not fatal.
+ */
+export async function scheduleReconciler(
+  client: Client,
+  settings: Settings,
+  log: Logger,
+): Promise<void> {
+  try {
+    const scheduleId = await ensureReconcileSchedule(client, {
+      taskQueue: settings.taskQueue,
+      intervalSeconds: settings.reconcileIntervalSeconds,
+      repair: settings.reconcileRepair,
+      minAgeSeconds: settings.reconcileMinAgeSeconds,
+    });
+    log.info(
+      { scheduleId, everySeconds: settings.reconcileIntervalSeconds },
+      'reconciler scheduled',
+    );
+  } catch (err) {
+    log.error(
+      { err: (err as Error).message },
+      'cannot create the reconciler schedule: orphaned checkpoints will not be repaired until a worker can',
+    );
+  }
 }

@@ -20,6 +20,8 @@ import { waitFor } from './wait';
 export interface CrashController {
   api: ApiServer;
   db: Awaited<ReturnType<typeof createMigratedDatabase>>;
+  /** The workers' task queue. */
+  taskQueue: string;
   /** Starts a worker process (with extra environment); resolves once it polls its task queue. */
   startWorker(workerEnv?: Record<string, string>): Promise<ChildProcess>;
   /** A checkpoint's operation-log rows (operation, result), oldest first. */
@@ -43,10 +45,11 @@ export async function startCrashController(
 ): Promise<CrashController> {
   const db = await createMigratedDatabase('crash');
   const inventoryPath = writeInventory(inventoryYaml);
+  const taskQueue = uniqueId('tq-crash');
   const env = controllerEnv({
     E2EPOOL_DATABASE_URL: db.db.url,
     E2EPOOL_INVENTORY_PATH: inventoryPath,
-    E2EPOOL_TASK_QUEUE: uniqueId('tq-crash'),
+    E2EPOOL_TASK_QUEUE: taskQueue,
     E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.05',
     E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.1',
     E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
@@ -92,6 +95,7 @@ export async function startCrashController(
   return {
     api,
     db,
+    taskQueue,
     startWorker,
     operations: (name) =>
       db.ds.query(

@@ -9,17 +9,22 @@ const { loadControllerConfig } = dist('cli/bootstrap.js');
 const { InventoryStore } = dist('config/inventory.js');
 const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
+const { scheduleReconciler } = dist('worker/reconcile-schedule.js');
+const { Client } = require('@temporalio/client');
 
 // Commands this worker's agent double never finishes (comma-separated), so a
-// test can kill the worker while one is in flight.
+// test can kill the worker while one is in flight; CRASH_WORKER_HANG_ONCE:
+// only the first call of each hangs.
 const hanging = new Set((process.env.CRASH_WORKER_HANG_COMMANDS || '').split(',').filter(Boolean));
+const hangOnce = process.env.CRASH_WORKER_HANG_ONCE === '1';
 
 let sessions = 0;
 const agents = {
-  exec: async (_runnerId, cmd) =>
-    hanging.has(cmd)
-      ? new Promise(() => undefined)
-      : { exitCode: 0, stdout: `ran ${cmd}`, stderr: '' },
+  exec: async (_runnerId, cmd) => {
+    if (!hanging.has(cmd)) return { exitCode: 0, stdout: `ran ${cmd}`, stderr: '' };
+    if (hangOnce) hanging.delete(cmd);
+    return new Promise(() => undefined);
+  },
   isConnected: async () => true,
   // Every look is a new session: the agent is back at once after each boot.
   session: async () => ({ sessionId: `crash-${++sessions}`, live: true }),
@@ -31,12 +36,23 @@ async function main() {
   installRuntime({ log });
   const dataSource = await connectDatabase({ url: settings.databaseUrl, poolSize: 4 }, log);
   const connection = await connectNative(temporal);
+  const client = new Client({ connection, namespace: temporal.namespace });
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
     taskQueue: settings.taskQueue,
-    deps: { dataSource, inventory, settings, log, agents, gitlab: gitlabClientFrom(settings) },
+    deps: {
+      dataSource,
+      inventory,
+      settings,
+      log,
+      agents,
+      gitlab: gitlabClientFrom(settings),
+      temporal: { client, taskQueue: settings.taskQueue },
+    },
   });
+  // As `e2epool worker` does (CRASH_WORKER_RECONCILE=1 only: other tests' queues need none).
+  if (process.env.CRASH_WORKER_RECONCILE === '1') await scheduleReconciler(client, settings, log);
   process.stdout.write('worker running\n');
   await worker.run();
   await dataSource.destroy();
