@@ -1,9 +1,11 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
   snapshotNameFor,
   stateQuery,
   type CheckpointWorkflowInput,
+  type FinalizeRequest,
 } from '../common/checkpoint';
 import { describeFailure, fail } from '../common/fail';
 import { isActiveState, type Backend } from '../common/states';
@@ -117,6 +119,53 @@ export function reconcileActivities(deps: ActivityDeps) {
     }
   }
 
+  /**
+   * What the checkpoint's last run did that Postgres may never have seen: a
+   * run pauses the runner, and accepts a finalize, before its first Postgres
+   * write (so both work while Postgres is down); terminated before that write
+   * landed, it left them only in its history. Only a run that held this
+   * checkpoint counts (its create's answer or its resume input names it).
+   */
+  async function unrecorded(
+    c: ActiveCheckpoint,
+  ): Promise<{ pauseSent: boolean; finalize: FinalizeRequest | null }> {
+    const none = { pauseSent: false, finalize: null };
+    if (c.state !== 'created') return none; // finalize_queued was written with its pause
+    let events;
+    try {
+      events =
+        (await deps.temporal!.client.workflow.getHandle(c.workflowId).fetchHistory()).events ?? [];
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return none; // past retention
+      throw err;
+    }
+    const payload = (p: unknown): unknown =>
+      p ? defaultPayloadConverter.fromPayload(p as Payload) : undefined;
+    let held = false;
+    let pauseSent = false;
+    let finalize: FinalizeRequest | null = null;
+    for (const e of events) {
+      const started = e.workflowExecutionStartedEventAttributes;
+      if (started) {
+        const input = payload(started.input?.payloads?.[0]) as CheckpointWorkflowInput | undefined;
+        held ||= input?.resume?.name === c.name;
+      }
+      const created = e.workflowExecutionUpdateCompletedEventAttributes;
+      if (created?.meta?.updateId && created.outcome?.success) {
+        const dto = payload(created.outcome.success.payloads?.[0]) as { name?: string } | undefined;
+        held ||= dto?.name === c.name;
+      }
+      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'sendPause')
+        pauseSent = true;
+      const accepted = e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input;
+      if (accepted?.name === 'finalize' && finalize === null) {
+        const req = payload(accepted.args?.payloads?.[0]) as FinalizeRequest | undefined;
+        if (req?.checkpointName === c.name) finalize = req;
+      }
+    }
+    return held ? { pauseSent, finalize } : none;
+  }
+
   /** A new run that resumes the checkpoint: it resets the runner and unpauses it. */
   async function adopt(c: ActiveCheckpoint): Promise<ReconcileFinding['action']> {
     const t = deps.temporal!;
@@ -131,6 +180,26 @@ export function reconcileActivities(deps: ActivityDeps) {
       });
       return outcome.changed ? 'ended' : 'skipped';
     }
+    const lost = await unrecorded(c);
+    const now = new Date();
+    if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
+      await writeOperation(
+        store.operations,
+        {
+          checkpointId: c.id,
+          runnerId: c.runnerId,
+          backend: null,
+          operation: 'pause',
+          key: activityKey(`recovered-pause:${c.id}`, `recovered-pause:${c.id}`),
+        },
+        {
+          result: 'ok',
+          detail: `its ended run sent the pause of GitLab runner ${runner.gitlab_runner_id} before Postgres recorded it (from the run's history)`,
+          startedAt: now,
+          finishedAt: now,
+        },
+      );
+    }
     const input: CheckpointWorkflowInput = {
       ...checkpointInput(runner, deps.settings),
       resume: {
@@ -140,19 +209,29 @@ export function reconcileActivities(deps: ActivityDeps) {
         checkpointId: c.id,
         createdAt: new Date(c.createdAt).toISOString(),
         pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled,
-        adopted: {
-          state: c.state,
-          jobEnd:
-            c.state === 'created'
-              ? null
-              : c.finalizeStatus
-                ? {
-                    status: c.finalizeStatus,
-                    source: c.finalizeSource ?? 'reconciler',
-                    at: new Date(c.finalizedAt ?? c.createdAt).toISOString(),
-                  }
-                : 'ttl',
-        },
+        adopted: lost.finalize
+          ? {
+              // The job ended (the finalize is in the run's history): reset now.
+              state: 'finalize_queued',
+              jobEnd: {
+                status: lost.finalize.status,
+                source: lost.finalize.source,
+                at: now.toISOString(),
+              },
+            }
+          : {
+              state: c.state,
+              jobEnd:
+                c.state === 'created'
+                  ? null
+                  : c.finalizeStatus
+                    ? {
+                        status: c.finalizeStatus,
+                        source: c.finalizeSource ?? 'reconciler',
+                        at: new Date(c.finalizedAt ?? c.createdAt).toISOString(),
+                      }
+                    : 'ttl',
+            },
       },
     };
     try {

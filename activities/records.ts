@@ -17,6 +17,18 @@ export interface TransitionRequest extends CheckpointTransition {
    * e2epool's to undo.
    */
   leftPausedGitlabRunnerId?: number;
+  /** The pause the run tried before this transition (see PAUSE_FIRST_PATCH), logged with it. */
+  pauseLog?: PauseLog;
+}
+
+/** How a pause tried before any Postgres write went, for its `pause` log row. */
+export interface PauseLog {
+  result: OperationResult;
+  detail: string;
+  error: string | null;
+  /** ISO-8601. */
+  startedAt: string;
+  finishedAt: string;
 }
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
@@ -128,6 +140,25 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
             finishedAt: now,
           },
         );
+        if (i.pauseLog) {
+          await writeOperation(
+            tx.operations,
+            {
+              checkpointId: row.id,
+              runnerId: row.runnerId,
+              backend: null,
+              operation: 'pause',
+              key: activityKey('pause', `${row.name}:pause:0`),
+            },
+            {
+              result: i.pauseLog.result,
+              detail: i.pauseLog.detail,
+              error: i.pauseLog.error,
+              startedAt: new Date(i.pauseLog.startedAt),
+              finishedAt: new Date(i.pauseLog.finishedAt),
+            },
+          );
+        }
         if (i.leftPausedGitlabRunnerId !== undefined) {
           await writeOperation(
             tx.operations,

@@ -145,32 +145,36 @@ export class CheckpointService {
     return !(await this.d.records.hasActive(runnerId).catch(() => true));
   }
 
-  /** Finalizes a checkpoint: the workflow answers once the runner is paused (bounded). */
+  /**
+   * Finalizes a checkpoint: the workflow answers once the runner is paused
+   * (bounded). Temporal is asked first, at the token's runner's workflow (one
+   * per runner), so a finalize is answered, and the runner paused, while
+   * Postgres is unreachable; the run refuses a name it does not hold, and
+   * only then does Postgres tell 404, 403 and "Already finalized" apart.
+   */
   async finalize(
     tokenRunnerId: string,
     req: { checkpoint_name: string; status: FinalizeStatus; source: string },
   ): Promise<FinalizeReply> {
+    try {
+      return await this.d.client.workflow
+        .getHandle(checkpointWorkflowId(tokenRunnerId))
+        .executeUpdate(finalizeUpdate, {
+          args: [{ checkpointName: req.checkpoint_name, status: req.status, source: req.source }],
+        });
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError) && failureTypeOf(err) !== 'CheckpointNotActive')
+        throw this.mapError(err, 'finalize');
+    }
     const row = await this.d.records.findByName(req.checkpoint_name);
     if (!row) throw new HttpError(404, 'Checkpoint not found');
     if (row.runnerId !== tokenRunnerId)
       throw new HttpError(403, 'Token not authorized for this checkpoint');
     if (!isActiveState(row.state)) return { detail: 'Already finalized', state: row.state };
-    try {
-      return await this.d.client.workflow.getHandle(row.workflowId).executeUpdate(finalizeUpdate, {
-        args: [{ checkpointName: row.name, status: req.status, source: req.source }],
-      });
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError || failureTypeOf(err) === 'CheckpointNotActive') {
-        const now = await this.d.records.findByName(req.checkpoint_name);
-        if (now && !isActiveState(now.state))
-          return { detail: 'Already finalized', state: now.state };
-        throw new HttpError(
-          409,
-          `Checkpoint '${row.name}' is not held by a running workflow (state ${now?.state ?? row.state}); an operator must release it`,
-        );
-      }
-      throw this.mapError(err, 'finalize');
-    }
+    throw new HttpError(
+      409,
+      `Checkpoint '${row.name}' is not held by a running workflow (state ${row.state}); an operator must release it`,
+    );
   }
 
   /** Asks the worker (through a short workflow) whether the runner is ready now. */

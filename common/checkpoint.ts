@@ -82,6 +82,12 @@ export interface CreateRequest {
   deadline?: string;
 }
 
+/**
+ * The pause step's log detail once a pause request was sent: a retry of the
+ * step, and the reconciler, read it as "e2epool may have paused this runner".
+ */
+export const PAUSE_SENT = 'pause request sent';
+
 /** The patch that gave creates a deadline (runs recorded before it have none). */
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
 /** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
@@ -90,6 +96,12 @@ export const UNPAUSE_ATTENTION_PATCH = 'unpause-needs-attention';
 export const PAUSE_CHECK_PATCH = 'pause-check-failed';
 /** The patch after which readiness after a reboot compares agent sessions (one clock), not times. */
 export const READINESS_ONE_CLOCK_PATCH = 'readiness-one-clock';
+/**
+ * The job's end pauses the runner before any Postgres write, and the pause is
+ * logged with the `finalize_queued` transition: a finalize is answered after
+ * the pause was tried even while Postgres is unreachable.
+ */
+export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
 
 export interface FinalizeRequest {
   checkpointName: string;

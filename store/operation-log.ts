@@ -1,14 +1,11 @@
+import { PAUSE_SENT } from '../common/checkpoint';
 import type { Backend } from '../common/states';
 import { changeRows, selectRows, type Queryable } from './queryable';
 
 /** Outcome of one step in `operation_logs` (the values its CHECK constraint allows). */
 export type OperationResult = 'running' | 'ok' | 'error' | 'skipped';
 
-/**
- * The pause step's log detail once a pause request was sent: a retry of the
- * step, and the reconciler, read it as "e2epool may have paused this runner".
- */
-export const PAUSE_SENT = 'pause request sent';
+export { PAUSE_SENT };
 
 /**
  * Log rows that say who has a GitLab runner paused, newest wins: e2epool's

@@ -70,6 +70,26 @@ export function gitlabActivities(deps: ActivityDeps) {
       });
     },
 
+    /**
+     * Whether the GitLab runner is paused now (null: no GitLab configured).
+     * Writes nothing, so it works while Postgres is down; a failure to ask is
+     * PauseCheckFailed: the caller must then not pause it.
+     */
+    async checkRunnerPaused(i: { gitlabRunnerId: number }): Promise<{ paused: boolean | null }> {
+      if (!deps.gitlab) return { paused: null };
+      return { paused: await pausedAlready(deps.gitlab, i.gitlabRunnerId) };
+    },
+
+    /**
+     * Pauses the GitLab runner. Writes nothing: the workflow decided the pause
+     * is e2epool's before sending it (its history says so) and logs it with
+     * the checkpoint's next state change.
+     */
+    async sendPause(i: { gitlabRunnerId: number }): Promise<void> {
+      if (!deps.gitlab) throw fail('PermanentFailure', 'E2EPOOL_GITLAB_URL is not set');
+      await deps.gitlab.setPaused(i.gitlabRunnerId, true);
+    },
+
     async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
       const gitlab = deps.gitlab;
       await withOperation(operations, meta(i, 'unpause'), async () => {

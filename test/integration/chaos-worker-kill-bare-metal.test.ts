@@ -55,7 +55,17 @@ describe('chaos: the worker killed at each step of a bare-metal reset', () => {
     );
     for (const s of STEPS) await c.finalizeFailed(R[s], names[s]);
     for (const s of STEPS) {
-      await waitFor(`${s} in flight`, () => c.stepRunning(names[s], s), { timeoutMs: 30_000 });
+      // The pause writes no log row while it runs (it must work without Postgres): watch GitLab.
+      const inFlight = () =>
+        s === 'pause'
+          ? gitlab.calls.some(
+              (x) =>
+                x.method === 'PUT' &&
+                x.path.endsWith(`/runners/${gitlabRunner('pause')}`) &&
+                x.status === 0,
+            )
+          : c.stepRunning(names[s], s);
+      await waitFor(`${s} in flight`, inFlight, { timeoutMs: 30_000 });
     }
 
     await c.kill(first);

@@ -286,6 +286,23 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await h.client.workflow.getHandle(wfId).result();
     return r.runnerId;
   },
+  // Since patch 'pause-before-bookkeeping': the note runs beside the wait; the
+  // pause (check, send) comes before the finalize_queued write; the left-paused release is logged.
+  async 'pause-before-bookkeeping'(h, s) {
+    let refused = true;
+    s.on('unpauseRunner', () => {
+      if (refused) throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
+    });
+    const r = runner('bare_metal', 19);
+    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '114' });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    refused = false;
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(releaseSignal);
+    await handle.result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

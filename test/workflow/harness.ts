@@ -68,6 +68,8 @@ export class StubActivities {
       runRunnerCommand: () => undefined,
       waitUntilReady: () => undefined,
       pauseRunner: () => ({ pausedByUs: true }),
+      checkRunnerPaused: () => ({ paused: false }),
+      sendPause: () => undefined,
       unpauseRunner: () => undefined,
       pollJobStatus: () => 'running',
     };

@@ -178,7 +178,8 @@ describe('the end of the job', () => {
     expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
     expect(steps(h.stubs.calls)).toEqual([
       'takeSnapshot',
-      'pauseRunner',
+      'checkRunnerPaused',
+      'sendPause',
       'stopVm',
       'rollbackVm',
       'startVm',
@@ -188,13 +189,23 @@ describe('the end of the job', () => {
     ]);
     expect(transitions(h.stubs.calls)).toEqual(['finalize_queued', 'reset']);
     const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
-    expect(queued).toMatchObject({ finalizeStatus: 'failure', finalizeSource: 'hook' });
+    expect(queued).toMatchObject({
+      finalizeStatus: 'failure',
+      finalizeSource: 'hook',
+      // The pause comes before any bookkeeping, and is logged with the first state change.
+      pauseLog: { result: 'ok', detail: 'paused GitLab runner 40' },
+    });
+    const names = h.stubs.calls.map((c) => c.name);
+    expect(names.indexOf('sendPause')).toBeLessThan(names.lastIndexOf('transitionCheckpoint'));
+    expect(names.indexOf('sendPause')).toBeLessThan(
+      h.stubs.calls.findIndex((c) => c.name === 'transitionCheckpoint'),
+    );
     // Readiness is told which agent session predates the stop (patch 'readiness-one-clock').
     expect(h.stubs.callsOf('waitUntilReady')[0]!.input).toMatchObject({
       since: expect.any(String),
       staleSession: 'session-before-stop',
     });
-    expect(h.stubs.callsOf('pauseRunner')[0]!.input).toMatchObject({ gitlabRunnerId: 40 });
+    expect(h.stubs.callsOf('sendPause')[0]!.input).toEqual({ gitlabRunnerId: 40 });
   });
 
   it('finalize success on bare metal cleans up (deleted); with reset_on_success it resets', async () => {
@@ -213,7 +224,8 @@ describe('the end of the job', () => {
       'reset_cmd',
     ]);
     // No GitLab runner: nothing to pause, nothing to unpause.
-    expect(h.stubs.names()).not.toContain('pauseRunner');
+    expect(h.stubs.names()).not.toContain('checkRunnerPaused');
+    expect(h.stubs.names()).not.toContain('sendPause');
     expect(h.stubs.names()).not.toContain('unpauseRunner');
   });
 
@@ -258,10 +270,9 @@ describe('the end of the job', () => {
   it('finalize answers once the pause is done, and no later than finalizeAckSeconds while GitLab is slow', async () => {
     const pause = gate();
     let pauseDone = false;
-    h.stubs.on('pauseRunner', async () => {
+    h.stubs.on('sendPause', async () => {
       await pause.promise;
       pauseDone = true;
-      return { pausedByUs: true };
     });
     const r = runner('bare_metal');
     const cp = await createCheckpoint(h, r, input(r, { finalizeAckSeconds: 1 }), {
@@ -275,10 +286,9 @@ describe('the end of the job', () => {
 
     const pause2 = gate();
     let pause2Done = false;
-    h.stubs.on('pauseRunner', async () => {
+    h.stubs.on('sendPause', async () => {
       await pause2.promise;
       pause2Done = true;
-      return { pausedByUs: true };
     });
     const r2 = runner('bare_metal');
     const cp2 = await createCheckpoint(h, r2, input(r2), { jobId: '7016' });
@@ -291,42 +301,69 @@ describe('the end of the job', () => {
   });
 
   it('a failed pause does not stop the reset, and is undone; a runner paused by someone else stays paused', async () => {
-    h.stubs.on('pauseRunner', () => {
+    h.stubs.on('sendPause', () => {
       throw nonRetryable('GitLab set runner paused: 403 Forbidden');
     });
     const a = runner('bare_metal');
     const cpA = await createCheckpoint(h, a, input(a), { jobId: '7017' });
     await finalize(h, a, cpA.name, 'failure');
     expect(await handle(h, a).result()).toMatchObject({ state: 'reset' });
+    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+      pauseLog: { result: 'error', detail: 'pause request sent' },
+    });
     expect(steps(h.stubs.calls)).toEqual([
-      'pauseRunner',
+      'checkRunnerPaused',
+      'sendPause',
       'runRunnerCommand',
       'waitUntilReady',
       'unpauseRunner',
     ]);
 
-    h.stubs.on('pauseRunner', () => ({ pausedByUs: false }));
+    h.stubs.on('checkRunnerPaused', () => ({ paused: true }));
     const b = runner('bare_metal');
     const before = h.stubs.calls.length;
     const cpB = await createCheckpoint(h, b, input(b), { jobId: '7018' });
     await finalize(h, b, cpB.name, 'failure');
     expect(await handle(h, b).result()).toMatchObject({ state: 'reset' });
     expect(steps(h.stubs.calls.slice(before))).toEqual([
-      'pauseRunner',
+      'checkRunnerPaused',
       'runRunnerCommand',
       'waitUntilReady',
     ]);
   });
 
   it('a pause that was never sent (GitLab could not say whether it is paused) is not undone', async () => {
-    h.stubs.on('pauseRunner', () => {
+    h.stubs.on('checkRunnerPaused', () => {
       throw nonRetryable('cannot tell whether GitLab runner 40 is paused', 'PauseCheckFailed');
     });
     const r = runner('bare_metal');
     const cp = await createCheckpoint(h, r, input(r), { jobId: '7019' });
     await finalize(h, r, cp.name, 'failure');
     expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
-    expect(steps(h.stubs.calls)).toEqual(['pauseRunner', 'runRunnerCommand', 'waitUntilReady']);
+    expect(steps(h.stubs.calls)).toEqual([
+      'checkRunnerPaused',
+      'runRunnerCommand',
+      'waitUntilReady',
+    ]);
+  });
+
+  it('Postgres unreachable at the job end: the runner is paused and finalize answered before any bookkeeping lands', async () => {
+    let dbUp = false;
+    h.stubs.on('transitionCheckpoint', async (i: { to?: string }) => {
+      if (i.to === 'finalize_queued' && !dbUp)
+        throw new Error('connect ECONNREFUSED 127.0.0.1:5432');
+      return undefined;
+    });
+    const r = runner('bare_metal');
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '7020' });
+    expect(await finalize(h, r, cp.name, 'failure')).toEqual({
+      detail: 'Finalize queued',
+      checkpoint_name: cp.name,
+    });
+    expect(h.stubs.names()).toContain('sendPause');
+    expect(steps(h.stubs.calls)).not.toContain('runRunnerCommand');
+    dbUp = true;
+    expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
   });
 
   it('a run started without a create waits for one and does nothing; canceling it ends it', async () => {

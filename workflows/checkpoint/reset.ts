@@ -4,8 +4,10 @@
  * finally unpause and record the terminal state, whatever ended the run.
  */
 import { condition, isCancellation, log, patched } from '@temporalio/workflow';
+import type { PauseLog } from '../../activities/records';
 import {
   PAUSE_CHECK_PATCH,
+  PAUSE_SENT,
   READINESS_ONE_CLOCK_PATCH,
   UNPAUSE_ATTENTION_PATCH,
   snapshotNameFor,
@@ -37,6 +39,59 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
     }
   }
   run.pauseSettled = true;
+}
+
+/**
+ * Pauses the runner with no Postgres write on the way (PAUSE_FIRST_PATCH):
+ * ask GitLab, decide here (this history is the record that the pause is
+ * e2epool's), send. Returns the pause's log row, written with the
+ * `finalize_queued` transition that follows.
+ */
+export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseLog | undefined> {
+  const gitlabRunnerId = run.runner.gitlabRunnerId;
+  if (gitlabRunnerId === null) {
+    run.pauseSettled = true;
+    return undefined;
+  }
+  const startedAt = new Date().toISOString();
+  const entry = (result: PauseLog['result'], detail: string, error: string | null = null) => ({
+    result,
+    detail,
+    error,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+  });
+  let row: PauseLog;
+  try {
+    const { paused } = await pauser.checkRunnerPaused({ gitlabRunnerId });
+    if (paused === null) {
+      row = entry('skipped', 'E2EPOOL_GITLAB_URL is not set: runner not paused');
+    } else if (paused) {
+      row = entry(
+        'skipped',
+        `GitLab runner ${gitlabRunnerId} was already paused by someone else: e2epool will not unpause it`,
+      );
+    } else {
+      // From here the pause is ours, whether or not the request lands.
+      run.runnerPaused = true;
+      try {
+        await pauser.sendPause({ gitlabRunnerId });
+        row = entry('ok', `paused GitLab runner ${gitlabRunnerId}`);
+      } catch (err) {
+        row = entry('error', PAUSE_SENT, describeFailure(err));
+        log.warn('pausing the GitLab runner failed; resetting anyway', {
+          error: describeFailure(err),
+        });
+      }
+    }
+  } catch (err) {
+    row = entry('error', 'GitLab runner not paused', describeFailure(err));
+    log.warn('cannot tell whether the GitLab runner is paused; resetting without pausing it', {
+      error: describeFailure(err),
+    });
+  }
+  run.pauseSettled = true;
+  return row;
 }
 
 /**

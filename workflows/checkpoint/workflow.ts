@@ -3,13 +3,18 @@ import {
   allHandlersFinished,
   condition,
   isCancellation,
+  patched,
   sleep,
 } from '@temporalio/workflow';
-import type { CheckpointOutcome, CheckpointWorkflowInput } from '../../common/checkpoint';
+import {
+  PAUSE_FIRST_PATCH,
+  type CheckpointOutcome,
+  type CheckpointWorkflowInput,
+} from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
 import { records } from './activities';
 import { installHandlers } from './messages';
-import { pauseRunner, releaseRunner, resetUntilDone } from './reset';
+import { pauseBeforeBookkeeping, pauseRunner, releaseRunner, resetUntilDone } from './reset';
 import { CheckpointRun } from './run';
 import { waitForJobEnd } from './waiting';
 
@@ -34,7 +39,14 @@ export async function checkpointWorkflow(
   // The create handler compensates a failure itself; let it finish even if we are canceled.
   await CancellationScope.nonCancellable(() => condition(() => run.createSettled));
   if (run.createResult === 'failed') return cooldown(run);
-  if (!input.resume) await notePollingSkipped(run);
+  // The note is bookkeeping: since PAUSE_FIRST_PATCH it must not hold up
+  // the wait for the job's end (and so the pause) while Postgres is down.
+  let note: Promise<void> | undefined;
+  if (!input.resume) {
+    // Informational only: a cancelled (or failed) note must not fail the run.
+    if (patched(PAUSE_FIRST_PATCH)) note = notePollingSkipped(run).catch(() => undefined);
+    else await notePollingSkipped(run);
+  }
 
   let cancellation: unknown = null;
   try {
@@ -44,12 +56,19 @@ export async function checkpointWorkflow(
     const from: CheckpointState[] = input.resume?.adopted
       ? ['created', 'finalize_queued', 'needs_attention']
       : ['created'];
+    // Pause first, so the finalize's answer waits on GitLab only, never on
+    // Postgres. An adopted checkpoint's earlier run may have paused already:
+    // its pause step reads the log to tell.
+    const pauseFirst = !input.resume?.adopted && patched(PAUSE_FIRST_PATCH);
+    const pauseLog = pauseFirst ? await pauseBeforeBookkeeping(run) : undefined;
     await run.moveTo('finalize_queued', from, {
       finalizeStatus: run.finalizeStatus,
       finalizeSource: run.finalizeSource,
       finalizedAt: run.finalizedAt?.toISOString() ?? null,
+      ...(pauseLog ? { pauseLog } : {}),
     });
-    await pauseRunner(run);
+    if (!pauseFirst) await pauseRunner(run);
+    await note;
     run.outcome = await resetUntilDone(run);
   } catch (err) {
     if (!isCancellation(err)) throw err;
