@@ -91,6 +91,7 @@ export class AgentBus implements AgentGateway {
       cmd,
       timeoutSeconds,
       sendWithinSeconds: secondsUntil(sendBy()),
+      checkpointId: o.checkpointId ?? null,
     });
     // A retry returns a command that already succeeded instead of running it again.
     const earlier = await this.status(id);

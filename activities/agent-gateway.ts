@@ -19,6 +19,8 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** When the activity gives up (epoch ms): the command is never sent after it. */
   deadline?: number;
+  /** The checkpoint whose log gets the command's output, live (SPEC §10). */
+  checkpointId?: number;
 }
 
 /**

@@ -469,6 +469,11 @@ export function reconcileActivities(deps: ActivityDeps) {
         heartbeat();
         n = await store.operations.pruneEnded(days, PRUNE_BATCH);
       }
+      // The checkpoints' own logs (step events and command output) go the same way.
+      for (let n = PRUNE_BATCH; n === PRUNE_BATCH; logs += n) {
+        heartbeat();
+        n = await store.logs.pruneEnded(days, PRUNE_BATCH);
+      }
       if (commands || logs) deps.log.info({ commands, logs, days }, 'retention: pruned old rows');
       return { commands, logs };
     },

@@ -57,6 +57,7 @@ export function runnerActivities(deps: ActivityDeps) {
                 `exec:${i.which}`,
                 `${i.checkpointName}:${i.which}:${i.round}`,
               ),
+              checkpointId: i.checkpointId,
               ...activityBounds(),
             }),
           );

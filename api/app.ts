@@ -3,6 +3,7 @@ import express, { type Express } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Store } from '../store';
+import { checkpointLogRouter, type CheckpointLogs, type LogFeed } from './checkpoint-logs';
 import { checkpointRouter } from './checkpoint-routes';
 import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
@@ -18,6 +19,9 @@ export interface AppDeps {
   inventory: InventoryStore;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
+  /** Checkpoint logs (SPEC §10) and the feed that wakes their live followers. */
+  logs: CheckpointLogs;
+  logFeed: LogFeed;
   log: Logger;
 }
 
@@ -41,6 +45,7 @@ export function createApp(d: AppDeps): Express {
     ),
   );
   app.use(checkpointRouter(d.checkpoints, d.inventory));
+  app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.log));
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;

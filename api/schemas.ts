@@ -76,7 +76,7 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
 /** A validation error in the shape FastAPI used: a list of {type, loc, msg}. */
 export function validationDetail(
   error: z.ZodError,
-  where: 'body' | 'path' | 'payload',
+  where: 'body' | 'path' | 'query' | 'payload',
   input: unknown,
 ) {
   return error.issues.map((i) => {
@@ -93,7 +93,7 @@ export function validationDetail(
 export function parseOr422<T extends z.ZodTypeAny>(
   schema: T,
   input: unknown,
-  where: 'body' | 'path' = 'body',
+  where: 'body' | 'path' | 'query' = 'body',
 ): z.infer<T> {
   const r = schema.safeParse(input ?? {});
   if (!r.success) throw new HttpError(422, validationDetail(r.error, where, input));

@@ -6,6 +6,7 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { CheckpointLogs, LogFeed } from './checkpoint-logs';
 import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
@@ -71,8 +72,12 @@ export async function startApiServer(d: {
     ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
     interceptors: [],
   });
+  const logs = new CheckpointLogs(store);
+  const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }));
   const app = createApp({
     store,
+    logs,
+    logFeed,
     healthTemporal,
     checkpoints,
     inventory: d.inventory,
@@ -88,6 +93,7 @@ export async function startApiServer(d: {
     databaseUrlOf(d.dataSource),
     d.log.child({ component: 'agent-hub' }),
     d.settings.wsHeartbeatTimeoutSeconds,
+    { logMaxLines: d.settings.logMaxLines },
   );
   await hub.start();
   const gateway = attachAgentGateway(server, {
@@ -114,6 +120,7 @@ export async function startApiServer(d: {
     close: async () => {
       gateway.close();
       await hub.stop();
+      await logFeed.close();
       await healthTemporal.close().catch(() => undefined);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -67,6 +67,7 @@ const schema = z.object({
   E2EPOOL_RECONCILE_REPAIR: bool(true),
   E2EPOOL_RECONCILE_MIN_AGE_SECONDS: seconds(30),
   E2EPOOL_RETENTION_DAYS: integer(30, 1, 3650),
+  E2EPOOL_LOG_MAX_LINES: integer(10_000, 1, 10_000_000),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -122,6 +123,8 @@ export interface Settings {
   reconcileMinAgeSeconds: number;
   /** Finished agent commands and the logs of ended checkpoints older than this many days are pruned. */
   retentionDays: number;
+  /** Output lines kept in one checkpoint's log; the cut is marked. */
+  logMaxLines: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -207,6 +210,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     reconcileRepair: r.E2EPOOL_RECONCILE_REPAIR,
     reconcileMinAgeSeconds: r.E2EPOOL_RECONCILE_MIN_AGE_SECONDS,
     retentionDays: r.E2EPOOL_RETENTION_DAYS,
+    logMaxLines: r.E2EPOOL_LOG_MAX_LINES,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

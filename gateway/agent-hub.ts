@@ -11,6 +11,7 @@ import type { Logger } from '../config/logger';
 import type { Store } from '../store';
 import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
 import { AgentNoticeListener } from '../store/agent-notices';
+import { CommandOutputLog } from './command-output';
 
 /** How often queued commands are looked for, in case a notice was missed. */
 const SWEEP_MS = 2000;
@@ -37,6 +38,8 @@ export interface AgentHubOptions {
    * throw or a rejection is logged. Nothing by default.
    */
   onExecOutput?: ExecOutputHook;
+  /** Output lines kept per checkpoint log (E2EPOOL_LOG_MAX_LINES). */
+  logMaxLines?: number;
 }
 
 interface InFlight {
@@ -68,6 +71,7 @@ export class AgentHub {
   /** Runners this instance reported unreachable, with the session that went silent. */
   private readonly unreachable = new Map<string, string>();
   private stopped = false;
+  private readonly output: CommandOutputLog;
 
   constructor(
     private readonly store: Store,
@@ -77,6 +81,7 @@ export class AgentHub {
     private readonly heartbeatTimeoutSeconds = 90,
     private readonly options: AgentHubOptions = {},
   ) {
+    this.output = new CommandOutputLog(store.logs, options.logMaxLines ?? 10_000, log);
     this.commandNotices = new AgentNoticeListener({
       databaseUrl,
       channel: 'commands',
@@ -240,6 +245,8 @@ export class AgentHub {
     if (!f) return;
     s.inflight.delete(wsId);
     clearTimeout(f.timer);
+    // Its lines first: whoever reads the result may read the log next.
+    await this.output.end(wsId, reply);
     await this.finish(
       f.commandId,
       sessionId,
@@ -269,6 +276,7 @@ export class AgentHub {
       );
       return;
     }
+    this.output.output(wsId, output);
     const hook = this.options.onExecOutput;
     if (!hook) return;
     const failed = (err: unknown) =>
@@ -315,6 +323,7 @@ export class AgentHub {
       );
       timer.unref();
       s.inflight.set(wsId, { commandId: c.id, timer });
+      if (c.checkpointId !== null) this.output.begin(wsId, c.checkpointId);
       const command: ExecCommand = {
         id: wsId,
         type: 'exec',
@@ -352,6 +361,7 @@ export class AgentHub {
     for (const [wsId, f] of s.inflight) {
       clearTimeout(f.timer);
       s.inflight.delete(wsId);
+      await this.output.end(wsId, null);
       await this.finish(f.commandId, s.sessionId, { state: 'failed', error: why });
     }
   }

@@ -19,6 +19,8 @@ export interface NewCommand {
    * waiting for it then, and no instance sends it afterwards.
    */
   sendWithinSeconds: number;
+  /** The checkpoint whose log gets the command's output. */
+  checkpointId?: number | null;
 }
 
 /** Where a command stands, with its result once there is one. */
@@ -35,6 +37,8 @@ export interface ClaimedCommand {
   id: string;
   cmd: string;
   timeoutSeconds: number;
+  /** The checkpoint whose log gets the command's output; null: nobody's (e.g. readiness). */
+  checkpointId: number | null;
 }
 
 /** How a sent command ended. */
@@ -52,9 +56,9 @@ export class AgentCommandStore {
   /** Queues the command; a command already queued under that id is left as it is. */
   async enqueue(c: NewCommand): Promise<void> {
     await this.q.query(
-      `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds, expires_at)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) ON CONFLICT (id) DO NOTHING`,
-      [c.id, c.runnerId, c.cmd, c.timeoutSeconds, c.sendWithinSeconds],
+      `INSERT INTO agent_commands (id, runner_id, cmd, timeout_seconds, expires_at, checkpoint_id)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6) ON CONFLICT (id) DO NOTHING`,
+      [c.id, c.runnerId, c.cmd, c.timeoutSeconds, c.sendWithinSeconds, c.checkpointId ?? null],
     );
   }
 
@@ -134,7 +138,7 @@ export class AgentCommandStore {
             JOIN agent_sessions s ON s.runner_id = c.runner_id AND s.session_id = $3 AND s.instance_id = $2
            WHERE c.runner_id = $1 AND c.state = 'pending' AND (c.expires_at IS NULL OR c.expires_at > now())
            ORDER BY c.created_at FOR UPDATE OF c SKIP LOCKED FOR SHARE OF s)
-      RETURNING id, cmd, timeout_seconds AS "timeoutSeconds"`,
+      RETURNING id, cmd, timeout_seconds AS "timeoutSeconds", checkpoint_id AS "checkpointId"`,
       [runnerId, instanceId, sessionId],
     );
     return rows;

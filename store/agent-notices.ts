@@ -1,5 +1,6 @@
 import { Client } from 'pg';
 import type { Logger } from '../config/logger';
+import { LOG_CHANNEL } from './checkpoint-log';
 import type { Queryable } from './queryable';
 
 /**
@@ -12,6 +13,8 @@ import type { Queryable } from './queryable';
 const CHANNELS = {
   commands: 'e2epool_agent_commands',
   results: 'e2epool_agent_results',
+  // New entries in a checkpoint's log (payload: the checkpoint id), sent by CheckpointLogStore.
+  logs: LOG_CHANNEL,
 } as const;
 
 export type AgentNoticeChannel = keyof typeof CHANNELS;

@@ -208,6 +208,16 @@ export class CheckpointStore {
     return c ?? null;
   }
 
+  /** The checkpoint's state, or null when there is no such checkpoint. */
+  async stateOf(id: number): Promise<CheckpointState | null> {
+    const [c] = await selectRows<{ state: CheckpointState }>(
+      this.q,
+      `SELECT state FROM checkpoints WHERE id = $1`,
+      [id],
+    );
+    return c?.state ?? null;
+  }
+
   /** A checkpoint's identity, state and end, by name (the reconciler's view of a snapshot's owner). */
   async refByName(
     name: string,

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { AgentCommandStore } from './agent-commands';
 import { AgentNotices } from './agent-notices';
 import { AgentSessionStore } from './agent-sessions';
+import { CheckpointLogStore } from './checkpoint-log';
 import { CheckpointStore } from './checkpoints';
 import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
@@ -13,6 +14,7 @@ export type { Queryable } from './queryable';
 export interface Stores {
   checkpoints: CheckpointStore;
   operations: OperationLogStore;
+  logs: CheckpointLogStore;
   sessions: AgentSessionStore;
   commands: AgentCommandStore;
   notices: AgentNotices;
@@ -25,10 +27,14 @@ export interface Store extends Stores {
   transaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T>;
 }
 
-function storesOn(q: Queryable): Stores {
+type InTransaction = <T>(fn: (q: Queryable) => Promise<T>) => Promise<T>;
+
+function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
+  const logs = new CheckpointLogStore(q, inTransaction);
   return {
     checkpoints: new CheckpointStore(q),
-    operations: new OperationLogStore(q),
+    operations: new OperationLogStore(q, logs),
+    logs,
     sessions: new AgentSessionStore(q),
     commands: new AgentCommandStore(q),
     notices: new AgentNotices(q),
@@ -38,8 +44,10 @@ function storesOn(q: Queryable): Stores {
 
 /** The stores on `ds`. They hold no state of their own: make as many as convenient. */
 export function createStore(ds: DataSource): Store {
+  // Inside a transaction, work that needs one runs in it.
+  const within = (em: Queryable): Stores => storesOn(em, (fn) => fn(em));
   return {
-    ...storesOn(ds),
-    transaction: (fn) => ds.transaction((em) => fn(storesOn(em))),
+    ...storesOn(ds, (fn) => ds.transaction((em) => fn(em))),
+    transaction: (fn) => ds.transaction((em) => fn(within(em))),
   };
 }

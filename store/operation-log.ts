@@ -1,5 +1,6 @@
 import { PAUSE_SENT } from '../common/checkpoint';
 import type { Backend } from '../common/states';
+import type { CheckpointLogStore } from './checkpoint-log';
 import { changeRows, selectRows, type Queryable } from './queryable';
 
 /** Outcome of one step in `operation_logs` (the values its CHECK constraint allows). */
@@ -54,7 +55,11 @@ export interface OperationOutcome {
 
 /** The `operation_logs` table: one row per step, keyed for retries. */
 export class OperationLogStore {
-  constructor(private readonly q: Queryable) {}
+  /** `logs`: each write is also a step event of the checkpoint's log (SPEC §10). */
+  constructor(
+    private readonly q: Queryable,
+    private readonly logs?: CheckpointLogStore,
+  ) {}
 
   /**
    * Upserts the step's row by its idempotency key; the duration is derived
@@ -84,6 +89,20 @@ export class OperationLogStore {
         finishedAt,
         finishedAt ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime()) : null,
       ],
+    );
+    // Step events never count against the output cap (maxLines unused for them).
+    await this.logs?.append(
+      m.checkpointId,
+      [
+        {
+          kind: 'step',
+          step: m.operation,
+          result: o.result,
+          durationMs: finishedAt ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime()) : null,
+          text: o.error ?? o.detail ?? null,
+        },
+      ],
+      0,
     );
   }
 

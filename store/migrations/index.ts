@@ -2,6 +2,7 @@ import { InitialSchema1795305600000 } from './1795305600000-InitialSchema';
 import { AgentSessions1795392000000 } from './1795392000000-AgentSessions';
 import { AgentCommandExpiry1795478400000 } from './1795478400000-AgentCommandExpiry';
 import { OperationLogPauseEvents1795564800000 } from './1795564800000-OperationLogPauseEvents';
+import { CheckpointLogs1795651200000 } from './1795651200000-CheckpointLogs';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -9,4 +10,5 @@ export const MIGRATIONS = [
   AgentSessions1795392000000,
   AgentCommandExpiry1795478400000,
   OperationLogPauseEvents1795564800000,
+  CheckpointLogs1795651200000,
 ];

@@ -155,6 +155,7 @@ describe('migrations', () => {
         'AgentSessions1795392000000',
         'AgentCommandExpiry1795478400000',
         'OperationLogPauseEvents1795564800000',
+        'CheckpointLogs1795651200000',
       ];
       const tables = async () =>
         (
@@ -175,6 +176,8 @@ describe('migrations', () => {
           `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_operation_logs_pause_events'`,
         )) as unknown[];
       expect(await pauseIndex()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await tables()).not.toContain('checkpoint_logs');
       await revertLastMigration(d);
       expect(await pauseIndex()).toHaveLength(0);
       await revertLastMigration(d);
@@ -201,11 +204,12 @@ describe('migrations', () => {
         'AgentSessions1795392000000',
         'AgentCommandExpiry1795478400000',
         'OperationLogPauseEvents1795564800000',
+        'CheckpointLogs1795651200000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(4);
+      expect(count).toBe(5);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -1,0 +1,194 @@
+import { Router, type Request, type Response } from 'express';
+import { z } from 'zod';
+import { isActiveState } from '../common/states';
+import type { InventoryStore } from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { Store } from '../store';
+import { AgentNoticeListener } from '../store/agent-notices';
+import { LOG_PAGE, type LogEntry } from '../store/checkpoint-log';
+import { runnerAuth } from './auth';
+import { HttpError } from './errors';
+import { parseOr422, statusParams } from './schemas';
+
+/** Without a notice (one can be missed), a follower looks again this often. */
+const FOLLOW_POLL_MS = 2000;
+/** An idle stream sends a comment this often, so proxies and clients keep it open. */
+const KEEPALIVE_MS = 15_000;
+
+const afterQuery = z.object({
+  after: z.coerce
+    .number({ error: 'after must be an integer ≥ 0' })
+    .int('after must be an integer ≥ 0')
+    .min(0, 'after must be an integer ≥ 0')
+    .optional(),
+});
+
+/** A page of a checkpoint's log (SPEC §10, JSON form). */
+export interface LogPage {
+  entries: LogEntry[];
+  next: number;
+  done: boolean;
+}
+
+/**
+ * Wakes the followers of checkpoint logs on this instance when entries are
+ * appended, by any process (LISTEN on its own connection). Followers poll
+ * as well, so a missed notice only delays them.
+ */
+export class LogFeed {
+  private readonly followers = new Map<number, Set<() => void>>();
+  private readonly listener: AgentNoticeListener;
+
+  constructor(databaseUrl: string, log: Logger) {
+    this.listener = new AgentNoticeListener({
+      databaseUrl,
+      channel: 'logs',
+      applicationName: 'e2epool-log-feed',
+      onNotice: (id) => this.followers.get(Number(id))?.forEach((wake) => wake()),
+      log,
+      name: 'log feed',
+      fallback: `polling every ${FOLLOW_POLL_MS} ms`,
+    });
+  }
+
+  /** Calls `wake` when checkpoint `id` has new entries; returns the unsubscribe. */
+  follow(id: number, wake: () => void): () => void {
+    void this.listener.ensure();
+    let set = this.followers.get(id);
+    if (!set) this.followers.set(id, (set = new Set()));
+    set.add(wake);
+    return () => {
+      set.delete(wake);
+      if (set.size === 0) this.followers.delete(id);
+    };
+  }
+
+  close(): Promise<void> {
+    return this.listener.close();
+  }
+}
+
+/** Reads checkpoint logs for callers allowed to (the runner the checkpoint belongs to). */
+export class CheckpointLogs {
+  constructor(private readonly store: Store) {}
+
+  /** The checkpoint, if the token's runner may read its log (404 / 403 otherwise). */
+  async open(tokenRunnerId: string, name: string) {
+    const ref = await this.store.checkpoints.refByName(name);
+    if (!ref) throw new HttpError(404, 'Checkpoint not found');
+    if (ref.runnerId !== tokenRunnerId)
+      throw new HttpError(403, 'Token not authorized for this checkpoint');
+    return ref;
+  }
+
+  /** Entries after `after`; `done` once the checkpoint ended and nothing more follows. */
+  async page(checkpointId: number, after: number): Promise<LogPage> {
+    // The state first: entries up to a terminal state commit with it, so none can follow.
+    const ended = await this.ended(checkpointId);
+    const entries = await this.store.logs.after(checkpointId, after);
+    const next = entries.length ? entries[entries.length - 1]!.seq : after;
+    return { entries, next, done: ended && entries.length < LOG_PAGE };
+  }
+
+  private async ended(checkpointId: number): Promise<boolean> {
+    const state = await this.store.checkpoints.stateOf(checkpointId);
+    return state === null || !isActiveState(state);
+  }
+
+  /** For a checkpoint in a runner's own view (the agent's `logs` request): by name. */
+  async pageByName(tokenRunnerId: string, name: string, after: number): Promise<LogPage> {
+    const ref = await this.open(tokenRunnerId, name);
+    return this.page(ref.id, after);
+  }
+}
+
+/** `Last-Event-ID` (an EventSource reconnecting) wins over `?after=`. */
+function resumeAfter(req: Request): number {
+  const { after } = parseOr422(afterQuery, req.query, 'query');
+  const last = req.get('last-event-id');
+  if (last !== undefined && /^\d{1,9}$/.test(last.trim())) return Number(last.trim());
+  return after ?? 0;
+}
+
+/**
+ * `GET /checkpoint/{name}/logs` (SPEC §10): Server-Sent Events when asked
+ * for (`Accept: text/event-stream`), replaying after `Last-Event-ID` and
+ * following live until the checkpoint ends; JSON pages otherwise.
+ */
+export function checkpointLogRouter(
+  logs: CheckpointLogs,
+  feed: LogFeed,
+  inventory: InventoryStore,
+  log: Logger,
+): Router {
+  const router = Router();
+  router.get('/checkpoint/:name/logs', runnerAuth(inventory), async (req, res) => {
+    const { name } = parseOr422(statusParams, req.params, 'path');
+    const after = resumeAfter(req);
+    const ref = await logs.open(res.locals.runnerId as string, name);
+    if (!(req.get('accept') ?? '').includes('text/event-stream')) {
+      res.status(200).json(await logs.page(ref.id, after));
+      return;
+    }
+    await stream(req, res, logs, feed, ref.id, after, log);
+  });
+  return router;
+}
+
+async function stream(
+  req: Request,
+  res: Response,
+  logs: CheckpointLogs,
+  feed: LogFeed,
+  checkpointId: number,
+  after: number,
+  log: Logger,
+): Promise<void> {
+  res.status(200).set({
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    Connection: 'keep-alive',
+    // Proxies such as nginx would otherwise hold events back.
+    'X-Accel-Buffering': 'no',
+  });
+  res.flushHeaders();
+  let closed = false;
+  let wake: () => void = () => undefined;
+  const woken = () => new Promise<void>((r) => (wake = r));
+  const unfollow = feed.follow(checkpointId, () => wake());
+  req.on('close', () => {
+    closed = true;
+    wake();
+  });
+  let last = after;
+  let lastWrite = Date.now();
+  try {
+    while (!closed) {
+      const page = await logs.page(checkpointId, last);
+      for (const e of page.entries) {
+        res.write(`id: ${e.seq}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`);
+        last = e.seq;
+      }
+      if (page.entries.length) lastWrite = Date.now();
+      if (page.done) {
+        res.write(`event: end\ndata: ${JSON.stringify({ next: last })}\n\n`);
+        break;
+      }
+      if (page.entries.length === LOG_PAGE) continue; // more to replay at once
+      if (Date.now() - lastWrite >= KEEPALIVE_MS) {
+        res.write(': keep-alive\n\n');
+        lastWrite = Date.now();
+      }
+      const next = woken();
+      const timer = setTimeout(() => wake(), FOLLOW_POLL_MS);
+      await next;
+      clearTimeout(timer);
+    }
+  } catch (err) {
+    // Headers are sent: the stream just ends; the client resumes from its last id.
+    log.warn({ checkpointId, err: (err as Error).message }, 'checkpoint log stream failed');
+  } finally {
+    unfollow();
+    res.end();
+  }
+}
