@@ -152,32 +152,31 @@ export class AgentHub {
   }
 
   /**
-   * Forgets a connection that closed. Only the registered session is removed:
-   * the late close of a replaced socket leaves its successor alone. With
-   * `keepSession` (the agent went silent) its row stays, its last_seen_at
-   * already older than the heartbeat timeout: the runner reads as unreachable
-   * until its agent connects again.
+   * Forgets a connection that closed. Only the registered session is touched:
+   * the late close of a replaced socket leaves its successor alone. Its row
+   * stays, marked closed: the runner is not connected, and reads as
+   * unreachable once its agent has been silent past the heartbeat timeout
+   * (at once with `keepSession`: it went silent already), until it connects
+   * again. With `forget` (its credentials were revoked) the row goes.
    */
   async unregister(
     runnerId: string,
     sessionId: string,
     why: string,
-    o: { keepSession?: boolean } = {},
+    o: { keepSession?: boolean; forget?: boolean } = {},
   ): Promise<void> {
     const s = this.sessions.get(runnerId);
     if (s && s.sessionId === sessionId) {
       this.sessions.delete(runnerId);
       await this.failInflight(s, `agent disconnected (${why})`);
     }
-    if (o.keepSession) {
-      this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
-      return;
-    }
-    await this.store.sessions
-      .remove(runnerId, sessionId)
-      .catch((err: unknown) =>
-        this.log.warn({ err: (err as Error).message }, 'cannot remove agent session'),
-      );
+    await (
+      o.forget
+        ? this.store.sessions.remove(runnerId, sessionId)
+        : this.store.sessions.close(runnerId, sessionId)
+    ).catch((err: unknown) =>
+      this.log.warn({ err: (err as Error).message }, 'cannot record the end of an agent session'),
+    );
     this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
   }
 

@@ -253,7 +253,9 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
         .then((sid) =>
           timedOut
             ? d.hub.unregister(runnerId, sid, 'heartbeat timed out', { keepSession: true })
-            : d.hub.unregister(runnerId, sid, `closed with ${code}`),
+            : d.hub.unregister(runnerId, sid, `closed with ${code}`, {
+                forget: code === CLOSE_CODES.invalidCredentials,
+              }),
         )
         .catch(() => undefined);
     });

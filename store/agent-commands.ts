@@ -91,7 +91,8 @@ export class AgentCommandStore {
               expires_at = now() + make_interval(secs => $4)
         WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
               OR (c.state = 'sent' AND NOT EXISTS (
-                SELECT 1 FROM agent_sessions s WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id)))`,
+                SELECT 1 FROM agent_sessions s
+                 WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id AND s.closed_at IS NULL)))`,
       [id, cmd, timeoutSeconds, sendWithinSeconds],
     );
   }
@@ -135,7 +136,7 @@ export class AgentCommandStore {
       `UPDATE agent_commands SET state = 'sent', claimed_by = $2, session_id = $3, updated_at = now()
         WHERE id IN (
           SELECT c.id FROM agent_commands c
-            JOIN agent_sessions s ON s.runner_id = c.runner_id AND s.session_id = $3 AND s.instance_id = $2
+            JOIN agent_sessions s ON s.runner_id = c.runner_id AND s.session_id = $3 AND s.instance_id = $2 AND s.closed_at IS NULL
            WHERE c.runner_id = $1 AND c.state = 'pending' AND (c.expires_at IS NULL OR c.expires_at > now())
            ORDER BY c.created_at FOR UPDATE OF c SKIP LOCKED FOR SHARE OF s)
       RETURNING id, cmd, timeout_seconds AS "timeoutSeconds", checkpoint_id AS "checkpointId"`,

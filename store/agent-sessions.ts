@@ -17,8 +17,20 @@ export class AgentSessionStore {
       `INSERT INTO agent_sessions (runner_id, session_id, instance_id, connected_at, last_seen_at)
        VALUES ($1, $2, $3, now(), now())
        ON CONFLICT (runner_id) DO UPDATE SET session_id = EXCLUDED.session_id, instance_id = EXCLUDED.instance_id,
-         connected_at = now(), last_seen_at = now()`,
+         connected_at = now(), last_seen_at = now(), closed_at = NULL`,
       [s.runnerId, s.sessionId, s.instanceId],
+    );
+  }
+
+  /**
+   * Marks the session's connection closed, only if it is still the runner's:
+   * not connected from now on, unreachable once silent past the timeout.
+   */
+  async close(runnerId: string, sessionId: string): Promise<void> {
+    await this.q.query(
+      `UPDATE agent_sessions SET closed_at = now()
+        WHERE runner_id = $1 AND session_id = $2 AND closed_at IS NULL`,
+      [runnerId, sessionId],
     );
   }
 
@@ -50,7 +62,8 @@ export class AgentSessionStore {
   ): Promise<{ sessionId: string; live: boolean } | null> {
     const [row] = await selectRows<{ sessionId: string; live: boolean }>(
       this.q,
-      `SELECT session_id AS "sessionId", last_seen_at > now() - make_interval(secs => $2) AS live
+      `SELECT session_id AS "sessionId",
+              closed_at IS NULL AND last_seen_at > now() - make_interval(secs => $2) AS live
          FROM agent_sessions WHERE runner_id = $1`,
       [runnerId, staleAfterSeconds],
     );
@@ -73,21 +86,24 @@ export class AgentSessionStore {
   }
 
   /**
-   * The agents of these runners: `live` when seen in the last
-   * `staleAfterSeconds`, `unreachable` when their session went silent longer
-   * than that; runners without a session are left out.
+   * The agents of these runners: `live` when connected and seen in the last
+   * `staleAfterSeconds`, `unreachable` when silent longer than that (socket
+   * open or not); runners without a session, or whose connection closed
+   * moments ago, are left out.
    */
   async livenessOf(
     runnerIds: readonly string[],
     staleAfterSeconds: number,
   ): Promise<Map<string, 'live' | 'unreachable'>> {
-    const rows = await selectRows<{ runnerId: string; live: boolean }>(
+    const rows = await selectRows<{ runnerId: string; liveness: 'live' | 'unreachable' | null }>(
       this.q,
-      `SELECT runner_id AS "runnerId", last_seen_at > now() - make_interval(secs => $2) AS live
+      `SELECT runner_id AS "runnerId",
+              CASE WHEN last_seen_at <= now() - make_interval(secs => $2) THEN 'unreachable'
+                   WHEN closed_at IS NULL THEN 'live' END AS liveness
          FROM agent_sessions WHERE runner_id = ANY($1)`,
       [runnerIds, staleAfterSeconds],
     );
-    return new Map(rows.map((r) => [r.runnerId, r.live ? 'live' : 'unreachable']));
+    return new Map(rows.flatMap((r) => (r.liveness ? [[r.runnerId, r.liveness] as const] : [])));
   }
 
   /**
@@ -131,7 +147,7 @@ export class AgentSessionStore {
     const [row] = await selectRows<{ instanceId: string }>(
       this.q,
       `SELECT instance_id AS "instanceId" FROM agent_sessions
-        WHERE runner_id = $1
+        WHERE runner_id = $1 AND closed_at IS NULL
           AND last_seen_at > now() - make_interval(secs => $2)
           AND ($3::timestamptz IS NULL OR connected_at >= $3)`,
       [runnerId, staleAfterSeconds, connectedSince],

@@ -3,6 +3,7 @@ import { AgentSessions1795392000000 } from './1795392000000-AgentSessions';
 import { AgentCommandExpiry1795478400000 } from './1795478400000-AgentCommandExpiry';
 import { OperationLogPauseEvents1795564800000 } from './1795564800000-OperationLogPauseEvents';
 import { CheckpointLogs1795651200000 } from './1795651200000-CheckpointLogs';
+import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionClosedAt';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -11,4 +12,5 @@ export const MIGRATIONS = [
   AgentCommandExpiry1795478400000,
   OperationLogPauseEvents1795564800000,
   CheckpointLogs1795651200000,
+  AgentSessionClosedAt1795737600000,
 ];

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -12,7 +12,7 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
-import { REPO } from '../helpers/processes';
+import { spawnAgent } from '../helpers/agent-process';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { openSse } from '../helpers/sse';
 import { waitFor } from '../helpers/wait';
@@ -43,20 +43,7 @@ describe('checkpoint logs', () => {
   let bus: AgentBus;
   const children: ChildProcess[] = [];
 
-  function startAgent(r: TestRunner): void {
-    const config = join(dir, `${r.id}.yml`);
-    writeFileSync(
-      config,
-      `controller_url: ${c.api.url.replace('http', 'ws')}/ws/agent\nrunner_id: ${r.id}\ntoken: ${r.token}\nsocket_path: ${join(dir, `${r.id}.sock`)}\nheartbeat_interval: 1\n`,
-      { mode: 0o600 },
-    );
-    children.push(
-      spawn(process.execPath, [join(REPO, 'bin', 'e2epool.js'), 'agent', '--config', config], {
-        env: { PATH: process.env.PATH },
-        stdio: 'ignore',
-      }),
-    );
-  }
+  const startAgent = (r: TestRunner) => children.push(spawnAgent(dir, c.api.url, r).child);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-logs-'));

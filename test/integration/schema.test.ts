@@ -156,6 +156,7 @@ describe('migrations', () => {
         'AgentCommandExpiry1795478400000',
         'OperationLogPauseEvents1795564800000',
         'CheckpointLogs1795651200000',
+        'AgentSessionClosedAt1795737600000',
       ];
       const tables = async () =>
         (
@@ -176,6 +177,7 @@ describe('migrations', () => {
           `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_operation_logs_pause_events'`,
         )) as unknown[];
       expect(await pauseIndex()).toHaveLength(1);
+      await revertLastMigration(d);
       await revertLastMigration(d);
       expect(await tables()).not.toContain('checkpoint_logs');
       await revertLastMigration(d);
@@ -205,11 +207,12 @@ describe('migrations', () => {
         'AgentCommandExpiry1795478400000',
         'OperationLogPauseEvents1795564800000',
         'CheckpointLogs1795651200000',
+        'AgentSessionClosedAt1795737600000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(5);
+      expect(count).toBe(6);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

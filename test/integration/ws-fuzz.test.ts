@@ -125,9 +125,10 @@ describe('agent gateway fuzzing', () => {
     // No leak: one session and one connection while it lasts, none after.
     const sessions = async () =>
       (
-        await c.ds.query(`SELECT count(*)::int AS n FROM agent_sessions WHERE runner_id = $1`, [
-          r.id,
-        ])
+        await c.ds.query(
+          `SELECT count(*)::int AS n FROM agent_sessions WHERE runner_id = $1 AND closed_at IS NULL`,
+          [r.id],
+        )
       )[0].n as number;
     const n = await sessions();
     expect(n).toBe(1);
@@ -138,6 +139,6 @@ describe('agent gateway fuzzing', () => {
       'the connection to close on the server',
       async () => (await connections()) === baseline,
     );
-    await waitFor('the session to go', async () => (await sessions()) === 0);
+    await waitFor('the session to close', async () => (await sessions()) === 0);
   }, 120_000);
 });

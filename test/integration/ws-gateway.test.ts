@@ -775,7 +775,7 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
         expect(await store.commands.claim(r.id, 'inst-a', current)).toEqual([]);
         expect(await store.commands.claim(r.id, 'inst-b', stale)).toEqual([]);
         expect(await store.commands.claim(r.id, 'inst-b', current)).toEqual([
-          { id, cmd: 'true', timeoutSeconds: 5 },
+          { id, cmd: 'true', timeoutSeconds: 5, checkpointId: null },
         ]);
       } finally {
         await c.ds.query(`DELETE FROM agent_commands WHERE id = $1`, [id]);
