@@ -33,6 +33,7 @@ export async function checkpointWorkflow(
 
   // A run started without a create (by hand, say) has nothing to do.
   if (!(await condition(() => run.phase !== 'waiting_for_create', '10 minutes'))) {
+    run.doing('nothing: no create came');
     run.phase = 'done';
     return { name: null, state: null };
   }
@@ -61,6 +62,7 @@ export async function checkpointWorkflow(
     // its pause step reads the log to tell.
     const pauseFirst = !input.resume?.adopted && patched(PAUSE_FIRST_PATCH);
     const pauseLog = pauseFirst ? await pauseBeforeBookkeeping(run) : undefined;
+    run.doing('finalize_queued: recording the job end');
     await run.moveTo('finalize_queued', from, {
       finalizeStatus: run.finalizeStatus,
       finalizeSource: run.finalizeSource,
@@ -103,8 +105,10 @@ async function notePollingSkipped(run: CheckpointRun): Promise<void> {
 async function cooldown(run: CheckpointRun): Promise<CheckpointOutcome> {
   run.phase = 'cooldown';
   const { cooldownSeconds } = run.input.timing;
+  run.doing(`cooldown until ${new Date(Date.now() + cooldownSeconds * 1000).toISOString()}`);
   if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
   run.phase = 'done';
+  run.doing('nothing: the run is closing');
   await condition(allHandlersFinished);
   return { name: run.held?.name ?? null, state: run.state };
 }
