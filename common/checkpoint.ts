@@ -43,6 +43,11 @@ export interface RunnerPlan {
   backend: Backend;
   gitlabRunnerId: number | null;
   resetOnSuccess: boolean;
+  /**
+   * After a failed job, keep the runner paused and un-reset this long for
+   * debugging (`hold_on_failure_seconds`); absent in older inputs (0: no hold).
+   */
+  holdOnFailureSeconds?: number;
 }
 
 export interface CheckpointWorkflowInput {
