@@ -38,6 +38,9 @@ export function runner(
     backend,
     gitlabRunnerId: o.gitlabRunnerId === undefined ? 40 : o.gitlabRunnerId,
     resetOnSuccess: o.resetOnSuccess ?? false,
+    ...(o.holdOnFailureSeconds !== undefined
+      ? { holdOnFailureSeconds: o.holdOnFailureSeconds }
+      : {}),
   };
 }
 
@@ -48,6 +51,9 @@ export function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}): Checkpo
       backend: r.backend,
       gitlabRunnerId: r.gitlabRunnerId,
       resetOnSuccess: r.resetOnSuccess ?? false,
+      ...(r.holdOnFailureSeconds !== undefined
+        ? { holdOnFailureSeconds: r.holdOnFailureSeconds }
+        : {}),
     },
     timing: timing(t),
   };

@@ -54,6 +54,10 @@ export class CheckpointRun {
   runnerPaused = false;
   resetRounds = 0;
   operatorDecision: 'retry' | 'release' | null = null;
+  /** While the runner is held for debugging after a failed job: when the hold ends. */
+  heldUntil: Date | null = null;
+  /** An operator ended the hold early (`release-hold`). */
+  holdReleased = false;
   /** The terminal state the run ends in, once decided. */
   outcome: CheckpointState | null = null;
 
@@ -218,6 +222,7 @@ export class CheckpointRun {
       runnerPaused: this.runnerPaused,
       resetRounds: this.resetRounds,
       lastError: this.lastError,
+      heldUntil: this.heldUntil?.toISOString() ?? null,
     };
   }
 }

@@ -13,6 +13,7 @@ import {
 } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
 import { records } from './activities';
+import { holdOnFailure } from './hold';
 import { installHandlers } from './messages';
 import { pauseBeforeBookkeeping, pauseRunner, releaseRunner, resetUntilDone } from './reset';
 import { CheckpointRun } from './run';
@@ -22,8 +23,9 @@ import { waitForJobEnd } from './waiting';
  * One checkpoint of one runner, from snapshot to clean runner. The workflow
  * id is per runner, so Temporal guarantees one such run per runner at a time.
  *
- * create (update) → wait for the job's end → pause → reset or cleanup →
- * readiness → unpause → terminal state → cooldown (creates get 429) → done.
+ * create (update) → wait for the job's end → pause → (a failed job: hold for
+ * debugging) → reset or cleanup → readiness → unpause → terminal state →
+ * cooldown (creates get 429) → done.
  */
 export async function checkpointWorkflow(
   input: CheckpointWorkflowInput,
@@ -71,6 +73,7 @@ export async function checkpointWorkflow(
     });
     if (!pauseFirst) await pauseRunner(run);
     await note;
+    await holdOnFailure(run);
     run.outcome = await resetUntilDone(run);
   } catch (err) {
     if (!isCancellation(err)) throw err;
