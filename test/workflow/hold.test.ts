@@ -4,6 +4,7 @@
  * the reset follows; `release-hold` ends it early. Real dev server, stubbed
  * activities.
  */
+import { WorkflowFailedError } from '@temporalio/client';
 import {
   HOLD_ON_FAILURE_PATCH,
   releaseHoldSignal,
@@ -164,6 +165,21 @@ it('hold 0, or an input from before the field, behaves as before: no hold, no pa
     ...['checkRunnerPaused', 'sendPause', 'runRunnerCommand', 'waitUntilReady', 'unpauseRunner'],
     ...['checkRunnerPaused', 'sendPause', 'runRunnerCommand', 'waitUntilReady', 'unpauseRunner'],
   ]);
+});
+
+it('canceling a held run unpauses the runner without a reset and ends reset_failed, as in needs_attention', async () => {
+  const r = runner('bare_metal', { holdOnFailureSeconds: 3600 });
+  const cp = await createCheckpoint(h, r, input(r), { jobId: '9009' });
+  await finalize(h, r, cp.name, 'failure');
+  await waitPhase(h, r, 'held');
+  await handle(h, r).cancel();
+  await expect(handle(h, r).result()).rejects.toBeInstanceOf(WorkflowFailedError);
+  expect((await handle(h, r).describe()).status.name).toBe('CANCELLED');
+  expect(steps(h.stubs.calls)).toEqual(['checkRunnerPaused', 'sendPause', 'unpauseRunner']);
+  expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+    to: 'reset_failed',
+    errorDetail: 'workflow canceled by an operator',
+  });
 });
 
 it('an adopted checkpoint whose job failed is not held (its run was terminated; the reset is due)', async () => {

@@ -39,6 +39,8 @@ export async function holdOnFailure(run: CheckpointRun): Promise<void> {
     `${cp.name}:hold`,
     `held for debugging until ${untilIso}; signal release-hold to reset now`,
   );
+  // Handled here too: if a cancellation ends the wait, nobody awaits the note.
+  note.catch(() => undefined);
   const released = await condition(() => run.holdReleased, seconds * 1000);
   await note;
   run.heldUntil = null;
