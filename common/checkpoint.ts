@@ -43,6 +43,11 @@ export interface RunnerPlan {
   backend: Backend;
   gitlabRunnerId: number | null;
   resetOnSuccess: boolean;
+  /**
+   * After a failed job, keep the runner paused and un-reset this long for
+   * debugging (`hold_on_failure_seconds`); absent in older inputs (0: no hold).
+   */
+  holdOnFailureSeconds?: number;
 }
 
 export interface CheckpointWorkflowInput {
@@ -102,6 +107,12 @@ export const READINESS_ONE_CLOCK_PATCH = 'readiness-one-clock';
  * the pause was tried even while Postgres is unreachable.
  */
 export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
+/**
+ * The patch that holds a runner paused and un-reset after a failed job, for
+ * the runner's `hold_on_failure_seconds` or until `release-hold`; it adds a
+ * timer and `hold` operation-log notes before the reset.
+ */
+export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
 
 export interface FinalizeRequest {
   checkpointName: string;
@@ -120,6 +131,7 @@ export interface CheckpointView {
     | 'creating'
     | 'waiting_for_job'
     | 'finalizing'
+    | 'held'
     | 'needs_attention'
     | 'cooldown'
     | 'done';
@@ -133,6 +145,8 @@ export interface CheckpointView {
   runnerPaused: boolean;
   resetRounds: number;
   lastError: string | null;
+  /** ISO instant a hold for debugging ends (phase `held`); null when the runner is not held. */
+  heldUntil: string | null;
 }
 
 /** How a checkpoint workflow run ended. */
@@ -154,6 +168,8 @@ export const finalizeUpdate = defineUpdate<FinalizeReply, [FinalizeRequest]>('fi
 export const retrySignal = defineSignal<[]>('retry');
 /** Operator: give up on a `needs_attention` checkpoint: unpause, end as `reset_failed`. */
 export const releaseSignal = defineSignal<[]>('release');
+/** Operator: end a hold for debugging now (phase `held`): reset and unpause the runner. */
+export const releaseHoldSignal = defineSignal<[]>('release-hold');
 export const stateQuery = defineQuery<CheckpointView>('state');
 
 /** Proxmox snapshot names: letter first, letters/digits/_/-, 2-40 characters. */

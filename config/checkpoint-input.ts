@@ -16,6 +16,7 @@ export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWo
       backend: runner.backend,
       gitlabRunnerId: runner.gitlab_runner_id ?? null,
       resetOnSuccess: runner.reset_on_success,
+      holdOnFailureSeconds: runner.hold_on_failure_seconds,
     },
     timing: {
       ttlSeconds: s.checkpointTtlSeconds,

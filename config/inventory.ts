@@ -22,6 +22,9 @@ const ID_RE = /^[\w.-]+$/;
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const FINGERPRINT_RE = /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/;
 
+/** Longest hold for debugging a runner may ask for (seconds). */
+export const HOLD_ON_FAILURE_MAX = 7 * 24 * 3600;
+
 const nonEmpty = z.string({ error: 'expected a string' }).trim().min(1, 'must not be empty');
 const optionalCmd = nonEmpty.optional();
 
@@ -53,6 +56,16 @@ const common = {
     .default([]),
   /** New: take the reset path on success too (e.g. runners whose jobs dirty the disk). */
   reset_on_success: z.boolean({ error: 'expected true or false' }).default(false),
+  /**
+   * New: after a failed job, keep the runner paused and un-reset this long so
+   * someone can log in and look. Capped: a longer hold is a forgotten runner.
+   */
+  hold_on_failure_seconds: z
+    .number({ error: 'expected a whole number of seconds' })
+    .int('expected a whole number of seconds')
+    .min(0, 'must be 0 (no hold) or more')
+    .max(HOLD_ON_FAILURE_MAX, `at most ${HOLD_ON_FAILURE_MAX} (7 days)`)
+    .default(0),
 };
 
 const proxmoxSchema = z.object({

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import {
   checkpointWorkflowId,
   finalizeUpdate,
+  releaseHoldSignal,
   releaseSignal,
   retrySignal,
   stateQuery,
@@ -300,6 +301,37 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     refused = false;
     const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
     await handle.signal(releaseSignal);
+    await handle.result();
+    return r.runnerId;
+  },
+  // Since patch 'hold-on-failure': a failed job holds the runner (timer, hold row); the hold runs out.
+  async 'hold-on-failure-expired'(h) {
+    const r = runner('bare_metal', 20);
+    const input = inputNow(r);
+    const cp = await createCheckpoint(
+      h,
+      r,
+      { ...input, runner: { ...input.runner, holdOnFailureSeconds: 2 } },
+      { jobId: '115' },
+    );
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  // Since patch 'hold-on-failure': an operator ends a long hold early with `release-hold`.
+  async 'hold-on-failure-released'(h) {
+    const r = runner('bare_metal', 21);
+    const input = inputNow(r);
+    const cp = await createCheckpoint(
+      h,
+      r,
+      { ...input, runner: { ...input.runner, holdOnFailureSeconds: 3600 } },
+      { jobId: '116' },
+    );
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'held');
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(releaseHoldSignal);
     await handle.result();
     return r.runnerId;
   },

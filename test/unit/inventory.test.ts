@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { checkpointInput } from '../../config/checkpoint-input';
 import {
+  HOLD_ON_FAILURE_MAX,
   InventoryError,
   InventoryStore,
   loadInventoryFile,
@@ -48,6 +50,7 @@ describe('parseInventory', () => {
       proxmox_vmid: 101,
       proxmox_verify_tls: true,
       reset_on_success: false,
+      hold_on_failure_seconds: 0,
       tags: [],
     });
     expect(inventory.get('metal-1')).toMatchObject({
@@ -158,6 +161,35 @@ describe('parseInventory', () => {
     ]) {
       expect(parseInventory(`runners:${proxmox}${other}`).inventory.size).toBe(2);
     }
+  });
+
+  it('takes hold_on_failure_seconds (default 0) into the checkpoint input', () => {
+    const { inventory } = parseInventory(
+      `runners:${bare}\n    hold_on_failure_seconds: 900${proxmox}`,
+    );
+    expect(inventory.get('metal-1')!.hold_on_failure_seconds).toBe(900);
+    expect(inventory.get('vm-1')!.hold_on_failure_seconds).toBe(0);
+    const settings = {} as Parameters<typeof checkpointInput>[1];
+    expect(checkpointInput(inventory.get('metal-1')!, settings).runner.holdOnFailureSeconds).toBe(
+      900,
+    );
+    expect(checkpointInput(inventory.get('vm-1')!, settings).runner.holdOnFailureSeconds).toBe(0);
+    expect(
+      parseInventory(`runners:${bare}\n    hold_on_failure_seconds: ${HOLD_ON_FAILURE_MAX}`)
+        .inventory.size,
+    ).toBe(1);
+  });
+
+  it.each([
+    ['-1', 'must be 0 (no hold) or more'],
+    ['1.5', 'expected a whole number of seconds'],
+    ['"60"', 'expected a whole number of seconds'],
+    ['true', 'expected a whole number of seconds'],
+    [String(HOLD_ON_FAILURE_MAX + 1), `at most ${HOLD_ON_FAILURE_MAX} (7 days)`],
+  ])('rejects hold_on_failure_seconds: %s, naming the runner and the field', (value, expected) => {
+    expect(errorOf(`runners:${bare}\n    hold_on_failure_seconds: ${value}`)).toBe(
+      `inv.yml: runner 'metal-1': hold_on_failure_seconds: ${expected}`,
+    );
   });
 
   it('names the position of an entry without a runner_id', () => {

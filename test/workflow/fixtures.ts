@@ -1,4 +1,5 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { workflowMetadataQuery } from '@temporalio/workflow';
 import {
   checkpointWorkflowId,
   finalizeUpdate,
@@ -37,6 +38,9 @@ export function runner(
     backend,
     gitlabRunnerId: o.gitlabRunnerId === undefined ? 40 : o.gitlabRunnerId,
     resetOnSuccess: o.resetOnSuccess ?? false,
+    ...(o.holdOnFailureSeconds !== undefined
+      ? { holdOnFailureSeconds: o.holdOnFailureSeconds }
+      : {}),
   };
 }
 
@@ -47,6 +51,9 @@ export function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}): Checkpo
       backend: r.backend,
       gitlabRunnerId: r.gitlabRunnerId,
       resetOnSuccess: r.resetOnSuccess ?? false,
+      ...(r.holdOnFailureSeconds !== undefined
+        ? { holdOnFailureSeconds: r.holdOnFailureSeconds }
+        : {}),
     },
     timing: timing(t),
   };
@@ -75,6 +82,28 @@ export async function waitPhase(
   return waitFor(`phase ${phase}`, async () => {
     const v = await handle(h, r).query(stateQuery);
     return v.phase === phase ? v : undefined;
+  });
+}
+
+/**
+ * The run's current details as the Temporal Web UI reads them: the SDK's
+ * built-in `__temporal_workflow_metadata` query, answered through the server
+ * (DescribeWorkflowExecution carries only the static summary and details).
+ */
+export async function currentDetails(h: WorkflowHarness, r: RunnerSpec): Promise<string> {
+  return (await handle(h, r).query(workflowMetadataQuery)).currentDetails ?? '';
+}
+
+/** Waits until the current details say `expected` (they follow the run as it moves). */
+export async function waitDetails(
+  h: WorkflowHarness,
+  r: RunnerSpec,
+  expected: string,
+): Promise<string> {
+  return waitFor(`current details ${JSON.stringify(expected)}`, async () => {
+    const d = await currentDetails(h, r);
+    if (d !== expected) throw new Error(`they say ${JSON.stringify(d)}`);
+    return d;
   });
 }
 

@@ -31,6 +31,8 @@ export interface StubCall {
   name: string;
   input: Record<string, unknown>;
   attempt: number;
+  /** When the call started (Date.now()). */
+  at: number;
 }
 
 /**
@@ -81,7 +83,7 @@ export class StubActivities {
     for (const [name, def] of Object.entries(this.defaults())) {
       out[name] = async (input: unknown) => {
         const attempt = Context.current().info.attempt;
-        this.calls.push({ name, input: input as Record<string, unknown>, attempt });
+        this.calls.push({ name, input: input as Record<string, unknown>, attempt, at: Date.now() });
         return (this.behaviours.get(name) ?? def)(input);
       };
     }
@@ -162,6 +164,8 @@ export interface RunnerSpec {
   backend: 'proxmox' | 'bare_metal';
   gitlabRunnerId: number | null;
   resetOnSuccess?: boolean;
+  /** Absent: the input has no such field (as before the hold for debugging). */
+  holdOnFailureSeconds?: number;
 }
 
 /** Starts the runner's checkpoint workflow with a create, as the API does. */

@@ -11,7 +11,9 @@ import {
   startWorkflowHarness,
   type WorkflowHarness,
 } from './harness';
+import { retrySignal } from '../../common/checkpoint';
 import {
+  currentDetails,
   finalize,
   gate,
   handle,
@@ -20,6 +22,7 @@ import {
   steps,
   transitions,
   updateFailure,
+  waitDetails,
   waitPhase,
 } from './fixtures';
 
@@ -377,5 +380,61 @@ describe('the end of the job', () => {
     await handle(h, r).cancel();
     await expect(handle(h, r).result()).rejects.toBeInstanceOf(WorkflowFailedError);
     expect(h.stubs.calls).toEqual([]);
+  });
+});
+
+describe('current details (what the Temporal Web UI shows)', () => {
+  it('say the phase, the step running now and the last error as the run moves', async () => {
+    const resetGate = gate();
+    let failing = true;
+    h.stubs.on('runRunnerCommand', async () => {
+      await resetGate.promise;
+      if (failing)
+        throw nonRetryable('reset_cmd exited with 7; stderr: disk on fire', 'CommandFailed');
+    });
+    const r = runner('bare_metal');
+    const cp = await createCheckpoint(h, r, input(r, { ttlSeconds: 3600, resetMaxAttempts: 1 }), {
+      jobId: '7030',
+      projectId: '9',
+    });
+    const ttlAt = new Date(Date.parse(cp.created_at) + 3600_000).toISOString();
+    await waitDetails(
+      h,
+      r,
+      '- **phase:** waiting_for_job (state `created`)\n' +
+        `- **now:** waiting for the job (TTL at ${ttlAt}; polling GitLab)\n` +
+        '- **last error:** none',
+    );
+
+    await finalize(h, r, cp.name, 'failure');
+    await waitDetails(
+      h,
+      r,
+      '- **phase:** finalizing (state `finalize_queued`)\n' +
+        '- **now:** reset_cmd\n' +
+        '- **last error:** none',
+    );
+
+    resetGate.open();
+    await waitDetails(
+      h,
+      r,
+      '- **phase:** needs_attention (state `needs_attention`)\n' +
+        '- **now:** needs_attention: the reset failed; waiting for an operator (signal retry or release)\n' +
+        '- **last error:** CommandFailed: reset_cmd exited with 7; stderr: disk on fire',
+    );
+
+    failing = false;
+    await handle(h, r).signal(retrySignal);
+    expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
+    // A closed run still answers (replayed): it ended clean; the error stays for the record.
+    expect(await currentDetails(h, r)).toBe(
+      '- **phase:** done (state `reset`)\n' +
+        '- **now:** nothing: the run is closing\n' +
+        '- **last error:** CommandFailed: reset_cmd exited with 7; stderr: disk on fire',
+    );
+    // Details live in the worker, not in the history: the describe call has none of them.
+    const described = await handle(h, r).describe();
+    expect(JSON.stringify(described.raw)).not.toContain('reset_cmd exited');
   });
 });

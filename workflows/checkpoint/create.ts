@@ -34,6 +34,7 @@ import type { CheckpointRun, HeldCheckpoint } from './run';
  */
 function claim(run: CheckpointRun, req: CreateRequest): HeldCheckpoint {
   run.phase = 'creating';
+  run.doing('create: recording the checkpoint');
   const createdAt = new Date(); // workflow time: deterministic
   const name = `job-${req.jobId}-${Math.floor(createdAt.getTime() / 1000)}-${uuid4().replace(/-/g, '').slice(0, 8)}`;
   run.held = {
@@ -76,10 +77,14 @@ export async function createCheckpoint(
       const row = await records.recordCheckpoint(record);
       held.id = row.id;
       held.pollJobs = row.pollJobs ?? run.legacyPollerEnabled();
-      if (snapshotName) await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
+      if (snapshotName) {
+        run.doing('snapshot');
+        await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
+      }
     });
     run.setState('created');
     run.createResult = 'ok';
+    run.doing('waiting for the job');
     run.phase = 'waiting_for_job';
     return run.dto();
   } catch (err) {
@@ -120,6 +125,7 @@ async function compensate(
   snapshotName: string | null,
   rerecord: NewCheckpoint | null,
 ): Promise<void> {
+  run.doing('create failed: removing what it made');
   const held = run.held;
   if (held && held.id === null && rerecord) held.id = (await records.recordCheckpoint(rerecord)).id;
   if (!held || held.id === null) return; // nothing recorded, nothing taken

@@ -1,12 +1,13 @@
 /**
  * The run's messages: the create and finalize updates (with validators that
- * reject before anything is written to history), the operator's retry and
- * release signals, and the `state` query.
+ * reject before anything is written to history), the operator's retry,
+ * release and release-hold signals, and the `state` query.
  */
 import { condition, setHandler } from '@temporalio/workflow';
 import {
   createUpdate,
   finalizeUpdate,
+  releaseHoldSignal,
   releaseSignal,
   retrySignal,
   stateQuery,
@@ -77,5 +78,9 @@ export function installHandlers(run: CheckpointRun): void {
   });
   setHandler(releaseSignal, () => {
     if (run.phase === 'needs_attention') run.operatorDecision = 'release';
+  });
+  // Only a runner held for debugging has a hold to end.
+  setHandler(releaseHoldSignal, () => {
+    if (run.heldUntil !== null) run.holdReleased = true;
   });
 }

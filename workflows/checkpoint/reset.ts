@@ -25,6 +25,7 @@ import type { CheckpointRun } from './run';
 export async function pauseRunner(run: CheckpointRun): Promise<void> {
   const gitlabRunnerId = run.runner.gitlabRunnerId;
   if (gitlabRunnerId !== null) {
+    run.doing('pause');
     try {
       const paused = await pauser.pauseRunner({ ...run.step(), gitlabRunnerId });
       run.runnerPaused = paused.pausedByUs;
@@ -53,6 +54,7 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
     run.pauseSettled = true;
     return undefined;
   }
+  run.doing('pause');
   const startedAt = new Date().toISOString();
   const entry = (result: PauseLog['result'], detail: string, error: string | null = null) => ({
     result,
@@ -117,6 +119,9 @@ export async function resetUntilDone(run: CheckpointRun): Promise<CheckpointStat
         error: run.lastError,
       });
       run.phase = 'needs_attention';
+      run.doing(
+        'needs_attention: the reset failed; waiting for an operator (signal retry or release)',
+      );
       run.operatorDecision = null;
       await run.moveTo('needs_attention', ['finalize_queued'], {
         errorDetail: run.lastError,
@@ -131,31 +136,43 @@ export async function resetUntilDone(run: CheckpointRun): Promise<CheckpointStat
   }
 }
 
+/** Says which reset step runs now; a round after an operator's `retry` says so. */
+function doingStep(run: CheckpointRun, step: string): void {
+  run.doing(run.resetRounds > 0 ? `${step} (round ${run.resetRounds + 1})` : step);
+}
+
 async function resetRunner(run: CheckpointRun): Promise<void> {
   const { timing } = run.input;
   const steps = stepActivities(timing.resetMaxAttempts);
   const readiness = readinessActivities(timing.resetMaxAttempts);
   if (run.runner.backend === 'proxmox') {
     const snapshotName = snapshotNameFor(run.checkpoint.name);
+    doingStep(run, 'stop');
     const stopped = await steps.stopVm(run.step());
+    doingStep(run, 'rollback');
     await steps.rollbackVm({ ...run.step(), snapshotName });
     // Before the patch: the agent must reconnect after this instant, the VM's
     // boot (but this clock is not the one agent_sessions.connected_at uses).
     const bootedAt = new Date().toISOString();
+    doingStep(run, 'start');
     await steps.startVm(run.step());
     // Since the patch: the agent's session from before the stop does not count
     // (absent when a worker without that result ran stopVm: `since` decides).
     const staleSession = patched(READINESS_ONE_CLOCK_PATCH)
       ? (stopped as Partial<typeof stopped> | undefined)?.staleSession
       : undefined;
+    doingStep(run, 'readiness');
     await readiness.waitUntilReady({
       ...run.step(),
       since: bootedAt,
       ...(staleSession !== undefined ? { staleSession } : {}),
     });
+    doingStep(run, 'delete_snapshot');
     await steps.removeSnapshot({ ...run.step(), snapshotName });
   } else {
+    doingStep(run, 'reset_cmd');
     await steps.runRunnerCommand({ ...run.step(), which: 'reset_cmd' });
+    doingStep(run, 'readiness');
     await readiness.waitUntilReady({ ...run.step(), since: null });
   }
 }
@@ -163,13 +180,16 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
 async function cleanupRunner(run: CheckpointRun): Promise<void> {
   const { timing } = run.input;
   const steps = stepActivities(timing.resetMaxAttempts);
+  doingStep(run, 'cleanup_cmd');
   await steps.runRunnerCommand({ ...run.step(), which: 'cleanup_cmd' });
   if (run.runner.backend === 'proxmox') {
+    doingStep(run, 'delete_snapshot');
     await steps.removeSnapshot({
       ...run.step(),
       snapshotName: snapshotNameFor(run.checkpoint.name),
     });
   }
+  doingStep(run, 'readiness');
   await readinessActivities(timing.resetMaxAttempts).waitUntilReady({ ...run.step(), since: null });
 }
 
@@ -181,12 +201,14 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
   const gitlabRunnerId = run.runner.gitlabRunnerId;
   let leftPaused = false;
   if (run.runnerPaused && gitlabRunnerId !== null) {
+    run.doing('unpause');
     if (patched(UNPAUSE_ATTENTION_PATCH))
       leftPaused = !(await unpauseUntilDone(run, gitlabRunnerId));
     else await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
     run.runnerPaused = false;
   }
   if (run.outcome) {
+    run.doing(`${run.outcome}: recording the end`);
     await run.moveTo(run.outcome, ['created', 'finalize_queued', 'needs_attention'], {
       errorDetail: run.outcome === 'reset_failed' || leftPaused ? run.lastError : null,
       ...(leftPaused && gitlabRunnerId !== null
@@ -220,6 +242,9 @@ async function unpauseUntilDone(run: CheckpointRun, gitlabRunnerId: number): Pro
         },
       );
       run.phase = 'needs_attention';
+      run.doing(
+        `needs_attention: the unpause failed; tried again every ${retrySeconds}s (signal retry or release)`,
+      );
       run.operatorDecision = null;
       await run.moveTo('needs_attention', ['created', 'finalize_queued', 'needs_attention'], {
         errorDetail: run.lastError,

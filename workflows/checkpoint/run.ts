@@ -1,8 +1,9 @@
 /**
  * The state of one checkpoint workflow run, with its DTO (what REST and the
- * agent see) and its view (what the `state` query shows operators).
+ * agent see), its view (what the `state` query shows operators) and its
+ * current details (what the Temporal Web UI shows).
  */
-import { upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type {
   CheckpointDto,
   CheckpointView,
@@ -31,10 +32,16 @@ export interface HeldCheckpoint {
 /** How the job ended: a finalize or the poller saw a status, or the TTL ran out. */
 export type JobEnd = { status: FinalizeStatus; source: string; at: Date } | 'ttl';
 
+/** Longest error text the current details show (the `state` query has all of it). */
+const DETAILS_ERROR_MAX = 300;
+
 export class CheckpointRun {
   readonly runner: RunnerPlan;
   readonly workflowId = workflowInfo().workflowId;
-  phase: CheckpointView['phase'] = 'waiting_for_create';
+  private currentPhase: CheckpointView['phase'] = 'waiting_for_create';
+  private currentError: string | null = null;
+  /** The step running now, as the current details say it (e.g. `reset_cmd`). */
+  private currentStep = 'waiting for a create';
   state: CheckpointState | null = null;
   held: HeldCheckpoint | null = null;
   createResult: 'ok' | 'failed' | null = null;
@@ -46,14 +53,66 @@ export class CheckpointRun {
   /** We paused the runner and have not unpaused it yet. */
   runnerPaused = false;
   resetRounds = 0;
-  lastError: string | null = null;
   operatorDecision: 'retry' | 'release' | null = null;
+  /** While the runner is held for debugging after a failed job: when the hold ends. */
+  heldUntil: Date | null = null;
+  /** An operator ended the hold early (`release-hold`). */
+  holdReleased = false;
   /** The terminal state the run ends in, once decided. */
   outcome: CheckpointState | null = null;
 
   constructor(readonly input: CheckpointWorkflowInput) {
     this.runner = input.runner;
     if (input.resume) this.resume(input.resume);
+    this.showDetails();
+  }
+
+  get phase(): CheckpointView['phase'] {
+    return this.currentPhase;
+  }
+
+  set phase(p: CheckpointView['phase']) {
+    this.currentPhase = p;
+    this.showDetails();
+  }
+
+  get lastError(): string | null {
+    return this.currentError;
+  }
+
+  set lastError(e: string | null) {
+    this.currentError = e;
+    this.showDetails();
+  }
+
+  /** Says which step runs now (a step's operation-log name where it has one). */
+  doing(step: string): void {
+    this.currentStep = step;
+    this.showDetails();
+  }
+
+  /**
+   * The markdown the Temporal Web UI shows as this run's current details.
+   * It lives in the worker's memory only (the `__temporal_workflow_metadata`
+   * query reads it): setting it adds no command to the history.
+   */
+  details(): string {
+    const err = this.currentError;
+    const shown =
+      err === null
+        ? 'none'
+        : err.length > DETAILS_ERROR_MAX
+          ? `${err.slice(0, DETAILS_ERROR_MAX)}…`
+          : err;
+    return [
+      `- **phase:** ${this.currentPhase}${this.state ? ` (state \`${this.state}\`)` : ''}`,
+      `- **now:** ${this.currentStep}`,
+      `- **last error:** ${shown}`,
+    ].join('\n');
+  }
+
+  private showDetails(): void {
+    setCurrentDetails(this.details());
   }
 
   /** A waiting checkpoint carried over from the previous run (continue-as-new). */
@@ -122,6 +181,7 @@ export class CheckpointRun {
   setState(s: CheckpointState): void {
     this.state = s;
     upsertSearchAttributes([{ key: SA_STATE, value: s }]);
+    this.showDetails();
   }
 
   /** Moves the Postgres row (compare-and-set), then the run's own state. */
@@ -162,6 +222,7 @@ export class CheckpointRun {
       runnerPaused: this.runnerPaused,
       resetRounds: this.resetRounds,
       lastError: this.lastError,
+      heldUntil: this.heldUntil?.toISOString() ?? null,
     };
   }
 }

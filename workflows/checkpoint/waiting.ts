@@ -30,6 +30,9 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
   let nextPollAt =
     cp.createdAt.getTime() +
     Math.max(timing.pollerMinAgeSeconds, timing.pollerIntervalSeconds) * 1000;
+  run.doing(
+    `waiting for the job (TTL at ${new Date(ttlAt).toISOString()}${pollProject !== null ? '; polling GitLab' : ''})`,
+  );
   for (;;) {
     const now = Date.now();
     if (ended()) return;

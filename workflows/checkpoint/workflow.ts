@@ -13,6 +13,7 @@ import {
 } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
 import { records } from './activities';
+import { holdOnFailure } from './hold';
 import { installHandlers } from './messages';
 import { pauseBeforeBookkeeping, pauseRunner, releaseRunner, resetUntilDone } from './reset';
 import { CheckpointRun } from './run';
@@ -22,8 +23,9 @@ import { waitForJobEnd } from './waiting';
  * One checkpoint of one runner, from snapshot to clean runner. The workflow
  * id is per runner, so Temporal guarantees one such run per runner at a time.
  *
- * create (update) → wait for the job's end → pause → reset or cleanup →
- * readiness → unpause → terminal state → cooldown (creates get 429) → done.
+ * create (update) → wait for the job's end → pause → (a failed job: hold for
+ * debugging) → reset or cleanup → readiness → unpause → terminal state →
+ * cooldown (creates get 429) → done.
  */
 export async function checkpointWorkflow(
   input: CheckpointWorkflowInput,
@@ -33,6 +35,7 @@ export async function checkpointWorkflow(
 
   // A run started without a create (by hand, say) has nothing to do.
   if (!(await condition(() => run.phase !== 'waiting_for_create', '10 minutes'))) {
+    run.doing('nothing: no create came');
     run.phase = 'done';
     return { name: null, state: null };
   }
@@ -61,6 +64,7 @@ export async function checkpointWorkflow(
     // its pause step reads the log to tell.
     const pauseFirst = !input.resume?.adopted && patched(PAUSE_FIRST_PATCH);
     const pauseLog = pauseFirst ? await pauseBeforeBookkeeping(run) : undefined;
+    run.doing('finalize_queued: recording the job end');
     await run.moveTo('finalize_queued', from, {
       finalizeStatus: run.finalizeStatus,
       finalizeSource: run.finalizeSource,
@@ -69,6 +73,7 @@ export async function checkpointWorkflow(
     });
     if (!pauseFirst) await pauseRunner(run);
     await note;
+    await holdOnFailure(run);
     run.outcome = await resetUntilDone(run);
   } catch (err) {
     if (!isCancellation(err)) throw err;
@@ -103,8 +108,10 @@ async function notePollingSkipped(run: CheckpointRun): Promise<void> {
 async function cooldown(run: CheckpointRun): Promise<CheckpointOutcome> {
   run.phase = 'cooldown';
   const { cooldownSeconds } = run.input.timing;
+  run.doing(`cooldown until ${new Date(Date.now() + cooldownSeconds * 1000).toISOString()}`);
   if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
   run.phase = 'done';
+  run.doing('nothing: the run is closing');
   await condition(allHandlersFinished);
   return { name: run.held?.name ?? null, state: run.state };
 }
