@@ -6,6 +6,7 @@ import { connectDatabase } from '../store/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
+import { WorkerMetrics } from '../activities/metrics';
 import { scheduleReconciler } from '../worker/reconcile-schedule';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
@@ -61,6 +62,7 @@ export async function runWorker(): Promise<void> {
     log,
   });
   const client = new Client({ connection, namespace: temporal.namespace });
+  const metrics = new WorkerMetrics();
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
@@ -70,8 +72,9 @@ export async function runWorker(): Promise<void> {
       inventory,
       settings,
       log,
-      gitlab: gitlabClientFrom(settings),
+      gitlab: gitlabClientFrom(settings, metrics),
       agents,
+      metrics,
       temporal: { client, taskQueue: settings.taskQueue },
     },
   });

@@ -4,6 +4,7 @@ import pino from 'pino';
 import type { DataSource } from 'typeorm';
 import type { AgentGateway } from '../../activities/agent-gateway';
 import type { GitLabClient } from '../../activities/gitlab/client';
+import { WorkerMetrics } from '../../activities/metrics';
 import { startApiServer, type ApiServer } from '../../api/server';
 import { checkpointWorkflowId } from '../../common/checkpoint';
 import { InventoryStore } from '../../config/inventory';
@@ -67,6 +68,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   const native = await NativeConnection.connect({ address });
+  const metrics = new WorkerMetrics();
   const worker: Worker = await createWorker({
     connection: native,
     namespace: 'default',
@@ -77,7 +79,8 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       settings,
       log,
       agents: o.agents,
-      gitlab: o.gitlab === undefined ? gitlabClientFrom(settings) : o.gitlab,
+      gitlab: o.gitlab === undefined ? gitlabClientFrom(settings, metrics) : o.gitlab,
+      metrics,
       temporal: { client: new Client({ connection: native }), taskQueue },
     },
   });
