@@ -18,6 +18,8 @@ export interface AppDeps {
   inventory: InventoryStore;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
+  /** How many agent WebSocket sessions this instance holds. */
+  agentSessions: () => number;
   log: Logger;
 }
 
@@ -36,6 +38,7 @@ export function createApp(d: AppDeps): Express {
         operations: d.store.operations,
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
+        agentSessions: d.agentSessions,
         log: d.log,
       }),
     ),

@@ -71,23 +71,24 @@ export async function startApiServer(d: {
     ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
     interceptors: [],
   });
+  const hub = new AgentHub(
+    store,
+    databaseUrlOf(d.dataSource),
+    d.log.child({ component: 'agent-hub' }),
+    d.settings.wsHeartbeatTimeoutSeconds,
+  );
   const app = createApp({
     store,
     healthTemporal,
     checkpoints,
     inventory: d.inventory,
     agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
+    agentSessions: () => hub.sessionCount,
     log: d.log,
   });
   const server = createServer(
     { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     app,
-  );
-  const hub = new AgentHub(
-    store,
-    databaseUrlOf(d.dataSource),
-    d.log.child({ component: 'agent-hub' }),
-    d.settings.wsHeartbeatTimeoutSeconds,
   );
   await hub.start();
   const gateway = attachAgentGateway(server, {

@@ -100,11 +100,13 @@ describe('the dev runner (npm run dev)', () => {
         { timeoutMs: 30_000, intervalMs: 300 },
       );
       expect(status.stdout).toBe(`name:   ${name}\nstate:  reset\nresult: failure\n`);
-      // The worker's own endpoint saw the reset.
+      // The worker's own endpoint saw the reset; the API's holds the demo agent's session.
       const worker = await (await fetch(workerMetricsUrl)).text();
       expect(worker).toMatch(
         /^e2epool_step_duration_seconds_count\{[^}]*step="reset_cmd"[^}]*result="ok"[^}]*\} 1$/m,
       );
+      const apiMetrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
+      expect(apiMetrics).toMatch(/^e2epool_agent_sessions\{service="e2epool-api"\} 1$/m);
 
       child.kill('SIGINT');
       expect(await exited).toBe(0);
