@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createStore } from '../../store';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -7,7 +9,8 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
-import { scrape, sumOf } from '../helpers/metrics';
+import { exposedNames, scrape, sumOf } from '../helpers/metrics';
+import { REPO } from '../helpers/processes';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -23,6 +26,7 @@ const INVENTORY = `runners:\n${[
   bareMetalRunnerYaml(R.refused, { ...SCRIPTS, gitlab_runner_id: GITLAB_RUNNER.refused }),
   bareMetalRunnerYaml(R.session),
 ].join('')}`;
+const DASHBOARD = join(REPO, 'ops', 'grafana', 'e2epool-dashboard.json');
 
 const STEP = 'e2epool_step_duration_seconds_count';
 const CLEAN = 'e2epool_time_to_clean_seconds';
@@ -167,4 +171,77 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
     await agent.closed;
     await waitFor('the session to be gone', async () => (await sessions()) === 0);
   });
+
+  it('the Grafana dashboard uses only metrics the API or the worker expose', async () => {
+    const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard;
+    const exposed = new Set([...exposedNames(await api()), ...exposedNames(await worker())]);
+    const used = new Set(expressions(dashboard).flatMap(metricNames));
+    expect(used.size).toBeGreaterThan(5);
+    expect([...used].filter((m) => !exposed.has(m))).toEqual([]);
+    // Every metric issue 9 asked for is on it.
+    for (const m of [
+      'e2epool_checkpoints_active',
+      'e2epool_checkpoints_needs_attention_oldest_seconds',
+      'e2epool_runners_unreachable',
+      'e2epool_reconcile_findings_total',
+      'e2epool_time_to_clean_seconds_bucket',
+      'e2epool_step_duration_seconds_bucket',
+      'e2epool_gitlab_requests_total',
+      'e2epool_runner_paused_seconds_total',
+      'e2epool_agent_sessions',
+    ])
+      expect([m, used.has(m)]).toEqual([m, true]);
+    // A plain dashboard: its Prometheus is chosen with the datasource variable.
+    expect(dashboard.templating.list).toContainEqual(
+      expect.objectContaining({ name: 'datasource', type: 'datasource', query: 'prometheus' }),
+    );
+    for (const p of dashboard.panels.filter((p) => p.type !== 'row'))
+      expect([p.title, p.datasource]).toEqual([
+        p.title,
+        { type: 'prometheus', uid: '${datasource}' },
+      ]);
+  });
 });
+
+interface Panel {
+  type: string;
+  title: string;
+  datasource?: unknown;
+  targets?: Array<{ expr?: string }>;
+  panels?: Panel[];
+}
+interface Dashboard {
+  panels: Panel[];
+  templating: { list: Array<Record<string, unknown>> };
+}
+
+function expressions(d: Dashboard): string[] {
+  const all = (ps: Panel[]): Panel[] => ps.flatMap((p) => [p, ...all(p.panels ?? [])]);
+  return all(d.panels).flatMap((p) => (p.targets ?? []).map((t) => t.expr ?? ''));
+}
+
+const PROMQL_WORDS = new Set([
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'bool',
+  'and',
+  'or',
+  'unless',
+  'offset',
+]);
+
+/** The metric names a PromQL expression reads: identifiers that are not functions, keywords or labels. */
+function metricNames(expr: string): string[] {
+  const bare = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""') // label values
+    .replace(/\{[^}]*\}/g, '') // label matchers
+    .replace(/\[[^\]]*\]/g, '') // range selectors ($__rate_interval)
+    .replace(/\b(?:by|without|on|ignoring)\s*\([^)]*\)/g, ''); // grouping labels
+  return [...bare.matchAll(/\b[a-zA-Z_:][\w:]*\b(?!\s*\()/g)]
+    .map((m) => m[0])
+    .filter((w) => !PROMQL_WORDS.has(w) && !/^\d/.test(w));
+}
