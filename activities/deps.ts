@@ -6,6 +6,7 @@ import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
 import type { GitLabClient } from './gitlab/client';
+import type { WorkerMetrics } from './metrics';
 
 /** What activities need from the process that runs them. */
 export interface ActivityDeps {
@@ -17,6 +18,8 @@ export interface ActivityDeps {
   agents: AgentGateway;
   /** GitLab API; null unless E2EPOOL_GITLAB_URL and E2EPOOL_GITLAB_TOKEN are set (no pause, no polling). */
   gitlab: GitLabClient | null;
+  /** The worker's metrics (steps, time to clean, paused seconds), served by its metrics endpoint. */
+  metrics: WorkerMetrics;
   /** Temporal, for the reconciler (it looks at and starts checkpoint runs); absent: no reconciling. */
   temporal?: { client: Client; taskQueue: string };
 }

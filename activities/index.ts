@@ -13,7 +13,10 @@ export function createActivities(deps: ActivityDeps) {
   const store = createStore(deps.dataSource);
   return {
     // Whether the worker polls GitLab for a job's end: only with a GitLab client to ask.
-    ...recordActivities(store, { pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled }),
+    ...recordActivities(store, {
+      pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled,
+      metrics: deps.metrics,
+    }),
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),
     ...runnerActivities(deps),

@@ -1,10 +1,12 @@
 import { Context } from '@temporalio/activity';
+import type { Backend } from '../common/states';
 import type {
   OperationLogStore,
   OperationMeta,
   OperationOutcome,
   OperationResult,
 } from '../store/operation-log';
+import { secondsSince, type WorkerMetrics } from './metrics';
 
 /** First line of an error, trimmed: error text that is safe to store and show. */
 function errorText(err: unknown): string {
@@ -41,20 +43,37 @@ export async function writeOperation(
   await ops.write(m, { ...row, attempt: attempt() });
 }
 
+/** Where a step's record goes: its operation-log row and its duration metric. */
+export interface StepLog {
+  operations: OperationLogStore;
+  metrics: WorkerMetrics;
+}
+
+/** A step's log row, and the runner's backend for its metric (a GitLab step's row has none). */
+export interface StepMeta extends OperationMeta {
+  runnerBackend?: Backend | null;
+}
+
 /**
  * Runs one step and records it: a `running` row before, then `ok` (with the
  * detail `fn` returns) or `error` (with the error text) after. Retries of the
- * same step update the same row.
+ * same step update the same row; each attempt is one observation of
+ * e2epool_step_duration_seconds (the step itself, not its log writes).
  */
 export async function withOperation<T>(
-  ops: OperationLogStore,
-  m: OperationMeta,
+  log: StepLog,
+  m: StepMeta,
   fn: () => Promise<{ value: T; detail?: string | null; result?: OperationResult }>,
 ): Promise<T> {
+  const ops = log.operations;
   const startedAt = new Date();
   await writeOperation(ops, m, { result: 'running', startedAt });
+  const start = performance.now();
+  const observe = (result: OperationResult) =>
+    log.metrics.observeStep(m.runnerBackend ?? m.backend, m.operation, result, secondsSince(start));
   try {
     const { value, detail, result } = await fn();
+    observe(result ?? 'ok');
     await writeOperation(ops, m, {
       result: result ?? 'ok',
       detail,
@@ -63,6 +82,7 @@ export async function withOperation<T>(
     });
     return value;
   } catch (err) {
+    observe('error');
     await writeOperation(ops, m, {
       result: 'error',
       error: errorText(err),

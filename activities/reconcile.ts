@@ -367,6 +367,10 @@ export function reconcileActivities(deps: ActivityDeps) {
         }
         try {
           await gitlab.setPaused(gitlabRunnerId, false);
+          deps.metrics.runnerPausedSeconds.inc(
+            { runner_id: e.runnerId },
+            Math.max(0, (Date.now() - new Date(e.at).getTime()) / 1000),
+          );
           findings.push(await finding('unpaused', `${why}: unpaused`));
         } catch (err) {
           findings.push(

@@ -7,6 +7,7 @@ import {
   type NewCheckpoint,
 } from '../store/checkpoints';
 import type { OperationResult } from '../store/operation-log';
+import type { JobEndPath, WorkerMetrics } from './metrics';
 import { activityKey, writeOperation } from './operation-log';
 
 /** A state change, and what the operation log must say along with it. */
@@ -19,6 +20,12 @@ export interface TransitionRequest extends CheckpointTransition {
   leftPausedGitlabRunnerId?: number;
   /** The pause the run tried before this transition (see PAUSE_FIRST_PATCH), logged with it. */
   pauseLog?: PauseLog;
+  /**
+   * Set on the transition that ends a checkpoint with its runner clean, ready
+   * and unpaused: when and how its job's end was seen. Observed, once the
+   * state has changed, as e2epool_time_to_clean_seconds.
+   */
+  timeToClean?: { jobEndedAt: string; path: JobEndPath };
 }
 
 /** How a pause tried before any Postgres write went, for its `pause` log row. */
@@ -32,7 +39,7 @@ export interface PauseLog {
 }
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
-export function recordActivities(store: Store, o: { pollJobs: boolean }) {
+export function recordActivities(store: Store, o: { pollJobs: boolean; metrics: WorkerMetrics }) {
   return {
     /**
      * Inserts the checkpoint row (state `created`); a retry finds the row it
@@ -97,7 +104,7 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
      */
     async transitionCheckpoint(i: TransitionRequest): Promise<void> {
       // One transaction: nobody sees the new state without its log row.
-      await store.transaction(async (tx) => {
+      const moved = await store.transaction(async (tx) => {
         const outcome = await tx.checkpoints.transition(i);
         let row: CheckpointRef;
         if (outcome.changed) row = outcome.checkpoint;
@@ -177,7 +184,16 @@ export function recordActivities(store: Store, o: { pollJobs: boolean }) {
             },
           );
         }
+        return outcome.changed ? row : null;
       });
+      // Only the attempt that moved the row observes: a retry finds it moved already.
+      if (moved && i.timeToClean) {
+        const seconds = (Date.now() - Date.parse(i.timeToClean.jobEndedAt)) / 1000;
+        o.metrics.timeToClean.observe(
+          { backend: moved.backend, path: i.timeToClean.path },
+          Math.max(0, seconds),
+        );
+      }
     },
 
     /** Adds a note to a checkpoint's operation log (e.g. why it is not polled). */

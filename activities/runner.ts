@@ -26,6 +26,7 @@ function tail(s: string): string {
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
   const { operations, sessions } = createStore(deps.dataSource);
+  const steps = { operations, metrics: deps.metrics };
   const proxmoxClient = proxmoxClientFactory(deps);
 
   return {
@@ -35,7 +36,7 @@ export function runnerActivities(deps: ActivityDeps) {
       const cmd = r[i.which];
       const key = activityKey(i.which, `${i.checkpointName}:${i.which}:${i.round}`);
       await withOperation(
-        operations,
+        steps,
         {
           checkpointId: i.checkpointId,
           runnerId: i.runnerId,
@@ -93,7 +94,7 @@ export function runnerActivities(deps: ActivityDeps) {
             ? new Date(i.since)
             : undefined;
       await withOperation(
-        operations,
+        steps,
         {
           checkpointId: i.checkpointId,
           runnerId: i.runnerId,

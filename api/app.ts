@@ -22,6 +22,8 @@ export interface AppDeps {
   /** Checkpoint logs (SPEC §10) and the feed that wakes their live followers. */
   logs: CheckpointLogs;
   logFeed: LogFeed;
+  /** How many agent WebSocket sessions this instance holds. */
+  agentSessions: () => number;
   log: Logger;
 }
 
@@ -40,6 +42,7 @@ export function createApp(d: AppDeps): Express {
         operations: d.store.operations,
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
+        agentSessions: d.agentSessions,
         log: d.log,
       }),
     ),

@@ -14,13 +14,16 @@ export interface MetricsDeps {
   inventory: InventoryStore;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
+  /** How many agent WebSocket sessions this instance holds (its hub's). */
+  agentSessions: () => number;
   log: Logger;
 }
 
 /**
  * A per-app registry (not the global one, so several apps can share a process
  * in tests) with the process metrics, the checkpoint gauges and the agent
- * gauges, read from Postgres at scrape time.
+ * gauges, read from Postgres at scrape time, and this instance's agent
+ * sessions. What the worker measures is served by the worker itself.
  */
 export function createMetricsRegistry(d: MetricsDeps): Registry {
   const { records, log } = d;
@@ -93,6 +96,15 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
       }
     },
   });
+  new Gauge({
+    name: 'e2epool_agent_sessions',
+    help: 'Agent WebSocket sessions held by this API instance (sum over instances: connected agents).',
+    registers: [registry],
+    collect() {
+      this.set(d.agentSessions());
+    },
+  });
+
   new Gauge({
     name: 'e2epool_reconcile_findings_total',
     help: 'What the reconciler found (kind) and did about it (action: repaired, reported, failed), from the operation log.',

@@ -74,6 +74,13 @@ export async function startApiServer(d: {
   });
   const logs = new CheckpointLogs(store);
   const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }));
+  const hub = new AgentHub(
+    store,
+    databaseUrlOf(d.dataSource),
+    d.log.child({ component: 'agent-hub' }),
+    d.settings.wsHeartbeatTimeoutSeconds,
+    { logMaxLines: d.settings.logMaxLines },
+  );
   const app = createApp({
     store,
     logs,
@@ -82,18 +89,12 @@ export async function startApiServer(d: {
     checkpoints,
     inventory: d.inventory,
     agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
+    agentSessions: () => hub.sessionCount,
     log: d.log,
   });
   const server = createServer(
     { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     app,
-  );
-  const hub = new AgentHub(
-    store,
-    databaseUrlOf(d.dataSource),
-    d.log.child({ component: 'agent-hub' }),
-    d.settings.wsHeartbeatTimeoutSeconds,
-    { logMaxLines: d.settings.logMaxLines },
   );
   await hub.start();
   const gateway = attachAgentGateway(server, {

@@ -15,6 +15,7 @@ import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/clie
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import pino from 'pino';
 import type { AgentGateway } from '../activities/agent-gateway';
+import { WorkerMetrics } from '../activities/metrics';
 import { startApiServer } from '../api/server';
 import { InventoryStore } from '../config/inventory';
 import { loadSettings } from '../config/settings';
@@ -114,7 +115,15 @@ async function main(): Promise<void> {
       connection: native,
       namespace: 'default',
       taskQueue: settings.taskQueue,
-      deps: { dataSource: ds, inventory, settings, log, agents, gitlab: null },
+      deps: {
+        dataSource: ds,
+        inventory,
+        settings,
+        log,
+        agents,
+        gitlab: null,
+        metrics: new WorkerMetrics(),
+      },
     });
     const baseline = await Worker.create({
       connection: native,

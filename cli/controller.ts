@@ -6,6 +6,8 @@ import { connectDatabase } from '../store/connect';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
+import { WorkerMetrics } from '../activities/metrics';
+import { startMetricsServer } from '../worker/metrics-server';
 import { scheduleReconciler } from '../worker/reconcile-schedule';
 import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
@@ -61,6 +63,18 @@ export async function runWorker(): Promise<void> {
     log,
   });
   const client = new Client({ connection, namespace: temporal.namespace });
+  const metrics = new WorkerMetrics();
+  // What the worker measures lives in this process: it serves it itself.
+  const metricsServer = await startMetricsServer({
+    registry: metrics.registry,
+    host: settings.host,
+    port: settings.workerMetricsPort,
+    log,
+  }).catch((err: unknown) => {
+    throw new Error(
+      `cannot serve the worker metrics on ${settings.host}:${settings.workerMetricsPort} (E2EPOOL_WORKER_METRICS_PORT): ${(err as Error).message}`,
+    );
+  });
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
@@ -70,8 +84,9 @@ export async function runWorker(): Promise<void> {
       inventory,
       settings,
       log,
-      gitlab: gitlabClientFrom(settings),
+      gitlab: gitlabClientFrom(settings, metrics),
       agents,
+      metrics,
       temporal: { client, taskQueue: settings.taskQueue },
     },
   });
@@ -79,10 +94,16 @@ export async function runWorker(): Promise<void> {
   // A parent (npm run dev) going away stops us like a signal would.
   watchParent(() => worker.shutdown());
   log.info(
-    { taskQueue: settings.taskQueue, temporal: temporal.address, namespace: temporal.namespace },
+    {
+      taskQueue: settings.taskQueue,
+      temporal: temporal.address,
+      namespace: temporal.namespace,
+      metrics: metricsServer.url,
+    },
     'worker running',
   );
   await worker.run();
+  await metricsServer.close();
   inventory.close();
   await connection.close().catch(() => undefined);
   await dataSource.destroy().catch(() => undefined);

@@ -73,6 +73,7 @@ const schema = z.object({
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_HOST: z.string().min(1).default('0.0.0.0'),
   E2EPOOL_PORT: integer(8080, 0, 65535),
+  E2EPOOL_WORKER_METRICS_PORT: integer(9464, 0, 65535),
   E2EPOOL_TASK_QUEUE: z
     .string()
     .regex(/^[\w.-]{1,200}$/, 'expected 1-200 characters of letters, digits, _ . -')
@@ -131,6 +132,8 @@ export interface Settings {
   proxmoxTaskTimeoutSeconds: number;
   host: string;
   port: number;
+  /** Port of the worker's `GET /metrics` (on `host`); 0: a free one, logged at start. */
+  workerMetricsPort: number;
   taskQueue: string;
   logLevel: Raw['E2EPOOL_LOG_LEVEL'];
 }
@@ -216,6 +219,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,
     host: r.E2EPOOL_HOST,
     port: r.E2EPOOL_PORT,
+    workerMetricsPort: r.E2EPOOL_WORKER_METRICS_PORT,
     taskQueue: r.E2EPOOL_TASK_QUEUE,
     logLevel: r.E2EPOOL_LOG_LEVEL,
   };

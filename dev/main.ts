@@ -94,10 +94,13 @@ async function main(): Promise<void> {
   const apiPort = Number(env.E2EPOOL_PORT || 8080);
   const temporalPort = Number(env.TEMPORAL_DEV_PORT || 7233);
   const uiPort = Number(env.TEMPORAL_DEV_UI_PORT || 8233);
+  const workerMetricsPort = Number(env.E2EPOOL_WORKER_METRICS_PORT || 9464);
   const namespace = env.TEMPORAL_NAMESPACE || 'default';
   await requireFreePort(apiPort, 'API', 'E2EPOOL_PORT');
   await requireFreePort(temporalPort, 'Temporal', 'TEMPORAL_DEV_PORT');
   await requireFreePort(uiPort, 'Temporal Web UI', 'TEMPORAL_DEV_UI_PORT');
+  if (workerMetricsPort > 0)
+    await requireFreePort(workerMetricsPort, 'worker metrics', 'E2EPOOL_WORKER_METRICS_PORT');
 
   let temporal: DevServer | undefined;
   let pg: PostgresProcess | undefined;
@@ -171,6 +174,7 @@ async function main(): Promise<void> {
       E2EPOOL_DATABASE_URL: databaseUrl,
       E2EPOOL_INVENTORY_PATH: inventoryPath,
       E2EPOOL_PORT: String(apiPort),
+      E2EPOOL_WORKER_METRICS_PORT: String(workerMetricsPort),
       TEMPORAL_ADDRESS: temporal.address,
       TEMPORAL_NAMESPACE: namespace,
     };
@@ -212,6 +216,13 @@ async function main(): Promise<void> {
     out('e2epool is running:');
     out(`  API            ${apiUrl}   (try: curl ${apiUrl}/healthz)`);
     out(`  Temporal UI    ${temporal.uiUrl}`);
+    out(
+      `  Metrics        ${apiUrl}/metrics (API), ${
+        workerMetricsPort > 0
+          ? `http://127.0.0.1:${workerMetricsPort}/metrics (worker)`
+          : 'worker: a free port, in its "worker running" log line'
+      }`,
+    );
     out(`  Temporal       ${temporal.address}  namespace ${namespace}`);
     out(`  Postgres       ${pg ? databaseUrl : '(E2EPOOL_DATABASE_URL)'}`);
     out(`  Inventory      ${inventoryPath}`);

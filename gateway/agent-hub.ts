@@ -95,6 +95,11 @@ export class AgentHub {
     });
   }
 
+  /** Agent connections this instance holds (registered, or registering). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
   /** Starts listening for queued commands (and sweeping, in case a notice is missed). */
   async start(): Promise<void> {
     await this.commandNotices.ensure();

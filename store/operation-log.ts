@@ -130,6 +130,27 @@ export class OperationLogStore {
   }
 
   /**
+   * Since when this checkpoint has had its runner paused: its first `pause`
+   * row (done, or a request sent) after its last successful unpause. Null
+   * when no pause of it is still open. A run that adopted a paused runner
+   * logs a pause of its own: the earlier one still counts.
+   */
+  async pausedSince(checkpointId: number): Promise<Date | null> {
+    const [row] = await selectRows<{ at: Date | null }>(
+      this.q,
+      `SELECT min(p.started_at) AS "at"
+         FROM operation_logs p
+        WHERE p.checkpoint_id = $1 AND p.operation = 'pause' AND (p.result = 'ok' OR p.detail = $2)
+          AND p.started_at > COALESCE(
+                (SELECT max(u.started_at) FROM operation_logs u
+                  WHERE u.checkpoint_id = $1 AND u.operation = 'unpause' AND u.result = 'ok'),
+                '-infinity')`,
+      [checkpointId, PAUSE_SENT],
+    );
+    return row?.at ?? null;
+  }
+
+  /**
    * Each runner's newest pause event (see PAUSE_EVENT_OPERATIONS): when it is
    * a pause, e2epool paused the runner and nothing has unpaused it since.
    * Pauses that found the runner paused by someone else (`skipped`) and

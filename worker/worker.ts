@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
 import { GitLabClient } from '../activities/gitlab/client';
+import type { WorkerMetrics } from '../activities/metrics';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
 import { prebuiltBundlePath, workflowsPath } from './bundle';
@@ -63,8 +64,13 @@ export async function connectNative(
   }
 }
 
-/** The GitLab client for the settings, or null when GitLab is not configured. */
-export function gitlabClientFrom(s: Settings): GitLabClient | null {
+/**
+ * The GitLab client for the settings, counting its requests in `metrics`;
+ * null when GitLab is not configured.
+ */
+export function gitlabClientFrom(s: Settings, metrics: WorkerMetrics): GitLabClient | null {
   if (!s.gitlabUrl || !s.gitlabToken) return null;
-  return new GitLabClient(s.gitlabUrl, s.gitlabToken, s.httpTimeoutSeconds * 1000);
+  return new GitLabClient(s.gitlabUrl, s.gitlabToken, s.httpTimeoutSeconds * 1000, {
+    onResponse: (op, code) => metrics.gitlabRequests.inc({ op, code }),
+  });
 }

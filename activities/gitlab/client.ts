@@ -1,6 +1,7 @@
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { fail } from '../../common/fail';
 import type { FinalizeStatus } from '../../common/states';
+import type { GitLabOp } from '../metrics';
 
 export type JobState = FinalizeStatus | 'running';
 
@@ -35,11 +36,24 @@ function segment(what: string, value: string | number): string {
   return encodeURIComponent(s);
 }
 
+export interface GitLabClientOptions {
+  /**
+   * Told of every request as it ends: its operation and HTTP status, or
+   * `error` when no response came (e2epool_gitlab_requests_total).
+   */
+  onResponse?: (op: GitLabOp, code: string) => void;
+}
+
 /** GitLab REST v4: job status and runner pause. Failures are classified here. */
 export class GitLabClient {
   private readonly http: AxiosInstance;
 
-  constructor(baseUrl: string, token: string, timeoutMs: number) {
+  constructor(
+    baseUrl: string,
+    token: string,
+    timeoutMs: number,
+    private readonly options: GitLabClientOptions = {},
+  ) {
     this.http = axios.create({
       baseURL: `${baseUrl.replace(/\/+$/, '')}/api/v4`,
       timeout: timeoutMs,
@@ -50,6 +64,7 @@ export class GitLabClient {
   }
 
   private async call<T>(
+    op: GitLabOp,
     method: 'GET' | 'PUT',
     path: string,
     form?: Record<string, string>,
@@ -64,6 +79,7 @@ export class GitLabClient {
         headers: form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
       });
     } catch (err) {
+      this.options.onResponse?.(op, 'error');
       const e = err as { code?: string; message?: string };
       throw fail(
         /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED'
@@ -72,6 +88,7 @@ export class GitLabClient {
         `GitLab ${what}: ${e.code ?? e.message}`,
       );
     }
+    this.options.onResponse?.(op, String(res.status));
     if (res.status >= 200 && res.status < 300) return res.data as T;
     const body =
       typeof res.data === 'object' && res.data
@@ -94,6 +111,7 @@ export class GitLabClient {
   /** The job's status through the project jobs API (the global /jobs/:id is not public). */
   async jobState(projectId: string, jobId: string): Promise<JobState> {
     const job = await this.call<{ status: string }>(
+      'job_status',
       'GET',
       `/projects/${segment('project id', projectId)}/jobs/${segment('job id', jobId)}`,
     );
@@ -102,6 +120,7 @@ export class GitLabClient {
 
   async runnerPaused(runnerId: number): Promise<boolean> {
     const r = await this.call<{ paused?: boolean; active?: boolean }>(
+      'runner_get',
       'GET',
       `/runners/${segment('runner id', runnerId)}`,
     );
@@ -110,8 +129,13 @@ export class GitLabClient {
 
   /** Pauses or unpauses with `paused` (not the deprecated `active`). */
   async setPaused(runnerId: number, paused: boolean): Promise<void> {
-    await this.call('PUT', `/runners/${segment('runner id', runnerId)}`, {
-      paused: paused ? 'true' : 'false',
-    });
+    await this.call(
+      paused ? 'runner_pause' : 'runner_unpause',
+      'PUT',
+      `/runners/${segment('runner id', runnerId)}`,
+      {
+        paused: paused ? 'true' : 'false',
+      },
+    );
   }
 }

@@ -3,6 +3,7 @@ import { PAUSE_SENT } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
+import { secondsSince } from '../metrics';
 import type { GitLabClient, JobState } from './client';
 
 /** Whether the runner is paused already; a failure to ask says that nothing was paused. */
@@ -20,9 +21,34 @@ async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<bo
 /** GitLab steps: pause before a reset, unpause after, and job-status polls. */
 export function gitlabActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
+  const steps = { operations, metrics: deps.metrics };
+  /** The runner's backend for the step metrics; GitLab steps log none (not a backend's step). */
+  const backendOf = (runnerId: string | undefined) =>
+    runnerId === undefined ? null : (deps.inventory.inventory.get(runnerId)?.backend ?? null);
   const meta = (i: StepInput, operation: string) => {
     const key = activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`);
-    return { checkpointId: i.checkpointId, runnerId: i.runnerId, backend: null, operation, key };
+    return {
+      checkpointId: i.checkpointId,
+      runnerId: i.runnerId,
+      backend: null,
+      runnerBackend: backendOf(i.runnerId),
+      operation,
+      key,
+    };
+  };
+  /** Times a GitLab step that writes no log row (see pauseBeforeBookkeeping). */
+  const timed = async <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) => {
+    const start = performance.now();
+    const observe = (result: string) =>
+      deps.metrics.observeStep(backendOf(runnerId), step, result, secondsSince(start));
+    try {
+      const value = await fn();
+      observe('ok');
+      return value;
+    } catch (err) {
+      observe('error');
+      throw err;
+    }
   };
 
   return {
@@ -38,14 +64,14 @@ export function gitlabActivities(deps: ActivityDeps) {
       const gitlab = deps.gitlab;
       const m = meta(i, 'pause');
       if (!gitlab) {
-        return withOperation<{ pausedByUs: boolean }>(operations, m, async () => ({
+        return withOperation<{ pausedByUs: boolean }>(steps, m, async () => ({
           value: { pausedByUs: false },
           detail: 'E2EPOOL_GITLAB_URL is not set: runner not paused',
           result: 'skipped' as const,
         }));
       }
       const sentBefore = (await operations.detailOf(m.key)) === PAUSE_SENT;
-      return withOperation<{ pausedByUs: boolean }>(operations, m, async () => {
+      return withOperation<{ pausedByUs: boolean }>(steps, m, async () => {
         if (!sentBefore && (await pausedAlready(gitlab, i.gitlabRunnerId))) {
           // An earlier run of this checkpoint (one the reconciler adopted) paused it: ours.
           if (await operations.pausedByCheckpoint(i.checkpointId)) {
@@ -73,11 +99,20 @@ export function gitlabActivities(deps: ActivityDeps) {
     /**
      * Whether the GitLab runner is paused now (null: no GitLab configured).
      * Writes nothing, so it works while Postgres is down; a failure to ask is
-     * PauseCheckFailed: the caller must then not pause it.
+     * PauseCheckFailed: the caller must then not pause it. `runnerId` (absent
+     * in calls of older workflow code) labels the step metric only.
      */
-    async checkRunnerPaused(i: { gitlabRunnerId: number }): Promise<{ paused: boolean | null }> {
-      if (!deps.gitlab) return { paused: null };
-      return { paused: await pausedAlready(deps.gitlab, i.gitlabRunnerId) };
+    async checkRunnerPaused(i: {
+      gitlabRunnerId: number;
+      runnerId?: string;
+    }): Promise<{ paused: boolean | null }> {
+      const gitlab = deps.gitlab;
+      if (!gitlab) return { paused: null };
+      return {
+        paused: await timed('pause_check', i.runnerId, () =>
+          pausedAlready(gitlab, i.gitlabRunnerId),
+        ),
+      };
     },
 
     /**
@@ -85,14 +120,31 @@ export function gitlabActivities(deps: ActivityDeps) {
      * is e2epool's before sending it (its history says so) and logs it with
      * the checkpoint's next state change.
      */
-    async sendPause(i: { gitlabRunnerId: number }): Promise<void> {
-      if (!deps.gitlab) throw fail('PermanentFailure', 'E2EPOOL_GITLAB_URL is not set');
-      await deps.gitlab.setPaused(i.gitlabRunnerId, true);
+    async sendPause(i: { gitlabRunnerId: number; runnerId?: string }): Promise<void> {
+      const gitlab = deps.gitlab;
+      if (!gitlab) throw fail('PermanentFailure', 'E2EPOOL_GITLAB_URL is not set');
+      await timed('pause', i.runnerId, () => gitlab.setPaused(i.gitlabRunnerId, true));
     },
 
+    /**
+     * Unpauses the GitLab runner, adding how long it was paused (since its
+     * pause row) to e2epool_runner_paused_seconds_total.
+     */
     async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
       const gitlab = deps.gitlab;
-      await withOperation(operations, meta(i, 'unpause'), async () => {
+      // Read before this attempt marks its row `running`: after an earlier
+      // attempt that unpaused (its completion lost) no pause is open, so
+      // nothing is counted twice.
+      const pausedSince = gitlab
+        ? await operations.pausedSince(i.checkpointId).catch((err: unknown) => {
+            deps.log.warn(
+              { err: (err as Error).message, runnerId: i.runnerId },
+              'metrics: cannot read when the runner was paused',
+            );
+            return null;
+          })
+        : null;
+      await withOperation(steps, meta(i, 'unpause'), async () => {
         if (!gitlab)
           return {
             value: undefined,
@@ -100,6 +152,10 @@ export function gitlabActivities(deps: ActivityDeps) {
             result: 'skipped' as const,
           };
         await gitlab.setPaused(i.gitlabRunnerId, false);
+        if (pausedSince) {
+          const seconds = Math.max(0, (Date.now() - pausedSince.getTime()) / 1000);
+          deps.metrics.runnerPausedSeconds.inc({ runner_id: i.runnerId }, seconds);
+        }
         return { value: undefined, detail: `unpaused GitLab runner ${i.gitlabRunnerId}` };
       });
     },

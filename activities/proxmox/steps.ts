@@ -82,6 +82,7 @@ export async function runProxmoxTask(
 /** Proxmox steps of a checkpoint. Each checks the VM's state first, so a retry is harmless. */
 export function proxmoxActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
+  const steps = { operations, metrics: deps.metrics };
   const clientFor = proxmoxClientFactory(deps);
 
   const runTask = (client: ProxmoxClient, start: () => Promise<string>, tolerate?: RegExp) =>
@@ -104,7 +105,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
     async takeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
       const r = proxmoxRunner(deps, i.runnerId);
       const client = clientFor(r);
-      await withOperation(operations, meta(i, 'snapshot'), async () => {
+      await withOperation(steps, meta(i, 'snapshot'), async () => {
         const existing = await client.listSnapshots();
         for (const s of existing) {
           if (s.name === i.snapshotName || !s.description?.startsWith(OURS)) continue;
@@ -149,7 +150,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
     /** Deletes the checkpoint's snapshot; an already deleted one is fine. */
     async removeSnapshot(i: StepInput & { snapshotName: string }): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(operations, meta(i, 'delete_snapshot'), async () => {
+      await withOperation(steps, meta(i, 'delete_snapshot'), async () => {
         const exists = (await client.listSnapshots()).some((s) => s.name === i.snapshotName);
         if (!exists)
           return {
@@ -173,7 +174,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
      */
     async stopVm(i: StepInput): Promise<{ staleSession: string | null }> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      return withOperation(operations, meta(i, 'stop'), async () => {
+      return withOperation(steps, meta(i, 'stop'), async () => {
         const already = (await client.vmStatus()).status === 'stopped';
         const exit = already ? '' : await runTask(client, () => client.stop());
         // Read once the VM is down: no agent on it can register a session after this.
@@ -191,7 +192,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
 
     async rollbackVm(i: StepInput & { snapshotName: string }): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(operations, meta(i, 'rollback'), async () => {
+      await withOperation(steps, meta(i, 'rollback'), async () => {
         const snap = (await client.listSnapshots()).find((s) => s.name === i.snapshotName);
         if (!snap)
           throw fail(
@@ -205,7 +206,7 @@ export function proxmoxActivities(deps: ActivityDeps) {
 
     async startVm(i: StepInput): Promise<void> {
       const client = clientFor(proxmoxRunner(deps, i.runnerId));
-      await withOperation(operations, meta(i, 'start'), async () => {
+      await withOperation(steps, meta(i, 'start'), async () => {
         if ((await client.vmStatus()).status === 'running')
           return { value: undefined, detail: 'already running', result: 'skipped' as const };
         const exit = await runTask(client, () => client.start(), /already running/);

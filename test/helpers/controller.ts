@@ -4,11 +4,13 @@ import pino from 'pino';
 import type { DataSource } from 'typeorm';
 import type { AgentGateway } from '../../activities/agent-gateway';
 import type { GitLabClient } from '../../activities/gitlab/client';
+import { WorkerMetrics } from '../../activities/metrics';
 import { startApiServer, type ApiServer } from '../../api/server';
 import { checkpointWorkflowId } from '../../common/checkpoint';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
+import { startMetricsServer, type MetricsServer } from '../../worker/metrics-server';
 import { createWorker, gitlabClientFrom } from '../../worker/worker';
 import { createDataSource, runMigrations } from '../../store/data-source';
 import { createMigratedDatabase } from './db';
@@ -22,6 +24,8 @@ export interface TestController {
   settings: Settings;
   inventory: InventoryStore;
   taskQueue: string;
+  /** The in-process worker's metrics, served as `e2epool worker` serves them (on a free port). */
+  worker: { metrics: WorkerMetrics; metricsUrl: string };
   /** Starts another API instance on the same database and task queue. */
   startAnotherApi(): Promise<ApiServer>;
   stop(): Promise<void>;
@@ -67,6 +71,13 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   const native = await NativeConnection.connect({ address });
+  const metrics = new WorkerMetrics();
+  const metricsServer: MetricsServer = await startMetricsServer({
+    registry: metrics.registry,
+    host: '127.0.0.1',
+    port: 0,
+    log,
+  });
   const worker: Worker = await createWorker({
     connection: native,
     namespace: 'default',
@@ -77,7 +88,8 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       settings,
       log,
       agents: o.agents,
-      gitlab: o.gitlab === undefined ? gitlabClientFrom(settings) : o.gitlab,
+      gitlab: o.gitlab === undefined ? gitlabClientFrom(settings, metrics) : o.gitlab,
+      metrics,
       temporal: { client: new Client({ connection: native }), taskQueue },
     },
   });
@@ -103,11 +115,13 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     settings,
     inventory,
     taskQueue,
+    worker: { metrics, metricsUrl: metricsServer.url },
     startAnotherApi: startApi,
     async stop() {
       await Promise.all(apis.map((a) => a.close()));
       worker.shutdown();
       await running;
+      await metricsServer.close();
       await native.close();
       await connection.close();
       inventory.close();

@@ -9,6 +9,7 @@ const { loadControllerConfig } = dist('cli/bootstrap.js');
 const { InventoryStore } = dist('config/inventory.js');
 const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
+const { WorkerMetrics } = dist('activities/metrics.js');
 const { scheduleReconciler } = dist('worker/reconcile-schedule.js');
 const { Client } = require('@temporalio/client');
 
@@ -37,6 +38,8 @@ async function main() {
   const dataSource = await connectDatabase({ url: settings.databaseUrl, poolSize: 4 }, log);
   const connection = await connectNative(temporal);
   const client = new Client({ connection, namespace: temporal.namespace });
+  // Measured, not served: the crash tests read Postgres and Temporal, not metrics.
+  const metrics = new WorkerMetrics();
   const worker = await createWorker({
     connection,
     namespace: temporal.namespace,
@@ -47,7 +50,8 @@ async function main() {
       settings,
       log,
       agents,
-      gitlab: gitlabClientFrom(settings),
+      gitlab: gitlabClientFrom(settings, metrics),
+      metrics,
       temporal: { client, taskQueue: settings.taskQueue },
     },
   });

@@ -21,7 +21,8 @@ describe('the dev runner (npm run dev)', () => {
   it('serves the API and the Web UI, and stops every child on SIGINT leaving no lock files', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'e2epool-dev-'));
     chmodSync(dataDir, 0o755);
-    const [api, temporal, ui, pg] = await Promise.all([
+    const [api, temporal, ui, pg, workerMetrics] = await Promise.all([
+      freePort(),
       freePort(),
       freePort(),
       freePort(),
@@ -38,6 +39,7 @@ describe('the dev runner (npm run dev)', () => {
         TEMPORAL_DEV_PORT: String(temporal),
         TEMPORAL_DEV_UI_PORT: String(ui),
         E2EPOOL_DEV_PG_PORT: String(pg),
+        E2EPOOL_WORKER_METRICS_PORT: String(workerMetrics),
         TEMPORAL_CONFIG_FILE: join(dataDir, 'none.toml'),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -54,6 +56,10 @@ describe('the dev runner (npm run dev)', () => {
       );
       expect(out).toContain(`API            http://127.0.0.1:${api}`);
       expect(out).toContain(`Temporal UI    http://127.0.0.1:${ui}`);
+      const workerMetricsUrl = `http://127.0.0.1:${workerMetrics}/metrics`;
+      expect(out).toContain(
+        `Metrics        http://127.0.0.1:${api}/metrics (API), ${workerMetricsUrl} (worker)`,
+      );
 
       const health = await fetch(`http://127.0.0.1:${api}/healthz`);
       expect(health.status).toBe(200);
@@ -94,6 +100,13 @@ describe('the dev runner (npm run dev)', () => {
         { timeoutMs: 30_000, intervalMs: 300 },
       );
       expect(status.stdout).toBe(`name:   ${name}\nstate:  reset\nresult: failure\n`);
+      // The worker's own endpoint saw the reset; the API's holds the demo agent's session.
+      const worker = await (await fetch(workerMetricsUrl)).text();
+      expect(worker).toMatch(
+        /^e2epool_step_duration_seconds_count\{[^}]*step="reset_cmd"[^}]*result="ok"[^}]*\} 1$/m,
+      );
+      const apiMetrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
+      expect(apiMetrics).toMatch(/^e2epool_agent_sessions\{service="e2epool-api"\} 1$/m);
 
       child.kill('SIGINT');
       expect(await exited).toBe(0);

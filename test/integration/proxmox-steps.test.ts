@@ -1,5 +1,6 @@
 import pino from 'pino';
 import type { DataSource } from 'typeorm';
+import { WorkerMetrics } from '../../activities/metrics';
 import { proxmoxActivities } from '../../activities/proxmox/steps';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings } from '../../config/settings';
@@ -44,6 +45,7 @@ describe('Proxmox steps are idempotent', () => {
       log,
       agents: new FakeAgents(),
       gitlab: null,
+      metrics: new WorkerMetrics(),
     });
   });
   afterAll(async () => {

@@ -1,6 +1,7 @@
 import pino from 'pino';
 import type { DataSource } from 'typeorm';
 import { AgentBus } from '../../activities/agent-bus';
+import { WorkerMetrics } from '../../activities/metrics';
 import { proxmoxActivities } from '../../activities/proxmox/steps';
 import { runnerActivities } from '../../activities/runner';
 import { InventoryStore } from '../../config/inventory';
@@ -51,7 +52,15 @@ describe('readiness after a reboot uses one clock', () => {
       E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.05',
     });
     agents = new AgentBus(ds, url, { staleAfterSeconds: 60, connectWaitSeconds: 1, log });
-    const deps = { dataSource: ds, inventory, settings, log, agents, gitlab: null };
+    const deps = {
+      dataSource: ds,
+      inventory,
+      settings,
+      log,
+      agents,
+      gitlab: null,
+      metrics: new WorkerMetrics(),
+    };
     steps = proxmoxActivities(deps);
     runner = runnerActivities(deps);
   });

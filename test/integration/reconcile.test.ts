@@ -6,6 +6,7 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, proxmoxRunnerYaml, testRunners, uniqueId } from '../helpers/env';
+import { scrape, sumOf } from '../helpers/metrics';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -92,6 +93,11 @@ describe('the reconciler', () => {
       args: [{ repair, minAgeSeconds: 0 }],
     });
   const reconcile = async (repair: boolean) => (await pass(repair)).findings;
+  /** e2epool_runner_paused_seconds_total of a runner, from the worker's /metrics. */
+  const pausedSeconds = async (runnerId: string) =>
+    sumOf(await scrape(c.worker.metricsUrl), 'e2epool_runner_paused_seconds_total', {
+      runner_id: runnerId,
+    });
 
   it('adopts the checkpoint of a terminated run: the runner is reset and unpaused', async () => {
     const r = R.terminated;
@@ -123,6 +129,8 @@ describe('the reconciler', () => {
       paused: false,
       pausedHistory: [true, false],
     });
+    // The adopting run's unpause counts the pause the terminated run made.
+    expect(await pausedSeconds(r.id)).toBeGreaterThan(0);
     // A second pass finds nothing left to repair.
     expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([]);
     const metrics = await (await fetch(`${c.api.url}/metrics`)).text();
@@ -187,9 +195,12 @@ describe('the reconciler', () => {
       expect.objectContaining({ kind: 'paused_runner', checkpoint: name, action: 'reported' }),
     ]);
     expect(gitlab.runner(GITLAB.leftover).paused).toBe(true);
+    expect(await pausedSeconds(r.id)).toBe(0);
     expect(mine(await reconcile(true), r.id)).toEqual([
       expect.objectContaining({ kind: 'paused_runner', checkpoint: name, action: 'unpaused' }),
     ]);
+    // The reconciler's unpause counts the time since e2epool's pause.
+    expect(await pausedSeconds(r.id)).toBeGreaterThan(0);
     expect(gitlab.runner(GITLAB.leftover).pausedHistory).toEqual([true, false]);
     expect(mine(await reconcile(true), r.id)).toEqual([]);
     expect((await operations(c.ds, name)).map((o) => [o.operation, o.result])).toEqual(

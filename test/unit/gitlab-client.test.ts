@@ -49,3 +49,54 @@ describe('GitLabClient paths', () => {
     expect(seen).toEqual(['/api/v4/runners/42']);
   });
 });
+
+/** What e2epool_gitlab_requests_total counts: every request, by operation and status. */
+describe('GitLabClient request counting', () => {
+  let server: Server;
+  let baseUrl: string;
+  /** Status of the next answer, by method and path. */
+  const answer = (method: string | undefined, url: string | undefined): number =>
+    method === 'PUT' ? 200 : url?.includes('/jobs/') ? 401 : 200;
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      res.statusCode = answer(req.method, req.url);
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ status: 'running', paused: true }));
+    });
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => new Promise<void>((ok) => server.close(() => ok())));
+
+  it('reports each call with its operation and HTTP status, a refusal included', async () => {
+    const seen: Array<[string, string]> = [];
+    const client = new GitLabClient(baseUrl, 'secret-token', 5000, {
+      onResponse: (op, code) => seen.push([op, code]),
+    });
+    await client.runnerPaused(7);
+    await client.setPaused(7, true);
+    await client.setPaused(7, false);
+    await expect(client.jobState('9', '5')).rejects.toMatchObject({ type: 'PermanentFailure' });
+    expect(seen).toEqual([
+      ['runner_get', '200'],
+      ['runner_pause', '200'],
+      ['runner_unpause', '200'],
+      ['job_status', '401'],
+    ]);
+  });
+
+  it('reports a call that got no response as code "error"', async () => {
+    // A port nothing listens on: the connection is refused.
+    const closed = createServer();
+    await new Promise<void>((ok) => closed.listen(0, '127.0.0.1', ok));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((ok) => closed.close(() => ok()));
+    const seen: Array<[string, string]> = [];
+    const client = new GitLabClient(`http://127.0.0.1:${port}`, 'secret-token', 5000, {
+      onResponse: (op, code) => seen.push([op, code]),
+    });
+    await expect(client.runnerPaused(7)).rejects.toMatchObject({ type: 'GitLabUnavailable' });
+    expect(seen).toEqual([['runner_get', 'error']]);
+  });
+});

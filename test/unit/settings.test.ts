@@ -18,6 +18,7 @@ describe('loadSettings', () => {
       wsHeartbeatIntervalSeconds: 30,
       wsHeartbeatTimeoutSeconds: 90,
       port: 8080,
+      workerMetricsPort: 9464,
       taskQueue: 'e2epool',
       gitlabUrl: undefined,
     });
@@ -26,12 +27,14 @@ describe('loadSettings', () => {
   it('parses numbers, fractional seconds and URLs', () => {
     const s = loadSettings({
       E2EPOOL_PORT: '9090',
+      E2EPOOL_WORKER_METRICS_PORT: '0',
       E2EPOOL_CHECKPOINT_TTL_SECONDS: '0.5',
       E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
       E2EPOOL_GITLAB_URL: 'https://gitlab.example.com/',
       E2EPOOL_POLLER_ENABLED: 'false',
     });
     expect(s.port).toBe(9090);
+    expect(s.workerMetricsPort).toBe(0);
     expect(s.checkpointTtlSeconds).toBe(0.5);
     expect(s.finalizeCooldownSeconds).toBe(0);
     expect(s.gitlabUrl).toBe('https://gitlab.example.com');
@@ -45,6 +48,11 @@ describe('loadSettings', () => {
   it.each([
     ['E2EPOOL_PORT', 'abc', /E2EPOOL_PORT: expected an integer.*"abc"/],
     ['E2EPOOL_PORT', '70000', /E2EPOOL_PORT: expected an integer between 0 and 65535/],
+    [
+      'E2EPOOL_WORKER_METRICS_PORT',
+      '-1',
+      /E2EPOOL_WORKER_METRICS_PORT: expected an integer between 0 and 65535/,
+    ],
     [
       'E2EPOOL_CHECKPOINT_TTL_SECONDS',
       '0',

@@ -208,7 +208,21 @@ describe('the end of the job', () => {
       since: expect.any(String),
       staleSession: 'session-before-stop',
     });
-    expect(h.stubs.callsOf('sendPause')[0]!.input).toEqual({ gitlabRunnerId: 40 });
+    // The runner id labels the worker's step metrics (pause_check, pause).
+    expect(h.stubs.callsOf('checkRunnerPaused')[0]!.input).toEqual({
+      gitlabRunnerId: 40,
+      runnerId: r.runnerId,
+    });
+    expect(h.stubs.callsOf('sendPause')[0]!.input).toEqual({
+      gitlabRunnerId: 40,
+      runnerId: r.runnerId,
+    });
+    // The clean end carries when the job ended: time to clean is measured from the finalize.
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      to: 'reset',
+      timeToClean: { jobEndedAt: queued.finalizedAt, path: 'finalize' },
+    });
+    expect(Date.parse(queued.finalizedAt as string)).not.toBeNaN();
   });
 
   it('finalize success on bare metal cleans up (deleted); with reset_on_success it resets', async () => {
@@ -242,10 +256,15 @@ describe('the end of the job', () => {
       { projectId: '9', jobId: '7013' },
       { projectId: '9', jobId: '7013' },
     ]);
-    expect(h.stubs.callsOf('transitionCheckpoint')[0]!.input).toMatchObject({
+    const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
+    expect(queued).toMatchObject({
       to: 'finalize_queued',
       finalizeStatus: 'canceled',
       finalizeSource: 'poller',
+    });
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      to: 'reset',
+      timeToClean: { jobEndedAt: queued.finalizedAt, path: 'poller' },
     });
     expect(h.stubs.names()).not.toContain('noteOperation');
   });
@@ -253,7 +272,10 @@ describe('the end of the job', () => {
   it('without a project id, or when the worker does not poll, nothing polls: the note says why and the TTL ends it (gc_reset)', async () => {
     h.stubs.on('recordCheckpoint', () => ({ id: 424242, pollJobs: false }));
     const r = runner('proxmox');
-    await createCheckpoint(h, r, input(r, { ttlSeconds: 2 }), { jobId: '7014', projectId: '9' });
+    const cp = await createCheckpoint(h, r, input(r, { ttlSeconds: 2 }), {
+      jobId: '7014',
+      projectId: '9',
+    });
     expect(await handle(h, r).result()).toMatchObject({ state: 'gc_reset' });
     expect(h.stubs.callsOf('noteOperation')[0]!.input).toMatchObject({
       operation: 'poller',
@@ -267,6 +289,14 @@ describe('the end of the job', () => {
       to: 'finalize_queued',
       finalizeStatus: null,
       finalizeSource: null,
+    });
+    // Time to clean counts from the TTL's expiry.
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      to: 'gc_reset',
+      timeToClean: {
+        jobEndedAt: new Date(Date.parse(cp.created_at) + 2000).toISOString(),
+        path: 'ttl',
+      },
     });
   });
 

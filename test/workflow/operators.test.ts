@@ -71,6 +71,13 @@ describe('needs_attention and the operator', () => {
       'finalize_queued',
       'reset',
     ]);
+    // Time to clean runs from the job's end, across the operator's wait.
+    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+      timeToClean: {
+        jobEndedAt: h.stubs.callsOf('transitionCheckpoint')[0]!.input.finalizedAt,
+        path: 'finalize',
+      },
+    });
     // The second round has its own step identity (its own operation-log rows).
     expect(h.stubs.callsOf('runRunnerCommand').map((c) => c.input.round)).toEqual([0, 1]);
     expect(h.stubs.callsOf('unpauseRunner')).toHaveLength(1);
@@ -81,10 +88,13 @@ describe('needs_attention and the operator', () => {
     // A signal outside needs_attention would be ignored; here it is taken.
     await handle(h, r).signal(releaseSignal);
     expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset_failed' });
-    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+    const last = h.stubs.callsOf('transitionCheckpoint').at(-1)!.input;
+    expect(last).toMatchObject({
       to: 'reset_failed',
       errorDetail: 'CommandFailed: reset_cmd exited with 7; stderr: disk on fire',
     });
+    // Not clean: no time-to-clean observation.
+    expect(last).not.toHaveProperty('timeToClean');
     expect(steps(h.stubs.calls).slice(-1)).toEqual(['unpauseRunner']);
   });
 
@@ -159,10 +169,13 @@ describe('GitLab refuses the unpause', () => {
     const { r, cp } = await finishedButPaused();
     await handle(h, r).signal(releaseSignal);
     expect(await handle(h, r).result()).toEqual({ name: cp.name, state: 'reset' });
-    expect(h.stubs.callsOf('transitionCheckpoint').at(-1)!.input).toMatchObject({
+    const last = h.stubs.callsOf('transitionCheckpoint').at(-1)!.input;
+    expect(last).toMatchObject({
       to: 'reset',
       errorDetail: 'released by an operator with GitLab runner 40 still paused',
     });
+    // Reset but left paused: not clean, no time-to-clean observation.
+    expect(last).not.toHaveProperty('timeToClean');
   });
 });
 

@@ -65,7 +65,10 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
   });
   let row: PauseLog;
   try {
-    const { paused } = await pauser.checkRunnerPaused({ gitlabRunnerId });
+    const { paused } = await pauser.checkRunnerPaused({
+      gitlabRunnerId,
+      runnerId: run.runner.runnerId,
+    });
     if (paused === null) {
       row = entry('skipped', 'E2EPOOL_GITLAB_URL is not set: runner not paused');
     } else if (paused) {
@@ -77,7 +80,7 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
       // From here the pause is ours, whether or not the request lands.
       run.runnerPaused = true;
       try {
-        await pauser.sendPause({ gitlabRunnerId });
+        await pauser.sendPause({ gitlabRunnerId, runnerId: run.runner.runnerId });
         row = entry('ok', `paused GitLab runner ${gitlabRunnerId}`);
       } catch (err) {
         row = entry('error', PAUSE_SENT, describeFailure(err));
@@ -193,6 +196,9 @@ async function cleanupRunner(run: CheckpointRun): Promise<void> {
   await readinessActivities(timing.resetMaxAttempts).waitUntilReady({ ...run.step(), since: null });
 }
 
+/** Terminal states whose runner was reset or cleaned up and passed readiness. */
+const CLEAN_STATES: readonly CheckpointState[] = ['reset', 'deleted', 'gc_reset'];
+
 /**
  * Every pause is paired with an unpause, whatever ended the checkpoint; then
  * the terminal state, if one was decided. Runs in a non-cancellable scope.
@@ -209,11 +215,15 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
   }
   if (run.outcome) {
     run.doing(`${run.outcome}: recording the end`);
+    // Clean: reset or cleaned up, ready, and not left paused by an operator.
+    const clean = CLEAN_STATES.includes(run.outcome) && !leftPaused;
+    const jobEnd = clean ? run.jobEndSeen() : null;
     await run.moveTo(run.outcome, ['created', 'finalize_queued', 'needs_attention'], {
       errorDetail: run.outcome === 'reset_failed' || leftPaused ? run.lastError : null,
       ...(leftPaused && gitlabRunnerId !== null
         ? { leftPausedGitlabRunnerId: gitlabRunnerId }
         : {}),
+      ...(jobEnd ? { timeToClean: jobEnd } : {}),
     });
   }
 }

@@ -13,6 +13,7 @@ import type {
 } from '../../common/checkpoint';
 import { SA_STATE } from '../../common/search-attributes';
 import type { CheckpointState, FinalizeStatus } from '../../common/states';
+import type { JobEndPath } from '../../activities/metrics';
 import type { StepInput } from '../../activities/operation-log';
 import type { TransitionRequest } from '../../activities/records';
 import { records } from './activities';
@@ -164,6 +165,26 @@ export class CheckpointRun {
 
   get finalizedAt(): Date | null {
     return this.jobEnd && this.jobEnd !== 'ttl' ? this.jobEnd.at : null;
+  }
+
+  /**
+   * When and how the job's end was seen: a finalize or a poll (`poller`) at
+   * its instant; the TTL at its expiry. Null while the job runs.
+   */
+  jobEndSeen(): { jobEndedAt: string; path: JobEndPath } | null {
+    const end = this.jobEnd;
+    if (end === null || this.held === null) return null;
+    if (end === 'ttl') {
+      const ttlMs = this.input.timing.ttlSeconds * 1000;
+      return {
+        jobEndedAt: new Date(this.held.createdAt.getTime() + ttlMs).toISOString(),
+        path: 'ttl',
+      };
+    }
+    return {
+      jobEndedAt: end.at.toISOString(),
+      path: end.source === 'poller' ? 'poller' : 'finalize',
+    };
   }
 
   /** Identity of a side-effect step: part of its operation-log idempotency key. */
