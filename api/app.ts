@@ -2,9 +2,11 @@ import type { Connection } from '@temporalio/client';
 import express, { type Express } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
+import type { Settings } from '../config/settings';
 import type { Store } from '../store';
 import { checkpointLogRouter, type CheckpointLogs, type LogFeed } from './checkpoint-logs';
 import { checkpointRouter } from './checkpoint-routes';
+import { webhookRouter } from './webhooks';
 import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
 import { healthRouter } from './health';
@@ -17,6 +19,7 @@ export interface AppDeps {
   /** The checkpoint operations, shared with the agent gateway. */
   checkpoints: CheckpointService;
   inventory: InventoryStore;
+  settings: Settings;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
   /** Checkpoint logs (SPEC §10) and the feed that wakes their live followers. */
@@ -32,6 +35,16 @@ export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // Before the JSON parser: webhooks read their raw body (GitHub signs the bytes).
+  app.use(
+    webhookRouter({
+      settings: d.settings,
+      records: d.store.checkpoints,
+      checkpoints: d.checkpoints,
+      inventory: d.inventory,
+      log: d.log,
+    }),
+  );
   app.use(express.json({ limit: '64kb' }));
   app.use(healthRouter({ database: d.store.database, temporal: d.healthTemporal, log: d.log }));
   app.use(

@@ -83,6 +83,7 @@ export async function startApiServer(d: {
   );
   const app = createApp({
     store,
+    settings: d.settings,
     logs,
     logFeed,
     healthTemporal,

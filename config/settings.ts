@@ -59,6 +59,8 @@ const schema = z.object({
   E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
   E2EPOOL_GITLAB_URL: httpUrl.optional(),
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -104,6 +106,10 @@ export interface Settings {
   wsHeartbeatTimeoutSeconds: number;
   gitlabUrl: string | undefined;
   gitlabToken: string | undefined;
+  /** `X-Gitlab-Token` of GitLab's job webhook; unset: the webhook answers 503. */
+  gitlabWebhookSecret: string | undefined;
+  /** HMAC key of GitHub's `workflow_job` webhook; unset: the webhook answers 503. */
+  githubWebhookSecret: string | undefined;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -163,7 +169,12 @@ function describeValue(v: unknown): string {
   return JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
 }
 
-const SECRET_KEYS = new Set(['E2EPOOL_GITLAB_TOKEN', 'E2EPOOL_DATABASE_URL']);
+const SECRET_KEYS = new Set([
+  'E2EPOOL_GITLAB_TOKEN',
+  'E2EPOOL_DATABASE_URL',
+  'E2EPOOL_GITLAB_WEBHOOK_SECRET',
+  'E2EPOOL_GITHUB_WEBHOOK_SECRET',
+]);
 
 /**
  * Parses settings from an environment. Throws ConfigError whose message is one
@@ -205,6 +216,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
     gitlabUrl: r.E2EPOOL_GITLAB_URL,
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
+    gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
+    githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,

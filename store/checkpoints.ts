@@ -208,6 +208,15 @@ export class CheckpointStore {
     return c ?? null;
   }
 
+  /** Active checkpoints of a CI job (a webhook names the job, not the checkpoint). */
+  async activeByJob(jobId: string): Promise<Array<{ name: string; runnerId: string }>> {
+    return selectRows(
+      this.q,
+      `SELECT name, runner_id AS "runnerId" FROM checkpoints WHERE job_id = $1 AND state = ANY($2)`,
+      [jobId, ACTIVE_STATES],
+    );
+  }
+
   /** The checkpoint's state, or null when there is no such checkpoint. */
   async stateOf(id: number): Promise<CheckpointState | null> {
     const [c] = await selectRows<{ state: CheckpointState }>(
