@@ -104,6 +104,7 @@ export async function startAgent(
     finalize: forward,
     status: forward,
     ping: forward,
+    logs: forward,
   };
 
   const ipc: IpcServer = await startIpcServer({
