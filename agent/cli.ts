@@ -1,4 +1,11 @@
-import type { RequestType } from '../common/agent-protocol';
+import {
+  LOGS_PAGE_BYTES,
+  LOGS_PAGE_ENTRIES,
+  type ErrorBody,
+  type LogsData,
+  type LogsEntry,
+  type RequestType,
+} from '../common/agent-protocol';
 import { CLI_EXIT } from '../common/failures';
 import type { FinalizeStatus } from '../common/states';
 import { cliConnectSettings } from './config';
@@ -6,12 +13,12 @@ import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
 
 /**
- * The runner-side CLI commands `create`, `finalize` and `status`. They
+ * The runner-side CLI commands `create`, `finalize`, `status` and `logs`. They
  * run in every CI job: this module and what it imports use Node builtins only
  * (common/failures imports nothing; never common/fail, which loads Temporal).
  *
  * Exit codes (CLI_EXIT of the failure catalog): 0 success, 1 any error,
- * 2 the agent is not running.
+ * 2 the agent is not running; `logs` stopped by Ctrl-C: 130.
  */
 
 /** Where the commands write and what environment they see (tests substitute these). */
@@ -44,6 +51,20 @@ export interface FinalizeContext extends ConnectContext {
 
 export interface StatusContext extends ConnectContext {
   checkpoint: string;
+}
+
+export interface LogsContext extends ConnectContext {
+  checkpoint: string;
+  /** Keep polling until the checkpoint has ended. */
+  follow: boolean;
+}
+
+/** What `logs` takes besides its flags (tests shorten the poll). */
+export interface LogsOptions {
+  /** Aborting it (Ctrl-C) stops at once: exit 130, nothing printed. */
+  signal?: AbortSignal;
+  /** With `--follow`, how long to wait after a page that was not full (1 s). */
+  pollMs?: number;
 }
 
 /** GitLab's $CI_JOB_STATUS values next to ours (fix: the old CLI refused `failed`). */
@@ -82,12 +103,20 @@ function requestId(): string {
 
 type Outcome = { ok: true; data: Record<string, unknown> } | { ok: false; code: number };
 
+interface SendOptions {
+  /** Abandons the request: the outcome is CLI_EXIT.interrupted, nothing is printed. */
+  signal?: AbortSignal | undefined;
+  /** A clearer message for an error reply than its detail, when it has one. */
+  explain?: (error: ErrorBody) => string | undefined;
+}
+
 /** Sends one request to the agent; on failure prints why and returns the exit code. */
 async function send(
   ctx: ConnectContext,
   type: RequestType,
   payload: Record<string, unknown>,
   io: CliIo,
+  o: SendOptions = {},
 ): Promise<Outcome> {
   const s = cliConnectSettings({ socket: ctx.socket, env: io.env });
   const path = s.socketPath;
@@ -96,9 +125,15 @@ async function send(
     Number.isFinite(override) && override > 0 ? override : s.requestTimeout + CLIENT_MARGIN_SECONDS;
   let reply: unknown;
   try {
-    reply = await ipcRequest(path, { id: requestId(), type, payload }, timeoutSeconds * 1000);
+    reply = await ipcRequest(
+      path,
+      { id: requestId(), type, payload },
+      timeoutSeconds * 1000,
+      o.signal,
+    );
   } catch (err) {
     if (!(err instanceof IpcClientError)) throw err;
+    if (err.kind === 'aborted') return { ok: false, code: CLI_EXIT.interrupted };
     const hint = () => {
       if (s.configNote) io.err(`Note: ${s.configNote}; pass --socket or set E2EPOOL_SOCKET_PATH`);
     };
@@ -138,7 +173,8 @@ async function send(
             ? e.detail
             : JSON.stringify(e.detail)
           : 'Unknown error';
-    io.err(`Error: ${detail}`);
+    const code = isRecord(e) && typeof e.code === 'number' ? e.code : 500;
+    io.err(`Error: ${o.explain?.({ code, detail }) ?? detail}`);
     return { ok: false, code: CLI_EXIT.error };
   }
   return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
@@ -183,4 +219,132 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
   return CLI_EXIT.ok;
+}
+
+/** With `--follow`, the wait after a page that was not full. */
+const FOLLOW_POLL_MS = 1000;
+
+/**
+ * A 400 that names the request `type` answers a `logs` request only from an
+ * agent or a controller older than it: ours listed the types it knows
+ * (`Malformed request: type must be one of create, finalize, status, ping`);
+ * a controller names the field (ours, and the Python one behind an agent that
+ * forwards requests unchanged). A new controller answers a bad payload with 422.
+ */
+function explainUnknownLogs(e: ErrorBody): string | undefined {
+  if (e.code !== 400 || !/\btype\b/.test(e.detail)) return undefined;
+  if (e.detail.startsWith('Malformed request: type must be one of')) {
+    return (
+      'the e2epool agent on this host does not know the logs request: ' +
+      'upgrade e2epool on this host and restart the agent'
+    );
+  }
+  return (
+    `the controller does not know the logs request (${e.detail.replace(/\s*\n\s*/g, ' ')}): ` +
+    'upgrade the e2epool controller'
+  );
+}
+
+/** The data of a `logs` reply, or null when it is not one. */
+function logsData(data: Record<string, unknown>): LogsData | null {
+  const { entries, next, done } = data;
+  if (!Array.isArray(entries) || !Number.isSafeInteger(next) || typeof done !== 'boolean')
+    return null;
+  for (const e of entries as unknown[]) {
+    if (!isRecord(e) || !Number.isSafeInteger(e.seq) || typeof e.kind !== 'string') return null;
+  }
+  return { entries: entries as LogsEntry[], next: next as number, done };
+}
+
+/** Whether a page may have been cut short (LOGS_PAGE_BYTES): more may be there already. */
+function fullPage(page: LogsData): boolean {
+  return (
+    page.entries.length >= LOGS_PAGE_ENTRIES ||
+    Buffer.byteLength(JSON.stringify(page.entries)) > LOGS_PAGE_BYTES / 2
+  );
+}
+
+/** A step's detail on one line. */
+const oneLine = (text: string) => text.replace(/\r?\n/g, '\\n');
+
+/**
+ * One line of `e2epool logs` output for a log entry (the format is documented
+ * in the README and `e2epool logs --help`; scripts may rely on it):
+ * - a step: `<at> step <step> <result>[ <duration_ms>ms][ <text>]`, the text on one line;
+ * - a line the command printed on stdout: the line as it was;
+ * - a line it printed on stderr: `[stderr] ` and the line.
+ */
+export function formatLogEntry(e: LogsEntry): string {
+  const text = e.text === undefined || e.text === null ? undefined : String(e.text);
+  switch (e.kind) {
+    case 'stdout':
+      return text ?? '';
+    case 'stderr':
+      return `[stderr] ${text ?? ''}`;
+    case 'step': {
+      const parts = [e.at, 'step', e.step ?? '-', e.result ?? '-'];
+      if (typeof e.duration_ms === 'number') parts.push(`${e.duration_ms}ms`);
+      if (text) parts.push(oneLine(text));
+      return parts.join(' ');
+    }
+    default: // a kind newer than this CLI
+      return [e.at, String(e.kind), ...(text ? [oneLine(text)] : [])].join(' ');
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * `e2epool logs`: prints a checkpoint's log, one line per entry, all on
+ * stdout (a CI log keeps one order that way). Without `follow`: what there is
+ * now, page after page, then exit 0. With it: polls (every `pollMs`, at once
+ * after a full page) until the checkpoint has ended, then exits 0.
+ */
+export async function logsAction(
+  ctx: LogsContext,
+  io: CliIo = processIo(),
+  o: LogsOptions = {},
+): Promise<number> {
+  const pollMs = o.pollMs ?? FOLLOW_POLL_MS;
+  let after = 0;
+  for (;;) {
+    const r = await send(ctx, 'logs', { checkpoint_name: ctx.checkpoint, after }, io, {
+      signal: o.signal,
+      explain: explainUnknownLogs,
+    });
+    if (!r.ok) return r.code;
+    if (o.signal?.aborted) return CLI_EXIT.interrupted;
+    const page = logsData(r.data);
+    if (!page) {
+      io.err('Error: unexpected reply to the logs request');
+      return CLI_EXIT.error;
+    }
+    const before = after;
+    for (const e of page.entries) {
+      if (e.seq <= after) continue; // already printed
+      io.out(formatLogEntry(e));
+      after = e.seq;
+    }
+    after = Math.max(after, page.next);
+    if (page.done) return CLI_EXIT.ok;
+    const full = fullPage(page);
+    if (!ctx.follow) {
+      if (after === before || !full) return CLI_EXIT.ok; // up to date
+      continue;
+    }
+    if (!full) await pause(pollMs, o.signal);
+    if (o.signal?.aborted) return CLI_EXIT.interrupted;
+  }
 }

@@ -90,7 +90,9 @@ export async function startAgent(
       timeoutMs: config.requestTimeout * 1000,
       connectWaitMs,
     });
-    log.info(
+    // `e2epool logs --follow` asks every second: its answered requests would flood the journal.
+    const level = req.type === 'logs' && reply.status === 'ok' ? 'debug' : 'info';
+    log[level](
       { type: req.type, wsId: reply.id || null, status: reply.status, code: reply.error?.code },
       'forwarded CLI request',
     );
@@ -104,6 +106,7 @@ export async function startAgent(
     finalize: forward,
     status: forward,
     ping: forward,
+    logs: forward,
   };
 
   const ipc: IpcServer = await startIpcServer({

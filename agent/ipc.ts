@@ -313,7 +313,15 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
 }
 
 /** Why an IPC request failed, for the CLI's exit code and message. */
-export type IpcFailure = 'not-found' | 'refused' | 'permission' | 'timeout' | 'closed' | 'protocol';
+export type IpcFailure =
+  | 'not-found'
+  | 'refused'
+  | 'permission'
+  | 'timeout'
+  | 'closed'
+  | 'protocol'
+  /** The caller's AbortSignal fired (Ctrl-C). */
+  | 'aborted';
 
 export class IpcClientError extends Error {
   override name = 'IpcClientError';
@@ -327,17 +335,27 @@ export class IpcClientError extends Error {
 
 /**
  * Sends one request to the agent and resolves with its reply (any JSON value).
- * Rejects with an IpcClientError saying why it could not.
+ * Rejects with an IpcClientError saying why it could not; `signal` abandons
+ * the request (the connection is closed at once).
  */
-export function ipcRequest(path: string, request: unknown, timeoutMs: number): Promise<unknown> {
+export function ipcRequest(
+  path: string,
+  request: unknown,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    const aborted = () => new IpcClientError('aborted', 'the request was abandoned');
+    if (signal?.aborted) return reject(aborted());
     const socket = createConnection(path);
     const decoder = new FrameDecoder();
     let settled = false;
+    const onAbort = () => done(aborted());
     const done = (err: IpcClientError | null, value?: unknown) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       if (err) reject(err);
       else resolve(value);
@@ -346,6 +364,7 @@ export function ipcRequest(path: string, request: unknown, timeoutMs: number): P
       () => done(new IpcClientError('timeout', `no reply within ${timeoutMs / 1000}s`)),
       timeoutMs,
     );
+    signal?.addEventListener('abort', onAbort, { once: true });
     socket.once('connect', () => socket.write(encodeFrame(request)));
     socket.on('data', (chunk: Buffer) => {
       for (const ev of decoder.push(chunk)) {

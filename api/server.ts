@@ -101,6 +101,7 @@ export async function startApiServer(d: {
   const gateway = attachAgentGateway(server, {
     inventory: d.inventory,
     checkpoints,
+    logs,
     hub,
     settings: d.settings,
     log: d.log.child({ component: 'ws' }),

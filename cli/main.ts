@@ -1,8 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
-// commands run in every CI job and must start fast. `create`, `finalize` and
-// `status` load only ../agent/cli, which uses Node builtins alone.
+// commands run in every CI job and must start fast. `create`, `finalize`,
+// `status` and `logs` load only ../agent/cli, which uses Node builtins alone.
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
 type BootstrapModule = typeof import('./bootstrap');
@@ -118,8 +118,48 @@ export function buildProgram(): Command {
       process.exitCode = await agentCli().statusAction(opts);
     });
 
+  program
+    .command('logs')
+    .description("print a checkpoint's log: its steps and its commands' output")
+    .requiredOption('--checkpoint <name>', 'checkpoint name')
+    .option('--follow', 'keep printing new entries until the checkpoint has ended')
+    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .addHelpText('after', LOGS_HELP)
+    .action(async (opts: { checkpoint: string; follow?: boolean; socket?: string }) => {
+      // Ctrl-C: stop quietly with 130; a second one kills as usual.
+      const interrupt = new AbortController();
+      const onSigint = () => interrupt.abort();
+      process.once('SIGINT', onSigint);
+      try {
+        process.exitCode = await agentCli().logsAction(
+          { checkpoint: opts.checkpoint, follow: opts.follow === true, socket: opts.socket },
+          undefined,
+          { signal: interrupt.signal },
+        );
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+    });
+
   return program;
 }
+
+const LOGS_HELP = `
+Output: one line per entry, in the order they happened, all on stdout:
+  <time> step <step> <result>[ <ms>ms][ <detail>]   a step started or ended
+  <line>                                           a line a command printed on stdout
+  [stderr] <line>                                  a line a command printed on stderr
+e.g.
+  2026-11-27T14:00:01.123Z step reset_cmd running
+  wiping /srv/ci
+  [stderr] warning: nothing to wipe
+  2026-11-27T14:00:06.347Z step reset_cmd ok 5224ms exit 0; stdout: wiping /srv/ci; stderr: ...
+
+Without --follow it prints the log as it is now and exits 0. With --follow it
+prints new entries as they come (it asks every second) and exits 0 once the
+checkpoint has ended; Ctrl-C stops it with exit code 130.
+Exit codes: 0 success, 1 error (e.g. "Error: Checkpoint not found"),
+2 the agent is not running, 130 interrupted.`;
 
 /** Usage errors exit 1 (commander's default), never 2: 2 means "agent not running". */
 function finalizeStatus(v: string) {

@@ -71,8 +71,12 @@ export const CLOSE_CODES = {
   invalidCredentials: 4401,
 } as const;
 
-/** What an agent may ask the controller (and the CLI the agent). */
-export const REQUEST_TYPES = ['create', 'finalize', 'status', 'ping'] as const;
+/**
+ * What an agent may ask the controller (and the CLI the agent). `logs` is
+ * new: agents and controllers older than it answer it with a 400 that names
+ * the request `type` (the Python agent forwards it unchanged).
+ */
+export const REQUEST_TYPES = ['create', 'finalize', 'status', 'ping', 'logs'] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
 /** Agent → controller (and CLI → agent): `payload` is the request's body. */
@@ -95,6 +99,53 @@ export interface Reply {
   data: unknown;
   error: ErrorBody | null;
 }
+
+/**
+ * Payload of a `logs` request: the log of one of the runner's own checkpoints
+ * (SPEC §10), the entries after seq `after` (default 0, an integer ≥ 0).
+ * Other runners' checkpoints are 403, unknown ones 404, as in REST.
+ */
+export interface LogsPayload {
+  checkpoint_name: string;
+  after?: number;
+}
+
+/** One entry of a checkpoint log: a step event, or one output line of a command. */
+export interface LogsEntry {
+  seq: number;
+  /** ISO-8601 UTC. */
+  at: string;
+  kind: 'step' | 'stdout' | 'stderr';
+  /** Steps: the operation (`reset_cmd`, `pause`, ...) and its result (`running`, `ok`, ...). */
+  step?: string;
+  result?: string;
+  duration_ms?: number;
+  /** Output lines: the line (without its newline); steps: a detail or error, if any. */
+  text?: string;
+}
+
+/**
+ * The data of a `logs` reply: the JSON form of `GET /checkpoint/{name}/logs`.
+ * `next` is the seq to ask after next time; `done` once the checkpoint ended
+ * and nothing more follows.
+ */
+export interface LogsData {
+  entries: LogsEntry[];
+  next: number;
+  done: boolean;
+}
+
+/**
+ * A `logs` reply carries at most this many entries, and at most
+ * LOGS_PAGE_BYTES of them (their JSON, counted as the controller sends it),
+ * so that it fits in one IPC frame; the first entry is always sent. An entry
+ * is far smaller than half of LOGS_PAGE_BYTES (a stored line is at most 16,384
+ * characters), so a page cut by the byte limit is larger than that half: a
+ * client that gets one that large, or one of LOGS_PAGE_ENTRIES entries, should
+ * ask again at once rather than wait.
+ */
+export const LOGS_PAGE_ENTRIES = 1000;
+export const LOGS_PAGE_BYTES = 512 * 1024;
 
 /** Controller → agent: run `cmd` in a shell, killed after `timeout` seconds. */
 export interface ExecCommand {

@@ -107,11 +107,13 @@ export function httpStatusOf(t: string | undefined | null): number | undefined {
   return isFailureType(t) ? (FAILURES[t] as FailureSpec).http : undefined;
 }
 
-/** Exit codes of the agent CLI (`e2epool create/finalize/status`). */
+/** Exit codes of the agent CLI (`e2epool create/finalize/status/logs`). */
 export const CLI_EXIT = {
   ok: 0,
   /** Any error reply from the controller (its detail is printed), or a local error. */
   error: 1,
   /** The agent is not running (no socket, or connection refused). */
   agentNotRunning: 2,
+  /** Stopped by Ctrl-C (SIGINT), as a shell reports it: `e2epool logs --follow`. */
+  interrupted: 130,
 } as const;

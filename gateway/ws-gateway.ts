@@ -7,16 +7,21 @@ import {
   CLOSE_CODES,
   EXEC_OUTPUT_FRAME_BYTES,
   EXEC_OUTPUT_STREAMS,
+  LOGS_PAGE_BYTES,
+  LOGS_PAGE_ENTRIES,
   MAX_MESSAGE_BYTES,
   REQUEST_TYPES,
   type AgentRequest,
   type ExecOutput,
   type ExecReply,
+  type LogsData,
+  type LogsPayload,
   type Reply,
   type RequestType,
 } from '../common/agent-protocol';
 import type { Inventory, InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
+import type { CheckpointLogs } from '../api/checkpoint-logs';
 import type { CheckpointService } from '../api/checkpoint-service';
 import { HttpError } from '../api/errors';
 import { checkpointNameParam, createBody, finalizeBody, validationDetail } from '../api/schemas';
@@ -52,6 +57,47 @@ const execOutput = z.object({
 }) satisfies z.ZodType<ExecOutput>;
 
 const statusPayload = z.object({ checkpoint_name: checkpointNameParam });
+
+/** Log seqs are Postgres `integer`s: a larger `after` would fail in the query, not be a 422. */
+const MAX_SEQ = 2_147_483_647;
+const AFTER_MESSAGE = `after must be an integer from 0 to ${MAX_SEQ}`;
+
+const logsPayload = z.object({
+  checkpoint_name: checkpointNameParam,
+  after: z
+    .number({ error: AFTER_MESSAGE })
+    .int(AFTER_MESSAGE)
+    .min(0, AFTER_MESSAGE)
+    .max(MAX_SEQ, AFTER_MESSAGE)
+    .optional(),
+}) satisfies z.ZodType<LogsPayload>;
+
+/**
+ * Cuts a log page to what one `logs` reply may carry (LOGS_PAGE_ENTRIES
+ * entries, LOGS_PAGE_BYTES of their JSON; the first entry always), so that
+ * the agent can hand it to the CLI in one IPC frame. A cut page is not done
+ * and its `next` is its last entry: the reader pages on from there.
+ */
+export function fitLogsPage(
+  page: LogsData,
+  limits: { entries: number; bytes: number } = {
+    entries: LOGS_PAGE_ENTRIES,
+    bytes: LOGS_PAGE_BYTES,
+  },
+): LogsData {
+  let bytes = 0;
+  let n = 0;
+  for (const e of page.entries) {
+    if (n >= limits.entries) break;
+    const size = Buffer.byteLength(JSON.stringify(e)) + 1; // and its comma
+    if (n > 0 && bytes + size > limits.bytes) break;
+    bytes += size;
+    n++;
+  }
+  if (n === page.entries.length) return page;
+  const entries = page.entries.slice(0, n);
+  return { entries, next: entries[n - 1]!.seq, done: false };
+}
 
 const ok = (id: string, data: unknown): Reply => ({ id, status: 'ok', data, error: null });
 const fail = (id: string, code: number, detail: string): Reply => ({
@@ -91,6 +137,8 @@ export const TOUCH_EVERY_MS = 5000;
 export interface GatewayDeps {
   inventory: InventoryStore;
   checkpoints: CheckpointService;
+  /** Checkpoint logs, for the `logs` request (a runner reads only its own). */
+  logs: Pick<CheckpointLogs, 'pageByName'>;
   hub: AgentHub;
   settings: Settings;
   log: Logger;
@@ -358,6 +406,12 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       const body = statusPayload.safeParse(payload);
       if (!body.success) throw new HttpError(422, oneLine(body.error, payload));
       return d.checkpoints.status(runnerId, body.data.checkpoint_name);
+    },
+    logs: async (runnerId, payload): Promise<LogsData> => {
+      const body = logsPayload.safeParse(payload);
+      if (!body.success) throw new HttpError(422, oneLine(body.error, payload));
+      const { checkpoint_name: name, after = 0 } = body.data;
+      return fitLogsPage(await d.logs.pageByName(runnerId, name, after));
     },
   };
 

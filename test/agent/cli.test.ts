@@ -68,6 +68,7 @@ describe('the e2epool CLI on a runner host', () => {
     [['finalize', '--checkpoint', 'x'], /required option '--status <status>' not specified/],
     [['create'], /required option '--job-id <id>' not specified/],
     [['status'], /required option '--checkpoint <name>' not specified/],
+    [['logs', '--follow'], /required option '--checkpoint <name>' not specified/],
   ])('exits 1 (never 2) on a usage error: %j', async (args, message) => {
     const r = await runCli([...args, '--socket', join(tmp.dir, 'missing.sock')], noConfig);
     expect(r.code).toBe(1);
@@ -117,25 +118,28 @@ describe('the e2epool CLI on a runner host', () => {
     );
   });
 
-  it('loads neither ws, zod, pino, yaml nor Temporal for create/finalize/status', () => {
-    const script = `
+  it.each(['status', 'logs'])(
+    'loads neither ws, zod, pino, yaml nor Temporal for %s',
+    (command) => {
+      const script = `
       const main = require(${JSON.stringify(join(REPO, 'dist', 'cli', 'main.js'))});
       main.buildProgram()
-        .parseAsync(['node', 'e2epool', 'status', '--checkpoint', 'x', '--socket', '/nonexistent/s.sock'])
+        .parseAsync(['node', 'e2epool', '${command}', '--checkpoint', 'x', '--socket', '/nonexistent/s.sock'])
         .then(() => process.stdout.write(JSON.stringify(Object.keys(require.cache))));
     `;
-    const r = spawnSync(process.execPath, ['-e', script], {
-      env: { PATH: process.env.PATH, E2EPOOL_AGENT_CONFIG: join(tmp.dir, 'none.yml') },
-      encoding: 'utf8',
-    });
-    expect(r.stderr).toContain('agent is not running');
-    const loaded = JSON.parse(r.stdout) as string[];
-    expect(loaded.some((m) => m.includes('/dist/agent/cli.js'))).toBe(true);
-    const heavy = loaded.filter((m) =>
-      /node_modules\/(ws|zod|pino|yaml|@temporalio|typeorm|pg|express)\//.test(m),
-    );
-    expect(heavy).toEqual([]);
-  });
+      const r = spawnSync(process.execPath, ['-e', script], {
+        env: { PATH: process.env.PATH, E2EPOOL_AGENT_CONFIG: join(tmp.dir, 'none.yml') },
+        encoding: 'utf8',
+      });
+      expect(r.stderr).toContain('agent is not running');
+      const loaded = JSON.parse(r.stdout) as string[];
+      expect(loaded.some((m) => m.includes('/dist/agent/cli.js'))).toBe(true);
+      const heavy = loaded.filter((m) =>
+        /node_modules\/(ws|zod|pino|yaml|@temporalio|typeorm|pg|express)\//.test(m),
+      );
+      expect(heavy).toEqual([]);
+    },
+  );
 
   it('`agent` exits 1 without runner_id and token, or with a bad setting', async () => {
     const empty = join(tmp.dir, 'empty.yml');

@@ -142,7 +142,7 @@ describe('agent daemon against a controller', () => {
       data: null,
       error: {
         code: 400,
-        detail: 'Malformed request: type must be one of create, finalize, status, ping',
+        detail: 'Malformed request: type must be one of create, finalize, status, ping, logs',
       },
     });
     await expect(

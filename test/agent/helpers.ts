@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { LOGS_PAGE_ENTRIES, type LogsEntry } from '../../common/agent-protocol';
 import type { Logger } from '../../config/logger';
+import { fitLogsPage } from '../../gateway/ws-gateway';
 import { REPO } from '../helpers/processes';
 
 /** Fails early, with the fix, when the CLI under test has not been built. */
@@ -108,6 +110,10 @@ export class FakeController {
   /** Every frame an agent sent, in arrival order, with when it arrived (Date.now()). */
   readonly received: Array<{ at: number; frame: Frame }> = [];
   readonly checkpoints = new Map<string, Checkpoint>();
+  /** Each checkpoint's log, by name, for `logs` requests (pages as the real gateway cuts them). */
+  readonly logs = new Map<string, LogsEntry[]>();
+  /** Answer `logs` as a controller older than it: a 400 naming `type` (the Python text). */
+  knowsLogs = true;
   private readonly execWaiters = new Map<string, (f: Frame) => void>();
   private server!: Server;
   private wss!: WebSocketServer;
@@ -155,6 +161,34 @@ export class FakeController {
     const { port } = this.server.address() as AddressInfo;
     this.url = `ws://127.0.0.1:${port}/ws/agent`;
     return this;
+  }
+
+  /** A checkpoint of `runnerId` in `state`, with an empty log; returns its name. */
+  addCheckpoint(runnerId: string, state = 'created'): string {
+    const name = `job-${randomBytes(2).toString('hex')}-1700000000-${randomBytes(4).toString('hex')}`;
+    this.checkpoints.set(name, {
+      name,
+      runner_id: runnerId,
+      job_id: '1',
+      state,
+      finalize_status: null,
+      finalize_source: null,
+      created_at: new Date().toISOString(),
+      finalized_at: null,
+    });
+    this.logs.set(name, []);
+    return name;
+  }
+
+  /** Appends entries to a checkpoint's log, numbering them on. */
+  appendLog(name: string, ...entries: Array<Omit<LogsEntry, 'seq' | 'at'>>): void {
+    const log = this.logs.get(name)!;
+    for (const e of entries)
+      log.push({
+        seq: log.length + 1,
+        at: new Date(Date.UTC(2026, 10, 27, 14, 0, log.length)).toISOString(),
+        ...e,
+      });
   }
 
   /** Live (open) connections. */
@@ -213,6 +247,18 @@ export class FakeController {
     const reply = (data: unknown, error: { code: number; detail: string } | null = null) =>
       ws.send(JSON.stringify({ id, status: error ? 'error' : 'ok', data, error }));
     const payload = (msg.payload ?? {}) as Record<string, unknown>;
+    // The Python controller's answer to a type it does not know (no `data` key).
+    const oldControllerReply = () =>
+      ws.send(
+        JSON.stringify({
+          id,
+          status: 'error',
+          error: {
+            code: 400,
+            detail: `1 validation error for WSRequest\ntype\n  Input should be 'create', 'finalize', 'status' or 'ping' [type=literal_error, input_value=${JSON.stringify(msg.type)}, input_type=str]`,
+          },
+        }),
+      );
     switch (msg.type) {
       case 'ping':
         return reply({ pong: true });
@@ -255,8 +301,25 @@ export class FakeController {
         if (!cp) return reply(null, { code: 404, detail: 'Checkpoint not found' });
         return reply(cp);
       }
+      case 'logs': {
+        if (!this.knowsLogs) return oldControllerReply();
+        const cp = this.checkpoints.get(String(payload.checkpoint_name));
+        if (!cp) return reply(null, { code: 404, detail: 'Checkpoint not found' });
+        if (cp.runner_id !== runnerId)
+          return reply(null, { code: 403, detail: 'Token not authorized for this checkpoint' });
+        const after = typeof payload.after === 'number' ? payload.after : 0;
+        // As the real controller: a store page, done only once the checkpoint ended, cut to fit.
+        const entries = (this.logs.get(cp.name) ?? [])
+          .filter((e) => e.seq > after)
+          .slice(0, LOGS_PAGE_ENTRIES);
+        const ended = !['created', 'finalize_queued', 'needs_attention'].includes(cp.state);
+        const next = entries.at(-1)?.seq ?? after;
+        return reply(
+          fitLogsPage({ entries, next, done: ended && entries.length < LOGS_PAGE_ENTRIES }),
+        );
+      }
       default:
-        return reply(null, { code: 400, detail: 'Malformed request' });
+        return oldControllerReply();
     }
   }
 }

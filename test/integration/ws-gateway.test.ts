@@ -547,6 +547,7 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
       const gateway = attachAgentGateway(server, {
         inventory: c.inventory,
         checkpoints: {} as CheckpointService, // only pings here
+        logs: {} as GatewayDeps['logs'],
         hub,
         settings: c.settings,
         log: silentLog,
