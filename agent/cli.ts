@@ -28,12 +28,22 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
 }
 
-/** The real stdout, stderr and environment. */
-const processIo = (): CliIo => ({
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-  env: process.env,
-});
+/**
+ * The real stdout, stderr and environment. A reader that goes away
+ * (`e2epool logs … | head`) ends the command quietly, as with other tools,
+ * instead of an unhandled EPIPE.
+ */
+const processIo = (): CliIo => {
+  process.stdout.once('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    env: process.env,
+  };
+};
 
 export interface ConnectContext {
   /** `--socket`; else E2EPOOL_SOCKET_PATH, agent.yml's socket_path, the default. */

@@ -20,6 +20,8 @@ const afterQuery = z.object({
     .number({ error: 'after must be an integer ≥ 0' })
     .int('after must be an integer ≥ 0')
     .min(0, 'after must be an integer ≥ 0')
+    // seq is a Postgres integer: a larger number must be a 422, not a database error.
+    .max(2_147_483_647, 'after must be at most 2147483647')
     .optional(),
 });
 
@@ -106,7 +108,7 @@ export class CheckpointLogs {
 function resumeAfter(req: Request): number {
   const { after } = parseOr422(afterQuery, req.query, 'query');
   const last = req.get('last-event-id');
-  if (last !== undefined && /^\d{1,9}$/.test(last.trim())) return Number(last.trim());
+  if (last !== undefined && /^\d{1,9}$/.test(last.trim())) return Number(last.trim()); // < 2^31
   return after ?? 0;
 }
 

@@ -199,6 +199,9 @@ describe('checkpoint logs', () => {
         404,
         { detail: 'Checkpoint not found' },
       ]);
+      expect(
+        (await fetch(`${logsUrl(c.api, name)}?after=3000000000`, { headers: auth })).status,
+      ).toBe(422);
       const bad = await fetch(`${logsUrl(c.api, name)}?after=-1`, { headers: auth });
       expect(bad.status).toBe(422);
       expect(((await bad.json()) as { detail: unknown[] }).detail[0]).toMatchObject({
