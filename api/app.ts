@@ -7,6 +7,7 @@ import { checkpointLogRouter, type CheckpointLogs, type LogFeed } from './checkp
 import { checkpointRouter } from './checkpoint-routes';
 import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
+import type { AdminToken } from './auth';
 import { healthRouter } from './health';
 import { createMetricsRegistry, metricsRouter } from './metrics';
 
@@ -24,6 +25,8 @@ export interface AppDeps {
   logFeed: LogFeed;
   /** How many agent WebSocket sessions this instance holds. */
   agentSessions: () => number;
+  /** E2EPOOL_ADMIN_TOKEN: admin reads of checkpoint logs. */
+  admin: AdminToken;
   log: Logger;
 }
 
@@ -48,7 +51,7 @@ export function createApp(d: AppDeps): Express {
     ),
   );
   app.use(checkpointRouter(d.checkpoints, d.inventory));
-  app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.log));
+  app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.admin, d.log));
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;

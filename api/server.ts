@@ -6,6 +6,7 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { AdminToken } from './auth';
 import { CheckpointLogs, LogFeed } from './checkpoint-logs';
 import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
@@ -83,6 +84,7 @@ export async function startApiServer(d: {
   );
   const app = createApp({
     store,
+    admin: new AdminToken(d.settings.adminToken),
     logs,
     logFeed,
     healthTemporal,

@@ -59,6 +59,10 @@ const schema = z.object({
   E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
   E2EPOOL_GITLAB_URL: httpUrl.optional(),
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_ADMIN_TOKEN: z
+    .string()
+    .refine((t) => !/\s/.test(t), 'must not contain white space')
+    .optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -104,6 +108,12 @@ export interface Settings {
   wsHeartbeatTimeoutSeconds: number;
   gitlabUrl: string | undefined;
   gitlabToken: string | undefined;
+  /**
+   * The admin bearer token (SPEC §8): the fleet page's login and admin reads
+   * of checkpoint logs. Unset: admin calls answer 503 and the fleet page
+   * cannot be logged into.
+   */
+  adminToken: string | undefined;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -163,7 +173,11 @@ function describeValue(v: unknown): string {
   return JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
 }
 
-const SECRET_KEYS = new Set(['E2EPOOL_GITLAB_TOKEN', 'E2EPOOL_DATABASE_URL']);
+const SECRET_KEYS = new Set([
+  'E2EPOOL_GITLAB_TOKEN',
+  'E2EPOOL_DATABASE_URL',
+  'E2EPOOL_ADMIN_TOKEN',
+]);
 
 /**
  * Parses settings from an environment. Throws ConfigError whose message is one
@@ -205,6 +219,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
     gitlabUrl: r.E2EPOOL_GITLAB_URL,
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
+    adminToken: r.E2EPOOL_ADMIN_TOKEN,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,
