@@ -1,4 +1,4 @@
-import type { Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import express, { type Express } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -9,8 +9,11 @@ import { checkpointRouter } from './checkpoint-routes';
 import { webhookRouter } from './webhooks';
 import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
+import type { AdminToken } from './auth';
 import { healthRouter } from './health';
 import { createMetricsRegistry, metricsRouter } from './metrics';
+import type { FleetView } from './ui/fleet';
+import { uiRouter } from './ui/router';
 
 export interface AppDeps {
   store: Store;
@@ -27,8 +30,17 @@ export interface AppDeps {
   logFeed: LogFeed;
   /** How many agent WebSocket sessions this instance holds. */
   agentSessions: () => number;
+  /** E2EPOOL_ADMIN_TOKEN: admin reads of checkpoint logs, the fleet page's login. */
+  admin: AdminToken;
+  /** The fleet page's data. */
+  fleet: FleetView;
+  /** The Temporal client (the fleet page's `release-hold`). */
+  temporal: Client;
   log: Logger;
 }
+
+/** How often the fleet page refreshes itself. */
+export const FLEET_REFRESH_MS = 5000;
 
 /** The Express app: thin routes that validate and delegate, one error middleware. */
 export function createApp(d: AppDeps): Express {
@@ -61,7 +73,19 @@ export function createApp(d: AppDeps): Express {
     ),
   );
   app.use(checkpointRouter(d.checkpoints, d.inventory));
-  app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.log));
+  app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.admin, d.log));
+  app.use(
+    uiRouter({
+      store: d.store,
+      admin: d.admin,
+      fleet: d.fleet,
+      logs: d.logs,
+      logFeed: d.logFeed,
+      temporal: d.temporal,
+      refreshMs: FLEET_REFRESH_MS,
+      log: d.log,
+    }),
+  );
   app.use(notFound);
   app.use(errorHandler(d.log));
   return app;

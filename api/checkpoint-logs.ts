@@ -1,4 +1,4 @@
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isActiveState } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
@@ -6,7 +6,7 @@ import type { Logger } from '../config/logger';
 import type { Store } from '../store';
 import { AgentNoticeListener } from '../store/agent-notices';
 import { LOG_PAGE, type LogEntry } from '../store/checkpoint-log';
-import { runnerAuth } from './auth';
+import { runnerOrAdminAuth, type AdminToken } from './auth';
 import { HttpError } from './errors';
 import { parseOr422, statusParams } from './schemas';
 
@@ -70,15 +70,23 @@ export class LogFeed {
   }
 }
 
-/** Reads checkpoint logs for callers allowed to (the runner the checkpoint belongs to). */
+/** Who reads a log: a runner (its own checkpoints only) or the admin (any checkpoint). */
+export type LogReader = { runnerId: string } | 'admin';
+
+/** The reader an auth middleware left in `res.locals` (runnerOrAdminAuth, or a fleet-page session). */
+export function logReaderOf(res: Response): LogReader {
+  return res.locals.admin === true ? 'admin' : { runnerId: res.locals.runnerId as string };
+}
+
+/** Reads checkpoint logs for callers allowed to (the checkpoint's runner, or the admin). */
 export class CheckpointLogs {
   constructor(private readonly store: Store) {}
 
-  /** The checkpoint, if the token's runner may read its log (404 / 403 otherwise). */
-  async open(tokenRunnerId: string, name: string) {
+  /** The checkpoint, if `reader` may read its log (404 / 403 otherwise). */
+  async open(reader: LogReader, name: string) {
     const ref = await this.store.checkpoints.refByName(name);
     if (!ref) throw new HttpError(404, 'Checkpoint not found');
-    if (ref.runnerId !== tokenRunnerId)
+    if (reader !== 'admin' && ref.runnerId !== reader.runnerId)
       throw new HttpError(403, 'Token not authorized for this checkpoint');
     return ref;
   }
@@ -99,7 +107,7 @@ export class CheckpointLogs {
 
   /** For a checkpoint in a runner's own view (the agent's `logs` request): by name. */
   async pageByName(tokenRunnerId: string, name: string, after: number): Promise<LogPage> {
-    const ref = await this.open(tokenRunnerId, name);
+    const ref = await this.open({ runnerId: tokenRunnerId }, name);
     return this.page(ref.id, after);
   }
 }
@@ -113,27 +121,42 @@ function resumeAfter(req: Request): number {
 }
 
 /**
- * `GET /checkpoint/{name}/logs` (SPEC §10): Server-Sent Events when asked
- * for (`Accept: text/event-stream`), replaying after `Last-Event-ID` and
- * following live until the checkpoint ends; JSON pages otherwise.
+ * Answers a log request for the reader an auth middleware admitted:
+ * Server-Sent Events when asked for (`Accept: text/event-stream`),
+ * replaying after `Last-Event-ID` and following live until the checkpoint
+ * ends; JSON pages otherwise. Shared by the REST route and the fleet page.
  */
-export function checkpointLogRouter(
+export function checkpointLogHandler(
   logs: CheckpointLogs,
   feed: LogFeed,
-  inventory: InventoryStore,
   log: Logger,
-): Router {
-  const router = Router();
-  router.get('/checkpoint/:name/logs', runnerAuth(inventory), async (req, res) => {
+): RequestHandler {
+  return async (req, res) => {
     const { name } = parseOr422(statusParams, req.params, 'path');
     const after = resumeAfter(req);
-    const ref = await logs.open(res.locals.runnerId as string, name);
+    const ref = await logs.open(logReaderOf(res), name);
     if (!(req.get('accept') ?? '').includes('text/event-stream')) {
       res.status(200).json(await logs.page(ref.id, after));
       return;
     }
     await stream(req, res, logs, feed, ref.id, after, log);
-  });
+  };
+}
+
+/** `GET /checkpoint/{name}/logs` (SPEC §10), for the checkpoint's runner or the admin. */
+export function checkpointLogRouter(
+  logs: CheckpointLogs,
+  feed: LogFeed,
+  inventory: InventoryStore,
+  admin: AdminToken,
+  log: Logger,
+): Router {
+  const router = Router();
+  router.get(
+    '/checkpoint/:name/logs',
+    runnerOrAdminAuth(inventory, admin),
+    checkpointLogHandler(logs, feed, log),
+  );
   return router;
 }
 

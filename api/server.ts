@@ -6,12 +6,27 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { GitLabClient } from '../activities/gitlab/client';
+import { AdminToken } from './auth';
 import { CheckpointLogs, LogFeed } from './checkpoint-logs';
 import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { createApp } from './app';
 import { CheckpointService } from './checkpoint-service';
+import { FleetView } from './ui/fleet';
+import { GitLabPauseCache } from './ui/gitlab-pauses';
+
+/**
+ * The fleet page asks GitLab about a runner's pause at most this often, and
+ * gives up on one answer after GITLAB_UI_TIMEOUT_MS (or E2EPOOL_HTTPX_TIMEOUT
+ * if shorter): the page shows the last answer meanwhile.
+ */
+const GITLAB_UI_MAX_AGE_MS = 60_000;
+const GITLAB_UI_TIMEOUT_MS = 5_000;
+const GITLAB_UI_CONCURRENCY = 4;
+/** One fleet snapshot serves every viewer for this long. */
+const FLEET_CACHE_MS = 2_000;
 
 /**
  * A client must send its request headers (an agent: its WebSocket upgrade
@@ -56,11 +71,17 @@ export async function startApiServer(d: {
   temporalSettings: TemporalConnectSettings;
   inventory: InventoryStore;
   log: Logger;
+  /**
+   * GitLab for the fleet page's pause column; unset: built from the
+   * settings (none without E2EPOOL_GITLAB_URL and _TOKEN).
+   */
+  gitlab?: Pick<GitLabClient, 'runnerPaused'> | null;
 }): Promise<ApiServer> {
   const store = createStore(d.dataSource);
+  const client = new Client({ connection: d.temporal, namespace: d.temporalSettings.namespace });
   // The checkpoint operations REST and the agent gateway share.
   const checkpoints = new CheckpointService({
-    client: new Client({ connection: d.temporal, namespace: d.temporalSettings.namespace }),
+    client,
     records: store.checkpoints,
     inventory: d.inventory,
     settings: d.settings,
@@ -81,9 +102,35 @@ export async function startApiServer(d: {
     d.settings.wsHeartbeatTimeoutSeconds,
     { logMaxLines: d.settings.logMaxLines },
   );
+  const gitlab =
+    d.gitlab !== undefined
+      ? d.gitlab
+      : d.settings.gitlabUrl && d.settings.gitlabToken
+        ? new GitLabClient(
+            d.settings.gitlabUrl,
+            d.settings.gitlabToken,
+            Math.min(GITLAB_UI_TIMEOUT_MS, d.settings.httpTimeoutSeconds * 1000),
+          )
+        : null;
+  const fleet = new FleetView({
+    store,
+    inventory: d.inventory,
+    agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
+    gitlab: gitlab
+      ? new GitLabPauseCache(gitlab, {
+          maxAgeMs: GITLAB_UI_MAX_AGE_MS,
+          concurrency: GITLAB_UI_CONCURRENCY,
+          log: d.log.child({ component: 'ui' }),
+        })
+      : null,
+    cacheMs: FLEET_CACHE_MS,
+  });
   const app = createApp({
     store,
     settings: d.settings,
+    admin: new AdminToken(d.settings.adminToken),
+    fleet,
+    temporal: client,
     logs,
     logFeed,
     healthTemporal,

@@ -114,6 +114,26 @@ export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
  */
 export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
 
+/** The `hold` operation-log note (and the run's current details) when a hold for debugging starts. */
+export function holdStartedNote(untilIso: string): string {
+  return `held for debugging until ${untilIso}; signal release-hold to reset now`;
+}
+
+/** The `hold` note when `release-hold` ends a hold early. */
+export function holdReleasedNote(untilIso: string): string {
+  return `release-hold: the hold ended early (it was to last until ${untilIso}); resetting now`;
+}
+
+/**
+ * When a hold ends, read from a checkpoint's newest `hold` note: the instant
+ * of a hold's start note, null for anything else (its release).
+ */
+export function holdUntilOf(note: string): Date | null {
+  const m = /^held for debugging until (\S+); /.exec(note);
+  const at = m ? Date.parse(m[1]!) : NaN;
+  return Number.isNaN(at) ? null : new Date(at);
+}
+
 export interface FinalizeRequest {
   checkpointName: string;
   status: FinalizeStatus;

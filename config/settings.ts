@@ -61,6 +61,10 @@ const schema = z.object({
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_ADMIN_TOKEN: z
+    .string()
+    .refine((t) => !/\s/.test(t), 'must not contain white space')
+    .optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -110,6 +114,12 @@ export interface Settings {
   gitlabWebhookSecret: string | undefined;
   /** HMAC key of GitHub's `workflow_job` webhook; unset: the webhook answers 503. */
   githubWebhookSecret: string | undefined;
+  /**
+   * The admin bearer token (SPEC §8): the fleet page's login and admin reads
+   * of checkpoint logs. Unset: admin calls answer 503 and the fleet page
+   * cannot be logged into.
+   */
+  adminToken: string | undefined;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -174,6 +184,7 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_DATABASE_URL',
   'E2EPOOL_GITLAB_WEBHOOK_SECRET',
   'E2EPOOL_GITHUB_WEBHOOK_SECRET',
+  'E2EPOOL_ADMIN_TOKEN',
 ]);
 
 /**
@@ -218,6 +229,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
     gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
     githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
+    adminToken: r.E2EPOOL_ADMIN_TOKEN,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,

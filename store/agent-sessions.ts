@@ -107,6 +107,31 @@ export class AgentSessionStore {
   }
 
   /**
+   * Like livenessOf, with what livenessOf leaves out: `closed` for a
+   * connection that closed moments ago (unreachable once silent past the
+   * timeout); a runner absent from the map never connected (or its
+   * credentials were revoked, which drops the row). Plus when each was last heard from.
+   */
+  async agentsOf(
+    runnerIds: readonly string[],
+    staleAfterSeconds: number,
+  ): Promise<Map<string, { status: 'live' | 'unreachable' | 'closed'; lastSeenAt: Date }>> {
+    const rows = await selectRows<{
+      runnerId: string;
+      status: 'live' | 'unreachable' | 'closed';
+      lastSeenAt: Date;
+    }>(
+      this.q,
+      `SELECT runner_id AS "runnerId", last_seen_at AS "lastSeenAt",
+              CASE WHEN last_seen_at <= now() - make_interval(secs => $2) THEN 'unreachable'
+                   WHEN closed_at IS NULL THEN 'live' ELSE 'closed' END AS status
+         FROM agent_sessions WHERE runner_id = ANY($1)`,
+      [runnerIds, staleAfterSeconds],
+    );
+    return new Map(rows.map((r) => [r.runnerId, { status: r.status, lastSeenAt: r.lastSeenAt }]));
+  }
+
+  /**
    * The sessions an API instance holds (or held: a session whose heartbeat
    * timed out keeps its row), plus those of `alsoRunners` wherever they are,
    * with whether each has been silent for `staleAfterSeconds`.

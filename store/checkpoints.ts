@@ -63,6 +63,35 @@ export interface CheckpointView {
   workflowId: string;
 }
 
+/** A checkpoint as the fleet page lists it. */
+export interface FleetCheckpoint {
+  id: number;
+  name: string;
+  jobId: string;
+  state: CheckpointState;
+  createdAt: Date;
+  endedAt: Date | null;
+}
+
+/** A runner's checkpoints that the fleet page shows. */
+export interface RunnerCheckpoints {
+  runnerId: string;
+  /** Its active checkpoint, else the one that ended last; null when it never had one. */
+  current: FleetCheckpoint | null;
+  /** The last checkpoint that ended with the runner clean (reset, deleted, gc_reset). */
+  lastClean: FleetCheckpoint | null;
+}
+
+/** A checkpoint's facts as the fleet page's checkpoint view shows them. */
+export interface CheckpointFacts extends CheckpointView {
+  id: number;
+  backend: Backend;
+  endedAt: Date | null;
+  updatedAt: Date;
+  errorDetail: string | null;
+  resetAttempts: number;
+}
+
 /** An active checkpoint as the reconciler sees it. */
 export interface ActiveCheckpoint extends CheckpointRef {
   jobId: string;
@@ -215,6 +244,77 @@ export class CheckpointStore {
       `SELECT name, runner_id AS "runnerId" FROM checkpoints WHERE job_id = $1 AND state = ANY($2)`,
       [jobId, ACTIVE_STATES],
     );
+  }
+
+  /** Everything the fleet page shows about one checkpoint, or null. */
+  async factsByName(name: string): Promise<CheckpointFacts | null> {
+    const [c] = await selectRows<CheckpointFacts>(
+      this.q,
+      `SELECT id, name, runner_id AS "runnerId", job_id AS "jobId", backend, state,
+              finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
+              created_at AS "createdAt", finalized_at AS "finalizedAt", ended_at AS "endedAt",
+              updated_at AS "updatedAt", workflow_id AS "workflowId",
+              error_detail AS "errorDetail", reset_attempts AS "resetAttempts"
+         FROM checkpoints WHERE name = $1`,
+      [name],
+    );
+    return c ?? null;
+  }
+
+  /**
+   * Per runner: its current checkpoint and its last clean one. Each lookup is
+   * an index probe (the active-checkpoint index, the runner/ended_at index),
+   * so a page of 1,000 runners reads about 3,000 index entries, whatever the
+   * table's size. The state lists are literals on purpose: the planner uses a
+   * partial index only for a predicate it can see implies the index's own.
+   */
+  async currentByRunner(runnerIds: readonly string[]): Promise<RunnerCheckpoints[]> {
+    if (runnerIds.length === 0) return [];
+    const rows = await selectRows<{
+      runnerId: string;
+      current: FleetCheckpoint | null;
+      lastClean: FleetCheckpoint | null;
+    }>(
+      this.q,
+      `SELECT r.runner_id AS "runnerId",
+              COALESCE(a.c, e.c) AS current,
+              k.c AS "lastClean"
+         FROM unnest($1::varchar[]) AS r(runner_id)
+         LEFT JOIN LATERAL (
+           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
+                                    'createdAt', created_at, 'endedAt', ended_at) AS c
+             FROM checkpoints
+            WHERE runner_id = r.runner_id AND state IN ('created', 'finalize_queued', 'needs_attention')
+         ) a ON true
+         LEFT JOIN LATERAL (
+           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
+                                    'createdAt', created_at, 'endedAt', ended_at) AS c
+             FROM checkpoints
+            WHERE runner_id = r.runner_id AND ended_at IS NOT NULL
+            ORDER BY ended_at DESC LIMIT 1
+         ) e ON true
+         LEFT JOIN LATERAL (
+           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
+                                    'createdAt', created_at, 'endedAt', ended_at) AS c
+             FROM checkpoints
+            WHERE runner_id = r.runner_id AND ended_at IS NOT NULL
+              AND state IN ('reset', 'deleted', 'gc_reset')
+            ORDER BY ended_at DESC LIMIT 1
+         ) k ON true`,
+      [runnerIds],
+    );
+    // json_build_object carries timestamps as text.
+    const revive = (c: FleetCheckpoint | null): FleetCheckpoint | null =>
+      c && {
+        ...c,
+        createdAt: new Date(c.createdAt),
+        endedAt: c.endedAt === null ? null : new Date(c.endedAt),
+      };
+    return rows.map((r) => ({
+      runnerId: r.runnerId,
+      current: revive(r.current),
+      lastClean: revive(r.lastClean),
+    }));
   }
 
   /** The checkpoint's state, or null when there is no such checkpoint. */

@@ -174,6 +174,43 @@ export class OperationLogStore {
     );
   }
 
+  /**
+   * The detail of each checkpoint's newest row of `operation` (e.g. `hold`:
+   * whether its hold started or was released), by checkpoint id.
+   */
+  async latestDetails(checkpointIds: number[], operation: string): Promise<Map<number, string>> {
+    if (checkpointIds.length === 0) return new Map();
+    const rows = await selectRows<{ checkpointId: number; detail: string | null }>(
+      this.q,
+      `SELECT DISTINCT ON (checkpoint_id) checkpoint_id AS "checkpointId", detail
+         FROM operation_logs WHERE checkpoint_id = ANY($1) AND operation = $2
+        ORDER BY checkpoint_id, started_at DESC, id DESC`,
+      [checkpointIds, operation],
+    );
+    return new Map(rows.flatMap((r) => (r.detail === null ? [] : [[r.checkpointId, r.detail]])));
+  }
+
+  /**
+   * How long each checkpoint's `operations` took together: from the first
+   * one's start to the last one's end (a step still running counts up to
+   * its start), in ms, by checkpoint id.
+   */
+  async spans(
+    checkpointIds: number[],
+    operations: readonly string[],
+  ): Promise<Map<number, number>> {
+    if (checkpointIds.length === 0) return new Map();
+    const rows = await selectRows<{ checkpointId: number; ms: number }>(
+      this.q,
+      `SELECT checkpoint_id AS "checkpointId",
+              (EXTRACT(EPOCH FROM max(COALESCE(finished_at, started_at)) - min(started_at)) * 1000)::float8 AS ms
+         FROM operation_logs WHERE checkpoint_id = ANY($1) AND operation = ANY($2)
+        GROUP BY checkpoint_id`,
+      [checkpointIds, operations],
+    );
+    return new Map(rows.map((r) => [r.checkpointId, Math.max(0, Math.round(r.ms))]));
+  }
+
   /** What the reconciler found, by kind (`reconcile:<kind>` rows) and action (ok: repaired, skipped: reported). */
   async reconcileFindings(): Promise<Array<{ kind: string; action: string; n: number }>> {
     return selectRows(

@@ -23,7 +23,7 @@ import { waitFor } from '../helpers/wait';
  * holding the agent's socket sees each line before the command ends, in
  * order, and resumes after a reconnect with Last-Event-ID without gaps or
  * duplicates. An agent that never streams (the Python one) still gets its
- * output stored, at the end.
+ * output stored, at the end. The admin token reads any runner's log.
  */
 const R = testRunners(['live', 'python', 'capped']);
 /** A JSON page of a checkpoint log. */
@@ -34,6 +34,7 @@ interface Page {
 }
 const page$ = async (res: Response) => (await res.json()) as Page;
 
+const ADMIN = 'logs-test-admin-token';
 const LIVE_CMD = `sh -c 'for i in 1 2 3 4 5; do echo line-$i; sleep 1; done; echo oops >&2'`;
 
 describe('checkpoint logs', () => {
@@ -52,7 +53,11 @@ describe('checkpoint logs', () => {
     c = await startTestController({
       agents: lazyBus,
       inventory: `runners:\n${bareMetalRunnerYaml(R.live, { reset_cmd: `"${LIVE_CMD}"` })}${bareMetalRunnerYaml(R.python, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunnerYaml(R.capped, { reset_cmd: '/opt/chatty.sh' })}`,
-      env: { E2EPOOL_LOG_MAX_LINES: '7', E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
+      env: {
+        E2EPOOL_LOG_MAX_LINES: '7',
+        E2EPOOL_WS_HEARTBEAT_INTERVAL: '1',
+        E2EPOOL_ADMIN_TOKEN: ADMIN,
+      },
     });
     other = await c.startAnotherApi();
     bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
@@ -194,6 +199,11 @@ describe('checkpoint logs', () => {
         (await fetch(logsUrl(c.api, name), { headers: { authorization: `Bearer ${other.token}` } }))
           .status,
       ).toBe(403);
+      // The admin token reads any runner's checkpoint log (SPEC §10).
+      const byAdmin = await fetch(logsUrl(c.api, name), {
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
+      expect([byAdmin.status, await page$(byAdmin)]).toEqual([200, page]);
       const missing = await fetch(logsUrl(c.api, 'job-1-1700000000-abcdef01'), { headers: auth });
       expect([missing.status, await missing.json()]).toEqual([
         404,

@@ -88,6 +88,15 @@ describe('loadSettings', () => {
     }
   });
 
+  it('reads E2EPOOL_ADMIN_TOKEN (unset when empty) and never echoes a bad one', () => {
+    expect(loadSettings({}).adminToken).toBeUndefined();
+    expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: '' }).adminToken).toBeUndefined();
+    expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: 'a1b2c3' }).adminToken).toBe('a1b2c3');
+    expect(() => loadSettings({ E2EPOOL_ADMIN_TOKEN: 'two words' })).toThrow(
+      /^invalid setting E2EPOOL_ADMIN_TOKEN: must not contain white space$/,
+    );
+  });
+
   it('requires a GitLab URL when a GitLab token is set', () => {
     expect(() => loadSettings({ E2EPOOL_GITLAB_TOKEN: 'glpat-x' })).toThrow(
       /E2EPOOL_GITLAB_URL: required/,

@@ -5,7 +5,7 @@
  * the `release-hold` signal.
  */
 import { condition, isCancellation, log, patched } from '@temporalio/workflow';
-import { HOLD_ON_FAILURE_PATCH } from '../../common/checkpoint';
+import { HOLD_ON_FAILURE_PATCH, holdReleasedNote, holdStartedNote } from '../../common/checkpoint';
 import { describeFailure } from '../../common/fail';
 import { records } from './activities';
 import type { CheckpointRun } from './run';
@@ -32,13 +32,10 @@ export async function holdOnFailure(run: CheckpointRun): Promise<void> {
   run.heldUntil = until;
   run.holdReleased = false;
   run.phase = 'held';
-  run.doing(`held for debugging until ${untilIso}; signal release-hold to reset now`);
+  run.doing(holdStartedNote(untilIso));
   // The note is bookkeeping: the hold's clock runs whether or not Postgres answers.
-  const note = noteHold(
-    run,
-    `${cp.name}:hold`,
-    `held for debugging until ${untilIso}; signal release-hold to reset now`,
-  );
+  // The fleet page reads the hold's end from it (holdUntilOf).
+  const note = noteHold(run, `${cp.name}:hold`, holdStartedNote(untilIso));
   // Handled here too: if a cancellation ends the wait, nobody awaits the note.
   note.catch(() => undefined);
   const released = await condition(() => run.holdReleased, seconds * 1000);
@@ -46,11 +43,7 @@ export async function holdOnFailure(run: CheckpointRun): Promise<void> {
   run.heldUntil = null;
   run.phase = 'finalizing';
   if (released) {
-    await noteHold(
-      run,
-      `${cp.name}:hold-released`,
-      `release-hold: the hold ended early (it was to last until ${untilIso}); resetting now`,
-    );
+    await noteHold(run, `${cp.name}:hold-released`, holdReleasedNote(untilIso));
   }
 }
 

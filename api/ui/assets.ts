@@ -1,0 +1,249 @@
+/**
+ * The fleet page's stylesheet and scripts, served from /ui/assets/. They
+ * live here as strings so `tsc` ships them in dist/ with no build step and
+ * the Content-Security-Policy can forbid inline scripts and styles. The
+ * scripts put text into the page only through textContent and attributes,
+ * never as markup, and speak only to same-origin /ui routes.
+ */
+
+const css = `
+:root { color-scheme: light dark; --muted: #777; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; }
+header { display: flex; align-items: center; justify-content: space-between; padding: 8px 16px; border-bottom: 1px solid #8884; }
+header .brand { font-weight: 600; text-decoration: none; color: inherit; }
+main { padding: 8px 16px; }
+h1 { font-size: 20px; }
+h1 .count { font-size: 14px; font-weight: normal; }
+table { border-collapse: collapse; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; vertical-align: top; }
+#fleet th { position: sticky; top: 0; background: Canvas; }
+.muted { color: var(--muted); }
+.error { color: var(--bad); }
+.notice { color: var(--ok); }
+.agent-connected, .active { color: var(--ok); }
+.agent-unreachable { color: var(--bad); font-weight: 600; }
+.agent-disconnected, .paused, .held { color: var(--warn); }
+.state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
+.state-needs_attention, .state-reset_failed, .state-create_failed { color: var(--bad); }
+.state-created, .state-finalize_queued { color: var(--warn); }
+.state-reset, .state-deleted, .state-gc_reset { color: var(--ok); }
+.facts th { width: 12em; }
+.facts pre { margin: 0; white-space: pre-wrap; }
+form.login { display: flex; flex-direction: column; gap: 8px; max-width: 24em; }
+.log { font: 12px/1.4 ui-monospace, monospace; background: #8881; padding: 8px; max-height: 70vh; overflow: auto; }
+.log-line { white-space: pre-wrap; word-break: break-all; }
+.log-line .at { color: var(--muted); margin-right: 8px; }
+.log-stderr { color: var(--bad); }
+.log-step { font-weight: 600; }
+.log-result-ok { color: var(--ok); }
+.log-result-error { color: var(--bad); }
+.log-result-running { color: var(--warn); }
+.log-end { color: var(--muted); font-style: italic; }
+`;
+
+/** Shared by both scripts: how times and durations read (as pages.ts writes them). */
+const format = `
+  function formatTime(iso) {
+    return iso ? iso.slice(0, 10) + ' ' + iso.slice(11, 19) + ' UTC' : '';
+  }
+  function formatDuration(ms) {
+    if (ms === null || ms === undefined) return '';
+    if (ms < 1000) return ms + ' ms';
+    if (ms < 59950) return (ms / 1000).toFixed(1) + ' s';
+    var s = Math.round(ms / 1000);
+    return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  }
+  /** An element with attributes and children (strings become text nodes, never markup). */
+  function el(tag, attrs) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      if (c === null || c === undefined || c === '') continue;
+      e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    }
+    return e;
+  }
+  function toLogin() {
+    location.href = '/ui/login?next=' + encodeURIComponent(location.pathname);
+  }
+`;
+
+const fleetJs = `'use strict';
+(function () {
+${format}
+  var table = document.getElementById('fleet');
+  var status = document.getElementById('fleet-status');
+  var every = Number(table.getAttribute('data-refresh-ms')) || 5000;
+
+  function stateBadge(state) {
+    return el('span', { class: 'state state-' + state }, state);
+  }
+  function agentCell(r) {
+    var td = el('td', { class: 'c-agent' },
+      el('span', { class: 'agent agent-' + r.agent.replace(' ', '-') }, r.agent));
+    if (r.agent !== 'connected' && r.agent_last_seen_at) {
+      td.appendChild(document.createTextNode(' '));
+      td.appendChild(el('span', { class: 'muted' }, 'last seen ' + formatTime(r.agent_last_seen_at)));
+    }
+    return td;
+  }
+  function gitlabCell(r, gitlabConfigured) {
+    var td = el('td', { class: 'c-gitlab' });
+    if (r.gitlab_runner_id === null) {
+      td.appendChild(el('span', { class: 'muted' }, 'no gitlab_runner_id'));
+      return td;
+    }
+    var byUs = r.paused_by_e2epool_since
+      ? el('span', { class: 'muted' }, 'by e2epool since ' + formatTime(r.paused_by_e2epool_since))
+      : null;
+    if (!gitlabConfigured || !r.gitlab) {
+      if (byUs) {
+        td.appendChild(el('span', { class: 'paused' }, 'paused'));
+        td.appendChild(document.createTextNode(' '));
+        td.appendChild(byUs);
+      } else td.appendChild(el('span', { class: 'muted' }, 'not paused by e2epool'));
+      return td;
+    }
+    var g = r.gitlab;
+    td.appendChild(g.paused === null
+      ? el('span', { class: 'muted' }, g.error ? 'GitLab did not answer' : 'asking GitLab\\u2026')
+      : g.paused ? el('span', { class: 'paused' }, 'paused') : el('span', { class: 'active' }, 'active'));
+    if (byUs) { td.appendChild(document.createTextNode(' ')); td.appendChild(byUs); }
+    if (g.error) {
+      td.appendChild(document.createTextNode(' '));
+      td.appendChild(el('span', { class: 'error', title: g.error }, '(' + g.error + ')'));
+    }
+    return td;
+  }
+  function checkpointCell(r) {
+    var td = el('td', { class: 'c-checkpoint' });
+    var c = r.checkpoint;
+    if (!c) { td.appendChild(el('span', { class: 'muted' }, 'none yet')); return td; }
+    if (!c.active) td.appendChild(el('span', { class: 'muted' }, 'last: '));
+    td.appendChild(el('a', { href: '/ui/checkpoints/' + encodeURIComponent(c.name) }, c.name));
+    td.appendChild(document.createTextNode(' '));
+    td.appendChild(stateBadge(c.state));
+    return td;
+  }
+  function lastResetCell(r) {
+    var l = r.last_reset;
+    if (!l) return el('td', { class: 'c-reset' }, el('span', { class: 'muted' }, 'none yet'));
+    return el('td', { class: 'c-reset' }, formatDuration(l.duration_ms) + ' ',
+      el('span', { class: 'muted' }, l.state + ', ended ' + formatTime(l.ended_at)));
+  }
+  function row(r, gitlabConfigured) {
+    return el('tr', { 'data-runner': r.runner_id },
+      el('td', { class: 'c-runner' }, r.runner_id),
+      el('td', { class: 'c-backend' }, r.backend),
+      agentCell(r),
+      gitlabCell(r, gitlabConfigured),
+      checkpointCell(r),
+      el('td', { class: 'c-held' },
+        r.held_until ? el('span', { class: 'held' }, 'until ' + formatTime(r.held_until)) : null),
+      lastResetCell(r));
+  }
+  function render(data) {
+    var body = el('tbody');
+    data.runners.forEach(function (r) { body.appendChild(row(r, data.gitlab_configured)); });
+    table.replaceChild(body, table.tBodies[0]);
+    status.textContent = 'as of ' + formatTime(data.generated_at);
+  }
+  function refresh() {
+    fetch(table.getAttribute('data-src'), { credentials: 'same-origin', headers: { accept: 'application/json' } })
+      .then(function (res) {
+        if (res.status === 401) { toLogin(); return null; }
+        if (!res.ok) throw new Error('HTTP ' + res.status);
+        return res.json();
+      })
+      .then(function (data) { if (data) render(data); })
+      .catch(function (err) { status.textContent = 'refresh failed (' + err.message + '); trying again'; })
+      .finally(function () { setTimeout(refresh, every); });
+  }
+  setTimeout(refresh, every);
+})();
+`;
+
+const checkpointJs = `'use strict';
+(function () {
+${format}
+  var box = document.getElementById('log');
+  var status = document.getElementById('log-status');
+  var facts = document.getElementById('facts');
+  var release = document.getElementById('release-hold');
+
+  function append(kind, e, cls) {
+    var nearBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 24;
+    var text;
+    if (kind === 'step') {
+      text = e.step + ' ' + e.result + (e.duration_ms !== undefined ? ' (' + formatDuration(e.duration_ms) + ')' : '') +
+        (e.text ? ': ' + e.text : '');
+    } else text = e.text;
+    box.appendChild(el('div', { class: 'log-line log-' + kind + (cls || ''), 'data-seq': String(e.seq) },
+      el('span', { class: 'at' }, e.at ? e.at.slice(11, 23) : ''), text));
+    if (nearBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  function setFact(key, value) {
+    var td = facts.querySelector('[data-fact="' + key + '"]');
+    if (!td) return;
+    td.textContent = '';
+    if (value === null || value === '') return;
+    td.appendChild(typeof value === 'string' ? document.createTextNode(value) : value);
+  }
+  var factsTimer = null;
+  function refreshFacts() {
+    if (factsTimer) return;
+    factsTimer = setTimeout(function () {
+      factsTimer = null;
+      fetch(facts.getAttribute('data-src'), { credentials: 'same-origin', headers: { accept: 'application/json' } })
+        .then(function (res) {
+          if (res.status === 401) { toLogin(); return null; }
+          return res.ok ? res.json() : null;
+        })
+        .then(function (f) {
+          if (!f) return;
+          setFact('state', el('span', { class: 'state state-' + f.state }, f.state));
+          setFact('finalize_status', f.finalize_status ? f.finalize_status + ' (' + (f.finalize_source || 'unknown source') + ')' : '');
+          setFact('finalized_at', formatTime(f.finalized_at));
+          setFact('ended_at', formatTime(f.ended_at));
+          setFact('reset_attempts', String(f.reset_attempts));
+          setFact('held_until', f.held_until ? 'until ' + formatTime(f.held_until) : '');
+          setFact('error_detail', f.error_detail ? el('pre', {}, f.error_detail) : '');
+          if (f.held_until) release.removeAttribute('hidden'); else release.setAttribute('hidden', '');
+        })
+        .catch(function () { /* the next step event tries again */ });
+    }, 300);
+  }
+
+  var source = new EventSource(box.getAttribute('data-src'));
+  source.onopen = function () { status.textContent = 'following live'; };
+  ['step', 'stdout', 'stderr'].forEach(function (kind) {
+    source.addEventListener(kind, function (ev) {
+      var e = JSON.parse(ev.data);
+      append(kind, e, kind === 'step' ? ' log-result-' + e.result : '');
+      if (kind === 'step') refreshFacts();
+    });
+  });
+  source.addEventListener('end', function () {
+    source.close();
+    box.appendChild(el('div', { class: 'log-line log-end' }, 'end of log: the checkpoint has ended'));
+    status.textContent = 'complete';
+    refreshFacts();
+  });
+  source.onerror = function () {
+    // The browser reconnects by itself (sending Last-Event-ID) unless the
+    // server refused the stream (e.g. the session expired).
+    if (source.readyState === EventSource.CLOSED) {
+      status.textContent = 'the log stream was refused; reload the page (log in again?)';
+    } else status.textContent = 'connection lost; reconnecting\\u2026';
+  };
+})();
+`;
+
+/** The assets by file name, with their content types. */
+export const ASSETS: Record<string, { type: string; body: string }> = {
+  'ui.css': { type: 'text/css; charset=utf-8', body: css },
+  'fleet.js': { type: 'text/javascript; charset=utf-8', body: fleetJs },
+  'checkpoint.js': { type: 'text/javascript; charset=utf-8', body: checkpointJs },
+};

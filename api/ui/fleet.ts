@@ -1,0 +1,187 @@
+import { holdUntilOf } from '../../common/checkpoint';
+import { isActiveState, type Backend, type CheckpointState } from '../../common/states';
+import type { InventoryStore } from '../../config/inventory';
+import type { Store } from '../../store';
+import type { FleetCheckpoint } from '../../store/checkpoints';
+import type { GitLabPause, GitLabPauseCache } from './gitlab-pauses';
+
+/** The steps of a reset or a cleanup: the last reset's duration runs from the first one's start to the last one's end. */
+export const RESET_STEPS = [
+  'stop',
+  'rollback',
+  'start',
+  'reset_cmd',
+  'cleanup_cmd',
+  'readiness',
+  'delete_snapshot',
+] as const;
+
+/** A runner's agent: connected, closed moments ago, silent past the heartbeat timeout, or never seen. */
+export type AgentStatus = 'connected' | 'disconnected' | 'unreachable' | 'never connected';
+
+/** A checkpoint as a fleet row shows it (JSON: ISO dates). */
+export interface FleetCheckpointDto {
+  name: string;
+  job_id: string;
+  state: CheckpointState;
+  active: boolean;
+  created_at: string;
+  ended_at: string | null;
+}
+
+/** One row of the fleet page, one per inventory runner; also the JSON of `GET /ui/api/fleet`. */
+export interface FleetRow {
+  runner_id: string;
+  backend: Backend;
+  agent: AgentStatus;
+  agent_last_seen_at: string | null;
+  gitlab_runner_id: number | null;
+  /** GitLab's own answer (null: GitLab is not configured or the runner has no gitlab_runner_id). */
+  gitlab: { paused: boolean | null; checked_at: string | null; error: string | null } | null;
+  /** From e2epool's operation log: since when e2epool has the runner paused; null when it does not. */
+  paused_by_e2epool_since: string | null;
+  checkpoint: FleetCheckpointDto | null;
+  /** The end of a hold for debugging under way; null when the runner is not held. */
+  held_until: string | null;
+  last_reset: {
+    checkpoint: string;
+    state: CheckpointState;
+    duration_ms: number | null;
+    ended_at: string;
+  } | null;
+}
+
+export interface FleetSnapshot {
+  generated_at: string;
+  /** Whether the GitLab column is GitLab's answer (else only e2epool's log). */
+  gitlab_configured: boolean;
+  runners: FleetRow[];
+}
+
+export interface FleetDeps {
+  store: Store;
+  inventory: InventoryStore;
+  agentStaleAfterSeconds: number;
+  gitlab: GitLabPauseCache | null;
+  /** A snapshot is reused for this long: every viewer's refresh within it costs no query. */
+  cacheMs: number;
+}
+
+const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
+
+function checkpointDto(c: FleetCheckpoint): FleetCheckpointDto {
+  return {
+    name: c.name,
+    job_id: c.jobId,
+    state: c.state,
+    active: isActiveState(c.state),
+    created_at: c.createdAt.toISOString(),
+    ended_at: iso(c.endedAt),
+  };
+}
+
+/**
+ * The fleet page's data: one row per inventory runner, read from Postgres in
+ * five queries whatever the fleet's size, plus GitLab's cached pause answers.
+ * A snapshot serves every request for `cacheMs` and concurrent requests share
+ * one read, so the number of viewers and their refresh rate do not multiply
+ * the load on Postgres.
+ */
+export class FleetView {
+  private cached: { at: number; snapshot: Promise<FleetSnapshot> } | null = null;
+
+  constructor(private readonly d: FleetDeps) {}
+
+  snapshot(): Promise<FleetSnapshot> {
+    const now = Date.now();
+    if (this.cached && now - this.cached.at < this.d.cacheMs) return this.cached.snapshot;
+    const snapshot = this.read();
+    this.cached = { at: now, snapshot };
+    // A failed read is not reused: the next request tries again.
+    snapshot.catch(() => {
+      if (this.cached?.snapshot === snapshot) this.cached = null;
+    });
+    return snapshot;
+  }
+
+  private async read(): Promise<FleetSnapshot> {
+    const { store } = this.d;
+    const runners = [...this.d.inventory.inventory.runners].sort((a, b) =>
+      a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0,
+    );
+    const ids = runners.map((r) => r.runner_id);
+    const [agents, checkpoints, pauses] = await Promise.all([
+      store.sessions.agentsOf(ids, this.d.agentStaleAfterSeconds),
+      store.checkpoints.currentByRunner(ids),
+      store.operations.latestPauseEvents(ids),
+    ]);
+    const byRunner = new Map(checkpoints.map((c) => [c.runnerId, c]));
+    const activeIds = checkpoints.flatMap((c) =>
+      c.current && isActiveState(c.current.state) ? [c.current.id] : [],
+    );
+    const cleanIds = checkpoints.flatMap((c) => (c.lastClean ? [c.lastClean.id] : []));
+    const [holds, spans] = await Promise.all([
+      store.operations.latestDetails(activeIds, 'hold'),
+      store.operations.spans(cleanIds, RESET_STEPS),
+    ]);
+    const pausedSince = new Map(
+      pauses.filter((p) => p.operation === 'pause').map((p) => [p.runnerId, p.at]),
+    );
+    const gitlabIds = runners.flatMap((r) => (r.gitlab_runner_id ? [r.gitlab_runner_id] : []));
+    const lastChange = new Map(pauses.map((p) => [p.runnerId, p.at]));
+    const changedAt = new Map(
+      runners.flatMap((r) => {
+        const at = lastChange.get(r.runner_id);
+        return r.gitlab_runner_id && at ? [[r.gitlab_runner_id, at] as const] : [];
+      }),
+    );
+    const gitlab = this.d.gitlab?.lookup(gitlabIds, changedAt) ?? new Map<number, GitLabPause>();
+    const now = Date.now();
+
+    const rows = runners.map((r): FleetRow => {
+      const agent = agents.get(r.runner_id);
+      const cps = byRunner.get(r.runner_id);
+      const current = cps?.current ?? null;
+      const clean = cps?.lastClean ?? null;
+      const holdNote = current ? holds.get(current.id) : undefined;
+      const until = holdNote !== undefined ? holdUntilOf(holdNote) : null;
+      const g = r.gitlab_runner_id && this.d.gitlab ? gitlab.get(r.gitlab_runner_id) : undefined;
+      return {
+        runner_id: r.runner_id,
+        backend: r.backend,
+        agent: !agent
+          ? 'never connected'
+          : agent.status === 'live'
+            ? 'connected'
+            : agent.status === 'closed'
+              ? 'disconnected'
+              : 'unreachable',
+        agent_last_seen_at: iso(agent?.lastSeenAt ?? null),
+        gitlab_runner_id: r.gitlab_runner_id ?? null,
+        gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
+        paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),
+        checkpoint: current ? checkpointDto(current) : null,
+        // A hold is over when released (its newest note is the release), or
+        // when its time passed (the run writes nothing then), or with its checkpoint.
+        held_until:
+          until && until.getTime() > now && current && current.state === 'finalize_queued'
+            ? until.toISOString()
+            : null,
+        last_reset:
+          clean && clean.endedAt
+            ? {
+                checkpoint: clean.name,
+                state: clean.state,
+                duration_ms: spans.get(clean.id) ?? null,
+                ended_at: clean.endedAt.toISOString(),
+              }
+            : null,
+      };
+    });
+    return {
+      generated_at: new Date(now).toISOString(),
+      gitlab_configured: this.d.gitlab !== null,
+      runners: rows,
+    };
+  }
+}

@@ -1,0 +1,239 @@
+import type { CheckpointState } from '../../common/states';
+import type { FleetRow, FleetSnapshot } from './fleet';
+import { html, type Html } from './html';
+
+/** Times as the pages show them: UTC, to the second (the same text fleet.js writes). */
+export function formatTime(iso: string | null): string {
+  return iso ? `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC` : '';
+}
+
+/** A duration as the pages show it (the same text fleet.js writes). */
+export function formatDuration(ms: number | null): string {
+  if (ms === null) return '';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 59_950) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** The fleet page's link to a checkpoint. */
+export function checkpointHref(name: string): string {
+  return `/ui/checkpoints/${encodeURIComponent(name)}`;
+}
+
+function layout(
+  title: string,
+  body: Html,
+  o: { loggedIn: boolean; script?: string } = { loggedIn: false },
+): Html {
+  return html`<!doctype html>
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <meta name="referrer" content="no-referrer" />
+        <title>${title} · e2epool</title>
+        <link rel="stylesheet" href="/ui/assets/ui.css" />
+      </head>
+      <body>
+        <header>
+          <a class="brand" href="/ui">e2epool fleet</a>
+          ${o.loggedIn ? html`<form method="post" action="/ui/logout" class="logout"><button type="submit">Log out</button></form>` : ''}
+        </header>
+        <main>${body}</main>
+        ${o.script ? html`<script src="/ui/assets/${o.script}"></script>` : ''}
+      </body>
+    </html> `;
+}
+
+/** The login form; `error` is shown above it. */
+export function loginPage(o: { error?: string; next?: string; configured: boolean }): Html {
+  const form = o.configured
+    ? html`<form method="post" action="/ui/login" class="login">
+        <label for="token">Admin token</label>
+        <input
+          id="token"
+          name="token"
+          type="password"
+          autocomplete="current-password"
+          required
+          autofocus
+        />
+        ${o.next ? html`<input type="hidden" name="next" value="${o.next}" />` : ''}
+        <button type="submit">Log in</button>
+      </form>`
+    : html`<p>The fleet page needs <code>E2EPOOL_ADMIN_TOKEN</code> in the API's environment.</p>`;
+  return layout(
+    'Log in',
+    html`<h1>Log in</h1>
+      ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ''} ${form}`,
+  );
+}
+
+/** A page that only says what went wrong. */
+export function errorPage(status: number, message: string, loggedIn: boolean): Html {
+  return layout(
+    `Error ${status}`,
+    html`<h1>${status === 404 ? 'Not found' : 'Error'}</h1>
+      <p class="error" role="alert">${message}</p>
+      <p><a href="/ui">Back to the fleet</a></p>`,
+    { loggedIn },
+  );
+}
+
+const stateBadge = (state: CheckpointState) =>
+  html`<span class="state state-${state}">${state}</span>`;
+
+function agentCell(r: FleetRow): Html {
+  const seen =
+    r.agent === 'connected' || !r.agent_last_seen_at
+      ? ''
+      : html` <span class="muted">last seen ${formatTime(r.agent_last_seen_at)}</span>`;
+  return html`<span class="agent agent-${r.agent.replace(' ', '-')}">${r.agent}</span>${seen}`;
+}
+
+function gitlabCell(r: FleetRow, gitlabConfigured: boolean): Html {
+  if (r.gitlab_runner_id === null) return html`<span class="muted">no gitlab_runner_id</span>`;
+  const byUs = r.paused_by_e2epool_since
+    ? html` <span class="muted">by e2epool since ${formatTime(r.paused_by_e2epool_since)}</span>`
+    : '';
+  if (!gitlabConfigured || !r.gitlab) {
+    return r.paused_by_e2epool_since
+      ? html`<span class="paused">paused</span>${byUs}`
+      : html`<span class="muted">not paused by e2epool</span>`;
+  }
+  const g = r.gitlab;
+  const answer =
+    g.paused === null
+      ? html`<span class="muted">${g.error ? 'GitLab did not answer' : 'asking GitLab…'}</span>`
+      : g.paused
+        ? html`<span class="paused">paused</span>`
+        : html`<span class="active">active</span>`;
+  const err = g.error ? html` <span class="error" title="${g.error}">(${g.error})</span>` : '';
+  return html`${answer}${byUs}${err}`;
+}
+
+function checkpointCell(r: FleetRow): Html {
+  const c = r.checkpoint;
+  if (!c) return html`<span class="muted">none yet</span>`;
+  return html`${c.active ? '' : html`<span class="muted">last: </span>`}<a
+      href="${checkpointHref(c.name)}"
+      >${c.name}</a
+    >
+    ${stateBadge(c.state)}`;
+}
+
+function lastResetCell(r: FleetRow): Html {
+  const l = r.last_reset;
+  if (!l) return html`<span class="muted">none yet</span>`;
+  return html`${formatDuration(l.duration_ms)}
+    <span class="muted">${l.state}, ended ${formatTime(l.ended_at)}</span>`;
+}
+
+/** One fleet table row (fleet.js builds the same cells from /ui/api/fleet). */
+export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
+  return html`<tr data-runner="${r.runner_id}">
+    <td class="c-runner">${r.runner_id}</td>
+    <td class="c-backend">${r.backend}</td>
+    <td class="c-agent">${agentCell(r)}</td>
+    <td class="c-gitlab">${gitlabCell(r, gitlabConfigured)}</td>
+    <td class="c-checkpoint">${checkpointCell(r)}</td>
+    <td class="c-held">
+      ${r.held_until ? html`<span class="held">until ${formatTime(r.held_until)}</span>` : ''}
+    </td>
+    <td class="c-reset">${lastResetCell(r)}</td>
+  </tr>`;
+}
+
+/** The fleet page: a table refreshed by fleet.js every `refreshMs`. */
+export function fleetPage(s: FleetSnapshot, refreshMs: number): Html {
+  return layout(
+    'Fleet',
+    html`<h1>Fleet <span class="muted count">${s.runners.length} runners</span></h1>
+      <p id="fleet-status" class="muted" aria-live="polite">as of ${formatTime(s.generated_at)}</p>
+      <table
+        id="fleet"
+        data-src="/ui/api/fleet"
+        data-refresh-ms="${refreshMs}"
+        data-gitlab="${s.gitlab_configured ? 'yes' : 'no'}"
+      >
+        <thead>
+          <tr>
+            <th>runner</th>
+            <th>backend</th>
+            <th>agent</th>
+            <th>GitLab</th>
+            <th>checkpoint</th>
+            <th>held for debugging</th>
+            <th>last reset</th>
+          </tr>
+        </thead>
+        <tbody>
+          ${s.runners.map((r) => fleetRow(r, s.gitlab_configured))}
+        </tbody>
+      </table>
+      ${s.runners.length === 0 ? html`<p class="muted">The inventory has no runners.</p>` : ''}`,
+    { loggedIn: true, script: 'fleet.js' },
+  );
+}
+
+/** A checkpoint's facts as the checkpoint page and /ui/api/checkpoints/{name} show them. */
+export interface CheckpointFactsDto {
+  name: string;
+  runner_id: string;
+  backend: string;
+  job_id: string;
+  state: CheckpointState;
+  active: boolean;
+  finalize_status: string | null;
+  finalize_source: string | null;
+  created_at: string;
+  finalized_at: string | null;
+  ended_at: string | null;
+  reset_attempts: number;
+  error_detail: string | null;
+  held_until: string | null;
+}
+
+/** The checkpoint page: its facts, and its log followed live by checkpoint.js. */
+export function checkpointPage(f: CheckpointFactsDto, notice: string | null): Html {
+  const fact = (label: string, key: keyof CheckpointFactsDto, value: Html | string) =>
+    html`<tr>
+      <th>${label}</th>
+      <td data-fact="${key}">${value}</td>
+    </tr>`;
+  const href = checkpointHref(f.name);
+  return layout(
+    f.name,
+    html`<p><a href="/ui">← fleet</a></p>
+      <h1>${f.name}</h1>
+      ${notice ? html`<p class="notice" role="status">${notice}</p>` : ''}
+      <table class="facts" id="facts" data-src="/ui/api/checkpoints/${encodeURIComponent(f.name)}">
+        ${fact('runner', 'runner_id', f.runner_id)} ${fact('backend', 'backend', f.backend)}
+        ${fact('job', 'job_id', f.job_id)} ${fact('state', 'state', stateBadge(f.state))}
+        ${fact('finalize', 'finalize_status', f.finalize_status ? `${f.finalize_status} (${f.finalize_source ?? 'unknown source'})` : '')}
+        ${fact('created', 'created_at', formatTime(f.created_at))}
+        ${fact('finalized', 'finalized_at', formatTime(f.finalized_at))}
+        ${fact('ended', 'ended_at', formatTime(f.ended_at))}
+        ${fact('reset rounds', 'reset_attempts', String(f.reset_attempts))}
+        ${fact('held for debugging', 'held_until', f.held_until ? `until ${formatTime(f.held_until)}` : '')}
+        ${fact('last error', 'error_detail', f.error_detail ? html`<pre>${f.error_detail}</pre>` : '')}
+      </table>
+      <form
+        method="post"
+        action="${href}/release-hold"
+        id="release-hold"
+        ${f.held_until ? '' : html`hidden`}
+      >
+        <button type="submit">Release hold</button>
+        <span class="muted">reset the runner and unpause it now</span>
+      </form>
+      <h2>Log</h2>
+      <p id="log-status" class="muted" aria-live="polite">loading…</p>
+      <div id="log" class="log" data-src="${href}/logs"></div>
+      <noscript
+        ><p>The live log needs JavaScript; <a href="${href}/logs">the log as JSON</a>.</p></noscript
+      >`,
+    { loggedIn: true, script: 'checkpoint.js' },
+  );
+}

@@ -1,0 +1,273 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import express, {
+  Router,
+  type ErrorRequestHandler,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express';
+import { checkpointWorkflowId, holdUntilOf, releaseHoldSignal } from '../../common/checkpoint';
+import { isActiveState } from '../../common/states';
+import type { Logger } from '../../config/logger';
+import type { Store } from '../../store';
+import { adminRefusal, type AdminToken } from '../auth';
+import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
+import { HttpError } from '../errors';
+import { parseOr422, statusParams } from '../schemas';
+import { ASSETS } from './assets';
+import type { FleetView } from './fleet';
+import type { Html } from './html';
+import { checkpointPage, errorPage, fleetPage, loginPage, type CheckpointFactsDto } from './pages';
+import { UiSessions, clearedSessionCookie, isHttps, sessionCookie } from './session';
+
+export interface UiDeps {
+  store: Store;
+  admin: AdminToken;
+  fleet: FleetView;
+  logs: CheckpointLogs;
+  logFeed: LogFeed;
+  /** Sends `release-hold` to a runner's workflow. */
+  temporal: Client;
+  /** How often the fleet page refreshes itself. */
+  refreshMs: number;
+  log: Logger;
+}
+
+/**
+ * Every /ui response: no caching (pages hold fleet data), no framing, and a
+ * policy that runs only our own scripts and styles, so markup that slipped
+ * through escaping still could not run.
+ */
+const securityHeaders: RequestHandler = (_req, res, next) => {
+  res.set({
+    'Content-Security-Policy':
+      "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    'X-Frame-Options': 'DENY',
+    'Referrer-Policy': 'no-referrer',
+  });
+  next();
+};
+
+/**
+ * POSTs only from our own pages. SameSite=Strict keeps the session cookie
+ * off cross-site requests, but a sibling host (another subdomain of the same
+ * site) is "same-site" and would still send it; browsers say where a request
+ * comes from in Sec-Fetch-Site, so anything but same-origin is refused.
+ * (Clients that send no Sec-Fetch-Site, such as curl, are not browsers
+ * carrying someone's cookie.)
+ */
+const sameOriginPost: RequestHandler = (req, _res, next) => {
+  const site = req.get('sec-fetch-site');
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') {
+    next(new HttpError(403, 'Cross-site request refused'));
+    return;
+  }
+  next();
+};
+
+/** Where a login may send the browser: the fleet or a checkpoint page, nothing else (no open redirect). */
+function safeNext(next: unknown): string {
+  return typeof next === 'string' && /^\/ui(\/checkpoints\/[A-Za-z0-9._%-]{1,900})?$/.test(next)
+    ? next
+    : '/ui';
+}
+
+function sendHtml(res: Response, status: number, page: Html): void {
+  res.status(status).type('html').send(page.text);
+}
+
+/** Whether an error on this path is answered as JSON (the API and the log stream) rather than a page. */
+function wantsJson(req: Request): boolean {
+  // The whole path: under router.use('/ui', …) req.path has lost its /ui.
+  const path = req.originalUrl.split('?')[0]!;
+  return path.startsWith('/ui/api/') || /^\/ui\/checkpoints\/[^/]+\/logs$/.test(path);
+}
+
+/**
+ * The fleet page (`/ui`): login with the admin token, the fleet table and
+ * its JSON, a checkpoint's page with its live log, and `release-hold`.
+ */
+export function uiRouter(d: UiDeps): Router {
+  const router = Router();
+  const sessions = new UiSessions(d.admin);
+  const log = d.log.child({ component: 'ui' });
+  const form = express.urlencoded({ extended: false, limit: '8kb' });
+
+  router.use('/ui', securityHeaders);
+
+  router.get('/ui/assets/:file', (req, res) => {
+    const asset = ASSETS[req.params.file];
+    if (!asset) throw new HttpError(404, 'Not Found');
+    res.set('Cache-Control', 'no-cache').type(asset.type).send(asset.body);
+  });
+
+  /** Pages: without a session, the login form (which brings the browser back here). */
+  const page: RequestHandler = (req, res, next) => {
+    if (sessions.valid(req)) {
+      res.locals.admin = true;
+      next();
+      return;
+    }
+    const back = req.method === 'GET' ? safeNext(req.path) : '/ui';
+    res.redirect(303, back === '/ui' ? '/ui/login' : `/ui/login?next=${encodeURIComponent(back)}`);
+  };
+
+  /** JSON and the log stream: a session, or the admin token as a bearer (for scripts). */
+  const api: RequestHandler = (req, res, next) => {
+    if (req.get('authorization') !== undefined) {
+      const refused = adminRefusal(d.admin, req);
+      if (refused) {
+        next(refused);
+        return;
+      }
+    } else if (!sessions.valid(req)) {
+      next(new HttpError(401, 'Not logged in'));
+      return;
+    }
+    res.locals.admin = true;
+    next();
+  };
+
+  router.get('/ui/login', (req, res) => {
+    if (sessions.valid(req)) {
+      res.redirect(303, safeNext(req.query.next));
+      return;
+    }
+    sendHtml(
+      res,
+      d.admin.configured ? 200 : 503,
+      loginPage({
+        configured: d.admin.configured,
+        error: d.admin.configured ? undefined : 'Admin API not configured',
+        next: safeNext(req.query.next),
+      }),
+    );
+  });
+
+  router.post('/ui/login', sameOriginPost, form, (req, res) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const next = safeNext(body.next);
+    if (!d.admin.configured) {
+      sendHtml(res, 503, loginPage({ configured: false, error: 'Admin API not configured' }));
+      return;
+    }
+    const token = typeof body.token === 'string' ? body.token : '';
+    if (token === '') {
+      sendHtml(res, 400, loginPage({ configured: true, error: 'Enter the admin token', next }));
+      return;
+    }
+    if (!d.admin.matches(token)) {
+      log.warn({ ip: req.socket.remoteAddress }, 'fleet page: login with a wrong admin token');
+      sendHtml(res, 403, loginPage({ configured: true, error: 'Invalid admin token', next }));
+      return;
+    }
+    res.set('Set-Cookie', sessionCookie(sessions.issue(), isHttps(req)));
+    res.redirect(303, next);
+  });
+
+  router.post('/ui/logout', sameOriginPost, (req, res) => {
+    res.set('Set-Cookie', clearedSessionCookie(isHttps(req)));
+    res.redirect(303, '/ui/login');
+  });
+
+  router.get('/ui', page, async (_req, res) => {
+    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(), d.refreshMs));
+  });
+
+  router.get('/ui/api/fleet', api, async (_req, res) => {
+    res.json(await d.fleet.snapshot());
+  });
+
+  const facts = async (req: Request): Promise<CheckpointFactsDto> => {
+    const { name } = parseOr422(statusParams, req.params, 'path');
+    const c = await d.store.checkpoints.factsByName(name);
+    if (!c) throw new HttpError(404, 'Checkpoint not found');
+    const note =
+      c.state === 'finalize_queued'
+        ? (await d.store.operations.latestDetails([c.id], 'hold')).get(c.id)
+        : undefined;
+    const until = note !== undefined ? holdUntilOf(note) : null;
+    return {
+      name: c.name,
+      runner_id: c.runnerId,
+      backend: c.backend,
+      job_id: c.jobId,
+      state: c.state,
+      active: isActiveState(c.state),
+      finalize_status: c.finalizeStatus,
+      finalize_source: c.finalizeSource,
+      created_at: c.createdAt.toISOString(),
+      finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
+      ended_at: c.endedAt ? c.endedAt.toISOString() : null,
+      reset_attempts: c.resetAttempts,
+      error_detail: c.errorDetail,
+      held_until: until && until.getTime() > Date.now() ? until.toISOString() : null,
+    };
+  };
+
+  router.get('/ui/api/checkpoints/:name', api, async (req, res) => {
+    res.json(await facts(req));
+  });
+
+  router.get('/ui/checkpoints/:name', page, async (req, res) => {
+    const notice =
+      req.query.released === '1' ? 'Release sent: the runner is reset and unpaused now.' : null;
+    sendHtml(res, 200, checkpointPage(await facts(req), notice));
+  });
+
+  // The session cookie is scoped to /ui, so the page's EventSource reads the
+  // log here; the handler is the one of GET /checkpoint/{name}/logs.
+  router.get('/ui/checkpoints/:name/logs', api, checkpointLogHandler(d.logs, d.logFeed, log));
+
+  router.post('/ui/checkpoints/:name/release-hold', sameOriginPost, page, async (req, res) => {
+    const f = await facts(req);
+    if (!f.held_until) throw new HttpError(409, 'This checkpoint is not held for debugging');
+    // Outside a hold the workflow ignores release-hold, so a hold that ends
+    // between the check above and the signal makes it a no-op.
+    try {
+      await d.temporal.workflow
+        .getHandle(checkpointWorkflowId(f.runner_id))
+        .signal(releaseHoldSignal);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError)
+        throw new HttpError(409, "The runner's checkpoint workflow is not running");
+      throw err;
+    }
+    log.info({ checkpoint: f.name, runnerId: f.runner_id }, 'fleet page: release-hold sent');
+    res.redirect(303, `/ui/checkpoints/${encodeURIComponent(f.name)}?released=1`);
+  });
+
+  router.use('/ui', (req, res) => {
+    if (wantsJson(req)) res.status(404).json({ detail: 'Not Found' });
+    else sendHtml(res, 404, errorPage(404, 'No such page', sessions.valid(req)));
+  });
+
+  const errors: ErrorRequestHandler = (err, req, res, next) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    let status: number;
+    let detail: unknown;
+    if (err instanceof HttpError) [status, detail] = [err.status, err.detail];
+    else {
+      const e = err as { status?: number; statusCode?: number };
+      const s = e.status ?? e.statusCode;
+      if (typeof s === 'number' && s >= 400 && s < 500) [status, detail] = [s, 'Bad request'];
+      else {
+        log.error({ err, method: req.method, path: req.path }, 'unhandled error in a fleet page');
+        [status, detail] = [500, 'Internal server error'];
+      }
+    }
+    if (wantsJson(req)) {
+      res.status(status).json({ detail });
+      return;
+    }
+    const message = typeof detail === 'string' ? detail : 'Invalid request';
+    sendHtml(res, status, errorPage(status, message, sessions.valid(req)));
+  };
+  router.use('/ui', errors);
+  return router;
+}
