@@ -6,6 +6,7 @@ import type { Settings } from '../config/settings';
 import type { Store } from '../store';
 import { checkpointLogRouter, type CheckpointLogs, type LogFeed } from './checkpoint-logs';
 import { checkpointRouter } from './checkpoint-routes';
+import { openApiRouter } from './openapi';
 import { webhookRouter } from './webhooks';
 import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
@@ -58,6 +59,7 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.use(express.json({ limit: '64kb' }));
+  app.use(openApiRouter());
   app.use(healthRouter({ database: d.store.database, temporal: d.healthTemporal, log: d.log }));
   app.use(
     metricsRouter(

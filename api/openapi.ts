@@ -1,0 +1,423 @@
+import {
+  OpenAPIRegistry,
+  OpenApiGeneratorV31,
+  extendZodWithOpenApi,
+} from '@asteasolutions/zod-to-openapi';
+import { dirname, join } from 'node:path';
+import { Router } from 'express';
+import { z } from 'zod';
+import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
+import { createBody, finalizeBody, statusParams } from './schemas';
+
+extendZodWithOpenApi(z);
+
+/** Error bodies: a text, or the validation issues of a 422 (FastAPI's shape, kept for old clients). */
+const detail = z.object({ detail: z.string() }).openapi('Error');
+const validationError = z
+  .object({
+    detail: z.array(
+      z.object({
+        type: z.string(),
+        loc: z.array(z.union([z.string(), z.number()])),
+        msg: z.string(),
+      }),
+    ),
+  })
+  .openapi('ValidationError');
+
+const checkpoint = z
+  .object({
+    name: z.string(),
+    runner_id: z.string(),
+    job_id: z.string(),
+    state: z.enum(CHECKPOINT_STATES),
+    finalize_status: z.enum(FINALIZE_STATUSES).nullable(),
+    finalize_source: z.string().nullable(),
+    created_at: z.string().openapi({ format: 'date-time' }),
+    finalized_at: z.string().openapi({ format: 'date-time' }).nullable(),
+  })
+  .openapi('Checkpoint');
+
+const finalizeReply = z
+  .union([
+    z.object({ detail: z.literal('Finalize queued'), checkpoint_name: z.string() }),
+    z.object({ detail: z.literal('Already finalized'), state: z.enum(CHECKPOINT_STATES) }),
+  ])
+  .openapi('FinalizeReply');
+
+const logEntry = z
+  .object({
+    seq: z.number().int(),
+    at: z.string().openapi({ format: 'date-time' }),
+    kind: z.enum(['step', 'stdout', 'stderr']),
+    step: z.string().optional(),
+    result: z.string().optional(),
+    duration_ms: z.number().int().optional(),
+    text: z.string().optional(),
+  })
+  .openapi('LogEntry');
+const logPage = z
+  .object({ entries: z.array(logEntry), next: z.number().int(), done: z.boolean() })
+  .openapi('LogPage');
+
+const json = (schema: z.ZodType, description: string) => ({
+  description,
+  content: { 'application/json': { schema } },
+});
+const errors = (...codes: number[]) =>
+  Object.fromEntries(
+    codes.map((c) => [
+      String(c),
+      c === 422 ? json(validationError, 'Invalid request') : json(detail, ERROR_TEXT[c] ?? 'Error'),
+    ]),
+  );
+const ERROR_TEXT: Record<number, string> = {
+  400: 'Malformed request',
+  401: 'Invalid authorization header / not logged in',
+  403: 'Invalid token, or not this runner’s checkpoint',
+  404: 'Not found',
+  409: 'Conflict (an active checkpoint exists, or nothing holds it)',
+  429: 'Cooldown period active',
+  503: 'Temporal or the database unavailable / not configured',
+  504: 'Not done before the create deadline',
+};
+const html = (description: string) => ({
+  description,
+  content: { 'text/html': { schema: z.string() } },
+});
+
+/**
+ * Every route of the API, documented from the zod schemas that validate the
+ * requests (request bodies and parameters) plus the response shapes above.
+ * A test checks that every route Express serves is in here.
+ */
+export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocument']> {
+  const r = new OpenAPIRegistry();
+  const runnerToken = r.registerComponent('securitySchemes', 'runnerToken', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'The runner’s token from the inventory',
+  });
+  const adminToken = r.registerComponent('securitySchemes', 'adminToken', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'E2EPOOL_ADMIN_TOKEN',
+  });
+  const uiSession = r.registerComponent('securitySchemes', 'uiSession', {
+    type: 'apiKey',
+    in: 'cookie',
+    name: 'e2epool_session',
+    description: 'Set by POST /ui/login',
+  });
+  const gitlabToken = r.registerComponent('securitySchemes', 'gitlabWebhookToken', {
+    type: 'apiKey',
+    in: 'header',
+    name: 'X-Gitlab-Token',
+    description: 'E2EPOOL_GITLAB_WEBHOOK_SECRET',
+  });
+  const githubSignature = r.registerComponent('securitySchemes', 'githubSignature', {
+    type: 'apiKey',
+    in: 'header',
+    name: 'X-Hub-Signature-256',
+    description: 'sha256= + hex HMAC-SHA256 of the raw body with E2EPOOL_GITHUB_WEBHOOK_SECRET',
+  });
+  const runner = [{ [runnerToken.name]: [] }];
+  const ui = [{ [uiSession.name]: [] }, { [adminToken.name]: [] }];
+  const nameParam = statusParams;
+
+  r.registerPath({
+    method: 'post',
+    path: '/checkpoint/create',
+    summary: 'Take a checkpoint before a job',
+    security: runner,
+    request: { body: { content: { 'application/json': { schema: createBody } } } },
+    responses: {
+      '201': json(checkpoint, 'Created'),
+      ...errors(401, 403, 409, 422, 429, 503, 504),
+    },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/checkpoint/finalize',
+    summary: 'The job ended: pause the runner and reset it',
+    security: runner,
+    request: { body: { content: { 'application/json': { schema: finalizeBody } } } },
+    responses: { '202': json(finalizeReply, 'Queued'), ...errors(401, 403, 404, 409, 422, 503) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/checkpoint/status/{name}',
+    summary: 'A checkpoint',
+    security: runner,
+    request: { params: nameParam },
+    responses: { '200': json(checkpoint, 'The checkpoint'), ...errors(401, 403, 404, 422, 503) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/checkpoint/{name}/logs',
+    summary: 'A checkpoint’s log: JSON pages, or Server-Sent Events with Accept: text/event-stream',
+    security: [...runner, { [adminToken.name]: [] }],
+    request: {
+      params: nameParam,
+      query: z.object({ after: z.number().int().min(0).max(2_147_483_647).optional() }),
+      headers: z.object({ 'last-event-id': z.string().optional() }),
+    },
+    responses: {
+      '200': {
+        description: 'Entries after `after` (or Last-Event-ID)',
+        content: {
+          'application/json': { schema: logPage },
+          'text/event-stream': {
+            schema: z.string().openapi({
+              description: 'events step|stdout|stderr (id: seq, data: a LogEntry), then end',
+            }),
+          },
+        },
+      },
+      ...errors(401, 403, 404, 422),
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/runner/readiness',
+    summary: 'Whether the runner is ready for a job',
+    security: runner,
+    responses: {
+      '200': json(
+        z.object({ runner_id: z.string(), ready: z.literal(true), detail: z.null() }),
+        'Ready',
+      ),
+      '503': json(
+        z.object({ runner_id: z.string(), ready: z.literal(false), detail: z.string() }),
+        'Not ready (e.g. `agent unreachable`)',
+      ),
+      ...errors(401, 403),
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/healthz',
+    summary: 'Temporal and Postgres reachable',
+    responses: {
+      '200': json(z.object({ status: z.literal('ok'), detail: z.null() }), 'Healthy'),
+      '503': json(z.object({ status: z.literal('unhealthy'), detail: z.string() }), 'Unhealthy'),
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/metrics',
+    summary: 'Prometheus metrics of this API instance',
+    responses: {
+      '200': {
+        description: 'Prometheus text format',
+        content: { 'text/plain': { schema: z.string() } },
+      },
+    },
+  });
+  const ok = json(
+    z.object({ ok: z.literal(true) }),
+    'Accepted (finalizes asynchronously, or ignored)',
+  );
+  r.registerPath({
+    method: 'post',
+    path: '/webhooks/gitlab',
+    summary: 'GitLab job events',
+    security: [{ [gitlabToken.name]: [] }],
+    request: {
+      body: { content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } },
+    },
+    responses: { '200': ok, ...errors(400, 403, 503) },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/webhooks/github',
+    summary: 'GitHub workflow_job events',
+    security: [{ [githubSignature.name]: [] }],
+    request: {
+      body: {
+        content: {
+          'application/json': { schema: z.record(z.string(), z.unknown()) },
+          'application/x-www-form-urlencoded': { schema: z.object({ payload: z.string() }) },
+        },
+      },
+    },
+    responses: { '200': ok, ...errors(400, 403, 503) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This document',
+    responses: {
+      '200': {
+        description: 'OpenAPI 3.1',
+        content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
+      },
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/docs',
+    summary: 'API reference page',
+    responses: { '200': html('Swagger UI') },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/docs/assets/{file}',
+    summary: 'The API reference page’s assets',
+    request: { params: z.object({ file: z.string() }) },
+    responses: { '200': { description: 'A script or style sheet' }, ...errors(404) },
+  });
+
+  // The fleet page (HTML for browsers; its JSON under /ui/api).
+  r.registerPath({
+    method: 'get',
+    path: '/ui',
+    summary: 'Fleet page',
+    security: ui,
+    responses: { '200': html('The fleet'), '303': { description: 'To the login form' } },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/login',
+    summary: 'Login form',
+    responses: { '200': html('The form'), ...errors(503) },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/ui/login',
+    summary: 'Log in with the admin token (sets the session cookie)',
+    request: {
+      body: {
+        content: {
+          'application/x-www-form-urlencoded': {
+            schema: z.object({ token: z.string(), next: z.string().optional() }),
+          },
+        },
+      },
+    },
+    responses: {
+      '303': { description: 'Logged in' },
+      '400': html('Empty token'),
+      '403': html('Wrong token'),
+      ...errors(503),
+    },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/ui/logout',
+    summary: 'Log out',
+    security: ui,
+    responses: { '303': { description: 'Logged out' } },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/assets/{file}',
+    summary: 'The fleet page’s assets',
+    request: { params: z.object({ file: z.string() }) },
+    responses: { '200': { description: 'A script or style sheet' }, ...errors(404) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/api/fleet',
+    summary: 'The fleet table as JSON',
+    security: ui,
+    responses: { '200': json(z.record(z.string(), z.unknown()), 'Runners'), ...errors(401, 403) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/api/checkpoints/{name}',
+    summary: 'A checkpoint’s facts',
+    security: ui,
+    request: { params: nameParam },
+    responses: {
+      '200': json(z.record(z.string(), z.unknown()), 'Facts'),
+      ...errors(401, 403, 404),
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/checkpoints/{name}',
+    summary: 'Checkpoint page',
+    security: ui,
+    request: { params: nameParam },
+    responses: { '200': html('The checkpoint'), ...errors(404) },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/ui/checkpoints/{name}/logs',
+    summary: 'A checkpoint’s log for the page (as /checkpoint/{name}/logs)',
+    security: ui,
+    request: { params: nameParam },
+    responses: { '200': { description: 'As /checkpoint/{name}/logs' }, ...errors(401, 403, 404) },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/ui/checkpoints/{name}/release-hold',
+    summary: 'End a hold for debugging now',
+    security: ui,
+    request: { params: nameParam },
+    responses: {
+      '303': { description: 'Back to the checkpoint page' },
+      ...errors(401, 403, 404, 409),
+    },
+  });
+
+  return withoutRegexFlags(
+    new OpenApiGeneratorV31(r.definitions).generateDocument({
+      openapi: '3.1.0',
+      info: {
+        title: 'e2epool',
+        version: '0.1.0',
+        description:
+          'Keeps shared end-to-end CI runners clean. The agent WebSocket (`/ws/agent`) is described in the README.',
+      },
+    }),
+  );
+}
+
+/**
+ * zod-to-openapi 9.1 writes a pattern as the regex's `toString()` without its
+ * slashes, so `/^a$/u` becomes `^a$/u`, a pattern that never matches. Ours
+ * all end with `$`: the flags after it are cut off.
+ */
+function withoutRegexFlags<T>(doc: T): T {
+  return JSON.parse(JSON.stringify(doc), (key, value: unknown) =>
+    key === 'pattern' && typeof value === 'string' ? value.replace(/\$\/[dgimsuvy]+$/, '$') : value,
+  ) as T;
+}
+
+/** `GET /openapi.json` and the reference page `GET /docs`, served from the swagger-ui-dist package. */
+export function openApiRouter(): Router {
+  const router = Router();
+  const doc = openApiDocument();
+  router.get('/openapi.json', (_req, res) => {
+    res.json(doc);
+  });
+  const assets = dirname(require.resolve('swagger-ui-dist/package.json'));
+  router.get('/docs', (_req, res) => {
+    res.type('html').send(DOCS_PAGE);
+  });
+  router.get('/docs/assets/:file', (req, res, next) => {
+    const file = req.params.file;
+    if (file === 'init.js') {
+      res.type('js').send(INIT_JS);
+      return;
+    }
+    // Only the files the page loads: nothing else of the package is served.
+    if (file !== 'swagger-ui.css' && file !== 'swagger-ui-bundle.js') {
+      next();
+      return;
+    }
+    res.sendFile(join(assets, file), { maxAge: '1h' });
+  });
+  return router;
+}
+
+const DOCS_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>e2epool API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/assets/init.js"></script></body></html>
+`;
+const INIT_JS = `window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });\n`;
