@@ -2,10 +2,11 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import pino from 'pino';
 import type { DataSource } from 'typeorm';
+import { AgentBus } from '../../activities/agent-bus';
 import type { AgentGateway } from '../../activities/agent-gateway';
 import type { GitLabClient } from '../../activities/gitlab/client';
 import { WorkerMetrics } from '../../activities/metrics';
-import { startApiServer, type ApiServer } from '../../api/server';
+import { databaseUrlOf, startApiServer, type ApiServer } from '../../api/server';
 import { checkpointWorkflowId } from '../../common/checkpoint';
 import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
@@ -46,6 +47,37 @@ export interface ControllerOptions {
  * The controller of a test file: a migrated database of its own, the API on
  * port 0 and a worker on a task queue of its own, on the shared real Temporal.
  */
+export type AgentController = TestController & { bus: AgentBus };
+
+/**
+ * A controller whose activities reach real agents through the gateway: an
+ * AgentBus on the controller's database, as `e2epool worker` has. Its stop()
+ * closes the bus too.
+ */
+export async function startAgentController(
+  o: Omit<ControllerOptions, 'agents'> & {
+    bus?: { staleAfterSeconds?: number; connectWaitSeconds?: number };
+  },
+): Promise<AgentController> {
+  const lazyBus = lateAgentGateway();
+  const c = await startTestController({ ...o, agents: lazyBus });
+  const bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
+    staleAfterSeconds: o.bus?.staleAfterSeconds ?? 90,
+    connectWaitSeconds: o.bus?.connectWaitSeconds ?? 20,
+    pollMs: 100,
+    log: pino({ level: 'silent' }),
+  });
+  lazyBus.use(bus);
+  return {
+    ...c,
+    bus,
+    async stop() {
+      await bus.close();
+      await c.stop();
+    },
+  };
+}
+
 export async function startTestController(o: ControllerOptions): Promise<TestController> {
   quietRuntime();
   const log = pino({ level: process.env.E2EPOOL_TEST_LOG_LEVEL ?? 'silent' });

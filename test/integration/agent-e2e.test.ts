@@ -2,15 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
-import { AgentBus } from '../../activities/agent-bus';
-import { databaseUrlOf } from '../../api/server';
-import {
-  lateAgentGateway,
-  operations,
-  startTestController,
-  type TestController,
-} from '../helpers/controller';
+import type { AgentBus } from '../../activities/agent-bus';
+import { startAgentController, operations, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { REPO } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
@@ -24,7 +17,7 @@ const R = testRunners(['cli', 'killed', 'badCredentials']);
  */
 describe('agent end to end', () => {
   let dir: string;
-  let c: TestController;
+  let c: AgentController;
   let bus: AgentBus;
   const agents: ChildProcess[] = [];
 
@@ -88,25 +81,17 @@ describe('agent end to end', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-agent-e2e-'));
     chmodSync(dir, 0o755);
-    const lazyBus = lateAgentGateway();
-    c = await startTestController({
-      agents: lazyBus,
+    c = await startAgentController({
       inventory: `runners:\n${Object.values(R)
         .map((r) => bareMetalRunnerYaml(r, { reset_cmd: `"${resetCmd(r)}"` }))
         .join('')}`,
       env: { E2EPOOL_WS_HEARTBEAT_INTERVAL: '1', E2EPOOL_WS_HEARTBEAT_TIMEOUT: '5' },
+      bus: { staleAfterSeconds: 5, connectWaitSeconds: 20 },
     });
-    bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
-      staleAfterSeconds: 5,
-      connectWaitSeconds: 20,
-      pollMs: 100,
-      log: pino({ level: 'silent' }),
-    });
-    lazyBus.use(bus);
+    bus = c.bus;
   });
   afterAll(async () => {
     for (const a of agents) if (a.exitCode === null && a.signalCode === null) a.kill('SIGKILL');
-    await bus?.close();
     await c?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -2,18 +2,11 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
-import { AgentBus } from '../../activities/agent-bus';
+import type { AgentBus } from '../../activities/agent-bus';
 import { formatLogEntry } from '../../agent/cli';
-import { databaseUrlOf } from '../../api/server';
 import type { LogsData } from '../../common/agent-protocol';
 import { fitLogsPage } from '../../gateway/ws-gateway';
-import {
-  lateAgentGateway,
-  restClient,
-  startTestController,
-  type TestController,
-} from '../helpers/controller';
+import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { spawnAgent, stopProcess } from '../helpers/agent-process';
 import { runCli, startCli, type RunningProcess } from '../helpers/processes';
@@ -58,7 +51,7 @@ async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
 
 describe('e2epool logs through a real agent', () => {
   let dir: string;
-  let c: TestController;
+  let c: AgentController;
   let bus: AgentBus;
   const children: ChildProcess[] = [];
   const clis: RunningProcess[] = [];
@@ -87,24 +80,16 @@ describe('e2epool logs through a real agent', () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-cli-logs-'));
     chmodSync(dir, 0o755);
     writeFileSync(join(dir, 'big-reset.sh'), BIG_RESET);
-    const lazyBus = lateAgentGateway();
-    c = await startTestController({
-      agents: lazyBus,
+    c = await startAgentController({
       inventory: `runners:\n${bareMetalRunnerYaml(R.follow, { reset_cmd: `"${FOLLOW_RESET}"` })}${bareMetalRunnerYaml(R.owner)}${bareMetalRunnerYaml(R.stranger)}${bareMetalRunnerYaml(R.big, { reset_cmd: `"sh ${join(dir, 'big-reset.sh')}"` })}`,
       env: { E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
+      bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
     });
-    bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
-      staleAfterSeconds: 90,
-      connectWaitSeconds: 20,
-      pollMs: 100,
-      log: pino({ level: 'silent' }),
-    });
-    lazyBus.use(bus);
+    bus = c.bus;
   });
   afterAll(async () => {
     for (const p of clis) await p.stop('SIGKILL', 1000);
     for (const a of children) if (a.exitCode === null) a.kill('SIGKILL');
-    await bus?.close();
     await c?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -2,11 +2,8 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import pino from 'pino';
-import { AgentBus } from '../../activities/agent-bus';
-import { databaseUrlOf } from '../../api/server';
 import { spawnAgent, stopProcess } from '../helpers/agent-process';
-import { lateAgentGateway, startTestController, type TestController } from '../helpers/controller';
+import { startAgentController, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
@@ -20,33 +17,23 @@ const TIMEOUT_S = 3;
 describe('chaos: the agent SIGKILLed', () => {
   const r = testRunner('agent-kill');
   let dir: string;
-  let c: TestController;
-  let bus: AgentBus;
+  let c: AgentController;
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-agent-kill-'));
     chmodSync(dir, 0o755);
-    const lazyBus = lateAgentGateway();
-    c = await startTestController({
-      agents: lazyBus,
+    c = await startAgentController({
       inventory: `runners:\n${bareMetalRunnerYaml(r)}`,
       env: {
         E2EPOOL_WS_HEARTBEAT_INTERVAL: '1',
         E2EPOOL_WS_HEARTBEAT_TIMEOUT: String(TIMEOUT_S),
       },
+      bus: { staleAfterSeconds: TIMEOUT_S, connectWaitSeconds: 5 },
     });
-    bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
-      staleAfterSeconds: TIMEOUT_S,
-      connectWaitSeconds: 5,
-      pollMs: 100,
-      log: pino({ level: 'silent' }),
-    });
-    lazyBus.use(bus);
   });
   afterAll(async () => {
     for (const a of children) await stopProcess(a, 'SIGKILL');
-    await bus?.close();
     await c?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -2,15 +2,9 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
-import { AgentBus } from '../../activities/agent-bus';
-import { databaseUrlOf, type ApiServer } from '../../api/server';
-import {
-  lateAgentGateway,
-  restClient,
-  startTestController,
-  type TestController,
-} from '../helpers/controller';
+import type { AgentBus } from '../../activities/agent-bus';
+import type { ApiServer } from '../../api/server';
+import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { spawnAgent } from '../helpers/agent-process';
 import { connectRawAgent } from '../helpers/raw-agent';
@@ -39,7 +33,7 @@ const LIVE_CMD = `sh -c 'for i in 1 2 3 4 5; do echo line-$i; sleep 1; done; ech
 
 describe('checkpoint logs', () => {
   let dir: string;
-  let c: TestController;
+  let c: AgentController;
   let other: ApiServer;
   let bus: AgentBus;
   const children: ChildProcess[] = [];
@@ -49,28 +43,20 @@ describe('checkpoint logs', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-logs-'));
     chmodSync(dir, 0o755);
-    const lazyBus = lateAgentGateway();
-    c = await startTestController({
-      agents: lazyBus,
+    c = await startAgentController({
       inventory: `runners:\n${bareMetalRunnerYaml(R.live, { reset_cmd: `"${LIVE_CMD}"` })}${bareMetalRunnerYaml(R.python, { reset_cmd: '/opt/reset.sh' })}${bareMetalRunnerYaml(R.capped, { reset_cmd: '/opt/chatty.sh' })}`,
       env: {
         E2EPOOL_LOG_MAX_LINES: '7',
         E2EPOOL_WS_HEARTBEAT_INTERVAL: '1',
         E2EPOOL_ADMIN_TOKEN: ADMIN,
       },
+      bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
     });
+    bus = c.bus;
     other = await c.startAnotherApi();
-    bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
-      staleAfterSeconds: 90,
-      connectWaitSeconds: 20,
-      pollMs: 100,
-      log: pino({ level: 'silent' }),
-    });
-    lazyBus.use(bus);
   });
   afterAll(async () => {
     for (const a of children) if (a.exitCode === null) a.kill('SIGKILL');
-    await bus?.close();
     await c?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -2,16 +2,9 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { AgentBus } from '../../activities/agent-bus';
-import { databaseUrlOf } from '../../api/server';
-import {
-  lateAgentGateway,
-  restClient,
-  startTestController,
-  type TestController,
-} from '../helpers/controller';
+import type { AgentBus } from '../../activities/agent-bus';
+import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { spawnAgent } from '../helpers/agent-process';
 import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
@@ -42,7 +35,7 @@ const RESET_CMD = `sh -c 'echo \\"${MARKUP}\\"; for i in 1 2 3 4 5 6; do echo li
     : 'fleet page in a real browser: SKIPPED, no Chromium (set E2EPOOL_CHROMIUM or apt-get install chromium)',
   () => {
     let dir: string;
-    let c: TestController;
+    let c: AgentController;
     let bus: AgentBus;
     let agent: ChildProcess;
     let browser: Browser;
@@ -53,19 +46,12 @@ const RESET_CMD = `sh -c 'echo \\"${MARKUP}\\"; for i in 1 2 3 4 5 6; do echo li
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'e2epool-ui-'));
       chmodSync(dir, 0o755);
-      const lazyBus = lateAgentGateway();
-      c = await startTestController({
-        agents: lazyBus,
+      c = await startAgentController({
         inventory: `runners:\n${bareMetalRunnerYaml(R.browser, { reset_cmd: `"${RESET_CMD}"` })}`,
         env: { E2EPOOL_ADMIN_TOKEN: ADMIN, E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
+        bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
       });
-      bus = new AgentBus(c.ds, databaseUrlOf(c.ds), {
-        staleAfterSeconds: 90,
-        connectWaitSeconds: 20,
-        pollMs: 100,
-        log: pino({ level: 'silent' }),
-      });
-      lazyBus.use(bus);
+      bus = c.bus;
       agent = spawnAgent(dir, c.api.url, R.browser).child;
       await waitFor('the agent session', () => bus.isConnected(R.browser.id), {
         timeoutMs: 20_000,
@@ -84,7 +70,6 @@ const RESET_CMD = `sh -c 'echo \\"${MARKUP}\\"; for i in 1 2 3 4 5 6; do echo li
     afterAll(async () => {
       await browser?.close();
       if (agent && agent.exitCode === null) agent.kill('SIGKILL');
-      await bus?.close();
       await c?.stop();
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
