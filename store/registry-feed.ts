@@ -102,10 +102,15 @@ export async function attachRunnerRegistry(o: {
   });
   // Listen first: a change between the first read and LISTEN is not missed.
   await listener.ensure();
-  await o.inventory.attachRegistry(
-    registrySource(o.dataSource, o.secrets, o.log),
-    o.intervalSeconds * 1000,
-  );
+  try {
+    await o.inventory.attachRegistry(
+      registrySource(o.dataSource, o.secrets, o.log),
+      o.intervalSeconds * 1000,
+    );
+  } catch (err) {
+    await listener.close();
+    throw err;
+  }
   const keepListening = setInterval(() => void listener.ensure(), o.intervalSeconds * 1000);
   keepListening.unref();
   return {
