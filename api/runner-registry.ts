@@ -99,7 +99,7 @@ export function validateRunner(body: Record<string, unknown>): RunnerConfig {
 }
 
 /** The non-secret fields of a validated config, as stored. */
-function fieldsOf(c: RunnerConfig): RunnerFields {
+export function fieldsOf(c: RunnerConfig): RunnerFields {
   const all = c as unknown as Record<string, unknown>;
   const fields: RunnerFields = { backend: c.backend };
   for (const k of [...RUNNER_COLUMNS, ...RUNNER_OPTIONS]) {
