@@ -24,12 +24,15 @@ export interface ActivityDeps {
   temporal?: { client: Client; taskQueue: string };
 }
 
-/** A runner from the current inventory; gone from it is a permanent failure. */
+/**
+ * A runner from the current inventory, a deactivated registry runner included
+ * (its open checkpoint is still reset); gone from it is a permanent failure.
+ */
 export function inventoryRunner(
   deps: Pick<ActivityDeps, 'inventory'>,
   runnerId: string,
 ): RunnerConfig {
-  const r = deps.inventory.inventory.get(runnerId);
+  const r = deps.inventory.inventory.forReset(runnerId);
   if (!r) throw fail('RunnerNotInInventory', `runner '${runnerId}' is not in the inventory`);
   return r;
 }

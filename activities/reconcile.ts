@@ -169,7 +169,7 @@ export function reconcileActivities(deps: ActivityDeps) {
   /** A new run that resumes the checkpoint: it resets the runner and unpauses it. */
   async function adopt(c: ActiveCheckpoint): Promise<ReconcileFinding['action']> {
     const t = deps.temporal!;
-    const runner = deps.inventory.inventory.get(c.runnerId);
+    const runner = deps.inventory.inventory.forReset(c.runnerId);
     if (!runner) {
       const outcome = await store.checkpoints.transition({
         checkpointId: c.id,

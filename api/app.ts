@@ -6,6 +6,8 @@ import type { Settings } from '../config/settings';
 import type { Store } from '../store';
 import { checkpointLogRouter, type CheckpointLogs, type LogFeed } from './checkpoint-logs';
 import { checkpointRouter } from './checkpoint-routes';
+import type { RunnerRegistry } from './runner-registry';
+import { runnerRouter } from './runner-routes';
 import { openApiRouter } from './openapi';
 import { webhookRouter } from './webhooks';
 import type { CheckpointService } from './checkpoint-service';
@@ -35,6 +37,8 @@ export interface AppDeps {
   admin: AdminToken;
   /** The fleet page's data. */
   fleet: FleetView;
+  /** The runner registry (the admin API, SPEC §8). */
+  registry: RunnerRegistry;
   /** The Temporal client (the fleet page's `release-hold`). */
   temporal: Client;
   log: Logger;
@@ -75,6 +79,7 @@ export function createApp(d: AppDeps): Express {
     ),
   );
   app.use(checkpointRouter(d.checkpoints, d.inventory));
+  app.use(runnerRouter(d.registry, d.admin));
   app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.admin, d.log));
   app.use(
     uiRouter({

@@ -72,6 +72,10 @@ export class CheckpointService {
       throw new HttpError(403, 'Token not authorized for this runner');
     }
     if (!runner) throw new HttpError(404, 'Runner not found in inventory');
+    // Draining (SPEC §8): the current checkpoint finishes, no new one starts.
+    if (this.d.inventory.inventory.isDraining(runner.runner_id)) {
+      throw new HttpError(423, `Runner '${runner.runner_id}' is draining`);
+    }
     const input = checkpointInput(runner, this.d.settings);
     // Past the deadline the run compensates the create and answers 504; the
     // API stops waiting a little later in case no worker answers at all (the

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { Router } from 'express';
 import { z } from 'zod';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
+import { listRunnersQuery } from './runner-routes';
 import { createBody, finalizeBody, statusParams } from './schemas';
 
 extendZodWithOpenApi(z);
@@ -60,6 +61,67 @@ const logPage = z
   .object({ entries: z.array(logEntry), next: z.number().int(), done: z.boolean() })
   .openapi('LogPage');
 
+const runnerObject = z
+  .object({
+    runner_id: z.string(),
+    backend: z.enum(['proxmox', 'bare_metal']),
+    proxmox_host: z.string().nullable(),
+    proxmox_user: z.string().nullable(),
+    proxmox_token_name: z.string().nullable(),
+    proxmox_node: z.string().nullable(),
+    proxmox_vmid: z.number().int().nullable(),
+    reset_cmd: z.string().nullable(),
+    cleanup_cmd: z.string().nullable(),
+    readiness_cmd: z.string().nullable(),
+    gitlab_runner_id: z.number().int().nullable(),
+    tags: z.array(z.string()),
+    reset_on_success: z.boolean().optional(),
+    hold_on_failure_seconds: z.number().int().optional(),
+    proxmox_verify_tls: z.boolean().optional(),
+    proxmox_ca_file: z.string().optional(),
+    proxmox_fingerprint: z.string().optional(),
+    is_active: z.boolean(),
+    draining: z.boolean(),
+    source: z.enum(['api', 'inventory']),
+    created_at: z.string().openapi({ format: 'date-time' }).nullable(),
+    updated_at: z.string().openapi({ format: 'date-time' }).nullable(),
+  })
+  .openapi('Runner');
+const runnerWithToken = runnerObject
+  .extend({ token: z.string().openapi({ description: 'Shown once' }) })
+  .openapi('RunnerWithToken');
+/** A runner's fields as sent (the inventory's; a `token` is ignored, it is generated). */
+const runnerBody = z
+  .object({
+    runner_id: z.string(),
+    backend: z.enum(['proxmox', 'bare_metal']),
+    proxmox_host: z.string().optional(),
+    proxmox_user: z.string().optional(),
+    proxmox_token_name: z.string().optional(),
+    proxmox_token_value: z
+      .string()
+      .optional()
+      .openapi({ description: 'Stored encrypted (needs E2EPOOL_SECRET_KEY), never returned' }),
+    proxmox_node: z.string().optional(),
+    proxmox_vmid: z.number().int().optional(),
+    reset_cmd: z.string().optional(),
+    cleanup_cmd: z.string().optional(),
+    readiness_cmd: z.string().optional(),
+    gitlab_runner_id: z.number().int().optional(),
+    tags: z.array(z.string()).optional(),
+    reset_on_success: z.boolean().optional(),
+    hold_on_failure_seconds: z.number().int().optional(),
+    proxmox_verify_tls: z.boolean().optional(),
+    proxmox_ca_file: z.string().optional(),
+    proxmox_fingerprint: z.string().optional(),
+  })
+  .openapi('RunnerFields');
+const runnerPatch = runnerBody
+  .omit({ runner_id: true })
+  .partial()
+  .extend({ is_active: z.boolean().optional() })
+  .openapi('RunnerPatch');
+
 const json = (schema: z.ZodType, description: string) => ({
   description,
   content: { 'application/json': { schema } },
@@ -77,6 +139,7 @@ const ERROR_TEXT: Record<number, string> = {
   403: 'Invalid token, or not this runner’s checkpoint',
   404: 'Not found',
   409: 'Conflict (an active checkpoint exists, or nothing holds it)',
+  423: 'The runner is draining',
   429: 'Cooldown period active',
   503: 'Temporal or the database unavailable / not configured',
   504: 'Not done before the create deadline',
@@ -133,7 +196,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     request: { body: { content: { 'application/json': { schema: createBody } } } },
     responses: {
       '201': json(checkpoint, 'Created'),
-      ...errors(401, 403, 409, 422, 429, 503, 504),
+      ...errors(401, 403, 409, 422, 423, 429, 503, 504),
     },
   });
   r.registerPath({
@@ -361,6 +424,106 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       ...errors(401, 403, 404, 409),
     },
   });
+
+  // The runner registry (SPEC §8): admin bearer token.
+  const adminOnly = [{ [adminToken.name]: [] }];
+  const detailError = (description: string) => json(detail, description);
+  const adminErrors = {
+    '401': detailError('Invalid authorization header'),
+    '403': detailError('Invalid admin token'),
+    '503': detailError('Admin API not configured'),
+  };
+  const idParam = z.object({ id: z.string() });
+  r.registerPath({
+    method: 'post',
+    path: '/api/runners',
+    summary: 'Add a runner to the registry (its token is generated and shown once)',
+    security: adminOnly,
+    request: { body: { content: { 'application/json': { schema: runnerBody } } } },
+    responses: {
+      '201': json(runnerWithToken, 'Created'),
+      '409': detailError("Runner '<id>' already exists"),
+      '422': detailError('Invalid runner fields'),
+      ...adminErrors,
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/api/runners',
+    summary: 'Every runner (registry and inventory.yml), ordered by runner_id',
+    security: adminOnly,
+    request: { query: listRunnersQuery },
+    responses: {
+      '200': json(z.array(runnerObject), 'Runners'),
+      '422': detailError('Invalid query'),
+      ...adminErrors,
+    },
+  });
+  r.registerPath({
+    method: 'get',
+    path: '/api/runners/{id}',
+    summary: 'A runner',
+    security: adminOnly,
+    request: { params: idParam },
+    responses: {
+      '200': json(runnerObject, 'The runner'),
+      '404': detailError('Runner not found'),
+      ...adminErrors,
+    },
+  });
+  r.registerPath({
+    method: 'patch',
+    path: '/api/runners/{id}',
+    summary: 'Change the fields sent (null clears an optional field)',
+    security: adminOnly,
+    request: {
+      params: idParam,
+      body: { content: { 'application/json': { schema: runnerPatch } } },
+    },
+    responses: {
+      '200': json(runnerObject, 'The runner'),
+      '404': detailError('Runner not found'),
+      '409': detailError("Runner '<id>' is defined in the inventory file"),
+      '422': detailError('Invalid runner fields'),
+      ...adminErrors,
+    },
+  });
+  r.registerPath({
+    method: 'delete',
+    path: '/api/runners/{id}',
+    summary: 'Deactivate a runner (its token stops working, its agent is disconnected)',
+    security: adminOnly,
+    request: { params: idParam },
+    responses: {
+      '200': json(detail, "Runner '<id>' deactivated"),
+      '404': detailError('Runner not found'),
+      '409': detailError("Runner '<id>' is defined in the inventory file"),
+      ...adminErrors,
+    },
+  });
+  for (const [action, summary, body] of [
+    [
+      'rotate-token',
+      'A new token (shown once); the old one stops working at once',
+      runnerWithToken,
+    ],
+    ['drain', 'Take no new checkpoints; the current one finishes', runnerObject],
+    ['undrain', 'Take checkpoints again', runnerObject],
+  ] as const) {
+    r.registerPath({
+      method: 'post',
+      path: `/api/runners/{id}/${action}`,
+      summary,
+      security: adminOnly,
+      request: { params: idParam },
+      responses: {
+        '200': json(body, 'The runner'),
+        '404': detailError('Runner not found'),
+        '409': detailError("Runner '<id>' is defined in the inventory file"),
+        ...adminErrors,
+      },
+    });
+  }
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

@@ -14,6 +14,8 @@ import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { createApp } from './app';
 import { CheckpointService } from './checkpoint-service';
+import { RunnerRegistry } from './runner-registry';
+import { SecretBox } from '../config/secret-box';
 import { FleetView } from './ui/fleet';
 import { GitLabPauseCache } from './ui/gitlab-pauses';
 
@@ -125,8 +127,15 @@ export async function startApiServer(d: {
       : null,
     cacheMs: FLEET_CACHE_MS,
   });
+  const registry = new RunnerRegistry({
+    store,
+    inventory: d.inventory,
+    secrets: d.settings.secretKey ? new SecretBox(d.settings.secretKey) : null,
+    log: d.log.child({ component: 'registry' }),
+  });
   const app = createApp({
     store,
+    registry,
     settings: d.settings,
     admin: new AdminToken(d.settings.adminToken),
     fleet,

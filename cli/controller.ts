@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
 import { SELF_TEST_WORKFLOW, type SelfTestResult } from '../common/self-test';
 import { InventoryStore } from '../config/inventory';
+import { SecretBox } from '../config/secret-box';
 import { connectDatabase } from '../store/connect';
+import { attachRunnerRegistry } from '../store/registry-feed';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
@@ -21,6 +23,15 @@ export async function runApi(): Promise<void> {
     { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-api' },
     log,
   );
+  const registry = await attachRunnerRegistry({
+    inventory,
+    dataSource,
+    databaseUrl: settings.databaseUrl,
+    secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
+    intervalSeconds: settings.registryReloadSeconds,
+    applicationName: 'e2epool-api-registry',
+    log,
+  });
   const connection = await connectClient(temporal);
   const api = await startApiServer({
     settings,
@@ -37,6 +48,7 @@ export async function runApi(): Promise<void> {
   onShutdown(async (reason) => {
     log.info({ reason }, 'api stopping');
     await api.close();
+    await registry.close();
     inventory.close();
     await connection.close().catch(() => undefined);
     await dataSource.destroy().catch(() => undefined);
@@ -55,6 +67,16 @@ export async function runWorker(): Promise<void> {
     { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-worker' },
     log,
   );
+  // Activities find registry runners too, deactivated ones included (their open checkpoint is still reset).
+  const registry = await attachRunnerRegistry({
+    inventory,
+    dataSource,
+    databaseUrl: settings.databaseUrl,
+    secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
+    intervalSeconds: settings.registryReloadSeconds,
+    applicationName: 'e2epool-worker-registry',
+    log,
+  });
   const connection = await connectNative(temporal);
   // Agents are reached through whichever API instance holds their WebSocket.
   const agents = new AgentBus(dataSource, settings.databaseUrl, {
@@ -104,6 +126,7 @@ export async function runWorker(): Promise<void> {
   );
   await worker.run();
   await metricsServer.close();
+  await registry.close();
   inventory.close();
   await connection.close().catch(() => undefined);
   await dataSource.destroy().catch(() => undefined);

@@ -8,9 +8,11 @@ type ControllerModule = typeof import('./controller');
 type BootstrapModule = typeof import('./bootstrap');
 type AgentCliModule = typeof import('../agent/cli');
 type AgentDaemonModule = typeof import('../agent/daemon');
+type RegistryCliModule = typeof import('./registry');
 const controller = (): ControllerModule => require('./controller');
 const agentCli = (): AgentCliModule => require('../agent/cli');
 const agentDaemon = (): AgentDaemonModule => require('../agent/daemon');
+const registryCli = (): RegistryCliModule => require('./registry');
 /* eslint-enable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 
 /** Reports a controller startup failure; bootstrap (settings, logger, Temporal config) loads only then. */
@@ -56,6 +58,28 @@ export function buildProgram(): Command {
       await controller()
         .runMigrate(opts)
         .catch((err: unknown) => exitOnStartupError('migrate', err));
+    });
+
+  program
+    .command('import-inventory')
+    .description(
+      'copy the runners of an inventory file into the runner registry (tokens hashed, Proxmox tokens encrypted)',
+    )
+    .argument('<file>', 'the inventory.yml to import')
+    .option('--dry-run', 'print what would be imported, write nothing')
+    .action(async (file: string, opts: { dryRun?: boolean }) => {
+      await registryCli()
+        .runImportInventory(file, opts)
+        .catch((err: unknown) => exitOnStartupError('import-inventory', err));
+    });
+
+  program
+    .command('export-inventory')
+    .description("print the registry's active runners as inventory YAML, without secrets")
+    .action(async () => {
+      await registryCli()
+        .runExportInventory()
+        .catch((err: unknown) => exitOnStartupError('export-inventory', err));
     });
 
   program

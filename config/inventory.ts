@@ -68,7 +68,8 @@ const common = {
     .default(0),
 };
 
-const proxmoxSchema = z.object({
+/** A Proxmox runner's fields (shared by inventory.yml and the admin API). */
+export const proxmoxSchema = z.object({
   ...common,
   backend: z.literal('proxmox'),
   proxmox_host: nonEmpty,
@@ -97,7 +98,8 @@ const proxmoxSchema = z.object({
     .optional(),
 });
 
-const bareMetalSchema = z.object({
+/** A bare-metal runner's fields (shared by inventory.yml and the admin API). */
+export const bareMetalSchema = z.object({
   ...common,
   backend: z.literal('bare_metal'),
   reset_cmd: nonEmpty,
@@ -125,7 +127,7 @@ function printableId(id: string): string {
 }
 
 /** Validates one runner entry; throws InventoryError naming the runner and field. */
-function parseRunner(
+export function parseRunner(
   raw: unknown,
   index: number,
   file: string,
@@ -164,18 +166,91 @@ function parseRunner(
   return { runner, unknownKeys: Object.keys(obj).filter((k) => !KNOWN_KEYS.has(k)) };
 }
 
-/** A validated inventory. Lookups by id; token lookups compare in constant time. */
+/** Where a runner is defined: `inventory.yml`, or the runner registry (the admin API). */
+export type RunnerSource = 'inventory' | 'api';
+
+/**
+ * A runner of the registry as the inventory needs it: its config (whose
+ * `token` is empty: only the token's SHA-256 is stored), the token digest, and
+ * its flags.
+ */
+export interface RegistryRunner {
+  config: RunnerConfig;
+  tokenDigest: Buffer;
+  isActive: boolean;
+  draining: boolean;
+}
+
+/**
+ * A validated inventory: the file's runners plus the registry's. Lookups by
+ * id; token lookups compare in constant time. Inactive registry runners are
+ * not runners for auth, listing or creates, but `forReset` still finds them:
+ * a deactivated runner's open checkpoint must still be reset.
+ */
 export class Inventory {
+  /** The active runners: the file's, then the registry's. */
+  readonly runners: readonly RunnerConfig[];
   private readonly byId: Map<string, RunnerConfig>;
+  private readonly inactive: Map<string, RunnerConfig>;
+  private readonly drainingIds: Set<string>;
+  private readonly apiIds: Set<string>;
   private readonly tokenDigests: Array<{ digest: Buffer; runnerId: string }>;
 
-  constructor(readonly runners: readonly RunnerConfig[]) {
-    this.byId = new Map(runners.map((r) => [r.runner_id, r]));
-    this.tokenDigests = runners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id }));
+  /** Throws InventoryError when an active registry runner has the id of a file runner. */
+  constructor(
+    readonly fileRunners: readonly RunnerConfig[],
+    readonly registry: readonly RegistryRunner[] = [],
+  ) {
+    const fileIds = new Set(fileRunners.map((r) => r.runner_id));
+    const active = registry.filter((e) => e.isActive);
+    const clash = active.find((e) => fileIds.has(e.config.runner_id));
+    if (clash) {
+      throw new InventoryError(
+        `runner '${clash.config.runner_id}' is defined both in the inventory file and in the runner registry: remove it from one of them`,
+      );
+    }
+    this.runners = [...fileRunners, ...active.map((e) => e.config)];
+    this.byId = new Map(this.runners.map((r) => [r.runner_id, r]));
+    this.inactive = new Map(
+      registry.filter((e) => !e.isActive).map((e) => [e.config.runner_id, e.config]),
+    );
+    this.drainingIds = new Set(active.filter((e) => e.draining).map((e) => e.config.runner_id));
+    this.apiIds = new Set(active.map((e) => e.config.runner_id));
+    this.tokenDigests = [
+      ...fileRunners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id })),
+      ...active.map((e) => ({ digest: e.tokenDigest, runnerId: e.config.runner_id })),
+    ];
   }
 
+  /** This inventory's file runners with another registry (throws InventoryError on a clash). */
+  withRegistry(registry: readonly RegistryRunner[]): Inventory {
+    return new Inventory(this.fileRunners, registry);
+  }
+
+  /** An active runner. */
   get(runnerId: string): RunnerConfig | undefined {
     return this.byId.get(runnerId);
+  }
+
+  /** An active runner, or a deactivated registry runner (whose open checkpoint is still reset). */
+  forReset(runnerId: string): RunnerConfig | undefined {
+    return this.byId.get(runnerId) ?? this.inactive.get(runnerId);
+  }
+
+  /** Where an active runner is defined. */
+  sourceOf(runnerId: string): RunnerSource | undefined {
+    if (!this.byId.has(runnerId)) return undefined;
+    return this.apiIds.has(runnerId) ? 'api' : 'inventory';
+  }
+
+  /** Whether the runner is draining: it takes no new checkpoints. */
+  isDraining(runnerId: string): boolean {
+    return this.drainingIds.has(runnerId);
+  }
+
+  /** Whether the file defines this runner id. */
+  inFile(runnerId: string): boolean {
+    return this.fileRunners.some((r) => r.runner_id === runnerId);
   }
 
   /**
@@ -196,7 +271,8 @@ export class Inventory {
   }
 }
 
-function sha256(s: string): Buffer {
+/** SHA-256 of a token: what the registry stores and what lookups compare. */
+export function sha256(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
 }
 
@@ -292,14 +368,27 @@ export function proxmoxBaseUrl(r: Pick<ProxmoxRunner, 'proxmox_host'>): string {
   return `${url.protocol}//${url.host}`;
 }
 
+/** Where the runner registry is read from (Postgres, in the controller). */
+export interface RegistrySource {
+  /** Every registry runner, active or not. */
+  load(): Promise<RegistryRunner[]>;
+}
+
 /**
- * Holds the current inventory and reloads it when the file changes. An invalid
- * change is refused with a log line and the previous inventory stays in force.
+ * Holds the current inventory: the file's runners, reloaded when the file
+ * changes, plus the runner registry's once `attachRegistry` is called. An
+ * invalid change (a bad file, a runner id in both) is refused with a log line
+ * and the previous inventory stays in force.
  */
 export class InventoryStore {
   private current: Inventory;
   private lastFingerprint: string;
+  private registryFingerprint = '';
   private timer: NodeJS.Timeout | undefined;
+  private registryTimer: NodeJS.Timeout | undefined;
+  private registry: RegistrySource | undefined;
+  /** Registry reads run one at a time, so an older read never lands after a newer one. */
+  private registryChain: Promise<boolean> = Promise.resolve(false);
   private readonly listeners = new Set<(inventory: Inventory) => void>();
   readonly path: string;
 
@@ -333,7 +422,8 @@ export class InventoryStore {
     if (fp === this.lastFingerprint) return false;
     this.lastFingerprint = fp;
     try {
-      const { inventory, warnings } = loadInventoryFile(this.path);
+      const { inventory: file, warnings } = loadInventoryFile(this.path);
+      const inventory = file.withRegistry(this.current.registry);
       for (const w of warnings) this.log.warn({ inventory: this.path }, w);
       this.current = inventory;
       this.log.info({ inventory: this.path, runners: inventory.size }, 'inventory reloaded');
@@ -346,6 +436,55 @@ export class InventoryStore {
       );
       return false;
     }
+  }
+
+  /**
+   * Adds the runner registry: reads it now (throws InventoryError when one of
+   * its active runners is also in the file: a startup error naming it), then
+   * re-reads it every `intervalMs` and on `refreshRegistry()` (called on each
+   * NOTIFY of a change).
+   */
+  async attachRegistry(source: RegistrySource, intervalMs: number): Promise<void> {
+    const entries = await source.load();
+    const inventory = this.current.withRegistry(entries);
+    this.registry = source;
+    this.registryFingerprint = registryFingerprint(entries);
+    this.current = inventory;
+    this.log.info(
+      { inventory: this.path, runners: inventory.size, registry: entries.length },
+      'runner registry loaded',
+    );
+    this.registryTimer = setInterval(() => void this.refreshRegistry(), intervalMs);
+    this.registryTimer.unref();
+  }
+
+  /** Re-reads the registry now; resolves whether a new inventory took effect. Never rejects. */
+  refreshRegistry(): Promise<boolean> {
+    const source = this.registry;
+    if (!source) return Promise.resolve(false);
+    this.registryChain = this.registryChain.then(async () => {
+      try {
+        const entries = await source.load();
+        const fp = registryFingerprint(entries);
+        if (fp === this.registryFingerprint) return false;
+        this.registryFingerprint = fp;
+        const inventory = this.current.withRegistry(entries);
+        this.current = inventory;
+        this.log.info(
+          { runners: inventory.size, registry: entries.length },
+          'runner registry reloaded',
+        );
+        this.notify(inventory);
+        return true;
+      } catch (err) {
+        this.log.error(
+          { err: (err as Error).message },
+          `runner registry change not applied, keeping the previous inventory: ${(err as Error).message}`,
+        );
+        return false;
+      }
+    });
+    return this.registryChain;
   }
 
   /**
@@ -383,8 +522,21 @@ export class InventoryStore {
 
   close(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.registryTimer) clearInterval(this.registryTimer);
     this.timer = undefined;
+    this.registryTimer = undefined;
+    this.registry = undefined;
   }
+}
+
+/** What a registry read must differ in to count as a change (digests, never tokens). */
+function registryFingerprint(entries: readonly RegistryRunner[]): string {
+  const h = createHash('sha256');
+  for (const e of [...entries].sort((a, b) => a.config.runner_id.localeCompare(b.config.runner_id)))
+    h.update(
+      JSON.stringify([e.config, e.tokenDigest.toString('hex'), e.isActive, e.draining]),
+    ).update('\n');
+  return h.digest('hex');
 }
 
 function fileFingerprint(path: string): string {

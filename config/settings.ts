@@ -65,6 +65,8 @@ const schema = z.object({
     .string()
     .refine((t) => !/\s/.test(t), 'must not contain white space')
     .optional(),
+  E2EPOOL_SECRET_KEY: z.string().min(16, 'must be at least 16 characters when set').optional(),
+  E2EPOOL_REGISTRY_RELOAD_SECONDS: positiveSeconds(2),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -120,6 +122,13 @@ export interface Settings {
    * cannot be logged into.
    */
   adminToken: string | undefined;
+  /**
+   * Encrypts the Proxmox token values of registry runners at rest (AES-256-GCM,
+   * key derived with HKDF). Unset: the admin API refuses to store one.
+   */
+  secretKey: string | undefined;
+  /** How often the runner registry is re-read besides its NOTIFY (the fallback when a notice is missed). */
+  registryReloadSeconds: number;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -185,6 +194,7 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_GITLAB_WEBHOOK_SECRET',
   'E2EPOOL_GITHUB_WEBHOOK_SECRET',
   'E2EPOOL_ADMIN_TOKEN',
+  'E2EPOOL_SECRET_KEY',
 ]);
 
 /**
@@ -230,6 +240,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
     githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
     adminToken: r.E2EPOOL_ADMIN_TOKEN,
+    secretKey: r.E2EPOOL_SECRET_KEY,
+    registryReloadSeconds: r.E2EPOOL_REGISTRY_RELOAD_SECONDS,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,

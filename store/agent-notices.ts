@@ -15,6 +15,8 @@ const CHANNELS = {
   results: 'e2epool_agent_results',
   // New entries in a checkpoint's log (payload: the checkpoint id), sent by CheckpointLogStore.
   logs: LOG_CHANNEL,
+  // A change of the runner registry (payload: the runner id), sent by a trigger on `runners`.
+  registry: 'e2epool_runners',
 } as const;
 
 export type AgentNoticeChannel = keyof typeof CHANNELS;

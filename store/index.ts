@@ -7,6 +7,7 @@ import { CheckpointStore } from './checkpoints';
 import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
 import type { Queryable } from './queryable';
+import { AdminAuditStore, RunnerStore } from './runners';
 
 export type { Queryable } from './queryable';
 
@@ -19,6 +20,8 @@ export interface Stores {
   commands: AgentCommandStore;
   notices: AgentNotices;
   database: DatabaseProbe;
+  runners: RunnerStore;
+  audit: AdminAuditStore;
 }
 
 /** The stores on a DataSource, and transactions over them. */
@@ -39,6 +42,8 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     commands: new AgentCommandStore(q),
     notices: new AgentNotices(q),
     database: new DatabaseProbe(q),
+    runners: new RunnerStore(q),
+    audit: new AdminAuditStore(q),
   };
 }
 

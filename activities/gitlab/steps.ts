@@ -24,7 +24,7 @@ export function gitlabActivities(deps: ActivityDeps) {
   const steps = { operations, metrics: deps.metrics };
   /** The runner's backend for the step metrics; GitLab steps log none (not a backend's step). */
   const backendOf = (runnerId: string | undefined) =>
-    runnerId === undefined ? null : (deps.inventory.inventory.get(runnerId)?.backend ?? null);
+    runnerId === undefined ? null : (deps.inventory.inventory.forReset(runnerId)?.backend ?? null);
   const meta = (i: StepInput, operation: string) => {
     const key = activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`);
     return {

@@ -4,6 +4,7 @@ import { AgentCommandExpiry1795478400000 } from './1795478400000-AgentCommandExp
 import { OperationLogPauseEvents1795564800000 } from './1795564800000-OperationLogPauseEvents';
 import { CheckpointLogs1795651200000 } from './1795651200000-CheckpointLogs';
 import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionClosedAt';
+import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -13,4 +14,5 @@ export const MIGRATIONS = [
   OperationLogPauseEvents1795564800000,
   CheckpointLogs1795651200000,
   AgentSessionClosedAt1795737600000,
+  RunnerRegistry1795824000000,
 ];

@@ -14,6 +14,8 @@ import { loadTemporalSettings } from '../../config/temporal';
 import { startMetricsServer, type MetricsServer } from '../../worker/metrics-server';
 import { createWorker, gitlabClientFrom } from '../../worker/worker';
 import { createDataSource, runMigrations } from '../../store/data-source';
+import { SecretBox } from '../../config/secret-box';
+import { attachRunnerRegistry } from '../../store/registry-feed';
 import { createMigratedDatabase } from './db';
 import { controllerEnv, uniqueId, writeInventory } from './env';
 import { shared } from './shared';
@@ -27,7 +29,10 @@ export interface TestController {
   taskQueue: string;
   /** The in-process worker's metrics, served as `e2epool worker` serves them (on a free port). */
   worker: { metrics: WorkerMetrics; metricsUrl: string };
-  /** Starts another API instance on the same database and task queue. */
+  /**
+   * Starts another API instance on the same database and task queue, with an
+   * inventory of its own (the same file, the registry read on its own).
+   */
   startAnotherApi(): Promise<ApiServer>;
   stop(): Promise<void>;
 }
@@ -99,7 +104,25 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   });
   const settings = loadSettings(env);
   const temporalSettings = loadTemporalSettings(env);
-  const inventory = InventoryStore.load(writeInventory(o.inventory), log);
+  const inventoryPath = writeInventory(o.inventory);
+  const inventory = InventoryStore.load(inventoryPath, log);
+  const withRegistry = (inv: InventoryStore) =>
+    attachRunnerRegistry({
+      inventory: inv,
+      dataSource: ds,
+      databaseUrl: databaseUrlOf(ds),
+      secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
+      intervalSeconds: settings.registryReloadSeconds,
+      applicationName: 'e2epool-test-registry',
+      log,
+    });
+  const feeds = [
+    await withRegistry(inventory).catch(async (err: unknown) => {
+      await close();
+      throw err;
+    }),
+  ];
+  const otherInventories: InventoryStore[] = [];
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   const native = await NativeConnection.connect({ address });
@@ -127,13 +150,21 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   });
   const running = worker.run();
   const apis: ApiServer[] = [];
-  const startApi = async () => {
+  const startApi = async (own = false) => {
+    // Another instance reads the file and the registry itself, as another process would.
+    let inv = inventory;
+    if (own) {
+      inv = InventoryStore.load(inventoryPath, log);
+      inv.watch(100); // tests that rewrite the file watch the first instance's inventory
+      otherInventories.push(inv);
+      feeds.push(await withRegistry(inv));
+    }
     const api = await startApiServer({
       settings,
       dataSource: ds,
       temporal: connection,
       temporalSettings,
-      inventory,
+      inventory: inv,
       log,
     });
     apis.push(api);
@@ -148,7 +179,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     inventory,
     taskQueue,
     worker: { metrics, metricsUrl: metricsServer.url },
-    startAnotherApi: startApi,
+    startAnotherApi: () => startApi(true),
     async stop() {
       await Promise.all(apis.map((a) => a.close()));
       worker.shutdown();
@@ -156,7 +187,8 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       await metricsServer.close();
       await native.close();
       await connection.close();
-      inventory.close();
+      await Promise.all(feeds.map((f) => f.close()));
+      for (const inv of [inventory, ...otherInventories]) inv.close();
       await close();
     },
   };

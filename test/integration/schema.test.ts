@@ -157,6 +157,7 @@ describe('migrations', () => {
         'OperationLogPauseEvents1795564800000',
         'CheckpointLogs1795651200000',
         'AgentSessionClosedAt1795737600000',
+        'RunnerRegistry1795824000000',
       ];
       const tables = async () =>
         (
@@ -177,6 +178,10 @@ describe('migrations', () => {
           `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_operation_logs_pause_events'`,
         )) as unknown[];
       expect(await pauseIndex()).toHaveLength(1);
+      expect(await tables()).toEqual(expect.arrayContaining(['runners', 'admin_audit']));
+      await revertLastMigration(d);
+      expect(await tables()).not.toContain('runners');
+      expect(await tables()).not.toContain('admin_audit');
       await revertLastMigration(d);
       await revertLastMigration(d);
       expect(await tables()).not.toContain('checkpoint_logs');
@@ -208,11 +213,12 @@ describe('migrations', () => {
         'OperationLogPauseEvents1795564800000',
         'CheckpointLogs1795651200000',
         'AgentSessionClosedAt1795737600000',
+        'RunnerRegistry1795824000000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(6);
+      expect(count).toBe(7);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -1,0 +1,337 @@
+import { randomBytes } from 'node:crypto';
+import {
+  bareMetalSchema,
+  proxmoxSchema,
+  sha256,
+  type InventoryStore,
+  type RunnerConfig,
+  type RunnerSource,
+} from '../config/inventory';
+import type { Logger } from '../config/logger';
+import type { SecretBox } from '../config/secret-box';
+import type { Store } from '../store';
+import {
+  RUNNER_COLUMNS,
+  RUNNER_OPTIONS,
+  type RunnerFields,
+  type StoredRunner,
+} from '../store/runners';
+import { HttpError } from './errors';
+
+/** The runner object of the admin API (SPEC §8): never a token or a Proxmox token value. */
+export interface RunnerView {
+  runner_id: string;
+  backend: string;
+  proxmox_host: string | null;
+  proxmox_user: string | null;
+  proxmox_token_name: string | null;
+  proxmox_node: string | null;
+  proxmox_vmid: number | null;
+  reset_cmd: string | null;
+  cleanup_cmd: string | null;
+  readiness_cmd: string | null;
+  gitlab_runner_id: number | null;
+  tags: string[];
+  is_active: boolean;
+  draining: boolean;
+  source: RunnerSource;
+  /** null for inventory.yml runners (the file has no such times). */
+  created_at: string | null;
+  updated_at: string | null;
+  [option: string]: unknown;
+}
+
+const PROXMOX_REQUIRED = [
+  'proxmox_host',
+  'proxmox_user',
+  'proxmox_token_name',
+  'proxmox_token_value',
+  'proxmox_node',
+  'proxmox_vmid',
+] as const;
+
+/** Fields a PATCH may send. */
+const PATCHABLE = new Set<string>([
+  ...RUNNER_COLUMNS,
+  ...RUNNER_OPTIONS,
+  'proxmox_token_value',
+  'is_active',
+]);
+
+const NO_SECRET_KEY =
+  'Cannot store proxmox_token_value: E2EPOOL_SECRET_KEY is not set on this controller';
+
+function isBlank(v: unknown): boolean {
+  return v === undefined || v === null || (typeof v === 'string' && v.trim() === '');
+}
+
+/**
+ * Validates a runner's fields with the inventory's schemas; throws 422 with
+ * the Python original's texts for the backend checks, `<field>: <problem>`
+ * otherwise.
+ */
+export function validateRunner(body: Record<string, unknown>): RunnerConfig {
+  const backend = body.backend;
+  if (backend !== 'proxmox' && backend !== 'bare_metal') {
+    throw new HttpError(
+      422,
+      `Invalid backend '${backend === undefined || backend === null ? 'None' : String(backend)}'. Must be 'proxmox' or 'bare_metal'.`,
+    );
+  }
+  if (backend === 'bare_metal' && isBlank(body.reset_cmd)) {
+    throw new HttpError(422, "bare_metal backend requires 'reset_cmd'.");
+  }
+  if (backend === 'proxmox') {
+    const missing = PROXMOX_REQUIRED.filter((f) => isBlank(body[f]));
+    if (missing.length) {
+      throw new HttpError(422, `proxmox backend is missing required fields: ${missing.join(', ')}`);
+    }
+  }
+  // The token is generated, never taken from the body.
+  const raw = { ...body, token: 'generated' };
+  const parsed =
+    backend === 'proxmox' ? proxmoxSchema.safeParse(raw) : bareMetalSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new HttpError(422, `${issue.path.map(String).join('.') || 'body'}: ${issue.message}`);
+  }
+  return parsed.data as RunnerConfig;
+}
+
+/** The non-secret fields of a validated config, as stored. */
+export function fieldsOf(c: RunnerConfig): RunnerFields {
+  const all = c as unknown as Record<string, unknown>;
+  const fields: RunnerFields = { backend: c.backend };
+  for (const k of [...RUNNER_COLUMNS, ...RUNNER_OPTIONS]) {
+    if (k !== 'backend' && all[k] !== undefined) fields[k] = all[k];
+  }
+  return fields;
+}
+
+function view(
+  fields: Record<string, unknown>,
+  extra: {
+    runnerId: string;
+    isActive: boolean;
+    draining: boolean;
+    source: RunnerSource;
+    createdAt: Date | null;
+    updatedAt: Date | null;
+  },
+): RunnerView {
+  const get = <T>(k: string): T | null => (fields[k] === undefined ? null : (fields[k] as T));
+  const options = Object.fromEntries(
+    RUNNER_OPTIONS.filter((o) => fields[o] !== undefined).map((o) => [o, fields[o]]),
+  );
+  return {
+    runner_id: extra.runnerId,
+    backend: String(fields.backend),
+    proxmox_host: get('proxmox_host'),
+    proxmox_user: get('proxmox_user'),
+    proxmox_token_name: get('proxmox_token_name'),
+    proxmox_node: get('proxmox_node'),
+    proxmox_vmid: get('proxmox_vmid'),
+    reset_cmd: get('reset_cmd'),
+    cleanup_cmd: get('cleanup_cmd'),
+    readiness_cmd: get('readiness_cmd'),
+    gitlab_runner_id: get('gitlab_runner_id'),
+    tags: (fields.tags as string[] | undefined) ?? [],
+    ...options,
+    is_active: extra.isActive,
+    draining: extra.draining,
+    source: extra.source,
+    created_at: extra.createdAt ? extra.createdAt.toISOString() : null,
+    updated_at: extra.updatedAt ? extra.updatedAt.toISOString() : null,
+  };
+}
+
+function storedView(r: StoredRunner): RunnerView {
+  return view(r.fields, { ...r, source: 'api' });
+}
+
+function inventoryView(c: RunnerConfig): RunnerView {
+  return view(fieldsOf(c), {
+    runnerId: c.runner_id,
+    isActive: true,
+    draining: false,
+    source: 'inventory',
+    createdAt: null,
+    updatedAt: null,
+  });
+}
+
+/** A new runner token: 256 random bits, URL-safe. */
+export function newRunnerToken(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/**
+ * The runner registry's operations (SPEC §8), shared by the admin API and
+ * `e2epool import-inventory`. Every change is audited in the same
+ * transaction, then this process re-reads the registry at once (others on the
+ * NOTIFY the change sends).
+ */
+export class RunnerRegistry {
+  constructor(
+    private readonly d: {
+      store: Store;
+      inventory: InventoryStore;
+      /** null: E2EPOOL_SECRET_KEY unset, Proxmox token values cannot be stored. */
+      secrets: SecretBox | null;
+      log: Logger;
+      actor?: string;
+    },
+  ) {}
+
+  private get actor(): string {
+    return this.d.actor ?? 'admin';
+  }
+
+  private seal(value: string): string {
+    if (!this.d.secrets) throw new HttpError(422, NO_SECRET_KEY);
+    return this.d.secrets.seal(value);
+  }
+
+  private refuseFileRunner(runnerId: string): void {
+    if (this.d.inventory.inventory.inFile(runnerId)) {
+      throw new HttpError(409, `Runner '${runnerId}' is defined in the inventory file`);
+    }
+  }
+
+  private async applied<T>(result: T): Promise<T> {
+    await this.d.inventory.refreshRegistry();
+    return result;
+  }
+
+  /** The registry's runners and the file's, ordered by runner_id. */
+  async list(includeInactive: boolean): Promise<RunnerView[]> {
+    const stored = await this.d.store.runners.list(includeInactive);
+    const all = [
+      ...stored.map(storedView),
+      ...this.d.inventory.inventory.fileRunners.map(inventoryView),
+    ];
+    return all.sort((a, b) => (a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0));
+  }
+
+  async get(runnerId: string): Promise<RunnerView> {
+    const fileRunner = this.d.inventory.inventory.fileRunners.find((r) => r.runner_id === runnerId);
+    if (fileRunner) return inventoryView(fileRunner);
+    const r = await this.d.store.runners.get(runnerId);
+    if (!r) throw new HttpError(404, 'Runner not found');
+    return storedView(r);
+  }
+
+  /** Adds a runner; its token is generated and returned once. */
+  async create(body: Record<string, unknown>): Promise<RunnerView & { token: string }> {
+    const config = validateRunner(body);
+    const runnerId = config.runner_id;
+    if (this.d.inventory.inventory.inFile(runnerId)) {
+      throw new HttpError(409, `Runner '${runnerId}' already exists`);
+    }
+    const sealed = config.backend === 'proxmox' ? this.seal(config.proxmox_token_value) : null;
+    const token = newRunnerToken();
+    const fields = fieldsOf(config);
+    const stored = await this.d.store.transaction(async (tx) => {
+      const row = await tx.runners.insert({
+        runnerId,
+        fields,
+        tokenHash: sha256(token),
+        sealedProxmoxToken: sealed,
+      });
+      if (!row) return null;
+      await tx.audit.record({
+        actor: this.actor,
+        action: 'create',
+        runnerId,
+        detail: { backend: config.backend, fields: Object.keys(fields).sort() },
+      });
+      return row;
+    });
+    if (!stored) throw new HttpError(409, `Runner '${runnerId}' already exists`);
+    this.d.log.info({ runnerId, actor: this.actor }, 'registry runner created');
+    return this.applied({ ...storedView(stored), token });
+  }
+
+  /** Changes only the fields sent; the result must be a valid runner. */
+  async patch(runnerId: string, body: Record<string, unknown>): Promise<RunnerView> {
+    this.refuseFileRunner(runnerId);
+    const unknown = Object.keys(body).filter((k) => !PATCHABLE.has(k) && k !== 'runner_id');
+    if (unknown.length) throw new HttpError(422, `Unknown fields: ${unknown.sort().join(', ')}`);
+    if (body.runner_id !== undefined && body.runner_id !== runnerId) {
+      throw new HttpError(422, 'runner_id cannot be changed');
+    }
+    if (body.is_active !== undefined && typeof body.is_active !== 'boolean') {
+      throw new HttpError(422, 'is_active: expected true or false');
+    }
+    return this.d.store
+      .transaction(async (tx) => {
+        const current = await tx.runners.get(runnerId);
+        if (!current) throw new HttpError(404, 'Runner not found');
+        const merged: Record<string, unknown> = { ...current.fields, runner_id: runnerId };
+        for (const [k, v] of Object.entries(body)) {
+          if (k === 'is_active' || k === 'runner_id') continue;
+          if (v === null) delete merged[k];
+          else merged[k] = v;
+        }
+        const newTokenValue =
+          typeof body.proxmox_token_value === 'string' ? body.proxmox_token_value : undefined;
+        // The stored value stands in for validation; it is only opened by the worker.
+        if (
+          newTokenValue === undefined &&
+          body.proxmox_token_value !== null &&
+          current.sealedProxmoxToken
+        )
+          merged.proxmox_token_value = 'stored';
+        const config = validateRunner(merged);
+        const sealed =
+          config.backend !== 'proxmox'
+            ? null
+            : newTokenValue !== undefined
+              ? this.seal(newTokenValue)
+              : current.sealedProxmoxToken;
+        const isActive = typeof body.is_active === 'boolean' ? body.is_active : current.isActive;
+        const updated = await tx.runners.update(runnerId, fieldsOf(config), sealed, isActive);
+        await tx.audit.record({
+          actor: this.actor,
+          action: 'update',
+          runnerId,
+          detail: { fields: Object.keys(body).sort() },
+        });
+        return storedView(updated!);
+      })
+      .then((v) => this.applied(v));
+  }
+
+  /** Deactivates a runner: its token stops working, its agent is disconnected. */
+  async deactivate(runnerId: string): Promise<{ detail: string }> {
+    await this.setFlag(runnerId, 'deactivate', { isActive: false });
+    return { detail: `Runner '${runnerId}' deactivated` };
+  }
+
+  async drain(runnerId: string, draining: boolean): Promise<RunnerView> {
+    return this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
+  }
+
+  /** A new token; the old one stops working once this returns. */
+  async rotateToken(runnerId: string): Promise<RunnerView & { token: string }> {
+    const token = newRunnerToken();
+    const v = await this.setFlag(runnerId, 'rotate-token', { tokenHash: sha256(token) });
+    return { ...v, token };
+  }
+
+  private async setFlag(
+    runnerId: string,
+    action: string,
+    change: { isActive: boolean } | { draining: boolean } | { tokenHash: Buffer },
+  ): Promise<RunnerView> {
+    this.refuseFileRunner(runnerId);
+    const updated = await this.d.store.transaction(async (tx) => {
+      const r = await tx.runners.set(runnerId, change);
+      if (!r) throw new HttpError(404, 'Runner not found');
+      await tx.audit.record({ actor: this.actor, action, runnerId });
+      return r;
+    });
+    this.d.log.info({ runnerId, actor: this.actor, action }, 'registry runner changed');
+    return this.applied(storedView(updated));
+  }
+}
