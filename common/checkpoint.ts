@@ -37,11 +37,29 @@ export interface CheckpointTiming {
   unpauseRetrySeconds?: number;
 }
 
+/** Where a GitHub self-hosted runner is registered: a repository (owner/name) or an organization. */
+export type GitHubRunnerScope = { repo: string } | { org: string };
+
+/**
+ * How the CI system is kept from giving the runner a job during a reset.
+ * GitLab: the runner is paused. GitHub has no pause for self-hosted runners:
+ * the custom `labels` the e2e jobs select it by are removed, then restored.
+ */
+export type PauseTarget =
+  | { kind: 'gitlab'; gitlabRunnerId: number }
+  | { kind: 'github'; githubRunnerId: number; scope: GitHubRunnerScope; labels: string[] };
+
 /** Non-secret facts about the runner, fixed for the life of one checkpoint. */
 export interface RunnerPlan {
   runnerId: string;
   backend: Backend;
+  /** The GitLab runner to pause; null for GitHub runners (see `pause`). */
   gitlabRunnerId: number | null;
+  /**
+   * What keeps jobs off the runner during a reset, in GitLab or GitHub.
+   * Absent in inputs from before GitHub Actions runners: `gitlabRunnerId` says.
+   */
+  pause?: PauseTarget | null;
   resetOnSuccess: boolean;
   /**
    * After a failed job, keep the runner paused and un-reset this long for
@@ -93,6 +111,21 @@ export interface CreateRequest {
  */
 export const PAUSE_SENT = 'pause request sent';
 
+/** The runner's pause target: `pause`, or for older inputs the GitLab runner. */
+export function pauseTargetOf(plan: RunnerPlan): PauseTarget | null {
+  if (plan.pause !== undefined) return plan.pause;
+  return plan.gitlabRunnerId !== null
+    ? { kind: 'gitlab', gitlabRunnerId: plan.gitlabRunnerId }
+    : null;
+}
+
+/** The target as operators read it: `GitLab runner 42`, `GitHub runner 7 of o/r`. */
+export function describePauseTarget(t: PauseTarget): string {
+  if (t.kind === 'gitlab') return `GitLab runner ${t.gitlabRunnerId}`;
+  const where = 'repo' in t.scope ? t.scope.repo : `organization ${t.scope.org}`;
+  return `GitHub runner ${t.githubRunnerId} of ${where}`;
+}
+
 /** The patch that gave creates a deadline (runs recorded before it have none). */
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
 /** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
@@ -113,6 +146,13 @@ export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
  * timer and `hold` operation-log notes before the reset.
  */
 export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
+
+/**
+ * The patch that "pauses" GitHub runners: their pause labels are removed
+ * before the reset and restored after. Runs a worker without GitHub support
+ * started went on without that pause; they replay without it.
+ */
+export const GITHUB_LABEL_PAUSE_PATCH = 'github-label-pause';
 
 export interface FinalizeRequest {
   checkpointName: string;

@@ -15,6 +15,8 @@ const REDACT = [
   '*.proxmox_token_value',
   'gitlabToken',
   '*.gitlabToken',
+  'githubToken',
+  '*.githubToken',
   'password',
   '*.password',
   'apiKey',

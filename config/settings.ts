@@ -61,6 +61,9 @@ const schema = z.object({
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
+  // GitHub Enterprise Server: https://<host>/api/v3.
+  E2EPOOL_GITHUB_URL: httpUrl.default('https://api.github.com'),
+  E2EPOOL_GITHUB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -110,6 +113,14 @@ export interface Settings {
   gitlabWebhookSecret: string | undefined;
   /** HMAC key of GitHub's `workflow_job` webhook; unset: the webhook answers 503. */
   githubWebhookSecret: string | undefined;
+  /** GitHub's REST API (api.github.com, or GitHub Enterprise Server's /api/v3). */
+  githubUrl: string;
+  /**
+   * Token for the GitHub REST API (job status; runner labels, which need admin
+   * rights on the repository or organization); unset: GitHub runners are
+   * neither polled nor "paused". A secret: never logged, never in a workflow.
+   */
+  githubToken: string | undefined;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -157,7 +168,8 @@ const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_POLLER_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_API_BASE_URL:
     "workers reach agents through Postgres (agent_commands, claimed by the API instance holding the agent's WebSocket), not an internal HTTP API",
-  E2EPOOL_CI_PROVIDER: 'GitLab is configured with E2EPOOL_GITLAB_URL',
+  E2EPOOL_CI_PROVIDER:
+    "each runner's ci_adapter (gitlab or github) in the inventory says; E2EPOOL_GITLAB_URL and E2EPOOL_GITHUB_TOKEN configure them",
   E2EPOOL_QUERY_BATCH_SIZE: 'no batch sweeps: one workflow per checkpoint',
   E2EPOOL_DB_MAX_OVERFLOW: 'use E2EPOOL_DB_POOL_SIZE',
   E2EPOOL_DB_POOL_RECYCLE: 'pg recycles idle connections itself',
@@ -174,6 +186,7 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_DATABASE_URL',
   'E2EPOOL_GITLAB_WEBHOOK_SECRET',
   'E2EPOOL_GITHUB_WEBHOOK_SECRET',
+  'E2EPOOL_GITHUB_TOKEN',
 ]);
 
 /**
@@ -218,6 +231,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
     gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
     githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
+    githubUrl: r.E2EPOOL_GITHUB_URL,
+    githubToken: r.E2EPOOL_GITHUB_TOKEN,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,
