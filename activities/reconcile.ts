@@ -2,10 +2,12 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@te
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
+  labelsRemovedDetail,
   snapshotNameFor,
   stateQuery,
   type CheckpointWorkflowInput,
   type FinalizeRequest,
+  type GitHubPauseTarget,
 } from '../common/checkpoint';
 import { describeFailure, fail } from '../common/fail';
 import { isActiveState, type Backend } from '../common/states';
@@ -15,7 +17,7 @@ import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
 import type { OperationResult } from '../store/operation-log';
 import { heartbeat } from './context';
-import type { ActivityDeps } from './deps';
+import { pollsJobsOf, type ActivityDeps } from './deps';
 import { activityKey, writeOperation } from './operation-log';
 import { OURS, proxmoxClientFactory, runProxmoxTask } from './proxmox/steps';
 
@@ -126,10 +128,12 @@ export function reconcileActivities(deps: ActivityDeps) {
    * landed, it left them only in its history. Only a run that held this
    * checkpoint counts (its create's answer or its resume input names it).
    */
-  async function unrecorded(
-    c: ActiveCheckpoint,
-  ): Promise<{ pauseSent: boolean; finalize: FinalizeRequest | null }> {
-    const none = { pauseSent: false, finalize: null };
+  async function unrecorded(c: ActiveCheckpoint): Promise<{
+    pauseSent: boolean;
+    labelsSent: { target: GitHubPauseTarget; labels: string[] } | null;
+    finalize: FinalizeRequest | null;
+  }> {
+    const none = { pauseSent: false, labelsSent: null, finalize: null };
     if (c.state !== 'created') return none; // finalize_queued was written with its pause
     let events;
     try {
@@ -143,6 +147,7 @@ export function reconcileActivities(deps: ActivityDeps) {
       p ? defaultPayloadConverter.fromPayload(p as Payload) : undefined;
     let held = false;
     let pauseSent = false;
+    let labelsSent: { target: GitHubPauseTarget; labels: string[] } | null = null;
     let finalize: FinalizeRequest | null = null;
     for (const e of events) {
       const started = e.workflowExecutionStartedEventAttributes;
@@ -155,15 +160,18 @@ export function reconcileActivities(deps: ActivityDeps) {
         const dto = payload(created.outcome.success.payloads?.[0]) as { name?: string } | undefined;
         held ||= dto?.name === c.name;
       }
-      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'sendPause')
-        pauseSent = true;
+      const scheduled = e.activityTaskScheduledEventAttributes;
+      if (scheduled?.activityType?.name === 'sendPause') pauseSent = true;
+      if (scheduled?.activityType?.name === 'removeRunnerLabels') {
+        labelsSent = payload(scheduled.input?.payloads?.[0]) as typeof labelsSent;
+      }
       const accepted = e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input;
       if (accepted?.name === 'finalize' && finalize === null) {
         const req = payload(accepted.args?.payloads?.[0]) as FinalizeRequest | undefined;
         if (req?.checkpointName === c.name) finalize = req;
       }
     }
-    return held ? { pauseSent, finalize } : none;
+    return held ? { pauseSent, labelsSent, finalize } : none;
   }
 
   /** A new run that resumes the checkpoint: it resets the runner and unpauses it. */
@@ -182,7 +190,25 @@ export function reconcileActivities(deps: ActivityDeps) {
     }
     const lost = await unrecorded(c);
     const now = new Date();
-    if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
+    if (lost.labelsSent) {
+      // Logged as sent: the adopting run puts back exactly these (if GitHub removed them).
+      await writeOperation(
+        store.operations,
+        {
+          checkpointId: c.id,
+          runnerId: c.runnerId,
+          backend: null,
+          operation: 'pause',
+          key: activityKey(`recovered-pause:${c.id}`, `recovered-pause:${c.id}`),
+        },
+        {
+          result: 'ok',
+          detail: `${labelsRemovedDetail(lost.labelsSent.target, lost.labelsSent.labels, true)} (by its ended run, before Postgres recorded it: from the run's history)`,
+          startedAt: now,
+          finishedAt: now,
+        },
+      );
+    } else if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
       await writeOperation(
         store.operations,
         {
@@ -208,7 +234,7 @@ export function reconcileActivities(deps: ActivityDeps) {
         projectId: c.projectId,
         checkpointId: c.id,
         createdAt: new Date(c.createdAt).toISOString(),
-        pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled,
+        pollJobs: pollsJobsOf(deps, c.runnerId),
         adopted: lost.finalize
           ? {
               // The job ended (the finalize is in the run's history): reset now.

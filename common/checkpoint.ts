@@ -126,6 +126,37 @@ export function describePauseTarget(t: PauseTarget): string {
   return `GitHub runner ${t.githubRunnerId} of ${where}`;
 }
 
+/** A GitHub pause target: a runner and the labels its e2e jobs select it by. */
+export type GitHubPauseTarget = Extract<PauseTarget, { kind: 'github' }>;
+
+/**
+ * The detail of a GitHub `pause` log row: the labels e2epool removed (or,
+ * `sent`, asked GitHub to remove without hearing back). The restore, an
+ * adopting run and the reconciler read it back (labelsRemovedIn): the log
+ * is the record of which labels are e2epool's to put back.
+ */
+export function labelsRemovedDetail(
+  target: GitHubPauseTarget,
+  labels: string[],
+  sent = false,
+): string {
+  const what = `labels ${JSON.stringify(labels)} from ${describePauseTarget(target)}`;
+  return sent ? `${PAUSE_SENT}: remove ${what}` : `removed ${what}`;
+}
+
+/** The labels a GitHub `pause` row's detail names (none for any other detail). */
+export function labelsRemovedIn(detail: string | null | undefined): string[] {
+  // Greedy: a label may hold `]`; the target after it never holds "] from GitHub runner".
+  const m = /labels (\[.*\]) from GitHub runner /.exec(detail ?? '');
+  if (!m) return [];
+  try {
+    const parsed: unknown = JSON.parse(m[1]!);
+    return Array.isArray(parsed) ? parsed.filter((l): l is string => typeof l === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
 /** The patch that gave creates a deadline (runs recorded before it have none). */
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
 /** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
