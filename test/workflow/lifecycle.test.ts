@@ -252,9 +252,10 @@ describe('the end of the job', () => {
     const r = runner('bare_metal');
     await createCheckpoint(h, r, input(r), { jobId: '7013', projectId: '9' });
     expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
+    // The runner picks the CI system to ask (its ci_adapter), the project the job's.
     expect(h.stubs.callsOf('pollJobStatus').map((c) => c.input)).toEqual([
-      { projectId: '9', jobId: '7013' },
-      { projectId: '9', jobId: '7013' },
+      { projectId: '9', jobId: '7013', runnerId: r.runnerId },
+      { projectId: '9', jobId: '7013', runnerId: r.runnerId },
     ]);
     const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
     expect(queued).toMatchObject({
