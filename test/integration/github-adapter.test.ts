@@ -1,3 +1,4 @@
+import type { ReconcileFinding } from '../../activities/reconcile';
 import { checkpointWorkflowId } from '../../common/checkpoint';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -7,7 +8,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { bareMetalRunnerYaml, testRunners, uniqueId, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitHubStandIn, type GitHubStandIn } from '../stand-ins/github';
 
@@ -16,7 +17,14 @@ import { startGitHubStandIn, type GitHubStandIn } from '../stand-ins/github';
  * controller in-process with fake agents (bare metal), and the GitHub
  * stand-in for the jobs API and the runners' labels.
  */
-const R = testRunners(['polled', 'rateLimited', 'operatorRemoved', 'refused']);
+const R = testRunners([
+  'polled',
+  'rateLimited',
+  'operatorRemoved',
+  'refused',
+  'terminated',
+  'leftover',
+]);
 const REPO = 'acme/app';
 /** The GitHub runner id and scope of each e2epool runner. */
 const GH = {
@@ -24,6 +32,8 @@ const GH = {
   rateLimited: { id: 72, yaml: { github_repo: REPO } },
   operatorRemoved: { id: 73, yaml: { github_org: 'acme' } },
   refused: { id: 74, yaml: { github_repo: REPO } },
+  terminated: { id: 75, yaml: { github_repo: REPO } },
+  leftover: { id: 76, yaml: { github_repo: REPO } },
 } as const;
 const SCRIPTS = { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' };
 const INVENTORY = `runners:\n${(Object.keys(GH) as Array<keyof typeof GH>)
@@ -46,6 +56,13 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
   let gh: GitHubStandIn;
   /** For each reset or cleanup command: the GitHub runner's labels while it ran. */
   const labelsDuringCommand = new Map<string, string[]>();
+  /** Runners whose next command hangs until released (see hangNextCommand). */
+  const hangs = new Map<string, { started: boolean; held: Promise<void>; release(): void }>();
+  const hangNextCommand = (runnerId: string) => {
+    let release!: () => void;
+    const held = new Promise<void>((res) => (release = res));
+    hangs.set(runnerId, { started: false, held, release });
+  };
   const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
 
   beforeAll(async () => {
@@ -55,11 +72,18 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     gh.addRunner({ repo: REPO }, GH.rateLimited.id, { labels: ['e2e'] });
     gh.addRunner({ org: 'acme' }, GH.operatorRemoved.id, { labels: ['e2e', 'gpu'] });
     gh.addRunner({ repo: REPO }, GH.refused.id, { labels: ['e2e'] });
+    gh.addRunner({ repo: REPO }, GH.terminated.id, { labels: ['e2e'] });
+    gh.addRunner({ repo: REPO }, GH.leftover.id, { labels: ['e2e'] });
     const ghIdOf = new Map(
       (Object.keys(GH) as Array<keyof typeof GH>).map((k) => [R[k].id, GH[k].id]),
     );
-    agents.onExec = (runnerId, cmd) => {
+    agents.onExec = async (runnerId, cmd) => {
       labelsDuringCommand.set(runnerId, gh.runner(ghIdOf.get(runnerId)!).labels);
+      const hang = hangs.get(runnerId);
+      if (hang && !hang.started) {
+        hang.started = true;
+        await hang.held;
+      }
       return { exitCode: 0, stdout: `ran ${cmd}\n`, stderr: '' };
     };
     c = await startTestController({
@@ -74,6 +98,7 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     });
   });
   afterAll(async () => {
+    for (const h of hangs.values()) h.release();
     await c?.stop();
     await gh?.close();
   });
@@ -196,4 +221,63 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     await until(name, r, 'reset');
     expect(gh.runner(GH.refused.id).custom).toEqual(['e2e']);
   });
+
+  /** One reconciler pass (what the schedule runs), repairing. */
+  const reconcile = async (): Promise<ReconcileFinding[]> =>
+    (
+      await c.client.workflow.execute('reconcileWorkflow', {
+        taskQueue: c.taskQueue,
+        workflowId: uniqueId('reconcile-pass'),
+        args: [{ repair: true, minAgeSeconds: 0 }],
+      })
+    ).findings as ReconcileFinding[];
+
+  /** Finalizes a fresh checkpoint and terminates its run while the reset hangs (label off). */
+  async function terminateMidReset(r: TestRunner, jobId: number): Promise<string> {
+    gh.setJob(REPO, jobId, 'in_progress');
+    const name = (await as(r).create(r.id, String(jobId))).body.name as string;
+    hangNextCommand(r.id);
+    expect((await as(r).finalize(name, 'failure')).status).toBe(202);
+    await waitFor('the reset running', () => hangs.get(r.id)?.started === true);
+    await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).terminate('chaos');
+    hangs.get(r.id)!.release();
+    return name;
+  }
+
+  it('a run terminated mid-reset is adopted by the reconciler; the adopting run puts back the label its log names', async () => {
+    const r = R.terminated;
+    const name = await terminateMidReset(r, 5005);
+    expect(gh.runner(GH.terminated.id).custom).toEqual([]);
+    expect((await reconcile()).filter((f) => f.checkpoint === name)).toEqual([
+      expect.objectContaining({ kind: 'orphan_checkpoint', action: 'adopted' }),
+    ]);
+    await until(name, r, 'reset');
+    expect(gh.runner(GH.terminated.id)).toMatchObject({
+      custom: ['e2e'],
+      changes: [
+        { method: 'DELETE', labels: ['e2e'] },
+        { method: 'POST', labels: ['e2e'] },
+      ],
+    });
+  }, 60_000);
+
+  it('a label left off with no checkpoint responsible is put back by the reconciler, once', async () => {
+    const r = R.leftover;
+    const name = await terminateMidReset(r, 5006);
+    // An operator closes the row by hand: no run will put the label back.
+    await c.ds.query(
+      `UPDATE checkpoints SET state = 'reset_failed', ended_at = now(), error_detail = 'closed by hand' WHERE name = $1`,
+      [name],
+    );
+    expect((await reconcile()).filter((f) => f.runnerId === r.id)).toEqual([
+      expect.objectContaining({
+        kind: 'paused_runner',
+        checkpoint: name,
+        action: 'unpaused',
+        detail: `GitHub runner ${GH.leftover.id} of ${REPO} was left without its labels ["e2e"] by checkpoint ${name}, and no active checkpoint is responsible for it: put back labels ["e2e"]`,
+      }),
+    ]);
+    expect(gh.runner(GH.leftover.id).custom).toEqual(['e2e']);
+    expect((await reconcile()).filter((f) => f.runnerId === r.id)).toEqual([]);
+  }, 60_000);
 });
