@@ -182,6 +182,16 @@ export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
  * The patch that "pauses" GitHub runners: their pause labels are removed
  * before the reset and restored after. Runs a worker without GitHub support
  * started went on without that pause; they replay without it.
+ *
+ * Why a target in the input, GitHub activities of their own and this patch,
+ * rather than the GitLab activities dispatching by the runner's inventory
+ * entry: the pause gate reads the input (`gitlabRunnerId`, null for a GitHub
+ * runner), so the workflow must change either way; a pause and its undo must
+ * address the same runner of the same CI system for the whole checkpoint,
+ * while the inventory may change under it; and GitHub's pause has state
+ * (which labels came off) that must reach the restore: in the history, the
+ * decision is durable before the requests go out, as GitLab's pause is. The
+ * patch is asked only for GitHub targets, so GitLab histories stay as they were.
  */
 export const GITHUB_LABEL_PAUSE_PATCH = 'github-label-pause';
 
