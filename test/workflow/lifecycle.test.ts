@@ -281,7 +281,8 @@ describe('the end of the job', () => {
     expect(h.stubs.callsOf('noteOperation')[0]!.input).toMatchObject({
       operation: 'poller',
       result: 'skipped',
-      detail: 'GitLab job polling is disabled: the job end is detected by finalize or the TTL only',
+      detail:
+        "job polling is off (E2EPOOL_POLLER_ENABLED=false, or no client of the runner's CI system): the job end is detected by finalize or the TTL only",
     });
     expect(h.stubs.names()).not.toContain('pollJobStatus');
     // The TTL path resets (never cleans up), and leaves the finalize status empty.
