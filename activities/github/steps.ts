@@ -22,9 +22,13 @@ import type { GitHubClient } from './client';
 
 const sameLabel = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
-/** Of `wanted`, those `has` carries (GitHub matches labels without regard to case). */
+/**
+ * The labels of `has` that are among `wanted`, spelled as `has` spells them
+ * (GitHub matches labels without regard to case; the runner's own spelling
+ * is what its label endpoints know and what goes back).
+ */
 export function carried(wanted: string[], has: string[]): string[] {
-  return wanted.filter((w) => has.some((h) => sameLabel(h, w)));
+  return has.filter((h) => wanted.some((w) => sameLabel(h, w)));
 }
 
 /** `a`, then the labels of `b` that `a` lacks. */

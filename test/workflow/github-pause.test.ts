@@ -116,8 +116,9 @@ describe('a GitHub runner', () => {
     const cp = await createCheckpoint(h, r, input(r), { jobId: '8003' });
     await finalize(h, r, cp.name, 'success');
     expect(await handle(h, r).result()).toMatchObject({ state: 'deleted' });
+    // In the runner's own spelling: that is the label GitHub knows.
     expect(h.stubs.callsOf('removeRunnerLabels')[0]!.input).toMatchObject({
-      labels: ['e2e', 'nightly'],
+      labels: ['E2E', 'nightly'],
     });
     expect(h.stubs.callsOf('restoreRunnerLabels')[0]!.input).toMatchObject({
       labels: ['nightly'],

@@ -36,9 +36,13 @@ function activePauseTarget(run: CheckpointRun): PauseTarget | null {
   return target;
 }
 
-/** GitHub matches labels without regard to case. */
+/**
+ * The runner's labels (`has`) among its pause labels (`wanted`), in the
+ * runner's own spelling: GitHub matches labels without regard to case, and
+ * the spelling it knows is the one to remove and to put back.
+ */
 function carried(wanted: string[], has: string[]): string[] {
-  return wanted.filter((w) => has.some((h) => h.toLowerCase() === w.toLowerCase()));
+  return has.filter((h) => wanted.some((w) => h.toLowerCase() === w.toLowerCase()));
 }
 
 /**
