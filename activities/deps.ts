@@ -2,9 +2,12 @@ import type { Client } from '@temporalio/client';
 import type { DataSource } from 'typeorm';
 import { fail } from '../common/fail';
 import type { InventoryStore, RunnerConfig } from '../config/inventory';
+
+export type CiAdapter = RunnerConfig['ci_adapter'];
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
+import type { GitHubClient } from './github/client';
 import type { GitLabClient } from './gitlab/client';
 import type { WorkerMetrics } from './metrics';
 
@@ -18,10 +21,32 @@ export interface ActivityDeps {
   agents: AgentGateway;
   /** GitLab API; null unless E2EPOOL_GITLAB_URL and E2EPOOL_GITLAB_TOKEN are set (no pause, no polling). */
   gitlab: GitLabClient | null;
+  /** GitHub API; null (or absent) unless E2EPOOL_GITHUB_TOKEN is set (GitHub runners: no label pause, no polling). */
+  github?: GitHubClient | null;
   /** The worker's metrics (steps, time to clean, paused seconds), served by its metrics endpoint. */
   metrics: WorkerMetrics;
   /** Temporal, for the reconciler (it looks at and starts checkpoint runs); absent: no reconciling. */
   temporal?: { client: Client; taskQueue: string };
+}
+
+/**
+ * The CI system of a runner's jobs, by its inventory entry now; a runner that
+ * left the inventory counts as GitLab's, as every runner did before GitHub.
+ */
+export function ciAdapterOf(deps: Pick<ActivityDeps, 'inventory'>, runnerId: string): CiAdapter {
+  return deps.inventory.inventory.forReset(runnerId)?.ci_adapter ?? 'gitlab';
+}
+
+/**
+ * Whether this worker polls the job status of a checkpoint of `runnerId`:
+ * only with a client of the runner's CI system, and the poller enabled.
+ */
+export function pollsJobsOf(
+  deps: Pick<ActivityDeps, 'inventory' | 'gitlab' | 'github' | 'settings'>,
+  runnerId: string,
+): boolean {
+  const client = ciAdapterOf(deps, runnerId) === 'github' ? deps.github : deps.gitlab;
+  return client != null && deps.settings.pollerEnabled;
 }
 
 /**

@@ -1,5 +1,7 @@
 import { createStore } from '../store';
-import type { ActivityDeps } from './deps';
+import { ciAdapterOf, pollsJobsOf, type ActivityDeps } from './deps';
+import type { JobState } from './gitlab/client';
+import { githubActivities } from './github/steps';
 import { gitlabActivities } from './gitlab/steps';
 import { proxmoxActivities } from './proxmox/steps';
 import { reconcileActivities } from './reconcile';
@@ -12,15 +14,32 @@ export type { ActivityDeps } from './deps';
 export function createActivities(deps: ActivityDeps) {
   const store = createStore(deps.dataSource);
   return {
-    // Whether the worker polls GitLab for a job's end: only with a GitLab client to ask.
+    // Whether the worker polls the job's end: only with a client of the runner's CI system.
     ...recordActivities(store, {
-      pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled,
+      pollJobs: (runnerId) => pollsJobsOf(deps, runnerId),
       metrics: deps.metrics,
     }),
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),
+    ...githubActivities(deps),
     ...runnerActivities(deps),
     ...reconcileActivities(deps),
+
+    /**
+     * The job's state; `running` until its CI system reports it finished.
+     * GitLab: `projectId` is the project; GitHub: the repository (owner/name).
+     * `runnerId` (absent in calls of older workflow code: GitLab) picks the
+     * CI system by the runner's `ci_adapter`.
+     */
+    async pollJobStatus(i: {
+      projectId: string;
+      jobId: string;
+      runnerId?: string;
+    }): Promise<JobState> {
+      if (i.runnerId !== undefined && ciAdapterOf(deps, i.runnerId) === 'github')
+        return deps.github ? deps.github.jobState(i.projectId, i.jobId) : 'running';
+      return deps.gitlab ? deps.gitlab.jobState(i.projectId, i.jobId) : 'running';
+    },
 
     /** Reads from Postgres and the inventory; used by the self-test workflow. */
     async probeDependencies() {

@@ -6,6 +6,9 @@ export type JobEndPath = 'finalize' | 'poller' | 'ttl';
 /** The GitLab calls e2epool makes, as counted in `e2epool_gitlab_requests_total{op}`. */
 export type GitLabOp = 'job_status' | 'runner_get' | 'runner_pause' | 'runner_unpause';
 
+/** The GitHub calls e2epool makes, as counted in `e2epool_github_requests_total{op}`. */
+export type GitHubOp = 'job_status' | 'runner_labels' | 'label_remove' | 'label_add';
+
 /** Steps take from a GitLab call (0.05 s) to a Proxmox task or reset script (15 min). */
 const STEP_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900];
 
@@ -39,7 +42,7 @@ export class WorkerMetrics {
 
   readonly runnerPausedSeconds = new Counter({
     name: 'e2epool_runner_paused_seconds_total',
-    help: 'Seconds each runner spent paused in GitLab by e2epool, added when e2epool unpauses it (its checkpoint, or the reconciler).',
+    help: 'Seconds each runner spent paused in GitLab (in GitHub: without its pause labels) by e2epool, added when e2epool unpauses it (its checkpoint, or the reconciler).',
     labelNames: ['runner_id'] as const,
     registers: [this.registry],
   });
@@ -47,6 +50,13 @@ export class WorkerMetrics {
   readonly gitlabRequests = new Counter({
     name: 'e2epool_gitlab_requests_total',
     help: 'GitLab API requests by operation and HTTP status (code="error": no response, e.g. a timeout or a refused connection).',
+    labelNames: ['op', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly githubRequests = new Counter({
+    name: 'e2epool_github_requests_total',
+    help: 'GitHub API requests by operation (job_status, runner_labels, label_remove, label_add) and HTTP status (code="error": no response).',
     labelNames: ['op', 'code'] as const,
     registers: [this.registry],
   });

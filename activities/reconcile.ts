@@ -2,20 +2,26 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@te
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
+  describePauseTarget,
+  labelsRemovedDetail,
+  labelsRemovedIn,
   snapshotNameFor,
   stateQuery,
   type CheckpointWorkflowInput,
   type FinalizeRequest,
+  type GitHubPauseTarget,
+  type PauseTarget,
 } from '../common/checkpoint';
 import { describeFailure, fail } from '../common/fail';
 import { isActiveState, type Backend } from '../common/states';
-import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
+import { checkpointInput, pauseTarget, runnerSearchAttributes } from '../config/checkpoint-input';
 import type { ProxmoxRunner } from '../config/inventory';
 import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
 import type { OperationResult } from '../store/operation-log';
 import { heartbeat } from './context';
-import type { ActivityDeps } from './deps';
+import { pollsJobsOf, type ActivityDeps } from './deps';
+import { carried } from './github/steps';
 import { activityKey, writeOperation } from './operation-log';
 import { OURS, proxmoxClientFactory, runProxmoxTask } from './proxmox/steps';
 
@@ -126,10 +132,12 @@ export function reconcileActivities(deps: ActivityDeps) {
    * landed, it left them only in its history. Only a run that held this
    * checkpoint counts (its create's answer or its resume input names it).
    */
-  async function unrecorded(
-    c: ActiveCheckpoint,
-  ): Promise<{ pauseSent: boolean; finalize: FinalizeRequest | null }> {
-    const none = { pauseSent: false, finalize: null };
+  async function unrecorded(c: ActiveCheckpoint): Promise<{
+    pauseSent: boolean;
+    labelsSent: { target: GitHubPauseTarget; labels: string[] } | null;
+    finalize: FinalizeRequest | null;
+  }> {
+    const none = { pauseSent: false, labelsSent: null, finalize: null };
     if (c.state !== 'created') return none; // finalize_queued was written with its pause
     let events;
     try {
@@ -143,6 +151,7 @@ export function reconcileActivities(deps: ActivityDeps) {
       p ? defaultPayloadConverter.fromPayload(p as Payload) : undefined;
     let held = false;
     let pauseSent = false;
+    let labelsSent: { target: GitHubPauseTarget; labels: string[] } | null = null;
     let finalize: FinalizeRequest | null = null;
     for (const e of events) {
       const started = e.workflowExecutionStartedEventAttributes;
@@ -155,15 +164,18 @@ export function reconcileActivities(deps: ActivityDeps) {
         const dto = payload(created.outcome.success.payloads?.[0]) as { name?: string } | undefined;
         held ||= dto?.name === c.name;
       }
-      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'sendPause')
-        pauseSent = true;
+      const scheduled = e.activityTaskScheduledEventAttributes;
+      if (scheduled?.activityType?.name === 'sendPause') pauseSent = true;
+      if (scheduled?.activityType?.name === 'removeRunnerLabels') {
+        labelsSent = payload(scheduled.input?.payloads?.[0]) as typeof labelsSent;
+      }
       const accepted = e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input;
       if (accepted?.name === 'finalize' && finalize === null) {
         const req = payload(accepted.args?.payloads?.[0]) as FinalizeRequest | undefined;
         if (req?.checkpointName === c.name) finalize = req;
       }
     }
-    return held ? { pauseSent, finalize } : none;
+    return held ? { pauseSent, labelsSent, finalize } : none;
   }
 
   /** A new run that resumes the checkpoint: it resets the runner and unpauses it. */
@@ -182,7 +194,25 @@ export function reconcileActivities(deps: ActivityDeps) {
     }
     const lost = await unrecorded(c);
     const now = new Date();
-    if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
+    if (lost.labelsSent) {
+      // Logged as sent: the adopting run puts back exactly these (if GitHub removed them).
+      await writeOperation(
+        store.operations,
+        {
+          checkpointId: c.id,
+          runnerId: c.runnerId,
+          backend: null,
+          operation: 'pause',
+          key: activityKey(`recovered-pause:${c.id}`, `recovered-pause:${c.id}`),
+        },
+        {
+          result: 'ok',
+          detail: `${labelsRemovedDetail(lost.labelsSent.target, lost.labelsSent.labels, true)} (by its ended run, before Postgres recorded it: from the run's history)`,
+          startedAt: now,
+          finishedAt: now,
+        },
+      );
+    } else if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
       await writeOperation(
         store.operations,
         {
@@ -208,7 +238,7 @@ export function reconcileActivities(deps: ActivityDeps) {
         projectId: c.projectId,
         checkpointId: c.id,
         createdAt: new Date(c.createdAt).toISOString(),
-        pollJobs: deps.gitlab !== null && deps.settings.pollerEnabled,
+        pollJobs: pollsJobsOf(deps, c.runnerId),
         adopted: lost.finalize
           ? {
               // The job ended (the finalize is in the run's history): reset now.
@@ -252,6 +282,55 @@ export function reconcileActivities(deps: ActivityDeps) {
     }
   }
 
+  /**
+   * How to look at and undo a pause in the runner's CI system; null when
+   * there is nothing of e2epool's to undo (a GitHub pause row naming no label).
+   */
+  function liveRunner(
+    target: PauseTarget,
+    pauseDetail: string | null,
+  ): {
+    paused(): Promise<boolean>;
+    unpause(): Promise<void>;
+    pausedBy: string;
+    cannotAsk: string;
+    unpaused: string;
+    unpausedElsewhere: string;
+  } | null {
+    if (target.kind === 'gitlab') {
+      const gitlab = deps.gitlab!;
+      return {
+        paused: () => gitlab.runnerPaused(target.gitlabRunnerId),
+        unpause: () => gitlab.setPaused(target.gitlabRunnerId, false),
+        pausedBy: 'paused by',
+        cannotAsk: `cannot ask GitLab about runner ${target.gitlabRunnerId}`,
+        unpaused: 'unpaused',
+        unpausedElsewhere: 'is no longer paused: someone else unpaused it',
+      };
+    }
+    const github = deps.github!;
+    const removed = labelsRemovedIn(pauseDetail);
+    if (removed.length === 0) return null;
+    const missing = async () => {
+      const has = (await github.runnerLabels(target.scope, target.githubRunnerId)).map(
+        (l) => l.name,
+      );
+      return removed.filter((l) => carried([l], has).length === 0);
+    };
+    const labels = JSON.stringify(removed);
+    return {
+      paused: async () => (await missing()).length > 0,
+      unpause: async () => {
+        const gone = await missing();
+        if (gone.length > 0) await github.addLabels(target.scope, target.githubRunnerId, gone);
+      },
+      pausedBy: `left without its labels ${labels} by`,
+      cannotAsk: `cannot read the labels of ${describePauseTarget(target)}`,
+      unpaused: `put back labels ${labels}`,
+      unpausedElsewhere: `carries its labels ${labels} again: someone else put them back`,
+    };
+  }
+
   return {
     /**
      * Active checkpoint rows that no open run holds (its run was terminated,
@@ -284,33 +363,36 @@ export function reconcileActivities(deps: ActivityDeps) {
     },
 
     /**
-     * GitLab runners e2epool paused (per the operation log) with no active
+     * Runners e2epool paused (per the operation log: GitLab runners paused,
+     * GitHub runners with their pause labels removed) with no active
      * checkpoint responsible for them any more are unpaused, after asking
-     * GitLab that they are still paused. A pause somebody else made, or one
-     * an operator's `release` left in place on purpose, is never an event of
-     * e2epool's, so those runners are never touched. A runner e2epool paused
-     * that somebody then unpaused is noted once (`unpaused_elsewhere`).
+     * their CI system that they are still paused. A pause somebody else
+     * made, or one an operator's `release` left in place on purpose, is never
+     * an event of e2epool's, so those runners are never touched. A runner
+     * e2epool paused that somebody then unpaused is noted once
+     * (`unpaused_elsewhere`). Of a GitHub runner only the labels the pause
+     * row names are put back.
      *
      * Race: a new checkpoint could start between the check and the unpause,
-     * but only from a caller outside CI: GitLab gives a paused runner no job.
+     * but only from a caller outside CI: a paused runner gets no job.
      */
     async reconcilePausedRunners(i: ReconcileInput): Promise<ReconcileFinding[]> {
-      const gitlab = deps.gitlab;
-      if (!gitlab) return [];
-      const runners = new Map(
-        deps.inventory.inventory.runners
-          .filter((r) => r.gitlab_runner_id != null)
-          .map((r) => [r.runner_id, r.gitlab_runner_id!]),
-      );
+      const targets = new Map<string, PauseTarget>();
+      for (const r of deps.inventory.inventory.runners) {
+        const t = pauseTarget(r);
+        if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)
+          targets.set(r.runner_id, t!);
+      }
       const oldEnough = Date.now() - minAge(i) * 1000;
-      const candidates = (await store.operations.latestPauseEvents([...runners.keys()])).filter(
+      const candidates = (await store.operations.latestPauseEvents([...targets.keys()])).filter(
         (e) => e.operation === 'pause' && new Date(e.at).getTime() < oldEnough,
       );
       const findings: ReconcileFinding[] = [];
       await eachLimited(candidates, LIVE_CONCURRENCY, async (e) => {
         heartbeat();
         if (await store.checkpoints.hasActive(e.runnerId)) return; // that checkpoint's run unpauses it
-        const gitlabRunnerId = runners.get(e.runnerId)!;
+        const target = targets.get(e.runnerId)!;
+        const what = describePauseTarget(target);
         const cp = { id: e.checkpointId, backend: null };
         const finding = (action: ReconcileFinding['action'], detail: string) =>
           record(
@@ -323,15 +405,14 @@ export function reconcileActivities(deps: ActivityDeps) {
             },
             cp,
           );
+        const live = liveRunner(target, e.detail);
+        if (!live) return; // a GitHub pause row that names no label: nothing of e2epool's to put back
         let paused: boolean;
         try {
-          paused = await gitlab.runnerPaused(gitlabRunnerId);
+          paused = await live.paused();
         } catch (err) {
           findings.push(
-            await finding(
-              'failed',
-              `cannot ask GitLab about runner ${gitlabRunnerId}: ${describeFailure(err)}`,
-            ),
+            await finding('failed', `cannot ask about ${what}: ${describeFailure(err)}`),
           );
           return;
         }
@@ -351,14 +432,14 @@ export function reconcileActivities(deps: ActivityDeps) {
             },
             {
               result: 'ok',
-              detail: `GitLab runner ${gitlabRunnerId} is no longer paused: someone else unpaused it`,
+              detail: `${what} ${live.unpausedElsewhere}`,
               startedAt: now,
               finishedAt: now,
             },
           );
           return;
         }
-        const why = `GitLab runner ${gitlabRunnerId} was paused by checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
+        const why = `${what} was ${live.pausedBy} checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
         if (!i.repair) {
           findings.push(
             await finding('reported', `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`),
@@ -366,12 +447,12 @@ export function reconcileActivities(deps: ActivityDeps) {
           return;
         }
         try {
-          await gitlab.setPaused(gitlabRunnerId, false);
+          await live.unpause();
           deps.metrics.runnerPausedSeconds.inc(
             { runner_id: e.runnerId },
             Math.max(0, (Date.now() - new Date(e.at).getTime()) / 1000),
           );
-          findings.push(await finding('unpaused', `${why}: unpaused`));
+          findings.push(await finding('unpaused', `${why}: ${live.unpaused}`));
         } catch (err) {
           findings.push(
             await finding('failed', `${why}; unpausing it failed: ${describeFailure(err)}`),

@@ -18,6 +18,11 @@ export interface TransitionRequest extends CheckpointTransition {
    * e2epool's to undo.
    */
   leftPausedGitlabRunnerId?: number;
+  /**
+   * The same for a GitHub runner whose labels an operator's `release` left
+   * off: what stays so (`GitHub runner 7 of acme/app without its labels […]`).
+   */
+  leftPausedWhat?: string;
   /** The pause the run tried before this transition (see PAUSE_FIRST_PATCH), logged with it. */
   pauseLog?: PauseLog;
   /**
@@ -39,7 +44,10 @@ export interface PauseLog {
 }
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
-export function recordActivities(store: Store, o: { pollJobs: boolean; metrics: WorkerMetrics }) {
+export function recordActivities(
+  store: Store,
+  o: { pollJobs: (runnerId: string) => boolean; metrics: WorkerMetrics },
+) {
   return {
     /**
      * Inserts the checkpoint row (state `created`); a retry finds the row it
@@ -93,7 +101,7 @@ export function recordActivities(store: Store, o: { pollJobs: boolean; metrics: 
             finishedAt: now,
           },
         );
-        return { id, pollJobs: o.pollJobs };
+        return { id, pollJobs: o.pollJobs(i.runnerId) };
       });
     },
 
@@ -166,7 +174,11 @@ export function recordActivities(store: Store, o: { pollJobs: boolean; metrics: 
             },
           );
         }
-        if (i.leftPausedGitlabRunnerId !== undefined) {
+        if (i.leftPausedGitlabRunnerId !== undefined || i.leftPausedWhat !== undefined) {
+          const detail =
+            i.leftPausedWhat !== undefined
+              ? `released by an operator with ${i.leftPausedWhat}: e2epool will not put them back`
+              : `released by an operator with GitLab runner ${i.leftPausedGitlabRunnerId} still paused: e2epool will not unpause it`;
           await writeOperation(
             tx.operations,
             {
@@ -178,7 +190,7 @@ export function recordActivities(store: Store, o: { pollJobs: boolean; metrics: 
             },
             {
               result: 'skipped',
-              detail: `released by an operator with GitLab runner ${i.leftPausedGitlabRunnerId} still paused: e2epool will not unpause it`,
+              detail,
               startedAt: now,
               finishedAt: now,
             },

@@ -190,11 +190,43 @@ async function send(
   return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
 }
 
+/** Whether the CLI runs in a GitHub Actions job (the runner sets GITHUB_ACTIONS=true). */
+function inGitHubActions(env: NodeJS.ProcessEnv): boolean {
+  return env.GITHUB_ACTIONS === 'true';
+}
+
+/**
+ * The job's project, which the controller's job poll needs: in GitHub
+ * Actions the repository, owner/name (`$GITHUB_REPOSITORY`); in GitLab CI
+ * `$CI_PROJECT_ID`. Undefined when neither says.
+ */
+export function projectIdFromEnv(env: NodeJS.ProcessEnv): string | undefined {
+  const id = inGitHubActions(env) ? env.GITHUB_REPOSITORY : env.CI_PROJECT_ID;
+  return id || undefined;
+}
+
+/**
+ * What is wrong with a job id for its CI system, if anything. GitHub names
+ * a job by a number (`${{ job.check_run_id }}`): the id its jobs API and
+ * `workflow_job` webhooks use. No environment variable carries it (the
+ * runner exports the `github` context as GITHUB_*, not `job`), and
+ * `$GITHUB_JOB` is the job's key in the YAML, so it must be passed.
+ */
+export function jobIdWarning(jobId: string, env: NodeJS.ProcessEnv): string | undefined {
+  if (!inGitHubActions(env) || /^\d+$/.test(jobId)) return undefined;
+  return (
+    `Warning: --job-id ${JSON.stringify(jobId)} is not GitHub's numeric job id ` +
+    '(pass "${{ job.check_run_id }}"): job polls and workflow_job webhooks will not find this job'
+  );
+}
+
 /** `e2epool create`: takes a checkpoint for this job and prints its name. */
 export async function createAction(ctx: CreateContext, io: CliIo = processIo()): Promise<number> {
   const payload: Record<string, unknown> = { job_id: ctx.jobId };
-  const projectId = io.env.CI_PROJECT_ID;
+  const projectId = projectIdFromEnv(io.env);
   if (projectId) payload.project_id = projectId;
+  const warning = jobIdWarning(ctx.jobId, io.env);
+  if (warning) io.err(warning);
   const r = await send(ctx, 'create', payload, io);
   if (!r.ok) return r.code;
   if (typeof r.data.name !== 'string') {

@@ -77,6 +77,11 @@ export class CheckpointService {
       throw new HttpError(423, `Runner '${runner.runner_id}' is draining`);
     }
     const input = checkpointInput(runner, this.d.settings);
+    // The job's repository polls a GitHub job; a repository's runner knows its
+    // own (an organization's serves many: only the job can say which).
+    const projectId =
+      req.project_id ?? (runner.ci_adapter === 'github' ? (runner.github_repo ?? null) : null);
+    const ci = runner.ci_adapter === 'github' ? 'GitHub' : 'GitLab';
     // Past the deadline the run compensates the create and answers 504; the
     // API stops waiting a little later in case no worker answers at all (the
     // run then refuses the stale request when a worker picks it up).
@@ -92,7 +97,7 @@ export class CheckpointService {
               {
                 jobId: req.job_id,
                 caller: req.caller ?? null,
-                projectId: req.project_id,
+                projectId,
                 deadline: new Date(deadline).toISOString(),
               },
             ],
@@ -104,7 +109,7 @@ export class CheckpointService {
               workflowIdReusePolicy: 'ALLOW_DUPLICATE',
               typedSearchAttributes: runnerSearchAttributes(runner),
               staticSummary: `runner ${runner.runner_id} · job ${req.job_id} · ${runner.backend}`,
-              staticDetails: `Checkpoint of GitLab job ${req.job_id}${req.project_id ? ` (project ${req.project_id})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
+              staticDetails: `Checkpoint of ${ci} job ${req.job_id}${projectId ? ` (${ci === 'GitHub' ? 'repository' : 'project'} ${projectId})` : ''} on runner ${runner.runner_id} (${runner.backend})`,
             }),
           }),
         );

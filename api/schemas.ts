@@ -19,11 +19,14 @@ const NO_NUL = 'String should not contain a NUL character';
 const hasNoNul = (v: string) => !v.includes('\u0000');
 
 /**
- * A GitLab project id (numeric, or a word): it is a segment of GitLab URL paths
- * (`/projects/:id/jobs/:job_id`), so no `/`, and no `.`/`..` that would climb out.
+ * The job's project: a GitLab project id (numeric, or a word), or a GitHub
+ * repository `owner/name` (`$GITHUB_REPOSITORY`). Clients put it into URL
+ * paths (`/projects/:id/jobs/:job_id`, `/repos/{owner}/{repo}/...`), so at
+ * most one `/`, and no `.`/`..` segment that would climb out.
  */
 const PROJECT_ID = /^[\p{L}\p{N}_.-]{1,255}$/u;
-const isDotSegment = (v: string) => v === '.' || v.includes('..');
+const GITHUB_REPO = /^[\p{L}\p{N}_.-]+\/[\p{L}\p{N}_.-]+$/u;
+const isDotSegment = (v: string) => v.split('/').some((p) => p === '.' || p.includes('..'));
 
 export const createBody = z.object({
   runner_id: wordish(255),
@@ -38,7 +41,11 @@ export const createBody = z.object({
       z.number().int().positive(),
       z
         .string()
-        .regex(PROJECT_ID, 'Input should be a GitLab project id (letters, digits, _ . -)')
+        .max(255, 'String should have at most 255 characters')
+        .refine(
+          (v) => PROJECT_ID.test(v) || GITHUB_REPO.test(v),
+          'Input should be a GitLab project id (letters, digits, _ . -) or a GitHub repository owner/name',
+        )
         .refine((v) => !isDotSegment(v), "Input should not be '.' or contain '..'"),
     ])
     .nullish()

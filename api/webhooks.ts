@@ -102,7 +102,10 @@ export function webhookRouter(d: {
     ) {
       const glRunner = (body.runner as { id?: unknown } | null | undefined)?.id;
       await finalizeJob(String(buildId), status, (runnerId) => {
-        const configured = d.inventory.inventory.get(runnerId)?.gitlab_runner_id;
+        const runner = d.inventory.inventory.get(runnerId);
+        // A GitHub runner's job id is GitHub's: the same number here is another job.
+        if (runner?.ci_adapter === 'github') return false;
+        const configured = runner?.gitlab_runner_id;
         // Both known and different: another runner ran this job id (another GitLab?).
         return !(typeof glRunner === 'number' && configured != null && configured !== glRunner);
       });
@@ -118,7 +121,8 @@ export function webhookRouter(d: {
     if (!sameSecret(req.get('x-hub-signature-256') ?? '', expected))
       throw new HttpError(403, 'Invalid webhook signature');
     const body = payloadOf(req, bytes);
-    const job = body.workflow_job as { id?: unknown; conclusion?: unknown } | undefined;
+    const job = body.workflow_job as
+      { id?: unknown; conclusion?: unknown; runner_id?: unknown } | undefined;
     const status = GITHUB_CONCLUSION[String(job?.conclusion)];
     if (
       req.get('x-github-event') === 'workflow_job' &&
@@ -126,7 +130,13 @@ export function webhookRouter(d: {
       status &&
       typeof job?.id === 'number'
     ) {
-      await finalizeJob(String(job.id), status, () => true);
+      const ghRunner = job.runner_id;
+      // Runners without ci_adapter: github (inventories from before it) still take GitHub's events.
+      await finalizeJob(String(job.id), status, (runnerId) => {
+        const configured = d.inventory.inventory.get(runnerId)?.github_runner_id;
+        // Both known and different: another runner ran this job id.
+        return !(typeof ghRunner === 'number' && configured != null && configured !== ghRunner);
+      });
     }
     res.status(200).json(OK);
   });

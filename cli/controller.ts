@@ -11,7 +11,13 @@ import { AgentBus } from '../activities/agent-bus';
 import { WorkerMetrics } from '../activities/metrics';
 import { startMetricsServer } from '../worker/metrics-server';
 import { scheduleReconciler } from '../worker/reconcile-schedule';
-import { connectNative, createWorker, gitlabClientFrom, installRuntime } from '../worker/worker';
+import {
+  connectNative,
+  createWorker,
+  githubClientFrom,
+  gitlabClientFrom,
+  installRuntime,
+} from '../worker/worker';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
 /** `e2epool api`: the REST API and the agent WebSocket gateway, on one port. */
@@ -107,6 +113,7 @@ export async function runWorker(): Promise<void> {
       settings,
       log,
       gitlab: gitlabClientFrom(settings, metrics),
+      github: githubClientFrom(settings, metrics),
       agents,
       metrics,
       temporal: { client, taskQueue: settings.taskQueue },

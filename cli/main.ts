@@ -107,7 +107,10 @@ export function buildProgram(): Command {
   program
     .command('create')
     .description('take a checkpoint for this CI job through the agent; prints its name')
-    .requiredOption('--job-id <id>', 'the CI job id ($CI_JOB_ID)')
+    .requiredOption(
+      '--job-id <id>',
+      'the CI job id: $CI_JOB_ID in GitLab CI, ${{ job.check_run_id }} in GitHub Actions',
+    )
     .option('--socket <path>', 'agent socket (default from the agent config)')
     .action(async (opts: { jobId: string; socket?: string }) => {
       process.exitCode = await agentCli().createAction({ jobId: opts.jobId, socket: opts.socket });

@@ -37,11 +37,29 @@ export interface CheckpointTiming {
   unpauseRetrySeconds?: number;
 }
 
+/** Where a GitHub self-hosted runner is registered: a repository (owner/name) or an organization. */
+export type GitHubRunnerScope = { repo: string } | { org: string };
+
+/**
+ * How the CI system is kept from giving the runner a job during a reset.
+ * GitLab: the runner is paused. GitHub has no pause for self-hosted runners:
+ * the custom `labels` the e2e jobs select it by are removed, then restored.
+ */
+export type PauseTarget =
+  | { kind: 'gitlab'; gitlabRunnerId: number }
+  | { kind: 'github'; githubRunnerId: number; scope: GitHubRunnerScope; labels: string[] };
+
 /** Non-secret facts about the runner, fixed for the life of one checkpoint. */
 export interface RunnerPlan {
   runnerId: string;
   backend: Backend;
+  /** The GitLab runner to pause; null for GitHub runners (see `pause`). */
   gitlabRunnerId: number | null;
+  /**
+   * What keeps jobs off the runner during a reset, in GitLab or GitHub.
+   * Absent in inputs from before GitHub Actions runners: `gitlabRunnerId` says.
+   */
+  pause?: PauseTarget | null;
   resetOnSuccess: boolean;
   /**
    * After a failed job, keep the runner paused and un-reset this long for
@@ -93,6 +111,52 @@ export interface CreateRequest {
  */
 export const PAUSE_SENT = 'pause request sent';
 
+/** The runner's pause target: `pause`, or for older inputs the GitLab runner. */
+export function pauseTargetOf(plan: RunnerPlan): PauseTarget | null {
+  if (plan.pause !== undefined) return plan.pause;
+  return plan.gitlabRunnerId !== null
+    ? { kind: 'gitlab', gitlabRunnerId: plan.gitlabRunnerId }
+    : null;
+}
+
+/** The target as operators read it: `GitLab runner 42`, `GitHub runner 7 of o/r`. */
+export function describePauseTarget(t: PauseTarget): string {
+  if (t.kind === 'gitlab') return `GitLab runner ${t.gitlabRunnerId}`;
+  const where = 'repo' in t.scope ? t.scope.repo : `organization ${t.scope.org}`;
+  return `GitHub runner ${t.githubRunnerId} of ${where}`;
+}
+
+/** A GitHub pause target: a runner and the labels its e2e jobs select it by. */
+export type GitHubPauseTarget = Extract<PauseTarget, { kind: 'github' }>;
+
+/**
+ * The detail of a GitHub `pause` log row: the labels e2epool removed (or,
+ * `sent`, asked GitHub to remove without hearing back). The restore, an
+ * adopting run and the reconciler read it back (labelsRemovedIn): the log
+ * is the record of which labels are e2epool's to put back.
+ */
+export function labelsRemovedDetail(
+  target: GitHubPauseTarget,
+  labels: string[],
+  sent = false,
+): string {
+  const what = `labels ${JSON.stringify(labels)} from ${describePauseTarget(target)}`;
+  return sent ? `${PAUSE_SENT}: remove ${what}` : `removed ${what}`;
+}
+
+/** The labels a GitHub `pause` row's detail names (none for any other detail). */
+export function labelsRemovedIn(detail: string | null | undefined): string[] {
+  // Greedy: a label may hold `]`; the target after it never holds "] from GitHub runner".
+  const m = /labels (\[.*\]) from GitHub runner /.exec(detail ?? '');
+  if (!m) return [];
+  try {
+    const parsed: unknown = JSON.parse(m[1]!);
+    return Array.isArray(parsed) ? parsed.filter((l): l is string => typeof l === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
 /** The patch that gave creates a deadline (runs recorded before it have none). */
 export const CREATE_DEADLINE_PATCH = 'create-deadline';
 /** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
@@ -133,6 +197,22 @@ export function holdUntilOf(note: string): Date | null {
   const at = m ? Date.parse(m[1]!) : NaN;
   return Number.isNaN(at) ? null : new Date(at);
 }
+/**
+ * The patch that "pauses" GitHub runners: their pause labels are removed
+ * before the reset and restored after. Runs a worker without GitHub support
+ * started went on without that pause; they replay without it.
+ *
+ * Why a target in the input, GitHub activities of their own and this patch,
+ * rather than the GitLab activities dispatching by the runner's inventory
+ * entry: the pause gate reads the input (`gitlabRunnerId`, null for a GitHub
+ * runner), so the workflow must change either way; a pause and its undo must
+ * address the same runner of the same CI system for the whole checkpoint,
+ * while the inventory may change under it; and GitHub's pause has state
+ * (which labels came off) that must reach the restore: in the history, the
+ * decision is durable before the requests go out, as GitLab's pause is. The
+ * patch is asked only for GitHub targets, so GitLab histories stay as they were.
+ */
+export const GITHUB_LABEL_PAUSE_PATCH = 'github-label-pause';
 
 export interface FinalizeRequest {
   checkpointName: string;

@@ -50,11 +50,18 @@ export const FAILURES = {
   GitLabUnavailable: { kind: 'transient', meaning: 'GitLab did not answer, or answered 5xx' },
   PauseCheckFailed: {
     kind: 'transient',
-    meaning: 'GitLab could not say whether the runner is paused, so the pause was not sent',
+    meaning:
+      'GitLab could not say whether the runner is paused (GitHub: which labels it has), so the pause was not sent',
   },
   GitLabRateLimited: {
     kind: 'transient',
     meaning: 'GitLab answered 429 (retried after Retry-After)',
+  },
+  GitHubUnavailable: { kind: 'transient', meaning: 'GitHub did not answer, or answered 5xx' },
+  GitHubRateLimited: {
+    kind: 'transient',
+    meaning:
+      'GitHub answered 403 or 429 for a rate limit (retried after retry-after, or when x-ratelimit-reset comes)',
   },
   BackendTimeout: {
     kind: 'transient',

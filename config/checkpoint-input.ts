@@ -1,4 +1,4 @@
-import type { CheckpointWorkflowInput } from '../common/checkpoint';
+import type { CheckpointWorkflowInput, PauseTarget } from '../common/checkpoint';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
 import type { RunnerConfig } from './inventory';
 import type { Settings } from './settings';
@@ -15,6 +15,7 @@ export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWo
       runnerId: runner.runner_id,
       backend: runner.backend,
       gitlabRunnerId: runner.gitlab_runner_id ?? null,
+      pause: pauseTarget(runner),
       resetOnSuccess: runner.reset_on_success,
       holdOnFailureSeconds: runner.hold_on_failure_seconds,
     },
@@ -28,6 +29,27 @@ export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWo
       resetMaxAttempts: s.resetMaxAttempts,
     },
   };
+}
+
+/** What keeps jobs off the runner during a reset, from its inventory entry (validated together there). */
+export function pauseTarget(runner: RunnerConfig): PauseTarget | null {
+  if (runner.ci_adapter === 'github') {
+    const scope = runner.github_repo
+      ? { repo: runner.github_repo }
+      : runner.github_org
+        ? { org: runner.github_org }
+        : null;
+    if (runner.github_runner_id === undefined || !scope) return null;
+    return {
+      kind: 'github',
+      githubRunnerId: runner.github_runner_id,
+      scope,
+      labels: [...(runner.github_pause_labels ?? [])],
+    };
+  }
+  return runner.gitlab_runner_id !== undefined
+    ? { kind: 'gitlab', gitlabRunnerId: runner.gitlab_runner_id }
+    : null;
 }
 
 /** The search attributes a checkpoint run starts with (the workflow adds the rest). */

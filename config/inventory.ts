@@ -22,6 +22,23 @@ const ID_RE = /^[\w.-]+$/;
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const FINGERPRINT_RE = /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/;
 
+/** owner/name of a GitHub repository (GitHub allows letters, digits, `-`, `_` and `.`). */
+const GITHUB_REPO_RE = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
+const GITHUB_ORG_RE = /^[A-Za-z0-9_.-]+$/;
+/**
+ * The labels every self-hosted runner gets at registration (`self-hosted`,
+ * its OS and its architecture): read-only, GitHub does not let them go.
+ */
+export const GITHUB_DEFAULT_LABELS = [
+  'self-hosted',
+  'linux',
+  'windows',
+  'macos',
+  'x64',
+  'arm',
+  'arm64',
+];
+
 /** Longest hold for debugging a runner may ask for (seconds). */
 export const HOLD_ON_FAILURE_MAX = 7 * 24 * 3600;
 
@@ -48,6 +65,49 @@ const common = {
     .number({ error: 'expected an integer' })
     .int('expected an integer')
     .positive('must be positive')
+    .optional(),
+  /** New: the CI system whose jobs run here: GitLab CI (the default) or GitHub Actions. */
+  ci_adapter: z
+    .enum(['gitlab', 'github'], { error: "expected 'gitlab' or 'github'" })
+    .default('gitlab'),
+  /** GitHub: the repository a repository-level runner is registered in. */
+  github_repo: z
+    .string({ error: 'expected owner/name' })
+    .regex(GITHUB_REPO_RE, 'expected owner/name (letters, digits, _ . -)')
+    .refine(
+      (v) => v.split('/').every((p) => p !== '.' && p !== '..'),
+      "expected owner/name, not '.' or '..'",
+    )
+    .optional(),
+  /** GitHub: the organization an organization-level runner is registered in. */
+  github_org: z
+    .string({ error: 'expected an organization name' })
+    .regex(GITHUB_ORG_RE, 'expected an organization name (letters, digits, _ . -)')
+    .refine((v) => v !== '.' && v !== '..', "expected an organization name, not '.' or '..'")
+    .optional(),
+  /** GitHub: the self-hosted runner's id (`GET .../actions/runners` lists it). */
+  github_runner_id: z
+    .number({ error: 'expected an integer' })
+    .int('expected an integer')
+    .positive('must be positive')
+    .optional(),
+  /**
+   * GitHub: the custom labels the e2e jobs select this runner by (`runs-on`);
+   * e2epool removes them during a reset and puts them back after.
+   */
+  github_pause_labels: z
+    .array(
+      z
+        .string({ error: 'expected a list of label names' })
+        .min(1, 'a label must not be empty')
+        .max(100, 'a label has at most 100 characters')
+        .refine((l) => !/[\s,]/.test(l) && !CONTROL_RE.test(l), 'a label has no spaces or commas')
+        .refine((l) => !GITHUB_DEFAULT_LABELS.includes(l.toLowerCase()), {
+          error: (iss) =>
+            `'${String(iss.input)}' is a default label of self-hosted runners: GitHub does not let it be removed`,
+        }),
+      { error: 'expected a list of label names' },
+    )
     .optional(),
   tags: z
     .array(z.string({ error: 'expected a list of strings' }), {
@@ -126,6 +186,45 @@ function printableId(id: string): string {
   return escaped.length > 64 ? `${escaped.slice(0, 64)}…` : escaped;
 }
 
+const GITHUB_FIELDS = [
+  'github_repo',
+  'github_org',
+  'github_runner_id',
+  'github_pause_labels',
+] as const;
+
+/**
+ * What is wrong with the runner's CI fields taken together (`field: why`),
+ * or undefined. Each adapter has its own way to keep jobs off the runner
+ * during a reset, and a GitHub runner's labels are only ever removed when
+ * e2epool knows where the runner lives and which labels the jobs select.
+ */
+function ciAdapterProblem(r: RunnerConfig): string | undefined {
+  if (r.ci_adapter === 'gitlab') {
+    const f = GITHUB_FIELDS.find((k) => r[k] !== undefined);
+    return f ? `${f}: only for ci_adapter: github` : undefined;
+  }
+  if (r.gitlab_runner_id !== undefined)
+    return 'gitlab_runner_id: only for ci_adapter: gitlab (a GitHub runner has github_runner_id)';
+  if (r.github_repo !== undefined && r.github_org !== undefined)
+    return "github_org: set github_repo (a repository's runner) or github_org (an organization's runner), not both";
+  const labels = r.github_pause_labels;
+  if (labels !== undefined && r.github_runner_id === undefined)
+    return 'github_pause_labels: needs github_runner_id (the runner whose labels they are)';
+  if (r.github_runner_id === undefined) return undefined;
+  if (r.github_repo === undefined && r.github_org === undefined)
+    return 'github_runner_id: needs github_repo or github_org (where the runner is registered)';
+  if (!labels?.length)
+    return 'github_pause_labels: required with github_runner_id: the labels the e2e jobs select (runs-on), removed during a reset';
+  const seen = new Set<string>();
+  for (const l of labels) {
+    // GitHub matches labels without regard to case.
+    if (seen.has(l.toLowerCase())) return `github_pause_labels: '${l}' is listed twice`;
+    seen.add(l.toLowerCase());
+  }
+  return undefined;
+}
+
 /** Validates one runner entry; throws InventoryError naming the runner and field. */
 export function parseRunner(
   raw: unknown,
@@ -156,6 +255,8 @@ export function parseRunner(
     throw new InventoryError(`${who}: ${field}: ${msg}`);
   }
   const runner = result.data as RunnerConfig;
+  const ci = ciAdapterProblem(runner);
+  if (ci) throw new InventoryError(`${who}: ${ci}`);
   if (runner.backend === 'proxmox') {
     try {
       proxmoxBaseUrl(runner);

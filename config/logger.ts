@@ -21,6 +21,8 @@ const REDACT = [
   '*.cookie',
   'headers.cookie',
   '*.headers.cookie',
+  'githubToken',
+  '*.githubToken',
   'password',
   '*.password',
   'apiKey',

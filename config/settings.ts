@@ -67,6 +67,9 @@ const schema = z.object({
     .optional(),
   E2EPOOL_SECRET_KEY: z.string().min(16, 'must be at least 16 characters when set').optional(),
   E2EPOOL_REGISTRY_RELOAD_SECONDS: positiveSeconds(2),
+  // GitHub Enterprise Server: https://<host>/api/v3.
+  E2EPOOL_GITHUB_URL: httpUrl.default('https://api.github.com'),
+  E2EPOOL_GITHUB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_RESET_MAX_ATTEMPTS: integer(5, 1, 100),
   E2EPOOL_FINALIZE_ACK_SECONDS: seconds(10),
   E2EPOOL_CREATE_TIMEOUT_SECONDS: positiveSeconds(25),
@@ -129,6 +132,14 @@ export interface Settings {
   secretKey: string | undefined;
   /** How often the runner registry is re-read besides its NOTIFY (the fallback when a notice is missed). */
   registryReloadSeconds: number;
+  /** GitHub's REST API (api.github.com, or GitHub Enterprise Server's /api/v3). */
+  githubUrl: string;
+  /**
+   * Token for the GitHub REST API (job status; runner labels, which need admin
+   * rights on the repository or organization); unset: GitHub runners are
+   * neither polled nor "paused". A secret: never logged, never in a workflow.
+   */
+  githubToken: string | undefined;
   /** Attempts of each reset step before a checkpoint needs an operator. */
   resetMaxAttempts: number;
   /** How long a hook finalize waits for the GitLab pause before answering 202 anyway. */
@@ -176,7 +187,8 @@ const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_POLLER_HARD_TIME_LIMIT: 'activity timeouts are set per activity',
   E2EPOOL_API_BASE_URL:
     "workers reach agents through Postgres (agent_commands, claimed by the API instance holding the agent's WebSocket), not an internal HTTP API",
-  E2EPOOL_CI_PROVIDER: 'GitLab is configured with E2EPOOL_GITLAB_URL',
+  E2EPOOL_CI_PROVIDER:
+    "each runner's ci_adapter (gitlab or github) in the inventory says; E2EPOOL_GITLAB_URL and E2EPOOL_GITHUB_TOKEN configure them",
   E2EPOOL_QUERY_BATCH_SIZE: 'no batch sweeps: one workflow per checkpoint',
   E2EPOOL_DB_MAX_OVERFLOW: 'use E2EPOOL_DB_POOL_SIZE',
   E2EPOOL_DB_POOL_RECYCLE: 'pg recycles idle connections itself',
@@ -195,6 +207,7 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_GITHUB_WEBHOOK_SECRET',
   'E2EPOOL_ADMIN_TOKEN',
   'E2EPOOL_SECRET_KEY',
+  'E2EPOOL_GITHUB_TOKEN',
 ]);
 
 /**
@@ -242,6 +255,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     adminToken: r.E2EPOOL_ADMIN_TOKEN,
     secretKey: r.E2EPOOL_SECRET_KEY,
     registryReloadSeconds: r.E2EPOOL_REGISTRY_RELOAD_SECONDS,
+    githubUrl: r.E2EPOOL_GITHUB_URL,
+    githubToken: r.E2EPOOL_GITHUB_TOKEN,
     resetMaxAttempts: r.E2EPOOL_RESET_MAX_ATTEMPTS,
     finalizeAckSeconds: r.E2EPOOL_FINALIZE_ACK_SECONDS,
     createTimeoutSeconds: r.E2EPOOL_CREATE_TIMEOUT_SECONDS,

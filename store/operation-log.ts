@@ -30,6 +30,8 @@ export interface PauseEvent {
   checkpointId: number;
   checkpointName: string;
   at: Date;
+  /** The row's detail (a GitHub pause names the labels it removed). */
+  detail: string | null;
 }
 
 /** Which step of which checkpoint a log row is about. */
@@ -130,6 +132,27 @@ export class OperationLogStore {
   }
 
   /**
+   * The details of this checkpoint's pauses still open: its `pause` rows
+   * (done, or a request sent; a GitHub one names the labels it removed)
+   * since its last successful unpause.
+   */
+  async openPauseDetails(checkpointId: number): Promise<string[]> {
+    const rows = await selectRows<{ detail: string }>(
+      this.q,
+      `SELECT p.detail FROM operation_logs p
+        WHERE p.checkpoint_id = $1 AND p.operation = 'pause' AND p.detail IS NOT NULL
+          AND (p.result = 'ok' OR starts_with(p.detail, $2))
+          AND p.started_at > COALESCE(
+                (SELECT max(u.started_at) FROM operation_logs u
+                  WHERE u.checkpoint_id = $1 AND u.operation = 'unpause' AND u.result = 'ok'),
+                '-infinity')
+        ORDER BY p.started_at, p.id`,
+      [checkpointId, PAUSE_SENT],
+    );
+    return rows.map((r) => r.detail);
+  }
+
+  /**
    * Since when this checkpoint has had its runner paused: its first `pause`
    * row (done, or a request sent) after its last successful unpause. Null
    * when no pause of it is still open. A run that adopted a paused runner
@@ -140,7 +163,7 @@ export class OperationLogStore {
       this.q,
       `SELECT min(p.started_at) AS "at"
          FROM operation_logs p
-        WHERE p.checkpoint_id = $1 AND p.operation = 'pause' AND (p.result = 'ok' OR p.detail = $2)
+        WHERE p.checkpoint_id = $1 AND p.operation = 'pause' AND (p.result = 'ok' OR starts_with(p.detail, $2))
           AND p.started_at > COALESCE(
                 (SELECT max(u.started_at) FROM operation_logs u
                   WHERE u.checkpoint_id = $1 AND u.operation = 'unpause' AND u.result = 'ok'),
@@ -162,11 +185,11 @@ export class OperationLogStore {
       this.q,
       `SELECT DISTINCT ON (o.runner_id)
               o.runner_id AS "runnerId", o.operation, o.checkpoint_id AS "checkpointId",
-              c.name AS "checkpointName", o.started_at AS "at"
+              c.name AS "checkpointName", o.started_at AS "at", o.detail
          FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
         WHERE o.runner_id = ANY($1)
           AND o.operation IN ('pause', 'unpause', 'left_paused', 'unpaused_elsewhere', 'reconcile:paused_runner')
-          AND (   (o.operation = 'pause' AND (o.result = 'ok' OR o.detail = $2))
+          AND (   (o.operation = 'pause' AND (o.result = 'ok' OR starts_with(o.detail, $2)))
                OR (o.operation IN ('unpause', 'reconcile:paused_runner') AND o.result = 'ok')
                OR o.operation IN ('left_paused', 'unpaused_elsewhere'))
         ORDER BY o.runner_id, o.started_at DESC, o.id DESC`,

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
+import { GitHubClient } from '../activities/github/client';
 import { GitLabClient } from '../activities/gitlab/client';
 import type { WorkerMetrics } from '../activities/metrics';
 import type { Settings } from '../config/settings';
@@ -72,5 +73,16 @@ export function gitlabClientFrom(s: Settings, metrics: WorkerMetrics): GitLabCli
   if (!s.gitlabUrl || !s.gitlabToken) return null;
   return new GitLabClient(s.gitlabUrl, s.gitlabToken, s.httpTimeoutSeconds * 1000, {
     onResponse: (op, code) => metrics.gitlabRequests.inc({ op, code }),
+  });
+}
+
+/**
+ * The GitHub client for the settings, counting its requests in `metrics`;
+ * null without a token (E2EPOOL_GITHUB_URL has a default).
+ */
+export function githubClientFrom(s: Settings, metrics: WorkerMetrics): GitHubClient | null {
+  if (!s.githubToken) return null;
+  return new GitHubClient(s.githubUrl, s.githubToken, s.httpTimeoutSeconds * 1000, {
+    onResponse: (op, code) => metrics.githubRequests.inc({ op, code }),
   });
 }

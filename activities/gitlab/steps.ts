@@ -4,7 +4,7 @@ import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import { secondsSince } from '../metrics';
-import type { GitLabClient, JobState } from './client';
+import type { GitLabClient } from './client';
 
 /** Whether the runner is paused already; a failure to ask says that nothing was paused. */
 async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<boolean> {
@@ -18,7 +18,7 @@ async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<bo
   }
 }
 
-/** GitLab steps: pause before a reset, unpause after, and job-status polls. */
+/** GitLab steps: pause before a reset, unpause after. */
 export function gitlabActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
   const steps = { operations, metrics: deps.metrics };
@@ -158,12 +158,6 @@ export function gitlabActivities(deps: ActivityDeps) {
         }
         return { value: undefined, detail: `unpaused GitLab runner ${i.gitlabRunnerId}` };
       });
-    },
-
-    /** The job's state; `running` until GitLab reports a completed status. */
-    async pollJobStatus(i: { projectId: string; jobId: string }): Promise<JobState> {
-      if (!deps.gitlab) return 'running';
-      return deps.gitlab.jobState(i.projectId, i.jobId);
     },
   };
 }

@@ -4,6 +4,7 @@ import pino from 'pino';
 import type { DataSource } from 'typeorm';
 import { AgentBus } from '../../activities/agent-bus';
 import type { AgentGateway } from '../../activities/agent-gateway';
+import type { GitHubClient } from '../../activities/github/client';
 import type { GitLabClient } from '../../activities/gitlab/client';
 import { WorkerMetrics } from '../../activities/metrics';
 import { databaseUrlOf, startApiServer, type ApiServer } from '../../api/server';
@@ -12,7 +13,7 @@ import { InventoryStore } from '../../config/inventory';
 import { loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { startMetricsServer, type MetricsServer } from '../../worker/metrics-server';
-import { createWorker, gitlabClientFrom } from '../../worker/worker';
+import { createWorker, githubClientFrom, gitlabClientFrom } from '../../worker/worker';
 import { createDataSource, runMigrations } from '../../store/data-source';
 import { SecretBox } from '../../config/secret-box';
 import { attachRunnerRegistry } from '../../store/registry-feed';
@@ -42,6 +43,8 @@ export interface ControllerOptions {
   env?: Record<string, string>;
   agents: AgentGateway;
   gitlab?: GitLabClient | null;
+  /** Default: the client E2EPOOL_GITHUB_TOKEN (and E2EPOOL_GITHUB_URL) in `env` make. */
+  github?: GitHubClient | null;
   /** Another Temporal server than the shared one. */
   temporalAddress?: string;
   /** A database of the test's own (e.g. on a Postgres it restarts) instead of a fresh one on the shared server. */
@@ -144,6 +147,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       log,
       agents: o.agents,
       gitlab: o.gitlab === undefined ? gitlabClientFrom(settings, metrics) : o.gitlab,
+      github: o.github === undefined ? githubClientFrom(settings, metrics) : o.github,
       metrics,
       temporal: { client: new Client({ connection: native }), taskQueue },
     },

@@ -20,6 +20,7 @@ const INVALID_CREATE = [
   'projectIdDotDot',
   'projectIdDot',
   'projectIdSlash',
+  'projectIdRepoDotDot',
   'projectIdNul',
   'runnerIdNul',
   'jobIdNul',
@@ -215,10 +216,17 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
         () => ({ runner_id: R.projectIdDot.id, job_id: '1', project_id: '.' }),
         'project_id',
       ],
+      // One '/' is a GitHub repository (owner/name); more would be more path segments.
       [
-        "a project id with '/'",
+        "a project id with two '/'",
         'projectIdSlash',
-        () => ({ runner_id: R.projectIdSlash.id, job_id: '1', project_id: 'group/project' }),
+        () => ({ runner_id: R.projectIdSlash.id, job_id: '1', project_id: 'group/sub/project' }),
+        'project_id',
+      ],
+      [
+        "a repository with a '..' segment",
+        'projectIdRepoDotDot',
+        () => ({ runner_id: R.projectIdRepoDotDot.id, job_id: '1', project_id: 'acme/..' }),
         'project_id',
       ],
       // Postgres cannot store a NUL in text: a 4xx naming the field, never a 500.

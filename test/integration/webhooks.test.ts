@@ -15,9 +15,11 @@ import { waitFor } from '../helpers/wait';
  * required and checked in constant time; GitHub's signature covers the raw
  * bytes; answers are fast and duplicates harmless.
  */
-const R = testRunners(['gitlab', 'otherRunner', 'github', 'race', 'form']);
+const R = testRunners(['gitlab', 'otherRunner', 'github', 'race', 'form', 'ghActions', 'ghOther']);
 const GL_SECRET = 'gl-webhook-secret';
 const GH_SECRET = "It's a Secret to Everybody";
+/** GitHub runners (no GitHub token configured here: their labels are left alone). */
+const GH_RUNNER = { ci_adapter: 'github', github_repo: 'acme/app', github_pause_labels: '[e2e]' };
 const GITLAB_IDS = { gitlab: 61, otherRunner: 62, github: 63, race: 64, form: 65 } as const;
 
 describe('webhooks', () => {
@@ -27,9 +29,11 @@ describe('webhooks', () => {
 
   beforeAll(async () => {
     for (const r of Object.values(R)) agents.connect(r.id, new Date(0));
-    const inventory = `runners:\n${(Object.keys(R) as Array<keyof typeof R>)
+    const inventory = `runners:\n${(Object.keys(GITLAB_IDS) as Array<keyof typeof GITLAB_IDS>)
       .map((k) => bareMetalRunnerYaml(R[k], { gitlab_runner_id: GITLAB_IDS[k] }))
-      .join('')}`;
+      .join(
+        '',
+      )}${bareMetalRunnerYaml(R.ghActions, { ...GH_RUNNER, github_runner_id: 81 })}${bareMetalRunnerYaml(R.ghOther, { ...GH_RUNNER, github_runner_id: 82 })}`;
     [c, unconfigured] = await Promise.all([
       startTestController({
         agents,
@@ -181,6 +185,26 @@ describe('webhooks', () => {
       finalize_status: 'canceled',
       finalize_source: 'webhook',
     });
+  });
+
+  it('a GitHub event finalizes only on the runner whose github_runner_id ran it; a GitLab event never on a GitHub runner', async () => {
+    const a = restClient(() => c.api.url, R.ghActions.token);
+    const b = restClient(() => c.api.url, R.ghOther.token);
+    const name = (await a.create(R.ghActions.id, '88003')).body.name as string;
+    const other = (await b.create(R.ghOther.id, '88003')).body.name as string;
+    // A GitLab job with the same number is another job.
+    expect((await gitlabHook(c.api.url, jobEvent(88003, 'success', null))).status).toBe(200);
+    const raw = JSON.stringify({
+      action: 'completed',
+      workflow_job: { id: 88003, conclusion: 'failure', runner_id: 81 },
+    });
+    expect((await githubHook(c.api.url, raw)).status).toBe(200);
+    await waitFor('the reset', async () => (await stateOf(R.ghActions, name)).state === 'reset');
+    expect(await stateOf(R.ghActions, name)).toMatchObject({
+      finalize_status: 'failure',
+      finalize_source: 'webhook',
+    });
+    expect((await stateOf(R.ghOther, other)).state).toBe('created');
   });
 
   it('GitHub’s form-encoded deliveries are read from their payload field', async () => {

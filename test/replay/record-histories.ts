@@ -122,6 +122,20 @@ function inputNow(runner: RunnerSpec, timing: Record<string, unknown> = {}) {
   };
 }
 
+/** A bare-metal GitHub Actions runner (no GitLab runner), "paused" by its `e2e` label. */
+function githubRunner(): RunnerSpec {
+  return {
+    ...runner('bare_metal', null),
+    pause: { kind: 'github', githubRunnerId: 7, scope: { repo: 'acme/app' }, labels: ['e2e'] },
+  };
+}
+
+/** Today's input for a GitHub runner: `runner.pause` names its labels. */
+function githubInput(r: RunnerSpec) {
+  const input = inputNow(r);
+  return { ...input, runner: { ...input.runner, pause: r.pause } };
+}
+
 const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promise<string>> = {
   async 'proxmox-failure-reset'(h) {
     const r = runner('proxmox', 7);
@@ -332,6 +346,33 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await waitPhase(h, r, 'held');
     const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
     await handle.signal(releaseHoldSignal);
+    await handle.result();
+    return r.runnerId;
+  },
+  // Since patch 'github-label-pause': a GitHub runner polled by its repository; its
+  // pause label is read, removed before finalize_queued, restored after readiness.
+  async 'github-label-pause'(h, s) {
+    let polls = 0;
+    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
+    const r = githubRunner();
+    await createCheckpoint(h, r, githubInput(r), { jobId: '117', projectId: 'acme/app' });
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  // Since patch 'github-label-pause': GitHub refuses the restore once (needs_attention); `retry` after the fix.
+  async 'github-label-restore-refused'(h, s) {
+    let refused = true;
+    s.on('restoreRunnerLabels', () => {
+      if (refused)
+        throw nonRetryable('GitHub POST labels: 403 Must have admin rights to Repository.');
+    });
+    const r = githubRunner();
+    const cp = await createCheckpoint(h, r, githubInput(r), { jobId: '118' });
+    await finalize(h, r, cp.name, 'failure');
+    await waitPhase(h, r, 'needs_attention');
+    refused = false;
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.signal(retrySignal);
     await handle.result();
     return r.runnerId;
   },

@@ -33,6 +33,8 @@ describe('replay of recorded checkpoint histories', () => {
         'continue-as-new-resumed-run.json',
         'create-deadline-cut-off.json',
         'create-failure.json',
+        'github-label-pause.json',
+        'github-label-restore-refused.json',
         'hold-on-failure-expired.json',
         'hold-on-failure-released.json',
         'needs-attention-release.json',

@@ -69,7 +69,11 @@ describe('parseInventory', () => {
     const { inventory, warnings } = loadInventoryFile(
       join(__dirname, '..', '..', 'inventory.example.yml'),
     );
-    expect(inventory.runners.map((r) => r.runner_id)).toEqual(['ci-vm-1', 'ci-metal-1']);
+    expect(inventory.runners.map((r) => r.runner_id)).toEqual([
+      'ci-vm-1',
+      'ci-metal-1',
+      'gh-metal-1',
+    ]);
     expect(warnings).toEqual([]);
   });
 
@@ -190,6 +194,131 @@ describe('parseInventory', () => {
     expect(errorOf(`runners:${bare}\n    hold_on_failure_seconds: ${value}`)).toBe(
       `inv.yml: runner 'metal-1': hold_on_failure_seconds: ${expected}`,
     );
+  });
+
+  describe('ci_adapter and the GitHub fields', () => {
+    const github = (extra: string) =>
+      `runners:${bare}\n    ci_adapter: github${extra ? `\n    ${extra.trim().split('\n').join('\n    ')}` : ''}`;
+    const settings = {} as Parameters<typeof checkpointInput>[1];
+
+    it('defaults to gitlab; a GitLab runner with gitlab_runner_id gets the GitLab pause target', () => {
+      const { inventory } = parseInventory(`runners:${proxmox}${bare}`);
+      expect(inventory.get('vm-1')!.ci_adapter).toBe('gitlab');
+      expect(checkpointInput(inventory.get('vm-1')!, settings).runner).toMatchObject({
+        gitlabRunnerId: 42,
+        pause: { kind: 'gitlab', gitlabRunnerId: 42 },
+      });
+      expect(checkpointInput(inventory.get('metal-1')!, settings).runner).toMatchObject({
+        gitlabRunnerId: null,
+        pause: null,
+      });
+    });
+
+    it('a GitHub repository runner: its id, repository and pause labels make its pause target', () => {
+      const { inventory } = parseInventory(
+        github('github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: [e2e, gpu]'),
+      );
+      const r = inventory.get('metal-1')!;
+      expect(r).toMatchObject({ ci_adapter: 'github', github_repo: 'acme/app' });
+      expect(checkpointInput(r, settings).runner).toMatchObject({
+        gitlabRunnerId: null,
+        pause: {
+          kind: 'github',
+          githubRunnerId: 7,
+          scope: { repo: 'acme/app' },
+          labels: ['e2e', 'gpu'],
+        },
+      });
+    });
+
+    it('an organization runner; and a GitHub runner without a runner id is polled but never "paused"', () => {
+      const org = parseInventory(
+        github('github_org: acme\ngithub_runner_id: 8\ngithub_pause_labels: [e2e]'),
+      ).inventory.get('metal-1')!;
+      expect(checkpointInput(org, settings).runner.pause).toEqual({
+        kind: 'github',
+        githubRunnerId: 8,
+        scope: { org: 'acme' },
+        labels: ['e2e'],
+      });
+      const plain = parseInventory(github('github_repo: acme/app')).inventory.get('metal-1')!;
+      expect(checkpointInput(plain, settings).runner.pause).toBeNull();
+    });
+
+    it.each([
+      ['ci_adapter: jenkins', "ci_adapter: expected 'gitlab' or 'github'", false],
+      ['github_runner_id: 7', 'github_runner_id: only for ci_adapter: github', false],
+      ['github_repo: acme/app', 'github_repo: only for ci_adapter: github', false],
+      [
+        'gitlab_runner_id: 5',
+        'gitlab_runner_id: only for ci_adapter: gitlab (a GitHub runner has github_runner_id)',
+        true,
+      ],
+      ['github_repo: acme', 'github_repo: expected owner/name (letters, digits, _ . -)', true],
+      ['github_repo: acme/..', "github_repo: expected owner/name, not '.' or '..'", true],
+      ['github_repo: a/b/c', 'github_repo: expected owner/name (letters, digits, _ . -)', true],
+      [
+        'github_org: acme/app',
+        'github_org: expected an organization name (letters, digits, _ . -)',
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_org: acme',
+        "github_org: set github_repo (a repository's runner) or github_org (an organization's runner), not both",
+        true,
+      ],
+      [
+        'github_runner_id: 7\ngithub_pause_labels: [e2e]',
+        'github_runner_id: needs github_repo or github_org (where the runner is registered)',
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7',
+        'github_pause_labels: required with github_runner_id: the labels the e2e jobs select (runs-on), removed during a reset',
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: []',
+        'github_pause_labels: required with github_runner_id: the labels the e2e jobs select (runs-on), removed during a reset',
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_pause_labels: [e2e]',
+        'github_pause_labels: needs github_runner_id (the runner whose labels they are)',
+        true,
+      ],
+      ['github_repo: acme/app\ngithub_runner_id: 0', 'github_runner_id: must be positive', true],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: [e2e, Self-Hosted]',
+        "github_pause_labels.1: 'Self-Hosted' is a default label of self-hosted runners: GitHub does not let it be removed",
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: [X64]',
+        "github_pause_labels.0: 'X64' is a default label of self-hosted runners: GitHub does not let it be removed",
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: ["e2e,gpu"]',
+        'github_pause_labels.0: a label has no spaces or commas',
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: [e2e, E2E]',
+        "github_pause_labels: 'E2E' is listed twice",
+        true,
+      ],
+      [
+        'github_repo: acme/app\ngithub_runner_id: 7\ngithub_pause_labels: e2e',
+        'github_pause_labels: expected a list of label names',
+        true,
+      ],
+    ])('rejects %j, naming the runner and the field', (fields, expected, onGithub) => {
+      const text = onGithub
+        ? github(fields)
+        : `runners:${bare}\n    ${fields.split('\n').join('\n    ')}`;
+      expect(errorOf(text)).toBe(`inv.yml: runner 'metal-1': ${expected}`);
+    });
   });
 
   it('names the position of an entry without a runner_id', () => {

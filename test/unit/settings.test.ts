@@ -21,7 +21,24 @@ describe('loadSettings', () => {
       workerMetricsPort: 9464,
       taskQueue: 'e2epool',
       gitlabUrl: undefined,
+      githubUrl: 'https://api.github.com',
+      githubToken: undefined,
     });
+  });
+
+  it('takes a GitHub Enterprise Server API URL and a token', () => {
+    const s = loadSettings({
+      E2EPOOL_GITHUB_URL: 'https://ghe.example.com/api/v3/',
+      E2EPOOL_GITHUB_TOKEN: 'ghp_secret',
+    });
+    expect(s).toMatchObject({
+      githubUrl: 'https://ghe.example.com/api/v3',
+      githubToken: 'ghp_secret',
+    });
+    expect(() => loadSettings({ E2EPOOL_GITHUB_URL: 'api.github.com' })).toThrow(
+      /^invalid setting E2EPOOL_GITHUB_URL: expected an http\(s\) URL/,
+    );
+    expect(loadSettings({ E2EPOOL_GITHUB_TOKEN: '' }).githubToken).toBeUndefined();
   });
 
   it('parses numbers, fractional seconds and URLs', () => {

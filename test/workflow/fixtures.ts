@@ -37,6 +37,7 @@ export function runner(
     runnerId: uniqueId(`wf-${backend === 'proxmox' ? 'pm' : 'bm'}`),
     backend,
     gitlabRunnerId: o.gitlabRunnerId === undefined ? 40 : o.gitlabRunnerId,
+    ...(o.pause !== undefined ? { pause: o.pause } : {}),
     resetOnSuccess: o.resetOnSuccess ?? false,
     ...(o.holdOnFailureSeconds !== undefined
       ? { holdOnFailureSeconds: o.holdOnFailureSeconds }
@@ -50,6 +51,7 @@ export function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}): Checkpo
       runnerId: r.runnerId,
       backend: r.backend,
       gitlabRunnerId: r.gitlabRunnerId,
+      ...(r.pause !== undefined ? { pause: r.pause } : {}),
       resetOnSuccess: r.resetOnSuccess ?? false,
       ...(r.holdOnFailureSeconds !== undefined
         ? { holdOnFailureSeconds: r.holdOnFailureSeconds }

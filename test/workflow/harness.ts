@@ -20,6 +20,7 @@ import {
   checkpointWorkflowId,
   createUpdate,
   type CheckpointDto,
+  type PauseTarget,
 } from '../../common/checkpoint';
 import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
 import { uniqueId } from '../helpers/env';
@@ -73,6 +74,10 @@ export class StubActivities {
       checkRunnerPaused: () => ({ paused: false }),
       sendPause: () => undefined,
       unpauseRunner: () => undefined,
+      checkRunnerLabels: () => ({ labels: ['self-hosted', 'Linux', 'X64', 'e2e'] }),
+      removeRunnerLabels: (i: { labels: string[] }) => ({ removed: i.labels }),
+      pauseRunnerLabels: (i: { target: { labels: string[] } }) => ({ removed: i.target.labels }),
+      restoreRunnerLabels: () => undefined,
       pollJobStatus: () => 'running',
     };
   }
@@ -163,6 +168,8 @@ export interface RunnerSpec {
   runnerId: string;
   backend: 'proxmox' | 'bare_metal';
   gitlabRunnerId: number | null;
+  /** Absent: the input has no such field (as before GitHub runners). */
+  pause?: PauseTarget | null;
   resetOnSuccess?: boolean;
   /** Absent: the input has no such field (as before the hold for debugging). */
   holdOnFailureSeconds?: number;

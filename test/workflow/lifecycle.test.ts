@@ -252,9 +252,10 @@ describe('the end of the job', () => {
     const r = runner('bare_metal');
     await createCheckpoint(h, r, input(r), { jobId: '7013', projectId: '9' });
     expect(await handle(h, r).result()).toMatchObject({ state: 'reset' });
+    // The runner picks the CI system to ask (its ci_adapter), the project the job's.
     expect(h.stubs.callsOf('pollJobStatus').map((c) => c.input)).toEqual([
-      { projectId: '9', jobId: '7013' },
-      { projectId: '9', jobId: '7013' },
+      { projectId: '9', jobId: '7013', runnerId: r.runnerId },
+      { projectId: '9', jobId: '7013', runnerId: r.runnerId },
     ]);
     const queued = h.stubs.callsOf('transitionCheckpoint')[0]!.input;
     expect(queued).toMatchObject({
@@ -280,7 +281,8 @@ describe('the end of the job', () => {
     expect(h.stubs.callsOf('noteOperation')[0]!.input).toMatchObject({
       operation: 'poller',
       result: 'skipped',
-      detail: 'GitLab job polling is disabled: the job end is detected by finalize or the TTL only',
+      detail:
+        "job polling is off (E2EPOOL_POLLER_ENABLED=false, or no client of the runner's CI system): the job end is detected by finalize or the TTL only",
     });
     expect(h.stubs.names()).not.toContain('pollJobStatus');
     // The TTL path resets (never cleans up), and leaves the finalize status empty.

@@ -18,11 +18,15 @@ export const records = proxyActivities<Activities>({
 });
 
 /**
- * GitLab pause before a reset. Bounded: while GitLab is down it hands out no
- * jobs either, so after ~2 minutes the reset goes ahead unpaused.
+ * The pause before a reset (GitLab: pause; GitHub: remove labels). Bounded:
+ * while GitLab is down it hands out no jobs either, so after ~2 minutes the
+ * reset goes ahead unpaused. A rate limit asks the next attempt to wait
+ * (GitHub's primary limit: until its reset, up to an hour): the
+ * schedule-to-close bound keeps that from holding the reset back longer.
  */
 export const pauser = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
+  scheduleToCloseTimeout: '5 minutes',
   retry: {
     maximumAttempts: 6,
     initialInterval: '1 second',
@@ -44,9 +48,15 @@ export const unpauser = proxyActivities<Activities>({
   },
 });
 
-/** Job-status polls: a failed poll is skipped, the next one comes soon anyway. */
+/**
+ * Job-status polls: a failed poll is skipped, the next one comes soon anyway.
+ * The wait wakes for a finalize only between polls, so a rate-limited poll
+ * (whose retry waits as long as GitLab or GitHub asks) gives up after two
+ * minutes instead of holding the job's end back.
+ */
 export const poller = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
+  scheduleToCloseTimeout: '2 minutes',
   retry: {
     maximumAttempts: 3,
     initialInterval: '1 second',

@@ -1,16 +1,23 @@
 /**
- * After the job: pause the GitLab runner, reset (or clean up) the machine
- * until it is ready, and hand a reset that keeps failing to an operator;
- * finally unpause and record the terminal state, whatever ended the run.
+ * After the job: pause the runner in its CI system (GitLab: pause it;
+ * GitHub: remove its pause labels), reset (or clean up) the machine until it
+ * is ready, and hand a reset that keeps failing to an operator; finally
+ * unpause and record the terminal state, whatever ended the run.
  */
 import { condition, isCancellation, log, patched } from '@temporalio/workflow';
 import type { PauseLog } from '../../activities/records';
 import {
+  GITHUB_LABEL_PAUSE_PATCH,
   PAUSE_CHECK_PATCH,
   PAUSE_SENT,
   READINESS_ONE_CLOCK_PATCH,
   UNPAUSE_ATTENTION_PATCH,
+  describePauseTarget,
+  labelsRemovedDetail,
+  pauseTargetOf,
   snapshotNameFor,
+  type GitHubPauseTarget,
+  type PauseTarget,
 } from '../../common/checkpoint';
 import { describeFailure, failureTypeOf } from '../../common/fail';
 import type { CheckpointState } from '../../common/states';
@@ -18,12 +25,49 @@ import { pauser, readinessActivities, stepActivities, unpauser } from './activit
 import type { CheckpointRun } from './run';
 
 /**
- * Pauses the runner so GitLab hands it no job during the reset. A failed
- * pause does not stop the reset (see `pauser`); one that may have landed is
- * undone like a successful one.
+ * What keeps jobs off this run's runner. GitHub's label pause is newer than
+ * the workflow: a run an older worker started (no marker in its history)
+ * went on without it, and replays so (GITHUB_LABEL_PAUSE_PATCH). GitLab
+ * targets never touch the patch, so their histories are unchanged.
+ */
+function activePauseTarget(run: CheckpointRun): PauseTarget | null {
+  const target = pauseTargetOf(run.runner);
+  if (target?.kind === 'github' && !patched(GITHUB_LABEL_PAUSE_PATCH)) return null;
+  return target;
+}
+
+/**
+ * The runner's labels (`has`) among its pause labels (`wanted`), in the
+ * runner's own spelling: GitHub matches labels without regard to case, and
+ * the spelling it knows is the one to remove and to put back.
+ */
+function carried(wanted: string[], has: string[]): string[] {
+  return has.filter((h) => wanted.some((w) => h.toLowerCase() === w.toLowerCase()));
+}
+
+/**
+ * Pauses the runner so its CI system hands it no job during the reset. A
+ * failed pause does not stop the reset (see `pauser`); one that may have
+ * landed is undone like a successful one.
  */
 export async function pauseRunner(run: CheckpointRun): Promise<void> {
-  const gitlabRunnerId = run.runner.gitlabRunnerId;
+  const target = activePauseTarget(run);
+  if (target?.kind === 'github') {
+    run.doing('pause');
+    try {
+      const { removed } = await pauser.pauseRunnerLabels({ ...run.step(), target });
+      run.removedLabels = removed;
+      run.runnerPaused = removed.length > 0;
+    } catch (err) {
+      // Labels it may have removed are named in the checkpoint's log: the
+      // restore puts back those, and never one that is not named there.
+      run.runnerPaused = failureTypeOf(err) !== 'PauseCheckFailed';
+      log.warn('removing the GitHub runner labels failed; resetting anyway', {
+        error: describeFailure(err),
+      });
+    }
+  }
+  const gitlabRunnerId = target?.kind === 'gitlab' ? target.gitlabRunnerId : null;
   if (gitlabRunnerId !== null) {
     run.doing('pause');
     try {
@@ -49,8 +93,8 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
  * `finalize_queued` transition that follows.
  */
 export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseLog | undefined> {
-  const gitlabRunnerId = run.runner.gitlabRunnerId;
-  if (gitlabRunnerId === null) {
+  const target = activePauseTarget(run);
+  if (target === null) {
     run.pauseSettled = true;
     return undefined;
   }
@@ -63,6 +107,12 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
     startedAt,
     finishedAt: new Date().toISOString(),
   });
+  if (target.kind === 'github') {
+    const row = await removeLabelsBeforeBookkeeping(run, target, entry);
+    run.pauseSettled = true;
+    return row;
+  }
+  const gitlabRunnerId = target.gitlabRunnerId;
   let row: PauseLog;
   try {
     const { paused } = await pauser.checkRunnerPaused({
@@ -97,6 +147,61 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
   }
   run.pauseSettled = true;
   return row;
+}
+
+/**
+ * The GitHub "pause" before any Postgres write: read the runner's labels,
+ * decide here which of its pause labels e2epool removes (only those it
+ * carries: one already gone was removed by someone else, and is never put
+ * back), remove them. Returns the `pause` log row; its detail names the
+ * labels, so the restore and the reconciler can read them back.
+ */
+async function removeLabelsBeforeBookkeeping(
+  run: CheckpointRun,
+  target: GitHubPauseTarget,
+  entry: (result: PauseLog['result'], detail: string, error?: string | null) => PauseLog,
+): Promise<PauseLog> {
+  const runnerId = run.runner.runnerId;
+  const what = describePauseTarget(target);
+  let labels: string[] | null;
+  try {
+    labels = (await pauser.checkRunnerLabels({ target, runnerId })).labels;
+  } catch (err) {
+    log.warn('cannot read the GitHub runner labels; resetting without removing any', {
+      error: describeFailure(err),
+    });
+    return entry('error', 'GitHub runner labels not removed', describeFailure(err));
+  }
+  if (labels === null) {
+    return entry('skipped', 'E2EPOOL_GITHUB_TOKEN is not set: runner labels not removed');
+  }
+  const present = carried(target.labels, labels);
+  if (present.length === 0) {
+    return entry(
+      'skipped',
+      `${what} carries none of the labels ${JSON.stringify(target.labels)}: someone else removed them; e2epool will not put them back`,
+    );
+  }
+  // From here the removal is ours, whether or not the requests land.
+  run.runnerPaused = true;
+  run.removedLabels = present;
+  try {
+    const { removed } = await pauser.removeRunnerLabels({ target, labels: present, runnerId });
+    // A label gone by the time of its request was removed by someone else: not ours.
+    run.removedLabels = removed;
+    run.runnerPaused = removed.length > 0;
+    return removed.length > 0
+      ? entry('ok', labelsRemovedDetail(target, removed))
+      : entry(
+          'skipped',
+          `${what} lost the labels ${JSON.stringify(present)} meanwhile: e2epool will not put them back`,
+        );
+  } catch (err) {
+    log.warn('removing the GitHub runner labels failed; resetting anyway', {
+      error: describeFailure(err),
+    });
+    return entry('error', labelsRemovedDetail(target, present, true), describeFailure(err));
+  }
 }
 
 /**
@@ -204,8 +309,15 @@ const CLEAN_STATES: readonly CheckpointState[] = ['reset', 'deleted', 'gc_reset'
  * the terminal state, if one was decided. Runs in a non-cancellable scope.
  */
 export async function releaseRunner(run: CheckpointRun): Promise<void> {
-  const gitlabRunnerId = run.runner.gitlabRunnerId;
+  // Only a run that paused calls this: a GitHub target's patch is decided by then.
+  const target = run.runnerPaused ? activePauseTarget(run) : null;
+  const gitlabRunnerId = target?.kind === 'gitlab' ? target.gitlabRunnerId : null;
   let leftPaused = false;
+  if (run.runnerPaused && target?.kind === 'github') {
+    run.doing('unpause');
+    leftPaused = !(await restoreUntilDone(run, target));
+    run.runnerPaused = false;
+  }
   if (run.runnerPaused && gitlabRunnerId !== null) {
     run.doing('unpause');
     if (patched(UNPAUSE_ATTENTION_PATCH))
@@ -222,6 +334,9 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
       errorDetail: run.outcome === 'reset_failed' || leftPaused ? run.lastError : null,
       ...(leftPaused && gitlabRunnerId !== null
         ? { leftPausedGitlabRunnerId: gitlabRunnerId }
+        : {}),
+      ...(leftPaused && target?.kind === 'github'
+        ? { leftPausedWhat: withoutLabels(target, run.removedLabels) }
         : {}),
       ...(jobEnd ? { timeToClean: jobEnd } : {}),
     });
@@ -262,6 +377,51 @@ async function unpauseUntilDone(run: CheckpointRun, gitlabRunnerId: number): Pro
       await condition(() => run.operatorDecision !== null, `${retrySeconds} seconds`);
       if (run.operatorDecision === 'release') {
         run.lastError = `released by an operator with GitLab runner ${gitlabRunnerId} still paused`;
+        return false;
+      }
+    }
+  }
+}
+
+/** `GitHub runner 7 of acme/app without its labels ["e2e"]`. */
+function withoutLabels(target: GitHubPauseTarget, labels: string[]): string {
+  return `${describePauseTarget(target)} without its labels ${JSON.stringify(labels)}`;
+}
+
+/**
+ * Puts the removed labels back, as unpauseUntilDone unpauses: a refusal no
+ * retry fixes (token without admin rights, runner gone) parks the checkpoint
+ * in needs_attention, saying what failed and how to fix it, and tries again
+ * every unpauseRetrySeconds or at once on `retry`. Returns false when an
+ * operator released it with the labels still off.
+ */
+async function restoreUntilDone(run: CheckpointRun, target: GitHubPauseTarget): Promise<boolean> {
+  const retrySeconds = run.input.timing.unpauseRetrySeconds ?? 300;
+  const what = withoutLabels(target, run.removedLabels);
+  for (;;) {
+    try {
+      await unpauser.restoreRunnerLabels({ ...run.step(), target, labels: run.removedLabels });
+      return true;
+    } catch (err) {
+      run.lastError =
+        `${what}: putting them back failed (${describeFailure(err)}). ` +
+        `Fix GitHub access (E2EPOOL_GITHUB_TOKEN needs admin rights on the repository, or the organization's self-hosted runners permission; the runner must still exist), then signal retry; ` +
+        `release gives up and leaves the labels off. Retried every ${retrySeconds}s.`;
+      log.error(
+        'restoring the GitHub runner labels failed; the runner gets no e2e job until it works or an operator releases it',
+        { error: run.lastError },
+      );
+      run.phase = 'needs_attention';
+      run.doing(
+        `needs_attention: putting the runner labels back failed; tried again every ${retrySeconds}s (signal retry or release)`,
+      );
+      run.operatorDecision = null;
+      await run.moveTo('needs_attention', ['created', 'finalize_queued', 'needs_attention'], {
+        errorDetail: run.lastError,
+      });
+      await condition(() => run.operatorDecision !== null, `${retrySeconds} seconds`);
+      if (run.operatorDecision === 'release') {
+        run.lastError = `released by an operator with ${what}`;
         return false;
       }
     }

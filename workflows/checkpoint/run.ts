@@ -53,6 +53,8 @@ export class CheckpointRun {
   pauseSettled = false;
   /** We paused the runner and have not unpaused it yet. */
   runnerPaused = false;
+  /** GitHub: the labels e2epool removed to "pause" the runner, to put back at the unpause. */
+  removedLabels: string[] = [];
   resetRounds = 0;
   operatorDecision: 'retry' | 'release' | null = null;
   /** While the runner is held for debugging after a failed job: when the hold ends. */

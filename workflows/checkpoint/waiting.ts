@@ -45,13 +45,17 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
     if (pollProject !== null && Date.now() >= nextPollAt) {
       nextPollAt = Date.now() + timing.pollerIntervalSeconds * 1000;
       try {
-        const status = await poller.pollJobStatus({ projectId: pollProject, jobId: cp.jobId });
+        const status = await poller.pollJobStatus({
+          projectId: pollProject,
+          jobId: cp.jobId,
+          runnerId: run.runner.runnerId,
+        });
         if (status !== 'running' && !ended()) {
           run.jobEnd = { status, source: 'poller', at: new Date() };
           return;
         }
       } catch (err) {
-        log.warn('GitLab job poll failed; will poll again', { error: describeFailure(err) });
+        log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
       }
     }
     if (workflowInfo().continueAsNewSuggested && !ended()) {

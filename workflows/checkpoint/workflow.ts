@@ -100,7 +100,7 @@ async function notePollingSkipped(run: CheckpointRun): Promise<void> {
     result: 'skipped',
     detail: !cp.projectId
       ? 'no project_id: the job end is detected by finalize or the TTL only'
-      : 'GitLab job polling is disabled: the job end is detected by finalize or the TTL only',
+      : "job polling is off (E2EPOOL_POLLER_ENABLED=false, or no client of the runner's CI system): the job end is detected by finalize or the TTL only",
   });
 }
 
