@@ -5,7 +5,8 @@
  * Ctrl-C stops them in order (api and worker, then Temporal, then Postgres).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InventoryStore } from '../config/inventory';
 import { createLogger } from '../config/logger';
@@ -169,8 +170,16 @@ async function main(): Promise<void> {
     // Fails here, with one line, if it is invalid.
     const demo = InventoryStore.load(inventoryPath, log).inventory.get(DEMO_RUNNER);
 
+    // The fleet page needs an admin token: one of the data directory's own,
+    // kept across restarts, unless E2EPOOL_ADMIN_TOKEN is set.
+    const adminTokenFile = join(dataDir, 'admin-token');
+    if (!env.E2EPOOL_ADMIN_TOKEN && !existsSync(adminTokenFile))
+      writeFileSync(adminTokenFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    const adminToken = env.E2EPOOL_ADMIN_TOKEN ?? readFileSync(adminTokenFile, 'utf8').trim();
+
     const childEnv: NodeJS.ProcessEnv = {
       ...env,
+      E2EPOOL_ADMIN_TOKEN: adminToken,
       E2EPOOL_DATABASE_URL: databaseUrl,
       E2EPOOL_INVENTORY_PATH: inventoryPath,
       E2EPOOL_PORT: String(apiPort),
@@ -216,6 +225,10 @@ async function main(): Promise<void> {
     out('e2epool is running:');
     out(`  API            ${apiUrl}   (try: curl ${apiUrl}/healthz)`);
     out(`  Temporal UI    ${temporal.uiUrl}`);
+    out(
+      `  Fleet page     ${apiUrl}/ui   (admin token: ${env.E2EPOOL_ADMIN_TOKEN ? 'E2EPOOL_ADMIN_TOKEN' : adminTokenFile})`,
+    );
+    out(`  API reference  ${apiUrl}/docs`);
     out(
       `  Metrics        ${apiUrl}/metrics (API), ${
         workerMetricsPort > 0

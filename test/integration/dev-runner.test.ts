@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../dev/ports';
@@ -64,6 +64,26 @@ describe('the dev runner (npm run dev)', () => {
       const health = await fetch(`http://127.0.0.1:${api}/healthz`);
       expect(health.status).toBe(200);
       expect(await health.json()).toEqual({ status: 'ok', detail: null });
+      // The fleet page takes the admin token the data directory keeps (never printed).
+      const tokenFile = join(dataDir, 'admin-token');
+      expect(out).toContain(
+        `Fleet page     http://127.0.0.1:${api}/ui   (admin token: ${tokenFile})`,
+      );
+      const adminToken = readFileSync(tokenFile, 'utf8').trim();
+      expect(adminToken).toMatch(/^[0-9a-f]{64}$/);
+      expect(out).not.toContain(adminToken);
+      expect((statSync(tokenFile).mode & 0o777).toString(8)).toBe('600');
+      const login = await fetch(`http://127.0.0.1:${api}/ui/login`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          'sec-fetch-site': 'same-origin',
+        },
+        body: new URLSearchParams({ token: adminToken }).toString(),
+      });
+      expect(login.status).toBe(303);
+      expect((await fetch(`http://127.0.0.1:${api}/docs`)).status).toBe(200);
       const webUi = await fetch(`http://127.0.0.1:${ui}/`);
       expect(webUi.status).toBe(200);
       expect(await webUi.text()).toMatch(/<html/i);
