@@ -73,12 +73,7 @@ describe('chaos: the worker killed at each step of a Proxmox reset', () => {
       // The pause writes no log row while it runs (it must work without Postgres): watch GitLab.
       const inFlight = () =>
         s === 'pause'
-          ? gitlab.calls.some(
-              (x) =>
-                x.method === 'PUT' &&
-                x.path.endsWith(`/runners/${gitlabRunner('pause')}`) &&
-                x.status === 0,
-            )
+          ? gitlab.inFlight({ method: 'PUT', pathEndsWith: `/runners/${gitlabRunner('pause')}` })
           : c.stepRunning(names[s], s);
       await waitFor(`${s} in flight`, inFlight, { timeoutMs: 30_000 });
     }

@@ -63,6 +63,8 @@ export interface GitLabStandIn {
     times?: number,
   ): void;
   clearFaults(): void;
+  /** Whether a request like this has arrived and not been answered yet (e.g. one a delay fault holds). */
+  inFlight(match: { method: string; pathEndsWith: string }): boolean;
   calls: GitLabCall[];
   close(): Promise<void>;
 }
@@ -274,6 +276,12 @@ class GlStandIn implements GitLabStandIn {
     }
     if (FINISHED.has(status)) job.finishedAt ??= now;
     else delete job.finishedAt;
+  }
+
+  inFlight(match: { method: string; pathEndsWith: string }): boolean {
+    return this.calls.some(
+      (c) => c.method === match.method && c.path.endsWith(match.pathEndsWith) && c.status === 0,
+    );
   }
 
   failNext(match: { method?: string; pathIncludes?: string }, fault: GitLabFault, times = 1): void {
