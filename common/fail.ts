@@ -37,6 +37,24 @@ export function applicationFailureOf(err: unknown): ApplicationFailure | undefin
   return undefined;
 }
 
+/**
+ * A request to `service` that got no HTTP answer (axios threw): a timeout is
+ * BackendTimeout, anything else (refused, reset, DNS) the service's own
+ * unavailability. Both are transient.
+ */
+export function noAnswer(
+  service: string,
+  unavailable: FailureType,
+  what: string,
+  err: unknown,
+): ApplicationFailure {
+  const e = err as { code?: string; message?: string };
+  return fail(
+    /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED' ? 'BackendTimeout' : unavailable,
+    `${service} ${what}: ${e.code ?? e.message}`,
+  );
+}
+
 /** The listed failure type behind an error, if it carries one. */
 export function failureTypeOf(err: unknown): FailureType | undefined {
   const t = applicationFailureOf(err)?.type;

@@ -1,6 +1,6 @@
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import type { GitHubRunnerScope } from '../../common/checkpoint';
-import { fail } from '../../common/fail';
+import { fail, noAnswer } from '../../common/fail';
 import type { JobState } from '../gitlab/client';
 import type { GitHubOp } from '../metrics';
 
@@ -137,13 +137,7 @@ export class GitHubClient {
       res = await this.http.request({ method, url: path, data: body });
     } catch (err) {
       this.options.onResponse?.(op, 'error');
-      const e = err as { code?: string; message?: string };
-      throw fail(
-        /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED'
-          ? 'BackendTimeout'
-          : 'GitHubUnavailable',
-        `GitHub ${what}: ${e.code ?? e.message}`,
-      );
+      throw noAnswer('GitHub', 'GitHubUnavailable', what, err);
     }
     this.options.onResponse?.(op, String(res.status));
     if ((res.status >= 200 && res.status < 300) || (res.status === 404 && notFoundIsAnswer))

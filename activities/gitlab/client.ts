@@ -1,5 +1,5 @@
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
-import { fail } from '../../common/fail';
+import { fail, noAnswer } from '../../common/fail';
 import type { FinalizeStatus } from '../../common/states';
 import type { GitLabOp } from '../metrics';
 
@@ -80,13 +80,7 @@ export class GitLabClient {
       });
     } catch (err) {
       this.options.onResponse?.(op, 'error');
-      const e = err as { code?: string; message?: string };
-      throw fail(
-        /timeout/i.test(e.message ?? '') || e.code === 'ECONNABORTED'
-          ? 'BackendTimeout'
-          : 'GitLabUnavailable',
-        `GitLab ${what}: ${e.code ?? e.message}`,
-      );
+      throw noAnswer('GitLab', 'GitLabUnavailable', what, err);
     }
     this.options.onResponse?.(op, String(res.status));
     if (res.status >= 200 && res.status < 300) return res.data as T;
