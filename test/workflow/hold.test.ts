@@ -11,6 +11,7 @@ import {
   stateQuery,
   type CheckpointView,
 } from '../../common/checkpoint';
+import { waitFor } from '../helpers/wait';
 import { createCheckpoint, startWorkflowHarness, type WorkflowHarness } from './harness';
 import {
   currentDetails,
@@ -64,6 +65,8 @@ it('a failed job holds the runner paused and un-reset for hold_on_failure_second
     heldUntil: expect.stringMatching(ISO),
   });
   expect(steps(h.stubs.calls)).toEqual(['checkRunnerPaused', 'sendPause']);
+  // The note is written beside the hold (not before the phase shows): wait for it.
+  await waitFor('the hold note', () => holdNotes().length > 0);
   expect(holdNotes()).toEqual([
     expect.objectContaining({
       operation: 'hold',
