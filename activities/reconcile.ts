@@ -3,6 +3,7 @@ import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
   describePauseTarget,
+  isKeptPausedForDrain,
   labelsRemovedDetail,
   labelsRemovedIn,
   snapshotNameFor,
@@ -379,6 +380,8 @@ export function reconcileActivities(deps: ActivityDeps) {
     async reconcilePausedRunners(i: ReconcileInput): Promise<ReconcileFinding[]> {
       const targets = new Map<string, PauseTarget>();
       for (const r of deps.inventory.inventory.runners) {
+        // A draining runner stays paused on purpose (SPEC §8): after `undrain` it is a candidate again.
+        if (deps.inventory.inventory.isDraining(r.runner_id)) continue;
         const t = pauseTarget(r);
         if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)
           targets.set(r.runner_id, t!);
@@ -439,7 +442,13 @@ export function reconcileActivities(deps: ActivityDeps) {
           );
           return;
         }
-        const why = `${what} was ${live.pausedBy} checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
+        const drained = (await store.operations.latestDetails([e.checkpointId], 'unpause')).get(
+          e.checkpointId,
+        );
+        const why =
+          drained && isKeptPausedForDrain(drained)
+            ? `${what} was kept paused after checkpoint ${e.checkpointName} while its runner drained; it is undrained now`
+            : `${what} was ${live.pausedBy} checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
         if (!i.repair) {
           findings.push(
             await finding('reported', `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`),

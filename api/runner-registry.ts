@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   bareMetalSchema,
+  ciAdapterProblem,
   proxmoxSchema,
   sha256,
   type InventoryStore,
@@ -95,6 +96,8 @@ export function validateRunner(body: Record<string, unknown>): RunnerConfig {
     const issue = parsed.error.issues[0]!;
     throw new HttpError(422, `${issue.path.map(String).join('.') || 'body'}: ${issue.message}`);
   }
+  const ci = ciAdapterProblem(parsed.data as RunnerConfig);
+  if (ci) throw new HttpError(422, ci);
   return parsed.data as RunnerConfig;
 }
 
@@ -180,6 +183,11 @@ export class RunnerRegistry {
       secrets: SecretBox | null;
       log: Logger;
       actor?: string;
+      /**
+       * Called after an undrain, to unpause the runner without waiting for
+       * the reconciler's next pass; its failure is logged, not answered.
+       */
+      undrained?: (runnerId: string) => Promise<void>;
     },
   ) {}
 
@@ -308,8 +316,24 @@ export class RunnerRegistry {
     return { detail: `Runner '${runnerId}' deactivated` };
   }
 
+  /**
+   * Drains or undrains a runner. A draining runner gets 423 on create and
+   * stays paused after its current reset; after `undrain` the reconciler
+   * unpauses it (a pass is started at once, see `undrained`).
+   */
   async drain(runnerId: string, draining: boolean): Promise<RunnerView> {
-    return this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
+    const view = await this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
+    if (!draining && this.d.undrained) {
+      await this.d
+        .undrained(runnerId)
+        .catch((err: unknown) =>
+          this.d.log.warn(
+            { runnerId, err: (err as Error).message },
+            "undrain: cannot start a reconciler pass; the runner is unpaused at the reconciler's next pass",
+          ),
+        );
+    }
+    return view;
   }
 
   /** A new token; the old one stops working once this returns. */

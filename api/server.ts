@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
+import { reconcileScheduleId } from '../worker/reconcile-schedule';
 import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -132,6 +133,11 @@ export async function startApiServer(d: {
     inventory: d.inventory,
     secrets: d.settings.secretKey ? new SecretBox(d.settings.secretKey) : null,
     log: d.log.child({ component: 'registry' }),
+    // The pass may start before a worker has seen the undrain: the next pass catches up.
+    undrained: () =>
+      client.schedule
+        .getHandle(reconcileScheduleId(d.settings.taskQueue))
+        .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
   });
   const app = createApp({
     store,

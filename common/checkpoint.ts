@@ -111,6 +111,19 @@ export interface CreateRequest {
  */
 export const PAUSE_SENT = 'pause request sent';
 
+/**
+ * The unpause step's log detail for a draining runner (SPEC §8): it stays
+ * paused, and the reconciler unpauses it after `undrain`.
+ */
+export function keptPausedForDrain(runnerId: string, what: string): string {
+  return `runner '${runnerId}' is draining: ${what} stays paused until it is undrained`;
+}
+
+/** Whether an unpause row's detail is keptPausedForDrain's. */
+export function isKeptPausedForDrain(detail: string): boolean {
+  return / is draining: .* stays paused until it is undrained$/.test(detail);
+}
+
 /** The runner's pause target: `pause`, or for older inputs the GitLab runner. */
 export function pauseTargetOf(plan: RunnerPlan): PauseTarget | null {
   if (plan.pause !== undefined) return plan.pause;

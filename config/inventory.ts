@@ -199,7 +199,7 @@ const GITHUB_FIELDS = [
  * during a reset, and a GitHub runner's labels are only ever removed when
  * e2epool knows where the runner lives and which labels the jobs select.
  */
-function ciAdapterProblem(r: RunnerConfig): string | undefined {
+export function ciAdapterProblem(r: RunnerConfig): string | undefined {
   if (r.ci_adapter === 'gitlab') {
     const f = GITHUB_FIELDS.find((k) => r[k] !== undefined);
     return f ? `${f}: only for ci_adapter: github` : undefined;

@@ -22,6 +22,11 @@ export const RUNNER_OPTIONS = [
   'proxmox_verify_tls',
   'proxmox_ca_file',
   'proxmox_fingerprint',
+  'ci_adapter',
+  'github_repo',
+  'github_org',
+  'github_runner_id',
+  'github_pause_labels',
 ] as const;
 
 /** A runner's non-secret config fields (no runner_id, token or Proxmox token value). */

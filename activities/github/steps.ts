@@ -1,5 +1,6 @@
 import {
   describePauseTarget,
+  keptPausedForDrain,
   labelsRemovedDetail,
   labelsRemovedIn,
   type GitHubPauseTarget,
@@ -185,7 +186,8 @@ export function githubActivities(deps: ActivityDeps) {
      * workflow's record) and any its log names; only those the runner lacks
      * now are added, so a retry, or a label an operator put back already,
      * changes nothing. Adds how long they were off to
-     * e2epool_runner_paused_seconds_total.
+     * e2epool_runner_paused_seconds_total. A draining runner's labels stay
+     * off until it is undrained (see unpauseRunner of GitLab).
      */
     async restoreRunnerLabels(
       i: StepInput & { target: GitHubPauseTarget; labels: string[] },
@@ -204,6 +206,12 @@ export function githubActivities(deps: ActivityDeps) {
             result: 'skipped' as const,
           };
         }
+        if (deps.inventory.inventory.isDraining(i.runnerId))
+          return {
+            value: undefined,
+            detail: keptPausedForDrain(i.runnerId, describePauseTarget(i.target)),
+            result: 'skipped' as const,
+          };
         const ours = union(i.labels, logged);
         const has = (await github.runnerLabels(i.target.scope, i.target.githubRunnerId)).map(
           (l) => l.name,

@@ -2,6 +2,7 @@ import { createStore } from '../../store';
 import { PAUSE_SENT } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
+import { keptPausedForDrain } from '../../common/checkpoint';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import { secondsSince } from '../metrics';
 import type { GitLabClient } from './client';
@@ -128,7 +129,9 @@ export function gitlabActivities(deps: ActivityDeps) {
 
     /**
      * Unpauses the GitLab runner, adding how long it was paused (since its
-     * pause row) to e2epool_runner_paused_seconds_total.
+     * pause row) to e2epool_runner_paused_seconds_total. A draining runner
+     * stays paused: its pause stays the newest pause event, and the
+     * reconciler unpauses it once it is undrained.
      */
     async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
       const gitlab = deps.gitlab;
@@ -149,6 +152,12 @@ export function gitlabActivities(deps: ActivityDeps) {
           return {
             value: undefined,
             detail: 'E2EPOOL_GITLAB_URL is not set',
+            result: 'skipped' as const,
+          };
+        if (deps.inventory.inventory.isDraining(i.runnerId))
+          return {
+            value: undefined,
+            detail: keptPausedForDrain(i.runnerId, `GitLab runner ${i.gitlabRunnerId}`),
             result: 'skipped' as const,
           };
         await gitlab.setPaused(i.gitlabRunnerId, false);
