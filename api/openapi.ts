@@ -61,6 +61,15 @@ const logPage = z
   .object({ entries: z.array(logEntry), next: z.number().int(), done: z.boolean() })
   .openapi('LogPage');
 
+/** The CI system of a runner (inventory.yml's fields, SPEC §8 extension). */
+const ciFields = {
+  ci_adapter: z.enum(['gitlab', 'github']).optional(),
+  github_repo: z.string().optional().openapi({ description: 'owner/name' }),
+  github_org: z.string().optional(),
+  github_runner_id: z.number().int().optional(),
+  github_pause_labels: z.array(z.string()).optional(),
+};
+
 const runnerObject = z
   .object({
     runner_id: z.string(),
@@ -80,6 +89,7 @@ const runnerObject = z
     proxmox_verify_tls: z.boolean().optional(),
     proxmox_ca_file: z.string().optional(),
     proxmox_fingerprint: z.string().optional(),
+    ...ciFields,
     is_active: z.boolean(),
     draining: z.boolean(),
     source: z.enum(['api', 'inventory']),
@@ -114,6 +124,7 @@ const runnerBody = z
     proxmox_verify_tls: z.boolean().optional(),
     proxmox_ca_file: z.string().optional(),
     proxmox_fingerprint: z.string().optional(),
+    ...ciFields,
   })
   .openapi('RunnerFields');
 const runnerPatch = runnerBody
