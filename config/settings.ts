@@ -210,6 +210,9 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_GITHUB_TOKEN',
 ]);
 
+/** Every E2EPOOL_* variable a controller process reads (the README's settings table). */
+export const CONTROLLER_SETTING_NAMES: readonly string[] = Object.keys(schema.shape);
+
 /**
  * Parses settings from an environment. Throws ConfigError whose message is one
  * line naming the first invalid variable (secrets are never echoed back).

@@ -9,6 +9,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { loadAgentConfig } from '../../agent/config';
+import { parseUnit } from '../helpers/systemd';
 
 const PACKAGING = join(__dirname, '..', '..', 'agent', 'packaging');
 const SCRIPT = join(PACKAGING, 'install-agent.sh');
@@ -227,27 +228,6 @@ describe('install-agent.sh', () => {
     });
   });
 });
-
-/** systemd unit syntax: sections, `Key=value` lines, comments, `\` continuations. */
-function parseUnit(text: string): Map<string, Array<[string, string]>> {
-  const sections = new Map<string, Array<[string, string]>>();
-  let current: Array<[string, string]> | undefined;
-  const lines = text.replace(/\\\n/g, ' ').split('\n');
-  lines.forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) return;
-    const section = /^\[([A-Za-z]+)\]$/.exec(line);
-    if (section) {
-      current = [];
-      sections.set(section[1]!, current);
-      return;
-    }
-    const kv = /^([A-Za-z][A-Za-z0-9]*)=(.*)$/.exec(line);
-    if (!kv || !current) throw new Error(`line ${i + 1}: not "Key=value" in a section: ${raw}`);
-    current.push([kv[1]!, kv[2]!]);
-  });
-  return sections;
-}
 
 describe('the systemd unit', () => {
   const text = readFileSync(UNIT, 'utf8');

@@ -1,0 +1,96 @@
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { CONTROLLER_SETTING_NAMES, loadSettings } from '../../config/settings';
+import { loadTemporalSettings } from '../../config/temporal';
+import { parseUnit } from '../helpers/systemd';
+
+/**
+ * The controller's systemd units and their environment file example
+ * (ops/systemd/): they must name real commands and real settings, and the
+ * example must be a valid configuration once its placeholders are filled.
+ */
+const OPS = resolve(__dirname, '../../ops/systemd');
+const UNITS = { api: 'e2epool-api.service', worker: 'e2epool-worker.service' } as const;
+
+/** KEY=value lines of an EnvironmentFile (comments and blank lines skipped). */
+function envFile(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (!kv) throw new Error(`line ${i + 1}: not KEY=value: ${raw}`);
+    env[kv[1]!] = kv[2]!;
+  }
+  return env;
+}
+
+const example = envFile(readFileSync(join(OPS, 'controller.env.example'), 'utf8'));
+
+describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
+  const text = readFileSync(join(OPS, file), 'utf8');
+  const unit = parseUnit(text);
+  const service = new Map(unit.get('Service'));
+
+  it(`runs \`e2epool ${command}\` as the unprivileged e2epool user with the shared environment file`, () => {
+    expect([...unit.keys()]).toEqual(['Unit', 'Service', 'Install']);
+    expect(service.get('ExecStart')).toBe(`/usr/local/bin/e2epool ${command}`);
+    expect(service.get('User')).toBe('e2epool');
+    expect(service.get('EnvironmentFile')).toBe('/etc/e2epool/controller.env');
+    expect(service.get('Restart')).toBe('always');
+    expect(service.get('KillSignal')).toBe('SIGTERM');
+    expect(new Map(unit.get('Install')).get('WantedBy')).toBe('multi-user.target');
+  });
+
+  it('is accepted by systemd-analyze verify (with the e2epool command in place)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'e2epool-units-'));
+    const bin = join(dir, 'e2epool');
+    writeFileSync(bin, '#!/bin/sh\n');
+    chmodSync(bin, 0o755);
+    const copy = join(dir, file);
+    writeFileSync(copy, text.replace('/usr/local/bin/e2epool', bin));
+    const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
+    if (r.error) throw new Error(`systemd-analyze is needed for this test: ${r.error.message}`);
+    // Only complaints about this unit count (the host's own units may have some).
+    const ours = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.includes(file));
+    expect(ours).toEqual([]);
+  });
+
+  it('names only a command the e2epool CLI has', () => {
+    const r = spawnSync(process.execPath, [resolve(__dirname, '../../bin/e2epool.js'), 'help'], {
+      encoding: 'utf8',
+    });
+    expect(`${r.stdout}${r.stderr}`).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
+  });
+});
+
+describe('controller.env.example', () => {
+  it('sets only settings that exist', () => {
+    const unknown = Object.keys(example).filter(
+      (k) => k.startsWith('E2EPOOL_') && !CONTROLLER_SETTING_NAMES.includes(k),
+    );
+    expect(unknown).toEqual([]);
+  });
+
+  it('is a valid configuration of both processes once its files exist', () => {
+    const settings = loadSettings(example);
+    expect(settings).toMatchObject({
+      inventoryPath: '/etc/e2epool/inventory.yml',
+      taskQueue: 'e2epool',
+      gitlabUrl: 'https://gitlab.example.com',
+    });
+    // envconfig reads the TLS files themselves: stand-ins here.
+    const dir = mkdtempSync(join(tmpdir(), 'e2epool-env-'));
+    const env = { ...example };
+    for (const k of Object.keys(env).filter((k) => k.endsWith('_PATH'))) {
+      const path = join(dir, k);
+      writeFileSync(path, `contents of ${k}\n`);
+      env[k] = path;
+    }
+    const temporal = loadTemporalSettings(env);
+    expect(temporal).toMatchObject({ address: 'temporal.example.com:7233', namespace: 'e2epool' });
+    expect(temporal.connectionOptions.tls).toBeTruthy();
+  });
+});
