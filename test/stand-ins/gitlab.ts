@@ -197,7 +197,11 @@ class GlStandIn implements GitLabStandIn {
     });
   });
 
-  constructor(readonly token: string) {}
+  constructor(
+    readonly token: string,
+    /** Added to every answer, as a real GitLab's latency (benchmarks). */
+    private readonly latencyMs = 0,
+  ) {}
 
   async listen(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
@@ -399,6 +403,7 @@ class GlStandIn implements GitLabStandIn {
       res.end(payload);
     };
 
+    if (this.latencyMs > 0) await this.wait(this.latencyMs);
     const delay = this.takeFault(method, rawPath, path, ['delay']);
     if (delay?.kind === 'delay') await this.wait(delay.ms);
     if (this.closed) return;
@@ -814,8 +819,10 @@ class GlStandIn implements GitLabStandIn {
 }
 
 /** Starts a GitLab REST v4 stand-in on 127.0.0.1 (random port). */
-export async function startGitLabStandIn(opts: { token?: string } = {}): Promise<GitLabStandIn> {
-  const s = new GlStandIn(opts.token ?? 'glpat-e2epool-stand-in-token');
+export async function startGitLabStandIn(
+  opts: { token?: string; latencyMs?: number } = {},
+): Promise<GitLabStandIn> {
+  const s = new GlStandIn(opts.token ?? 'glpat-e2epool-stand-in-token', opts.latencyMs);
   await s.listen();
   return s;
 }

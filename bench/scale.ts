@@ -1,0 +1,549 @@
+/**
+ * `npm run bench:scale` (not a test): a simulated fleet on real `e2epool api`
+ * and `e2epool worker` processes, real Postgres and a real Temporal server,
+ * with the GitLab stand-in answering after a realistic delay and in-process
+ * agents whose reset command takes a realistic time.
+ *
+ * For each Temporal target (the dev server, and the production-mode server on
+ * Postgres with mTLS when it can be built), in the same run:
+ *  1. waiting: every runner creates a checkpoint (through its agent's
+ *     WebSocket, as the CLI does) and they all wait at once: TTL timers and
+ *     job-status pollers every 20 s;
+ *  2. cycle: a share of the runners loops create → finalize → reset →
+ *     unpaused while the others keep waiting.
+ * Printed: lifecycles/s, create p50/p99, finalize → unpaused p50/p99 and the
+ * same minus the stand-ins' own delays (e2epool's overhead), worker and API
+ * RSS, Postgres connections, GitLab requests/s (the highest 1-second count
+ * next to the budget, E2EPOOL_GITLAB_MAX_RPS).
+ *
+ * Env: BENCH_SCALE_RUNNERS (1000), BENCH_SCALE_WAIT_SECONDS (60),
+ * BENCH_SCALE_CYCLE_RUNNERS (50), BENCH_SCALE_CYCLE_SECONDS (90),
+ * BENCH_SCALE_GITLAB_MS (50), BENCH_SCALE_RESET_MS (1000),
+ * BENCH_SCALE_TARGETS (`dev,cluster`), E2EPOOL_GITLAB_MAX_RPS (the product's
+ * default), E2EPOOL_BENCH_DATABASE_URL (a Postgres whose user may CREATE
+ * DATABASE; default: an embedded one).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client as PgClient } from 'pg';
+import { WebSocket } from 'ws';
+import { freePort } from '../dev/ports';
+import { startPostgresProcess, type PostgresProcess } from '../dev/postgres-process';
+import { startDevServer } from '../temporal-dev/dev-server';
+import { startGitLabStandIn, type GitLabStandIn } from '../test/stand-ins/gitlab';
+
+const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
+const RUNNERS = num('BENCH_SCALE_RUNNERS', 1000);
+const WAIT_SECONDS = num('BENCH_SCALE_WAIT_SECONDS', 60);
+const CYCLE_RUNNERS = Math.min(RUNNERS, num('BENCH_SCALE_CYCLE_RUNNERS', 50));
+const CYCLE_SECONDS = num('BENCH_SCALE_CYCLE_SECONDS', 90);
+const GITLAB_MS = num('BENCH_SCALE_GITLAB_MS', 50);
+const RESET_MS = num('BENCH_SCALE_RESET_MS', 1000);
+const TARGETS = (process.env.BENCH_SCALE_TARGETS ?? 'dev,cluster').split(',').map((t) => t.trim());
+const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
+const PROJECT = 4242;
+/** GitLab calls from the job's end to the unpause request: pause check (GET), pause (PUT). */
+const GITLAB_CALLS_BEFORE_UNPAUSE = 2;
+
+function quantile(sorted: number[], q: number): number {
+  return sorted.length === 0
+    ? NaN
+    : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+const sortedOf = (xs: number[]) => [...xs].sort((a, b) => a - b);
+
+function rssMiB(pid: number | undefined): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (child.exitCode !== null) throw new Error(`${url}: the process exited (${child.exitCode})`);
+    try {
+      if ((await fetch(`${url}/healthz`)).status === 200) return;
+    } catch {
+      /* starting */
+    }
+    await sleep(200);
+  }
+  throw new Error(`${url} did not become healthy`);
+}
+
+/** A Temporal server to run against, with the environment that reaches it. */
+interface TemporalTarget {
+  name: string;
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+async function startTarget(name: string, dir: string, pgAdminUrl: string): Promise<TemporalTarget> {
+  if (name === 'dev') {
+    const dev = await startDevServer({
+      port: await freePort(),
+      uiPort: null,
+      namespace: 'default',
+      logFile: join(dir, 'temporal-dev.log'),
+    });
+    return {
+      name: 'dev server (SQLite, one process)',
+      env: { TEMPORAL_ADDRESS: dev.address, TEMPORAL_NAMESPACE: 'default' },
+      stop: () => dev.stop(),
+    };
+  }
+  if (name === 'cluster') return startClusterTarget(dir, pgAdminUrl);
+  throw new Error(`unknown BENCH_SCALE_TARGETS entry '${name}' (dev, cluster)`);
+}
+
+/** Filled in by the production-mode cluster starter (temporal-dev/cluster.ts). */
+async function startClusterTarget(_dir: string, _pgAdminUrl: string): Promise<TemporalTarget> {
+  throw new Error('the production-mode Temporal cluster starter is not available');
+}
+
+/** One simulated runner: its agent's WebSocket, answering reset commands after RESET_MS. */
+class SimAgent {
+  private ws!: WebSocket;
+  private seq = 0;
+  private readonly waiting = new Map<string, (m: Record<string, unknown>) => void>();
+  constructor(
+    readonly runnerId: string,
+    private readonly token: string,
+  ) {}
+
+  async connect(wsUrl: string): Promise<void> {
+    const url = new URL(wsUrl);
+    url.searchParams.set('runner_id', this.runnerId);
+    this.ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.token}` } });
+    this.ws.on('message', (data) => {
+      const msg = JSON.parse(data.toString()) as Record<string, unknown>;
+      if (msg.type === 'exec') {
+        setTimeout(() => {
+          if (this.ws.readyState !== WebSocket.OPEN) return;
+          this.ws.send(
+            JSON.stringify({
+              id: msg.id,
+              status: 'ok',
+              data: { exit_code: 0, stdout: 'reset done\n', stderr: '' },
+            }),
+          );
+        }, RESET_MS);
+        return;
+      }
+      const w = this.waiting.get(msg.id as string);
+      if (w) {
+        this.waiting.delete(msg.id as string);
+        w(msg);
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('error', reject);
+    });
+  }
+
+  request(type: string, payload: unknown): Promise<Record<string, unknown>> {
+    const id = `${this.runnerId}-${++this.seq}`;
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve);
+      this.ws.send(JSON.stringify({ id, type, payload }));
+    });
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function eachLimited<T>(items: T[], limit: number, fn: (t: T) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+interface Sample {
+  apiRss: number;
+  workerRss: number;
+  pgConnections: number;
+}
+
+interface TargetResult {
+  target: string;
+  createMs: number[];
+  waitingPeak: Sample;
+  cycle: {
+    lifecycles: number;
+    seconds: number;
+    createMs: number[];
+    toUnpausedMs: number[];
+    peak: Sample;
+    /** Median duration of each logged step while cycling (operation_logs). */
+    steps: Array<{ operation: string; p50: number; n: number }>;
+  };
+  gitlab: { waitingPeak: number; waitingMean: number; cyclePeak: number; cycleMean: number };
+}
+
+/** Requests per second at GitLab between `from` and `to`: the highest 1-second count and the mean. */
+function gitlabRate(gl: GitLabStandIn, from: number, to: number) {
+  const inWindow = gl.calls.filter((c) => c.at >= from && c.at < to).map((c) => c.at);
+  let peak = 0;
+  for (let i = 0, j = 0; i < inWindow.length; i++) {
+    while (inWindow[i]! - inWindow[j]! >= 1000) j++;
+    peak = Math.max(peak, i - j + 1);
+  }
+  return { peak, mean: inWindow.length / Math.max(1, (to - from) / 1000) };
+}
+
+async function runTarget(
+  targetName: string,
+  dir: string,
+  pgAdminUrl: string,
+  gl: GitLabStandIn,
+): Promise<TargetResult> {
+  const target = await startTarget(targetName, dir, pgAdminUrl);
+  const db = `bench_scale_${targetName}_${Date.now()}`;
+  const admin = new PgClient({ connectionString: pgAdminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${db}`);
+  const dbUrl = new URL(pgAdminUrl);
+  dbUrl.pathname = `/${db}`;
+  const taskQueue = `bench-scale-${targetName}`;
+  const runners = Array.from({ length: RUNNERS }, (_, i) => ({
+    id: `scale-${targetName}-${i}`,
+    token: `tok-scale-${targetName}-${i}`,
+    gitlabRunnerId: 100000 + i,
+  }));
+  for (const r of runners) gl.addRunner(r.gitlabRunnerId);
+  const inventory = join(dir, `inventory-${targetName}.yml`);
+  writeFileSync(
+    inventory,
+    `runners:\n${runners
+      .map(
+        (r) =>
+          `  - runner_id: ${r.id}\n    backend: bare_metal\n    token: ${r.token}\n    reset_cmd: /opt/reset.sh\n    gitlab_runner_id: ${r.gitlabRunnerId}\n`,
+      )
+      .join('')}`,
+  );
+  const apiPort = await freePort();
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    ...target.env,
+    TEMPORAL_CONFIG_FILE: join(dir, 'no-temporal-profile.toml'),
+    E2EPOOL_DATABASE_URL: dbUrl.toString(),
+    E2EPOOL_INVENTORY_PATH: inventory,
+    E2EPOOL_TASK_QUEUE: taskQueue,
+    E2EPOOL_HOST: '127.0.0.1',
+    E2EPOOL_PORT: String(apiPort),
+    E2EPOOL_WORKER_METRICS_PORT: '0',
+    E2EPOOL_LOG_LEVEL: 'warn',
+    E2EPOOL_GITLAB_URL: gl.url,
+    E2EPOOL_GITLAB_TOKEN: gl.token,
+    E2EPOOL_CHECKPOINT_TTL_SECONDS: '3600',
+    E2EPOOL_POLLER_INTERVAL_SECONDS: '20',
+    E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
+    E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
+    ...(process.env.E2EPOOL_GITLAB_MAX_RPS
+      ? { E2EPOOL_GITLAB_MAX_RPS: process.env.E2EPOOL_GITLAB_MAX_RPS }
+      : {}),
+  };
+  const started: ChildProcess[] = [];
+  const spawnCli = (command: string) => {
+    const child = spawn(process.execPath, [CLI, command], {
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    started.push(child);
+    return child;
+  };
+  const agents = runners.map((r) => new SimAgent(r.id, r.token));
+  try {
+    const api = spawnCli('api');
+    const apiUrl = `http://127.0.0.1:${apiPort}`;
+    await waitHealthy(apiUrl, api);
+    const worker = spawnCli('worker');
+    const sample = async (): Promise<Sample> => {
+      const { rows } = await admin.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+        [db],
+      );
+      return {
+        apiRss: rssMiB(api.pid),
+        workerRss: rssMiB(worker.pid),
+        pgConnections: rows[0]!.n,
+      };
+    };
+    const peakOf = (xs: Sample[]): Sample => ({
+      apiRss: Math.max(...xs.map((s) => s.apiRss)),
+      workerRss: Math.max(...xs.map((s) => s.workerRss)),
+      pgConnections: Math.max(...xs.map((s) => s.pgConnections)),
+    });
+    /** Samples every 2 s until stopped. */
+    const sampler = () => {
+      const samples: Sample[] = [];
+      let on = true;
+      const done = (async () => {
+        while (on) {
+          samples.push(await sample());
+          await sleep(2000);
+        }
+      })();
+      return {
+        stop: async () => {
+          on = false;
+          await done;
+          return peakOf(samples);
+        },
+      };
+    };
+
+    const wsUrl = `${apiUrl.replace('http', 'ws')}/ws/agent`;
+    await eachLimited(agents, 50, (a) => a.connect(wsUrl));
+    process.stdout.write(`  ${targetName}: ${RUNNERS} agents connected\n`);
+
+    let job = 0;
+    const names = new Map<string, string>();
+    const create = async (a: SimAgent, into: number[]) => {
+      const jobId = `${++job}`;
+      gl.setJob(PROJECT, jobId, 'running');
+      for (;;) {
+        const t = performance.now();
+        const reply = await a.request('create', { job_id: jobId, project_id: String(PROJECT) });
+        if (reply.status === 'ok') {
+          into.push(performance.now() - t);
+          names.set(a.runnerId, (reply.data as { name: string }).name);
+          return;
+        }
+        // 503 while the worker starts, 409/429 while the previous one ends: try again.
+        await sleep(200);
+      }
+    };
+
+    // The worker is up once a first checkpoint goes through (not measured).
+    const warm = agents[0]!;
+    await create(warm, []);
+    await warm.request('finalize', {
+      checkpoint_name: names.get(warm.runnerId),
+      status: 'failure',
+    });
+    const unpausedOnce = () => gl.runner(runners[0]!.gitlabRunnerId).pausedHistory.includes(false);
+    while (!unpausedOnce()) await sleep(50);
+
+    // 1. Everyone waits at once.
+    const waitingStart = Date.now();
+    const s1 = sampler();
+    const createMs: number[] = [];
+    await eachLimited(agents, 50, (a) => create(a, createMs));
+    process.stdout.write(
+      `  ${targetName}: ${RUNNERS} checkpoints waiting (${((Date.now() - waitingStart) / 1000).toFixed(0)} s to create them); holding ${WAIT_SECONDS} s\n`,
+    );
+    await sleep(WAIT_SECONDS * 1000);
+    const waitingPeak = await s1.stop();
+    const waitingEnd = Date.now();
+
+    // 2. A share of the runners cycles; the others keep waiting.
+    const s2 = sampler();
+    const cycleCreateMs: number[] = [];
+    const toUnpausedMs: number[] = [];
+    let lifecycles = 0;
+    const cycleStart = Date.now();
+    const deadline = cycleStart + CYCLE_SECONDS * 1000;
+    await Promise.all(
+      agents.slice(0, CYCLE_RUNNERS).map(async (a, i) => {
+        const gitlabId = runners[i]!.gitlabRunnerId;
+        while (Date.now() < deadline) {
+          const unpausesBefore = gl
+            .runner(gitlabId)
+            .pausedHistory.filter((p) => p === false).length;
+          const sent = Date.now();
+          const fin = await a.request('finalize', {
+            checkpoint_name: names.get(a.runnerId),
+            status: 'failure',
+          });
+          if (fin.status !== 'ok') throw new Error(`finalize: ${JSON.stringify(fin.error)}`);
+          // Unpaused: the stand-in received this lifecycle's unpause.
+          for (;;) {
+            const h = gl.runner(gitlabId).pausedHistory;
+            if (h.filter((p) => p === false).length > unpausesBefore) break;
+            await sleep(20);
+          }
+          const unpause = [...gl.calls]
+            .reverse()
+            .find(
+              (c) =>
+                c.method === 'PUT' &&
+                c.path === `/api/v4/runners/${gitlabId}` &&
+                String(c.body.paused) === 'false',
+            );
+          toUnpausedMs.push((unpause?.at ?? Date.now()) - sent);
+          lifecycles++;
+          await create(a, cycleCreateMs);
+        }
+      }),
+    );
+    const cycleEnd = Date.now();
+    const cyclePeak = await s2.stop();
+    const steps = new PgClient({ connectionString: dbUrl.toString() });
+    await steps.connect();
+    const { rows: stepRows } = await steps.query<{ operation: string; p50: number; n: number }>(
+      `SELECT operation, count(*)::int AS n,
+              percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - started_at) * 1000)::float8 AS p50
+         FROM operation_logs WHERE finished_at IS NOT NULL AND started_at >= to_timestamp($1 / 1000.0)
+        GROUP BY operation ORDER BY operation`,
+      [cycleStart],
+    );
+    await steps.end();
+    const w = gitlabRate(gl, waitingStart, waitingEnd);
+    const c = gitlabRate(gl, cycleStart, cycleEnd);
+    return {
+      target: target.name,
+      createMs,
+      waitingPeak,
+      cycle: {
+        lifecycles,
+        seconds: (cycleEnd - cycleStart) / 1000,
+        createMs: cycleCreateMs,
+        toUnpausedMs,
+        peak: cyclePeak,
+        steps: stepRows,
+      },
+      gitlab: { waitingPeak: w.peak, waitingMean: w.mean, cyclePeak: c.peak, cycleMean: c.mean },
+    };
+  } finally {
+    for (const a of agents) a.close();
+    for (const child of started) child.kill('SIGTERM');
+    await Promise.all(
+      started.map((ch) =>
+        ch.exitCode === null ? new Promise((r) => ch.once('exit', r)) : undefined,
+      ),
+    );
+    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+    await admin.end();
+    await target.stop();
+  }
+}
+
+function report(results: TargetResult[], budget: string): void {
+  const ms = (x: number) => (Number.isNaN(x) ? '-' : `${x.toFixed(0)} ms`);
+  const mib = (x: number) => (Number.isNaN(x) ? '-' : `${x.toFixed(0)} MiB`);
+  const standInDelay = GITLAB_CALLS_BEFORE_UNPAUSE * GITLAB_MS + RESET_MS;
+  const rows: Array<[string, ...string[]]> = [
+    ['', ...results.map((r) => r.target)],
+    [
+      `create p50 / p99 (${RUNNERS} at once, 50 in flight)`,
+      ...results.map((r) => {
+        const s = sortedOf(r.createMs);
+        return `${ms(quantile(s, 0.5))} / ${ms(quantile(s, 0.99))}`;
+      }),
+    ],
+    [
+      `worker RSS, ${RUNNERS} waiting (target ≤ 512 MB)`,
+      ...results.map((r) => mib(r.waitingPeak.workerRss)),
+    ],
+    [
+      `API RSS, ${RUNNERS} waiting (target ≤ 300 MB)`,
+      ...results.map((r) => mib(r.waitingPeak.apiRss)),
+    ],
+    ['Postgres connections (peak)', ...results.map((r) => String(r.waitingPeak.pgConnections))],
+    [
+      `GitLab req/s while waiting: peak 1 s / mean (budget ${budget})`,
+      ...results.map((r) => `${r.gitlab.waitingPeak} / ${r.gitlab.waitingMean.toFixed(1)}`),
+    ],
+    [
+      `lifecycles/s (${CYCLE_RUNNERS} runners cycling)`,
+      ...results.map((r) => (r.cycle.lifecycles / r.cycle.seconds).toFixed(2)),
+    ],
+    [
+      'create p50 / p99 (cycling)',
+      ...results.map((r) => {
+        const s = sortedOf(r.cycle.createMs);
+        return `${ms(quantile(s, 0.5))} / ${ms(quantile(s, 0.99))}`;
+      }),
+    ],
+    [
+      'finalize → unpaused p50 / p99',
+      ...results.map((r) => {
+        const s = sortedOf(r.cycle.toUnpausedMs);
+        return `${ms(quantile(s, 0.5))} / ${ms(quantile(s, 0.99))}`;
+      }),
+    ],
+    [
+      `  e2epool's overhead (minus ${standInDelay} ms of stand-ins; target p50 ≤ 1 s)`,
+      ...results.map((r) => {
+        const s = sortedOf(r.cycle.toUnpausedMs.map((x) => x - standInDelay));
+        return `${ms(quantile(s, 0.5))} / ${ms(quantile(s, 0.99))}`;
+      }),
+    ],
+    [
+      `GitLab req/s while cycling: peak 1 s / mean (budget ${budget})`,
+      ...results.map((r) => `${r.gitlab.cyclePeak} / ${r.gitlab.cycleMean.toFixed(1)}`),
+    ],
+    [
+      'worker / API RSS while cycling',
+      ...results.map((r) => `${mib(r.cycle.peak.workerRss)} / ${mib(r.cycle.peak.apiRss)}`),
+    ],
+  ];
+  const ops = [...new Set(results.flatMap((r) => r.cycle.steps.map((st) => st.operation)))];
+  for (const op of ops)
+    rows.push([
+      `  step ${op}: p50 (count)`,
+      ...results.map((r) => {
+        const st = r.cycle.steps.find((x) => x.operation === op);
+        return st ? `${ms(st.p50)} (${st.n})` : '-';
+      }),
+    ]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  process.stdout.write(
+    `\nbench scale: ${RUNNERS} runners (bare metal, in-process agents; reset ${RESET_MS} ms, GitLab answers after ${GITLAB_MS} ms), pollers every 20 s\n`,
+  );
+  for (const row of rows)
+    process.stdout.write(`  ${row.map((cell, i) => (cell ?? '').padEnd(widths[i]!)).join('  ')}\n`);
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'e2epool-bench-scale-'));
+  chmodSync(dir, 0o755);
+  let pg: PostgresProcess | undefined;
+  const gl = await startGitLabStandIn({ latencyMs: GITLAB_MS });
+  try {
+    let pgAdminUrl = process.env.E2EPOOL_BENCH_DATABASE_URL;
+    if (!pgAdminUrl) {
+      process.stdout.write('bench scale: starting Postgres...\n');
+      pg = await startPostgresProcess({
+        dataDir: join(dir, 'pg'),
+        port: await freePort(),
+        database: 'bench',
+      });
+      pgAdminUrl = pg.url;
+    }
+    const results: TargetResult[] = [];
+    for (const t of TARGETS) {
+      process.stdout.write(`bench scale: ${t}...\n`);
+      try {
+        results.push(await runTarget(t, dir, pgAdminUrl, gl));
+      } catch (err) {
+        process.stdout.write(`  ${t}: not measured: ${(err as Error).message}\n`);
+      }
+    }
+    report(results, process.env.E2EPOOL_GITLAB_MAX_RPS ?? 'the default');
+  } finally {
+    await gl.close();
+    await pg?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench scale failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
