@@ -22,6 +22,7 @@ import {
   type CheckpointDto,
   type PauseTarget,
 } from '../../common/checkpoint';
+import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
@@ -148,7 +149,19 @@ export async function startWorkflowHarness(
     workflowBundle: { code: await workflowBundle() },
     activities: stubs.activities(),
   });
-  const running = worker.run();
+  // The GitLab queues (GITLAB_BUDGET_PATCH), served by the same stubs, unthrottled.
+  const gitlabWorkers = await Promise.all(
+    [gitlabTaskQueue(taskQueue), gitlabPollTaskQueue(taskQueue)].map((q) =>
+      Worker.create({
+        connection: native,
+        namespace: 'default',
+        taskQueue: q,
+        activities: stubs.activities(),
+      }),
+    ),
+  );
+  const workers = [worker, ...gitlabWorkers];
+  const running = Promise.all(workers.map((w) => w.run()));
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   return {
@@ -156,7 +169,7 @@ export async function startWorkflowHarness(
     taskQueue,
     stubs,
     async stop() {
-      worker.shutdown();
+      for (const w of workers) w.shutdown();
       await running;
       await native.close();
       await connection.close();
