@@ -80,6 +80,29 @@ export class StubActivities {
       pauseRunnerLabels: (i: { target: { labels: string[] } }) => ({ removed: i.target.labels }),
       restoreRunnerLabels: () => undefined,
       pollJobStatus: () => 'running',
+      // The reconciler: one GitLab runner e2epool left paused, unpaused.
+      reconcileCheckpoints: () => [],
+      reconcilePausedRunners: () => [],
+      pausedGitlabCandidates: () => [
+        {
+          runnerId: 'stub-runner',
+          checkpointId: 1,
+          checkpointName: 'job-1-1795000000-abcdef12',
+          at: '2026-11-27T00:00:00.000Z',
+          detail: null,
+          target: { kind: 'gitlab', gitlabRunnerId: 42 },
+        },
+      ],
+      checkPausedGitlabRunner: () => ({ findings: [], unpauseWhy: 'left paused' }),
+      unpausePausedGitlabRunner: () => ({
+        kind: 'paused_runner',
+        checkpoint: 'job-1-1795000000-abcdef12',
+        runnerId: 'stub-runner',
+        action: 'unpaused',
+        detail: 'left paused: unpaused',
+      }),
+      reconcileSnapshots: () => [],
+      pruneRetention: () => ({ commands: 0, logs: 0 }),
     };
   }
 
