@@ -62,10 +62,8 @@ export class WorkerGroup {
 
   /** Asks every running worker to stop (as SIGTERM does); run() resolves once they have. */
   shutdown(): void {
-    for (const w of this.workers) {
-      const state = w.getState();
-      if (state === 'RUNNING' || state === 'INITIALIZED') w.shutdown();
-    }
+    // Worker.shutdown throws unless the worker runs: one that stopped (or failed) is left alone.
+    for (const w of this.workers) if (w.getState() === 'RUNNING') w.shutdown();
   }
 }
 
