@@ -38,6 +38,17 @@ export interface ReconcileInput {
   minAgeSeconds?: number;
 }
 
+/** A runner e2epool paused that no unpause followed (reconcilePausedRunners). */
+export interface PausedCandidate {
+  runnerId: string;
+  checkpointId: number;
+  checkpointName: string;
+  /** When the pause was logged (ISO). */
+  at: string;
+  detail: string | null;
+  target: PauseTarget;
+}
+
 export interface ReconcileFinding {
   kind: 'orphan_checkpoint' | 'paused_runner' | 'orphan_snapshot';
   checkpoint: string;
@@ -332,6 +343,134 @@ export function reconcileActivities(deps: ActivityDeps) {
     };
   }
 
+  /**
+   * Runners e2epool paused with no newer unpause, of runners whose CI system
+   * this worker can reach, paused longer ago than the minimum age.
+   */
+  async function pausedCandidates(i: ReconcileInput): Promise<PausedCandidate[]> {
+    const targets = new Map<string, PauseTarget>();
+    for (const r of deps.inventory.inventory.runners) {
+      // A draining runner stays paused on purpose (SPEC §8): after `undrain` it is a candidate again.
+      if (deps.inventory.inventory.isDraining(r.runner_id)) continue;
+      const t = pauseTarget(r);
+      if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)
+        targets.set(r.runner_id, t!);
+    }
+    const oldEnough = Date.now() - minAge(i) * 1000;
+    return (await store.operations.latestPauseEvents([...targets.keys()]))
+      .filter((e) => e.operation === 'pause' && new Date(e.at).getTime() < oldEnough)
+      .map((e) => ({
+        runnerId: e.runnerId,
+        checkpointId: e.checkpointId,
+        checkpointName: e.checkpointName,
+        at: new Date(e.at).toISOString(),
+        detail: e.detail,
+        target: targets.get(e.runnerId)!,
+      }));
+  }
+
+  function candidateFinding(
+    c: PausedCandidate,
+    action: ReconcileFinding['action'],
+    detail: string,
+  ) {
+    return record(
+      { kind: 'paused_runner', checkpoint: c.checkpointName, runnerId: c.runnerId, action, detail },
+      { id: c.checkpointId, backend: null },
+    );
+  }
+
+  /**
+   * Whether the candidate is still e2epool's to unpause: no active
+   * checkpoint holds it and its CI system says it is still paused (one
+   * request). Returns the findings made on the way and, when it should be
+   * unpaused now, why.
+   */
+  async function checkPaused(
+    c: PausedCandidate,
+    i: ReconcileInput,
+  ): Promise<{ findings: ReconcileFinding[]; unpauseWhy: string | null }> {
+    const none = { findings: [], unpauseWhy: null };
+    if (await store.checkpoints.hasActive(c.runnerId)) return none; // that checkpoint's run unpauses it
+    const what = describePauseTarget(c.target);
+    const live = liveRunner(c.target, c.detail);
+    if (!live) return none; // a GitHub pause row that names no label: nothing of e2epool's to put back
+    let paused: boolean;
+    try {
+      paused = await live.paused();
+    } catch (err) {
+      return {
+        findings: [
+          await candidateFinding(c, 'failed', `cannot ask about ${what}: ${describeFailure(err)}`),
+        ],
+        unpauseWhy: null,
+      };
+    }
+    if (!paused) {
+      const now = new Date();
+      await writeOperation(
+        store.operations,
+        {
+          checkpointId: c.checkpointId,
+          runnerId: c.runnerId,
+          backend: null,
+          operation: 'unpaused_elsewhere',
+          key: activityKey(
+            `unpaused_elsewhere:${c.checkpointId}`,
+            `unpaused_elsewhere:${c.checkpointId}:${now.getTime()}`,
+          ),
+        },
+        {
+          result: 'ok',
+          detail: `${what} ${live.unpausedElsewhere}`,
+          startedAt: now,
+          finishedAt: now,
+        },
+      );
+      return none;
+    }
+    const drained = (await store.operations.latestDetails([c.checkpointId], 'unpause')).get(
+      c.checkpointId,
+    );
+    const why =
+      drained && isKeptPausedForDrain(drained)
+        ? `${what} was kept paused after checkpoint ${c.checkpointName} while its runner drained; it is undrained now`
+        : `${what} was ${live.pausedBy} checkpoint ${c.checkpointName}, and no active checkpoint is responsible for it`;
+    if (!i.repair) {
+      return {
+        findings: [
+          await candidateFinding(
+            c,
+            'reported',
+            `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`,
+          ),
+        ],
+        unpauseWhy: null,
+      };
+    }
+    return { findings: [], unpauseWhy: why };
+  }
+
+  /** Unpauses the candidate checkPaused chose and records the finding. */
+  async function unpausePaused(c: PausedCandidate, why: string): Promise<ReconcileFinding> {
+    const live = liveRunner(c.target, c.detail);
+    if (!live) throw fail('PermanentFailure', `nothing of e2epool's to undo on ${c.runnerId}`);
+    try {
+      await live.unpause();
+      deps.metrics.runnerPausedSeconds.inc(
+        { runner_id: c.runnerId },
+        Math.max(0, (Date.now() - new Date(c.at).getTime()) / 1000),
+      );
+      return await candidateFinding(c, 'unpaused', `${why}: ${live.unpaused}`);
+    } catch (err) {
+      return await candidateFinding(
+        c,
+        'failed',
+        `${why}; unpausing it failed: ${describeFailure(err)}`,
+      );
+    }
+  }
+
   return {
     /**
      * Active checkpoint rows that no open run holds (its run was terminated,
@@ -377,98 +516,43 @@ export function reconcileActivities(deps: ActivityDeps) {
      * Race: a new checkpoint could start between the check and the unpause,
      * but only from a caller outside CI: a paused runner gets no job.
      */
-    async reconcilePausedRunners(i: ReconcileInput): Promise<ReconcileFinding[]> {
-      const targets = new Map<string, PauseTarget>();
-      for (const r of deps.inventory.inventory.runners) {
-        // A draining runner stays paused on purpose (SPEC §8): after `undrain` it is a candidate again.
-        if (deps.inventory.inventory.isDraining(r.runner_id)) continue;
-        const t = pauseTarget(r);
-        if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)
-          targets.set(r.runner_id, t!);
-      }
-      const oldEnough = Date.now() - minAge(i) * 1000;
-      const candidates = (await store.operations.latestPauseEvents([...targets.keys()])).filter(
-        (e) => e.operation === 'pause' && new Date(e.at).getTime() < oldEnough,
-      );
+    async reconcilePausedRunners(
+      i: ReconcileInput & { gitlabApart?: boolean },
+    ): Promise<ReconcileFinding[]> {
       const findings: ReconcileFinding[] = [];
-      await eachLimited(candidates, LIVE_CONCURRENCY, async (e) => {
+      const all = await pausedCandidates(i);
+      const mine = i.gitlabApart ? all.filter((c) => c.target.kind !== 'gitlab') : all;
+      await eachLimited(mine, LIVE_CONCURRENCY, async (c) => {
         heartbeat();
-        if (await store.checkpoints.hasActive(e.runnerId)) return; // that checkpoint's run unpauses it
-        const target = targets.get(e.runnerId)!;
-        const what = describePauseTarget(target);
-        const cp = { id: e.checkpointId, backend: null };
-        const finding = (action: ReconcileFinding['action'], detail: string) =>
-          record(
-            {
-              kind: 'paused_runner',
-              checkpoint: e.checkpointName,
-              runnerId: e.runnerId,
-              action,
-              detail,
-            },
-            cp,
-          );
-        const live = liveRunner(target, e.detail);
-        if (!live) return; // a GitHub pause row that names no label: nothing of e2epool's to put back
-        let paused: boolean;
-        try {
-          paused = await live.paused();
-        } catch (err) {
-          findings.push(
-            await finding('failed', `cannot ask about ${what}: ${describeFailure(err)}`),
-          );
-          return;
-        }
-        if (!paused) {
-          const now = new Date();
-          await writeOperation(
-            store.operations,
-            {
-              checkpointId: e.checkpointId,
-              runnerId: e.runnerId,
-              backend: null,
-              operation: 'unpaused_elsewhere',
-              key: activityKey(
-                `unpaused_elsewhere:${e.checkpointId}`,
-                `unpaused_elsewhere:${e.checkpointId}:${now.getTime()}`,
-              ),
-            },
-            {
-              result: 'ok',
-              detail: `${what} ${live.unpausedElsewhere}`,
-              startedAt: now,
-              finishedAt: now,
-            },
-          );
-          return;
-        }
-        const drained = (await store.operations.latestDetails([e.checkpointId], 'unpause')).get(
-          e.checkpointId,
-        );
-        const why =
-          drained && isKeptPausedForDrain(drained)
-            ? `${what} was kept paused after checkpoint ${e.checkpointName} while its runner drained; it is undrained now`
-            : `${what} was ${live.pausedBy} checkpoint ${e.checkpointName}, and no active checkpoint is responsible for it`;
-        if (!i.repair) {
-          findings.push(
-            await finding('reported', `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`),
-          );
-          return;
-        }
-        try {
-          await live.unpause();
-          deps.metrics.runnerPausedSeconds.inc(
-            { runner_id: e.runnerId },
-            Math.max(0, (Date.now() - new Date(e.at).getTime()) / 1000),
-          );
-          findings.push(await finding('unpaused', `${why}: ${live.unpaused}`));
-        } catch (err) {
-          findings.push(
-            await finding('failed', `${why}; unpausing it failed: ${describeFailure(err)}`),
-          );
-        }
+        const checked = await checkPaused(c, i);
+        findings.push(...checked.findings);
+        if (checked.unpauseWhy !== null) findings.push(await unpausePaused(c, checked.unpauseWhy));
       });
       return findings;
+    },
+
+    /**
+     * The GitLab runners reconcilePausedRunners would look at (GITLAB_BUDGET_PATCH):
+     * from Postgres only. The workflow asks GitLab about each on the GitLab
+     * queue, one request per activity (checkPausedGitlabRunner, unpausePausedGitlabRunner).
+     */
+    async pausedGitlabCandidates(i: ReconcileInput): Promise<PausedCandidate[]> {
+      return (await pausedCandidates(i)).filter((c) => c.target.kind === 'gitlab');
+    },
+
+    /** Asks GitLab whether the candidate is still paused (one request); see reconcilePausedRunners. */
+    async checkPausedGitlabRunner(
+      i: ReconcileInput & { candidate: PausedCandidate },
+    ): Promise<{ findings: ReconcileFinding[]; unpauseWhy: string | null }> {
+      return checkPaused(i.candidate, i);
+    },
+
+    /** Unpauses the candidate (one request), recording the finding; see reconcilePausedRunners. */
+    async unpausePausedGitlabRunner(i: {
+      candidate: PausedCandidate;
+      why: string;
+    }): Promise<ReconcileFinding> {
+      return unpausePaused(i.candidate, i.why);
     },
 
     /**

@@ -7,7 +7,9 @@ import { FAILURES, isFailureType, type FailureType } from './failures';
 
 /**
  * A failure of a listed type; whether it is retried follows from its kind.
- * `nextRetryDelayMs` (transient only) makes the next attempt wait that long.
+ * `nextRetryDelayMs` (transient only) makes the next attempt wait that long;
+ * it is also carried in the failure's details (`{ retryAfterMs }`), since
+ * the SDK does not hand `nextRetryDelay` on to the workflow (retryAfterOf).
  */
 export function fail(
   type: FailureType,
@@ -19,7 +21,16 @@ export function fail(
     message,
     nonRetryable: FAILURES[type].kind !== 'transient',
     nextRetryDelay: opts.nextRetryDelayMs,
+    details:
+      opts.nextRetryDelayMs !== undefined ? [{ retryAfterMs: opts.nextRetryDelayMs }] : undefined,
   });
+}
+
+/** How long the failed call asked to wait before the next try (a rate limit), if it said. */
+export function retryAfterOf(err: unknown): number | undefined {
+  const d = applicationFailureOf(err)?.details?.[0] as { retryAfterMs?: unknown } | undefined;
+  const ms = d?.retryAfterMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? ms : undefined;
 }
 
 /** The causes of an error, outermost first (ActivityFailure → ApplicationFailure, …). */

@@ -26,6 +26,23 @@ const integer = (def: number, min: number, max: number) =>
     .max(max, `expected an integer between ${min} and ${max}`)
     .default(def);
 
+/** A positive rate (requests per second), fractions allowed. */
+const positiveRate = (def: number) =>
+  z.coerce
+    .number({ error: 'expected a number of requests per second' })
+    .refine((n) => Number.isFinite(n) && n > 0, 'must be a positive number of requests per second')
+    .default(def);
+
+/** A share strictly between 0 and 1. */
+const share = (def: number) =>
+  z.coerce
+    .number({ error: 'expected a number between 0 and 1' })
+    .refine(
+      (n) => Number.isFinite(n) && n > 0 && n < 1,
+      'must be a number between 0 and 1 (exclusive)',
+    )
+    .default(def);
+
 const bool = (def: boolean) =>
   z
     .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false' })
@@ -61,6 +78,8 @@ const schema = z.object({
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
+  E2EPOOL_GITLAB_MAX_RPS: positiveRate(10),
+  E2EPOOL_GITLAB_POLL_SHARE: share(0.5),
   E2EPOOL_ADMIN_TOKEN: z
     .string()
     .refine((t) => !/\s/.test(t), 'must not contain white space')
@@ -117,6 +136,13 @@ export interface Settings {
   gitlabToken: string | undefined;
   /** `X-Gitlab-Token` of GitLab's job webhook; unset: the webhook answers 503. */
   gitlabWebhookSecret: string | undefined;
+  /**
+   * GitLab requests per second of the whole fleet (every worker together):
+   * the rate limit of the GitLab task queues, see common/gitlab-budget.ts.
+   */
+  gitlabMaxRps: number;
+  /** The share of gitlabMaxRps that job-status polls get; pauses and unpauses get the rest. */
+  gitlabPollShare: number;
   /** HMAC key of GitHub's `workflow_job` webhook; unset: the webhook answers 503. */
   githubWebhookSecret: string | undefined;
   /**
@@ -255,6 +281,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
     gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
     githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
+    gitlabMaxRps: r.E2EPOOL_GITLAB_MAX_RPS,
+    gitlabPollShare: r.E2EPOOL_GITLAB_POLL_SHARE,
     adminToken: r.E2EPOOL_ADMIN_TOKEN,
     secretKey: r.E2EPOOL_SECRET_KEY,
     registryReloadSeconds: r.E2EPOOL_REGISTRY_RELOAD_SECONDS,

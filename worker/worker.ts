@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from '../activities';
+import { createActivities, type Activities, type ActivityDeps } from '../activities';
 import { GitHubClient } from '../activities/github/client';
 import { GitLabClient } from '../activities/gitlab/client';
 import type { WorkerMetrics } from '../activities/metrics';
 import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
+import { gitlabPollTaskQueue, gitlabQueueRates, gitlabTaskQueue } from '../common/gitlab-budget';
 import { prebuiltBundlePath, workflowsPath } from './bundle';
 import { temporalLogger } from './temporal-logger';
 
@@ -16,24 +17,93 @@ export interface WorkerParams {
   deps: ActivityDeps;
 }
 
+/** Activities that make GitLab requests (at most one per attempt), run on the GitLab queue. */
+const GITLAB_ACTIVITIES = [
+  'checkRunnerPaused',
+  'sendPause',
+  'pauseRunner',
+  'unpauseRunner',
+  'checkPausedGitlabRunner',
+  'unpausePausedGitlabRunner',
+] as const satisfies ReadonlyArray<keyof Activities>;
+
+/** The job-status poll, on the poll queue. */
+const POLL_ACTIVITIES = ['pollJobStatus'] as const satisfies ReadonlyArray<keyof Activities>;
+
+function pick<K extends keyof Activities>(all: Activities, names: readonly K[]) {
+  return Object.fromEntries(names.map((n) => [n, all[n]])) as Pick<Activities, K>;
+}
+
 /**
- * Creates the e2epool worker: every workflow (the bundle from `npm run build`,
- * else bundled now), activities bound to `deps`.
+ * The Temporal workers of one `e2epool worker`: the main one (every
+ * workflow and activity) and one per GitLab queue, which run only GitLab
+ * activities and tell Temporal the queue's rate limit
+ * (`maxTaskQueueActivitiesPerSecond`). That limit is enforced by the
+ * server for the queue as a whole, so it holds across any number of
+ * workers, provided they all have the same E2EPOOL_GITLAB_MAX_RPS and
+ * E2EPOOL_GITLAB_POLL_SHARE (the last poller's value wins).
  */
-export async function createWorker(p: WorkerParams): Promise<Worker> {
+export class WorkerGroup {
+  constructor(readonly workers: Worker[]) {}
+
+  /** Runs every worker until all stop; one failing stops the others and fails this. */
+  async run(): Promise<void> {
+    const results = await Promise.allSettled(
+      this.workers.map((w) =>
+        w.run().catch((err: unknown) => {
+          this.shutdown();
+          throw err;
+        }),
+      ),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Asks every running worker to stop (as SIGTERM does); run() resolves once they have. */
+  shutdown(): void {
+    // Worker.shutdown throws unless the worker runs: one that stopped (or failed) is left alone.
+    for (const w of this.workers) if (w.getState() === 'RUNNING') w.shutdown();
+  }
+}
+
+/**
+ * Creates the e2epool workers: every workflow (the bundle from `npm run build`,
+ * else bundled now) and activity on `taskQueue`, and the GitLab activities on
+ * the two GitLab queues (common/gitlab-budget.ts) at the fleet's GitLab budget.
+ */
+export async function createWorker(p: WorkerParams): Promise<WorkerGroup> {
   const bundle = prebuiltBundlePath();
   const workflowSource = existsSync(bundle)
     ? { workflowBundle: { codePath: bundle } }
     : { workflowsPath: workflowsPath() };
-  return Worker.create({
+  const activities = createActivities(p.deps);
+  const rates = gitlabQueueRates(p.deps.settings.gitlabMaxRps, p.deps.settings.gitlabPollShare);
+  const common = {
     connection: p.connection,
     namespace: p.namespace,
-    taskQueue: p.taskQueue,
-    ...workflowSource,
-    activities: createActivities(p.deps),
     // Give running activities time to finish (or heartbeat-cancel) on SIGTERM.
     shutdownGraceTime: '20 seconds',
+  } as const;
+  const main = await Worker.create({
+    ...common,
+    taskQueue: p.taskQueue,
+    ...workflowSource,
+    activities,
   });
+  const gitlab = await Worker.create({
+    ...common,
+    taskQueue: gitlabTaskQueue(p.taskQueue),
+    activities: pick(activities, GITLAB_ACTIVITIES),
+    maxTaskQueueActivitiesPerSecond: rates.urgent,
+  });
+  const poll = await Worker.create({
+    ...common,
+    taskQueue: gitlabPollTaskQueue(p.taskQueue),
+    activities: pick(activities, POLL_ACTIVITIES),
+    maxTaskQueueActivitiesPerSecond: rates.poll,
+  });
+  return new WorkerGroup([main, gitlab, poll]);
 }
 
 let runtimeInstalled = false;

@@ -1,21 +1,33 @@
-import { patched, proxyActivities } from '@temporalio/workflow';
+import { log, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import type { ReconcileFinding, ReconcileInput } from '../activities/reconcile';
+import type { PausedCandidate, ReconcileFinding, ReconcileInput } from '../activities/reconcile';
+import { describeFailure } from '../common/fail';
 import { NON_RETRYABLE_TYPES } from '../common/failures';
+import { GITLAB_BUDGET_PATCH, gitlabTaskQueue } from '../common/gitlab-budget';
+
+const RECONCILE_RETRY = {
+  maximumAttempts: 3,
+  initialInterval: '2 seconds',
+  nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
+};
 
 const { reconcileCheckpoints, reconcilePausedRunners, reconcileSnapshots, pruneRetention } =
   proxyActivities<Activities>({
     // One pass over the active checkpoints; the schedule runs the next one soon anyway.
     startToCloseTimeout: '5 minutes',
-    retry: {
-      maximumAttempts: 3,
-      initialInterval: '2 seconds',
-      nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
-    },
+    retry: RECONCILE_RETRY,
   });
+
+const { pausedGitlabCandidates } = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: RECONCILE_RETRY,
+});
 
 /** Passes since this patch also compare with GitLab and Proxmox. */
 export const RECONCILE_LIVE_STATE_PATCH = 'reconcile-live-state';
+
+/** GitLab runners asked at once by one pass; the GitLab queue's rate limit paces them anyway. */
+const GITLAB_CONCURRENCY = 8;
 
 /**
  * One reconciler pass, started by the schedule `e2epool-reconcile`: compares
@@ -28,8 +40,50 @@ export async function reconcileWorkflow(
 ): Promise<{ findings: ReconcileFinding[]; pruned: { commands: number; logs: number } }> {
   const findings = await reconcileCheckpoints(input);
   if (patched(RECONCILE_LIVE_STATE_PATCH)) {
-    findings.push(...(await reconcilePausedRunners(input)), ...(await reconcileSnapshots(input)));
+    if (patched(GITLAB_BUDGET_PATCH)) {
+      findings.push(...(await reconcilePausedRunners({ ...input, gitlabApart: true })));
+      findings.push(...(await reconcileGitlabPauses(input)));
+    } else {
+      findings.push(...(await reconcilePausedRunners(input)));
+    }
+    findings.push(...(await reconcileSnapshots(input)));
   }
   const pruned = await pruneRetention({ repair: input.repair });
   return { findings, pruned };
+}
+
+/**
+ * The GitLab part of reconcilePausedRunners (GITLAB_BUDGET_PATCH): each
+ * GitLab request in an activity of its own on the GitLab queue, so the
+ * reconciler spends the fleet's GitLab budget like every other caller. A
+ * candidate whose activities fail (Postgres down) is left to the next pass.
+ */
+async function reconcileGitlabPauses(input: ReconcileInput): Promise<ReconcileFinding[]> {
+  const gitlab = proxyActivities<Activities>({
+    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+    // Includes the wait for the queue's rate limit.
+    scheduleToCloseTimeout: '5 minutes',
+    startToCloseTimeout: '1 minute',
+    retry: RECONCILE_RETRY,
+  });
+  const candidates = await pausedGitlabCandidates(input);
+  const findings: ReconcileFinding[] = [];
+  const one = async (candidate: PausedCandidate) => {
+    try {
+      const checked = await gitlab.checkPausedGitlabRunner({ ...input, candidate });
+      findings.push(...checked.findings);
+      if (checked.unpauseWhy !== null)
+        findings.push(
+          await gitlab.unpausePausedGitlabRunner({ candidate, why: checked.unpauseWhy }),
+        );
+    } catch (err) {
+      log.warn('reconciler: a paused GitLab runner is left to the next pass', {
+        runnerId: candidate.runnerId,
+        error: describeFailure(err),
+      });
+    }
+  };
+  for (let at = 0; at < candidates.length; at += GITLAB_CONCURRENCY)
+    await Promise.all(candidates.slice(at, at + GITLAB_CONCURRENCY).map(one));
+  return findings;
 }

@@ -36,6 +36,45 @@ function segment(what: string, value: string | number): string {
   return encodeURIComponent(s);
 }
 
+/** The wait after a 429 when GitLab names none. */
+export const RATE_LIMIT_DEFAULT_WAIT_MS = 60_000;
+/** The longest wait a 429 can ask for: a bad clock or header must not park a reset for hours. */
+export const RATE_LIMIT_MAX_WAIT_MS = 15 * 60_000;
+
+/**
+ * How long to wait after a 429, in GitLab Runner's own order: the
+ * `RateLimit-ResetTime` date, else `Retry-After` (seconds, or an HTTP date),
+ * else the `RateLimit-Reset` Unix time, else a minute. A reset time in the
+ * past means "now". Clamped to RATE_LIMIT_MAX_WAIT_MS.
+ */
+export function rateLimitWaitMs(
+  headers: Record<string, unknown>,
+  now: number = Date.now(),
+): number {
+  const header = (name: string) => {
+    const v = headers[name];
+    return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
+  };
+  const untilDate = (v: string | undefined) => {
+    // HTTP dates name the day and month; Date.parse would read "-3" as a year.
+    if (v === undefined || !/^[A-Za-z]{3},? /.test(v)) return undefined;
+    const at = Date.parse(v);
+    return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
+  };
+  const seconds = (v: string | undefined) =>
+    v !== undefined && /^\d+(\.\d+)?$/.test(v) ? Number(v) * 1000 : undefined;
+  const unixTime = (v: string | undefined) =>
+    v !== undefined && /^\d+$/.test(v) ? Math.max(0, Number(v) * 1000 - now) : undefined;
+  const retryAfter = header('retry-after');
+  const wait =
+    untilDate(header('ratelimit-resettime')) ??
+    seconds(retryAfter) ??
+    untilDate(retryAfter) ??
+    unixTime(header('ratelimit-reset')) ??
+    RATE_LIMIT_DEFAULT_WAIT_MS;
+  return Math.min(wait, RATE_LIMIT_MAX_WAIT_MS);
+}
+
 export interface GitLabClientOptions {
   /**
    * Told of every request as it ends: its operation and HTTP status, or
@@ -92,10 +131,9 @@ export class GitLabClient {
             .slice(0, 300);
     const msg = `GitLab ${what}: ${res.status} ${body}`;
     if (res.status === 429) {
-      // Honour Retry-After: the next attempt waits as long as GitLab asked.
-      const after = Number(res.headers['retry-after']);
+      // The next attempt (or poll) waits as long as GitLab asked.
       throw fail('GitLabRateLimited', msg, {
-        nextRetryDelayMs: Number.isFinite(after) && after >= 0 ? after * 1000 : 60_000,
+        nextRetryDelayMs: rateLimitWaitMs(res.headers as Record<string, unknown>),
       });
     }
     if (res.status >= 500) throw fail('GitLabUnavailable', msg);

@@ -60,8 +60,14 @@ export function gitlabActivities(deps: ActivityDeps) {
      * call that sent the pause (its log row says so) paused it: that pause
      * is ours. An attempt that could not ask GitLab fails as PauseCheckFailed:
      * nothing was paused, so nothing may be unpaused for it.
+     *
+     * `knownPaused` (GITLAB_BUDGET_PATCH): the answer of the workflow's
+     * checkRunnerPaused just before, so this activity makes one GitLab
+     * request (the pause) and the rate budget counts requests honestly.
      */
-    async pauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<{ pausedByUs: boolean }> {
+    async pauseRunner(
+      i: StepInput & { gitlabRunnerId: number; knownPaused?: boolean },
+    ): Promise<{ pausedByUs: boolean }> {
       const gitlab = deps.gitlab;
       const m = meta(i, 'pause');
       if (!gitlab) {
@@ -73,7 +79,7 @@ export function gitlabActivities(deps: ActivityDeps) {
       }
       const sentBefore = (await operations.detailOf(m.key)) === PAUSE_SENT;
       return withOperation<{ pausedByUs: boolean }>(steps, m, async () => {
-        if (!sentBefore && (await pausedAlready(gitlab, i.gitlabRunnerId))) {
+        if (!sentBefore && (i.knownPaused ?? (await pausedAlready(gitlab, i.gitlabRunnerId)))) {
           // An earlier run of this checkpoint (one the reconciler adopted) paused it: ours.
           if (await operations.pausedByCheckpoint(i.checkpointId)) {
             return {

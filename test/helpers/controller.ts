@@ -1,5 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import type { DataSource } from 'typeorm';
 import { AgentBus } from '../../activities/agent-bus';
@@ -136,7 +136,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     port: 0,
     log,
   });
-  const worker: Worker = await createWorker({
+  const worker = await createWorker({
     connection: native,
     namespace: 'default',
     taskQueue,

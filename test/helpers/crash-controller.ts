@@ -9,7 +9,6 @@ import { loadTemporalSettings } from '../../config/temporal';
 import { createMigratedDatabase } from './db';
 import { restClient } from './controller';
 import { controllerEnv, uniqueId, writeInventory, type TestRunner } from './env';
-import { shared } from './shared';
 import { waitFor } from './wait';
 
 /**
@@ -59,7 +58,8 @@ export async function startCrashController(
     ...extraEnv,
   });
   const log = pino({ level: 'silent' });
-  const connection = await Connection.connect({ address: shared().temporalAddress });
+  // The workers' Temporal (extraEnv may name a server of the test's own).
+  const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
   const api = await startApiServer({
     settings: loadSettings(env),
     dataSource: db.ds,

@@ -21,6 +21,7 @@ import {
   retrySignal,
   stateQuery,
 } from '../../common/checkpoint';
+import { fail } from '../../common/fail';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { startContinueAsNewDevServer } from '../helpers/temporal';
@@ -136,7 +137,10 @@ function githubInput(r: RunnerSpec) {
   return { ...input, runner: { ...input.runner, pause: r.pause } };
 }
 
-const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promise<string>> = {
+/** A scenario returns its checkpoint's runner id, or the id of another workflow it ran. */
+type Scenario = (h: WorkflowHarness, s: StubActivities) => Promise<string | { workflowId: string }>;
+
+const scenarios: Record<string, Scenario> = {
   async 'proxmox-failure-reset'(h) {
     const r = runner('proxmox', 7);
     const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '101', projectId: null });
@@ -376,6 +380,78 @@ const scenarios: Record<string, (h: WorkflowHarness, s: StubActivities) => Promi
     await handle.result();
     return r.runnerId;
   },
+  // Since patch 'gitlab-rate-budget': polls on the poll queue (one answered 429,
+  // then a wait as long as asked); pause check, pause and unpause on the GitLab queue.
+  async 'gitlab-budget-poll-rate-limited'(h, s) {
+    let polls = 0;
+    s.on('pollJobStatus', () => {
+      polls++;
+      if (polls === 1)
+        throw fail('GitLabRateLimited', 'GitLab GET: 429', { nextRetryDelayMs: 1500 });
+      return polls >= 3 ? 'failure' : 'running';
+    });
+    const r = runner('bare_metal', 22);
+    await createCheckpoint(h, r, inputNow(r), { jobId: '119', projectId: '5' });
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
+  // Since patch 'gitlab-rate-budget': a finalize arrives while a poll is in flight;
+  // the poll is cancelled and the reset goes on at once.
+  async 'gitlab-budget-finalize-cancels-poll'(h, s) {
+    let release!: () => void;
+    const hang = new Promise<void>((ok) => (release = ok));
+    s.on('pollJobStatus', async () => {
+      await hang;
+      return 'running';
+    });
+    const r = runner('bare_metal', 23);
+    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '120', projectId: '5' });
+    await waitFor('a poll in flight', () => s.callsOf('pollJobStatus').length > 0);
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    release();
+    return r.runnerId;
+  },
+  // Since patch 'gitlab-rate-budget': an adopted run asks (checkRunnerPaused), then
+  // pauses with that answer (pauseRunner with knownPaused), one request each.
+  async 'gitlab-budget-adopted-pause'(h) {
+    const r = runner('bare_metal', 24);
+    const wfId = checkpointWorkflowId(r.runnerId);
+    await h.client.workflow.start('checkpointWorkflow', {
+      workflowId: wfId,
+      taskQueue: h.taskQueue,
+      args: [
+        {
+          ...inputNow(r),
+          resume: {
+            name: 'job-121-1795000000-abcdef12',
+            jobId: '121',
+            projectId: null,
+            checkpointId: 4121,
+            createdAt: new Date().toISOString(),
+            pollJobs: false,
+            adopted: {
+              state: 'finalize_queued',
+              jobEnd: { status: 'failure', source: 'hook', at: new Date().toISOString() },
+            },
+          },
+        },
+      ],
+    });
+    await h.client.workflow.getHandle(wfId).result();
+    return r.runnerId;
+  },
+  // Since patch 'gitlab-rate-budget': a reconciler pass asks GitLab about a paused
+  // runner and unpauses it, one activity per request on the GitLab queue.
+  async 'gitlab-budget-reconcile'(h) {
+    const workflowId = uniqueId('rec-reconcile');
+    await h.client.workflow.execute('reconcileWorkflow', {
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [{ repair: true, minAgeSeconds: 0 }],
+    });
+    return { workflowId };
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */
@@ -392,8 +468,9 @@ describe('record replay fixtures', () => {
     it(name, async () => {
       const h = await startWorkflowHarness();
       try {
-        const runnerId = await run(h, h.stubs);
-        save(shared().temporalAddress, name, checkpointWorkflowId(runnerId));
+        const ran = await run(h, h.stubs);
+        const workflowId = typeof ran === 'string' ? checkpointWorkflowId(ran) : ran.workflowId;
+        save(shared().temporalAddress, name, workflowId);
       } finally {
         await h.stop();
       }

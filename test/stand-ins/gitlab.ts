@@ -57,8 +57,9 @@ export interface GitLabStandIn {
   addRunner(id: number, opts?: { paused?: boolean; description?: string }): void;
   /** `pausedHistory`: every value set through PUT, in order. */
   runner(id: number): { id: number; paused: boolean; pausedHistory: boolean[] };
+  /** `bodyIncludes`: only requests whose raw body contains it (e.g. `paused=false`: an unpause). */
   failNext(
-    match: { method?: string; pathIncludes?: string },
+    match: { method?: string; pathIncludes?: string; bodyIncludes?: string },
     fault: GitLabFault,
     times?: number,
   ): void;
@@ -134,7 +135,7 @@ interface Runner {
 }
 
 interface FaultEntry {
-  match: { method?: string; pathIncludes?: string };
+  match: { method?: string; pathIncludes?: string; bodyIncludes?: string };
   fault: GitLabFault;
   remaining: number;
 }
@@ -288,7 +289,11 @@ class GlStandIn implements GitLabStandIn {
     );
   }
 
-  failNext(match: { method?: string; pathIncludes?: string }, fault: GitLabFault, times = 1): void {
+  failNext(
+    match: { method?: string; pathIncludes?: string; bodyIncludes?: string },
+    fault: GitLabFault,
+    times = 1,
+  ): void {
     this.faults.push({ match, fault, remaining: times });
   }
 
@@ -344,6 +349,7 @@ class GlStandIn implements GitLabStandIn {
     rawPath: string,
     path: string,
     kinds: ReadonlyArray<GitLabFault['kind']>,
+    rawBody: string,
   ): GitLabFault | undefined {
     const entry = this.faults.find(
       (f) =>
@@ -352,7 +358,8 @@ class GlStandIn implements GitLabStandIn {
         (f.match.method === undefined || f.match.method.toUpperCase() === method) &&
         (f.match.pathIncludes === undefined ||
           rawPath.includes(f.match.pathIncludes) ||
-          path.includes(f.match.pathIncludes)),
+          path.includes(f.match.pathIncludes)) &&
+        (f.match.bodyIncludes === undefined || rawBody.includes(f.match.bodyIncludes)),
     );
     if (!entry) return undefined;
     entry.remaining -= 1;
@@ -404,11 +411,11 @@ class GlStandIn implements GitLabStandIn {
     };
 
     if (this.latencyMs > 0) await this.wait(this.latencyMs);
-    const delay = this.takeFault(method, rawPath, path, ['delay']);
+    const delay = this.takeFault(method, rawPath, path, ['delay'], rawBody);
     if (delay?.kind === 'delay') await this.wait(delay.ms);
     if (this.closed) return;
 
-    const fault = this.takeFault(method, rawPath, path, ['rate-limit', 'http']);
+    const fault = this.takeFault(method, rawPath, path, ['rate-limit', 'http'], rawBody);
     if (fault?.kind === 'rate-limit') {
       const resetAt = Math.floor(Date.now() / 1000) + fault.retryAfterSeconds;
       return send(429, 'Retry later\n', {

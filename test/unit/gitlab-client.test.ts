@@ -1,6 +1,12 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GitLabClient } from '../../activities/gitlab/client';
+import {
+  GitLabClient,
+  RATE_LIMIT_DEFAULT_WAIT_MS,
+  RATE_LIMIT_MAX_WAIT_MS,
+  rateLimitWaitMs,
+} from '../../activities/gitlab/client';
+import { retryAfterOf } from '../../common/fail';
 
 /** A GitLab that records the path of every request and says every job succeeded. */
 describe('GitLabClient paths', () => {
@@ -98,5 +104,59 @@ describe('GitLabClient request counting', () => {
     });
     await expect(client.runnerPaused(7)).rejects.toMatchObject({ type: 'GitLabUnavailable' });
     expect(seen).toEqual([['runner_get', 'error']]);
+  });
+});
+
+describe('rateLimitWaitMs (after a 429)', () => {
+  const now = Date.parse('2026-11-27T12:00:00Z');
+
+  it('prefers RateLimit-ResetTime, then Retry-After, then RateLimit-Reset, as GitLab Runner does', () => {
+    const all = {
+      'ratelimit-resettime': 'Fri, 27 Nov 2026 12:00:30 GMT',
+      'retry-after': '10',
+      'ratelimit-reset': String(now / 1000 + 50),
+    };
+    expect(rateLimitWaitMs(all, now)).toBe(30_000);
+    expect(rateLimitWaitMs({ ...all, 'ratelimit-resettime': undefined }, now)).toBe(10_000);
+    expect(rateLimitWaitMs({ 'ratelimit-reset': all['ratelimit-reset'] }, now)).toBe(50_000);
+  });
+
+  it('reads Retry-After as an HTTP date too, and a reset already past as no wait', () => {
+    expect(rateLimitWaitMs({ 'retry-after': 'Fri, 27 Nov 2026 12:00:05 GMT' }, now)).toBe(5000);
+    expect(rateLimitWaitMs({ 'ratelimit-resettime': 'Fri, 27 Nov 2026 11:00:00 GMT' }, now)).toBe(
+      0,
+    );
+  });
+
+  it('waits a minute when no header says, skips garbage, and never waits more than 15 minutes', () => {
+    expect(rateLimitWaitMs({}, now)).toBe(RATE_LIMIT_DEFAULT_WAIT_MS);
+    expect(rateLimitWaitMs({ 'ratelimit-resettime': 'soon', 'retry-after': '-3' }, now)).toBe(
+      RATE_LIMIT_DEFAULT_WAIT_MS,
+    );
+    expect(rateLimitWaitMs({ 'retry-after': '86400' }, now)).toBe(RATE_LIMIT_MAX_WAIT_MS);
+  });
+
+  it('makes a 429 a transient GitLabRateLimited failure carrying the wait', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(429, { 'Content-Type': 'text/plain', 'Retry-After': '7' });
+      res.end('Retry later\n');
+    });
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const client = new GitLabClient(`http://127.0.0.1:${port}`, 'tok', 5000);
+      const err = await client.runnerPaused(1).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({
+        type: 'GitLabRateLimited',
+        nonRetryable: false,
+        nextRetryDelay: 7000,
+      });
+      expect(retryAfterOf(err)).toBe(7000);
+    } finally {
+      await new Promise<void>((ok) => server.close(() => ok()));
+    }
   });
 });

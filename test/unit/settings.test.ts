@@ -23,7 +23,14 @@ describe('loadSettings', () => {
       gitlabUrl: undefined,
       githubUrl: 'https://api.github.com',
       githubToken: undefined,
+      gitlabMaxRps: 10,
+      gitlabPollShare: 0.5,
     });
+  });
+
+  it('takes a fractional GitLab rate budget and poll share', () => {
+    const s = loadSettings({ E2EPOOL_GITLAB_MAX_RPS: '2.5', E2EPOOL_GITLAB_POLL_SHARE: '0.25' });
+    expect(s).toMatchObject({ gitlabMaxRps: 2.5, gitlabPollShare: 0.25 });
   });
 
   it('takes a GitHub Enterprise Server API URL and a token', () => {
@@ -79,6 +86,12 @@ describe('loadSettings', () => {
     ['E2EPOOL_DB_POOL_SIZE', '2.5', /E2EPOOL_DB_POOL_SIZE: expected an integer/],
     ['E2EPOOL_GITLAB_URL', 'gitlab.example.com', /E2EPOOL_GITLAB_URL: expected an http\(s\) URL/],
     ['E2EPOOL_TASK_QUEUE', 'bad queue', /E2EPOOL_TASK_QUEUE/],
+    ['E2EPOOL_GITLAB_MAX_RPS', '0', /E2EPOOL_GITLAB_MAX_RPS: must be a positive number/],
+    ['E2EPOOL_GITLAB_MAX_RPS', '-3', /E2EPOOL_GITLAB_MAX_RPS: must be a positive number/],
+    ['E2EPOOL_GITLAB_MAX_RPS', 'ten', /E2EPOOL_GITLAB_MAX_RPS: expected a number/],
+    ['E2EPOOL_GITLAB_MAX_RPS', 'Infinity', /E2EPOOL_GITLAB_MAX_RPS: expected a number/],
+    ['E2EPOOL_GITLAB_POLL_SHARE', '1', /E2EPOOL_GITLAB_POLL_SHARE: must be a number between 0/],
+    ['E2EPOOL_GITLAB_POLL_SHARE', '0', /E2EPOOL_GITLAB_POLL_SHARE: must be a number between 0/],
     ['E2EPOOL_POLLER_ENABLED', 'maybe', /E2EPOOL_POLLER_ENABLED: expected true or false/],
     ['E2EPOOL_LOG_LEVEL', 'loud', /E2EPOOL_LOG_LEVEL/],
   ])('rejects %s=%s with one line naming the variable', (key, value, pattern) => {

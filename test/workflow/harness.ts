@@ -22,6 +22,7 @@ import {
   type CheckpointDto,
   type PauseTarget,
 } from '../../common/checkpoint';
+import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
@@ -79,6 +80,29 @@ export class StubActivities {
       pauseRunnerLabels: (i: { target: { labels: string[] } }) => ({ removed: i.target.labels }),
       restoreRunnerLabels: () => undefined,
       pollJobStatus: () => 'running',
+      // The reconciler: one GitLab runner e2epool left paused, unpaused.
+      reconcileCheckpoints: () => [],
+      reconcilePausedRunners: () => [],
+      pausedGitlabCandidates: () => [
+        {
+          runnerId: 'stub-runner',
+          checkpointId: 1,
+          checkpointName: 'job-1-1795000000-abcdef12',
+          at: '2026-11-27T00:00:00.000Z',
+          detail: null,
+          target: { kind: 'gitlab', gitlabRunnerId: 42 },
+        },
+      ],
+      checkPausedGitlabRunner: () => ({ findings: [], unpauseWhy: 'left paused' }),
+      unpausePausedGitlabRunner: () => ({
+        kind: 'paused_runner',
+        checkpoint: 'job-1-1795000000-abcdef12',
+        runnerId: 'stub-runner',
+        action: 'unpaused',
+        detail: 'left paused: unpaused',
+      }),
+      reconcileSnapshots: () => [],
+      pruneRetention: () => ({ commands: 0, logs: 0 }),
     };
   }
 
@@ -148,7 +172,19 @@ export async function startWorkflowHarness(
     workflowBundle: { code: await workflowBundle() },
     activities: stubs.activities(),
   });
-  const running = worker.run();
+  // The GitLab queues (GITLAB_BUDGET_PATCH), served by the same stubs, unthrottled.
+  const gitlabWorkers = await Promise.all(
+    [gitlabTaskQueue(taskQueue), gitlabPollTaskQueue(taskQueue)].map((q) =>
+      Worker.create({
+        connection: native,
+        namespace: 'default',
+        taskQueue: q,
+        activities: stubs.activities(),
+      }),
+    ),
+  );
+  const workers = [worker, ...gitlabWorkers];
+  const running = Promise.all(workers.map((w) => w.run()));
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   return {
@@ -156,7 +192,7 @@ export async function startWorkflowHarness(
     taskQueue,
     stubs,
     async stop() {
-      worker.shutdown();
+      for (const w of workers) w.shutdown();
       await running;
       await native.close();
       await connection.close();

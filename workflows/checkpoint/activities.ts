@@ -3,9 +3,10 @@
  * it uses, named once, with why. Options are not part of workflow history, so
  * changing them is safe for running checkpoints.
  */
-import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import { proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
+import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 
 /** Bookkeeping in Postgres: must eventually succeed, so it retries without limit (backing off). */
 export const records = proxyActivities<Activities>({
@@ -24,7 +25,7 @@ export const records = proxyActivities<Activities>({
  * (GitHub's primary limit: until its reset, up to an hour): the
  * schedule-to-close bound keeps that from holding the reset back longer.
  */
-export const pauser = proxyActivities<Activities>({
+const PAUSER: ActivityOptions = {
   startToCloseTimeout: '1 minute',
   scheduleToCloseTimeout: '5 minutes',
   retry: {
@@ -33,20 +34,61 @@ export const pauser = proxyActivities<Activities>({
     maximumInterval: '30 seconds',
     nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
   },
-});
+};
+export const pauser = proxyActivities<Activities>(PAUSER);
 
 /**
  * GitLab unpause: the runner must not stay paused, so it retries without
  * limit; only a permanent answer (runner gone, no permission) stops it.
  */
-export const unpauser = proxyActivities<Activities>({
+const UNPAUSER: ActivityOptions = {
   startToCloseTimeout: '1 minute',
   retry: {
     initialInterval: '1 second',
     maximumInterval: '5 minutes',
     nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
   },
-});
+};
+export const unpauser = proxyActivities<Activities>(UNPAUSER);
+
+/**
+ * `pauser` on the GitLab queue (GITLAB_BUDGET_PATCH), whose rate limit is
+ * the fleet's GitLab budget: its attempts wait there for a token, inside
+ * the same 5-minute bound. A 429's wait (nextRetryDelay) is honoured.
+ * Only callable inside a workflow (the queue is named after its own).
+ */
+export function gitlabPauser() {
+  return proxyActivities<Activities>({
+    ...PAUSER,
+    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+  });
+}
+
+/** `unpauser` on the GitLab queue (GITLAB_BUDGET_PATCH); a 429 delays the next attempt as asked. */
+export function gitlabUnpauser() {
+  return proxyActivities<Activities>({
+    ...UNPAUSER,
+    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+  });
+}
+
+/**
+ * Job-status polls on the poll queue (GITLAB_BUDGET_PATCH): one attempt,
+ * and no longer in the queue than one poll interval. When the polls of
+ * the fleet exceed their share of the budget they wait in that queue; a
+ * poll that waited a whole interval is dropped (schedule-to-start timeout,
+ * not retried) and the loop simply polls again, so polls never pile up and
+ * the effective interval stretches to what the budget allows. A 429 is not
+ * retried here either: the loop waits as long as GitLab asked.
+ */
+export function gitlabPoller(intervalSeconds: number) {
+  return proxyActivities<Activities>({
+    taskQueue: gitlabPollTaskQueue(workflowInfo().taskQueue),
+    scheduleToStartTimeout: Math.max(1000, Math.round(intervalSeconds * 1000)),
+    startToCloseTimeout: '1 minute',
+    retry: { maximumAttempts: 1, nonRetryableErrorTypes: NON_RETRYABLE_TYPES },
+  });
+}
 
 /**
  * Job-status polls: a failed poll is skipped, the next one comes soon anyway.

@@ -20,8 +20,16 @@ import {
   type PauseTarget,
 } from '../../common/checkpoint';
 import { describeFailure, failureTypeOf } from '../../common/fail';
+import { GITLAB_BUDGET_PATCH } from '../../common/gitlab-budget';
 import type { CheckpointState } from '../../common/states';
-import { pauser, readinessActivities, stepActivities, unpauser } from './activities';
+import {
+  gitlabPauser,
+  gitlabUnpauser,
+  pauser,
+  readinessActivities,
+  stepActivities,
+  unpauser,
+} from './activities';
 import type { CheckpointRun } from './run';
 
 /**
@@ -71,7 +79,9 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
   if (gitlabRunnerId !== null) {
     run.doing('pause');
     try {
-      const paused = await pauser.pauseRunner({ ...run.step(), gitlabRunnerId });
+      const paused = patched(GITLAB_BUDGET_PATCH)
+        ? await pauseWithinBudget(run, gitlabRunnerId)
+        : await pauser.pauseRunner({ ...run.step(), gitlabRunnerId });
       run.runnerPaused = paused.pausedByUs;
     } catch (err) {
       // Undo a pause that may have landed, but never "undo" one that was
@@ -84,6 +94,27 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
     }
   }
   run.pauseSettled = true;
+}
+
+/**
+ * pauseRunner's GitLab pause on the GitLab queue (GITLAB_BUDGET_PATCH), one
+ * request per activity: ask, then pause with the answer. A failure to ask is
+ * PauseCheckFailed, as from pauseRunner itself: nothing was sent.
+ */
+async function pauseWithinBudget(
+  run: CheckpointRun,
+  gitlabRunnerId: number,
+): Promise<{ pausedByUs: boolean }> {
+  const gitlab = gitlabPauser();
+  const { paused } = await gitlab.checkRunnerPaused({
+    gitlabRunnerId,
+    runnerId: run.runner.runnerId,
+  });
+  return gitlab.pauseRunner({
+    ...run.step(),
+    gitlabRunnerId,
+    ...(paused !== null ? { knownPaused: paused } : {}),
+  });
 }
 
 /**
@@ -113,9 +144,11 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
     return row;
   }
   const gitlabRunnerId = target.gitlabRunnerId;
+  // Since GITLAB_BUDGET_PATCH both requests wait for the fleet's GitLab budget.
+  const gitlab = patched(GITLAB_BUDGET_PATCH) ? gitlabPauser() : pauser;
   let row: PauseLog;
   try {
-    const { paused } = await pauser.checkRunnerPaused({
+    const { paused } = await gitlab.checkRunnerPaused({
       gitlabRunnerId,
       runnerId: run.runner.runnerId,
     });
@@ -130,7 +163,7 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
       // From here the pause is ours, whether or not the request lands.
       run.runnerPaused = true;
       try {
-        await pauser.sendPause({ gitlabRunnerId, runnerId: run.runner.runnerId });
+        await gitlab.sendPause({ gitlabRunnerId, runnerId: run.runner.runnerId });
         row = entry('ok', `paused GitLab runner ${gitlabRunnerId}`);
       } catch (err) {
         row = entry('error', PAUSE_SENT, describeFailure(err));
@@ -353,7 +386,9 @@ async function unpauseUntilDone(run: CheckpointRun, gitlabRunnerId: number): Pro
   const retrySeconds = run.input.timing.unpauseRetrySeconds ?? 300;
   for (;;) {
     try {
-      await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
+      // Asked each round: a run whose unpause kept failing across an upgrade moves to the budget.
+      const gitlab = patched(GITLAB_BUDGET_PATCH) ? gitlabUnpauser() : unpauser;
+      await gitlab.unpauseRunner({ ...run.step(), gitlabRunnerId });
       return true;
     } catch (err) {
       run.lastError =

@@ -6,18 +6,23 @@
  */
 import {
   allHandlersFinished,
+  CancellationScope,
   condition,
   log,
   makeContinueAsNewFunc,
+  patched,
   workflowInfo,
 } from '@temporalio/workflow';
-import type {
-  CheckpointOutcome,
-  CheckpointWorkflowInput,
-  ResumedCheckpoint,
+import type { JobState } from '../../activities/gitlab/client';
+import {
+  pauseTargetOf,
+  type CheckpointOutcome,
+  type CheckpointWorkflowInput,
+  type ResumedCheckpoint,
 } from '../../common/checkpoint';
-import { describeFailure } from '../../common/fail';
-import { poller } from './activities';
+import { describeFailure, retryAfterOf } from '../../common/fail';
+import { GITLAB_BUDGET_PATCH } from '../../common/gitlab-budget';
+import { gitlabPoller, poller } from './activities';
 import type { CheckpointRun } from './run';
 
 export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
@@ -44,18 +49,30 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
     if (await condition(ended, Math.max(1, wakeAt - now))) return;
     if (pollProject !== null && Date.now() >= nextPollAt) {
       nextPollAt = Date.now() + timing.pollerIntervalSeconds * 1000;
-      try {
-        const status = await poller.pollJobStatus({
-          projectId: pollProject,
-          jobId: cp.jobId,
-          runnerId: run.runner.runnerId,
-        });
-        if (status !== 'running' && !ended()) {
-          run.jobEnd = { status, source: 'poller', at: new Date() };
+      // GitHub runners' polls are not GitLab's to budget; their history stays as it was.
+      if (pauseTargetOf(run.runner)?.kind !== 'github' && patched(GITLAB_BUDGET_PATCH)) {
+        const polled = await pollWithinBudget(run, pollProject, ttlAt);
+        if (polled.status !== undefined && polled.status !== 'running' && !ended()) {
+          run.jobEnd = { status: polled.status, source: 'poller', at: new Date() };
           return;
         }
-      } catch (err) {
-        log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
+        // GitLab said how long to wait (429): the next poll comes no sooner.
+        if (polled.waitMs !== undefined)
+          nextPollAt = Math.max(nextPollAt, Date.now() + polled.waitMs);
+      } else {
+        try {
+          const status = await poller.pollJobStatus({
+            projectId: pollProject,
+            jobId: cp.jobId,
+            runnerId: run.runner.runnerId,
+          });
+          if (status !== 'running' && !ended()) {
+            run.jobEnd = { status, source: 'poller', at: new Date() };
+            return;
+          }
+        } catch (err) {
+          log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
+        }
       }
     }
     if (workflowInfo().continueAsNewSuggested && !ended()) {
@@ -64,6 +81,48 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
       await continueAsNew(run);
     }
   }
+}
+
+/**
+ * One job-status poll on the GitLab poll queue (GITLAB_BUDGET_PATCH). The
+ * poll may wait in that queue for its share of the GitLab budget, up to one
+ * poll interval; meanwhile a finalize or the TTL ends the wait at once (the
+ * poll is cancelled), so a queued poll never delays a reset. Returns the
+ * job's state if GitLab told it, and the wait GitLab asked for after a 429.
+ */
+async function pollWithinBudget(
+  run: CheckpointRun,
+  projectId: string,
+  ttlAt: number,
+): Promise<{ status?: JobState; waitMs?: number }> {
+  const cp = run.checkpoint;
+  const scope = new CancellationScope();
+  let settled = false;
+  const out: { status?: JobState; waitMs?: number } = {};
+  void scope
+    .run(() =>
+      gitlabPoller(run.input.timing.pollerIntervalSeconds).pollJobStatus({
+        projectId,
+        jobId: cp.jobId,
+        runnerId: run.runner.runnerId,
+      }),
+    )
+    .then(
+      (status) => {
+        out.status = status;
+      },
+      (err: unknown) => {
+        out.waitMs = retryAfterOf(err);
+        if (!scope.consideredCancelled)
+          log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
+      },
+    )
+    .finally(() => {
+      settled = true;
+    });
+  await condition(() => settled || run.jobEnd !== null, Math.max(1, ttlAt - Date.now()));
+  if (!settled) scope.cancel();
+  return out;
 }
 
 /** Carries the waiting checkpoint into a fresh run (same workflow id, same search attributes). */
