@@ -51,6 +51,17 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('setup')
+    .description(
+      "register e2epool's search attributes on the Temporal namespace and exit (the worker does it at start)",
+    )
+    .action(async () => {
+      await controller()
+        .runSetup()
+        .catch((err: unknown) => exitOnStartupError('setup', err));
+    });
+
+  program
     .command('migrate')
     .description('apply pending database migrations and exit')
     .option('--revert', 'revert the latest migration instead')
