@@ -203,3 +203,5 @@ export async function runSetup(): Promise<void> {
     await connection.close().catch(() => undefined);
   }
 }
+
+export { runDoctor } from './doctor';

@@ -62,6 +62,25 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('doctor')
+    .description(
+      'check that Temporal, Postgres, the worker, GitLab/GitHub, Proxmox and the agents are wired up right; writes nothing',
+    )
+    .option('--json', 'print one JSON document instead of lines')
+    .option('--timeout <seconds>', 'deadline of each check', positiveInt, 10)
+    .addHelpText('after', DOCTOR_HELP)
+    // A usage error exits 2, apart from 1 (a check failed).
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .action(async (opts: { json?: boolean; timeout: number }) => {
+      const code = await controller()
+        .runDoctor(opts)
+        .catch((err: unknown) => exitOnStartupError('doctor', err));
+      process.exitCode = code;
+      // Keep-alive sockets (Proxmox, GitLab) must not hold the report's exit.
+      setTimeout(() => process.exit(code), 200).unref();
+    });
+
+  program
     .command('migrate')
     .description('apply pending database migrations and exit')
     .option('--revert', 'revert the latest migration instead')
@@ -181,6 +200,11 @@ export function buildProgram(): Command {
 
   return program;
 }
+
+const DOCTOR_HELP = `
+Output: one line per check, in order: ok|fail <check>: <what>[ — <what to do>]
+(a runner's checks start with its id). Exit codes: 0 every check ok, 1 a check
+failed, 2 a usage error. See the README, "Bring-up check".`;
 
 const LOGS_HELP = `
 Output: one line per entry, in the order they happened, all on stdout:
