@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
-// `status` and `logs` load only ../agent/cli, which uses Node builtins alone.
+// `status`, `logs` and `ping` load only ../agent/cli, which uses Node builtins alone.
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
 type BootstrapModule = typeof import('./bootstrap');
@@ -173,6 +173,20 @@ export function buildProgram(): Command {
     .option('--socket <path>', 'agent socket (default from the agent config)')
     .action(async (opts: { checkpoint: string; socket?: string }) => {
       process.exitCode = await agentCli().statusAction(opts);
+    });
+
+  program
+    .command('ping')
+    .description(
+      'ping the controller through the agent (the path and credentials of real requests) and print the round trip',
+    )
+    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .addHelpText(
+      'after',
+      '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error (the controller did not answer, ...), 2 the agent is not running.',
+    )
+    .action(async (opts: { socket?: string }) => {
+      process.exitCode = await agentCli().pingAction({ socket: opts.socket });
     });
 
   program
