@@ -443,7 +443,19 @@ async function githubRunnerCheck(
     c.ms,
     `the token needs admin rights on the ${where} (fine-grained: Administration, or the organization's Self-hosted runners permission)`,
     async () => {
-      const labels = await github.runnerLabels(scope, id);
+      let labels;
+      try {
+        labels = await github.runnerLabels(scope, id);
+      } catch (err) {
+        // GitHub answers 404 both for a runner that does not exist and for one the token may not see.
+        if (!/: 404 /.test(message(err))) throw err;
+        return bad(
+          'github-runner',
+          r.runner_id,
+          `GitHub has no runner ${id} in ${where}, or the token may not see it`,
+          `check github_runner_id (GET ${'repo' in scope ? `/repos/${scope.repo}` : `/orgs/${scope.org}`}/actions/runners lists them) and that the token has admin rights on the ${where}`,
+        );
+      }
       return ok(
         'github-runner',
         r.runner_id,

@@ -1,9 +1,5 @@
-import { execFileSync, type ChildProcess } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
-import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -21,7 +17,9 @@ import {
 import { runCli } from '../helpers/processes';
 import { shared } from '../helpers/shared';
 import { createNamespace } from '../helpers/temporal';
+import { startTlsFront, type TlsFront } from '../helpers/tls-front';
 import { waitFor } from '../helpers/wait';
+import { startGitHubStandIn } from '../stand-ins/github';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import {
   PVE_VM_ADMIN_PRIVILEGES,
@@ -29,7 +27,7 @@ import {
   type ProxmoxStandIn,
 } from '../stand-ins/proxmox';
 
-const R = testRunners(['pve', 'metal', 'lonely', 'tls']);
+const R = testRunners(['pve', 'metal', 'lonely', 'tls', 'gh']);
 const VMID = 4101;
 const GITLAB_RUNNER = 6001;
 
@@ -43,8 +41,7 @@ describe('bring-up check', () => {
   let c: AgentController;
   let gl: GitLabStandIn;
   let pve: ProxmoxStandIn;
-  let front: Server;
-  let tlsUrl: string;
+  let front: TlsFront;
   const agents: ChildProcess[] = [];
 
   const pveYaml = (r: typeof R.pve, url = pve.url, extra: Record<string, string | number> = {}) =>
@@ -103,52 +100,7 @@ describe('bring-up check', () => {
     }
 
     // An HTTPS Proxmox node in front of the stand-in, with a self-signed certificate.
-    const certFile = join(dir, 'cert.pem');
-    const keyFile = join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        keyFile,
-        '-out',
-        certFile,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=pve.test',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-      ],
-      { stdio: 'ignore' },
-    );
-    const upstream = new URL(pve.url);
-    front = createServer(
-      { key: readFileSync(keyFile), cert: readFileSync(certFile) },
-      (req, res) => {
-        const up = request(
-          {
-            host: upstream.hostname,
-            port: upstream.port,
-            path: req.url,
-            method: req.method,
-            headers: req.headers,
-          },
-          (r) => {
-            res.writeHead(r.statusCode ?? 502, r.statusMessage, r.headers);
-            r.pipe(res);
-          },
-        );
-        req.pipe(up);
-      },
-    );
-    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-    tlsUrl = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
-    expect(new X509Certificate(readFileSync(certFile)).fingerprint256).toMatch(/^[0-9A-F:]+$/);
+    front = await startTlsFront(pve.url, dir);
   });
 
   afterAll(async () => {
@@ -156,7 +108,7 @@ describe('bring-up check', () => {
     await c?.stop();
     await gl?.close();
     await pve?.close();
-    await new Promise((r) => (front ? front.close(r) : r(undefined)));
+    await front?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -272,7 +224,7 @@ describe('bring-up check', () => {
     it('a Proxmox certificate that does not match the pinned fingerprint: TLS line, exit 1', async () => {
       const wrong = Array.from({ length: 32 }, () => 'AB').join(':');
       const inventory = writeInventory(
-        `runners:\n${pveYaml(R.tls, tlsUrl, { proxmox_fingerprint: wrong })}`,
+        `runners:\n${pveYaml(R.tls, front.url, { proxmox_fingerprint: wrong })}`,
       );
       const res = await doctor(doctorEnv({ E2EPOOL_INVENTORY_PATH: inventory }));
       expect(res.code).toBe(1);
@@ -283,7 +235,7 @@ describe('bring-up check', () => {
         `fail ${R.tls.id} proxmox-privileges: not checked: the Proxmox API did not answer — fix the proxmox-api check first`,
       );
       // And without a pin or CA, the self-signed certificate is refused too.
-      const unpinned = writeInventory(`runners:\n${pveYaml(R.tls, tlsUrl)}`);
+      const unpinned = writeInventory(`runners:\n${pveYaml(R.tls, front.url)}`);
       const res2 = await doctor(doctorEnv({ E2EPOOL_INVENTORY_PATH: unpinned }));
       expect(res2.lines.find((l) => l.includes('proxmox-api'))).toMatch(
         /^fail .* proxmox-api: .*TLS verification failed.* — set proxmox_ca_file/,
@@ -303,6 +255,43 @@ describe('bring-up check', () => {
           ),
         ) as unknown,
       ]);
+    });
+
+    it('a ci_adapter: github runner: its labels readable, or a failing line for a runner GitHub lacks', async () => {
+      const gh = await startGitHubStandIn();
+      try {
+        gh.addRunner({ repo: 'acme/app' }, 81, { labels: ['e2e'] });
+        const yaml = (id: number) =>
+          `runners:\n${bareMetalRunnerYaml(R.metal, {
+            ci_adapter: 'github',
+            github_repo: 'acme/app',
+            github_runner_id: id,
+            github_pause_labels: '[e2e]',
+          })}`;
+        const env = (id: number) =>
+          doctorEnv({
+            E2EPOOL_INVENTORY_PATH: writeInventory(yaml(id)),
+            E2EPOOL_GITHUB_URL: gh.url,
+            E2EPOOL_GITHUB_TOKEN: gh.token,
+          });
+        const good = await doctor(env(81));
+        expect(good.lines).toContain(
+          `ok ${R.metal.id} github-runner: GitHub runner 81 in repository acme/app readable (labels: self-hosted, Linux, X64, e2e)`,
+        );
+        expect(good.code).toBe(0);
+        const missing = await doctor(env(82));
+        expect(missing.code).toBe(1);
+        expect(failing(missing.lines)).toEqual([
+          expect.stringMatching(
+            new RegExp(
+              `^fail ${R.metal.id} github-runner: GitHub has no runner 82 in repository acme/app, or the token may not see it — check github_runner_id \\(GET /repos/acme/app/actions/runners lists them\\)`,
+            ),
+          ) as unknown,
+        ]);
+        expect(missing.stdout).not.toContain(gh.token);
+      } finally {
+        await gh.close();
+      }
     });
 
     it('exits 2 on a usage error', async () => {
