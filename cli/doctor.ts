@@ -610,7 +610,12 @@ async function agentChecks(
       out.set(
         r.runner_id,
         !s
-          ? bad('agent', r.runner_id, 'agent not connected (it never connected)', fix)
+          ? bad(
+              'agent',
+              r.runner_id,
+              'agent not connected (no session on record: it never connected, or its credentials were revoked)',
+              fix,
+            )
           : s.status === 'live'
             ? ok('agent', r.runner_id, `agent connected, ${seen}`)
             : s.status === 'unreachable'

@@ -251,7 +251,7 @@ describe('bring-up check', () => {
       expect(failing(res.lines)).toEqual([
         expect.stringMatching(
           new RegExp(
-            `^fail ${R.lonely.id} agent: agent not connected \\(it never connected\\) — start the agent`,
+            `^fail ${R.lonely.id} agent: agent not connected \\(no session on record: it never connected, or its credentials were revoked\\) — start the agent`,
           ),
         ) as unknown,
       ]);

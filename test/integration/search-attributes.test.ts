@@ -100,4 +100,29 @@ describe('search attributes on a fresh namespace', () => {
       E2eJobId: undefined,
     });
   });
+
+  it('a registration the server refuses: the worker exits 78 with the command of each missing attribute', async () => {
+    // The dev server allows 10 Keyword attributes a namespace: with 8 taken, ours do not fit.
+    const namespace = await createNamespace('ns-full');
+    await conn.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(
+        Array.from({ length: 8 }, (_, i) => [`Filler${i}`, KEYWORD]),
+      ),
+    });
+    const res = await runCli(['worker'], env(namespace), 60_000);
+    expect(res.code).toBe(78);
+    const lines = res.stderr.trimEnd().split('\n');
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^e2epool worker: namespace ${namespace} lacks search attributes e2epool needs, and registering them failed \\(.*Keyword.*\\); an operator must register them:$`,
+      ),
+    );
+    expect(lines.slice(1)).toEqual(
+      SEARCH_ATTRIBUTE_KEYS.map(
+        (k) =>
+          `search attribute ${k.name} is missing in namespace ${namespace}: run temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type Keyword`,
+      ),
+    );
+  });
 });
