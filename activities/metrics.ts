@@ -4,7 +4,8 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 export type JobEndPath = 'finalize' | 'poller' | 'ttl';
 
 /** The GitLab calls e2epool makes, as counted in `e2epool_gitlab_requests_total{op}`. */
-export type GitLabOp = 'job_status' | 'runner_get' | 'runner_pause' | 'runner_unpause';
+export type GitLabOp =
+  'job_status' | 'runner_get' | 'runner_pause' | 'runner_unpause' | 'token_self';
 
 /** The GitHub calls e2epool makes, as counted in `e2epool_github_requests_total{op}`. */
 export type GitHubOp = 'job_status' | 'runner_labels' | 'label_remove' | 'label_add';

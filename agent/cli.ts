@@ -13,7 +13,7 @@ import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
 
 /**
- * The runner-side CLI commands `create`, `finalize`, `status` and `logs`. They
+ * The runner-side CLI commands `create`, `finalize`, `status`, `logs` and `ping`. They
  * run in every CI job: this module and what it imports use Node builtins only
  * (common/failures imports nothing; never common/fail, which loads Temporal).
  *
@@ -260,6 +260,26 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
+  return CLI_EXIT.ok;
+}
+
+/**
+ * `e2epool ping`: a `ping` through the agent to the controller, the path and
+ * credentials of real requests (IPC → agent → WebSocket → controller), and
+ * prints the round trip as this command saw it: `pong from <url> in 12 ms`.
+ * Writes nothing anywhere. Exit codes as the other commands.
+ */
+export async function pingAction(ctx: ConnectContext, io: CliIo = processIo()): Promise<number> {
+  const started = process.hrtime.bigint();
+  const r = await send(ctx, 'ping', {}, io);
+  if (!r.ok) return r.code;
+  const ms = Number((process.hrtime.bigint() - started) / 1_000_000n);
+  if (r.data.pong !== true) {
+    io.err('Error: the controller replied to the ping without a pong');
+    return CLI_EXIT.error;
+  }
+  const from = typeof r.data.controller_url === 'string' ? r.data.controller_url : 'the controller';
+  io.out(`pong from ${from} in ${ms} ms`);
   return CLI_EXIT.ok;
 }
 

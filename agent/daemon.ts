@@ -100,12 +100,23 @@ export async function startAgent(
     return { ...reply, id: req.id };
   };
 
+  /**
+   * `e2epool ping`: the controller's `{"pong": true}`, plus which controller
+   * answered (without credentials), so the CLI can say where it went.
+   */
+  const ping = async (req: AgentRequest): Promise<Reply> => {
+    const reply = await forward(req);
+    if (reply.status !== 'ok') return reply;
+    const data = reply.data && typeof reply.data === 'object' ? reply.data : {};
+    return { ...reply, data: { ...data, controller_url: loggableUrl(config.controllerUrl) } };
+  };
+
   /** Every IPC request type, dispatched from one table. */
   const ipcHandlers: Record<RequestType, (req: AgentRequest) => Promise<Reply>> = {
     create: forward,
     finalize: forward,
     status: forward,
-    ping: forward,
+    ping,
     logs: forward,
   };
 

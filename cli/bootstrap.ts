@@ -2,6 +2,7 @@ import { InventoryError } from '../config/inventory';
 import { createLogger, type Logger } from '../config/logger';
 import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
+import { SETUP_EXIT_CODE } from '../worker/search-attributes';
 
 export interface ControllerConfig {
   settings: Settings;
@@ -25,9 +26,17 @@ export function loadControllerConfig(
 
 /**
  * Ends the process after a startup failure: configuration and inventory errors
- * are one line on stderr; anything else is logged with its stack.
+ * are one line on stderr; anything else is logged with its stack. A namespace
+ * without e2epool's search attributes exits SETUP_EXIT_CODE (78, EX_CONFIG),
+ * one line per attribute with the command that registers it: a supervisor
+ * should not restart into the same refusal (systemd: RestartPreventExitStatus=78).
  */
 export function exitOnStartupError(command: string, err: unknown): never {
+  if (err instanceof Error && err.name === 'SearchAttributeSetupError') {
+    // Every line counts here: each names an attribute and the command that registers it.
+    process.stderr.write(`e2epool ${command}: ${err.message}\n`);
+    process.exit(SETUP_EXIT_CODE);
+  }
   if (err instanceof ConfigError || err instanceof InventoryError) {
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
   } else {

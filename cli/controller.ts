@@ -18,6 +18,7 @@ import {
   gitlabClientFrom,
   installRuntime,
 } from '../worker/worker';
+import { ensureSearchAttributes } from '../worker/search-attributes';
 import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
 
 /** `e2epool api`: the REST API and the agent WebSocket gateway, on one port. */
@@ -84,6 +85,8 @@ export async function runWorker(): Promise<void> {
     log,
   });
   const connection = await connectNative(temporal);
+  // Before polling: a workflow that sets an unregistered attribute fails its task.
+  await ensureSearchAttributes(connection, temporal.namespace, log);
   // Agents are reached through whichever API instance holds their WebSocket.
   const agents = new AgentBus(dataSource, settings.databaseUrl, {
     staleAfterSeconds: settings.wsHeartbeatTimeoutSeconds,
@@ -180,3 +183,25 @@ export async function runSelfTest(opts: { timeout: number }): Promise<void> {
     await connection.close();
   }
 }
+
+/**
+ * `e2epool setup`: registers e2epool's search attributes on the namespace
+ * (what the worker does at start) and exits; refuses like the worker when
+ * it may not.
+ */
+export async function runSetup(): Promise<void> {
+  const { temporal, log } = loadControllerConfig('setup');
+  const connection = await connectClient(temporal, 10_000);
+  try {
+    const added = await ensureSearchAttributes(connection, temporal.namespace, log);
+    process.stdout.write(
+      added.length
+        ? `registered search attributes in namespace ${temporal.namespace}: ${added.join(', ')}\n`
+        : `namespace ${temporal.namespace} has every search attribute e2epool needs\n`,
+    );
+  } finally {
+    await connection.close().catch(() => undefined);
+  }
+}
+
+export { runDoctor } from './doctor';

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
-// `status` and `logs` load only ../agent/cli, which uses Node builtins alone.
+// `status`, `logs` and `ping` load only ../agent/cli, which uses Node builtins alone.
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
 type BootstrapModule = typeof import('./bootstrap');
@@ -48,6 +48,36 @@ export function buildProgram(): Command {
       await controller()
         .runWorker()
         .catch((err: unknown) => exitOnStartupError('worker', err));
+    });
+
+  program
+    .command('setup')
+    .description(
+      "register e2epool's search attributes on the Temporal namespace and exit (the worker does it at start)",
+    )
+    .action(async () => {
+      await controller()
+        .runSetup()
+        .catch((err: unknown) => exitOnStartupError('setup', err));
+    });
+
+  program
+    .command('doctor')
+    .description(
+      'check that Temporal, Postgres, the worker, GitLab/GitHub, Proxmox and the agents are wired up right; writes nothing',
+    )
+    .option('--json', 'print one JSON document instead of lines')
+    .option('--timeout <seconds>', 'deadline of each check', positiveInt, 10)
+    .addHelpText('after', DOCTOR_HELP)
+    // A usage error exits 2, apart from 1 (a check failed).
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .action(async (opts: { json?: boolean; timeout: number }) => {
+      const code = await controller()
+        .runDoctor(opts)
+        .catch((err: unknown) => exitOnStartupError('doctor', err));
+      process.exitCode = code;
+      // Keep-alive sockets (Proxmox, GitLab) must not hold the report's exit.
+      setTimeout(() => process.exit(code), 200).unref();
     });
 
   program
@@ -146,6 +176,20 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('ping')
+    .description(
+      'ping the controller through the agent (the path and credentials of real requests) and print the round trip',
+    )
+    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .addHelpText(
+      'after',
+      '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error (the controller did not answer, ...), 2 the agent is not running.',
+    )
+    .action(async (opts: { socket?: string }) => {
+      process.exitCode = await agentCli().pingAction({ socket: opts.socket });
+    });
+
+  program
     .command('logs')
     .description("print a checkpoint's log: its steps and its commands' output")
     .requiredOption('--checkpoint <name>', 'checkpoint name')
@@ -170,6 +214,11 @@ export function buildProgram(): Command {
 
   return program;
 }
+
+const DOCTOR_HELP = `
+Output: one line per check, in order: ok|fail <check>: <what>[ — <what to do>]
+(a runner's checks start with its id). Exit codes: 0 every check ok, 1 a check
+failed, 2 a usage error. See the README, "Bring-up check".`;
 
 const LOGS_HELP = `
 Output: one line per entry, in the order they happened, all on stdout:

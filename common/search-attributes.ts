@@ -15,10 +15,30 @@ export const SA_CHECKPOINT_NAME = defineSearchAttributeKey(
 export const SA_STATE = defineSearchAttributeKey('E2eState', SearchAttributeType.KEYWORD);
 export const SA_BACKEND = defineSearchAttributeKey('E2eBackend', SearchAttributeType.KEYWORD);
 
-const SEARCH_ATTRIBUTE_KEYS = [SA_RUNNER_ID, SA_JOB_ID, SA_CHECKPOINT_NAME, SA_STATE, SA_BACKEND];
+/** Every custom search attribute e2epool sets (all Keyword). */
+export const SEARCH_ATTRIBUTE_KEYS = [
+  SA_RUNNER_ID,
+  SA_JOB_ID,
+  SA_CHECKPOINT_NAME,
+  SA_STATE,
+  SA_BACKEND,
+];
 
 /** `Name=Type` pairs as `temporal server start-dev --search-attribute` takes them. */
 export function searchAttributeFlags(): string[] {
-  const cliType: Record<string, string> = { KEYWORD: 'Keyword' };
-  return SEARCH_ATTRIBUTE_KEYS.map((k) => `${k.name}=${cliType[k.type] ?? k.type}`);
+  return SEARCH_ATTRIBUTE_KEYS.map((k) => `${k.name}=${cliSearchAttributeType(k.type)}`);
+}
+
+/** A search attribute type as the `temporal` CLI spells it (`KEYWORD` → `Keyword`). */
+export function cliSearchAttributeType(type: string): string {
+  const names: Record<string, string> = {
+    TEXT: 'Text',
+    KEYWORD: 'Keyword',
+    INT: 'Int',
+    DOUBLE: 'Double',
+    BOOL: 'Bool',
+    DATETIME: 'Datetime',
+    KEYWORD_LIST: 'KeywordList',
+  };
+  return names[type] ?? type;
 }

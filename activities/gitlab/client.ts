@@ -159,6 +159,28 @@ export class GitLabClient {
     return r.paused ?? r.active === false;
   }
 
+  /**
+   * The scopes of the token itself, through `GET /personal_access_tokens/self`
+   * (GitLab 15.5+; any scope may call it, so a token can inspect itself:
+   * docs.gitlab.com/api/personal_access_tokens, issue gitlab-org/gitlab#373999,
+   * python-gitlab's `personal_access_tokens.get("self")`). Personal, project
+   * and group access tokens all answer; null when GitLab answers 404 (an
+   * older GitLab, or a token of another kind, e.g. OAuth).
+   */
+  async tokenScopes(): Promise<string[] | null> {
+    try {
+      const t = await this.call<{ scopes?: unknown }>(
+        'token_self',
+        'GET',
+        '/personal_access_tokens/self',
+      );
+      return Array.isArray(t.scopes) ? t.scopes.map(String) : [];
+    } catch (err) {
+      if (/: 404 /.test((err as Error).message)) return null;
+      throw err;
+    }
+  }
+
   /** Pauses or unpauses with `paused` (not the deprecated `active`). */
   async setPaused(runnerId: number, paused: boolean): Promise<void> {
     await this.call(

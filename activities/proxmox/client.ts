@@ -125,6 +125,26 @@ export class ProxmoxClient {
     throw classifyHttpError(res, what);
   }
 
+  /**
+   * The token's effective privileges on `path` (`GET /access/permissions`:
+   * "Retrieve effective permissions of given user/token"; without `userid` the
+   * caller's own, which any token may read; with privilege separation the
+   * intersection of its user's and its own ACLs). Privilege → propagate flag.
+   */
+  async permissions(path: string): Promise<Record<string, number>> {
+    const all = await this.call<Record<string, Record<string, number>>>(
+      'GET',
+      '/access/permissions',
+      { path },
+    );
+    return all?.[path] ?? {};
+  }
+
+  /** The path the privileges of this VM's calls are checked on. */
+  get aclPath(): string {
+    return `/vms/${this.t.vmid}`;
+  }
+
   async vmStatus(): Promise<VmStatus> {
     return this.call<VmStatus>('GET', `${this.vmPath}/status/current`);
   }

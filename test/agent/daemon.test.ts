@@ -123,10 +123,15 @@ describe('agent daemon against a controller', () => {
       ipcRequest(socketPath, req, 5000),
       ipcRequest(socketPath, { type: 'ping' }, 5000),
     ]);
+    // The agent adds which controller answered (for `e2epool ping`), without credentials.
+    const data = {
+      pong: true,
+      controller_url: expect.stringMatching(/^ws:\/\/127\.0\.0\.1:\d+\//),
+    };
     expect(replies).toEqual([
-      { id: 'same-id', status: 'ok', data: { pong: true }, error: null },
-      { id: 'same-id', status: 'ok', data: { pong: true }, error: null },
-      { id: '', status: 'ok', data: { pong: true }, error: null },
+      { id: 'same-id', status: 'ok', data, error: null },
+      { id: 'same-id', status: 'ok', data, error: null },
+      { id: '', status: 'ok', data, error: null },
     ]);
     const ids = ctl.requestsOf('ping').map((r) => r.id as string);
     expect(ids).toHaveLength(3);

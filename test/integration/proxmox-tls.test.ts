@@ -1,14 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:https';
-import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { ProxmoxClient } from '../../activities/proxmox/client';
 import { proxmoxHttpsAgent, type ProxmoxTls } from '../../activities/proxmox/tls';
+import { startTlsFront, type TlsFront } from '../helpers/tls-front';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
@@ -19,68 +15,24 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 describe('Proxmox TLS', () => {
   let dir: string;
   let pve: ProxmoxStandIn;
-  let front: Server;
+  let front: TlsFront;
   let url: string;
   let certFile: string;
   let fingerprint: string;
-  let requestsSeen = 0;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-tls-'));
-    certFile = join(dir, 'cert.pem');
-    const keyFile = join(dir, 'key.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        keyFile,
-        '-out',
-        certFile,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=pve.test',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-      { stdio: 'ignore' },
-    );
-    fingerprint = new X509Certificate(readFileSync(certFile)).fingerprint256;
     pve = await startProxmoxStandIn();
     pve.addVm('pve1', 300, { status: 'running' });
-    const upstream = new URL(pve.url);
     // An HTTPS node in front of the stand-in, like pveproxy with its self-signed certificate.
-    front = createServer(
-      { key: readFileSync(keyFile), cert: readFileSync(certFile) },
-      (req, res) => {
-        requestsSeen += 1;
-        const up = request(
-          {
-            host: upstream.hostname,
-            port: upstream.port,
-            path: req.url,
-            method: req.method,
-            headers: req.headers,
-          },
-          (r) => {
-            res.writeHead(r.statusCode ?? 502, r.statusMessage, r.headers);
-            r.pipe(res);
-          },
-        );
-        req.pipe(up);
-      },
-    );
-    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-    url = `https://127.0.0.1:${(front.address() as AddressInfo).port}`;
+    front = await startTlsFront(pve.url, dir);
+    url = front.url;
+    certFile = front.certFile;
+    fingerprint = front.fingerprint;
   });
 
   afterAll(async () => {
-    await new Promise((r) => front?.close(r));
+    await front?.close();
     await pve?.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -107,13 +59,13 @@ describe('Proxmox TLS', () => {
   }
 
   it('refuses a self-signed certificate by default, as a permanent failure, before sending anything', async () => {
-    const before = requestsSeen;
+    const before = front.requestsSeen();
     const err = await failure(client({ verify: true }).vmStatus());
     expect(err.nonRetryable).toBe(true);
     expect(err.message).toMatch(
       /TLS verification failed .*set proxmox_ca_file or proxmox_fingerprint/,
     );
-    expect(requestsSeen).toBe(before);
+    expect(front.requestsSeen()).toBe(before);
   });
 
   it('accepts the certificate when its CA file is configured', async () => {
@@ -126,12 +78,12 @@ describe('Proxmox TLS', () => {
     await expect(client({ verify: true, fingerprint }).vmStatus()).resolves.toMatchObject({
       status: 'running',
     });
-    const before = requestsSeen;
+    const before = front.requestsSeen();
     const wrong = fingerprint.replace(/^../, fingerprint.startsWith('00') ? '11' : '00');
     const err = await failure(client({ verify: true, fingerprint: wrong }).vmStatus());
     expect(err.nonRetryable).toBe(true);
     expect(err.message).toMatch(/does not match the pinned one/);
-    expect(requestsSeen).toBe(before);
+    expect(front.requestsSeen()).toBe(before);
   });
 
   it('skips verification only when told to', async () => {

@@ -81,6 +81,40 @@ describe('authentication', () => {
   });
 });
 
+describe('token scopes', () => {
+  const INSUFFICIENT = {
+    error: 'insufficient_scope',
+    error_description: 'The request requires higher privileges than provided by the access token.',
+    scope: 'api',
+  };
+
+  it('GET /personal_access_tokens/self lists the scopes, whatever they are', async () => {
+    for (const scopes of [['api'], ['read_api'], ['manage_runner'], ['read_user']]) {
+      gl.setScopes(scopes);
+      const r = await api('GET', '/personal_access_tokens/self');
+      expect(r.status).toBe(200);
+      expect(r.json).toMatchObject({ scopes, active: true, revoked: false });
+    }
+    expect((await api('GET', '/personal_access_tokens/self', { token: 'bad' })).status).toBe(401);
+  });
+
+  it('read_api reads but cannot pause: 403 insufficient_scope', async () => {
+    gl.setScopes(['read_api']);
+    expect((await api('GET', `/runners/${RUNNER}`)).status).toBe(200);
+    const put = await api('PUT', `/runners/${RUNNER}`, { form: { paused: 'true' } });
+    expect([put.status, put.json]).toEqual([403, INSUFFICIENT]);
+    expect(gl.runner(RUNNER).paused).toBe(false);
+  });
+
+  it('manage_runner pauses runners but reads no jobs', async () => {
+    gl.setScopes(['manage_runner']);
+    gl.setJob(PROJECT, 8, 'running');
+    expect((await api('PUT', `/runners/${RUNNER}`, { form: { paused: 'true' } })).status).toBe(200);
+    const job = await api('GET', `/projects/${PROJECT}/jobs/8`);
+    expect([job.status, job.json]).toEqual([403, INSUFFICIENT]);
+  });
+});
+
 describe('jobs', () => {
   it('follows a job from pending (no runner yet) to running to success', async () => {
     gl.setJob(PROJECT, 8, 'pending', { runnerId: RUNNER });

@@ -7,7 +7,12 @@
  * - pausing takes `paused` (or the deprecated `active`), never both; `status` says "paused";
  * - Grape coerces booleans from strings, so `paused=true` in a form works (unlike Proxmox);
  * - rate limiting is a text/plain 429 from Rack::Attack with Retry-After and RateLimit-* headers,
- *   and it fires before authentication, like every injected fault.
+ *   and it fires before authentication, like every injected fault;
+ * - the token has scopes (reference §2.1): `api` allows everything, `read_api` only GET,
+ *   `manage_runner` only `/runners/:id...`, `read_user` only `GET /user`; anything else is a 403
+ *   `insufficient_scope`. `GET /personal_access_tokens/self` answers any scope (GitLab allows
+ *   every scope there so a token can inspect itself: lib/api/personal_access_tokens/self_information.rb,
+ *   issue gitlab-org/gitlab#373999, python-gitlab's `personal_access_tokens.get("self")`).
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -43,6 +48,8 @@ export interface GitLabStandIn {
   url: string;
   /** Accepted via `PRIVATE-TOKEN` or `Authorization: Bearer`. */
   token: string;
+  /** The token's scopes (default `['api']`); `GET /personal_access_tokens/self` lists them. */
+  setScopes(scopes: string[]): void;
   /**
    * Creates or updates a job. `projectId` is the numeric id (registered on first use) or a path
    * registered with `addProject`. The optional `opts` is an extension of the agreed interface.
@@ -198,11 +205,20 @@ class GlStandIn implements GitLabStandIn {
     });
   });
 
+  private scopes: string[];
+
   constructor(
     readonly token: string,
+    scopes: string[],
     /** Added to every answer, as a real GitLab's latency (benchmarks). */
     private readonly latencyMs = 0,
-  ) {}
+  ) {
+    this.scopes = [...scopes];
+  }
+
+  setScopes(scopes: string[]): void {
+    this.scopes = [...scopes];
+  }
 
   async listen(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
@@ -475,12 +491,36 @@ class GlStandIn implements GitLabStandIn {
     }
   }
 
-  private authenticate(req: IncomingMessage): void {
+  /**
+   * Checks the token, then its scopes for this kind of route: `runner` is
+   * `/runners/:id...` (manage_runner applies), `user` is `GET /user`
+   * (read_user applies), `self` is `/personal_access_tokens/self` (any scope).
+   */
+  private authenticate(
+    req: IncomingMessage,
+    route: 'other' | 'runner' | 'user' | 'self' = 'other',
+  ): void {
     const priv = req.headers['private-token'];
     const auth = String(req.headers.authorization ?? '');
     const bearer = /^Bearer\s+(.+)$/i.exec(auth)?.[1]?.trim();
     const presented = (Array.isArray(priv) ? priv[0] : priv) ?? bearer;
     if (presented !== this.token) throw new ApiError(401, { message: '401 Unauthorized' });
+    const read = req.method === 'GET' || req.method === 'HEAD';
+    const has = (s: string) => this.scopes.includes(s);
+    const allowed =
+      route === 'self' ||
+      has('api') ||
+      (read && has('read_api')) ||
+      (route === 'runner' && has('manage_runner')) ||
+      (route === 'user' && read && has('read_user'));
+    if (!allowed) {
+      throw new ApiError(403, {
+        error: 'insufficient_scope',
+        error_description:
+          'The request requires higher privileges than provided by the access token.',
+        scope: 'api',
+      });
+    }
   }
 
   private route(
@@ -516,7 +556,7 @@ class GlStandIn implements GitLabStandIn {
       const isRunner = n === 2 && (method === 'GET' || method === 'PUT');
       const isJobs = n === 3 && segs[2] === 'jobs' && method === 'GET';
       if (isRunner || isJobs) {
-        this.authenticate(req);
+        this.authenticate(req, 'runner');
         const id = coerceInt(seg(1));
         if (id === undefined) throw badRequest('id is invalid');
         if (isJobs) return { body: this.runnerJobs(id, params) };
@@ -537,8 +577,26 @@ class GlStandIn implements GitLabStandIn {
       this.authenticate(req);
       throw new ApiError(404, { message: '404 Job Not Found' });
     }
+    if (method === 'GET' && n === 2 && segs[0] === 'personal_access_tokens' && segs[1] === 'self') {
+      // The token describes itself (GitLab 15.5+; lib/api/entities/personal_access_token.rb).
+      this.authenticate(req, 'self');
+      return {
+        body: {
+          id: 17,
+          name: 'e2epool',
+          revoked: false,
+          created_at: '2026-01-05T09:12:44.103Z',
+          description: null,
+          scopes: [...this.scopes],
+          user_id: 42,
+          last_used_at: new Date().toISOString(),
+          active: true,
+          expires_at: '2027-01-05',
+        },
+      };
+    }
     if (method === 'GET' && n === 1 && segs[0] === 'user') {
-      this.authenticate(req);
+      this.authenticate(req, 'user');
       return {
         body: {
           id: 42,
@@ -827,9 +885,13 @@ class GlStandIn implements GitLabStandIn {
 
 /** Starts a GitLab REST v4 stand-in on 127.0.0.1 (random port). */
 export async function startGitLabStandIn(
-  opts: { token?: string; latencyMs?: number } = {},
+  opts: { token?: string; scopes?: string[]; latencyMs?: number } = {},
 ): Promise<GitLabStandIn> {
-  const s = new GlStandIn(opts.token ?? 'glpat-e2epool-stand-in-token', opts.latencyMs);
+  const s = new GlStandIn(
+    opts.token ?? 'glpat-e2epool-stand-in-token',
+    opts.scopes ?? ['api'],
+    opts.latencyMs,
+  );
   await s.listen();
   return s;
 }

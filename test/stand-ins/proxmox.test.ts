@@ -385,6 +385,52 @@ describe('parameter validation', () => {
   });
 });
 
+describe('privileges', () => {
+  it('checks the privilege of each call on /vms/{vmid} before handling it: 403 naming path and privilege', async () => {
+    pve.setPrivileges(['VM.Audit', 'VM.Snapshot', 'VM.Snapshot.Rollback']);
+    const stop = await api('POST', `/nodes/${NODE}/qemu/${VMID}/status/stop`);
+    expect([stop.status, stop.statusText, stop.json]).toEqual([
+      403,
+      `Permission check failed (/vms/${VMID}, VM.PowerMgmt)`,
+      { data: null, message: `Permission check failed (/vms/${VMID}, VM.PowerMgmt)\n` },
+    ]);
+    expect(pve.vm(NODE, VMID).stops).toBe(0);
+    expect((await api('GET', `/nodes/${NODE}/qemu/${VMID}/status/current`)).status).toBe(200);
+    pve.setPrivileges(['VM.Audit']);
+    const snap = await api('POST', `/nodes/${NODE}/qemu/${VMID}/snapshot`, {
+      form: { snapname: 'x1' },
+    });
+    expect([snap.status, snap.statusText]).toEqual([
+      403,
+      `Permission check failed (/vms/${VMID}, VM.Snapshot)`,
+    ]);
+    const rb = await api('POST', `/nodes/${NODE}/qemu/${VMID}/snapshot/x1/rollback`);
+    expect(rb.statusText).toBe(
+      `Permission check failed (/vms/${VMID}, VM.Snapshot|VM.Snapshot.Rollback)`,
+    );
+    pve.setPrivileges([]);
+    expect((await api('GET', `/nodes/${NODE}/qemu/${VMID}/snapshot`)).status).toBe(403);
+  });
+
+  it("GET /access/permissions: the token's own privileges per path, propagate flag as the value", async () => {
+    pve.setPrivileges(['VM.Audit', 'VM.PowerMgmt']);
+    const one = await api('GET', '/access/permissions', { query: { path: `/vms/${VMID}` } });
+    expect(one.status).toBe(200);
+    expect(one.json.data).toEqual({ [`/vms/${VMID}`]: { 'VM.Audit': 1, 'VM.PowerMgmt': 1 } });
+    const root = await api('GET', '/access/permissions', { query: { path: '/' } });
+    expect(root.json.data).toEqual({ '/': {} });
+    const tree = await api('GET', '/access/permissions');
+    expect(tree.json.data).toEqual({ '/vms': { 'VM.Audit': 1, 'VM.PowerMgmt': 1 } });
+    const self = await api('GET', '/access/permissions', { query: { userid: pve.tokenId } });
+    expect(self.status).toBe(200);
+    const other = await api('GET', '/access/permissions', { query: { userid: 'root@pam' } });
+    expect([other.status, other.statusText]).toEqual([
+      403,
+      'Permission check failed (/access, Sys.Audit)',
+    ]);
+  });
+});
+
 describe('asynchronous tasks', () => {
   it('returns a UPID at once; the task runs, then stops with OK and its effect', async () => {
     // Held running (a task lasts 30 ms: a loaded machine could not look at it in time), then let go.

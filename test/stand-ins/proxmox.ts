@@ -9,7 +9,13 @@
  *   `exitstatus` (locks, duplicate names, missing snapshots, an already running VM);
  * - booleans in form or query encoding must be `1`/`0`, snapshot names follow `pve-configid`,
  *   unknown parameters are rejected, DELETE parameters belong in the query string;
- * - the snapshot list is unsorted with `current` last, and `lock` is absent when unlocked.
+ * - the snapshot list is unsorted with `current` last, and `lock` is absent when unlocked;
+ * - the token's privileges on `/vms` (an ACL that propagates; reference §1.2, §1.12) are checked
+ *   before each handler runs, as PVE's `permissions => { check => ['perm', '/vms/{vmid}', ...] }`
+ *   does: 403 `Permission check failed (/vms/100, VM.PowerMgmt)`. `GET /access/permissions`
+ *   ("Retrieve effective permissions of given user/token"; `path` narrows it to one path,
+ *   `userid` names another user or token, which needs Sys.Audit on /access) answers
+ *   `{path: {privilege: propagate 0|1}}`.
  * Sources are named in /work/shared/reference/external-apis.md (section 1).
  */
 import { createHash } from 'node:crypto';
@@ -86,6 +92,8 @@ export interface ProxmoxStandIn {
   ): void;
   /** The live state (mutations are visible to the API, e.g. `vm(...).lock = 'backup'`); throws if unknown. */
   vm(node: string, vmid: number): VmState;
+  /** The token's privileges on `/vms` (propagated to every VM); default: what PVEVMAdmin grants there. */
+  setPrivileges(privileges: string[]): void;
   /** `times` defaults to 1; `Infinity` keeps the fault until `clearFaults()`. */
   failNext(match: FaultMatch, fault: ProxmoxFault, times?: number): void;
   /** Drops all faults and lets hung tasks complete. */
@@ -96,6 +104,27 @@ export interface ProxmoxStandIn {
 }
 
 const DEFAULT_TOKEN_ID = 'ci@pve!e2epool';
+/** PVEVMAdmin's privileges (AC `$privgroups`): everything a VM operator may do. */
+export const PVE_VM_ADMIN_PRIVILEGES = [
+  'VM.Allocate',
+  'VM.Audit',
+  'VM.Backup',
+  'VM.Clone',
+  'VM.Config.CDROM',
+  'VM.Config.CPU',
+  'VM.Config.Cloudinit',
+  'VM.Config.Disk',
+  'VM.Config.HWType',
+  'VM.Config.Memory',
+  'VM.Config.Network',
+  'VM.Config.Options',
+  'VM.Console',
+  'VM.Migrate',
+  'VM.Monitor',
+  'VM.PowerMgmt',
+  'VM.Snapshot',
+  'VM.Snapshot.Rollback',
+];
 const DEFAULT_TOKEN_SECRET = '4f1c2b7e-93a5-4d0e-b8c6-2a9d5e7f3b10';
 const MAX_POST_BYTES = 64 * 1024;
 const CONFIGID_RE = /^[a-z][a-z0-9_-]+$/i;
@@ -358,6 +387,8 @@ interface Route {
   path: string[];
   schema: Record<string, ParamSchema>;
   taskType?: TaskType;
+  /** Privileges needed on `/vms/{vmid}`; with `any`, one of them is enough. */
+  perm?: { privs: string[]; any?: boolean };
   handler: (ctx: Ctx) => unknown;
 }
 
@@ -387,6 +418,7 @@ class PveStandIn implements ProxmoxStandIn {
   private readonly user: string;
   private readonly tokenName: string;
   private closed = false;
+  private privileges = new Set(PVE_VM_ADMIN_PRIVILEGES);
 
   constructor(
     readonly tokenId: string,
@@ -408,6 +440,31 @@ class PveStandIn implements ProxmoxStandIn {
     });
     const { port } = this.server.address() as AddressInfo;
     this.url = `http://127.0.0.1:${port}`;
+  }
+
+  setPrivileges(privileges: string[]): void {
+    this.privileges = new Set(privileges);
+  }
+
+  /** PVE's `check_api2_permissions` for a route's `['perm', '/vms/{vmid}', privs]`. */
+  private checkPerm(route: Route, params: Params): void {
+    if (!route.perm) return;
+    const { privs, any } = route.perm;
+    const ok = any
+      ? privs.some((p) => this.privileges.has(p))
+      : privs.every((p) => this.privileges.has(p));
+    if (!ok) {
+      throw new PveError(
+        403,
+        `Permission check failed (/vms/${String(params.vmid)}, ${privs.join('|')})\n`,
+      );
+    }
+  }
+
+  /** Effective privileges on `path` (the ACL is on /vms and propagates), privilege → propagate. */
+  private permissionsOn(path: string): Record<string, number> {
+    if (!/^\/vms(\/[1-9][0-9]*)?\/?$/.test(path)) return {};
+    return Object.fromEntries([...this.privileges].sort().map((p) => [p, 1]));
   }
 
   addVm(
@@ -670,6 +727,7 @@ class PveStandIn implements ProxmoxStandIn {
     try {
       const merged: Params = { ...params, ...pathParams };
       validateParams(merged, route.schema);
+      this.checkPerm(route, merged);
       const ctx: Ctx = { params: merged, node: pathParams.node ?? '', req: info };
       const data = route.handler(ctx);
       const json: Record<string, unknown> = { data: data ?? null };
@@ -862,6 +920,24 @@ class PveStandIn implements ProxmoxStandIn {
     return [
       {
         method: 'GET',
+        path: ['access', 'permissions'],
+        schema: {
+          path: { type: 'string', optional: true },
+          userid: { type: 'string', optional: true },
+        },
+        handler: (ctx) => {
+          const userid = typeof ctx.params.userid === 'string' ? ctx.params.userid : undefined;
+          // A token may dump its own permissions; anyone else's need Sys.Audit on /access.
+          if (userid !== undefined && userid !== this.tokenId) {
+            throw new PveError(403, 'Permission check failed (/access, Sys.Audit)\n');
+          }
+          const path = typeof ctx.params.path === 'string' ? ctx.params.path : undefined;
+          if (path !== undefined) return { [path]: this.permissionsOn(path) };
+          return { '/vms': this.permissionsOn('/vms') };
+        },
+      },
+      {
+        method: 'GET',
         path: ['version'],
         schema: {},
         handler: () => ({ version: '8.3.2', release: '8.3', repoid: '3e76eec21c4a14a7' }),
@@ -880,18 +956,21 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'GET',
         path: vmPath('status', 'current'),
+        perm: { privs: ['VM.Audit'] },
         schema: VM_PATH,
         handler: (ctx) => this.statusCurrent(this.loadConfig(ctx.node, vmidOf(ctx))),
       },
       {
         method: 'GET',
         path: vmPath('snapshot'),
+        perm: { privs: ['VM.Audit'] },
         schema: VM_PATH,
         handler: (ctx) => this.snapshotList(this.loadConfig(ctx.node, vmidOf(ctx))),
       },
       {
         method: 'POST',
         path: vmPath('snapshot'),
+        perm: { privs: ['VM.Snapshot'] },
         schema: {
           ...VM_PATH,
           snapname: SNAPNAME,
@@ -930,6 +1009,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'DELETE',
         path: vmPath('snapshot', '{snapname}'),
+        perm: { privs: ['VM.Snapshot'] },
         schema: { ...VM_PATH, snapname: SNAPNAME, force: OPT_BOOL },
         taskType: 'qmdelsnapshot',
         handler: (ctx) => {
@@ -945,6 +1025,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'GET',
         path: vmPath('snapshot', '{snapname}', 'config'),
+        perm: { privs: ['VM.Audit'] },
         schema: { ...VM_PATH, snapname: SNAPNAME },
         handler: (ctx) => {
           const rec = this.loadConfig(ctx.node, vmidOf(ctx));
@@ -965,6 +1046,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'PUT',
         path: vmPath('snapshot', '{snapname}', 'config'),
+        perm: { privs: ['VM.Snapshot'] },
         schema: { ...VM_PATH, snapname: SNAPNAME, description: { type: 'string', optional: true } },
         handler: (ctx) => {
           const description = str(ctx.params.description);
@@ -982,6 +1064,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'POST',
         path: vmPath('snapshot', '{snapname}', 'rollback'),
+        perm: { privs: ['VM.Snapshot', 'VM.Snapshot.Rollback'], any: true },
         schema: { ...VM_PATH, snapname: SNAPNAME, start: OPT_BOOL },
         taskType: 'qmrollback',
         handler: (ctx) => {
@@ -1002,6 +1085,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'POST',
         path: vmPath('status', 'start'),
+        perm: { privs: ['VM.PowerMgmt'] },
         schema: {
           ...VM_PATH,
           skiplock: OPT_BOOL,
@@ -1028,6 +1112,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'POST',
         path: vmPath('status', 'stop'),
+        perm: { privs: ['VM.PowerMgmt'] },
         schema: {
           ...VM_PATH,
           skiplock: OPT_BOOL,
@@ -1046,6 +1131,7 @@ class PveStandIn implements ProxmoxStandIn {
       {
         method: 'POST',
         path: vmPath('status', 'shutdown'),
+        perm: { privs: ['VM.PowerMgmt'] },
         schema: {
           ...VM_PATH,
           skiplock: OPT_BOOL,
