@@ -5,6 +5,7 @@
  * Proxmox mutation, no workflow start. Every check has a deadline, so a hung
  * dependency is a failing line, not a hang. Secrets are never printed.
  */
+import { gitlabPollTaskQueue, gitlabTaskQueue } from '../common/gitlab-budget';
 import { Connection } from '@temporalio/client';
 import type { DataSource } from 'typeorm';
 import { GitHubClient } from '../activities/github/client';
@@ -195,34 +196,54 @@ async function temporalChecks(c: Context): Promise<DoctorCheck[]> {
       return bad('search-attributes', null, `namespace ${namespace}: ${what}`, fix);
     });
     const worker = guarded('worker', null, c.ms, 'start `e2epool worker`', async () => {
-      const res = await connection.withDeadline(deadline(), () =>
-        connection.workflowService.describeTaskQueue({
-          namespace,
-          // TASK_QUEUE_KIND_NORMAL, TASK_QUEUE_TYPE_WORKFLOW
-          taskQueue: { name: c.settings.taskQueue, kind: 1 },
-          taskQueueType: 1,
-        }),
-      );
-      const now = Date.now();
-      const live = (res.pollers ?? []).filter((p) => {
-        const s = p.lastAccessTime?.seconds;
-        const at = s === undefined || s === null ? 0 : Number(s) * 1000;
-        return now - at < POLLER_LIVE_MS;
-      });
+      /** Identities of the workers that polled `name` within POLLER_LIVE_MS. */
+      const pollers = async (name: string, taskQueueType: number) => {
+        const res = await connection.withDeadline(deadline(), () =>
+          connection.workflowService.describeTaskQueue({
+            namespace,
+            taskQueue: { name, kind: 1 }, // TASK_QUEUE_KIND_NORMAL
+            taskQueueType,
+          }),
+        );
+        const now = Date.now();
+        return (res.pollers ?? [])
+          .filter((p) => {
+            const s = p.lastAccessTime?.seconds;
+            const at = s === undefined || s === null ? 0 : Number(s) * 1000;
+            return now - at < POLLER_LIVE_MS;
+          })
+          .map((p) => p.identity ?? '?');
+      };
+      const queue = c.settings.taskQueue;
+      // TASK_QUEUE_TYPE_WORKFLOW
+      const live = await pollers(queue, 1);
       if (!live.length) {
         return bad(
           'worker',
           null,
-          `no worker polls task queue ${c.settings.taskQueue} in namespace ${namespace}`,
-          `start \`e2epool worker\` with E2EPOOL_TASK_QUEUE=${c.settings.taskQueue} and the same Temporal settings`,
+          `no worker polls task queue ${queue} in namespace ${namespace}`,
+          `start \`e2epool worker\` with E2EPOOL_TASK_QUEUE=${queue} and the same Temporal settings`,
         );
+      }
+      // GitLab activities run on queues of their own (the rate budget); a worker
+      // from before that change polls only the main queue, and resets would wait.
+      if (c.settings.gitlabUrl) {
+        for (const q of [gitlabTaskQueue(queue), gitlabPollTaskQueue(queue)]) {
+          // TASK_QUEUE_TYPE_ACTIVITY
+          if ((await pollers(q, 2)).length === 0) {
+            return bad(
+              'worker',
+              null,
+              `no worker polls the GitLab task queue ${q} (workers: ${live.join(', ')})`,
+              'upgrade every `e2epool worker` to this version: older workers do not run GitLab calls on the rate-limited queues',
+            );
+          }
+        }
       }
       return ok(
         'worker',
         null,
-        `${live.length} worker${live.length === 1 ? '' : 's'} polling task queue ${c.settings.taskQueue} (${live
-          .map((p) => p.identity ?? '?')
-          .join(', ')})`,
+        `${live.length} worker${live.length === 1 ? '' : 's'} polling task queue ${queue} (${live.join(', ')})`,
       );
     });
     return [first, ...(await Promise.all([sa, worker]))];
