@@ -9,7 +9,6 @@ import { loadTemporalSettings } from '../../config/temporal';
 import { createMigratedDatabase } from './db';
 import { restClient } from './controller';
 import { controllerEnv, uniqueId, writeInventory, type TestRunner } from './env';
-import { shared } from './shared';
 import { waitFor } from './wait';
 
 /**
@@ -59,12 +58,13 @@ export async function startCrashController(
     ...extraEnv,
   });
   const log = pino({ level: 'silent' });
-  const connection = await Connection.connect({ address: shared().temporalAddress });
+  const temporalSettings = loadTemporalSettings(env);
+  const connection = await Connection.connect(temporalSettings.connectionOptions);
   const api = await startApiServer({
     settings: loadSettings(env),
     dataSource: db.ds,
     temporal: connection,
-    temporalSettings: loadTemporalSettings(env),
+    temporalSettings,
     inventory: InventoryStore.load(inventoryPath, log),
     log,
   });
