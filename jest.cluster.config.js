@@ -4,6 +4,7 @@
  * mTLS, namespace `e2epool-ci`) instead of the dev server. Why these files:
  * README "Testing".
  */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- jest reads CommonJS configs
 const base = require('./jest.config.js');
 
 /** @type {import('jest').Config} */

@@ -221,7 +221,12 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
 
   const [certs] = await Promise.all([
     generateCertificates(join(o.workDir, `tls-${suffix}`)),
-    setupSchema(server.sqlTool, pg, databases.default, join(server.schemaDir, 'temporal', 'versioned')),
+    setupSchema(
+      server.sqlTool,
+      pg,
+      databases.default,
+      join(server.schemaDir, 'temporal', 'versioned'),
+    ),
     setupSchema(
       server.sqlTool,
       pg,
@@ -256,7 +261,9 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
     E2EPOOL_TS_TLS_INTERNAL_KEY: certs.internalKey,
     E2EPOOL_TS_TLS_SERVER_NAME: SERVER_NAME,
     E2EPOOL_TS_DYNAMIC_CONFIG: join(root, 'ops', 'temporal', 'dynamicconfig.yaml'),
-    ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [`E2EPOOL_TS_${k}_PORT`, String(v)])),
+    ...Object.fromEntries(
+      Object.entries(ports).map(([k, v]) => [`E2EPOOL_TS_${k}_PORT`, String(v)]),
+    ),
   };
   const logFile = join(o.workDir, `temporal-server-${suffix}.log`);
   const out = createWriteStream(logFile, { flags: 'a' });
@@ -264,7 +271,16 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
   // per-namespace authorizer is configured (README "Cluster config").
   const child = spawn(
     server.server,
-    ['--root', root, '--config', join('ops', 'temporal'), '--env', 'cluster', '--allow-no-auth', 'start'],
+    [
+      '--root',
+      root,
+      '--config',
+      join('ops', 'temporal'),
+      '--env',
+      'cluster',
+      '--allow-no-auth',
+      'start',
+    ],
     { env, stdio: ['ignore', 'pipe', 'pipe'], detached: o.detached ?? false },
   );
   child.stdout!.pipe(out);
@@ -327,7 +343,9 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
         await new Promise((r) => setTimeout(r, 500));
       }
     }
-    const why = gone ? `the server exited (code ${child.exitCode})` : `no success within ${timeoutMs / 1000}s`;
+    const why = gone
+      ? `the server exited (code ${child.exitCode})`
+      : `no success within ${timeoutMs / 1000}s`;
     throw new Error(
       `Temporal cluster: ${what}: ${why}; last error: ${(last as Error | undefined)?.message ?? 'none'}\n` +
         `Server log (${logFile}), last lines:\n${tailOfLog()}`,
@@ -354,7 +372,9 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
     });
     // The frontend learns of a new namespace on its next registry refresh
     // (every 10 s by default): retry until it does.
-    await until('search attributes', () =>
+    await until(
+      'search attributes',
+      () =>
       temporalCli(temporalBin, cliTls, [
         'operator', 'search-attribute', 'create', '--namespace', namespace, ...saArgs,
       ]), // prettier-ignore

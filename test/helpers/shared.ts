@@ -29,7 +29,8 @@ export function setShared(s: SharedEnv): void {
 
 export function shared(): SharedEnv {
   const raw = process.env[KEY];
-  if (!raw) throw new Error(
+  if (!raw)
+    throw new Error(
       'test/global-setup.ts did not run (start tests with `npm test` or `npm run test:cluster`)',
     );
   return JSON.parse(raw) as SharedEnv;
