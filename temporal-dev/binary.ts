@@ -25,3 +25,36 @@ export function ensureBinary(tool: 'temporal' | 'tctl' = 'temporal'): string {
   if (!path) throw new Error(`${SCRIPT} printed no path`);
   return path;
 }
+
+const SERVER_SCRIPT = SCRIPT.replace(/ensure-temporal\.sh$/, 'ensure-temporal-server.sh');
+
+/** Where ensure-temporal-server.sh put the production-mode server of the pinned version. */
+export interface TemporalServerInstall {
+  server: string;
+  sqlTool: string;
+  /** schema/postgresql/v12 of that version (temporal/ and visibility/ below it). */
+  schemaDir: string;
+}
+
+/**
+ * temporal-server, temporal-sql-tool and their Postgres schemas, building the
+ * pinned version into ~/.cache/e2epool on first use (progress on stderr).
+ */
+export function ensureTemporalServer(): TemporalServerInstall {
+  const res = spawnSync('bash', [SERVER_SCRIPT], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+  });
+  if (res.error) throw new Error(`cannot run ${SERVER_SCRIPT}: ${res.error.message}`);
+  if (res.status !== 0)
+    throw new Error('could not provide temporal-server (see the messages above)');
+  const kv = Object.fromEntries(
+    res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  ) as Record<string, string | undefined>;
+  if (!kv.server || !kv.sql_tool || !kv.schema_dir)
+    throw new Error(`${SERVER_SCRIPT} printed no server/sql_tool/schema_dir`);
+  return { server: kv.server, sqlTool: kv.sql_tool, schemaDir: kv.schema_dir };
+}

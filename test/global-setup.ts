@@ -42,6 +42,7 @@ export default async function globalSetup(): Promise<void> {
   (globalThis as { __e2epool?: SharedHandles }).__e2epool = handles;
   setShared({
     temporalAddress: temporal.address,
+    temporalNamespace: 'default',
     temporalBin,
     adminDatabaseUrl: adminUrl!,
     workDir,

@@ -18,8 +18,7 @@ import { createDataSource, runMigrations } from '../../store/data-source';
 import { SecretBox } from '../../config/secret-box';
 import { attachRunnerRegistry } from '../../store/registry-feed';
 import { createMigratedDatabase } from './db';
-import { controllerEnv, uniqueId, writeInventory } from './env';
-import { shared } from './shared';
+import { temporalEnv, uniqueId, writeInventory } from './env';
 
 export interface TestController {
   api: ApiServer;
@@ -93,9 +92,9 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     ? await migratedDataSource(o.databaseUrl)
     : await createMigratedDatabase('cp');
   const taskQueue = uniqueId('tq');
-  const address = o.temporalAddress ?? shared().temporalAddress;
-  const env = controllerEnv({
-    TEMPORAL_ADDRESS: address,
+  // The shared Temporal (on the cluster: its namespace and mTLS) or a dev server of the test's own.
+  const env = {
+    ...temporalEnv(o.temporalAddress),
     E2EPOOL_PORT: '0',
     E2EPOOL_HOST: '127.0.0.1',
     E2EPOOL_TASK_QUEUE: taskQueue,
@@ -104,7 +103,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.05',
     E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
     ...o.env,
-  });
+  };
   const settings = loadSettings(env);
   const temporalSettings = loadTemporalSettings(env);
   const inventoryPath = writeInventory(o.inventory);
@@ -126,9 +125,11 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     }),
   ];
   const otherInventories: InventoryStore[] = [];
-  const connection = await Connection.connect({ address });
-  const client = new Client({ connection });
-  const native = await NativeConnection.connect({ address });
+  // Connected as `e2epool api` / `e2epool worker` connect: from the TEMPORAL_* settings.
+  const { namespace } = temporalSettings;
+  const connection = await Connection.connect(temporalSettings.connectionOptions);
+  const client = new Client({ connection, namespace });
+  const native = await NativeConnection.connect(temporalSettings.connectionOptions);
   const metrics = new WorkerMetrics();
   const metricsServer: MetricsServer = await startMetricsServer({
     registry: metrics.registry,
@@ -138,7 +139,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
   });
   const worker = await createWorker({
     connection: native,
-    namespace: 'default',
+    namespace,
     taskQueue,
     deps: {
       dataSource: ds,
@@ -149,7 +150,7 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
       gitlab: o.gitlab === undefined ? gitlabClientFrom(settings, metrics) : o.gitlab,
       github: o.github === undefined ? githubClientFrom(settings, metrics) : o.github,
       metrics,
-      temporal: { client: new Client({ connection: native }), taskQueue },
+      temporal: { client: new Client({ connection: native, namespace }), taskQueue },
     },
   });
   const running = worker.run();

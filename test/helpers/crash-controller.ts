@@ -58,13 +58,14 @@ export async function startCrashController(
     ...extraEnv,
   });
   const log = pino({ level: 'silent' });
-  // The workers' Temporal (extraEnv may name a server of the test's own).
-  const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
+  // The workers' Temporal, through envconfig (extraEnv may name a server of the test's own).
+  const temporalSettings = loadTemporalSettings(env);
+  const connection = await Connection.connect(temporalSettings.connectionOptions);
   const api = await startApiServer({
     settings: loadSettings(env),
     dataSource: db.ds,
     temporal: connection,
-    temporalSettings: loadTemporalSettings(env),
+    temporalSettings,
     inventory: InventoryStore.load(inventoryPath, log),
     log,
   });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadTemporalSettings, type TemporalConnectSettings } from '../../config/temporal';
 import { shared } from './shared';
 
 /** A unique suffix for task queues, workflow ids and runner ids. */
@@ -9,16 +10,55 @@ export function uniqueId(prefix: string): string {
 }
 
 /**
- * Environment for an e2epool process talking to the shared test Temporal.
+ * How a client reaches a Temporal server, in Temporal's environment conventions
+ * (what e2epool reads through envconfig): the shared one (the dev server, or
+ * under `npm run test:cluster` the mTLS cluster in its own namespace), or a dev
+ * server of the test's own at `address` (no TLS, namespace `default`).
  * TEMPORAL_CONFIG_FILE points nowhere so a developer's own profile never leaks in.
  */
-export function controllerEnv(extra: Record<string, string>): Record<string, string> {
+export function temporalEnv(address?: string): Record<string, string> {
+  const s = shared();
+  const own = address !== undefined && address !== s.temporalAddress;
+  const tls = own ? undefined : s.temporalTls;
   return {
-    TEMPORAL_ADDRESS: shared().temporalAddress,
-    TEMPORAL_NAMESPACE: 'default',
-    TEMPORAL_CONFIG_FILE: join(shared().workDir, 'no-temporal-config.toml'),
-    ...extra,
+    TEMPORAL_ADDRESS: address ?? s.temporalAddress,
+    TEMPORAL_NAMESPACE: own ? 'default' : s.temporalNamespace,
+    TEMPORAL_CONFIG_FILE: join(s.workDir, 'no-temporal-config.toml'),
+    ...(tls
+      ? {
+          TEMPORAL_TLS_CLIENT_CERT_PATH: tls.clientCertPath,
+          TEMPORAL_TLS_CLIENT_KEY_PATH: tls.clientKeyPath,
+          TEMPORAL_TLS_SERVER_CA_CERT_PATH: tls.caPath,
+          TEMPORAL_TLS_SERVER_NAME: tls.serverName,
+        }
+      : {}),
   };
+}
+
+/**
+ * The shared Temporal as e2epool sees it (address, namespace, TLS), read from
+ * temporalEnv() through envconfig: a test's own client connects the same way.
+ */
+export function sharedTemporal(): TemporalConnectSettings {
+  return loadTemporalSettings(temporalEnv());
+}
+
+/** `temporal` CLI flags for the shared Temporal: address, namespace and, on the cluster, mTLS. */
+export function temporalCliArgs(): string[] {
+  const s = shared();
+  const tls = s.temporalTls;
+  return [
+    '--address', s.temporalAddress, '--namespace', s.temporalNamespace,
+    ...(tls
+      ? ['--tls-cert-path', tls.clientCertPath, '--tls-key-path', tls.clientKeyPath,
+         '--tls-ca-path', tls.caPath, '--tls-server-name', tls.serverName]
+      : []),
+  ]; // prettier-ignore
+}
+
+/** Environment for an e2epool process talking to the shared test Temporal (see temporalEnv). */
+export function controllerEnv(extra: Record<string, string>): Record<string, string> {
+  return { ...temporalEnv(), ...extra };
 }
 
 /** Writes an inventory file in the shared work directory and returns its path. */

@@ -4,7 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { checkpointWorkflowId } from '../../common/checkpoint';
 import { reconcileScheduleId } from '../../worker/reconcile-schedule';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
-import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
+import { bareMetalRunnerYaml, sharedTemporal, temporalCliArgs, testRunners } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -38,11 +38,11 @@ describe('chaos: a paused runner whose workflow is terminated', () => {
         E2EPOOL_RECONCILE_MIN_AGE_SECONDS: '1',
       },
     );
-    connection = await Connection.connect({ address: shared().temporalAddress });
+    connection = await Connection.connect(sharedTemporal().connectionOptions);
   });
   afterAll(async () => {
     // The schedule would go on starting passes on a queue nobody polls.
-    await new Client({ connection }).schedule
+    await new Client({ connection, namespace: sharedTemporal().namespace }).schedule
       .getHandle(reconcileScheduleId(c.taskQueue))
       .delete()
       .catch(() => undefined);
@@ -69,10 +69,7 @@ describe('chaos: a paused runner whose workflow is terminated', () => {
     await promisify(execFile)(shared().temporalBin, [
       'workflow',
       'terminate',
-      '--address',
-      shared().temporalAddress,
-      '--namespace',
-      'default',
+      ...temporalCliArgs(),
       '--workflow-id',
       checkpointWorkflowId(r.id),
       '--reason',

@@ -3,12 +3,17 @@ import type { AddressInfo } from 'node:net';
 import { Client, Connection } from '@temporalio/client';
 import { MIGRATIONS } from '../../store/migrations';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
-import { bareMetalInventory, controllerEnv, uniqueId, writeInventory } from '../helpers/env';
+import {
+  bareMetalInventory,
+  controllerEnv,
+  sharedTemporal,
+  uniqueId,
+  writeInventory,
+} from '../helpers/env';
 import { exposedNames, scrape } from '../helpers/metrics';
 import { runCli, startCli, type RunningProcess } from '../helpers/processes';
-import { shared } from '../helpers/shared';
 
-describe('e2epool worker (the real entry point, on the real dev server)', () => {
+describe('e2epool worker (the real entry point, on the shared real Temporal)', () => {
   let db: TestDatabase;
   let worker: RunningProcess;
   let env: Record<string, string>;
@@ -46,9 +51,10 @@ describe('e2epool worker (the real entry point, on the real dev server)', () => 
   });
 
   it('records the run in Temporal history as a completed workflow with one completed activity', async () => {
-    const connection = await Connection.connect({ address: shared().temporalAddress });
+    const { connectionOptions, namespace } = sharedTemporal();
+    const connection = await Connection.connect(connectionOptions);
     try {
-      const client = new Client({ connection });
+      const client = new Client({ connection, namespace });
       const workflowId = uniqueId('selftest');
       const handle = await client.workflow.start('selfTestWorkflow', {
         taskQueue: env.E2EPOOL_TASK_QUEUE!,
