@@ -26,11 +26,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Client as PgClient } from 'pg';
 import { WebSocket } from 'ws';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess, type PostgresProcess } from '../dev/postgres-process';
+import { ensureTemporalServer } from '../temporal-dev/binary';
+import { startTemporalCluster } from '../temporal-dev/cluster';
 import { startDevServer } from '../temporal-dev/dev-server';
 import { startGitLabStandIn, type GitLabStandIn } from '../test/stand-ins/gitlab';
 
@@ -92,6 +94,12 @@ async function startTarget(name: string, dir: string, pgAdminUrl: string): Promi
       uiPort: null,
       namespace: 'default',
       logFile: join(dir, 'temporal-dev.log'),
+      // One partition per task queue, as ops/temporal gives the GitLab queues (the dev
+      // server's flag cannot single queues out): the same GitLab burst on both targets.
+      dynamicConfig: {
+        'matching.numTaskqueueReadPartitions': 1,
+        'matching.numTaskqueueWritePartitions': 1,
+      },
     });
     return {
       name: 'dev server (SQLite, one process)',
@@ -103,9 +111,20 @@ async function startTarget(name: string, dir: string, pgAdminUrl: string): Promi
   throw new Error(`unknown BENCH_SCALE_TARGETS entry '${name}' (dev, cluster)`);
 }
 
-/** Filled in by the production-mode cluster starter (temporal-dev/cluster.ts). */
-async function startClusterTarget(_dir: string, _pgAdminUrl: string): Promise<TemporalTarget> {
-  throw new Error('the production-mode Temporal cluster starter is not available');
+/** Temporal Server in production mode: Postgres persistence and visibility, mTLS, its own namespace. */
+async function startClusterTarget(dir: string, pgAdminUrl: string): Promise<TemporalTarget> {
+  const server = ensureTemporalServer();
+  process.stdout.write(`  cluster: temporal-server from ${server.server}\n`);
+  const cluster = await startTemporalCluster({
+    adminDatabaseUrl: pgAdminUrl,
+    workDir: join(dir, 'cluster'),
+    namespace: 'e2epool-bench',
+  });
+  return {
+    name: `Temporal Server (${basename(dirname(server.server))}; Postgres, mTLS)`,
+    env: cluster.clientEnv(),
+    stop: () => cluster.stop(),
+  };
 }
 
 /** One simulated runner: its agent's WebSocket, answering reset commands after RESET_MS. */
@@ -218,7 +237,8 @@ async function runTarget(
   await admin.query(`CREATE DATABASE ${db}`);
   const dbUrl = new URL(pgAdminUrl);
   dbUrl.pathname = `/${db}`;
-  const taskQueue = `bench-scale-${targetName}`;
+  // The default queue: ops/temporal gives its GitLab queues one partition.
+  const taskQueue = 'e2epool';
   const runners = Array.from({ length: RUNNERS }, (_, i) => ({
     id: `scale-${targetName}-${i}`,
     token: `tok-scale-${targetName}-${i}`,
