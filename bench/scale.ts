@@ -19,12 +19,12 @@
  * Env: BENCH_SCALE_RUNNERS (1000), BENCH_SCALE_WAIT_SECONDS (60),
  * BENCH_SCALE_CYCLE_RUNNERS (50), BENCH_SCALE_CYCLE_SECONDS (90),
  * BENCH_SCALE_GITLAB_MS (50), BENCH_SCALE_RESET_MS (1000),
- * BENCH_SCALE_TARGETS (`dev,cluster`), E2EPOOL_GITLAB_MAX_RPS (the product's
+ * BENCH_SCALE_TARGETS (`dev,cluster`), BENCH_SCALE_JOB_SECONDS (20), E2EPOOL_GITLAB_MAX_RPS (the product's
  * default), E2EPOOL_BENCH_DATABASE_URL (a Postgres whose user may CREATE
  * DATABASE; default: an embedded one).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Client as PgClient } from 'pg';
@@ -71,6 +71,81 @@ function rssMiB(pid: number | undefined): number {
   }
 }
 
+/** CPU time (user + system) of a process so far, in seconds; 0 once it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** Every Postgres server process of the machine (the bench's databases live there). */
+function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'postgres')
+        total += cpuSeconds(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
+}
+
+/** Busy and total CPU time of the whole machine so far (seconds, all cores). */
+function machineCpu(): { busy: number; total: number } {
+  const t = readFileSync('/proc/stat', 'utf8')
+    .split('\n')[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const total = t.reduce((a, b) => a + b, 0) / 100;
+  const idle = (t[3]! + t[4]!) / 100; // idle, iowait
+  return { busy: total - idle, total };
+}
+
+/** CPU used by each part between two readings, in % of one core. */
+interface CpuShare {
+  api: number;
+  worker: number;
+  temporal: number;
+  postgres: number;
+  /** The whole machine, in % of all its cores. */
+  machine: number;
+}
+
+function cpuMeter(pids: { api?: number; worker?: number; temporal?: number }) {
+  const read = () => ({
+    at: performance.now(),
+    api: cpuSeconds(pids.api),
+    worker: cpuSeconds(pids.worker),
+    temporal: cpuSeconds(pids.temporal),
+    postgres: postgresCpuSeconds(),
+    machine: machineCpu(),
+  });
+  const start = read();
+  return (): CpuShare => {
+    const end = read();
+    const secs = (end.at - start.at) / 1000;
+    const pct = (a: number, b: number) => (100 * (b - a)) / secs;
+    return {
+      api: pct(start.api, end.api),
+      worker: pct(start.worker, end.worker),
+      temporal: pct(start.temporal, end.temporal),
+      postgres: pct(start.postgres, end.postgres),
+      machine:
+        (100 * (end.machine.busy - start.machine.busy)) /
+        Math.max(1e-9, end.machine.total - start.machine.total),
+    };
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
@@ -90,6 +165,8 @@ async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
 interface TemporalTarget {
   name: string;
   env: Record<string, string>;
+  /** The server's process, for its CPU time. */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -110,6 +187,7 @@ async function startTarget(name: string, dir: string, pgAdminUrl: string): Promi
     return {
       name: 'dev server (SQLite, one process)',
       env: { TEMPORAL_ADDRESS: dev.address, TEMPORAL_NAMESPACE: 'default' },
+      pid: dev.pid,
       stop: () => dev.stop(),
     };
   }
@@ -129,6 +207,7 @@ async function startClusterTarget(dir: string, pgAdminUrl: string): Promise<Temp
   return {
     name: `Temporal Server (${basename(dirname(server.server))}; Postgres, mTLS)`,
     env: cluster.clientEnv(),
+    pid: cluster.pid,
     stop: () => cluster.stop(),
   };
 }
@@ -217,6 +296,7 @@ interface TargetResult {
     steps: Array<{ operation: string; p50: number; n: number }>;
   };
   gitlab: Record<'waiting' | 'cycle', { peak: number; peak10: number; mean: number }>;
+  cpu: Record<'waiting' | 'cycle', CpuShare>;
 }
 
 /** Requests per second at GitLab between `from` and `to`: the highest 1-second count and the mean. */
@@ -372,6 +452,7 @@ async function runTarget(
     const unpausedOnce = () => gl.runner(runners[0]!.gitlabRunnerId).pausedHistory.includes(false);
     while (!unpausedOnce()) await sleep(50);
 
+    const pids = { api: api.pid, worker: worker.pid, temporal: target.pid };
     // 1. Everyone waits at once.
     const waitingStart = Date.now();
     const s1 = sampler();
@@ -380,12 +461,15 @@ async function runTarget(
     process.stdout.write(
       `  ${targetName}: ${RUNNERS} checkpoints waiting (${((Date.now() - waitingStart) / 1000).toFixed(0)} s to create them); holding ${WAIT_SECONDS} s\n`,
     );
+    const waitingCpu = cpuMeter(pids);
     await sleep(WAIT_SECONDS * 1000);
+    const waitingCpuShare = waitingCpu();
     const waitingPeak = await s1.stop();
     const waitingEnd = Date.now();
 
     // 2. A share of the runners cycles; the others keep waiting.
     const s2 = sampler();
+    const cycleCpu = cpuMeter(pids);
     const cycleCreateMs: number[] = [];
     const toUnpausedMs: number[] = [];
     let lifecycles = 0;
@@ -428,6 +512,7 @@ async function runTarget(
       }),
     );
     const cycleEnd = Date.now();
+    const cycleCpuShare = cycleCpu();
     const cyclePeak = await s2.stop();
     const steps = new PgClient({ connectionString: dbUrl.toString() });
     await steps.connect();
@@ -454,6 +539,7 @@ async function runTarget(
         steps: stepRows,
       },
       gitlab: { waiting: w, cycle: c },
+      cpu: { waiting: waitingCpuShare, cycle: cycleCpuShare },
     };
   } finally {
     for (const a of agents) a.close();
@@ -533,6 +619,18 @@ function report(results: TargetResult[], budget: number): void {
       ...results.map((r) => `${mib(r.cycle.peak.workerRss)} / ${mib(r.cycle.peak.apiRss)}`),
     ],
   ];
+  const cpuCell = (c: CpuShare) =>
+    `${c.api.toFixed(0)} / ${c.worker.toFixed(0)} / ${c.temporal.toFixed(0)} / ${c.postgres.toFixed(0)} (machine ${c.machine.toFixed(0)} %)`;
+  rows.push(
+    [
+      'CPU % of a core while waiting: API / worker / Temporal / Postgres',
+      ...results.map((r) => cpuCell(r.cpu.waiting)),
+    ],
+    [
+      'CPU % of a core while cycling: API / worker / Temporal / Postgres',
+      ...results.map((r) => cpuCell(r.cpu.cycle)),
+    ],
+  );
   const ops = [...new Set(results.flatMap((r) => r.cycle.steps.map((st) => st.operation)))];
   for (const op of ops)
     rows.push([

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { CONTROLLER_SETTING_NAMES, loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { parseUnit } from '../helpers/systemd';
+import { SETUP_EXIT_CODE } from '../../worker/search-attributes';
 
 /**
  * The controller's systemd units and their environment file example
@@ -63,6 +64,15 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
       encoding: 'utf8',
     });
     expect(`${r.stdout}${r.stderr}`).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
+  });
+});
+
+describe('the worker unit', () => {
+  it('does not restart into a refusal that needs an operator (search attributes: exit 78)', () => {
+    const service = new Map(
+      parseUnit(readFileSync(join(OPS, UNITS.worker), 'utf8')).get('Service'),
+    );
+    expect(service.get('RestartPreventExitStatus')).toBe(String(SETUP_EXIT_CODE));
   });
 });
 
