@@ -133,7 +133,8 @@ function cpuMeter(pids: { api?: number; worker?: number; temporal?: number }) {
   return (): CpuShare => {
     const end = read();
     const secs = (end.at - start.at) / 1000;
-    const pct = (a: number, b: number) => (100 * (b - a)) / secs;
+    // Postgres backends that exited took their CPU time with them: never below 0.
+    const pct = (a: number, b: number) => Math.max(0, (100 * (b - a)) / secs);
     return {
       api: pct(start.api, end.api),
       worker: pct(start.worker, end.worker),
