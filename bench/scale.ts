@@ -19,7 +19,8 @@
  * Env: BENCH_SCALE_RUNNERS (1000), BENCH_SCALE_WAIT_SECONDS (60),
  * BENCH_SCALE_CYCLE_RUNNERS (50), BENCH_SCALE_CYCLE_SECONDS (90),
  * BENCH_SCALE_GITLAB_MS (50), BENCH_SCALE_RESET_MS (1000),
- * BENCH_SCALE_TARGETS (`dev,cluster`), BENCH_SCALE_JOB_SECONDS (20), E2EPOOL_GITLAB_MAX_RPS (the product's
+ * BENCH_SCALE_TARGETS (`dev,cluster`), BENCH_SCALE_JOB_SECONDS (20),
+ * BENCH_SCALE_WORKER_NODE_OPTIONS (NODE_OPTIONS of the worker, e.g. a heap limit), E2EPOOL_GITLAB_MAX_RPS (the product's
  * default), E2EPOOL_BENCH_DATABASE_URL (a Postgres whose user may CREATE
  * DATABASE; default: an embedded one).
  */
@@ -373,8 +374,9 @@ async function runTarget(
   };
   const started: ChildProcess[] = [];
   const spawnCli = (command: string) => {
+    const nodeOptions = command === 'worker' ? process.env.BENCH_SCALE_WORKER_NODE_OPTIONS : '';
     const child = spawn(process.execPath, [CLI, command], {
-      env,
+      env: nodeOptions ? { ...env, NODE_OPTIONS: nodeOptions } : env,
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     started.push(child);
