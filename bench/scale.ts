@@ -53,6 +53,8 @@ const BUDGET = num('E2EPOOL_GITLAB_MAX_RPS', 10);
 const POLL_SHARE = num('E2EPOOL_GITLAB_POLL_SHARE', 0.5);
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const PROJECT = 4242;
+/** A lifecycle slower than this stops the bench: the figures would be meaningless. */
+const UNPAUSE_LIMIT_MS = 5 * 60_000;
 /** GitLab calls from the job's end to the unpause request: pause check (GET), pause (PUT). */
 const GITLAB_CALLS_BEFORE_UNPAUSE = 2;
 
@@ -497,6 +499,10 @@ async function runTarget(
           for (;;) {
             const h = gl.runner(gitlabId).pausedHistory;
             if (h.filter((p) => p === false).length > unpausesBefore) break;
+            if (Date.now() - sent > UNPAUSE_LIMIT_MS)
+              throw new Error(
+                `${a.runnerId}: not unpaused ${UNPAUSE_LIMIT_MS / 1000} s after its finalize (the stack is overloaded or stuck)`,
+              );
             await sleep(20);
           }
           const unpause = [...gl.calls]
