@@ -44,7 +44,7 @@ fi
 
 if ! command -v go >/dev/null 2>&1; then
   die "no cached Temporal Server $TEMPORAL_SERVER_VERSION in $dir and Go is not installed to build it.
-  Install Go 1.23+ and run this again, or point \$TEMPORAL_SERVER_DIR at a directory with
+  Install Go 1.25+ and run this again, or point \$TEMPORAL_SERVER_DIR at a directory with
   temporal-server, temporal-sql-tool and schema/postgresql/v12 of that version."
 fi
 

@@ -62,7 +62,7 @@ fi
 if ! command -v go >/dev/null 2>&1; then
   die "no '$tool' binary found and Go is not installed to build it.
   Install the Temporal CLI (https://docs.temporal.io/cli#install, e.g. 'brew install temporal')
-  and put it on PATH, or point \$${tool^^}_BIN at it, or install Go 1.23+ and run this again."
+  and put it on PATH, or point \$${tool^^}_BIN at it, or install Go 1.25+ and run this again."
 fi
 
 mkdir -p "$dir"
