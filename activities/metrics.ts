@@ -71,6 +71,26 @@ export class WorkerMetrics {
   observeStep(backend: string | null | undefined, step: string, result: string, seconds: number) {
     this.stepDuration.observe({ backend: backend ?? 'unknown', step, result }, seconds);
   }
+
+  /**
+   * Runs a step that writes no operation-log row (withOperation observes the
+   * others) and records its attempt: `ok`, or `error` when it throws.
+   */
+  async timeStep<T>(
+    backend: string | null | undefined,
+    step: string,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    const start = performance.now();
+    try {
+      const value = await fn();
+      this.observeStep(backend, step, 'ok', secondsSince(start));
+      return value;
+    } catch (err) {
+      this.observeStep(backend, step, 'error', secondsSince(start));
+      throw err;
+    }
+  }
 }
 
 /** Seconds since a `performance.now()` reading: monotonic, unlike Date. */

@@ -8,7 +8,6 @@ import {
 import { fail } from '../../common/fail';
 import { createStore } from '../../store';
 import type { ActivityDeps } from '../deps';
-import { secondsSince } from '../metrics';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import type { GitHubClient } from './client';
 
@@ -83,19 +82,8 @@ export function githubActivities(deps: ActivityDeps) {
     key: activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`),
   });
   /** Times a step that writes no log row (see pauseBeforeBookkeeping). */
-  const timed = async <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) => {
-    const start = performance.now();
-    const observe = (result: string) =>
-      deps.metrics.observeStep(backendOf(runnerId), step, result, secondsSince(start));
-    try {
-      const value = await fn();
-      observe('ok');
-      return value;
-    } catch (err) {
-      observe('error');
-      throw err;
-    }
-  };
+  const timed = <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) =>
+    deps.metrics.timeStep(backendOf(runnerId), step, fn);
   /** Labels this checkpoint's log says e2epool removed and has not put back yet. */
   const openRemovals = async (checkpointId: number): Promise<string[]> => {
     const details = await operations.openPauseDetails(checkpointId);

@@ -4,7 +4,6 @@ import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
 import { keptPausedForDrain } from '../../common/checkpoint';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
-import { secondsSince } from '../metrics';
 import type { GitLabClient } from './client';
 
 /** Whether the runner is paused already; a failure to ask says that nothing was paused. */
@@ -37,20 +36,9 @@ export function gitlabActivities(deps: ActivityDeps) {
       key,
     };
   };
-  /** Times a GitLab step that writes no log row (see pauseBeforeBookkeeping). */
-  const timed = async <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) => {
-    const start = performance.now();
-    const observe = (result: string) =>
-      deps.metrics.observeStep(backendOf(runnerId), step, result, secondsSince(start));
-    try {
-      const value = await fn();
-      observe('ok');
-      return value;
-    } catch (err) {
-      observe('error');
-      throw err;
-    }
-  };
+  /** Times a step that writes no log row (see pauseBeforeBookkeeping). */
+  const timed = <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) =>
+    deps.metrics.timeStep(backendOf(runnerId), step, fn);
 
   return {
     /**
