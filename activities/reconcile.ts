@@ -13,6 +13,7 @@ import {
   type GitHubPauseTarget,
   type PauseTarget,
 } from '../common/checkpoint';
+import { eachLimited } from '../common/each-limited';
 import { describeFailure, fail } from '../common/fail';
 import { isActiveState, type Backend } from '../common/states';
 import { checkpointInput, pauseTarget, runnerSearchAttributes } from '../config/checkpoint-input';
@@ -70,15 +71,6 @@ const RESULT_OF: Record<ReconcileFinding['action'], OperationResult> = {
 
 /** Live systems asked at once by one pass (GitLab, Proxmox hosts). */
 const LIVE_CONCURRENCY = 8;
-
-/** Runs `fn` over `items`, at most `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, fn: (t: T) => Promise<void>) {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-}
 
 /**
  * The reconciler's comparisons of what Postgres believes with what Temporal

@@ -7,38 +7,18 @@
  * Env: BENCH_AGENTS (500), BENCH_PINGS per agent (10).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
 import { startDevServer } from '../temporal-dev/dev-server';
+import { quantile, rssMiB, waitHealthy } from './measure';
 
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 500);
 const PINGS = Number(process.env.BENCH_PINGS ?? 10);
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-async function waitHealthy(url: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).status === 200) return;
-    } catch {
-      /* starting */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error('api did not become healthy');
-}
 
 /** Median wall time of a command over `n` runs, in ms. */
 function wallMs(

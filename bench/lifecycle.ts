@@ -28,14 +28,11 @@ import { writeFileSync } from 'node:fs';
 import { createWorker } from '../worker/worker';
 import { baselineCreate, baselineFinalize } from './baseline-workflows';
 import * as baselineActivities from './baseline-activities';
+import { quantile } from './measure';
 
 const RUNNERS = Number(process.env.BENCH_RUNNERS ?? 8);
 const PER_RUNNER = Number(process.env.BENCH_LIFECYCLES ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
 
 interface Result {
   createMs: number[];

@@ -31,11 +31,13 @@ import { basename, dirname, join } from 'node:path';
 import { Client as PgClient } from 'pg';
 import { WebSocket } from 'ws';
 import { gitlabQueueRates, temporalBurst } from '../common/gitlab-budget';
+import { eachLimited } from '../common/each-limited';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess, type PostgresProcess } from '../dev/postgres-process';
 import { ensureTemporalServer } from '../temporal-dev/binary';
 import { startTemporalCluster } from '../temporal-dev/cluster';
 import { startDevServer } from '../temporal-dev/dev-server';
+import { quantile, rssMiB, sleep, waitHealthy } from './measure';
 import { startGitLabStandIn, type GitLabStandIn } from '../test/stand-ins/gitlab';
 
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
@@ -58,21 +60,7 @@ const UNPAUSE_LIMIT_MS = 5 * 60_000;
 /** GitLab calls from the job's end to the unpause request: pause check (GET), pause (PUT). */
 const GITLAB_CALLS_BEFORE_UNPAUSE = 2;
 
-function quantile(sorted: number[], q: number): number {
-  return sorted.length === 0
-    ? NaN
-    : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
 const sortedOf = (xs: number[]) => [...xs].sort((a, b) => a - b);
-
-function rssMiB(pid: number | undefined): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
 /** CPU time (user + system) of a process so far, in seconds; 0 once it is gone. */
 function cpuSeconds(pid: number | undefined): number {
@@ -148,21 +136,6 @@ function cpuMeter(pids: { api?: number; worker?: number; temporal?: number }) {
         Math.max(1e-9, end.machine.total - start.machine.total),
     };
   };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    if (child.exitCode !== null) throw new Error(`${url}: the process exited (${child.exitCode})`);
-    try {
-      if ((await fetch(`${url}/healthz`)).status === 200) return;
-    } catch {
-      /* starting */
-    }
-    await sleep(200);
-  }
-  throw new Error(`${url} did not become healthy`);
 }
 
 /** A Temporal server to run against, with the environment that reaches it. */
@@ -268,16 +241,6 @@ class SimAgent {
   close(): void {
     this.ws.terminate();
   }
-}
-
-/** Runs `fn` over `items`, at most `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, fn: (t: T) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
 }
 
 interface Sample {
