@@ -15,6 +15,7 @@ import {
 } from '../common/checkpoint';
 import { eachLimited } from '../common/each-limited';
 import { describeFailure, fail } from '../common/fail';
+import { SA_CHECKPOINT_NAME } from '../common/search-attributes';
 import { isActiveState, type Backend } from '../common/states';
 import { checkpointInput, pauseTarget, runnerSearchAttributes } from '../config/checkpoint-input';
 import type { ProxmoxRunner } from '../config/inventory';
@@ -122,6 +123,13 @@ export function reconcileActivities(deps: ActivityDeps) {
     try {
       const d = await handle.describe();
       if (d.status.name !== 'RUNNING') return false;
+      // A run names the checkpoint it creates in a search attribute, which
+      // describe reads from the run's own state: no query, so no replay of a
+      // run the worker has evicted from its cache (a pass asks about every
+      // waiting checkpoint). A run the reconciler started to adopt a
+      // checkpoint carries only the runner's attributes: that one is asked.
+      const named = d.typedSearchAttributes.get(SA_CHECKPOINT_NAME);
+      if (named !== undefined) return named === c.name;
       return (await handle.query(stateQuery)).name === c.name;
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) return false;
@@ -475,6 +483,12 @@ export function reconcileActivities(deps: ActivityDeps) {
       const findings: ReconcileFinding[] = [];
       for (const c of await store.checkpoints.listActive(minAge(i))) {
         if (await held(c)) continue;
+        // A pass over many rows takes a while: the run may have finished this
+        // checkpoint since the list was read (a run moves its row before it
+        // closes, so a row still as listed after the look at Temporal is
+        // orphaned). Adopting a finished one would fail on its row, or
+        // collide with the runner's next checkpoint.
+        if ((await store.checkpoints.stateOf(c.id)) !== c.state) continue;
         const action = i.repair ? await adopt(c) : 'reported';
         const detail =
           action === 'adopted'

@@ -12,6 +12,7 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 import type { ReconcileFinding } from '../../activities/reconcile';
 import { checkpointWorkflowId, releaseSignal, snapshotNameFor } from '../../common/checkpoint';
+import { SA_CHECKPOINT_NAME } from '../../common/search-attributes';
 import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
 
 /**
@@ -143,6 +144,11 @@ describe('the reconciler', () => {
     const r = R.reportOnly;
     const api = restClient(() => c.api.url, r.token);
     const name = (await api.create(r.id, '9930')).body.name as string;
+    const named = async () =>
+      (
+        await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).describe()
+      ).typedSearchAttributes.get(SA_CHECKPOINT_NAME);
+    expect(await named()).toBe(name);
     expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([]);
     await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).terminate('chaos');
 
@@ -156,6 +162,10 @@ describe('the reconciler', () => {
     expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([
       expect.objectContaining({ action: 'adopted' }),
     ]);
+    // A created run names its checkpoint in a search attribute (read with
+    // describe); the adopting run names none, so the next pass queries it.
+    expect(await named()).toBeUndefined();
+    expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([]);
     await waitFor('finalize accepted by the adopted run', async () => {
       const res = await api.finalize(name, 'failure');
       return res.status === 202 && res.body.detail === 'Finalize queued';
