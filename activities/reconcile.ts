@@ -243,7 +243,7 @@ export function reconcileActivities(deps: ActivityDeps) {
       );
     }
     const input: CheckpointWorkflowInput = {
-      ...checkpointInput(runner, deps.settings),
+      ...checkpointInput(runner, deps.settings, deps.inventory.inventory),
       resume: {
         name: c.name,
         jobId: c.jobId,

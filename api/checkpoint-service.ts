@@ -76,7 +76,7 @@ export class CheckpointService {
     if (this.d.inventory.inventory.isDraining(runner.runner_id)) {
       throw new HttpError(423, `Runner '${runner.runner_id}' is draining`);
     }
-    const input = checkpointInput(runner, this.d.settings);
+    const input = checkpointInput(runner, this.d.settings, this.d.inventory.inventory);
     // The job's repository polls a GitHub job; a repository's runner knows its
     // own (an organization's serves many: only the job can say which).
     const projectId =

@@ -1,15 +1,20 @@
 import type { CheckpointWorkflowInput, PauseTarget } from '../common/checkpoint';
+import { gitlabQueueRates } from '../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
-import type { RunnerConfig } from './inventory';
+import type { Inventory, RunnerConfig } from './inventory';
 import type { Settings } from './settings';
 
 /**
  * The input of a new checkpoint run (without `resume`): the runner's
  * non-secret facts and the durations the workflow reads, from the settings
  * of the process that starts it (the API for a create, the worker for an
- * adoption by the reconciler).
+ * adoption by the reconciler) and the size of the fleet it belongs to.
  */
-export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWorkflowInput {
+export function checkpointInput(
+  runner: RunnerConfig,
+  s: Settings,
+  fleet: Pick<Inventory, 'gitlabRunnerCount'>,
+): CheckpointWorkflowInput {
   return {
     runner: {
       runnerId: runner.runner_id,
@@ -21,7 +26,10 @@ export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWo
     },
     timing: {
       ttlSeconds: s.checkpointTtlSeconds,
-      pollerIntervalSeconds: s.pollerIntervalSeconds,
+      pollerIntervalSeconds:
+        runner.ci_adapter === 'github'
+          ? s.pollerIntervalSeconds
+          : budgetedPollIntervalSeconds(s, fleet.gitlabRunnerCount),
       pollerMinAgeSeconds: s.pollerMinAgeSeconds,
       cooldownSeconds: s.finalizeCooldownSeconds,
       unpauseRetrySeconds: s.unpauseRetrySeconds,
@@ -29,6 +37,22 @@ export function checkpointInput(runner: RunnerConfig, s: Settings): CheckpointWo
       resetMaxAttempts: s.resetMaxAttempts,
     },
   };
+}
+
+/**
+ * A GitLab runner's job-status poll interval: E2EPOOL_POLLER_INTERVAL_SECONDS,
+ * or longer when the fleet's GitLab runners, each polling that often, would
+ * ask for more than the polls' share of the GitLab budget. Polling faster
+ * than the budget gains nothing (a poll past its share waits in its queue
+ * and is dropped), but every wake of a waiting checkpoint is a workflow task
+ * on the worker: at 1,000 runners and the default budget, 200 s instead of
+ * 20 s is a tenth of the wakes, which is what lets a worker keep a bounded
+ * workflow cache (E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS) without replaying
+ * all the time. Fixed per run (it is in the input, so replay sees the same).
+ */
+export function budgetedPollIntervalSeconds(s: Settings, gitlabRunners: number): number {
+  const { poll } = gitlabQueueRates(s.gitlabMaxRps, s.gitlabPollShare);
+  return Math.max(s.pollerIntervalSeconds, gitlabRunners / poll);
 }
 
 /** What keeps jobs off the runner during a reset, from its inventory entry (validated together there). */

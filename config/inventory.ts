@@ -291,6 +291,8 @@ export interface RegistryRunner {
 export class Inventory {
   /** The active runners: the file's, then the registry's. */
   readonly runners: readonly RunnerConfig[];
+  /** How many active runners take GitLab jobs (whose job-status polls share the GitLab budget). */
+  readonly gitlabRunnerCount: number;
   private readonly byId: Map<string, RunnerConfig>;
   private readonly inactive: Map<string, RunnerConfig>;
   private readonly drainingIds: Set<string>;
@@ -311,6 +313,7 @@ export class Inventory {
       );
     }
     this.runners = [...fileRunners, ...active.map((e) => e.config)];
+    this.gitlabRunnerCount = this.runners.filter((r) => r.ci_adapter !== 'github').length;
     this.byId = new Map(this.runners.map((r) => [r.runner_id, r]));
     this.inactive = new Map(
       registry.filter((e) => !e.isActive).map((e) => [e.config.runner_id, e.config]),

@@ -104,6 +104,7 @@ const schema = z.object({
   E2EPOOL_HOST: z.string().min(1).default('0.0.0.0'),
   E2EPOOL_PORT: integer(8080, 0, 65535),
   E2EPOOL_WORKER_METRICS_PORT: integer(9464, 0, 65535),
+  E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS: integer(250, 2, 100_000),
   E2EPOOL_TASK_QUEUE: z
     .string()
     .regex(/^[\w.-]{1,200}$/, 'expected 1-200 characters of letters, digits, _ . -')
@@ -196,6 +197,14 @@ export interface Settings {
   port: number;
   /** Port of the worker's `GET /metrics` (on `host`); 0: a free one, logged at start. */
   workerMetricsPort: number;
+  /**
+   * Workflow runs a worker keeps in memory between their workflow tasks
+   * (Temporal's sticky cache, `maxCachedWorkflows`); a run evicted from it is
+   * replayed from its history at its next task. Each cached checkpoint costs
+   * about 0.3-0.5 MB of heap, so this bounds the worker's memory however many
+   * checkpoints wait.
+   */
+  workerMaxCachedWorkflows: number;
   taskQueue: string;
   logLevel: Raw['E2EPOOL_LOG_LEVEL'];
 }
@@ -303,6 +312,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     host: r.E2EPOOL_HOST,
     port: r.E2EPOOL_PORT,
     workerMetricsPort: r.E2EPOOL_WORKER_METRICS_PORT,
+    workerMaxCachedWorkflows: r.E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS,
     taskQueue: r.E2EPOOL_TASK_QUEUE,
     logLevel: r.E2EPOOL_LOG_LEVEL,
   };

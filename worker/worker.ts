@@ -90,6 +90,10 @@ export async function createWorker(p: WorkerParams): Promise<WorkerGroup> {
     taskQueue: p.taskQueue,
     ...workflowSource,
     activities,
+    // The SDK's default is sized from the heap limit (about 2,300 runs on a
+    // 24 GiB host), which lets a worker with many waiting checkpoints grow
+    // far past what it needs; evicted runs replay cheaply at their next wake.
+    maxCachedWorkflows: p.deps.settings.workerMaxCachedWorkflows,
   });
   const gitlab = await Worker.create({
     ...common,

@@ -84,6 +84,9 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
         E2EPOOL_GITLAB_URL: gitlab.url,
         E2EPOOL_GITLAB_TOKEN: gitlab.token,
         E2EPOOL_POLLER_INTERVAL_SECONDS: '0.1',
+        // A GitLab budget whose poll share lets every runner here poll that often
+        // (a smaller fleet budget would stretch the interval: config/checkpoint-input.ts).
+        E2EPOOL_GITLAB_MAX_RPS: '1000',
         E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
       },
     });

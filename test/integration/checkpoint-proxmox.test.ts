@@ -82,6 +82,9 @@ describe('proxmox checkpoints over REST', () => {
         E2EPOOL_RESET_MAX_ATTEMPTS: '2',
         E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: '3',
         E2EPOOL_POLLER_INTERVAL_SECONDS: '0.2',
+        // A GitLab budget whose poll share lets every runner here poll that often
+        // (a smaller fleet budget would stretch the interval: config/checkpoint-input.ts).
+        E2EPOOL_GITLAB_MAX_RPS: '1000',
         E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
         E2EPOOL_CHECKPOINT_TTL_SECONDS: '60',
         E2EPOOL_FINALIZE_ACK_SECONDS: '1',

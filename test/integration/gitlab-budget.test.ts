@@ -1,7 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
-import { checkpointWorkflowId } from '../../common/checkpoint';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { checkpointWorkflowId, type CheckpointWorkflowInput } from '../../common/checkpoint';
 import { gitlabQueueRates, temporalBurst } from '../../common/gitlab-budget';
 import { freePort } from '../../dev/ports';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
@@ -43,7 +44,10 @@ function inventory(runners: TestRunner[], gitlabIds: number[]): string {
     .join('')}`;
 }
 
-/** A test's controller: an API here, `workers` worker processes, all on one GitLab budget. */
+/**
+ * A test's controller: an API here, `workers` worker processes, all on one
+ * GitLab budget (`workerEnv` overrides `env` in the workers only).
+ */
 async function startFleet(
   temporal: DevServer,
   gitlab: GitLabStandIn,
@@ -51,6 +55,7 @@ async function startFleet(
   gitlabIds: number[],
   env: Record<string, string>,
   workers: number,
+  workerEnv: Record<string, string> = {},
 ): Promise<{ c: CrashController; procs: ChildProcess[] }> {
   for (const id of gitlabIds) gitlab.addRunner(id);
   const c = await startCrashController(inventory(runners, gitlabIds), {
@@ -62,7 +67,7 @@ async function startFleet(
     ...env,
   });
   const procs: ChildProcess[] = [];
-  for (let i = 0; i < workers; i++) procs.push(await c.startWorker());
+  for (let i = 0; i < workers; i++) procs.push(await c.startWorker(workerEnv));
   return { c, procs };
 }
 
@@ -73,6 +78,21 @@ async function create(c: CrashController, r: TestRunner, job: string): Promise<s
   if (res.status !== 201)
     throw new Error(`create ${r.id}: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body.name as string;
+}
+
+/** The input the runner's checkpoint workflow started with (its history's first event). */
+async function inputOf(temporal: DevServer, r: TestRunner): Promise<CheckpointWorkflowInput> {
+  const connection = await Connection.connect({ address: temporal.address });
+  try {
+    const history = await new Client({ connection }).workflow
+      .getHandle(checkpointWorkflowId(r.id))
+      .fetchHistory();
+    const payload =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+    return defaultPayloadConverter.fromPayload<CheckpointWorkflowInput>(payload!);
+  } finally {
+    await connection.close();
+  }
 }
 
 const runnerCalls = (gitlab: GitLabStandIn, id: number, method: string) =>
@@ -102,7 +122,7 @@ describe('the GitLab rate budget', () => {
     await temporal?.stop();
   });
 
-  it('holds across two workers while every checkpoint resets and its runner is unpaused', async () => {
+  it('holds across two workers, each caching 4 of the 12 runs, while every checkpoint resets and its runner is unpaused', async () => {
     const MAX_RPS = 4;
     const N = 12;
     const labels = Array.from({ length: N }, (_, i) => `budget${i}`);
@@ -117,18 +137,25 @@ describe('the GitLab rate budget', () => {
       {
         E2EPOOL_GITLAB_MAX_RPS: String(MAX_RPS),
         E2EPOOL_GITLAB_POLL_SHARE: '0.5',
-        // 12 runners polling every second: 12 polls/s against a poll share of 2/s.
+        // Asked for every second; 12 runners get every 6 s, their share of 2 polls/s.
         E2EPOOL_POLLER_INTERVAL_SECONDS: '1',
+        // 2 × 4 cached runs for 12 waiting checkpoints: at any time some are
+        // evicted and replayed from their histories at their next wake (and
+        // for the finalize), as on a worker holding 1,000.
+        E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS: '4',
       },
       2,
     );
     try {
       const start = Date.now();
       const names = await Promise.all(R.map((r, i) => create(c, r, String(9100 + i))));
-      // Let the polls run into the budget for a while, then end every job at once:
+      // The API stretched the poll interval to fit the fleet's polls into their share.
+      const started = await inputOf(temporal, R[0]!);
+      expect(started.timing.pollerIntervalSeconds).toBe(N / gitlabQueueRates(MAX_RPS, 0.5).poll);
+      // Let the polls run against the budget for a while, then end every job at once:
       // 12 × (pause check, pause, unpause) against 2/s for pauses and unpauses.
       await waitFor(
-        'polls piling up against the budget',
+        'polls running against the budget',
         () => gitlab.calls.filter((k) => k.path.includes('/jobs/')).length >= 8,
         { timeoutMs: 30_000 },
       );
@@ -247,19 +274,24 @@ describe('the GitLab rate budget', () => {
       R,
       ids,
       {
-        // Polls get 1/s and pauses 1/s; 15 runners poll every 4 s: 3.75 polls/s.
-        // Behind that backlog (one queue, first in first out) an unpause would
-        // wait about a poll interval (4 s), the longest a poll stays queued.
-        E2EPOOL_GITLAB_MAX_RPS: '2',
+        // The API starts the checkpoints as one that did not know this budget
+        // would (an API of another E2EPOOL_GITLAB_MAX_RPS, or from before the
+        // poll interval was fitted to the budget): 15 runners poll every 4 s.
+        E2EPOOL_GITLAB_MAX_RPS: '100',
         E2EPOOL_GITLAB_POLL_SHARE: '0.5',
         E2EPOOL_POLLER_INTERVAL_SECONDS: '4',
       },
       1,
+      // The worker's budget: polls get 1/s and pauses 1/s, against 3.75 polls/s.
+      // Behind that backlog (one queue, first in first out) an unpause would
+      // wait about a poll interval (4 s), the longest a poll stays queued.
+      { E2EPOOL_GITLAB_MAX_RPS: '2' },
     );
     const connection = await Connection.connect({ address: temporal.address });
     const client = new Client({ connection });
     try {
       const names = await Promise.all(R.map((r, i) => create(c, r, String(9400 + i))));
+      expect((await inputOf(temporal, R[0]!)).timing.pollerIntervalSeconds).toBe(4);
       const dropped = async () => {
         let n = 0;
         for (const r of R.slice(1)) {

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { checkpointInput } from '../../config/checkpoint-input';
+import { budgetedPollIntervalSeconds, checkpointInput } from '../../config/checkpoint-input';
+import { loadSettings } from '../../config/settings';
 import {
   HOLD_ON_FAILURE_MAX,
   InventoryError,
@@ -40,6 +41,9 @@ function errorOf(text: string): string {
   }
   throw new Error('expected the inventory to be rejected');
 }
+
+/** A fleet of no GitLab runners: the configured poll interval stands. */
+const NO_FLEET = { gitlabRunnerCount: 0 };
 
 describe('parseInventory', () => {
   it('accepts both backends and applies defaults', () => {
@@ -173,11 +177,13 @@ describe('parseInventory', () => {
     );
     expect(inventory.get('metal-1')!.hold_on_failure_seconds).toBe(900);
     expect(inventory.get('vm-1')!.hold_on_failure_seconds).toBe(0);
-    const settings = {} as Parameters<typeof checkpointInput>[1];
-    expect(checkpointInput(inventory.get('metal-1')!, settings).runner.holdOnFailureSeconds).toBe(
-      900,
-    );
-    expect(checkpointInput(inventory.get('vm-1')!, settings).runner.holdOnFailureSeconds).toBe(0);
+    const settings = loadSettings({});
+    expect(
+      checkpointInput(inventory.get('metal-1')!, settings, inventory).runner.holdOnFailureSeconds,
+    ).toBe(900);
+    expect(
+      checkpointInput(inventory.get('vm-1')!, settings, inventory).runner.holdOnFailureSeconds,
+    ).toBe(0);
     expect(
       parseInventory(`runners:${bare}\n    hold_on_failure_seconds: ${HOLD_ON_FAILURE_MAX}`)
         .inventory.size,
@@ -199,16 +205,16 @@ describe('parseInventory', () => {
   describe('ci_adapter and the GitHub fields', () => {
     const github = (extra: string) =>
       `runners:${bare}\n    ci_adapter: github${extra ? `\n    ${extra.trim().split('\n').join('\n    ')}` : ''}`;
-    const settings = {} as Parameters<typeof checkpointInput>[1];
+    const settings = loadSettings({});
 
     it('defaults to gitlab; a GitLab runner with gitlab_runner_id gets the GitLab pause target', () => {
       const { inventory } = parseInventory(`runners:${proxmox}${bare}`);
       expect(inventory.get('vm-1')!.ci_adapter).toBe('gitlab');
-      expect(checkpointInput(inventory.get('vm-1')!, settings).runner).toMatchObject({
+      expect(checkpointInput(inventory.get('vm-1')!, settings, inventory).runner).toMatchObject({
         gitlabRunnerId: 42,
         pause: { kind: 'gitlab', gitlabRunnerId: 42 },
       });
-      expect(checkpointInput(inventory.get('metal-1')!, settings).runner).toMatchObject({
+      expect(checkpointInput(inventory.get('metal-1')!, settings, inventory).runner).toMatchObject({
         gitlabRunnerId: null,
         pause: null,
       });
@@ -220,7 +226,7 @@ describe('parseInventory', () => {
       );
       const r = inventory.get('metal-1')!;
       expect(r).toMatchObject({ ci_adapter: 'github', github_repo: 'acme/app' });
-      expect(checkpointInput(r, settings).runner).toMatchObject({
+      expect(checkpointInput(r, settings, NO_FLEET).runner).toMatchObject({
         gitlabRunnerId: null,
         pause: {
           kind: 'github',
@@ -235,14 +241,14 @@ describe('parseInventory', () => {
       const org = parseInventory(
         github('github_org: acme\ngithub_runner_id: 8\ngithub_pause_labels: [e2e]'),
       ).inventory.get('metal-1')!;
-      expect(checkpointInput(org, settings).runner.pause).toEqual({
+      expect(checkpointInput(org, settings, NO_FLEET).runner.pause).toEqual({
         kind: 'github',
         githubRunnerId: 8,
         scope: { org: 'acme' },
         labels: ['e2e'],
       });
       const plain = parseInventory(github('github_repo: acme/app')).inventory.get('metal-1')!;
-      expect(checkpointInput(plain, settings).runner.pause).toBeNull();
+      expect(checkpointInput(plain, settings, NO_FLEET).runner.pause).toBeNull();
     });
 
     it.each([
@@ -350,6 +356,51 @@ describe('parseInventory', () => {
     expect(inventory.runnerIdForToken('tok-vm-1')).toBe('vm-1');
     expect(inventory.runnerIdForToken('tok-metal')).toBeUndefined();
     expect(inventory.runnerIdForToken('')).toBeUndefined();
+  });
+});
+
+describe('the GitLab poll interval of a checkpoint', () => {
+  /** n bare-metal runners `<prefix>-0`…, each entry followed by `extra` lines. */
+  const entries = (n: number, prefix: string, extra = '') =>
+    Array.from({ length: n }, (_, i) => bare.replaceAll('metal-1', `${prefix}-${i}`) + extra).join(
+      '',
+    );
+  const many = (n: number) => `runners:${entries(n, 'metal')}`;
+
+  it("is E2EPOOL_POLLER_INTERVAL_SECONDS while the fleet polls within the polls' share of the budget", () => {
+    const s = loadSettings({ E2EPOOL_POLLER_INTERVAL_SECONDS: '20' });
+    // 10 requests/s, half of them for polls: 100 runners every 20 s is exactly 5/s.
+    expect(budgetedPollIntervalSeconds(s, 100)).toBe(20);
+    const { inventory } = parseInventory(many(3));
+    expect(inventory.gitlabRunnerCount).toBe(3);
+    expect(
+      checkpointInput(inventory.get('metal-0')!, s, inventory).timing.pollerIntervalSeconds,
+    ).toBe(20);
+  });
+
+  it('stretches with the fleet so that its polls fit the share: 1,000 runners at 5 polls/s poll every 200 s', () => {
+    const s = loadSettings({ E2EPOOL_POLLER_INTERVAL_SECONDS: '20' });
+    expect(budgetedPollIntervalSeconds(s, 1000)).toBe(200);
+    const slow = loadSettings({
+      E2EPOOL_POLLER_INTERVAL_SECONDS: '20',
+      E2EPOOL_GITLAB_MAX_RPS: '2',
+      E2EPOOL_GITLAB_POLL_SHARE: '0.25',
+    });
+    expect(budgetedPollIntervalSeconds(slow, 3)).toBe(20);
+    expect(budgetedPollIntervalSeconds(slow, 30)).toBe(60);
+  });
+
+  it('counts only GitLab runners; a GitHub runner keeps the configured interval', () => {
+    const s = loadSettings({ E2EPOOL_POLLER_INTERVAL_SECONDS: '0.1', E2EPOOL_GITLAB_MAX_RPS: '1' });
+    const github = '\n    ci_adapter: github\n    github_repo: acme/app';
+    const { inventory } = parseInventory(`${many(4)}${entries(2, 'gh', github)}`);
+    expect(inventory.gitlabRunnerCount).toBe(4);
+    expect(
+      checkpointInput(inventory.get('metal-0')!, s, inventory).timing.pollerIntervalSeconds,
+    ).toBe(8);
+    expect(checkpointInput(inventory.get('gh-0')!, s, inventory).timing.pollerIntervalSeconds).toBe(
+      0.1,
+    );
   });
 });
 

@@ -19,6 +19,7 @@ describe('loadSettings', () => {
       wsHeartbeatTimeoutSeconds: 90,
       port: 8080,
       workerMetricsPort: 9464,
+      workerMaxCachedWorkflows: 250,
       taskQueue: 'e2epool',
       gitlabUrl: undefined,
       githubUrl: 'https://api.github.com',
@@ -92,6 +93,16 @@ describe('loadSettings', () => {
     ['E2EPOOL_GITLAB_MAX_RPS', 'Infinity', /E2EPOOL_GITLAB_MAX_RPS: expected a number/],
     ['E2EPOOL_GITLAB_POLL_SHARE', '1', /E2EPOOL_GITLAB_POLL_SHARE: must be a number between 0/],
     ['E2EPOOL_GITLAB_POLL_SHARE', '0', /E2EPOOL_GITLAB_POLL_SHARE: must be a number between 0/],
+    [
+      'E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS',
+      '1',
+      /E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS: expected an integer between 2 and 100000/,
+    ],
+    [
+      'E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS',
+      '250.5',
+      /E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS: expected an integer between 2 and 100000/,
+    ],
     ['E2EPOOL_POLLER_ENABLED', 'maybe', /E2EPOOL_POLLER_ENABLED: expected true or false/],
     ['E2EPOOL_LOG_LEVEL', 'loud', /E2EPOOL_LOG_LEVEL/],
   ])('rejects %s=%s with one line naming the variable', (key, value, pattern) => {
