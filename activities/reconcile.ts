@@ -15,7 +15,7 @@ import {
 } from '../common/checkpoint';
 import { eachLimited } from '../common/each-limited';
 import { describeFailure, fail } from '../common/fail';
-import { SA_CHECKPOINT_NAME } from '../common/search-attributes';
+import { SA_CHECKPOINT_NAME, SA_JOB_ID } from '../common/search-attributes';
 import { isActiveState, type Backend } from '../common/states';
 import { checkpointInput, pauseTarget, runnerSearchAttributes } from '../config/checkpoint-input';
 import type { ProxmoxRunner } from '../config/inventory';
@@ -126,8 +126,8 @@ export function reconcileActivities(deps: ActivityDeps) {
       // A run names the checkpoint it creates in a search attribute, which
       // describe reads from the run's own state: no query, so no replay of a
       // run the worker has evicted from its cache (a pass asks about every
-      // waiting checkpoint). A run the reconciler started to adopt a
-      // checkpoint carries only the runner's attributes: that one is asked.
+      // waiting checkpoint). A run an earlier version adopted a checkpoint
+      // with carries only the runner's attributes: that one is asked.
       const named = d.typedSearchAttributes.get(SA_CHECKPOINT_NAME);
       if (named !== undefined) return named === c.name;
       return (await handle.query(stateQuery)).name === c.name;
@@ -284,7 +284,13 @@ export function reconcileActivities(deps: ActivityDeps) {
         // Never displace a run: one that started meanwhile owns the runner.
         workflowIdConflictPolicy: 'FAIL',
         workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-        typedSearchAttributes: runnerSearchAttributes(runner),
+        // Named from the start, as a created run names itself: operators find
+        // it by checkpoint and job, and the next pass reads it without a query.
+        typedSearchAttributes: [
+          ...runnerSearchAttributes(runner),
+          { key: SA_CHECKPOINT_NAME, value: c.name },
+          { key: SA_JOB_ID, value: c.jobId },
+        ],
         staticSummary: `runner ${runner.runner_id} · job ${c.jobId} · adopted by the reconciler`,
       });
       return 'adopted';
