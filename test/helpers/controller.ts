@@ -272,6 +272,21 @@ export async function operations(
 }
 
 /**
+ * `operation:result` of a checkpoint's log rows in order, without its
+ * `poller:skipped` note, and how many such notes it has. The note is written
+ * beside the wait for the job (PAUSE_FIRST_PATCH), so with a finalize right
+ * after the create it may land before or after the pause.
+ */
+export async function stepsBesidesPollerNote(
+  ds: DataSource,
+  name: string,
+): Promise<{ steps: string[]; pollerNotes: number }> {
+  const all = (await operations(ds, name)).map((o) => `${o.operation}:${o.result}`);
+  const note = (x: string) => x === 'poller:skipped';
+  return { steps: all.filter((x) => !note(x)), pollerNotes: all.filter(note).length };
+}
+
+/**
  * An agent gateway whose real implementation is set later: the AgentBus needs
  * the controller's database, which exists only once the controller started.
  */
