@@ -47,15 +47,19 @@ import { startGitLabStandIn, type GitLabStandIn } from '../test/stand-ins/gitlab
 
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const RUNNERS = num('BENCH_SCALE_RUNNERS', 1000);
+/**
+ * The settings the bench gives the product: its defaults (config/settings.ts)
+ * for the GitLab budget unless set here, pollers asked for every 20 s.
+ */
+const PRODUCT = loadSettings({
+  E2EPOOL_POLLER_INTERVAL_SECONDS: '20',
+  E2EPOOL_GITLAB_MAX_RPS: process.env.E2EPOOL_GITLAB_MAX_RPS,
+  E2EPOOL_GITLAB_POLL_SHARE: process.env.E2EPOOL_GITLAB_POLL_SHARE,
+});
+const BUDGET = PRODUCT.gitlabMaxRps;
+const POLL_SHARE = PRODUCT.gitlabPollShare;
 /** The poll interval every waiting checkpoint gets (config/checkpoint-input.ts). */
-const POLL_SECONDS = budgetedPollIntervalSeconds(
-  loadSettings({
-    E2EPOOL_POLLER_INTERVAL_SECONDS: '20',
-    E2EPOOL_GITLAB_MAX_RPS: process.env.E2EPOOL_GITLAB_MAX_RPS,
-    E2EPOOL_GITLAB_POLL_SHARE: process.env.E2EPOOL_GITLAB_POLL_SHARE,
-  }),
-  RUNNERS,
-);
+const POLL_SECONDS = budgetedPollIntervalSeconds(PRODUCT, RUNNERS);
 const WAIT_SECONDS = num('BENCH_SCALE_WAIT_SECONDS', Math.ceil(POLL_SECONDS) + 30);
 const CYCLE_RUNNERS = Math.min(RUNNERS, num('BENCH_SCALE_CYCLE_RUNNERS', 30));
 /** Mean job length of a cycling runner (uniform in ±50 %). */
@@ -64,9 +68,6 @@ const CYCLE_SECONDS = num('BENCH_SCALE_CYCLE_SECONDS', 90);
 const GITLAB_MS = num('BENCH_SCALE_GITLAB_MS', 50);
 const RESET_MS = num('BENCH_SCALE_RESET_MS', 1000);
 const TARGETS = (process.env.BENCH_SCALE_TARGETS ?? 'dev,cluster').split(',').map((t) => t.trim());
-/** The product's defaults unless set (config/settings.ts). */
-const BUDGET = num('E2EPOOL_GITLAB_MAX_RPS', 10);
-const POLL_SHARE = num('E2EPOOL_GITLAB_POLL_SHARE', 0.5);
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const PROJECT = 4242;
 /** A lifecycle slower than this stops the bench: the figures would be meaningless. */
@@ -347,7 +348,7 @@ async function runTarget(
     E2EPOOL_GITLAB_URL: gl.url,
     E2EPOOL_GITLAB_TOKEN: gl.token,
     E2EPOOL_CHECKPOINT_TTL_SECONDS: '3600',
-    E2EPOOL_POLLER_INTERVAL_SECONDS: '20',
+    E2EPOOL_POLLER_INTERVAL_SECONDS: String(PRODUCT.pollerIntervalSeconds),
     E2EPOOL_POLLER_MIN_AGE_SECONDS: '0',
     E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
     E2EPOOL_GITLAB_MAX_RPS: String(BUDGET),

@@ -201,8 +201,8 @@ export interface Settings {
    * Workflow runs a worker keeps in memory between their workflow tasks
    * (Temporal's sticky cache, `maxCachedWorkflows`); a run evicted from it is
    * replayed from its history at its next task. Each cached checkpoint costs
-   * about 0.3-0.5 MB of heap, so this bounds the worker's memory however many
-   * checkpoints wait.
+   * roughly 0.5-0.8 MB (README "Production", sizing), so this bounds the
+   * worker's memory however many checkpoints wait.
    */
   workerMaxCachedWorkflows: number;
   taskQueue: string;
