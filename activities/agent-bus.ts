@@ -198,6 +198,17 @@ export class AgentBus implements AgentGateway {
     for (;;) {
       const row = await this.status(id);
       if (row.state === 'done' || row.state === 'failed') return row;
+      // Sent on a connection that is gone (its instance crashed, or the agent
+      // reconnected): no reply will come for it. The registering instance fails
+      // it too; this covers one that died before it could.
+      if (
+        row.lost &&
+        (await this.store.commands.failIfLost(
+          id,
+          'lost: the agent connection it was sent on is gone',
+        ))
+      )
+        return this.status(id);
       await this.stopIfAsked(o, id, runnerId);
       if (Date.now() >= deadline) {
         await this.store.commands.dropPending(id);

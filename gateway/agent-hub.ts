@@ -152,6 +152,7 @@ export class AgentHub {
       old.ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
     }
     this.log.info({ runnerId, sessionId }, 'agent connected');
+    await this.failLost(runnerId);
     void this.dispatch(runnerId);
     return sessionId;
   }
@@ -359,6 +360,28 @@ export class AgentHub {
       return;
     }
     for (const runnerId of waiting) await this.dispatch(runnerId);
+  }
+
+  /**
+   * Fails the runner's commands sent on a session that is gone (an instance
+   * that crashed never fails its own), and wakes their workers, which re-send
+   * them on this connection at once. A reply can only come on the connection
+   * a command was sent on, so nothing would ever answer them.
+   */
+  private async failLost(runnerId: string): Promise<void> {
+    try {
+      const ids = await this.store.commands.failLost(
+        runnerId,
+        'lost: the agent connection it was sent on is gone (the agent reconnected)',
+      );
+      for (const id of ids) {
+        this.log.warn({ runnerId, commandId: id }, 'agent command lost with its connection');
+        await this.store.notices.commandFinished(id);
+      }
+    } catch (err) {
+      // The waiting worker also notices it on its next poll.
+      this.log.warn({ err: (err as Error).message, runnerId }, 'cannot fail lost agent commands');
+    }
   }
 
   private async failInflight(s: Session, why: string): Promise<void> {

@@ -30,6 +30,21 @@ export interface CommandStatus {
   stdout: string | null;
   stderr: string | null;
   error: string | null;
+  /**
+   * Sent on a session that is no longer the runner's open one (its instance
+   * crashed, or a newer connection replaced it): no reply will be taken for it.
+   */
+  lost: boolean;
+}
+
+/** Sent on a session that is gone: not the runner's current session, or closed. */
+const SESSION_GONE = `NOT EXISTS (
+  SELECT 1 FROM agent_sessions s
+   WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id AND s.closed_at IS NULL)`;
+
+/** What Postgres `text` can hold: an agent may send a NUL, which it refuses. */
+function storable(s: string | null): string | null {
+  return s === null ? null : s.replaceAll('\u0000', '\uFFFD');
 }
 
 /** A command an instance claimed, to send to the agent. */
@@ -66,7 +81,9 @@ export class AgentCommandStore {
   async status(id: string): Promise<CommandStatus | null> {
     const [c] = await selectRows<CommandStatus>(
       this.q,
-      `SELECT state, exit_code AS "exitCode", stdout, stderr, error FROM agent_commands WHERE id = $1`,
+      `SELECT state, exit_code AS "exitCode", stdout, stderr, error,
+              state = 'sent' AND ${SESSION_GONE} AS lost
+         FROM agent_commands c WHERE id = $1`,
       [id],
     );
     return c ?? null;
@@ -90,11 +107,37 @@ export class AgentCommandStore {
               exit_code = NULL, stdout = NULL, stderr = NULL, cmd = $2, timeout_seconds = $3, updated_at = now(),
               expires_at = now() + make_interval(secs => $4)
         WHERE c.id = $1 AND (c.state IN ('pending', 'failed') OR (c.state = 'done' AND c.exit_code <> 0)
-              OR (c.state = 'sent' AND NOT EXISTS (
-                SELECT 1 FROM agent_sessions s
-                 WHERE s.runner_id = c.runner_id AND s.session_id = c.session_id AND s.closed_at IS NULL)))`,
+              OR (c.state = 'sent' AND ${SESSION_GONE}))`,
       [id, cmd, timeoutSeconds, sendWithinSeconds],
     );
+  }
+
+  /**
+   * Fails the runner's commands sent on a session that is gone (see
+   * `CommandStatus.lost`): run when a session registers, so the workers
+   * waiting for them re-send them on it at once. A command sent on the
+   * runner's current session is left alone. Returns their ids.
+   */
+  async failLost(runnerId: string, why: string): Promise<string[]> {
+    const { rows } = await changeRows<{ id: string }>(
+      this.q,
+      `UPDATE agent_commands c SET state = 'failed', error = $2, updated_at = now()
+        WHERE c.runner_id = $1 AND c.state = 'sent' AND ${SESSION_GONE}
+      RETURNING c.id`,
+      [runnerId, why],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Fails one command if it was sent on a session that is gone; whether it did. */
+  async failIfLost(id: string, why: string): Promise<boolean> {
+    const { count } = await changeRows(
+      this.q,
+      `UPDATE agent_commands c SET state = 'failed', error = $2, updated_at = now()
+        WHERE c.id = $1 AND c.state = 'sent' AND ${SESSION_GONE}`,
+      [id, why],
+    );
+    return count > 0;
   }
 
   /** Deletes the command if nobody claimed it yet; whether it did (false: claimed, answered or gone). */
@@ -155,7 +198,11 @@ export class AgentCommandStore {
     return rows.map((r) => r.runnerId);
   }
 
-  /** Records how a command sent on `sessionId` ended; a command since re-armed or re-sent is left alone. */
+  /**
+   * Records how a command sent on `sessionId` ended; a command since re-armed
+   * or re-sent (another session's now) is left alone, so a late reply from a
+   * replaced connection never overwrites the new attempt. NULs become U+FFFD.
+   */
   async finish(commandId: string, sessionId: string, o: CommandOutcome): Promise<void> {
     const done = o.state === 'done' ? o : null;
     await this.q.query(
@@ -166,9 +213,9 @@ export class AgentCommandStore {
         sessionId,
         o.state,
         done?.exitCode ?? null,
-        done?.stdout ?? null,
-        done?.stderr ?? null,
-        o.state === 'failed' ? o.error : null,
+        storable(done?.stdout ?? null),
+        storable(done?.stderr ?? null),
+        o.state === 'failed' ? storable(o.error) : null,
       ],
     );
   }
