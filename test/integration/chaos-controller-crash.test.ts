@@ -1,7 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Client } from 'pg';
 import { freePort } from '../../dev/ports';
 import { startPostgresProcess, type PostgresProcess } from '../../dev/postgres-process';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
@@ -20,6 +22,9 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * keeps running and reconnects; the command lost with the dead API's
  * connection is re-sent on the new one, so the reset finishes and the runner
  * is unpaused within a minute of the restart (not after the command timeout).
+ * The agent reaches the controller through a gate the test holds shut until
+ * the retried activity attempt waits: the order in which the command looks in
+ * flight on the dead API's session (an agent reconnecting first was handled).
  */
 const KILL_AFTER_MS = [1000, 4000, 8000];
 /** Recovery (restart → `reset`) must take less than this. */
@@ -33,6 +38,44 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The network between the runner host and the controller: forwards the
+ * agent's connections to the API while open; while shut, drops them.
+ */
+async function networkGate(port: number): Promise<{
+  port: number;
+  shut(): void;
+  open(): void;
+  close(): Promise<void>;
+}> {
+  let open = true;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((inbound) => {
+    if (!open) return inbound.destroy();
+    const outbound = createConnection({ host: '127.0.0.1', port });
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  return {
+    port: (server.address() as { port: number }).port,
+    shut: () => (open = false),
+    open: () => (open = true),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((res) => server.close(() => res()));
+    },
+  };
 }
 
 /** Kills a process's whole group (it and its children) and waits until the leader is gone. */
@@ -62,6 +105,7 @@ describe('chaos: the whole controller killed during a bare-metal reset_cmd', () 
   let pgPort: number;
   let temporalPort: number;
   let env: Record<string, string>;
+  let gate: Awaited<ReturnType<typeof networkGate>> | undefined;
 
   /** Postgres, Temporal, the API and the worker, each its own process; resolves once all serve. */
   const startController = async () => {
@@ -124,6 +168,20 @@ describe('chaos: the whole controller killed during a bare-metal reset_cmd', () 
           .filter((l) => l === 'start').length
       : 0;
 
+  /** Whether the worker's agent bus listens for command results (it does once an exec waits). */
+  const retriedAttemptWaits = async () => {
+    const client = new Client({ connectionString: pg!.url });
+    await client.connect();
+    try {
+      const { rowCount } = await client.query(
+        `SELECT 1 FROM pg_stat_activity WHERE application_name = 'e2epool-agent-bus'`,
+      );
+      return (rowCount ?? 0) > 0;
+    } finally {
+      await client.end();
+    }
+  };
+
   const diagnostics = () =>
     `\napi:\n${api?.stderr().slice(-3000)}${api?.stdout().slice(-3000)}\nworker:\n${worker
       ?.stderr()
@@ -159,7 +217,8 @@ describe('chaos: the whole controller killed during a bare-metal reset_cmd', () 
       E2EPOOL_FINALIZE_ACK_SECONDS: '1',
     };
     await startController();
-    const a = spawnAgent(dir, apiUrl, r);
+    gate = await networkGate(apiPort);
+    const a = spawnAgent(dir, `http://127.0.0.1:${gate.port}`, r);
     agent = a.child;
     agentOutput = a.output;
   }, 180_000);
@@ -170,6 +229,7 @@ describe('chaos: the whole controller killed during a bare-metal reset_cmd', () 
     await temporal?.stop();
     await pg?.stop();
     await gitlab?.close();
+    await gate?.close();
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
@@ -195,9 +255,18 @@ describe('chaos: the whole controller killed during a bare-metal reset_cmd', () 
       await new Promise((res) => setTimeout(res, Math.max(0, inCommand + killAfter - Date.now())));
       expect(gitlab.runner(GITLAB_RUNNER).paused).toBe(true);
 
+      // The agent cannot reach the controller until the retried reset_cmd attempt waits for
+      // it, as when its reconnect backs off (reconnect_max_delay, 60 s by default) past the
+      // activity's retry: the command then looks in flight on the dead API's session.
+      gate!.shut();
       await killController();
       const restartedAt = Date.now();
       await startController();
+      await waitFor('the retried reset_cmd attempt to wait for its command', retriedAttemptWaits, {
+        timeoutMs: RECOVERY_MS,
+        intervalMs: 250,
+      });
+      gate!.open();
       try {
         await waitFor(
           `${created} to reach reset after the crash at ${killAfter} ms`,
