@@ -13,7 +13,7 @@ import { waitFor } from '../helpers/wait';
  * connection never overwrites the new attempt. Plus a reply holding NULs,
  * which Postgres text refuses, is stored.
  */
-const R = testRunners(['orphan', 'late', 'nul']);
+const R = testRunners(['orphan', 'unwatched', 'late', 'nul']);
 /** Long enough that waiting for it (plus the bus's margin) fails the test's bounds. */
 const TIMEOUT_S = 40;
 
@@ -107,6 +107,17 @@ describe('agent commands lost with their connection', () => {
     const after = await row(id);
     expect(after).toMatchObject({ state: 'done', stdout: 'reset' });
     expect(after.sessionId).not.toBe(dead);
+  });
+
+  it('the instance the agent registers on fails the lost command itself, with no worker waiting', async () => {
+    const r = R.unwatched;
+    const id = uniqueId('unwatched');
+    await crashedInstance(r, id, '/opt/reset.sh');
+    await agent(r, () => ({ exit_code: 0, stdout: '', stderr: '' }));
+    await waitFor('the lost command failed', async () => (await row(id)).state === 'failed', {
+      timeoutMs: 10_000,
+    });
+    expect((await row(id)).error).toContain('lost');
   });
 
   it('a late reply from the replaced connection never overwrites the new attempt', async () => {
