@@ -340,7 +340,7 @@ describe('parseInventory', () => {
     ).toContain("runner 'metal-2': token: same token as runner 'metal-1'");
   });
 
-  it('agent_token: its own credential for /ws/agent; the REST token is then refused there, never logged in errors', () => {
+  it('agent_token: its own credential for /ws/agent; the REST token is then refused there; errors name runner and field, never the value', () => {
     const guarded = `${bare}\n    agent_token: agent-secret-1`;
     const { inventory } = parseInventory(`runners:${guarded}${proxmox}`, 'inv.yml');
     expect(inventory.agentCredential('metal-1', 'agent-secret-1')).toBe('ok');
@@ -372,6 +372,9 @@ describe('parseInventory', () => {
       .replace('tok-metal-1', 'tok-metal-2');
     expect(errorOf(`runners:${guarded}${other}\n    agent_token: agent-secret-1`)).toBe(
       "inv.yml: runner 'metal-2': agent_token: same value as the agent_token of runner 'metal-1' (a token must identify one runner)",
+    );
+    expect(errorOf(`runners:${guarded}${other}\n    agent_token: agent-secret-1`)).not.toContain(
+      'agent-secret-1',
     );
   });
 
