@@ -18,7 +18,15 @@ export interface AgentConfig {
   /** WebSocket URL of the controller's agent gateway (ws:// or wss://). */
   controllerUrl: string;
   runnerId: string;
+  /** The runner's REST token; opens the WebSocket when `agentToken` is empty. */
   token: string;
+  /**
+   * The runner's agent token: when set, the WebSocket uses it instead of
+   * `token` (a controller that knows it refuses the REST token there).
+   */
+  agentToken: string;
+  /** Allows ws:// to a controller that is not on this host (tokens in clear text). */
+  allowInsecureWs: boolean;
   /** The IPC socket the CLI talks to. */
   socketPath: string;
   /** Upper bound of the reconnect backoff, which starts at 1 s. */
@@ -78,6 +86,13 @@ const wsUrl: Parser<string> = (v) => {
   return s;
 };
 
+const bool: Parser<boolean> = (v) => {
+  if (typeof v === 'boolean') return v;
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new Invalid('expected true or false');
+};
+
 const group: Parser<string | number | null> = (v) => {
   if (v === null || v === undefined || v === '') return null;
   if (typeof v === 'number') {
@@ -117,6 +132,8 @@ const FIELDS = {
   },
   runner_id: { prop: 'runnerId', parse: str, def: '' },
   token: { prop: 'token', parse: str, def: '' },
+  agent_token: { prop: 'agentToken', parse: str, def: '' },
+  allow_insecure_ws: { prop: 'allowInsecureWs', parse: bool, def: false },
   socket_path: { prop: 'socketPath', parse: nonEmpty, def: '/var/run/e2epool-agent.sock' },
   reconnect_max_delay: { prop: 'reconnectMaxDelay', parse: positiveSeconds, def: 60 },
   heartbeat_interval: { prop: 'heartbeatInterval', parse: positiveSeconds, def: 30 },
@@ -142,7 +159,7 @@ const FIELDS = {
 type Key = keyof typeof FIELDS;
 type Values = Map<Key, { value: unknown; from: string; env?: boolean }>;
 const KEYS = Object.keys(FIELDS) as Key[];
-const SECRET: ReadonlySet<Key> = new Set<Key>(['token']);
+const SECRET: ReadonlySet<Key> = new Set<Key>(['token', 'agent_token']);
 
 /** The environment variable overriding a key, e.g. E2EPOOL_SOCKET_PATH. */
 function envName(key: string): string {
@@ -156,8 +173,39 @@ function shown(key: Key, v: unknown): string {
   return ` (got ${JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s)})`;
 }
 
+/** Whether a URL's host is this machine: 127.0.0.0/8, ::1 or localhost. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  if (/^::ffff:127\./.test(h)) return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** Whether the config sends its token unencrypted over a network (ws:// to another host). */
+export function insecureRemoteWs(config: Pick<AgentConfig, 'controllerUrl'>): boolean {
+  const u = new URL(config.controllerUrl);
+  return u.protocol === 'ws:' && !isLoopbackHost(u.hostname);
+}
+
 /** Config built from values, each labelled with where it came from. */
 function build(values: Values): AgentConfig {
+  const config = buildFields(values);
+  if (insecureRemoteWs(config) && !config.allowInsecureWs) {
+    const from = values.get('controller_url')?.from ?? 'default';
+    throw new AgentConfigError(
+      `invalid agent setting controller_url (${from}): ws:// to ${new URL(config.controllerUrl).host}, ` +
+        'which is not this host, would send the token unencrypted; use wss:// ' +
+        '(or set allow_insecure_ws: true on a network you trust)',
+    );
+  }
+  return config;
+}
+
+function buildFields(values: Values): AgentConfig {
   const out: Record<string, unknown> = {};
   for (const key of KEYS) {
     const f = FIELDS[key];

@@ -1,6 +1,6 @@
 import type { AgentRequest, ExecReply, Reply, RequestType } from '../common/agent-protocol';
 import { createLogger, type Logger } from '../config/logger';
-import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
+import { AgentConfigError, insecureRemoteWs, loadAgentConfig, type AgentConfig } from './config';
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
 import { OutputStreamer } from './exec-output';
@@ -43,7 +43,7 @@ export async function startAgent(
   config: AgentConfig,
   opts: AgentOptions = {},
 ): Promise<AgentHandle> {
-  if (!config.runnerId || !config.token) {
+  if (!config.runnerId || !(config.token || config.agentToken)) {
     throw new AgentConfigError('runner_id and token must be configured');
   }
   const log = opts.log ?? createLogger().child({ component: 'agent' });
@@ -78,7 +78,8 @@ export async function startAgent(
   const conn = new ControllerConnection({
     url: config.controllerUrl,
     runnerId: config.runnerId,
-    token: config.token,
+    // The agent token when there is one: the controller then refuses the REST token here.
+    token: config.agentToken || config.token,
     reconnectMaxDelay: config.reconnectMaxDelay,
     heartbeatInterval: config.heartbeatInterval,
     log,
@@ -141,6 +142,13 @@ export async function startAgent(
     },
     'agent started',
   );
+  if (insecureRemoteWs(config)) {
+    log.warn(
+      { controllerUrl: loggableUrl(config.controllerUrl) },
+      'allow_insecure_ws: the controller is reached over ws:// on the network: the token crosses it unencrypted; use wss://',
+    );
+  }
+
   conn.start();
 
   let stopping: Promise<void> | null = null;
@@ -183,7 +191,7 @@ export async function runAgentCommand(ctx: AgentCommandContext): Promise<number>
     process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
-  if (!config.runnerId || !config.token) {
+  if (!config.runnerId || !(config.token || config.agentToken)) {
     process.stderr.write('Error: runner_id and token must be configured\n');
     return 1;
   }

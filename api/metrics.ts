@@ -97,6 +97,15 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
     },
   });
   new Gauge({
+    name: 'e2epool_runners_shared_credential',
+    help: 'Active runners without an agent token: their agent opens /ws/agent with the REST token their CI jobs hold, so a job can stand in for the agent. Give each an agent_token (0 is the goal).',
+    registers: [registry],
+    collect() {
+      this.set(d.inventory.inventory.sharedCredentialRunners().length);
+    },
+  });
+
+  new Gauge({
     name: 'e2epool_agent_sessions',
     help: 'Agent WebSocket sessions held by this API instance (sum over instances: connected agents).',
     registers: [registry],

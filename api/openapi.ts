@@ -92,6 +92,10 @@ const runnerObject = z
     ...ciFields,
     is_active: z.boolean(),
     draining: z.boolean(),
+    has_agent_token: z.boolean().openapi({
+      description:
+        'Whether the agent has a credential of its own; false: it uses the REST token, which CI jobs hold too',
+    }),
     source: z.enum(['api', 'inventory']),
     created_at: z.string().openapi({ format: 'date-time' }).nullable(),
     updated_at: z.string().openapi({ format: 'date-time' }).nullable(),
@@ -100,6 +104,19 @@ const runnerObject = z
 const runnerWithToken = runnerObject
   .extend({ token: z.string().openapi({ description: 'Shown once' }) })
   .openapi('RunnerWithToken');
+const agentTokenField = z.string().openapi({
+  description:
+    "Shown once. The agent's /ws/agent credential (agent_token in its config); the REST token is refused there",
+});
+const runnerWithAgentToken = runnerObject
+  .extend({ agent_token: agentTokenField })
+  .openapi('RunnerWithAgentToken');
+const runnerWithTokens = runnerObject
+  .extend({
+    token: z.string().openapi({ description: 'Shown once' }),
+    agent_token: agentTokenField,
+  })
+  .openapi('RunnerWithTokens');
 /** A runner's fields as sent (the inventory's; a `token` is ignored, it is generated). */
 const runnerBody = z
   .object({
@@ -448,11 +465,12 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
   r.registerPath({
     method: 'post',
     path: '/api/runners',
-    summary: 'Add a runner to the registry (its token is generated and shown once)',
+    summary:
+      'Add a runner to the registry (its token and agent token are generated and shown once)',
     security: adminOnly,
     request: { body: { content: { 'application/json': { schema: runnerBody } } } },
     responses: {
-      '201': json(runnerWithToken, 'Created'),
+      '201': json(runnerWithTokens, 'Created'),
       '409': detailError("Runner '<id>' already exists"),
       '422': detailError('Invalid runner fields'),
       ...adminErrors,
@@ -517,6 +535,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       'rotate-token',
       'A new token (shown once); the old one stops working at once',
       runnerWithToken,
+    ],
+    [
+      'rotate-agent-token',
+      "A new agent token (shown once); the old one (or the REST token, for a runner that had none) no longer opens /ws/agent, and the runner's live agent sockets are closed with 4401",
+      runnerWithAgentToken,
     ],
     ['drain', 'Take no new checkpoints; the current one finishes', runnerObject],
     ['undrain', 'Take checkpoints again', runnerObject],

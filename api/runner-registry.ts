@@ -14,6 +14,7 @@ import type { Store } from '../store';
 import {
   RUNNER_COLUMNS,
   RUNNER_OPTIONS,
+  type RunnerChange,
   type RunnerFields,
   type StoredRunner,
 } from '../store/runners';
@@ -35,6 +36,11 @@ export interface RunnerView {
   tags: string[];
   is_active: boolean;
   draining: boolean;
+  /**
+   * Whether the runner's agent has a credential of its own; false: its agent
+   * uses the REST token, which its CI jobs hold too (shared credential).
+   */
+  has_agent_token: boolean;
   source: RunnerSource;
   /** null for inventory.yml runners (the file has no such times). */
   created_at: string | null;
@@ -88,8 +94,9 @@ export function validateRunner(body: Record<string, unknown>): RunnerConfig {
       throw new HttpError(422, `proxmox backend is missing required fields: ${missing.join(', ')}`);
     }
   }
-  // The token is generated, never taken from the body.
-  const raw = { ...body, token: 'generated' };
+  // The tokens are generated, never taken from the body.
+  const raw: Record<string, unknown> = { ...body, token: 'generated' };
+  delete raw.agent_token;
   const parsed =
     backend === 'proxmox' ? proxmoxSchema.safeParse(raw) : bareMetalSchema.safeParse(raw);
   if (!parsed.success) {
@@ -117,6 +124,7 @@ function view(
     runnerId: string;
     isActive: boolean;
     draining: boolean;
+    hasAgentToken: boolean;
     source: RunnerSource;
     createdAt: Date | null;
     updatedAt: Date | null;
@@ -142,6 +150,7 @@ function view(
     ...options,
     is_active: extra.isActive,
     draining: extra.draining,
+    has_agent_token: extra.hasAgentToken,
     source: extra.source,
     created_at: extra.createdAt ? extra.createdAt.toISOString() : null,
     updated_at: extra.updatedAt ? extra.updatedAt.toISOString() : null,
@@ -149,7 +158,7 @@ function view(
 }
 
 function storedView(r: StoredRunner): RunnerView {
-  return view(r.fields, { ...r, source: 'api' });
+  return view(r.fields, { ...r, hasAgentToken: r.agentTokenHash !== null, source: 'api' });
 }
 
 function inventoryView(c: RunnerConfig): RunnerView {
@@ -157,6 +166,7 @@ function inventoryView(c: RunnerConfig): RunnerView {
     runnerId: c.runner_id,
     isActive: true,
     draining: false,
+    hasAgentToken: c.agent_token !== undefined,
     source: 'inventory',
     createdAt: null,
     updatedAt: null,
@@ -229,8 +239,10 @@ export class RunnerRegistry {
     return storedView(r);
   }
 
-  /** Adds a runner; its token is generated and returned once. */
-  async create(body: Record<string, unknown>): Promise<RunnerView & { token: string }> {
+  /** Adds a runner; its token and agent token are generated and returned once. */
+  async create(
+    body: Record<string, unknown>,
+  ): Promise<RunnerView & { token: string; agent_token: string }> {
     const config = validateRunner(body);
     const runnerId = config.runner_id;
     if (this.d.inventory.inventory.inFile(runnerId)) {
@@ -238,12 +250,14 @@ export class RunnerRegistry {
     }
     const sealed = config.backend === 'proxmox' ? this.seal(config.proxmox_token_value) : null;
     const token = newRunnerToken();
+    const agentToken = newRunnerToken();
     const fields = fieldsOf(config);
     const stored = await this.d.store.transaction(async (tx) => {
       const row = await tx.runners.insert({
         runnerId,
         fields,
         tokenHash: sha256(token),
+        agentTokenHash: sha256(agentToken),
         sealedProxmoxToken: sealed,
       });
       if (!row) return null;
@@ -257,7 +271,7 @@ export class RunnerRegistry {
     });
     if (!stored) throw new HttpError(409, `Runner '${runnerId}' already exists`);
     this.d.log.info({ runnerId, actor: this.actor }, 'registry runner created');
-    return this.applied({ ...storedView(stored), token });
+    return this.applied({ ...storedView(stored), token, agent_token: agentToken });
   }
 
   /** Changes only the fields sent; the result must be a valid runner. */
@@ -343,10 +357,24 @@ export class RunnerRegistry {
     return { ...v, token };
   }
 
+  /**
+   * A new agent token; the old one (or, for a runner that had none, the REST
+   * token) stops opening /ws/agent once this returns, and the runner's live
+   * agent sockets are closed 4401 (on other API instances when they re-read
+   * the registry).
+   */
+  async rotateAgentToken(runnerId: string): Promise<RunnerView & { agent_token: string }> {
+    const agentToken = newRunnerToken();
+    const v = await this.setFlag(runnerId, 'rotate-agent-token', {
+      agentTokenHash: sha256(agentToken),
+    });
+    return { ...v, agent_token: agentToken };
+  }
+
   private async setFlag(
     runnerId: string,
     action: string,
-    change: { isActive: boolean } | { draining: boolean } | { tokenHash: Buffer },
+    change: RunnerChange,
   ): Promise<RunnerView> {
     this.refuseFileRunner(runnerId);
     const updated = await this.d.store.transaction(async (tx) => {

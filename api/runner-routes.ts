@@ -48,6 +48,10 @@ export function runnerRouter(registry: RunnerRegistry, admin: AdminToken): Route
     res.json(await registry.rotateToken(req.params.id));
   });
 
+  router.post('/api/runners/:id/rotate-agent-token', async (req, res) => {
+    res.json(await registry.rotateAgentToken(req.params.id));
+  });
+
   router.post('/api/runners/:id/drain', async (req, res) => {
     res.json(await registry.drain(req.params.id, true));
   });

@@ -175,6 +175,7 @@ export async function startApiServer(d: {
       resolve();
     });
   });
+  warnSharedCredentials(d.inventory, d.log);
   const port = (server.address() as AddressInfo).port;
   const host = d.settings.host === '0.0.0.0' ? '127.0.0.1' : d.settings.host;
   return {
@@ -193,6 +194,27 @@ export async function startApiServer(d: {
       });
     },
   };
+}
+
+/** How many runner ids a shared-credential warning names. */
+const SHARED_CREDENTIAL_IDS_SHOWN = 10;
+
+/**
+ * Warns (once, at startup) about runners whose agent uses the REST token:
+ * their CI jobs hold it too, so a job could stand in for the agent and answer
+ * its reset commands. The gauge e2epool_runners_shared_credential follows it live.
+ */
+export function warnSharedCredentials(inventory: InventoryStore, log: Logger): void {
+  const shared = inventory.inventory.sharedCredentialRunners();
+  if (shared.length === 0) return;
+  const shown = shared.slice(0, SHARED_CREDENTIAL_IDS_SHOWN);
+  const more = shared.length > shown.length ? ` and ${shared.length - shown.length} more` : '';
+  log.warn(
+    { sharedCredentialRunners: shared.length, runnerIds: shown },
+    `${shared.length} runner(s) share one credential between their agent and their CI jobs (no agent_token): ` +
+      `${shown.join(', ')}${more}. A job on such a runner can stand in for its agent and fake a reset; ` +
+      'give each an agent_token (inventory.yml, or POST /api/runners/{id}/rotate-agent-token)',
+  );
 }
 
 /** The connection URL a DataSource was made with (the agent hub LISTENs on its own connection). */

@@ -43,7 +43,10 @@ export interface DoctorCheck {
   ok: boolean;
   /** What was found. */
   detail: string;
-  /** What to do about a failure; null when ok. */
+  /**
+   * What to do about a failure, or about a warning (an ok check with a fix:
+   * it works, but is weaker than it should be); null when ok.
+   */
   fix: string | null;
 }
 
@@ -354,6 +357,26 @@ async function inventoryCheck(
         : 'check E2EPOOL_INVENTORY_PATH and the runner registry';
     return { check: bad('inventory', null, message(err), fix), inventory: null };
   }
+}
+
+/**
+ * Runners whose agent opens /ws/agent with the REST token: their CI jobs hold
+ * that token too and could stand in for the agent. A warning, not a failure:
+ * it is how the Python agent's configs work.
+ */
+function agentCredentialCheck(inventory: Inventory): DoctorCheck {
+  const shared = inventory.sharedCredentialRunners();
+  if (shared.length === 0)
+    return ok('agent-credential', null, "every runner's agent has an agent token of its own");
+  const shown = shared.slice(0, 10);
+  const more = shared.length > shown.length ? ` and ${shared.length - shown.length} more` : '';
+  return {
+    name: 'agent-credential',
+    runner: null,
+    ok: true,
+    detail: `${shared.length} of ${inventory.size} runners share one credential between agent and CI jobs (no agent token): ${shown.join(', ')}${more}`,
+    fix: "give each an agent_token (inventory.yml, or POST /api/runners/{id}/rotate-agent-token) and put it in the agent's config",
+  };
 }
 
 // ---- GitLab and GitHub -----------------------------------------------------------------------
@@ -685,6 +708,7 @@ export async function runChecks(
     const inv = await inventoryCheck(c, db);
     checks.push(inv.check);
     if (!inv.inventory) return checks;
+    checks.push(agentCredentialCheck(inv.inventory));
     const runners = [...inv.inventory.runners];
 
     const httpTimeout = Math.min(settings.httpTimeoutSeconds * 1000, ms);
@@ -719,10 +743,11 @@ export async function runChecks(
   }
 }
 
-/** One line: `ok|fail <check>: <detail>[ — <fix>]`, the runner's checks prefixed with it. */
+/** One line: `ok|warn|fail <check>: <detail>[ — <fix>]`, the runner's checks prefixed with it. */
 export function formatCheck(k: DoctorCheck): string {
   const name = k.runner ? `${k.runner} ${k.name}` : k.name;
-  return `${k.ok ? 'ok' : 'fail'} ${name}: ${k.detail}${k.fix && !k.ok ? ` — ${k.fix}` : ''}`;
+  const level = !k.ok ? 'fail' : k.fix ? 'warn' : 'ok';
+  return `${level} ${name}: ${k.detail}${k.fix ? ` — ${k.fix}` : ''}`;
 }
 
 /** `e2epool doctor [--json] [--timeout s]`: prints the report, returns the exit code. */

@@ -14,7 +14,7 @@ export class ImportRefused extends Error {
 
 /**
  * Copies the runners of an inventory file into the registry, in one
- * transaction: tokens stored as SHA-256 (agents keep their tokens), Proxmox
+ * transaction: tokens and agent tokens stored as SHA-256 (agents keep their tokens), Proxmox
  * token values sealed with `secrets`. Refuses (writing nothing) when a runner
  * id is already in the registry, or a Proxmox runner needs a key that is not
  * set. Returns the lines to print.
@@ -48,6 +48,7 @@ export async function importInventory(o: {
           runnerId: r.runner_id,
           fields: fieldsOf(r),
           tokenHash: sha256(r.token),
+          agentTokenHash: r.agent_token === undefined ? null : sha256(r.agent_token),
           sealedProxmoxToken:
             r.backend === 'proxmox' ? o.secrets!.seal(r.proxmox_token_value) : null,
         });

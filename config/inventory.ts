@@ -58,6 +58,16 @@ const common = {
     .string({ error: 'expected a string' })
     .min(1, 'must not be empty')
     .refine((t) => !/\s/.test(t), 'must not contain white space'),
+  /**
+   * New: the agent's own WebSocket credential. With it, /ws/agent accepts only
+   * this, not `token`: a CI job holding the REST token cannot stand in for the
+   * agent. A secret, like `token`: never logged.
+   */
+  agent_token: z
+    .string({ error: 'expected a string' })
+    .min(1, 'must not be empty')
+    .refine((t) => !/\s/.test(t), 'must not contain white space')
+    .optional(),
   reset_cmd: optionalCmd,
   cleanup_cmd: optionalCmd,
   readiness_cmd: optionalCmd,
@@ -255,6 +265,10 @@ export function parseRunner(
     throw new InventoryError(`${who}: ${field}: ${msg}`);
   }
   const runner = result.data as RunnerConfig;
+  if (runner.agent_token !== undefined && runner.agent_token === runner.token) {
+    // A job holds `token`: an agent token equal to it protects nothing.
+    throw new InventoryError(`${who}: agent_token: must differ from token`);
+  }
   const ci = ciAdapterProblem(runner);
   if (ci) throw new InventoryError(`${who}: ${ci}`);
   if (runner.backend === 'proxmox') {
@@ -278,6 +292,8 @@ export type RunnerSource = 'inventory' | 'api';
 export interface RegistryRunner {
   config: RunnerConfig;
   tokenDigest: Buffer;
+  /** SHA-256 of the runner's agent token; null: the agent uses `token` (shared credential). */
+  agentTokenDigest: Buffer | null;
   isActive: boolean;
   draining: boolean;
 }
@@ -298,6 +314,8 @@ export class Inventory {
   private readonly drainingIds: Set<string>;
   private readonly apiIds: Set<string>;
   private readonly tokenDigests: Array<{ digest: Buffer; runnerId: string }>;
+  /** Active runners' agent token digests; a runner without one shares `token` with its jobs. */
+  private readonly agentDigests: Map<string, Buffer>;
 
   /** Throws InventoryError when an active registry runner has the id of a file runner. */
   constructor(
@@ -324,6 +342,14 @@ export class Inventory {
       ...fileRunners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id })),
       ...active.map((e) => ({ digest: e.tokenDigest, runnerId: e.config.runner_id })),
     ];
+    this.agentDigests = new Map([
+      ...fileRunners.flatMap((r) =>
+        r.agent_token === undefined ? [] : [[r.runner_id, sha256(r.agent_token)] as const],
+      ),
+      ...active.flatMap((e) =>
+        e.agentTokenDigest ? [[e.config.runner_id, e.agentTokenDigest] as const] : [],
+      ),
+    ]);
   }
 
   /** This inventory's file runners with another registry (throws InventoryError on a clash). */
@@ -370,6 +396,30 @@ export class Inventory {
     return found;
   }
 
+  /**
+   * Whether `token` may open `/ws/agent` for `runnerId`: its agent token when
+   * it has one (the REST token is then refused), else its REST token (the
+   * old single-token behaviour). Constant time over equal-length digests.
+   */
+  agentCredential(runnerId: string, token: string): 'ok' | 'rest-token' | 'invalid' {
+    if (!this.byId.has(runnerId)) return 'invalid';
+    const agentDigest = this.agentDigests.get(runnerId);
+    const rest = this.runnerIdForToken(token) === runnerId;
+    if (!agentDigest) return rest ? 'ok' : 'invalid';
+    if (timingSafeEqual(agentDigest, sha256(token))) return 'ok';
+    return rest ? 'rest-token' : 'invalid';
+  }
+
+  /** Whether the active runner's agent has a credential of its own. */
+  hasAgentToken(runnerId: string): boolean {
+    return this.agentDigests.has(runnerId);
+  }
+
+  /** Active runners whose agent uses the REST token, which their CI jobs hold too. */
+  sharedCredentialRunners(): string[] {
+    return this.runners.map((r) => r.runner_id).filter((id) => !this.agentDigests.has(id));
+  }
+
   get size(): number {
     return this.runners.length;
   }
@@ -401,20 +451,29 @@ export function parseInventory(
   if (!Array.isArray(list)) throw new InventoryError(`${file}: runners: expected a list`);
   const runners: RunnerConfig[] = [];
   const warnings: string[] = [];
-  const seenTokens = new Map<string, string>();
+  /** Every token and agent token of the file: each must identify one runner in one role. */
+  const seenTokens = new Map<string, { runnerId: string; field: string }>();
   const seenVms = new Map<string, string>();
   list.forEach((raw, i) => {
     const { runner, unknownKeys } = parseRunner(raw, i, file);
     if (runners.some((r) => r.runner_id === runner.runner_id)) {
       throw new InventoryError(`${file}: runner '${runner.runner_id}': runner_id: duplicate`);
     }
-    const other = seenTokens.get(runner.token);
-    if (other) {
+    const secrets: Array<[string, string]> = [['token', runner.token]];
+    if (runner.agent_token !== undefined) secrets.push(['agent_token', runner.agent_token]);
+    for (const [field, value] of secrets) {
+      const other = seenTokens.get(value);
+      if (!other) continue;
+      const same =
+        field === 'token' && other.field === 'token'
+          ? `same token as runner '${other.runnerId}'`
+          : `same value as the ${other.field} of runner '${other.runnerId}'`;
       throw new InventoryError(
-        `${file}: runner '${runner.runner_id}': token: same token as runner '${other}' (a token must identify one runner)`,
+        `${file}: runner '${runner.runner_id}': ${field}: ${same} (a token must identify one runner)`,
       );
     }
-    seenTokens.set(runner.token, runner.runner_id);
+    for (const [field, value] of secrets)
+      seenTokens.set(value, { runnerId: runner.runner_id, field });
     if (runner.backend === 'proxmox') {
       // Two runners resetting one VM would roll back each other's jobs.
       const vm = `${proxmoxBaseUrl(runner)}, node ${runner.proxmox_node}, VMID ${runner.proxmox_vmid}`;
@@ -638,7 +697,13 @@ function registryFingerprint(entries: readonly RegistryRunner[]): string {
   const h = createHash('sha256');
   for (const e of [...entries].sort((a, b) => a.config.runner_id.localeCompare(b.config.runner_id)))
     h.update(
-      JSON.stringify([e.config, e.tokenDigest.toString('hex'), e.isActive, e.draining]),
+      JSON.stringify([
+        e.config,
+        e.tokenDigest.toString('hex'),
+        e.agentTokenDigest?.toString('hex') ?? null,
+        e.isActive,
+        e.draining,
+      ]),
     ).update('\n');
   return h.digest('hex');
 }

@@ -7,6 +7,10 @@ import pino from 'pino';
 const REDACT = [
   'token',
   '*.token',
+  'agent_token',
+  '*.agent_token',
+  'agentToken',
+  '*.agentToken',
   'authorization',
   '*.authorization',
   'headers.authorization',

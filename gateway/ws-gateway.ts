@@ -197,8 +197,14 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     ws.close(CLOSE_CODES.invalidCredentials, 'Invalid credentials');
   };
 
+  /**
+   * A runner with an agent token accepts only that: its REST token is held by
+   * its CI jobs, which must not stand in for the agent and answer its exec.
+   */
+  const credential = (inventory: Inventory, runnerId: string | null, token: string | null) =>
+    runnerId && token ? inventory.agentCredential(runnerId, token) : 'invalid';
   const authentic = (inventory: Inventory, runnerId: string | null, token: string | null) =>
-    !!runnerId && !!token && inventory.runnerIdForToken(token) === runnerId;
+    credential(inventory, runnerId, token) === 'ok';
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
@@ -208,7 +214,8 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     }
     socket.on('error', () => undefined); // a client that vanishes mid-handshake is not our error
     const { runnerId, token } = credentials(req);
-    const valid = authentic(d.inventory.inventory, runnerId, token);
+    const checked = credential(d.inventory.inventory, runnerId, token);
+    const valid = checked === 'ok';
     if (!valid && unauthenticated.size >= maxUnauthenticated) {
       d.log.warn(
         { runnerId: runnerId ?? null, unauthenticated: unauthenticated.size },
@@ -222,7 +229,12 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     wss.handleUpgrade(req, socket, head, (ws) => {
       // Accept, then close with 4401, so clients see why (the old server's HTTP 403 hid it).
       if (!valid || !runnerId || !token) {
-        d.log.warn({ runnerId: runnerId ?? null }, 'agent connection refused: invalid credentials');
+        d.log.warn(
+          { runnerId: runnerId ?? null },
+          checked === 'rest-token'
+            ? "agent connection refused: the runner's REST token, but this runner's agent must use its agent token (a CI job trying to stand in for the agent, or an agent config without agent_token)"
+            : 'agent connection refused: invalid credentials',
+        );
         closeInvalid(ws);
         return;
       }

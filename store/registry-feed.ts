@@ -58,6 +58,7 @@ export function registrySource(
           out.push({
             config: storedRunnerConfig(r, secrets),
             tokenDigest: r.tokenHash,
+            agentTokenDigest: r.agentTokenHash,
             isActive: r.isActive,
             draining: r.draining,
           });

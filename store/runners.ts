@@ -38,6 +38,8 @@ export interface StoredRunner {
   fields: RunnerFields;
   /** SHA-256 of the runner's token. */
   tokenHash: Buffer;
+  /** SHA-256 of the runner's agent token; null: its agent uses the REST token. */
+  agentTokenHash: Buffer | null;
   /** The Proxmox token value sealed by SecretBox (`v1:...`), or null. */
   sealedProxmoxToken: string | null;
   isActive: boolean;
@@ -49,6 +51,7 @@ export interface StoredRunner {
 interface Row {
   runner_id: string;
   token_hash: Buffer;
+  agent_token_hash: Buffer | null;
   proxmox_token_value: string | null;
   options: Record<string, unknown>;
   is_active: boolean;
@@ -71,6 +74,7 @@ function fromRow(r: Row): StoredRunner {
     runnerId: r.runner_id,
     fields,
     tokenHash: r.token_hash,
+    agentTokenHash: r.agent_token_hash ?? null,
     sealedProxmoxToken: r.proxmox_token_value,
     isActive: r.is_active,
     draining: r.draining,
@@ -92,6 +96,13 @@ function columnValues(fields: RunnerFields): unknown[] {
 }
 
 const SET_COLUMNS = [...RUNNER_COLUMNS, 'options'].map((c, i) => `${c} = $${i + 2}`).join(', ');
+
+/** One column `RunnerStore.set` changes. */
+export type RunnerChange =
+  | { isActive: boolean }
+  | { draining: boolean }
+  | { tokenHash: Buffer }
+  | { agentTokenHash: Buffer };
 
 /** The runner registry's table. Runners are deactivated, never deleted. */
 export class RunnerStore {
@@ -118,16 +129,18 @@ export class RunnerStore {
     runnerId: string;
     fields: RunnerFields;
     tokenHash: Buffer;
+    agentTokenHash: Buffer | null;
     sealedProxmoxToken: string | null;
   }): Promise<StoredRunner | null> {
     const cols = [...RUNNER_COLUMNS, 'options'];
+    const n = cols.length;
     const rows = await selectRows<Row>(
       this.q,
-      `INSERT INTO runners (runner_id, ${cols.join(', ')}, token_hash, proxmox_token_value)
-       VALUES ($1, ${cols.map((_, i) => `$${i + 2}`).join(', ')}, $${cols.length + 2}, $${cols.length + 3})
+      `INSERT INTO runners (runner_id, ${cols.join(', ')}, token_hash, agent_token_hash, proxmox_token_value)
+       VALUES ($1, ${cols.map((_, i) => `$${i + 2}`).join(', ')}, $${n + 2}, $${n + 3}, $${n + 4})
        ON CONFLICT (runner_id) DO NOTHING
        RETURNING *`,
-      [r.runnerId, ...columnValues(r.fields), r.tokenHash, r.sealedProxmoxToken],
+      [r.runnerId, ...columnValues(r.fields), r.tokenHash, r.agentTokenHash, r.sealedProxmoxToken],
     );
     return rows[0] ? fromRow(rows[0]) : null;
   }
@@ -150,17 +163,16 @@ export class RunnerStore {
     return rows[0] ? fromRow(rows[0]) : null;
   }
 
-  /** Sets one flag or the token hash; null when there is no such runner. */
-  async set(
-    runnerId: string,
-    change: { isActive: boolean } | { draining: boolean } | { tokenHash: Buffer },
-  ): Promise<StoredRunner | null> {
+  /** Sets one flag or a token hash; null when there is no such runner. */
+  async set(runnerId: string, change: RunnerChange): Promise<StoredRunner | null> {
     const [column, value] =
       'isActive' in change
         ? ['is_active', change.isActive]
         : 'draining' in change
           ? ['draining', change.draining]
-          : ['token_hash', change.tokenHash];
+          : 'tokenHash' in change
+            ? ['token_hash', change.tokenHash]
+            : ['agent_token_hash', change.agentTokenHash];
     const { rows } = await changeRows<Row>(
       this.q,
       `UPDATE runners SET ${column} = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the e2epool agent as a systemd service on a Linux runner host:
 #   group e2epool (the socket group) with the CI user in it, system user
-#   e2epool-agent, /etc/e2epool/agent.yml (0600, holds the token), the systemd
+#   e2epool-agent, /etc/e2epool/agent.yml (0600, owner e2epool-agent:root, not
+#   the socket group: it holds the tokens and CI jobs are in that group), the systemd
 #   unit and a tmpfiles.d link for the CLI's default socket path; then enables
 #   and starts the service, or restarts it when the unit or config changed.
 # Idempotent: run it again with the same arguments and nothing changes.
@@ -14,6 +15,10 @@ readonly AGENT_USER=e2epool-agent
 readonly AGENT_GROUP=e2epool
 readonly CONFIG_DIR=/etc/e2epool
 readonly CONFIG=/etc/e2epool/agent.yml
+# Readable by the agent's user only. Not group e2epool (the socket group): the
+# CI user is in it, and a job that can read the agent token can stand in for
+# the agent and answer its reset commands.
+readonly CONFIG_OWNER=$AGENT_USER:root
 readonly UNIT_DEST=/etc/systemd/system/e2epool-agent.service
 readonly TMPFILES_DEST=/etc/tmpfiles.d/e2epool-agent.conf
 readonly SOCKET=/run/e2epool/agent.sock
@@ -37,6 +42,13 @@ Required:
   --token-file FILE      file holding this runner's token (one line), or - for stdin.
                          The token is never accepted as an argument: arguments show in ps.
 Options:
+  --agent-token-file FILE
+                         file holding this runner's agent token (one line), or - for stdin
+                         (not both files from stdin). With it the agent opens the WebSocket
+                         with the agent token, which the controller then requires: CI jobs,
+                         which hold the runner token, cannot stand in for the agent.
+  --allow-insecure-ws    allow a ws:// --controller-url to another host (tokens in clear text);
+                         without it only wss:// or ws:// to this host (loopback) is accepted
   --ci-user USER         CI user added to group $AGENT_GROUP to use the socket (default gitlab-runner)
   --allow-command CMD    a command the controller may run (repeat it for each of the
                          runner's reset_cmd, cleanup_cmd, readiness_cmd); default: any
@@ -58,7 +70,7 @@ die() {
   exit 1
 }
 usage_error() {
-  printf '%s: %s\nUsage: %s --controller-url URL --runner-id ID --token-file FILE [--ci-user USER] [--allow-command CMD]... [--prefix DIR] [--dry-run] (see --help)\n' \
+  printf '%s: %s\nUsage: %s --controller-url URL --runner-id ID --token-file FILE [--agent-token-file FILE] [--allow-insecure-ws] [--ci-user USER] [--allow-command CMD]... [--prefix DIR] [--dry-run] (see --help)\n' \
     "$PROG" "$*" "$PROG" >&2
   exit 2
 }
@@ -66,6 +78,8 @@ usage_error() {
 controller_url=''
 runner_id=''
 token_file=''
+agent_token_file=''
+allow_insecure_ws=0
 ci_user=gitlab-runner
 prefix=/usr/local
 dry_run=0
@@ -83,6 +97,9 @@ while (($# > 0)); do
     --runner-id=*) runner_id=${1#*=} && shift ;;
     --token-file) value_of "$1" $# && token_file=$2 && shift 2 ;;
     --token-file=*) token_file=${1#*=} && shift ;;
+    --agent-token-file) value_of "$1" $# && agent_token_file=$2 && shift 2 ;;
+    --agent-token-file=*) agent_token_file=${1#*=} && shift ;;
+    --allow-insecure-ws) allow_insecure_ws=1 && shift ;;
     --ci-user) value_of "$1" $# && ci_user=$2 && shift 2 ;;
     --ci-user=*) ci_user=${1#*=} && shift ;;
     --allow-command) value_of "$1" $# && allowed_commands+=("$2") && shift 2 ;;
@@ -91,7 +108,7 @@ while (($# > 0)); do
     --prefix=*) prefix=${1#*=} && shift ;;
     --dry-run) dry_run=1 && shift ;;
     -h | --help) usage && exit 0 ;;
-    --token | --token=*)
+    --token | --token=* | --agent-token | --agent-token=*)
       # Never echo the value: it is a secret that is now in the shell history.
       usage_error "the token is not accepted on the command line (it would show in ps); use --token-file FILE, or --token-file - to read it from stdin"
       ;;
@@ -108,6 +125,19 @@ if ((${#missing[@]} > 0)); then usage_error "missing required ${missing[*]}"; fi
 
 [[ $controller_url =~ ^wss?://[^[:space:][:cntrl:]]+$ ]] ||
   usage_error "--controller-url must be a ws:// or wss:// URL (got '$controller_url')"
+# The host of a ws:// URL: after the scheme and any user info, up to the port or path.
+if [[ $controller_url == ws://* ]] && ((!allow_insecure_ws)); then
+  ws_host=${controller_url#ws://}
+  ws_host=${ws_host%%/*}
+  ws_host=${ws_host##*@}
+  if [[ $ws_host == \[* ]]; then ws_host="${ws_host%%]*}]"; else ws_host=${ws_host%%:*}; fi
+  ws_host=${ws_host,,}
+  if ! [[ $ws_host == localhost || $ws_host == '[::1]' || $ws_host =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    usage_error "--controller-url is ws:// to $ws_host, which is not this host: the tokens would cross the network unencrypted; use wss://, or pass --allow-insecure-ws on a network you trust"
+  fi
+fi
+[[ $token_file != - || $agent_token_file != - ]] ||
+  usage_error "--token-file and --agent-token-file cannot both read stdin"
 [[ $runner_id =~ ^[A-Za-z0-9_.-]{1,255}$ ]] ||
   usage_error "--runner-id must be 1-255 of letters, digits, _ . - (got '$runner_id')"
 [[ $ci_user =~ ^[A-Za-z_][A-Za-z0-9_.-]*[$]?$ ]] || usage_error "--ci-user: not a user name: '$ci_user'"
@@ -117,31 +147,46 @@ for cmd in "${allowed_commands[@]}"; do
   [[ -n ${cmd//[[:space:]]/} && $cmd != *[$'\n\r']* ]] || usage_error "--allow-command must be one non-empty line"
 done
 
-# The token: read once, kept in this shell only (printf is a builtin, so it
-# never appears in any process's arguments), never printed.
-token=''
-token_source=$token_file
-if [[ $token_file == - ]]; then
-  token_source=stdin
-  if [[ -t 0 ]]; then
-    IFS= read -rsp 'e2epool runner token: ' token || true
-    printf '\n' >&2
+# A secret from a file or stdin (printf is a builtin, so it never appears in
+# any process's arguments): read once, kept in this shell only, never printed.
+# Sets `secret`.
+secret=''
+read_secret() { # file or -, what it is (for messages)
+  local file=$1 what=$2 source=$1 perms
+  secret=''
+  if [[ $file == - ]]; then
+    source=stdin
+    if [[ -t 0 ]]; then
+      IFS= read -rsp "e2epool $what: " secret || true
+      printf '\n' >&2
+    else
+      secret=$(cat)
+    fi
   else
-    token=$(cat)
+    [[ -f $file && -r $file ]] || die "cannot read the $what file $file"
+    secret=$(<"$file")
+    perms=$(stat -c %a "$file")
+    if ((8#$perms & 8#077)); then
+      warn "$file is readable by other users (mode $perms); chmod 600 it or delete it after installing"
+    fi
   fi
-else
-  [[ -f $token_file && -r $token_file ]] || die "cannot read the token file $token_file"
-  token=$(<"$token_file")
-  perms=$(stat -c %a "$token_file")
-  if ((8#$perms & 8#077)); then
-    warn "$token_file is readable by other users (mode $perms); chmod 600 it or delete it after installing"
+  secret=${secret%$'\r'}
+  [[ -n $secret ]] || die "the $what is empty (from $source)"
+  if [[ $secret =~ [[:space:][:cntrl:]] ]]; then
+    die "the $what must be one line without spaces (from $source)"
   fi
+}
+
+read_secret "$token_file" token
+token=$secret
+agent_token=''
+if [[ -n $agent_token_file ]]; then
+  read_secret "$agent_token_file" 'agent token'
+  agent_token=$secret
+  [[ $agent_token != "$token" ]] ||
+    die "the agent token is the runner token: CI jobs hold that one; use the runner's agent_token"
 fi
-token=${token%$'\r'}
-[[ -n $token ]] || die "the token is empty (from $token_source)"
-if [[ $token =~ [[:space:][:cntrl:]] ]]; then
-  die "the token must be one line without spaces (from $token_source)"
-fi
+secret=''
 
 # ---------------------------------------------------------------------------
 
@@ -176,12 +221,14 @@ yaml_quote() {
   printf "'%s'" "${s//\'/\'\'}"
 }
 
-render_config() { # token value
+render_config() { # token value, agent token value ('' for none)
   printf '# Written by %s; run it again to change this file (edits here are replaced).\n' "$PROG"
   printf '# Every key is described in agent/packaging/agent.example.yml.\n'
   printf 'controller_url: %s\n' "$(yaml_quote "$controller_url")"
+  if ((allow_insecure_ws)); then printf 'allow_insecure_ws: true\n'; fi
   printf 'runner_id: %s\n' "$(yaml_quote "$runner_id")"
   printf 'token: %s\n' "$(yaml_quote "$1")"
+  if [[ -n $2 ]]; then printf 'agent_token: %s\n' "$(yaml_quote "$2")"; fi
   printf 'socket_path: %s\n' "$SOCKET"
   printf 'socket_group: %s\n' "$AGENT_GROUP"
   if ((${#allowed_commands[@]} > 0)); then
@@ -320,13 +367,13 @@ step "config $CONFIG"
 if [[ ! -d $CONFIG_DIR ]]; then
   run install -d -m 0755 -o root -g root "$CONFIG_DIR"
 fi
-config=$(render_config "$token")
-ensure_file "$CONFIG" "$config" 0600 "$AGENT_USER:$AGENT_GROUP"
+config=$(render_config "$token" "$agent_token")
+ensure_file "$CONFIG" "$config" 0600 "$CONFIG_OWNER"
 if ((file_changed)); then
   restart_needed=1
   if ((dry_run)); then
-    say "    --- $CONFIG (token hidden) ---"
-    render_config '<hidden>' | sed 's/^/    | /'
+    say "    --- $CONFIG (tokens hidden) ---"
+    render_config '<hidden>' "${agent_token:+<hidden>}" | sed 's/^/    | /'
     say "    ---"
   fi
 fi

@@ -5,6 +5,7 @@ import { OperationLogPauseEvents1795564800000 } from './1795564800000-OperationL
 import { CheckpointLogs1795651200000 } from './1795651200000-CheckpointLogs';
 import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionClosedAt';
 import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
+import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -15,4 +16,5 @@ export const MIGRATIONS = [
   CheckpointLogs1795651200000,
   AgentSessionClosedAt1795737600000,
   RunnerRegistry1795824000000,
+  AgentTokens1795910400000,
 ];

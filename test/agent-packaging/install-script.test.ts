@@ -23,6 +23,8 @@ const AGENT_KEYS = [
   'controller_url',
   'runner_id',
   'token',
+  'agent_token',
+  'allow_insecure_ws',
   'socket_path',
   'reconnect_max_delay',
   'heartbeat_interval',
@@ -190,7 +192,7 @@ describe('install-agent.sh', () => {
     );
     // A random token always differs from any installed config.
     expect(out).toContain(
-      'would write /etc/e2epool/agent.yml (mode 0600, owner e2epool-agent:e2epool)',
+      'would write /etc/e2epool/agent.yml (mode 0600, owner e2epool-agent:root)',
     );
     expect(out).toContain(`ExecStart=${prefix}/bin/e2epool agent, User=e2epool-agent`);
     expect(out).toMatch(/would run: systemctl (enable --now|restart) e2epool-agent/);
@@ -219,12 +221,93 @@ describe('install-agent.sh', () => {
       controllerUrl: 'wss://e2epool.example.com/ws/agent',
       runnerId: 'ci-metal-1',
       token: '<hidden>',
+      agentToken: '',
+      allowInsecureWs: false,
       socketPath: '/run/e2epool/agent.sock',
       socketGroup: 'e2epool',
       allowedCommands: ['sudo /usr/local/bin/reset-e2e-host', "it's quoted"],
       reconnectMaxDelay: 60,
       heartbeatInterval: 30,
       requestTimeout: 30,
+    });
+  });
+});
+
+/** The config a dry run would write, as the agent reads it. */
+function plannedConfig(r: Run, name: string) {
+  const yml = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('    | '))
+    .map((l) => l.slice(6))
+    .join('\n');
+  const file = join(dir, name);
+  writeFileSync(file, `${yml}\n`);
+  return { yml, config: loadAgentConfig({ configPath: file, env: {} }) };
+}
+
+describe('install-agent.sh: the agent credential', () => {
+  it('writes the config readable by the agent user only, not by the socket group CI jobs are in', () => {
+    const r = installer(dryRunArgs());
+    expect(r.status).toBe(0);
+    const line = r.stdout.split('\n').find((l) => l.includes('would write /etc/e2epool/agent.yml'));
+    // Mode 0600, owned by e2epool-agent and not by group e2epool (gitlab-runner is in that one).
+    expect(line).toBe(
+      '    would write /etc/e2epool/agent.yml (mode 0600, owner e2epool-agent:root)',
+    );
+  });
+
+  it('--agent-token-file puts agent_token beside token, never printed', () => {
+    const agentToken = `agent-${randomUUID()}`;
+    const agentTokenFile = join(dir, 'agent-token');
+    writeFileSync(agentTokenFile, `${agentToken}\n`, { mode: 0o600 });
+    const r = installer([...dryRunArgs(), '--agent-token-file', agentTokenFile]);
+    expect(r.status).toBe(0);
+    expect(r.stdout + r.stderr).not.toContain(agentToken);
+    expect(r.stdout + r.stderr).not.toContain(token);
+    const { yml, config } = plannedConfig(r, 'planned-with-agent-token.yml');
+    expect(yml).toContain("agent_token: '<hidden>'");
+    expect(config).toMatchObject({ token: '<hidden>', agentToken: '<hidden>' });
+
+    // From stdin, with the runner token from its file.
+    const fromStdin = installer([...dryRunArgs(), '--agent-token-file', '-'], `${agentToken}\n`);
+    expect(fromStdin.status).toBe(0);
+    expect(fromStdin.stdout + fromStdin.stderr).not.toContain(agentToken);
+
+    const both = installer([...dryRunArgs('-'), '--agent-token-file', '-'], `${token}\n`);
+    expect(both).toMatchObject({ status: 2 });
+    expect(both.stderr).toContain('cannot both read stdin');
+    const same = installer([...dryRunArgs(), '--agent-token-file', tokenFile]);
+    expect(same.status).toBe(1);
+    expect(same.stderr).toContain('the agent token is the runner token');
+    expect(same.stdout + same.stderr).not.toContain(token);
+    for (const args of [['--agent-token', agentToken], [`--agent-token=${agentToken}`]]) {
+      const r2 = installer([...dryRunArgs(), ...args]);
+      expect(r2.status).toBe(2);
+      expect(r2.stdout + r2.stderr).not.toContain(agentToken);
+    }
+  });
+
+  it('refuses ws:// to another host unless --allow-insecure-ws, which the config then carries', () => {
+    const withUrl = (url: string, ...extra: string[]) => {
+      const args = dryRunArgs();
+      args[1] = url;
+      return installer([...args, ...extra]);
+    };
+    const remote = withUrl('ws://10.0.0.5:8080/ws/agent');
+    expect(remote.status).toBe(2);
+    expect(remote.stderr).toContain(
+      '--controller-url is ws:// to 10.0.0.5, which is not this host: the tokens would cross the network unencrypted; use wss://, or pass --allow-insecure-ws',
+    );
+    const local = withUrl('ws://127.0.0.1:8080/ws/agent');
+    expect(local.status).toBe(0);
+    expect(plannedConfig(local, 'planned-local.yml').config.allowInsecureWs).toBe(false);
+    const allowed = withUrl('ws://10.0.0.5:8080/ws/agent', '--allow-insecure-ws');
+    expect(allowed.status).toBe(0);
+    const { yml, config } = plannedConfig(allowed, 'planned-insecure.yml');
+    expect(yml).toContain('allow_insecure_ws: true');
+    expect(config).toMatchObject({
+      controllerUrl: 'ws://10.0.0.5:8080/ws/agent',
+      allowInsecureWs: true,
     });
   });
 });

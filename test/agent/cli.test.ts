@@ -171,6 +171,32 @@ describe('the agent daemon process', () => {
     tmp.cleanup();
   });
 
+  it('`agent` exits 1 for ws:// to another host; with allow_insecure_ws it starts and warns', async () => {
+    const config = join(tmp.dir, 'remote.yml');
+    writeFileSync(
+      config,
+      // TEST-NET-1: never answers, so the agent keeps retrying in the background.
+      `controller_url: ws://192.0.2.1:9/ws/agent\nrunner_id: r\ntoken: t-secret\nsocket_path: ${join(tmp.dir, 'r.sock')}\n`,
+      { mode: 0o600 },
+    );
+    const refused = await runCli(['agent', '--config', config], {});
+    expect(refused).toMatchObject({ code: 1 });
+    expect(refused.stderr).toBe(
+      `Error: invalid agent setting controller_url (in ${config}): ws:// to 192.0.2.1:9, which is not this host, ` +
+        'would send the token unencrypted; use wss:// (or set allow_insecure_ws: true on a network you trust)\n',
+    );
+    const agent = startCli(['agent', '--config', config], { E2EPOOL_ALLOW_INSECURE_WS: 'true' });
+    try {
+      await agent.waitForOutput(
+        /allow_insecure_ws: the controller is reached over ws:\/\//,
+        10_000,
+      );
+      expect(agent.stdout() + agent.stderr()).not.toContain('t-secret');
+    } finally {
+      await agent.stop('SIGKILL', 1000);
+    }
+  });
+
   it('serves the CLI, refuses a second agent, and on SIGTERM finishes a running command, then exits 0', async () => {
     const token = `tok-${randomBytes(8).toString('hex')}`;
     ctl = await new FakeController({ 'runner-p': token }).start();

@@ -59,6 +59,8 @@ describe('agent config', () => {
       controllerUrl: 'wss://ctl.example/ws/agent',
       runnerId: 'metal-1',
       token: 's3cret',
+      agentToken: '',
+      allowInsecureWs: false,
       socketPath: '/run/e2e.sock',
       reconnectMaxDelay: 10,
       heartbeatInterval: 5,
@@ -143,6 +145,72 @@ describe('agent config', () => {
     expect(() => loadAgentConfig({ configPath: path, env: {} })).toThrow(
       /^invalid agent setting token \(in .*\): expected a string$/,
     );
+  });
+
+  it('reads agent_token (and E2EPOOL_AGENT_TOKEN) beside token, and never echoes it', () => {
+    const path = file('runner_id: r\ntoken: rest-secret\nagent_token: agent-secret\n');
+    expect(loadAgentConfig({ configPath: path, env: {} })).toMatchObject({
+      token: 'rest-secret',
+      agentToken: 'agent-secret',
+    });
+    expect(
+      loadAgentConfig({ configPath: path, env: { E2EPOOL_AGENT_TOKEN: 'from-env' } }).agentToken,
+    ).toBe('from-env');
+    const bad = file('agent_token: [agent-secret-in-a-list]\n', 'bad.yml');
+    expect(() => loadAgentConfig({ configPath: bad, env: {} })).toThrow(
+      /^invalid agent setting agent_token \(in .*\): expected a string$/,
+    );
+  });
+
+  it('refuses ws:// to a controller that is not this host, unless allow_insecure_ws: true', () => {
+    const remote = file('controller_url: ws://ctl.example:8080/ws/agent\n', 'remote.yml');
+    let err: unknown;
+    try {
+      loadAgentConfig({ configPath: remote, env: {} });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(AgentConfigError);
+    expect((err as Error).message).toBe(
+      `invalid agent setting controller_url (in ${remote}): ws:// to ctl.example:8080, which is not this host, ` +
+        'would send the token unencrypted; use wss:// (or set allow_insecure_ws: true on a network you trust)',
+    );
+    expect(() =>
+      loadAgentConfig({
+        configPath: file('runner_id: r\n', 'none.yml'),
+        env: { E2EPOOL_CONTROLLER_URL: 'ws://10.1.2.3/ws/agent' },
+      }),
+    ).toThrow(
+      /controller_url \(from E2EPOOL_CONTROLLER_URL\): ws:\/\/ to 10\.1\.2\.3, which is not this host/,
+    );
+    expect(
+      loadAgentConfig({
+        configPath: file(
+          'controller_url: ws://ctl.example/ws/agent\nallow_insecure_ws: true\n',
+          'ok.yml',
+        ),
+        env: {},
+      }).allowInsecureWs,
+    ).toBe(true);
+    expect(
+      loadAgentConfig({ configPath: remote, env: { E2EPOOL_ALLOW_INSECURE_WS: 'true' } })
+        .controllerUrl,
+    ).toBe('ws://ctl.example:8080/ws/agent');
+    expect(() => agentConfig({ controllerUrl: 'ws://192.168.1.5:8080/ws/agent' })).toThrow(
+      AgentConfigError,
+    );
+    // Loopback stays allowed; wss:// anywhere.
+    for (const url of [
+      'ws://localhost:8080/ws/agent',
+      'ws://127.0.0.1:8080/ws/agent',
+      'ws://127.3.4.5/ws/agent',
+      'ws://[::1]:8080/ws/agent',
+      'wss://ctl.example/ws/agent',
+    ])
+      expect(agentConfig({ controllerUrl: url }).controllerUrl).toBe(url);
+    expect(() =>
+      loadAgentConfig({ configPath: file('allow_insecure_ws: maybe\n', 'maybe.yml'), env: {} }),
+    ).toThrow(/allow_insecure_ws .*: expected true or false/);
   });
 
   it('validates programmatic configs the same way', () => {

@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,11 @@ import {
 } from '../stand-ins/proxmox';
 
 const R = testRunners(['pve', 'metal', 'lonely', 'tls', 'gh']);
+/** The agent tokens of the healthy stack's runners (each agent has a credential of its own). */
+const AGENT_TOKENS = {
+  pve: `agent-${randomBytes(16).toString('hex')}`,
+  metal: `agent-${randomBytes(16).toString('hex')}`,
+};
 const VMID = 4101;
 const GITLAB_RUNNER = 6001;
 
@@ -49,8 +55,9 @@ describe('bring-up check', () => {
       { url, tokenId: pve.tokenId, tokenSecret: pve.tokenSecret },
       { runnerId: r.id, token: r.token, vmid: VMID, extra },
     );
+  const metalYaml = () => bareMetalRunnerYaml(R.metal, { agent_token: AGENT_TOKENS.metal });
   const healthyInventory = () =>
-    `runners:\n${pveYaml(R.pve, pve.url, { gitlab_runner_id: GITLAB_RUNNER })}${bareMetalRunnerYaml(R.metal)}`;
+    `runners:\n${pveYaml(R.pve, pve.url, { gitlab_runner_id: GITLAB_RUNNER, agent_token: AGENT_TOKENS.pve })}${metalYaml()}`;
 
   const doctorEnv = (extra: Record<string, string> = {}) =>
     controllerEnv({
@@ -64,12 +71,19 @@ describe('bring-up check', () => {
   const doctor = async (env: Record<string, string>, ...args: string[]) => {
     const res = await runCli(['doctor', '--timeout', '5', ...args], env, 60_000);
     // Secrets never reach the output, whatever failed.
-    for (const secret of [gl.token, pve.tokenSecret, R.pve.token, R.metal.token]) {
+    for (const secret of [
+      gl.token,
+      pve.tokenSecret,
+      R.pve.token,
+      R.metal.token,
+      AGENT_TOKENS.pve,
+      AGENT_TOKENS.metal,
+    ]) {
       expect(res.stdout + res.stderr).not.toContain(secret);
     }
     return { ...res, lines: res.stdout.trimEnd().split('\n') };
   };
-  const failing = (lines: string[]) => lines.filter((l) => !l.startsWith('ok '));
+  const failing = (lines: string[]) => lines.filter((l) => l.startsWith('fail '));
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-bringup-'));
@@ -78,10 +92,14 @@ describe('bring-up check', () => {
     pve = await startProxmoxStandIn();
     pve.addVm('pve1', VMID, { status: 'running' });
     c = await startAgentController({
-      inventory: `runners:\n${pveYaml(R.pve)}${bareMetalRunnerYaml(R.metal)}${bareMetalRunnerYaml(R.lonely)}`,
+      inventory: `runners:\n${pveYaml(R.pve, pve.url, { agent_token: AGENT_TOKENS.pve })}${metalYaml()}${bareMetalRunnerYaml(R.lonely)}`,
       gitlab: null,
     });
-    for (const r of [R.pve, R.metal]) agents.push(spawnAgent(dir, c.api.url, r).child);
+    for (const [r, agentToken] of [
+      [R.pve, AGENT_TOKENS.pve],
+      [R.metal, AGENT_TOKENS.metal],
+    ] as const)
+      agents.push(spawnAgent(dir, c.api.url, r, { agentToken }).child);
     for (const r of [R.pve, R.metal])
       await waitFor(`agent of ${r.id} connected`, () => c.bus.isConnected(r.id));
     // The worker's pollers are what the worker check looks for.
@@ -121,7 +139,7 @@ describe('bring-up check', () => {
     it('passes every check on a healthy stack and exits 0', async () => {
       const res = await doctor(doctorEnv());
       expect(res.stderr).toBe('');
-      expect(failing(res.lines)).toEqual([]);
+      expect(res.lines.filter((l) => !l.startsWith('ok '))).toEqual([]);
       expect(res.code).toBe(0);
       // In order: the controller's checks, then each runner's.
       expect(res.lines.map((l) => l.split(':')[0])).toEqual([
@@ -130,6 +148,7 @@ describe('bring-up check', () => {
         'ok postgres',
         'ok worker',
         'ok inventory',
+        'ok agent-credential',
         'ok gitlab-token',
         `ok ${R.pve.id} gitlab-runner`,
         `ok ${R.pve.id} proxmox-api`,
@@ -139,7 +158,7 @@ describe('bring-up check', () => {
         `ok ${R.metal.id} agent`,
       ]);
       expect(res.lines[3]).toMatch(new RegExp(`1 worker polling task queue ${c.taskQueue}`));
-      expect(res.lines[9]).toContain(`VM ${VMID} on node pve1 is running`);
+      expect(res.lines[10]).toContain(`VM ${VMID} on node pve1 is running`);
     });
 
     it('writes nothing: no GitLab or Proxmox mutation', async () => {
@@ -185,7 +204,7 @@ describe('bring-up check', () => {
           `^fail temporal: cannot reach Temporal at 127\\.0\\.0\\.1:${port}: .* — start Temporal`,
         ),
       );
-      expect(res.lines).toContain('ok postgres: reachable, migrations current (7 applied)');
+      expect(res.lines).toContain('ok postgres: reachable, migrations current (8 applied)');
       expect(Date.now() - started).toBeLessThan(30_000);
     });
 
@@ -240,6 +259,28 @@ describe('bring-up check', () => {
       expect(res2.lines.find((l) => l.includes('proxmox-api'))).toMatch(
         /^fail .* proxmox-api: .*TLS verification failed.* — set proxmox_ca_file/,
       );
+    });
+
+    it('runners whose agent uses the REST token: a warning naming them, exit 0', async () => {
+      const inventory = writeInventory(
+        `runners:\n${pveYaml(R.pve, pve.url, { gitlab_runner_id: GITLAB_RUNNER, agent_token: AGENT_TOKENS.pve })}${bareMetalRunnerYaml(R.metal)}`,
+      );
+      const res = await doctor(doctorEnv({ E2EPOOL_INVENTORY_PATH: inventory }));
+      expect(res.code).toBe(0);
+      expect(res.lines.filter((l) => !l.startsWith('ok '))).toEqual([
+        `warn agent-credential: 1 of 2 runners share one credential between agent and CI jobs (no agent token): ${R.metal.id} — give each an agent_token (inventory.yml, or POST /api/runners/{id}/rotate-agent-token) and put it in the agent's config`,
+      ]);
+      const json = await doctor(doctorEnv({ E2EPOOL_INVENTORY_PATH: inventory }), '--json');
+      const doc = JSON.parse(json.stdout) as {
+        ok: boolean;
+        checks: Array<Record<string, unknown>>;
+      };
+      expect(doc.ok).toBe(true);
+      expect(doc.checks.find((k) => k.name === 'agent-credential')).toMatchObject({
+        ok: true,
+        runner: null,
+        fix: expect.stringContaining('agent_token') as unknown,
+      });
     });
 
     it('an agent that is not connected: a failing agent line, exit 1', async () => {

@@ -12,12 +12,13 @@ import {
 } from '../helpers/env';
 
 const R = testRunners(['metal', 'pve', 'clash']);
+const METAL_AGENT_TOKEN = `agent-${R.metal.id}-secret`;
 const PVE = {
   url: 'https://pve.example.com:8006',
   tokenId: 'e2epool@pve!ci',
   tokenSecret: 'pve-secret-xyz',
 };
-const FILE_YAML = `runners:\n${bareMetalRunnerYaml(R.metal, { cleanup_cmd: '/opt/clean.sh' })}${proxmoxRunnerYaml(PVE, { runnerId: R.pve.id, token: R.pve.token, vmid: 321 })}`;
+const FILE_YAML = `runners:\n${bareMetalRunnerYaml(R.metal, { cleanup_cmd: '/opt/clean.sh', agent_token: METAL_AGENT_TOKEN })}${proxmoxRunnerYaml(PVE, { runnerId: R.pve.id, token: R.pve.token, vmid: 321 })}`;
 const secrets = new SecretBox('the-import-test-secret-key');
 
 describe('e2epool import-inventory / export-inventory', () => {
@@ -61,14 +62,18 @@ describe('e2epool import-inventory / export-inventory', () => {
     const rows: Array<{
       runner_id: string;
       token_hash: Buffer;
+      agent_token_hash: Buffer | null;
       proxmox_token_value: string | null;
       cleanup_cmd: string | null;
     }> = await ds.query(
-      `SELECT runner_id, token_hash, proxmox_token_value, cleanup_cmd FROM runners ORDER BY runner_id`,
+      `SELECT runner_id, token_hash, agent_token_hash, proxmox_token_value, cleanup_cmd FROM runners ORDER BY runner_id`,
     );
     const byId = new Map(rows.map((r) => [r.runner_id, r]));
     const sha = (t: string) => createHash('sha256').update(t).digest();
     expect(Buffer.from(byId.get(R.metal.id)!.token_hash)).toEqual(sha(R.metal.token));
+    // The agent keeps its agent token too; a runner without one stays without.
+    expect(Buffer.from(byId.get(R.metal.id)!.agent_token_hash!)).toEqual(sha(METAL_AGENT_TOKEN));
+    expect(byId.get(R.pve.id)!.agent_token_hash).toBeNull();
     expect(byId.get(R.metal.id)!.cleanup_cmd).toBe('/opt/clean.sh');
     const sealed = byId.get(R.pve.id)!.proxmox_token_value!;
     expect(sealed).toMatch(/^v1:/);
@@ -82,7 +87,7 @@ describe('e2epool import-inventory / export-inventory', () => {
       ['import-inventory', 'import'],
     ]);
     const text = JSON.stringify(audit);
-    for (const secret of [PVE.tokenSecret, R.metal.token, R.pve.token])
+    for (const secret of [PVE.tokenSecret, R.metal.token, R.pve.token, METAL_AGENT_TOKEN])
       expect(text).not.toContain(secret);
   });
 
@@ -96,7 +101,7 @@ describe('e2epool import-inventory / export-inventory', () => {
 
   it('exports the active runners as inventory YAML without secrets', async () => {
     const text = await exportInventory(ds);
-    for (const secret of [PVE.tokenSecret, R.metal.token, R.pve.token])
+    for (const secret of [PVE.tokenSecret, R.metal.token, R.pve.token, METAL_AGENT_TOKEN])
       expect(text).not.toContain(secret);
     const doc = parseYaml(text) as { runners: Array<Record<string, unknown>> };
     expect(doc.runners.map((r) => r.runner_id).sort()).toEqual([R.metal.id, R.pve.id].sort());

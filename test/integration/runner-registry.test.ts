@@ -250,15 +250,17 @@ describe('runner registry (SPEC §8 admin API)', () => {
   it('rotating a token stops the old one at once on REST, and within 5 s on WS sockets of another API instance', async () => {
     const created = await admin()('POST', '/api/runners', bare(R.rotated.id));
     const oldToken = created.body.token as string;
-    await waitFor('the other instance to know the runner', () =>
-      other.url
-        ? restClient(() => other.url, oldToken)
-            .call('GET', '/runner/readiness')
-            .then((r) => r.status !== 403)
-        : false,
-    );
-    const ws = await connectRawAgent(other.url, { runnerId: R.rotated.id, token: oldToken });
-    expect(await ws.request('ping', {})).toMatchObject({ status: 'ok' });
+    // A runner whose agent shares the REST token (one created before agent tokens existed).
+    await c.ds.query(`UPDATE runners SET agent_token_hash = NULL WHERE runner_id = $1`, [
+      R.rotated.id,
+    ]);
+    const ws = await waitFor('the other instance to take the REST token on /ws/agent', async () => {
+      const a = await connectRawAgent(other.url, { runnerId: R.rotated.id, token: oldToken });
+      const pong = await Promise.race([a.request('ping', {}), a.closed.then(() => null)]);
+      if (pong?.status === 'ok') return a;
+      a.ws.terminate();
+      return undefined;
+    });
     const rotated = await admin()('POST', `/api/runners/${R.rotated.id}/rotate-token`);
     expect(rotated.status).toBe(200);
     const newToken = rotated.body.token as string;
@@ -311,9 +313,15 @@ describe('runner registry (SPEC §8 admin API)', () => {
   });
 
   it('deactivating: 200, the token stops, the agent is disconnected 4401, the open checkpoint is still reset', async () => {
-    const token = (await admin()('POST', '/api/runners', bare(R.deactivated.id))).body
-      .token as string;
-    const ws = await connectRawAgent(c.api.url, { runnerId: R.deactivated.id, token });
+    const created = (await admin()('POST', '/api/runners', bare(R.deactivated.id))).body as {
+      token: string;
+      agent_token: string;
+    };
+    const token = created.token;
+    const ws = await connectRawAgent(c.api.url, {
+      runnerId: R.deactivated.id,
+      token: created.agent_token,
+    });
     expect(await ws.request('ping', {})).toMatchObject({ status: 'ok' });
     const cp = await runner(token).create(R.deactivated.id, 'job-1');
     expect(cp.status).toBe(201);

@@ -158,6 +158,7 @@ describe('migrations', () => {
         'CheckpointLogs1795651200000',
         'AgentSessionClosedAt1795737600000',
         'RunnerRegistry1795824000000',
+        'AgentTokens1795910400000',
       ];
       const tables = async () =>
         (
@@ -179,6 +180,15 @@ describe('migrations', () => {
         )) as unknown[];
       expect(await pauseIndex()).toHaveLength(1);
       expect(await tables()).toEqual(expect.arrayContaining(['runners', 'admin_audit']));
+      const agentTokenColumn = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'runners' AND column_name = 'agent_token_hash'`,
+        )) as unknown[];
+      expect(await agentTokenColumn()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await agentTokenColumn()).toHaveLength(0);
+      expect(await tables()).toContain('runners');
       await revertLastMigration(d);
       expect(await tables()).not.toContain('runners');
       expect(await tables()).not.toContain('admin_audit');
@@ -214,11 +224,12 @@ describe('migrations', () => {
         'CheckpointLogs1795651200000',
         'AgentSessionClosedAt1795737600000',
         'RunnerRegistry1795824000000',
+        'AgentTokens1795910400000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(7);
+      expect(count).toBe(8);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

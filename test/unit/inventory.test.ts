@@ -340,6 +340,44 @@ describe('parseInventory', () => {
     ).toContain("runner 'metal-2': token: same token as runner 'metal-1'");
   });
 
+  it('agent_token: its own credential for /ws/agent; the REST token is then refused there; errors name runner and field, never the value', () => {
+    const guarded = `${bare}\n    agent_token: agent-secret-1`;
+    const { inventory } = parseInventory(`runners:${guarded}${proxmox}`, 'inv.yml');
+    expect(inventory.agentCredential('metal-1', 'agent-secret-1')).toBe('ok');
+    expect(inventory.agentCredential('metal-1', 'tok-metal-1')).toBe('rest-token');
+    expect(inventory.agentCredential('metal-1', 'tok-vm-1')).toBe('invalid');
+    expect(inventory.agentCredential('vm-1', 'agent-secret-1')).toBe('invalid');
+    // Without one, the old single-token behaviour.
+    expect(inventory.agentCredential('vm-1', 'tok-vm-1')).toBe('ok');
+    expect(inventory.agentCredential('nope', 'tok-vm-1')).toBe('invalid');
+    // The agent token is not a REST credential.
+    expect(inventory.runnerIdForToken('agent-secret-1')).toBeUndefined();
+    expect(inventory.hasAgentToken('metal-1')).toBe(true);
+    expect(inventory.sharedCredentialRunners()).toEqual(['vm-1']);
+
+    expect(errorOf(`runners:${bare}\n    agent_token: tok-metal-1`)).toBe(
+      "inv.yml: runner 'metal-1': agent_token: must differ from token",
+    );
+    expect(errorOf(`runners:${bare}\n    agent_token: ''`)).toBe(
+      "inv.yml: runner 'metal-1': agent_token: must not be empty",
+    );
+    expect(errorOf(`runners:${bare}\n    agent_token: 'a b'`)).toBe(
+      "inv.yml: runner 'metal-1': agent_token: must not contain white space",
+    );
+    expect(errorOf(`runners:${bare}\n    agent_token: tok-vm-1${proxmox}`)).toBe(
+      "inv.yml: runner 'vm-1': token: same value as the agent_token of runner 'metal-1' (a token must identify one runner)",
+    );
+    const other = bare
+      .replace('runner_id: metal-1', 'runner_id: metal-2')
+      .replace('tok-metal-1', 'tok-metal-2');
+    expect(errorOf(`runners:${guarded}${other}\n    agent_token: agent-secret-1`)).toBe(
+      "inv.yml: runner 'metal-2': agent_token: same value as the agent_token of runner 'metal-1' (a token must identify one runner)",
+    );
+    expect(errorOf(`runners:${guarded}${other}\n    agent_token: agent-secret-1`)).not.toContain(
+      'agent-secret-1',
+    );
+  });
+
   it('rejects YAML that is not an inventory', () => {
     expect(errorOf('runners: [1')).toMatch(/^inv\.yml: not valid YAML/);
     expect(errorOf('runners: 3')).toBe('inv.yml: runners: expected a list');
