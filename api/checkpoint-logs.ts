@@ -14,19 +14,18 @@ import { parseOr422, statusParams } from './schemas';
 const FOLLOW_POLL_MS = 2000;
 /** An idle stream sends a comment this often, so proxies and clients keep it open. */
 const KEEPALIVE_MS = 15_000;
-/**
- * A client that reads nothing of a full socket buffer for this long is
- * dropped (it resumes from its last event id): it must not hold a stream slot
- * and a database page forever.
- */
-export const STALLED_STREAM_MS = 60_000;
-
 /** Caps on live log streams (SSE) open at once on one instance. */
 export interface StreamLimits {
   /** For one runner's checkpoints. */
   perRunner: number;
   /** In all. */
   total: number;
+  /**
+   * A client that reads nothing of a full socket buffer for this long is
+   * dropped (it resumes from its last event id): it must not hold a stream
+   * slot and a page of the log forever.
+   */
+  stalledMs: number;
 }
 
 const afterQuery = z.object({
@@ -61,7 +60,7 @@ export class LogFeed {
   constructor(
     databaseUrl: string,
     log: Logger,
-    private readonly limits: StreamLimits = { perRunner: 8, total: 500 },
+    private readonly limits: StreamLimits = { perRunner: 8, total: 500, stalledMs: 60_000 },
   ) {
     this.listener = new AgentNoticeListener({
       databaseUrl,
@@ -114,6 +113,11 @@ export class LogFeed {
       if (n > 0) this.streams.set(runnerId, n);
       else this.streams.delete(runnerId);
     };
+  }
+
+  /** How long a stream waits for a client that reads nothing. */
+  get stalledMs(): number {
+    return this.limits.stalledMs;
   }
 
   close(): Promise<void> {
@@ -258,7 +262,7 @@ async function stream(
       };
       const onDrain = () => done(true);
       const onClose = () => done(false);
-      const timer = setTimeout(() => done(false), STALLED_STREAM_MS);
+      const timer = setTimeout(() => done(false), feed.stalledMs);
       res.on('drain', onDrain);
       res.on('close', onClose);
     });

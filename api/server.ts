@@ -100,6 +100,7 @@ export async function startApiServer(d: {
   const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }), {
     perRunner: d.settings.logStreamsPerRunner,
     total: d.settings.logStreamsMax,
+    stalledMs: d.settings.logStreamStallSeconds * 1000,
   });
   const hub = new AgentHub(
     store,

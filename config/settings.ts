@@ -100,6 +100,7 @@ const schema = z.object({
   E2EPOOL_LOG_MAX_LINES: integer(10_000, 1, 10_000_000),
   E2EPOOL_LOG_STREAMS_PER_RUNNER: integer(8, 1, 10_000),
   E2EPOOL_LOG_STREAMS_MAX: integer(500, 1, 100_000),
+  E2EPOOL_LOG_STREAM_STALL_SECONDS: positiveSeconds(60),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -195,6 +196,8 @@ export interface Settings {
   logStreamsPerRunner: number;
   /** Live log streams (SSE) open at once on one API instance in all; more get 429. */
   logStreamsMax: number;
+  /** A live log stream whose client reads nothing for this long is dropped (it resumes with Last-Event-ID). */
+  logStreamStallSeconds: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -314,6 +317,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     logMaxLines: r.E2EPOOL_LOG_MAX_LINES,
     logStreamsPerRunner: r.E2EPOOL_LOG_STREAMS_PER_RUNNER,
     logStreamsMax: r.E2EPOOL_LOG_STREAMS_MAX,
+    logStreamStallSeconds: r.E2EPOOL_LOG_STREAM_STALL_SECONDS,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

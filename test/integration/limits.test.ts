@@ -1,5 +1,5 @@
 import { createServer, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import pino from 'pino';
 import type { CheckpointService } from '../../api/checkpoint-service';
 import { databaseUrlOf } from '../../api/server';
@@ -25,7 +25,7 @@ import { waitFor } from '../helpers/wait';
  * connection, the exec_output frame rate and an unfinished output line that
  * never ends. Raw clients against the real API on real Postgres and Temporal.
  */
-const R = testRunners(['sseA', 'sseB', 'slow', 'inflight', 'rate', 'partial']);
+const R = testRunners(['sseA', 'sseB', 'slow', 'stalled', 'inflight', 'rate', 'partial']);
 const ADMIN = 'limits-test-admin-token-0123456789abcdef';
 const silentLog = pino({ level: 'silent' });
 type OnExec = NonNullable<Parameters<typeof connectRawAgent>[1]['onExec']>;
@@ -49,6 +49,7 @@ describe('limits a token holder cannot exceed', () => {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
         E2EPOOL_LOG_STREAMS_PER_RUNNER: '2',
         E2EPOOL_LOG_STREAMS_MAX: '3',
+        E2EPOOL_LOG_STREAM_STALL_SECONDS: '3',
       },
       bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
     });
@@ -69,6 +70,42 @@ describe('limits a token holder cannot exceed', () => {
       name,
     ])) as Array<{ id: number }>;
     return { name, id };
+  };
+  const LINES = 1200;
+  /** Appends LINES lines of 8000 characters (~9.6 MB: more than the kernel's socket buffers hold). */
+  const fillLog = async (checkpointId: number) => {
+    const store = createStore(c.ds);
+    for (let i = 0; i < LINES; i += 200)
+      await store.logs.append(
+        checkpointId,
+        Array.from({ length: 200 }, (_, j) => ({
+          kind: 'stdout' as const,
+          text: `${String(i + j).padStart(6, '0')}${'x'.repeat(7994)}`,
+        })),
+        100_000,
+      );
+  };
+  /**
+   * A raw HTTP client that asks for the log as SSE, reads the first chunk (the
+   * stream was granted: 200) and then nothing.
+   */
+  const silentReader = async (name: string, token: string) => {
+    const sock = connect((c.api.server.address() as AddressInfo).port, '127.0.0.1');
+    sock.on('error', () => undefined);
+    await new Promise<void>((res) => sock.once('connect', () => res()));
+    const first = new Promise<string>((res) =>
+      sock.once('data', (d: Buffer) => {
+        sock.pause();
+        res(d.toString('utf8'));
+      }),
+    );
+    sock.write(
+      `GET /checkpoint/${encodeURIComponent(name)}/logs HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        `Accept: text/event-stream\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+    );
+    const head = await first;
+    expect(head).toMatch(/^HTTP\/1\.1 200 /);
+    return { sock, head };
   };
   const logsUrl = (name: string) => `${c.api.url}/checkpoint/${encodeURIComponent(name)}/logs`;
 
@@ -113,23 +150,39 @@ describe('limits a token holder cannot exceed', () => {
       await Promise.all([second.ended, ofB.ended, again.ended]);
     });
 
+    it('drops a stream whose client reads nothing for E2EPOOL_LOG_STREAM_STALL_SECONDS, freeing its slot', async () => {
+      const r = R.stalled;
+      const cp = await checkpointOf(r);
+      await fillLog(cp.id);
+      const auth = { authorization: `Bearer ${r.token}`, accept: 'text/event-stream' };
+      const readers = [await silentReader(cp.name, r.token), await silentReader(cp.name, r.token)];
+      try {
+        // Both slots of the runner are taken by clients that read nothing...
+        const refused = await fetch(logsUrl(cp.name), { headers: auth });
+        expect(refused.status).toBe(429);
+        await refused.body?.cancel();
+        // ...until the server gives up on them.
+        const s = await waitFor(
+          'a slot freed by a stalled stream',
+          async () => {
+            const res = await fetch(logsUrl(cp.name), { headers: auth });
+            if (res.status === 200) return res;
+            await res.body?.cancel();
+            return undefined;
+          },
+          { timeoutMs: 30_000, intervalMs: 500 },
+        );
+        await s.body?.cancel();
+      } finally {
+        for (const x of readers) x.sock.destroy();
+      }
+    });
+
     it('waits for a slow reader instead of buffering the log; it then gets every event in order', async () => {
       const r = R.slow;
       const cp = await checkpointOf(r);
-      const LINES = 1200;
-      const CHARS = 8000; // ~9.6 MB in all: more than the kernel's socket buffers hold
-      const store = createStore(c.ds);
-      const before = (await store.logs.after(cp.id, 0)).length;
-      for (let i = 0; i < LINES; i += 200)
-        await store.logs.append(
-          cp.id,
-          Array.from({ length: 200 }, (_, j) => ({
-            kind: 'stdout' as const,
-            text: `${String(i + j).padStart(6, '0')}${'x'.repeat(CHARS - 6)}`,
-          })),
-          100_000,
-        );
-
+      const before = (await createStore(c.ds).logs.after(cp.id, 0)).length;
+      await fillLog(cp.id);
       // The server's side of the stream, to see what it holds for the client.
       let served: ServerResponse | undefined;
       const path = `/checkpoint/${encodeURIComponent(cp.name)}/logs`;
@@ -137,14 +190,8 @@ describe('limits a token holder cannot exceed', () => {
         if (req.url === path) served = res;
       };
       c.api.server.prependListener('request', spy);
-      const sock: Socket = connect((c.api.server.address() as AddressInfo).port, '127.0.0.1');
+      const { sock, head } = await silentReader(cp.name, r.token);
       try {
-        await new Promise<void>((res) => sock.once('connect', () => res()));
-        sock.pause(); // reads nothing
-        sock.write(
-          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n` +
-            `Authorization: Bearer ${r.token}\r\n\r\n`,
-        );
         const res = await waitFor('the stream to fill the socket', () =>
           served?.writableNeedDrain ? served : undefined,
         );
@@ -152,7 +199,7 @@ describe('limits a token holder cannot exceed', () => {
         expect(res.writableLength).toBeLessThan(256 * 1024);
 
         // The client reads on: every event arrives, in order, none twice.
-        let text = '';
+        let text = head;
         sock.setEncoding('utf8');
         sock.on('data', (d: string) => (text += d));
         sock.resume();
