@@ -14,6 +14,19 @@ import { parseOr422, statusParams } from './schemas';
 const FOLLOW_POLL_MS = 2000;
 /** An idle stream sends a comment this often, so proxies and clients keep it open. */
 const KEEPALIVE_MS = 15_000;
+/** Caps on live log streams (SSE) open at once on one instance. */
+export interface StreamLimits {
+  /** For one runner's checkpoints. */
+  perRunner: number;
+  /** In all. */
+  total: number;
+  /**
+   * A client that reads nothing of a full socket buffer for this long is
+   * dropped (it resumes from its last event id): it must not hold a stream
+   * slot and a page of the log forever.
+   */
+  stalledMs: number;
+}
 
 const afterQuery = z.object({
   after: z.coerce
@@ -40,8 +53,15 @@ export interface LogPage {
 export class LogFeed {
   private readonly followers = new Map<number, Set<() => void>>();
   private readonly listener: AgentNoticeListener;
+  /** Open streams per runner (of the checkpoint, whoever reads it). */
+  private readonly streams = new Map<string, number>();
+  private openStreams = 0;
 
-  constructor(databaseUrl: string, log: Logger) {
+  constructor(
+    databaseUrl: string,
+    log: Logger,
+    private readonly limits: StreamLimits = { perRunner: 8, total: 500, stalledMs: 60_000 },
+  ) {
     this.listener = new AgentNoticeListener({
       databaseUrl,
       channel: 'logs',
@@ -63,6 +83,41 @@ export class LogFeed {
       set.delete(wake);
       if (set.size === 0) this.followers.delete(id);
     };
+  }
+
+  /**
+   * Takes a stream slot for a log of `runnerId`'s checkpoint, or throws 429
+   * when the runner's or the instance's streams are all taken. Returns the
+   * release (safe to call more than once).
+   */
+  openStream(runnerId: string): () => void {
+    const mine = this.streams.get(runnerId) ?? 0;
+    if (this.openStreams >= this.limits.total)
+      throw new HttpError(
+        429,
+        `Too many live log streams on this server (at most ${this.limits.total}); try again later`,
+      );
+    if (mine >= this.limits.perRunner)
+      throw new HttpError(
+        429,
+        `Too many live log streams for runner ${runnerId} (at most ${this.limits.perRunner}); close one or try again later`,
+      );
+    this.streams.set(runnerId, mine + 1);
+    this.openStreams++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.openStreams--;
+      const n = (this.streams.get(runnerId) ?? 1) - 1;
+      if (n > 0) this.streams.set(runnerId, n);
+      else this.streams.delete(runnerId);
+    };
+  }
+
+  /** How long a stream waits for a client that reads nothing. */
+  get stalledMs(): number {
+    return this.limits.stalledMs;
   }
 
   close(): Promise<void> {
@@ -139,7 +194,12 @@ export function checkpointLogHandler(
       res.status(200).json(await logs.page(ref.id, after));
       return;
     }
-    await stream(req, res, logs, feed, ref.id, after, log);
+    const release = feed.openStream(ref.runnerId);
+    try {
+      await stream(req, res, logs, feed, ref.id, after, log);
+    } finally {
+      release();
+    }
   };
 }
 
@@ -185,23 +245,52 @@ async function stream(
     closed = true;
     wake();
   });
+  /**
+   * Writes one event and, when the socket's buffer is full, waits until the
+   * client has read it (or is gone): a slow reader holds at most about one
+   * buffer here, not the whole log. False when the stream is over.
+   */
+  const write = async (chunk: string): Promise<boolean> => {
+    if (closed) return false;
+    if (res.write(chunk)) return true;
+    const drained = await new Promise<boolean>((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        res.off('drain', onDrain);
+        res.off('close', onClose);
+        resolve(ok);
+      };
+      const onDrain = () => done(true);
+      const onClose = () => done(false);
+      const timer = setTimeout(() => done(false), feed.stalledMs);
+      res.on('drain', onDrain);
+      res.on('close', onClose);
+    });
+    if (!drained && !closed) {
+      log.warn({ checkpointId }, 'checkpoint log stream dropped: the client stopped reading');
+      closed = true;
+      res.destroy();
+    }
+    return drained && !closed;
+  };
   let last = after;
   let lastWrite = Date.now();
   try {
     while (!closed) {
       const page = await logs.page(checkpointId, last);
       for (const e of page.entries) {
-        res.write(`id: ${e.seq}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`);
+        if (!(await write(`id: ${e.seq}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`)))
+          return;
         last = e.seq;
       }
       if (page.entries.length) lastWrite = Date.now();
       if (page.done) {
-        res.write(`event: end\ndata: ${JSON.stringify({ next: last })}\n\n`);
+        await write(`event: end\ndata: ${JSON.stringify({ next: last })}\n\n`);
         break;
       }
       if (page.entries.length === LOG_PAGE) continue; // more to replay at once
       if (Date.now() - lastWrite >= KEEPALIVE_MS) {
-        res.write(': keep-alive\n\n');
+        if (!(await write(': keep-alive\n\n'))) return;
         lastWrite = Date.now();
       }
       const next = woken();

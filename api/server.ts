@@ -97,7 +97,11 @@ export async function startApiServer(d: {
     interceptors: [],
   });
   const logs = new CheckpointLogs(store);
-  const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }));
+  const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }), {
+    perRunner: d.settings.logStreamsPerRunner,
+    total: d.settings.logStreamsMax,
+    stalledMs: d.settings.logStreamStallSeconds * 1000,
+  });
   const hub = new AgentHub(
     store,
     databaseUrlOf(d.dataSource),

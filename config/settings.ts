@@ -98,6 +98,9 @@ const schema = z.object({
   E2EPOOL_RECONCILE_MIN_AGE_SECONDS: seconds(30),
   E2EPOOL_RETENTION_DAYS: integer(30, 1, 3650),
   E2EPOOL_LOG_MAX_LINES: integer(10_000, 1, 10_000_000),
+  E2EPOOL_LOG_STREAMS_PER_RUNNER: integer(8, 1, 10_000),
+  E2EPOOL_LOG_STREAMS_MAX: integer(500, 1, 100_000),
+  E2EPOOL_LOG_STREAM_STALL_SECONDS: positiveSeconds(60),
   E2EPOOL_COMMAND_TIMEOUT_SECONDS: positiveSeconds(600),
   E2EPOOL_PROXMOX_TASK_POLL_SECONDS: positiveSeconds(1),
   E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: positiveSeconds(600),
@@ -189,6 +192,12 @@ export interface Settings {
   retentionDays: number;
   /** Output lines kept in one checkpoint's log; the cut is marked. */
   logMaxLines: number;
+  /** Live log streams (SSE) open at once on one API instance for one runner's checkpoints; more get 429. */
+  logStreamsPerRunner: number;
+  /** Live log streams (SSE) open at once on one API instance in all; more get 429. */
+  logStreamsMax: number;
+  /** A live log stream whose client reads nothing for this long is dropped (it resumes with Last-Event-ID). */
+  logStreamStallSeconds: number;
   /** Timeout of reset_cmd / cleanup_cmd on the agent. */
   commandTimeoutSeconds: number;
   proxmoxTaskPollSeconds: number;
@@ -306,6 +315,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     reconcileMinAgeSeconds: r.E2EPOOL_RECONCILE_MIN_AGE_SECONDS,
     retentionDays: r.E2EPOOL_RETENTION_DAYS,
     logMaxLines: r.E2EPOOL_LOG_MAX_LINES,
+    logStreamsPerRunner: r.E2EPOOL_LOG_STREAMS_PER_RUNNER,
+    logStreamsMax: r.E2EPOOL_LOG_STREAMS_MAX,
+    logStreamStallSeconds: r.E2EPOOL_LOG_STREAM_STALL_SECONDS,
     commandTimeoutSeconds: r.E2EPOOL_COMMAND_TIMEOUT_SECONDS,
     proxmoxTaskPollSeconds: r.E2EPOOL_PROXMOX_TASK_POLL_SECONDS,
     proxmoxTaskTimeoutSeconds: r.E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS,

@@ -13,10 +13,19 @@ function storable(line: string): string {
     : clean;
 }
 
+/**
+ * What an unfinished line (no newline yet) may hold before it is stored as it
+ * is, cut: a sender that never sends a newline must not grow this instance's
+ * memory. The rest of that line, up to its newline, is dropped.
+ */
+export const MAX_PARTIAL_CHARS = MAX_LINE_CHARS;
+
 interface Capture {
   checkpointId: number;
-  /** The unfinished last line of each stream. */
+  /** The unfinished last line of each stream, at most MAX_PARTIAL_CHARS. */
   partial: Record<ExecOutputStream, string>;
+  /** Whether the stream's current line was cut and stored: the rest of it is dropped. */
+  cut: Record<ExecOutputStream, boolean>;
   lastSeq: number;
   /** Whether the agent streamed anything (an agent without exec_output streams nothing). */
   streamed: boolean;
@@ -45,6 +54,7 @@ export class CommandOutputLog {
     this.captures.set(key, {
       checkpointId,
       partial: { stdout: '', stderr: '' },
+      cut: { stdout: false, stderr: false },
       lastSeq: 0,
       streamed: false,
       chain: Promise.resolve(),
@@ -66,8 +76,21 @@ export class CommandOutputLog {
     }
     c.lastSeq = Math.max(c.lastSeq, o.seq);
     const parts = (c.partial[o.stream] + o.data).split('\n');
-    c.partial[o.stream] = parts.pop()!;
+    let partial = parts.pop()!;
+    if (c.cut[o.stream]) {
+      // The tail of a line already stored cut: dropped, up to its end.
+      if (parts.length > 0) {
+        parts.shift();
+        c.cut[o.stream] = false;
+      } else partial = '';
+    }
     for (const line of parts) entries.push({ kind: o.stream, text: storable(line) });
+    if (partial.length > MAX_PARTIAL_CHARS) {
+      entries.push({ kind: o.stream, text: storable(partial) });
+      c.cut[o.stream] = true;
+      partial = '';
+    }
+    c.partial[o.stream] = partial;
     this.write(c, entries);
   }
 

@@ -6,6 +6,7 @@ import {
   AGENT_WS_PATH,
   CLOSE_CODES,
   EXEC_OUTPUT_FRAME_BYTES,
+  EXEC_OUTPUT_FRAMES_PER_SECOND,
   EXEC_OUTPUT_STREAMS,
   LOGS_PAGE_BYTES,
   LOGS_PAGE_ENTRIES,
@@ -133,6 +134,59 @@ export const AUTH_CLOSE_GRACE_MS = 1000;
  * times per heartbeat timeout), however many pongs and frames arrive.
  */
 export const TOUCH_EVERY_MS = 5000;
+
+/**
+ * Agent requests one connection may have in flight (each may hold a database
+ * connection); one past it is answered with an error of code 429 and the
+ * connection is kept. Our agent sends one per CLI call.
+ */
+export const MAX_INFLIGHT_REQUESTS = 16;
+
+/**
+ * exec_output frames one connection may send per second, over any number of
+ * its commands, and in one burst: twice what an agent sends for one command
+ * (EXEC_OUTPUT_FRAMES_PER_SECOND), so two commands at once, or frames bunched
+ * up in transit, pass.
+ */
+export const EXEC_OUTPUT_FRAMES_PER_CONNECTION = 2 * EXEC_OUTPUT_FRAMES_PER_SECOND;
+
+/** Warnings about dropped exec_output frames: at most one per connection this often. */
+const DROP_WARN_EVERY_MS = 60_000;
+
+/**
+ * The controller's own cap on a connection's exec_output frames (a token
+ * bucket): the agent limits itself, a hostile client may not. Frames past it
+ * are dropped, not coalesced (coalescing would hold their data here, which is
+ * what the cap bounds) and not answered; the next frame that passes shows a
+ * gap in `seq`, which the checkpoint log marks as output lost in transit.
+ */
+class FrameRate {
+  private tokens: number;
+  private last = Date.now();
+  constructor(private readonly perSecond: number) {
+    this.tokens = perSecond;
+  }
+  /** Whether one more frame may pass now. */
+  take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(
+      this.perSecond,
+      this.tokens + ((now - this.last) / 1000) * this.perSecond,
+    );
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/** What one connection may still do: its exec_output rate and its requests in flight. */
+interface ConnectionLimits {
+  frames: FrameRate;
+  dropped: number;
+  lastDropWarning: number;
+  inflight: number;
+}
 
 export interface GatewayDeps {
   inventory: InventoryStore;
@@ -319,10 +373,16 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
         )
         .catch(() => undefined);
     });
+    const limits: ConnectionLimits = {
+      frames: new FrameRate(EXEC_OUTPUT_FRAMES_PER_CONNECTION),
+      dropped: 0,
+      lastDropWarning: 0,
+      inflight: 0,
+    };
     ws.on('message', (data: RawData, isBinary: boolean) => {
       seen();
       void ready
-        .then((sid) => onMessage(ws, runnerId, sid, data, isBinary))
+        .then((sid) => onMessage(ws, runnerId, sid, limits, data, isBinary))
         .catch((err: unknown) => d.log.error({ runnerId, err }, 'agent message handling failed'));
     });
   }
@@ -335,6 +395,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     ws: WebSocket,
     runnerId: string,
     sessionId: string,
+    limits: ConnectionLimits,
     data: RawData,
     isBinary: boolean,
   ): Promise<void> {
@@ -376,6 +437,18 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       const o = execOutput.safeParse(obj);
       if (!o.success)
         return send(ws, fail(id, 400, `Malformed exec_output: ${oneLine(o.error, obj)}`));
+      if (!limits.frames.take()) {
+        limits.dropped++;
+        const now = Date.now();
+        if (now - limits.lastDropWarning >= DROP_WARN_EVERY_MS) {
+          limits.lastDropWarning = now;
+          d.log.warn(
+            { runnerId, dropped: limits.dropped, perSecond: EXEC_OUTPUT_FRAMES_PER_CONNECTION },
+            'dropping exec_output frames sent faster than the cap',
+          );
+        }
+        return;
+      }
       d.hub.handleOutput(runnerId, sessionId, o.data.id, o.data.payload);
       return;
     }
@@ -384,6 +457,16 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     if (!env.success)
       return send(ws, fail(id, 400, `Malformed request: ${oneLine(env.error, obj)}`));
     const { type, payload } = env.data;
+    if (limits.inflight >= MAX_INFLIGHT_REQUESTS)
+      return send(
+        ws,
+        fail(
+          id,
+          429,
+          `Too many requests in flight on this connection (at most ${MAX_INFLIGHT_REQUESTS})`,
+        ),
+      );
+    limits.inflight++;
     try {
       send(ws, ok(id, await handlers[type](runnerId, payload)));
     } catch (err) {
@@ -393,6 +476,8 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       }
       d.log.error({ runnerId, type, err }, 'agent request failed');
       send(ws, fail(id, 500, 'Internal server error'));
+    } finally {
+      limits.inflight--;
     }
   }
 

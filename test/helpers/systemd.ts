@@ -1,3 +1,5 @@
+import { hasCommand, itNeeding } from './required';
+
 /** Reading systemd unit files in tests. */
 
 /** systemd unit syntax: sections, `Key=value` lines, comments, `\` continuations. */
@@ -20,3 +22,13 @@ export function parseUnit(text: string): Map<string, Array<[string, string]>> {
   });
   return sections;
 }
+
+/**
+ * `it` for a test that runs `systemd-analyze verify`: it fails under CI=true
+ * when systemd-analyze is missing, and is skipped (saying so) elsewhere.
+ */
+export const itWithSystemdAnalyze = itNeeding(
+  hasCommand('systemd-analyze'),
+  'systemd-analyze',
+  'apt-get install systemd',
+);

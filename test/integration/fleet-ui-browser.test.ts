@@ -7,6 +7,7 @@ import type { AgentBus } from '../../activities/agent-bus';
 import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { spawnAgent } from '../helpers/agent-process';
 import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
+import { describeNeeding } from '../helpers/required';
 import { waitFor } from '../helpers/wait';
 
 /**
@@ -17,8 +18,8 @@ import { waitFor } from '../helpers/wait';
  * shown as text; `end` completes the log and the page's facts follow.
  *
  * The browser is E2EPOOL_CHROMIUM, else /usr/bin/chromium (`apt-get install
- * chromium`; CI installs it). Without either the test is skipped, and its
- * title says why.
+ * chromium`; CI installs it). Without either the test fails under CI=true
+ * and is skipped elsewhere, its title saying why.
  */
 const CHROMIUM = process.env.E2EPOOL_CHROMIUM || '/usr/bin/chromium';
 const HAVE_BROWSER = Boolean(process.env.E2EPOOL_CHROMIUM) || existsSync(CHROMIUM);
@@ -29,119 +30,120 @@ const MARKUP = '<script>window.pwned=1</script>';
 // Markup first, then one line a second: the page must show lines while the command runs.
 const RESET_CMD = `sh -c 'echo \\"${MARKUP}\\"; for i in 1 2 3 4 5 6; do echo line-$i; sleep 1; done'`;
 
-(HAVE_BROWSER ? describe : describe.skip)(
-  HAVE_BROWSER
-    ? 'fleet page in a real browser'
-    : 'fleet page in a real browser: SKIPPED, no Chromium (set E2EPOOL_CHROMIUM or apt-get install chromium)',
-  () => {
-    let dir: string;
-    let c: AgentController;
-    let bus: AgentBus;
-    let agent: ChildProcess;
-    let browser: Browser;
-    let page: Page;
-    /** What the page's scripts threw or the browser refused (a CSP violation shows here). */
-    const pageErrors: string[] = [];
-
-    beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'e2epool-ui-'));
-      chmodSync(dir, 0o755);
-      c = await startAgentController({
-        inventory: `runners:\n${bareMetalRunnerYaml(R.browser, { reset_cmd: `"${RESET_CMD}"` })}`,
-        env: { E2EPOOL_ADMIN_TOKEN: ADMIN, E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
-        bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
-      });
-      bus = c.bus;
-      agent = spawnAgent(dir, c.api.url, R.browser).child;
-      await waitFor('the agent session', () => bus.isConnected(R.browser.id), {
-        timeoutMs: 20_000,
-      });
-      // As root (CI), Chromium runs only without its sandbox.
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: process.getuid?.() === 0 ? ['--no-sandbox'] : [],
-      });
-      page = await browser.newPage();
-      page.on('pageerror', (err) => pageErrors.push(`pageerror: ${err.message}`));
-      page.on('console', (m) => {
-        if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
-      });
-    }, 60_000);
-    afterAll(async () => {
-      await browser?.close();
-      if (agent && agent.exitCode === null) agent.kill('SIGKILL');
-      await c?.stop();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
-
-    it('log in, see the runner, open its checkpoint and watch the reset output arrive live', async () => {
-      const api = restClient(() => c.api.url, R.browser.token);
-      await page.goto(`${c.api.url}/ui`);
-      expect(new URL(page.url()).pathname).toBe('/ui/login');
-      await page.fill('#token', 'not-the-token');
-      await page.click('button[type=submit]');
-      expect(await page.textContent('.error')).toBe('Invalid admin token');
-      // The browser logs the 403 itself; what counts are errors from here on.
-      pageErrors.length = 0;
-      await page.fill('#token', ADMIN);
-      await page.click('button[type=submit]');
-      await page.waitForURL(`${c.api.url}/ui`);
-      const row = page.locator(`tr[data-runner="${R.browser.id}"]`);
-      expect(await row.locator('.c-agent').textContent()).toBe('connected');
-      expect(await row.locator('.c-checkpoint').textContent()).toBe('none yet');
-      const cookies = await page.context().cookies();
-      expect(cookies).toEqual([
-        expect.objectContaining({ path: '/ui', httpOnly: true, sameSite: 'Strict' }),
-      ]);
-
-      // The page refreshes itself: the new checkpoint shows up without a reload.
-      const name = (await api.create(R.browser.id, '9990')).body.name as string;
-      const link = row.locator(`.c-checkpoint a`);
-      await link.waitFor({ timeout: 20_000 });
-      expect(await link.textContent()).toBe(name);
-      expect(await row.locator('.c-checkpoint .state').textContent()).toBe('created');
-      await link.click();
-      await page.waitForURL(`${c.api.url}/ui/checkpoints/${name}`);
-      await page.waitForSelector('#log .log-step');
-      expect(await page.textContent('#log-status')).toBe('following live');
-
-      // The job fails: reset_cmd prints a line a second, and each one appears as it comes.
-      expect((await api.finalize(name, 'failure')).status).toBe(202);
-      const line = (t: string) => page.locator('#log .log-stdout', { hasText: t });
-      await line('line-1').waitFor({ timeout: 30_000 });
-      const steps = (await c.ds.query(
-        `SELECT o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
-          WHERE k.name = $1 AND o.operation = 'reset_cmd'`,
-        [name],
-      )) as Array<{ result: string }>;
-      expect(steps).toEqual([{ result: 'running' }]);
-      expect(await line('line-6').count()).toBe(0);
-
-      await page.locator('#log .log-end').waitFor({ timeout: 30_000 });
-      const stdout = await page
-        .locator('#log .log-stdout')
-        .evaluateAll((els) => els.map((e) => e.lastChild?.textContent));
-      expect(stdout).toEqual([MARKUP, 'line-1', 'line-2', 'line-3', 'line-4', 'line-5', 'line-6']);
-      // The markup line is text, not a script that ran.
-      // (evaluated in the page, where `globalThis` is its window)
-      expect(
-        await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned),
-      ).toBeUndefined();
-      expect(await page.locator('#log script').count()).toBe(0);
-      // Steps are styled by result; the facts follow the log to the end.
-      expect(
-        await page.locator('#log .log-step.log-result-ok', { hasText: 'reset_cmd ok' }).count(),
-      ).toBe(1);
-      await page.locator('[data-fact="state"] .state-reset').waitFor({ timeout: 10_000 });
-      expect(await page.textContent('#log-status')).toBe('complete');
-      expect(await page.isHidden('#release-hold')).toBe(true);
-
-      // Log out: the fleet asks for the login again.
-      await page.click('form.logout button');
-      await page.waitForURL(`${c.api.url}/ui/login`);
-      await page.goto(`${c.api.url}/ui`);
-      expect(new URL(page.url()).pathname).toBe('/ui/login');
-      expect(pageErrors).toEqual([]);
-    }, 120_000);
-  },
+const describeWithBrowser = describeNeeding(
+  HAVE_BROWSER,
+  'Chromium',
+  'set E2EPOOL_CHROMIUM or apt-get install chromium',
 );
+
+describeWithBrowser('fleet page in a real browser', () => {
+  let dir: string;
+  let c: AgentController;
+  let bus: AgentBus;
+  let agent: ChildProcess;
+  let browser: Browser;
+  let page: Page;
+  /** What the page's scripts threw or the browser refused (a CSP violation shows here). */
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'e2epool-ui-'));
+    chmodSync(dir, 0o755);
+    c = await startAgentController({
+      inventory: `runners:\n${bareMetalRunnerYaml(R.browser, { reset_cmd: `"${RESET_CMD}"` })}`,
+      env: { E2EPOOL_ADMIN_TOKEN: ADMIN, E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
+      bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
+    });
+    bus = c.bus;
+    agent = spawnAgent(dir, c.api.url, R.browser).child;
+    await waitFor('the agent session', () => bus.isConnected(R.browser.id), {
+      timeoutMs: 20_000,
+    });
+    // As root (CI), Chromium runs only without its sandbox.
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: process.getuid?.() === 0 ? ['--no-sandbox'] : [],
+    });
+    page = await browser.newPage();
+    page.on('pageerror', (err) => pageErrors.push(`pageerror: ${err.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    if (agent && agent.exitCode === null) agent.kill('SIGKILL');
+    await c?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('log in, see the runner, open its checkpoint and watch the reset output arrive live', async () => {
+    const api = restClient(() => c.api.url, R.browser.token);
+    await page.goto(`${c.api.url}/ui`);
+    expect(new URL(page.url()).pathname).toBe('/ui/login');
+    await page.fill('#token', 'not-the-token');
+    await page.click('button[type=submit]');
+    expect(await page.textContent('.error')).toBe('Invalid admin token');
+    // The browser logs the 403 itself; what counts are errors from here on.
+    pageErrors.length = 0;
+    await page.fill('#token', ADMIN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${c.api.url}/ui`);
+    const row = page.locator(`tr[data-runner="${R.browser.id}"]`);
+    expect(await row.locator('.c-agent').textContent()).toBe('connected');
+    expect(await row.locator('.c-checkpoint').textContent()).toBe('none yet');
+    const cookies = await page.context().cookies();
+    expect(cookies).toEqual([
+      expect.objectContaining({ path: '/ui', httpOnly: true, sameSite: 'Strict' }),
+    ]);
+
+    // The page refreshes itself: the new checkpoint shows up without a reload.
+    const name = (await api.create(R.browser.id, '9990')).body.name as string;
+    const link = row.locator(`.c-checkpoint a`);
+    await link.waitFor({ timeout: 20_000 });
+    expect(await link.textContent()).toBe(name);
+    expect(await row.locator('.c-checkpoint .state').textContent()).toBe('created');
+    await link.click();
+    await page.waitForURL(`${c.api.url}/ui/checkpoints/${name}`);
+    await page.waitForSelector('#log .log-step');
+    expect(await page.textContent('#log-status')).toBe('following live');
+
+    // The job fails: reset_cmd prints a line a second, and each one appears as it comes.
+    expect((await api.finalize(name, 'failure')).status).toBe(202);
+    const line = (t: string) => page.locator('#log .log-stdout', { hasText: t });
+    await line('line-1').waitFor({ timeout: 30_000 });
+    const steps = (await c.ds.query(
+      `SELECT o.result FROM operation_logs o JOIN checkpoints k ON k.id = o.checkpoint_id
+          WHERE k.name = $1 AND o.operation = 'reset_cmd'`,
+      [name],
+    )) as Array<{ result: string }>;
+    expect(steps).toEqual([{ result: 'running' }]);
+    expect(await line('line-6').count()).toBe(0);
+
+    await page.locator('#log .log-end').waitFor({ timeout: 30_000 });
+    const stdout = await page
+      .locator('#log .log-stdout')
+      .evaluateAll((els) => els.map((e) => e.lastChild?.textContent));
+    expect(stdout).toEqual([MARKUP, 'line-1', 'line-2', 'line-3', 'line-4', 'line-5', 'line-6']);
+    // The markup line is text, not a script that ran.
+    // (evaluated in the page, where `globalThis` is its window)
+    expect(
+      await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned),
+    ).toBeUndefined();
+    expect(await page.locator('#log script').count()).toBe(0);
+    // Steps are styled by result; the facts follow the log to the end.
+    expect(
+      await page.locator('#log .log-step.log-result-ok', { hasText: 'reset_cmd ok' }).count(),
+    ).toBe(1);
+    await page.locator('[data-fact="state"] .state-reset').waitFor({ timeout: 10_000 });
+    expect(await page.textContent('#log-status')).toBe('complete');
+    expect(await page.isHidden('#release-hold')).toBe(true);
+
+    // Log out: the fleet asks for the login again.
+    await page.click('form.logout button');
+    await page.waitForURL(`${c.api.url}/ui/login`);
+    await page.goto(`${c.api.url}/ui`);
+    expect(new URL(page.url()).pathname).toBe('/ui/login');
+    expect(pageErrors).toEqual([]);
+  }, 120_000);
+});

@@ -1,3 +1,4 @@
+import pino from 'pino';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
@@ -19,7 +20,8 @@ import {
   snapshotNameFor,
 } from '../../common/checkpoint';
 import { SA_CHECKPOINT_NAME, SA_RUNNER_ID } from '../../common/search-attributes';
-import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
+import { loadSettings } from '../../config/settings';
+import { ensureReconcileSchedule, scheduleReconciler } from '../../worker/reconcile-schedule';
 
 /**
  * The reconciler: an active checkpoint whose run ended without finishing it
@@ -28,9 +30,16 @@ import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
  * is unpaused; a snapshot whose checkpoint ended is deleted; with repair off
  * each is only reported.
  */
-const METAL = ['terminated', 'reportOnly', 'leftover', 'released', 'foreign'] as const;
+const METAL = ['terminated', 'reportOnly', 'leftover', 'released', 'foreign', 'young'] as const;
 const R = testRunners([...METAL, 'vm']);
-const GITLAB = { terminated: 95, reportOnly: 96, leftover: 97, released: 98, foreign: 99 } as const;
+const GITLAB = {
+  terminated: 95,
+  reportOnly: 96,
+  leftover: 97,
+  released: 98,
+  foreign: 99,
+  young: 100,
+} as const;
 const VMID = 181;
 
 describe('the reconciler', () => {
@@ -319,6 +328,50 @@ describe('the reconciler', () => {
       /e2epool_reconcile_findings_total\{[^}]*kind="orphan_snapshot"[^}]*action="repaired"[^}]*\} 1/,
     );
   }, 60_000);
+
+  it('leaves an orphaned checkpoint younger than E2EPOOL_RECONCILE_MIN_AGE_SECONDS alone, and adopts it once older', async () => {
+    const r = R.young;
+    const api = restClient(() => c.api.url, r.token);
+    const name = (await api.create(r.id, '9990')).body.name as string;
+    await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).terminate('chaos');
+    // The schedule `e2epool worker` makes from its settings, on this test's queue.
+    const settings = loadSettings({
+      E2EPOOL_TASK_QUEUE: c.taskQueue,
+      E2EPOOL_RECONCILE_INTERVAL_SECONDS: '86400',
+      E2EPOOL_RECONCILE_MIN_AGE_SECONDS: '3600',
+    });
+    await scheduleReconciler(c.client, settings, pino({ level: 'silent' }));
+    const schedule = c.client.schedule.getHandle(`e2epool-reconcile-${c.taskQueue}`);
+    /** Runs one pass of the schedule now, with its arguments; its findings of this runner. */
+    const scheduledPass = async () => {
+      const before = (await schedule.describe()).info.recentActions.length;
+      await schedule.trigger();
+      const action = await waitFor('the triggered pass', async () => {
+        const actions = (await schedule.describe()).info.recentActions;
+        return actions.length > before ? actions[actions.length - 1] : undefined;
+      });
+      const result = (await c.client.workflow
+        .getHandle(action.action.workflow.workflowId)
+        .result()) as { findings: ReconcileFinding[] };
+      return mine(result.findings, r.id);
+    };
+    try {
+      expect(await scheduledPass()).toEqual([]);
+      expect((await api.status(name)).body.state).toBe('created');
+      // An hour and a bit later (as Postgres sees it): old enough.
+      await c.ds.query(
+        `UPDATE checkpoints SET created_at = created_at - interval '61 minutes' WHERE name = $1`,
+        [name],
+      );
+      expect(await scheduledPass()).toEqual([
+        expect.objectContaining({ kind: 'orphan_checkpoint', checkpoint: name, action: 'adopted' }),
+      ]);
+      const held = await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).describe();
+      expect(held.status.name).toBe('RUNNING');
+    } finally {
+      await schedule.delete();
+    }
+  }, 90_000);
 
   it('every worker keeps one schedule per task queue up to date', async () => {
     const taskQueue = uniqueId('tq-schedule');

@@ -402,7 +402,7 @@ const scenarios: Record<string, Scenario> = {
     const hang = new Promise<void>((ok) => (release = ok));
     s.on('pollJobStatus', async () => {
       await hang;
-      return 'running';
+      return 'running' as const;
     });
     const r = runner('bare_metal', 23);
     const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '120', projectId: '5' });

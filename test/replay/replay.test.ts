@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import { bundleWorkflowCode, DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { workflowBundle } from '../workflow/harness';
 
 /**
@@ -60,6 +61,46 @@ describe('replay of recorded checkpoint histories', () => {
       { workflowBundle: { code: await workflowBundle() }, replayName: file },
       history,
       file.replace(/\.json$/, ''),
+    );
+  });
+
+  describe('negative control: the workflow with an ungated new activity', () => {
+    // A copy under test/ (negative-control/), bundled on its own: never in the product's bundle.
+    let changed: Promise<string> | undefined;
+    const changedBundle = () =>
+      (changed ??= bundleWorkflowCode({
+        workflowsPath: join(__dirname, 'negative-control', 'checkpoint-ungated.ts'),
+        logger: new DefaultLogger('WARN'),
+      }).then((b) => b.code));
+
+    /** The fixtures of checkpoint runs (the others are of the reconciler's workflow). */
+    const CHECKPOINT_FIXTURES = FIXTURES.filter((f) => {
+      const h = JSON.parse(readFileSync(join(DIR, f), 'utf8')) as {
+        events: Array<{
+          workflowExecutionStartedEventAttributes?: { workflowType?: { name?: string } };
+        }>;
+      };
+      return (
+        h.events[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name ===
+        'checkpointWorkflow'
+      );
+    });
+
+    it('covers the checkpoint fixtures', () => {
+      expect(CHECKPOINT_FIXTURES.length).toBeGreaterThanOrEqual(20);
+    });
+
+    it.each(CHECKPOINT_FIXTURES)(
+      '%s fails to replay with a DeterminismViolationError',
+      async (file) => {
+        const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
+        const replay = Worker.runReplayHistory(
+          { workflowBundle: { code: await changedBundle() }, replayName: `${file}-ungated` },
+          history,
+          file.replace(/\.json$/, ''),
+        );
+        await expect(replay).rejects.toBeInstanceOf(DeterminismViolationError);
+      },
     );
   });
 });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CONTROLLER_SETTING_NAMES, loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
-import { parseUnit } from '../helpers/systemd';
+import { itWithSystemdAnalyze, parseUnit } from '../helpers/systemd';
 import { SETUP_EXIT_CODE } from '../../worker/search-attributes';
 
 /**
@@ -45,19 +45,22 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
     expect(new Map(unit.get('Install')).get('WantedBy')).toBe('multi-user.target');
   });
 
-  it('is accepted by systemd-analyze verify (with the e2epool command in place)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'e2epool-units-'));
-    const bin = join(dir, 'e2epool');
-    writeFileSync(bin, '#!/bin/sh\n');
-    chmodSync(bin, 0o755);
-    const copy = join(dir, file);
-    writeFileSync(copy, text.replace('/usr/local/bin/e2epool', bin));
-    const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
-    if (r.error) throw new Error(`systemd-analyze is needed for this test: ${r.error.message}`);
-    // Only complaints about this unit count (the host's own units may have some).
-    const ours = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.includes(file));
-    expect(ours).toEqual([]);
-  });
+  itWithSystemdAnalyze(
+    'is accepted by systemd-analyze verify (with the e2epool command in place)',
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'e2epool-units-'));
+      const bin = join(dir, 'e2epool');
+      writeFileSync(bin, '#!/bin/sh\n');
+      chmodSync(bin, 0o755);
+      const copy = join(dir, file);
+      writeFileSync(copy, text.replace('/usr/local/bin/e2epool', bin));
+      const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
+      if (r.error) throw r.error;
+      // Only complaints about this unit count (the host's own units may have some).
+      const ours = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.includes(file));
+      expect(ours).toEqual([]);
+    },
+  );
 
   it('names only a command the e2epool CLI has', () => {
     const r = spawnSync(process.execPath, [resolve(__dirname, '../../bin/e2epool.js'), 'help'], {

@@ -26,6 +26,9 @@ describe('loadSettings', () => {
       githubToken: undefined,
       gitlabMaxRps: 10,
       gitlabPollShare: 0.5,
+      logStreamsPerRunner: 8,
+      logStreamsMax: 500,
+      logStreamStallSeconds: 60,
     });
   });
 
@@ -105,6 +108,17 @@ describe('loadSettings', () => {
     ],
     ['E2EPOOL_POLLER_ENABLED', 'maybe', /E2EPOOL_POLLER_ENABLED: expected true or false/],
     ['E2EPOOL_LOG_LEVEL', 'loud', /E2EPOOL_LOG_LEVEL/],
+    [
+      'E2EPOOL_LOG_STREAMS_PER_RUNNER',
+      '0',
+      /E2EPOOL_LOG_STREAMS_PER_RUNNER: expected an integer between 1 and 10000/,
+    ],
+    ['E2EPOOL_LOG_STREAMS_MAX', 'many', /E2EPOOL_LOG_STREAMS_MAX: expected an integer/],
+    [
+      'E2EPOOL_LOG_STREAM_STALL_SECONDS',
+      '0',
+      /E2EPOOL_LOG_STREAM_STALL_SECONDS: must be a positive number/,
+    ],
   ])('rejects %s=%s with one line naming the variable', (key, value, pattern) => {
     let err: unknown;
     try {

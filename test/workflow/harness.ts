@@ -15,6 +15,7 @@ import {
   bundleWorkflowCode,
 } from '@temporalio/worker';
 import { join } from 'node:path';
+import type { Activities } from '../../activities';
 import {
   CHECKPOINT_WORKFLOW,
   checkpointWorkflowId,
@@ -27,10 +28,22 @@ import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
 
-export type StubFn = (input: any) => unknown; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** The name of a real activity (activities/index.ts `createActivities`). */
+export type ActivityName = keyof Activities;
+
+/**
+ * A stand-in for activity `K`, typed like the real one: a renamed activity or
+ * a changed input or result breaks the typecheck of the stubs and the tests.
+ */
+export type StubFn<K extends ActivityName = ActivityName> = (
+  input: Parameters<Activities[K]>[0],
+) => Awaited<ReturnType<Activities[K]>> | ReturnType<Activities[K]>;
+
+/** Stand-ins for some of the real activities, each typed like its original. */
+export type StubMap = { [K in ActivityName]?: StubFn<K> };
 
 export interface StubCall {
-  name: string;
+  name: ActivityName;
   input: Record<string, unknown>;
   attempt: number;
   /** When the call started (Date.now()). */
@@ -43,23 +56,23 @@ export interface StubCall {
  */
 export class StubActivities {
   readonly calls: StubCall[] = [];
-  private readonly behaviours = new Map<string, StubFn>();
+  private readonly behaviours: StubMap = {};
   private nextId = 1000 + Math.floor(Math.random() * 1_000_000);
 
-  on(name: string, fn: StubFn): this {
-    this.behaviours.set(name, fn);
+  on<K extends ActivityName>(name: K, fn: StubFn<K>): this {
+    (this.behaviours as Record<K, StubFn<K>>)[name] = fn;
     return this;
   }
 
-  names(): string[] {
+  names(): ActivityName[] {
     return this.calls.map((c) => c.name);
   }
 
-  callsOf(name: string): StubCall[] {
+  callsOf(name: ActivityName): StubCall[] {
     return this.calls.filter((c) => c.name === name);
   }
 
-  private defaults(): Record<string, StubFn> {
+  private defaults(): StubMap {
     return {
       recordCheckpoint: () => ({ id: this.nextId++, pollJobs: true }),
       transitionCheckpoint: () => undefined,
@@ -109,11 +122,13 @@ export class StubActivities {
   /** The activity object a worker registers. */
   activities(): Record<string, (input: unknown) => Promise<unknown>> {
     const out: Record<string, (input: unknown) => Promise<unknown>> = {};
-    for (const [name, def] of Object.entries(this.defaults())) {
+    const defaults = this.defaults();
+    for (const name of Object.keys(defaults) as ActivityName[]) {
       out[name] = async (input: unknown) => {
         const attempt = Context.current().info.attempt;
         this.calls.push({ name, input: input as Record<string, unknown>, attempt, at: Date.now() });
-        return (this.behaviours.get(name) ?? def)(input);
+        const fn = (this.behaviours[name] ?? defaults[name]) as (i: unknown) => unknown;
+        return fn(input);
       };
     }
     return out;
