@@ -14,6 +14,7 @@ import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
 import type { AdminToken } from './auth';
 import { healthRouter } from './health';
+import { bodyGuard, urlGuard } from './input-guard';
 import { createMetricsRegistry, metricsRouter } from './metrics';
 import type { FleetView } from './ui/fleet';
 import { uiRouter } from './ui/router';
@@ -52,6 +53,7 @@ export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(urlGuard);
   // Before the JSON parser: webhooks read their raw body (GitHub signs the bytes).
   app.use(
     webhookRouter({
@@ -63,6 +65,7 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.use(express.json({ limit: '64kb' }));
+  app.use(bodyGuard);
   app.use(openApiRouter());
   app.use(healthRouter({ database: d.store.database, temporal: d.healthTemporal, log: d.log }));
   app.use(

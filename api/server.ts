@@ -14,6 +14,7 @@ import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { createApp } from './app';
+import { answerClientErrors } from './input-guard';
 import { CheckpointService } from './checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
@@ -159,6 +160,7 @@ export async function startApiServer(d: {
     { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     app,
   );
+  answerClientErrors(server);
   await hub.start();
   const gateway = attachAgentGateway(server, {
     inventory: d.inventory,

@@ -98,7 +98,8 @@ export function uiRouter(d: UiDeps): Router {
   router.use('/ui', securityHeaders);
 
   router.get('/ui/assets/:file', (req, res) => {
-    const asset = ASSETS[req.params.file];
+    // A Map: a name such as __proto__ must not find Object.prototype.
+    const asset = ASSETS.get(req.params.file);
     if (!asset) throw new HttpError(404, 'Not Found');
     res.set('Cache-Control', 'no-cache').type(asset.type).send(asset.body);
   });
