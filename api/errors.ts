@@ -28,13 +28,14 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       res.status(err.status).json({ detail: err.detail });
       return;
     }
-    const e = err as { type?: string; status?: number; statusCode?: number };
+    const e = err as { type?: string; status?: number; statusCode?: number; limit?: unknown };
     if (e.type === 'entity.parse.failed') {
       res.status(422).json({ detail: 'Request body is not valid JSON' });
       return;
     }
     if (e.type === 'entity.too.large') {
-      res.status(413).json({ detail: 'Request body too large' });
+      const limit = typeof e.limit === 'number' ? ` (at most ${e.limit} bytes)` : '';
+      res.status(413).json({ detail: `Request body too large${limit}` });
       return;
     }
     const status = e.status ?? e.statusCode;
