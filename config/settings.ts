@@ -49,6 +49,9 @@ const bool = (def: boolean) =>
     .transform((v) => v === 'true' || v === '1' || v === 'yes')
     .default(def);
 
+/** The admin token opens every runner's secrets and the fleet: too short to guess offline is too short. */
+export const ADMIN_TOKEN_MIN_LENGTH = 32;
+
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'expected an http(s) URL' })
   .transform((u) => u.replace(/\/+$/, ''));
@@ -83,6 +86,15 @@ const schema = z.object({
   E2EPOOL_ADMIN_TOKEN: z
     .string()
     .refine((t) => !/\s/.test(t), 'must not contain white space')
+    // The example env file's placeholder would otherwise be a token anyone who read it knows.
+    .refine(
+      (t) => !/change-?me/i.test(t),
+      'is the example placeholder (CHANGE-ME); set a random token, e.g. openssl rand -hex 32',
+    )
+    .refine(
+      (t) => t.length >= ADMIN_TOKEN_MIN_LENGTH,
+      `must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`,
+    )
     .optional(),
   E2EPOOL_SECRET_KEY: z.string().min(16, 'must be at least 16 characters when set').optional(),
   E2EPOOL_REGISTRY_RELOAD_SECONDS: positiveSeconds(2),

@@ -16,7 +16,7 @@ import { bareMetalRunnerYaml, testRunners, writeInventory } from '../helpers/env
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
 
-const ADMIN = 'admin-token-registry-test';
+const ADMIN = 'admin-token-registry-test-0123456789abcdef';
 const SECRET = 'a-secret-key-of-the-registry-test';
 /** Runners of inventory.yml. */
 const FILE = testRunners(['fileRunner']);
