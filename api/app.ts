@@ -15,6 +15,7 @@ import { errorHandler, notFound } from './errors';
 import type { AdminToken } from './auth';
 import { healthRouter } from './health';
 import { bodyGuard, urlGuard } from './input-guard';
+import { TokenBuckets } from './rate-limit';
 import { createMetricsRegistry, metricsRouter } from './metrics';
 import type { FleetView } from './ui/fleet';
 import { uiRouter } from './ui/router';
@@ -77,11 +78,19 @@ export function createApp(d: AppDeps): Express {
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
         agentSessions: d.agentSessions,
+        findingsMaxAgeMs: d.settings.metricsFindingsSeconds * 1000,
         log: d.log,
       }),
+      { token: d.settings.metricsToken, cacheMs: d.settings.metricsCacheSeconds * 1000 },
     ),
   );
-  app.use(checkpointRouter(d.checkpoints, d.inventory));
+  app.use(
+    checkpointRouter(
+      d.checkpoints,
+      d.inventory,
+      new TokenBuckets(d.settings.readinessBurst, d.settings.readinessPerSecond),
+    ),
+  );
   app.use(runnerRouter(d.registry, d.admin));
   app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.admin, d.log));
   app.use(

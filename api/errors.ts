@@ -7,6 +7,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly detail: unknown,
+    /** Headers the answer carries (e.g. `Retry-After` of a 429). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
   }
@@ -25,7 +27,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof HttpError) {
-      res.status(err.status).json({ detail: err.detail });
+      res.set(err.headers).status(err.status).json({ detail: err.detail });
       return;
     }
     const e = err as { type?: string; status?: number; statusCode?: number; limit?: unknown };

@@ -15,6 +15,7 @@ import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { createApp } from './app';
 import { answerClientErrors } from './input-guard';
+import { TokenBuckets } from './rate-limit';
 import { CheckpointService } from './checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
@@ -144,7 +145,10 @@ export async function startApiServer(d: {
     store,
     registry,
     settings: d.settings,
-    admin: new AdminToken(d.settings.adminToken),
+    admin: new AdminToken(
+      d.settings.adminToken,
+      new TokenBuckets(d.settings.authFailureBurst, d.settings.authFailurePerMinute / 60),
+    ),
     fleet,
     temporal: client,
     logs,

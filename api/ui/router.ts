@@ -13,6 +13,7 @@ import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
 import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
 import { HttpError } from '../errors';
+import { clientOf } from '../rate-limit';
 import { parseOr422, statusParams } from '../schemas';
 import { ASSETS } from './assets';
 import type { FleetView } from './fleet';
@@ -159,8 +160,16 @@ export function uiRouter(d: UiDeps): Router {
       sendHtml(res, 400, loginPage({ configured: true, error: 'Enter the admin token', next }));
       return;
     }
+    const client = clientOf(req);
+    const limited = d.admin.refusedClient(client);
+    if (limited) {
+      res.set(limited.headers);
+      sendHtml(res, 429, loginPage({ configured: true, error: String(limited.detail), next }));
+      return;
+    }
     if (!d.admin.matches(token)) {
-      log.warn({ ip: req.socket.remoteAddress }, 'fleet page: login with a wrong admin token');
+      d.admin.failed(client);
+      log.warn({ ip: client }, 'fleet page: login with a wrong admin token');
       sendHtml(res, 403, loginPage({ configured: true, error: 'Invalid admin token', next }));
       return;
     }
@@ -252,8 +261,10 @@ export function uiRouter(d: UiDeps): Router {
     }
     let status: number;
     let detail: unknown;
-    if (err instanceof HttpError) [status, detail] = [err.status, err.detail];
-    else {
+    if (err instanceof HttpError) {
+      [status, detail] = [err.status, err.detail];
+      res.set(err.headers);
+    } else {
       const e = err as { status?: number; statusCode?: number };
       const s = e.status ?? e.statusCode;
       if (typeof s === 'number' && s >= 400 && s < 500) [status, detail] = [s, 'Bad request'];
