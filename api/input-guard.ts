@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { RequestHandler } from 'express';
+import type { RequestHandler, RequestParamHandler } from 'express';
 import { HttpError } from './errors';
 
 /** An unpaired UTF-16 surrogate: valid in a JS string, not encodable as UTF-8. */
@@ -25,21 +25,17 @@ function decoded(part: string, plusIsSpace: boolean): string | null {
 }
 
 /**
- * Refuses, before any route sees it, a URL whose path or query decodes to
- * something Postgres cannot store or is not percent-encoded UTF-8: a route
- * would otherwise hand the value to a query and answer the database's error
- * as a 500.
+ * Refuses, before any route sees it, a URL whose path is not percent-encoded
+ * UTF-8 (a lone surrogate arrives so), or whose query is not or decodes to
+ * a NUL: a route would otherwise hand the value to a query and answer the
+ * database's error as a 500. A NUL in a path parameter is refused by the
+ * parameter's own validation (422), as the routes document.
  */
 export const urlGuard: RequestHandler = (req, _res, next) => {
   const url = req.originalUrl;
   const q = url.indexOf('?');
-  const path = decoded(q < 0 ? url : url.slice(0, q), false);
-  if (path === null) {
+  if (decoded(q < 0 ? url : url.slice(0, q), false) === null) {
     next(new HttpError(400, 'Request path is not valid percent-encoded UTF-8'));
-    return;
-  }
-  if (!storable(path)) {
-    next(new HttpError(400, 'Request path holds a NUL character or an unpaired surrogate'));
     return;
   }
   if (q >= 0) {
@@ -59,40 +55,53 @@ export const urlGuard: RequestHandler = (req, _res, next) => {
   next();
 };
 
-/** Where in a parsed JSON value the first string Postgres cannot store is (keys included), or null. */
-export function unstorableAt(value: unknown): string | null {
+/** A path parameter's check for `router.param`: 422 when it holds what Postgres cannot store. */
+export function storableParam(what: string): RequestParamHandler {
+  return (_req, _res, next, value: string) => {
+    next(
+      storable(value)
+        ? undefined
+        : new HttpError(422, `${what} holds a NUL character or an unpaired surrogate`),
+    );
+  };
+}
+
+/** The path to the first string (or key) Postgres cannot store in a parsed JSON value, or null. */
+export function unstorableAt(value: unknown): Array<string | number> | null {
   // Iterative: a deeply nested body must not overflow the stack (a RangeError would be a 500).
-  const stack: Array<[unknown, string]> = [[value, 'body']];
+  const stack: Array<[unknown, Array<string | number>]> = [[value, []]];
   while (stack.length) {
     const [v, at] = stack.pop()!;
     if (typeof v === 'string') {
       if (!storable(v)) return at;
     } else if (Array.isArray(v)) {
-      v.forEach((item, i) => stack.push([item, `${at}[${i}]`]));
+      v.forEach((item, i) => stack.push([item, [...at, i]]));
     } else if (v !== null && typeof v === 'object') {
       for (const [k, item] of Object.entries(v)) {
-        const where = `${at}.${storable(k) ? k : JSON.stringify(k)}`;
-        if (!storable(k)) return where;
-        stack.push([item, where]);
+        if (!storable(k)) return [...at, JSON.stringify(k)];
+        stack.push([item, [...at, k]]);
       }
     }
   }
   return null;
 }
 
-/** Refuses a parsed body (JSON or form) holding a string Postgres cannot store: 422 naming where. */
+/** 422 in the validation shape (`[{type, loc, msg}]`) when `value` holds a string Postgres cannot store. */
+export function unstorableError(value: unknown, where: 'body' | 'payload'): HttpError | null {
+  const at = unstorableAt(value);
+  if (at === null) return null;
+  return new HttpError(422, [
+    {
+      type: 'string_not_storable',
+      loc: [where, ...at],
+      msg: 'String should not contain a NUL character or an unpaired surrogate',
+    },
+  ]);
+}
+
+/** Refuses a parsed body holding a string Postgres cannot store (422 saying where). */
 export const bodyGuard: RequestHandler = (req, _res, next) => {
-  const at = unstorableAt(req.body);
-  if (at !== null) {
-    next(
-      new HttpError(
-        422,
-        `${at}: a string holds a NUL character or an unpaired surrogate, which cannot be stored`,
-      ),
-    );
-    return;
-  }
-  next();
+  next(unstorableError(req.body, 'body') ?? undefined);
 };
 
 const CLIENT_ERRORS: Record<string, [number, string, string]> = {

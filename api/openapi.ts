@@ -314,7 +314,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': ok,
       ...errors(400, 403, 413, 415, 503),
-      '422': json(detail, 'A string Postgres cannot store'),
+      '422': json(validationError, 'A string Postgres cannot store'),
     },
   });
   r.registerPath({
@@ -333,7 +333,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': ok,
       ...errors(400, 403, 413, 415, 503),
-      '422': json(detail, 'A string Postgres cannot store'),
+      '422': json(validationError, 'A string Postgres cannot store'),
     },
   });
   r.registerPath({
@@ -475,7 +475,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '201': json(runnerWithToken, 'Created'),
       '409': detailError("Runner '<id>' already exists"),
-      '422': detailError('Invalid runner fields'),
+      '422': {
+        description:
+          'Invalid runner fields (a text), or a string Postgres cannot store (validation issues)',
+        content: { 'application/json': { schema: z.union([detail, validationError]) } },
+      },
       ...adminErrors,
     },
   });
@@ -516,7 +520,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
       '409': detailError("Runner '<id>' is defined in the inventory file"),
-      '422': detailError('Invalid runner fields'),
+      '422': {
+        description:
+          'Invalid runner fields (a text), or a string Postgres cannot store (validation issues)',
+        content: { 'application/json': { schema: z.union([detail, validationError]) } },
+      },
       ...adminErrors,
     },
   });

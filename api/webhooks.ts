@@ -7,7 +7,7 @@ import type { Settings } from '../config/settings';
 import type { CheckpointStore } from '../store/checkpoints';
 import type { CheckpointService } from './checkpoint-service';
 import { HttpError } from './errors';
-import { unstorableAt } from './input-guard';
+import { unstorableError } from './input-guard';
 
 /** GitLab `build_status` → how the job ended (SPEC §7); others: still running. */
 const GITLAB_STATUS: ReadonlyMap<unknown, FinalizeStatus> = new Map([
@@ -48,12 +48,8 @@ function payloadOf(req: Request, raw: Buffer): Record<string, unknown> {
   if (body === null || typeof body !== 'object' || Array.isArray(body))
     throw new HttpError(400, 'Invalid JSON');
   // A job id with a NUL would reach a query as a database error (a 500, and a hook GitLab disables).
-  const at = unstorableAt(body);
-  if (at !== null)
-    throw new HttpError(
-      422,
-      `${at}: a string holds a NUL character or an unpaired surrogate, which cannot be stored`,
-    );
+  const refused = unstorableError(body, 'payload');
+  if (refused) throw refused;
   return body as Record<string, unknown>;
 }
 

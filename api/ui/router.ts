@@ -12,7 +12,7 @@ import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
 import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
-import { HttpError } from '../errors';
+import { HttpError, isDataException } from '../errors';
 import { clientOf } from '../rate-limit';
 import { parseOr422, statusParams } from '../schemas';
 import { ASSETS } from './assets';
@@ -268,6 +268,8 @@ export function uiRouter(d: UiDeps): Router {
       const e = err as { status?: number; statusCode?: number };
       const s = e.status ?? e.statusCode;
       if (typeof s === 'number' && s >= 400 && s < 500) [status, detail] = [s, 'Bad request'];
+      else if (isDataException(err))
+        [status, detail] = [422, 'The request holds a value the database cannot store'];
       else {
         log.error({ err, method: req.method, path: req.path }, 'unhandled error in a fleet page');
         [status, detail] = [500, 'Internal server error'];

@@ -17,7 +17,7 @@ import { bareMetalRunnerYaml, testRunner, uniqueId } from '../helpers/env';
  */
 const SEED = 20261207;
 /** Runs per operation: ~30 operations, well under a minute on a loaded 2-core machine. */
-const RUNS = 24;
+const RUNS = 40;
 
 const runner = testRunner('fuzz');
 const ADMIN = `fuzz-admin-${'a'.repeat(40)}`;
