@@ -314,7 +314,6 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': ok,
       ...errors(400, 403, 413, 415, 503),
-      '422': json(validationError, 'A string Postgres cannot store'),
     },
   });
   r.registerPath({
@@ -333,7 +332,6 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': ok,
       ...errors(400, 403, 413, 415, 503),
-      '422': json(validationError, 'A string Postgres cannot store'),
     },
   });
   r.registerPath({
