@@ -118,21 +118,29 @@ export function adminAuth(admin: AdminToken): RequestHandler {
  * A runner's token or the admin token (SPEC §10, checkpoint logs). Sets
  * `res.locals.runnerId` for a runner, `res.locals.admin` for the admin. A
  * token that is neither gets the runner route's answer (403 `Invalid token`),
- * so runners see no change, whether or not an admin token is configured.
+ * so runners see no change, whether or not an admin token is configured; it
+ * counts as a failed admin attempt, and past the client's limit it gets 429.
  */
 export function runnerOrAdminAuth(inventory: InventoryStore, admin: AdminToken): RequestHandler {
   const asRunner = runnerAuth(inventory);
   return (req, res, next) => {
     const token = bearerToken(req);
-    const client = clientOf(req);
-    // A client out of admin attempts is still served as a runner; its token is never compared with the admin's.
-    if (token !== null && !admin.refusedClient(client)) {
-      if (admin.matches(token)) {
+    if (token !== null) {
+      const client = clientOf(req);
+      // A client out of admin attempts is still served as a runner; its token is not compared with the admin's.
+      const limited = admin.refusedClient(client);
+      if (!limited && admin.matches(token)) {
         res.locals.admin = true;
         next();
         return;
       }
-      if (admin.configured && !inventory.inventory.runnerIdForToken(token)) admin.failed(client);
+      if (admin.configured && !inventory.inventory.runnerIdForToken(token)) {
+        if (limited) {
+          next(limited);
+          return;
+        }
+        admin.failed(client);
+      }
     }
     asRunner(req, res, next);
   };

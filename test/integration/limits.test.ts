@@ -104,6 +104,14 @@ describe('limits', () => {
     expect(JSON.parse(limited.body).detail).toMatch(
       /^Too many failed admin token attempts from this client; retry after \d+ s$/,
     );
+    // Checkpoint logs take the admin token too: limited the same way, while a runner's own token still works.
+    const logs = (token: string) =>
+      call(`${c.api.url}/checkpoint/job-1-1-abcdef01/logs`, {
+        headers: { authorization: `Bearer ${token}` },
+        from: '127.0.0.2',
+      });
+    expect((await logs(ADMIN)).status).toBe(429);
+    expect((await logs(R.ready.token)).status).toBe(404);
     // Another client is not affected.
     expect((await bearer(ADMIN, '127.0.0.3')).status).toBe(200);
     expect((await login(ADMIN, '127.0.0.3')).status).toBe(303);
