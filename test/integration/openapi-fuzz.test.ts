@@ -151,7 +151,7 @@ function httpCall(base: URL, r: Req): Promise<Res> {
 }
 
 /** What the request was, short enough to read in a counterexample. */
-function describe_(r: Req): string {
+function shown(r: Req): string {
   const path = r.path.length > 120 ? `${r.path.slice(0, 120)}…(${r.path.length})` : r.path;
   const body = r.body
     ? ` body(${r.body.length}): ${JSON.stringify(r.body.subarray(0, 200).toString('latin1'))}`
@@ -402,12 +402,13 @@ describe('every OpenAPI operation under generated and mutated input', () => {
   it('no operation answers a 5xx, and every 4xx carries a JSON detail', async () => {
     const failures: string[] = [];
     for (const op of ops) {
-      // The request that answered wrongly (fast-check prints the seed and the shrunk case too).
+      // Every operation is walked even after one fails; a failure names its request, the seed
+      // and the counterexample path (fc.assert with { seed, path } replays it).
       const result = await fc.check(
         fc.asyncProperty(requests(op), async (r) => {
           const res = await httpCall(base, r);
           const why = problem(op, res);
-          if (why) throw new Error(`${describe_(r)} → ${why}: ${res.text.slice(0, 200)}`);
+          if (why) throw new Error(`${shown(r)} → ${why}: ${res.text.slice(0, 200)}`);
         }),
         {
           numRuns: RUNS,
