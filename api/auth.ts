@@ -83,7 +83,7 @@ export class AdminToken {
   }
 }
 
-/** Why an admin bearer header is refused (SPEC §8; 429 after too many wrong ones from the client), or null when it is accepted. */
+/** Why an admin bearer header is refused (429 after too many wrong ones from the client), or null when it is accepted. */
 export function adminRefusal(admin: AdminToken, req: Request): HttpError | null {
   if (!admin.configured) return new HttpError(503, 'Admin API not configured');
   const token = bearerToken(req);
