@@ -14,6 +14,8 @@ import type { CheckpointService } from './checkpoint-service';
 import { errorHandler, notFound } from './errors';
 import type { AdminToken } from './auth';
 import { healthRouter } from './health';
+import { bodyGuard, urlGuard } from './input-guard';
+import { TokenBuckets } from './rate-limit';
 import { createMetricsRegistry, metricsRouter } from './metrics';
 import type { FleetView } from './ui/fleet';
 import { uiRouter } from './ui/router';
@@ -52,6 +54,7 @@ export function createApp(d: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(urlGuard);
   // Before the JSON parser: webhooks read their raw body (GitHub signs the bytes).
   app.use(
     webhookRouter({
@@ -63,6 +66,7 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.use(express.json({ limit: '64kb' }));
+  app.use(bodyGuard);
   app.use(openApiRouter());
   app.use(healthRouter({ database: d.store.database, temporal: d.healthTemporal, log: d.log }));
   app.use(
@@ -74,11 +78,19 @@ export function createApp(d: AppDeps): Express {
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
         agentSessions: d.agentSessions,
+        findingsMaxAgeMs: d.settings.metricsFindingsSeconds * 1000,
         log: d.log,
       }),
+      { token: d.settings.metricsToken, cacheMs: d.settings.metricsCacheSeconds * 1000 },
     ),
   );
-  app.use(checkpointRouter(d.checkpoints, d.inventory));
+  app.use(
+    checkpointRouter(
+      d.checkpoints,
+      d.inventory,
+      new TokenBuckets(d.settings.readinessBurst, d.settings.readinessPerSecond),
+    ),
+  );
   app.use(runnerRouter(d.registry, d.admin));
   app.use(checkpointLogRouter(d.logs, d.logFeed, d.inventory, d.admin, d.log));
   app.use(

@@ -2,6 +2,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import { HttpError } from './errors';
+import { clientOf, tooMany, type TokenBuckets } from './rate-limit';
 
 /** The bearer token of an `Authorization: Bearer <token>` header, or null when the header is not one. */
 export function bearerToken(req: Request): string | null {
@@ -45,7 +46,15 @@ export class AdminToken {
   /** Signs fleet-page sessions; derived from the token, so rotating the token ends every session. */
   readonly sessionKey: Buffer | null;
 
-  constructor(token: string | undefined) {
+  /**
+   * `failures`: wrong tokens per client address; once a client's bucket is
+   * empty, its attempts are refused (429) without being compared, so the
+   * token cannot be guessed at line speed.
+   */
+  constructor(
+    token: string | undefined,
+    private readonly failures: TokenBuckets | null = null,
+  ) {
     this.digest = token ? sha256(token) : null;
     this.sessionKey = token
       ? createHmac('sha256', token).update('e2epool fleet page sessions v1').digest()
@@ -61,14 +70,31 @@ export class AdminToken {
     if (!this.digest) return false;
     return timingSafeEqual(this.digest, sha256(candidate));
   }
+
+  /** 429 when `client` used up its failed attempts; null when it may try. */
+  refusedClient(client: string): HttpError | null {
+    const wait = this.failures?.retryAfter(client) ?? 0;
+    return wait > 0 ? tooMany('Too many failed admin token attempts from this client', wait) : null;
+  }
+
+  /** Counts a failed attempt of `client`. */
+  failed(client: string): void {
+    this.failures?.take(client);
+  }
 }
 
-/** Why an admin bearer header is refused (SPEC §8), or null when it is accepted. */
+/** Why an admin bearer header is refused (429 after too many wrong ones from the client), or null when it is accepted. */
 export function adminRefusal(admin: AdminToken, req: Request): HttpError | null {
   if (!admin.configured) return new HttpError(503, 'Admin API not configured');
   const token = bearerToken(req);
   if (token === null) return new HttpError(401, 'Invalid authorization header');
-  if (!admin.matches(token)) return new HttpError(403, 'Invalid admin token');
+  const client = clientOf(req);
+  const limited = admin.refusedClient(client);
+  if (limited) return limited;
+  if (!admin.matches(token)) {
+    admin.failed(client);
+    return new HttpError(403, 'Invalid admin token');
+  }
   return null;
 }
 
@@ -92,16 +118,29 @@ export function adminAuth(admin: AdminToken): RequestHandler {
  * A runner's token or the admin token (SPEC §10, checkpoint logs). Sets
  * `res.locals.runnerId` for a runner, `res.locals.admin` for the admin. A
  * token that is neither gets the runner route's answer (403 `Invalid token`),
- * so runners see no change, whether or not an admin token is configured.
+ * so runners see no change, whether or not an admin token is configured; it
+ * counts as a failed admin attempt, and past the client's limit it gets 429.
  */
 export function runnerOrAdminAuth(inventory: InventoryStore, admin: AdminToken): RequestHandler {
   const asRunner = runnerAuth(inventory);
   return (req, res, next) => {
     const token = bearerToken(req);
-    if (token !== null && admin.matches(token)) {
-      res.locals.admin = true;
-      next();
-      return;
+    if (token !== null) {
+      const client = clientOf(req);
+      // A client out of admin attempts is still served as a runner; its token is not compared with the admin's.
+      const limited = admin.refusedClient(client);
+      if (!limited && admin.matches(token)) {
+        res.locals.admin = true;
+        next();
+        return;
+      }
+      if (admin.configured && !inventory.inventory.runnerIdForToken(token)) {
+        if (limited) {
+          next(limited);
+          return;
+        }
+        admin.failed(client);
+      }
     }
     asRunner(req, res, next);
   };

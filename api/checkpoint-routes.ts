@@ -2,10 +2,16 @@ import { Router } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import { runnerAuth } from './auth';
 import type { CheckpointService } from './checkpoint-service';
+import { tooMany, type TokenBuckets } from './rate-limit';
 import { createBody, finalizeBody, parseOr422, statusParams } from './schemas';
 
 /** The runners' checkpoint routes (bearer token auth): validate, delegate, answer. */
-export function checkpointRouter(service: CheckpointService, inventory: InventoryStore): Router {
+export function checkpointRouter(
+  service: CheckpointService,
+  inventory: InventoryStore,
+  /** Readiness calls per runner: each starts a workflow, so a token holder's loop must not. */
+  readinessCalls: TokenBuckets,
+): Router {
   const router = Router();
   const auth = runnerAuth(inventory);
 
@@ -25,6 +31,8 @@ export function checkpointRouter(service: CheckpointService, inventory: Inventor
   });
 
   router.get('/runner/readiness', auth, async (_req, res) => {
+    const wait = readinessCalls.take(res.locals.runnerId as string);
+    if (wait > 0) throw tooMany('Too many readiness checks for this runner', wait);
     const r = await service.readiness(res.locals.runnerId as string);
     res.status(r.ready ? 200 : 503).json(r);
   });

@@ -7,9 +7,22 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly detail: unknown,
+    /** Headers the answer carries (e.g. `Retry-After` of a 429). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
   }
+}
+
+/**
+ * Postgres errors of class 22 (data exception: a NUL or invalid byte in
+ * text, a number out of range) are the request's values, not a fault: a
+ * route that forgot to validate one answers 422 rather than 500.
+ */
+export function isDataException(err: unknown): boolean {
+  const e = err as { code?: unknown; driverError?: { code?: unknown } } | null;
+  const code = e?.driverError?.code ?? e?.code;
+  return typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code);
 }
 
 /** 404 for routes that do not exist, in the API's JSON shape. */
@@ -25,16 +38,26 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof HttpError) {
-      res.status(err.status).json({ detail: err.detail });
+      res.set(err.headers).status(err.status).json({ detail: err.detail });
       return;
     }
-    const e = err as { type?: string; status?: number; statusCode?: number };
+    const e = err as { type?: string; status?: number; statusCode?: number; limit?: unknown };
     if (e.type === 'entity.parse.failed') {
       res.status(422).json({ detail: 'Request body is not valid JSON' });
       return;
     }
     if (e.type === 'entity.too.large') {
-      res.status(413).json({ detail: 'Request body too large' });
+      const limit = typeof e.limit === 'number' ? ` (at most ${e.limit} bytes)` : '';
+      res.status(413).json({ detail: `Request body too large${limit}` });
+      return;
+    }
+    if (isDataException(err)) {
+      const code = (err as { driverError?: { code?: string } }).driverError?.code;
+      log.warn(
+        { method: req.method, path: req.path, code },
+        'a request value the database refused',
+      );
+      res.status(422).json({ detail: 'The request holds a value the database cannot store' });
       return;
     }
     const status = e.status ?? e.statusCode;

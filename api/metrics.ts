@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router } from 'express';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ACTIVE_STATES } from '../common/states';
@@ -6,6 +7,8 @@ import type { Logger } from '../config/logger';
 import type { AgentSessionStore } from '../store/agent-sessions';
 import type { CheckpointStore } from '../store/checkpoints';
 import type { OperationLogStore } from '../store/operation-log';
+import { bearerToken } from './auth';
+import { HttpError } from './errors';
 
 export interface MetricsDeps {
   records: CheckpointStore;
@@ -16,6 +19,8 @@ export interface MetricsDeps {
   agentStaleAfterSeconds: number;
   /** How many agent WebSocket sessions this instance holds (its hub's). */
   agentSessions: () => number;
+  /** The reconciler findings are re-read at most this often (they are a count over operation_logs). */
+  findingsMaxAgeMs: number;
   log: Logger;
 }
 
@@ -114,6 +119,9 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
     },
   });
 
+  // Counting them reads every reconcile row of operation_logs (no index has them): not on every scrape.
+  let findings: { at: number; rows: Array<{ kind: string; action: string; n: number }> } | null =
+    null;
   new Gauge({
     name: 'e2epool_reconcile_findings_total',
     help: 'What the reconciler found (kind) and did about it (action: repaired, reported, failed), from the operation log.',
@@ -122,8 +130,9 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
     async collect() {
       this.reset();
       try {
-        for (const f of await d.operations.reconcileFindings())
-          this.set({ kind: f.kind, action: f.action }, f.n);
+        if (!findings || Date.now() - findings.at >= d.findingsMaxAgeMs)
+          findings = { at: Date.now(), rows: await d.operations.reconcileFindings() };
+        for (const f of findings.rows) this.set({ kind: f.kind, action: f.action }, f.n);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'metrics: cannot read reconciler findings');
       }
@@ -132,12 +141,50 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
   return registry;
 }
 
-/** `GET /metrics` in the Prometheus text format. */
-export function metricsRouter(registry: Registry): Router {
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/**
+ * `GET /metrics` in the Prometheus text format. With `token` (E2EPOOL_METRICS_TOKEN)
+ * it wants `Authorization: Bearer <token>` (401 without, 403 wrong). One
+ * collection (several queries) serves every scrape for `cacheMs`, and scrapes
+ * that arrive while one runs wait for it: scraping in a loop costs the
+ * database no more than one scrape per `cacheMs`.
+ */
+export function metricsRouter(
+  registry: Registry,
+  o: { token: string | undefined; cacheMs: number },
+): Router {
   const router = Router();
-  router.get('/metrics', async (_req, res) => {
+  const expected = o.token === undefined ? null : digest(o.token);
+  let last: { at: number; pending: boolean; text: Promise<string> } | null = null;
+  const collect = (): Promise<string> => {
+    const now = Date.now();
+    if (last && (now - last.at < o.cacheMs || last.pending)) return last.text;
+    const entry = { at: now, pending: true, text: registry.metrics() };
+    last = entry;
+    entry.text.then(
+      () => {
+        entry.pending = false;
+        entry.at = Date.now();
+      },
+      () => {
+        if (last === entry) last = null;
+      },
+    );
+    return entry.text;
+  };
+  router.get('/metrics', async (req, res) => {
+    if (expected) {
+      const token = bearerToken(req);
+      if (token === null) throw new HttpError(401, 'Invalid authorization header');
+      if (!timingSafeEqual(expected, digest(token)))
+        throw new HttpError(403, 'Invalid metrics token');
+    }
+    const text = await collect();
     res.setHeader('Content-Type', registry.contentType);
-    res.send(await registry.metrics());
+    res.send(text);
   });
   return router;
 }

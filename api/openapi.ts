@@ -163,6 +163,8 @@ const errors = (...codes: number[]) =>
   );
 const ERROR_TEXT: Record<number, string> = {
   400: 'Malformed request',
+  413: 'Body over 1 MB',
+  415: 'Content-Encoding other than identity',
   401: 'Invalid authorization header / not logged in',
   403: 'Invalid token, or not this runner’s checkpoint',
   404: 'Not found',
@@ -211,6 +213,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     in: 'header',
     name: 'X-Hub-Signature-256',
     description: 'sha256= + hex HMAC-SHA256 of the raw body with E2EPOOL_GITHUB_WEBHOOK_SECRET',
+  });
+  const metricsToken = r.registerComponent('securitySchemes', 'metricsToken', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'E2EPOOL_METRICS_TOKEN (unset: /metrics is open)',
   });
   const runner = [{ [runnerToken.name]: [] }];
   const ui = [{ [uiSession.name]: [] }, { [adminToken.name]: [] }];
@@ -283,6 +290,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
         'Not ready (e.g. `agent unreachable`)',
       ),
       ...errors(401, 403),
+      '429': json(detail, 'Too many readiness checks for this runner (see Retry-After)'),
     },
   });
   r.registerPath({
@@ -298,11 +306,14 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     method: 'get',
     path: '/metrics',
     summary: 'Prometheus metrics of this API instance',
+    security: [{}, { [metricsToken.name]: [] }],
     responses: {
       '200': {
         description: 'Prometheus text format',
         content: { 'text/plain': { schema: z.string() } },
       },
+      '401': json(detail, 'E2EPOOL_METRICS_TOKEN is set and no bearer token was sent'),
+      '403': json(detail, 'Invalid metrics token'),
     },
   });
   const ok = json(
@@ -317,7 +328,10 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     request: {
       body: { content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } },
     },
-    responses: { '200': ok, ...errors(400, 403, 503) },
+    responses: {
+      '200': ok,
+      ...errors(400, 403, 413, 415, 503),
+    },
   });
   r.registerPath({
     method: 'post',
@@ -332,7 +346,10 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
         },
       },
     },
-    responses: { '200': ok, ...errors(400, 403, 503) },
+    responses: {
+      '200': ok,
+      ...errors(400, 403, 413, 415, 503),
+    },
   });
   r.registerPath({
     method: 'get',
@@ -390,6 +407,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       '303': { description: 'Logged in' },
       '400': html('Empty token'),
       '403': html('Wrong token'),
+      '429': html('Too many wrong tokens from this client (see Retry-After)'),
       ...errors(503),
     },
   });
@@ -459,6 +477,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
   const adminErrors = {
     '401': detailError('Invalid authorization header'),
     '403': detailError('Invalid admin token'),
+    '429': detailError('Too many failed admin token attempts from this client (see Retry-After)'),
     '503': detailError('Admin API not configured'),
   };
   const idParam = z.object({ id: z.string() });
@@ -472,7 +491,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '201': json(runnerWithTokens, 'Created'),
       '409': detailError("Runner '<id>' already exists"),
-      '422': detailError('Invalid runner fields'),
+      '422': {
+        description:
+          'Invalid runner fields (a text), or a string Postgres cannot store (validation issues)',
+        content: { 'application/json': { schema: z.union([detail, validationError]) } },
+      },
       ...adminErrors,
     },
   });
@@ -513,7 +536,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
       '409': detailError("Runner '<id>' is defined in the inventory file"),
-      '422': detailError('Invalid runner fields'),
+      '422': {
+        description:
+          'Invalid runner fields (a text), or a string Postgres cannot store (validation issues)',
+        content: { 'application/json': { schema: z.union([detail, validationError]) } },
+      },
       ...adminErrors,
     },
   });

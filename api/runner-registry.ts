@@ -57,6 +57,9 @@ const PROXMOX_REQUIRED = [
   'proxmox_vmid',
 ] as const;
 
+/** Where the stored Proxmox token goes and whose it is: changing one needs the token again. */
+const PROXMOX_IDENTITY = ['proxmox_host', 'proxmox_user', 'proxmox_token_name'] as const;
+
 /** Fields a PATCH may send. */
 const PATCHABLE = new Set<string>([
   ...RUNNER_COLUMNS,
@@ -297,6 +300,15 @@ export class RunnerRegistry {
         }
         const newTokenValue =
           typeof body.proxmox_token_value === 'string' ? body.proxmox_token_value : undefined;
+        // The sealed token was issued for one host and user: it is never sent to another.
+        const moved = PROXMOX_IDENTITY.filter(
+          (k) => body[k] !== undefined && body[k] !== current.fields[k],
+        );
+        if (moved.length && newTokenValue === undefined && current.sealedProxmoxToken)
+          throw new HttpError(
+            422,
+            `Changing ${moved.join(', ')} requires proxmox_token_value: the stored Proxmox token is never sent to another host or user`,
+          );
         // The stored value stands in for validation; it is only opened by the worker.
         if (
           newTokenValue === undefined &&

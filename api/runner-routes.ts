@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { adminAuth, type AdminToken } from './auth';
 import { HttpError } from './errors';
+import { storableParam } from './input-guard';
 import type { RunnerRegistry } from './runner-registry';
 
 /** `?include_inactive=true` (also 1/yes, as FastAPI's bool query accepted). */
@@ -20,6 +21,7 @@ function objectBody(body: unknown): Record<string, unknown> {
 export function runnerRouter(registry: RunnerRegistry, admin: AdminToken): Router {
   const router = Router();
   router.use('/api/runners', adminAuth(admin));
+  router.param('id', storableParam('runner id'));
 
   router.post('/api/runners', async (req, res) => {
     res.status(201).json(await registry.create(objectBody(req.body)));

@@ -14,6 +14,8 @@ import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
 import { createStore } from '../store';
 import { createApp } from './app';
+import { answerClientErrors } from './input-guard';
+import { TokenBuckets } from './rate-limit';
 import { CheckpointService } from './checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
@@ -147,7 +149,10 @@ export async function startApiServer(d: {
     store,
     registry,
     settings: d.settings,
-    admin: new AdminToken(d.settings.adminToken),
+    admin: new AdminToken(
+      d.settings.adminToken,
+      new TokenBuckets(d.settings.authFailureBurst, d.settings.authFailurePerMinute / 60),
+    ),
     fleet,
     temporal: client,
     logs,
@@ -163,6 +168,7 @@ export async function startApiServer(d: {
     { headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
     app,
   );
+  answerClientErrors(server);
   await hub.start();
   const gateway = attachAgentGateway(server, {
     inventory: d.inventory,

@@ -1,5 +1,5 @@
 import { createHmac, createHash, timingSafeEqual } from 'node:crypto';
-import express, { Router, type Request } from 'express';
+import express, { Router, type Request, type RequestHandler } from 'express';
 import type { FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -7,22 +7,26 @@ import type { Settings } from '../config/settings';
 import type { CheckpointStore } from '../store/checkpoints';
 import type { CheckpointService } from './checkpoint-service';
 import { HttpError } from './errors';
+import { storable } from './input-guard';
 
 /** GitLab `build_status` → how the job ended (SPEC §7); others: still running. */
-const GITLAB_STATUS: Record<string, FinalizeStatus> = {
-  success: 'success',
-  failed: 'failure',
-  canceled: 'canceled',
-  skipped: 'canceled',
-};
+const GITLAB_STATUS: ReadonlyMap<unknown, FinalizeStatus> = new Map([
+  ['success', 'success'],
+  ['failed', 'failure'],
+  ['canceled', 'canceled'],
+  ['skipped', 'canceled'],
+]);
 
 /** GitHub `workflow_job.conclusion` → how the job ended (SPEC §9); others are ignored. */
-const GITHUB_CONCLUSION: Record<string, FinalizeStatus> = {
-  success: 'success',
-  failure: 'failure',
-  timed_out: 'failure',
-  cancelled: 'canceled',
-};
+const GITHUB_CONCLUSION: ReadonlyMap<unknown, FinalizeStatus> = new Map([
+  ['success', 'success'],
+  ['failure', 'failure'],
+  ['timed_out', 'failure'],
+  ['cancelled', 'canceled'],
+]);
+
+/** The largest webhook body read; GitLab's and GitHub's job events are a few KB. */
+export const WEBHOOK_MAX_BYTES = 1024 * 1024;
 
 /** Equal strings, compared in constant time (of their digests, so lengths leak nothing). */
 function sameSecret(a: string, b: string): boolean {
@@ -64,7 +68,37 @@ export function webhookRouter(d: {
 }): Router {
   const router = Router();
   // The raw body: GitHub signs the bytes as sent, not a re-serialization.
-  const raw = express.raw({ type: () => true, limit: '5mb' });
+  // Never inflated: a few KB of gzip would otherwise become gigabytes in memory.
+  const raw = express.raw({ type: () => true, limit: WEBHOOK_MAX_BYTES, inflate: false });
+  /** Refuses a compressed body before a byte of it is read. */
+  const identityOnly: RequestHandler = (req, _res, next) => {
+    const encoding = (req.get('content-encoding') ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity' && encoding !== '') {
+      next(new HttpError(415, 'Content-Encoding is not supported: send the body uncompressed'));
+      return;
+    }
+    next();
+  };
+  /**
+   * The GitLab token is checked from the headers alone, before the body is
+   * read: whoever lacks it cannot make the controller read up to the size
+   * limit on every request.
+   */
+  const gitlabToken: RequestHandler = (req, _res, next) => {
+    const secret = d.settings.gitlabWebhookSecret;
+    if (!secret) next(new HttpError(503, 'GitLab webhook not configured'));
+    else if (!sameSecret(req.get('x-gitlab-token') ?? '', secret))
+      next(new HttpError(403, 'Invalid webhook token'));
+    else next();
+  };
+  /** GitHub signs the body, so it must be read; without a secret there is nothing to check it with. */
+  const githubConfigured: RequestHandler = (_req, _res, next) => {
+    next(
+      d.settings.githubWebhookSecret
+        ? undefined
+        : new HttpError(503, 'GitHub webhook not configured'),
+    );
+  };
 
   /** Finalizes the job's active checkpoints (on runners `accept` allows), without waiting. */
   async function finalizeJob(
@@ -87,18 +121,15 @@ export function webhookRouter(d: {
     }
   }
 
-  router.post('/webhooks/gitlab', raw, async (req, res) => {
-    const secret = d.settings.gitlabWebhookSecret;
-    if (!secret) throw new HttpError(503, 'GitLab webhook not configured');
-    if (!sameSecret(req.get('x-gitlab-token') ?? '', secret))
-      throw new HttpError(403, 'Invalid webhook token');
+  router.post('/webhooks/gitlab', gitlabToken, identityOnly, raw, async (req, res) => {
     const body = payloadOf(req, Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0));
-    const status = GITLAB_STATUS[String(body.build_status)];
+    const status = GITLAB_STATUS.get(body.build_status);
     const buildId = body.build_id;
     if (
       body.object_kind === 'build' &&
       status &&
-      (typeof buildId === 'number' || typeof buildId === 'string')
+      // A job id Postgres cannot store (a NUL) matches no job: ignored, not a database error.
+      (typeof buildId === 'number' || (typeof buildId === 'string' && storable(buildId)))
     ) {
       const glRunner = (body.runner as { id?: unknown } | null | undefined)?.id;
       await finalizeJob(String(buildId), status, (runnerId) => {
@@ -113,9 +144,8 @@ export function webhookRouter(d: {
     res.status(200).json(OK);
   });
 
-  router.post('/webhooks/github', raw, async (req, res) => {
-    const secret = d.settings.githubWebhookSecret;
-    if (!secret) throw new HttpError(503, 'GitHub webhook not configured');
+  router.post('/webhooks/github', githubConfigured, identityOnly, raw, async (req, res) => {
+    const secret = d.settings.githubWebhookSecret!;
     const bytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const expected = `sha256=${createHmac('sha256', secret).update(bytes).digest('hex')}`;
     if (!sameSecret(req.get('x-hub-signature-256') ?? '', expected))
@@ -123,7 +153,7 @@ export function webhookRouter(d: {
     const body = payloadOf(req, bytes);
     const job = body.workflow_job as
       { id?: unknown; conclusion?: unknown; runner_id?: unknown } | undefined;
-    const status = GITHUB_CONCLUSION[String(job?.conclusion)];
+    const status = GITHUB_CONCLUSION.get(job?.conclusion);
     if (
       req.get('x-github-event') === 'workflow_job' &&
       body.action === 'completed' &&

@@ -26,11 +26,11 @@ const integer = (def: number, min: number, max: number) =>
     .max(max, `expected an integer between ${min} and ${max}`)
     .default(def);
 
-/** A positive rate (requests per second), fractions allowed. */
-const positiveRate = (def: number) =>
+/** A positive rate (requests per second, or per `per`), fractions allowed. */
+const positiveRate = (def: number, per = 'second') =>
   z.coerce
-    .number({ error: 'expected a number of requests per second' })
-    .refine((n) => Number.isFinite(n) && n > 0, 'must be a positive number of requests per second')
+    .number({ error: `expected a number of requests per ${per}` })
+    .refine((n) => Number.isFinite(n) && n > 0, `must be a positive number of requests per ${per}`)
     .default(def);
 
 /** A share strictly between 0 and 1. */
@@ -48,6 +48,9 @@ const bool = (def: boolean) =>
     .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'expected true or false' })
     .transform((v) => v === 'true' || v === '1' || v === 'yes')
     .default(def);
+
+/** The admin token opens every runner's secrets and the fleet: too short to guess offline is too short. */
+export const ADMIN_TOKEN_MIN_LENGTH = 32;
 
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'expected an http(s) URL' })
@@ -83,7 +86,27 @@ const schema = z.object({
   E2EPOOL_ADMIN_TOKEN: z
     .string()
     .refine((t) => !/\s/.test(t), 'must not contain white space')
+    // The example env file's placeholder would otherwise be a token anyone who read it knows.
+    .refine(
+      (t) => !/change-?me/i.test(t),
+      'is the example placeholder (CHANGE-ME); set a random token, e.g. openssl rand -hex 32',
+    )
+    .refine(
+      (t) => t.length >= ADMIN_TOKEN_MIN_LENGTH,
+      `must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`,
+    )
     .optional(),
+  E2EPOOL_AUTH_FAILURE_BURST: integer(10, 1, 1_000_000),
+  E2EPOOL_AUTH_FAILURE_PER_MINUTE: positiveRate(6, 'minute'),
+  E2EPOOL_READINESS_BURST: integer(5, 1, 1_000_000),
+  E2EPOOL_READINESS_PER_SECOND: positiveRate(1),
+  E2EPOOL_METRICS_TOKEN: z
+    .string()
+    .refine((t) => !/\s/.test(t), 'must not contain white space')
+    .refine((t) => t.length >= 16, 'must be at least 16 characters when set')
+    .optional(),
+  E2EPOOL_METRICS_CACHE_SECONDS: seconds(5),
+  E2EPOOL_METRICS_FINDINGS_SECONDS: seconds(60),
   E2EPOOL_SECRET_KEY: z.string().min(16, 'must be at least 16 characters when set').optional(),
   E2EPOOL_REGISTRY_RELOAD_SECONDS: positiveSeconds(2),
   // GitHub Enterprise Server: https://<host>/api/v3.
@@ -155,6 +178,20 @@ export interface Settings {
    * cannot be logged into.
    */
   adminToken: string | undefined;
+  /** Wrong admin tokens (bearer or fleet-page login) a client may send at once before it gets 429. */
+  authFailureBurst: number;
+  /** How many more wrong admin tokens a client may send per minute once its burst is spent. */
+  authFailurePerMinute: number;
+  /** `GET /runner/readiness` calls a runner may make at once (each starts a workflow) before it gets 429. */
+  readinessBurst: number;
+  /** Sustained `GET /runner/readiness` calls per second per runner. */
+  readinessPerSecond: number;
+  /** Bearer token `GET /metrics` requires; unset: /metrics is open. */
+  metricsToken: string | undefined;
+  /** One collection of `GET /metrics` serves every scrape for this long (concurrent scrapes always share one). */
+  metricsCacheSeconds: number;
+  /** The reconciler findings (a count over operation_logs) are re-read at most this often. */
+  metricsFindingsSeconds: number;
   /**
    * Encrypts the Proxmox token values of registry runners at rest (AES-256-GCM,
    * key derived with HKDF). Unset: the admin API refuses to store one.
@@ -250,6 +287,7 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_GITLAB_WEBHOOK_SECRET',
   'E2EPOOL_GITHUB_WEBHOOK_SECRET',
   'E2EPOOL_ADMIN_TOKEN',
+  'E2EPOOL_METRICS_TOKEN',
   'E2EPOOL_SECRET_KEY',
   'E2EPOOL_GITHUB_TOKEN',
 ]);
@@ -302,6 +340,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     gitlabMaxRps: r.E2EPOOL_GITLAB_MAX_RPS,
     gitlabPollShare: r.E2EPOOL_GITLAB_POLL_SHARE,
     adminToken: r.E2EPOOL_ADMIN_TOKEN,
+    authFailureBurst: r.E2EPOOL_AUTH_FAILURE_BURST,
+    authFailurePerMinute: r.E2EPOOL_AUTH_FAILURE_PER_MINUTE,
+    readinessBurst: r.E2EPOOL_READINESS_BURST,
+    readinessPerSecond: r.E2EPOOL_READINESS_PER_SECOND,
+    metricsToken: r.E2EPOOL_METRICS_TOKEN,
+    metricsCacheSeconds: r.E2EPOOL_METRICS_CACHE_SECONDS,
+    metricsFindingsSeconds: r.E2EPOOL_METRICS_FINDINGS_SECONDS,
     secretKey: r.E2EPOOL_SECRET_KEY,
     registryReloadSeconds: r.E2EPOOL_REGISTRY_RELOAD_SECONDS,
     githubUrl: r.E2EPOOL_GITHUB_URL,

@@ -242,8 +242,8 @@ ${format}
 `;
 
 /** The assets by file name, with their content types. */
-export const ASSETS: Record<string, { type: string; body: string }> = {
-  'ui.css': { type: 'text/css; charset=utf-8', body: css },
-  'fleet.js': { type: 'text/javascript; charset=utf-8', body: fleetJs },
-  'checkpoint.js': { type: 'text/javascript; charset=utf-8', body: checkpointJs },
-};
+export const ASSETS: ReadonlyMap<string, { type: string; body: string }> = new Map([
+  ['ui.css', { type: 'text/css; charset=utf-8', body: css }],
+  ['fleet.js', { type: 'text/javascript; charset=utf-8', body: fleetJs }],
+  ['checkpoint.js', { type: 'text/javascript; charset=utf-8', body: checkpointJs }],
+]);

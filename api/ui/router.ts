@@ -12,7 +12,8 @@ import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
 import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
-import { HttpError } from '../errors';
+import { HttpError, isDataException } from '../errors';
+import { clientOf } from '../rate-limit';
 import { parseOr422, statusParams } from '../schemas';
 import { ASSETS } from './assets';
 import type { FleetView } from './fleet';
@@ -98,7 +99,8 @@ export function uiRouter(d: UiDeps): Router {
   router.use('/ui', securityHeaders);
 
   router.get('/ui/assets/:file', (req, res) => {
-    const asset = ASSETS[req.params.file];
+    // A Map: a name such as __proto__ must not find Object.prototype.
+    const asset = ASSETS.get(req.params.file);
     if (!asset) throw new HttpError(404, 'Not Found');
     res.set('Cache-Control', 'no-cache').type(asset.type).send(asset.body);
   });
@@ -158,8 +160,16 @@ export function uiRouter(d: UiDeps): Router {
       sendHtml(res, 400, loginPage({ configured: true, error: 'Enter the admin token', next }));
       return;
     }
+    const client = clientOf(req);
+    const limited = d.admin.refusedClient(client);
+    if (limited) {
+      res.set(limited.headers);
+      sendHtml(res, 429, loginPage({ configured: true, error: String(limited.detail), next }));
+      return;
+    }
     if (!d.admin.matches(token)) {
-      log.warn({ ip: req.socket.remoteAddress }, 'fleet page: login with a wrong admin token');
+      d.admin.failed(client);
+      log.warn({ ip: client }, 'fleet page: login with a wrong admin token');
       sendHtml(res, 403, loginPage({ configured: true, error: 'Invalid admin token', next }));
       return;
     }
@@ -251,11 +261,15 @@ export function uiRouter(d: UiDeps): Router {
     }
     let status: number;
     let detail: unknown;
-    if (err instanceof HttpError) [status, detail] = [err.status, err.detail];
-    else {
+    if (err instanceof HttpError) {
+      [status, detail] = [err.status, err.detail];
+      res.set(err.headers);
+    } else {
       const e = err as { status?: number; statusCode?: number };
       const s = e.status ?? e.statusCode;
       if (typeof s === 'number' && s >= 400 && s < 500) [status, detail] = [s, 'Bad request'];
+      else if (isDataException(err))
+        [status, detail] = [422, 'The request holds a value the database cannot store'];
       else {
         log.error({ err, method: req.method, path: req.path }, 'unhandled error in a fleet page');
         [status, detail] = [500, 'Internal server error'];

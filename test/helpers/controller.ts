@@ -102,6 +102,10 @@ export async function startTestController(o: ControllerOptions): Promise<TestCon
     E2EPOOL_READINESS_TIMEOUT_SECONDS: '5',
     E2EPOOL_PROXMOX_TASK_POLL_SECONDS: '0.05',
     E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
+    // Tests poll readiness and read /metrics right after a change; the limits' own tests set these.
+    E2EPOOL_READINESS_BURST: '1000',
+    E2EPOOL_METRICS_CACHE_SECONDS: '0',
+    E2EPOOL_METRICS_FINDINGS_SECONDS: '0',
     ...o.env,
   };
   const settings = loadSettings(env);

@@ -28,7 +28,7 @@ interface Page {
 }
 const page$ = async (res: Response) => (await res.json()) as Page;
 
-const ADMIN = 'logs-test-admin-token';
+const ADMIN = 'logs-test-admin-token-0123456789abcdef';
 const LIVE_CMD = `sh -c 'for i in 1 2 3 4 5; do echo line-$i; sleep 1; done; echo oops >&2'`;
 
 describe('checkpoint logs', () => {

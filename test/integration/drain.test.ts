@@ -18,7 +18,7 @@ import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
  * stay off) until `undrain`, which unpauses it through a reconciler pass.
  * Registry runners, created through the admin API.
  */
-const ADMIN = 'admin-token-drain-test';
+const ADMIN = 'admin-token-drain-test-0123456789abcdef';
 const R = testRunners(['gitlab', 'github']);
 const GITLAB_ID = 311;
 const GITHUB_ID = 312;

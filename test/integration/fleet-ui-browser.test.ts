@@ -24,7 +24,7 @@ import { waitFor } from '../helpers/wait';
 const CHROMIUM = process.env.E2EPOOL_CHROMIUM || '/usr/bin/chromium';
 const HAVE_BROWSER = Boolean(process.env.E2EPOOL_CHROMIUM) || existsSync(CHROMIUM);
 
-const ADMIN = 'browser-test-admin-token';
+const ADMIN = 'browser-test-admin-token-0123456789abcdef';
 const R = testRunners(['browser']);
 const MARKUP = '<script>window.pwned=1</script>';
 // Markup first, then one line a second: the page must show lines while the command runs.

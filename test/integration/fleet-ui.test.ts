@@ -26,7 +26,7 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * escaping of what runners and commands write, and the admin token on
  * `GET /checkpoint/{name}/logs`.
  */
-const ADMIN = 'admin-token-for-the-fleet-page-test';
+const ADMIN = 'admin-token-for-the-fleet-page-test-0123456789';
 const R = testRunners(['held', 'broken', 'idle', 'manual']);
 const GITLAB = { held: 81, broken: 82, manual: 83 } as const;
 const XSS = '<script>alert("pwned")</script>';

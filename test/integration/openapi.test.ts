@@ -80,6 +80,7 @@ describe('OpenAPI', () => {
       'adminToken',
       'githubSignature',
       'gitlabWebhookToken',
+      'metricsToken',
       'runnerToken',
       'uiSession',
     ]);

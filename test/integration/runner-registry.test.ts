@@ -16,7 +16,7 @@ import { bareMetalRunnerYaml, testRunners, writeInventory } from '../helpers/env
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
 
-const ADMIN = 'admin-token-registry-test';
+const ADMIN = 'admin-token-registry-test-0123456789abcdef';
 const SECRET = 'a-secret-key-of-the-registry-test';
 /** Runners of inventory.yml. */
 const FILE = testRunners(['fileRunner']);
@@ -28,6 +28,7 @@ const R = testRunners([
   'noReset',
   'pveMissing',
   'pve',
+  'pveMoved',
   'patched',
   'rotated',
   'deactivated',
@@ -182,6 +183,42 @@ describe('runner registry (SPEC §8 admin API)', () => {
     );
     expect(audit.length).toBeGreaterThan(0);
     expect(JSON.stringify(audit)).not.toContain('pve-secret-value-123');
+  });
+
+  it('PATCH moving a Proxmox runner to another host, user or token name must resend proxmox_token_value (422): the stored one never goes elsewhere', async () => {
+    expect((await admin()('POST', '/api/runners', pve(R.pveMoved.id))).status).toBe(201);
+    const path = `/api/runners/${R.pveMoved.id}`;
+    for (const change of [
+      { proxmox_host: 'evil.example.com' },
+      { proxmox_user: 'root@pam' },
+      { proxmox_token_name: 'other' },
+      { proxmox_host: 'evil.example.com', proxmox_node: 'pve2' },
+    ]) {
+      const res = await admin()('PATCH', path, change);
+      expect(res.status).toBe(422);
+      expect(res.body.detail).toMatch(
+        /^Changing proxmox_(host|user|token_name)(, proxmox_\w+)* requires proxmox_token_value/,
+      );
+    }
+    const stored = async () =>
+      (
+        await c.ds.query(
+          `SELECT proxmox_host, proxmox_token_value FROM runners WHERE runner_id = $1`,
+          [R.pveMoved.id],
+        )
+      )[0] as { proxmox_host: string; proxmox_token_value: string };
+    expect((await stored()).proxmox_host).toBe('pve.example.com');
+    // The same host again, or another field: no token needed.
+    expect((await admin()('PATCH', path, { proxmox_host: 'pve.example.com' })).status).toBe(200);
+    expect((await admin()('PATCH', path, { proxmox_node: 'pve2' })).status).toBe(200);
+    const moved = await admin()('PATCH', path, {
+      proxmox_host: 'pve2.example.com',
+      proxmox_token_value: 'the-new-hosts-token',
+    });
+    expect(moved.status).toBe(200);
+    const row = await stored();
+    expect(row.proxmox_host).toBe('pve2.example.com');
+    expect(new SecretBox(SECRET).open(row.proxmox_token_value)).toBe('the-new-hosts-token');
   });
 
   it('PATCH changes only the fields sent; 422 on an invalid result; 404 for no such runner', async () => {

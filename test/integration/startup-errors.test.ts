@@ -25,6 +25,16 @@ describe('startup errors of the real processes', () => {
       /^e2epool api: invalid setting E2EPOOL_DATABASE_URL/,
     ],
     [
+      'api',
+      { E2EPOOL_ADMIN_TOKEN: 'CHANGE-ME' },
+      /^e2epool api: invalid setting E2EPOOL_ADMIN_TOKEN: is the example placeholder/,
+    ],
+    [
+      'api',
+      { E2EPOOL_ADMIN_TOKEN: 'pw-secret-but-short' },
+      /^e2epool api: invalid setting E2EPOOL_ADMIN_TOKEN: must be at least 32 characters/,
+    ],
+    [
       'worker',
       { TEMPORAL_ADDRESS: 'not a host' },
       /^e2epool worker: invalid setting TEMPORAL_ADDRESS/,

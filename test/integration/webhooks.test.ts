@@ -1,4 +1,6 @@
 import { createHmac } from 'node:crypto';
+import { request } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
@@ -122,6 +124,69 @@ describe('webhooks', () => {
       status: 200,
       body: { ok: true },
     });
+  });
+
+  it('checks the GitLab token before reading the body: a wrong one is refused with the body still unsent', async () => {
+    // Declares half a megabyte and sends none of it: only an answer from the headers alone comes back.
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const url = new URL(`${c.api.url}/webhooks/gitlab`);
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          method: 'POST',
+          path: url.pathname,
+          headers: {
+            'content-type': 'application/json',
+            'content-length': String(512 * 1024),
+            'x-gitlab-token': 'wrong',
+          },
+          timeout: 15_000,
+        },
+        (r) => {
+          const chunks: Buffer[] = [];
+          r.on('data', (b: Buffer) => chunks.push(b));
+          r.on('end', () =>
+            resolve({ status: r.statusCode!, body: Buffer.concat(chunks).toString() }),
+          );
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('no answer before the body was sent')));
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    expect(res).toEqual({ status: 403, body: JSON.stringify({ detail: 'Invalid webhook token' }) });
+  });
+
+  it('reads at most 1 MB of a body (413) and never inflates one (415), whoever signed it', async () => {
+    const big = JSON.stringify({ object_kind: 'push', pad: 'x'.repeat(1024 * 1024) });
+    expect(await answer(await gitlabHook(c.api.url, big))).toEqual({
+      status: 413,
+      body: { detail: 'Request body too large (at most 1048576 bytes)' },
+    });
+    expect((await answer(await githubHook(c.api.url, big))).status).toBe(413);
+    // A gzip bomb in miniature: 1 KB that inflates to 4 MB.
+    const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20));
+    for (const [hook, headers] of [
+      ['gitlab', { 'x-gitlab-token': GL_SECRET }],
+      [
+        'github',
+        {
+          'x-github-event': 'workflow_job',
+          'x-hub-signature-256': `sha256=${createHmac('sha256', GH_SECRET).update(bomb).digest('hex')}`,
+        },
+      ],
+    ] as const) {
+      const res = await fetch(`${c.api.url}/webhooks/${hook}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', ...headers },
+        body: bomb,
+      });
+      expect(await answer(res)).toEqual({
+        status: 415,
+        body: { detail: 'Content-Encoding is not supported: send the body uncompressed' },
+      });
+    }
   });
 
   it('a GitLab job event finalizes the job’s checkpoint (source webhook), only on the runner that ran it; duplicates are harmless', async () => {

@@ -87,8 +87,15 @@ describe('controller.env.example', () => {
     expect(unknown).toEqual([]);
   });
 
-  it('is a valid configuration of both processes once its files exist', () => {
-    const settings = loadSettings(example);
+  it('refuses to start with its admin token placeholder, naming the variable', () => {
+    expect(example.E2EPOOL_ADMIN_TOKEN).toBe('CHANGE-ME');
+    expect(() => loadSettings(example)).toThrow(
+      /^invalid setting E2EPOOL_ADMIN_TOKEN: is the example placeholder/,
+    );
+  });
+
+  it('is a valid configuration of both processes once its files exist and its admin token is set', () => {
+    const settings = loadSettings({ ...example, E2EPOOL_ADMIN_TOKEN: 'f'.repeat(64) });
     expect(settings).toMatchObject({
       inventoryPath: '/etc/e2epool/inventory.yml',
       taskQueue: 'e2epool',

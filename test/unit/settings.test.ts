@@ -146,10 +146,22 @@ describe('loadSettings', () => {
   it('reads E2EPOOL_ADMIN_TOKEN (unset when empty) and never echoes a bad one', () => {
     expect(loadSettings({}).adminToken).toBeUndefined();
     expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: '' }).adminToken).toBeUndefined();
-    expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: 'a1b2c3' }).adminToken).toBe('a1b2c3');
+    const token = 'a1b2c3'.repeat(6);
+    expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: token }).adminToken).toBe(token);
     expect(() => loadSettings({ E2EPOOL_ADMIN_TOKEN: 'two words' })).toThrow(
       /^invalid setting E2EPOOL_ADMIN_TOKEN: must not contain white space$/,
     );
+  });
+
+  it('refuses an admin token shorter than 32 characters, and the example placeholder, naming the variable', () => {
+    expect(() => loadSettings({ E2EPOOL_ADMIN_TOKEN: 'x'.repeat(31) })).toThrow(
+      /^invalid setting E2EPOOL_ADMIN_TOKEN: must be at least 32 characters/,
+    );
+    expect(loadSettings({ E2EPOOL_ADMIN_TOKEN: 'x'.repeat(32) }).adminToken).toBe('x'.repeat(32));
+    for (const placeholder of ['CHANGE-ME', `CHANGE-ME-${'0'.repeat(40)}`, 'changeme'.repeat(5)])
+      expect(() => loadSettings({ E2EPOOL_ADMIN_TOKEN: placeholder })).toThrow(
+        /^invalid setting E2EPOOL_ADMIN_TOKEN: is the example placeholder/,
+      );
   });
 
   it('requires a GitLab URL when a GitLab token is set', () => {
