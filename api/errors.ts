@@ -1,12 +1,17 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from '../config/logger';
 
-/** An error with an HTTP status whose `detail` is safe to show the caller. */
+/**
+ * An error with an HTTP status whose `detail` is safe to show the caller;
+ * `retryAfterSeconds` (a 429 during the cooldown) becomes a `Retry-After`
+ * header on REST and `error.retry_after` on the agent WebSocket.
+ */
 export class HttpError extends Error {
   override name = 'HttpError';
   constructor(
     readonly status: number,
     readonly detail: unknown,
+    readonly retryAfterSeconds?: number,
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
   }
@@ -25,6 +30,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
     if (err instanceof HttpError) {
+      if (err.retryAfterSeconds !== undefined)
+        res.set('Retry-After', String(err.retryAfterSeconds));
       res.status(err.status).json({ detail: err.detail });
       return;
     }

@@ -29,6 +29,17 @@ export function installHandlers(run: CheckpointRun): void {
         // Finished and about to close; a new run can start in a moment.
         throw fail('RunClosing', 'Previous checkpoint is closing, try again');
       }
+      // Workflow time: the instant of this activation, as the timer's.
+      const left = run.cooldownUntil ? run.cooldownUntil.getTime() - Date.now() : 0;
+      if (left > 0) {
+        throw fail('CooldownActive', 'Cooldown period active, try again later', {
+          retryAfterMs: left,
+        });
+      }
+      if (run.cooledDown && run.phase !== 'needs_attention') {
+        // Unpausing and recording the end: the runner may be unpaused already.
+        throw fail('RunClosing', 'Previous checkpoint is closing, try again');
+      }
       if (run.held !== null && run.state !== null && !isActiveState(run.state)) {
         throw fail('CooldownActive', 'Cooldown period active, try again later');
       }
