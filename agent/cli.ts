@@ -258,14 +258,18 @@ export async function createAction(ctx: CreateContext, io: CliIo = processIo()):
   const waitSeconds = ctx.wait ?? DEFAULT_CREATE_WAIT_SECONDS;
   const until = Date.now() + waitSeconds * 1000;
   let r: Outcome;
+  // The try at the deadline is the last, whatever a timer's rounding says the time is.
+  let last = false;
   for (;;) {
     r = await send(ctx, 'create', payload, io, {
-      keep: (e) => (e.code === 429 || e.code === 503) && Date.now() < until,
+      keep: (e) => (e.code === 429 || e.code === 503) && !last && Date.now() < until,
     });
     if (r.ok || !r.error) break;
     const e = r.error;
     const askedMs = e.retry_after !== undefined ? e.retry_after * 1000 : CREATE_RETRY_MS;
-    const delayMs = Math.max(100, Math.min(askedMs, until - Date.now()));
+    const leftMs = until - Date.now();
+    last = askedMs >= leftMs;
+    const delayMs = Math.max(100, Math.min(askedMs, leftMs));
     io.err(
       `Note: ${e.detail} (${e.code}); trying again in ${Math.ceil(delayMs / 1000)}s ` +
         `(waiting up to ${waitSeconds}s in all, --wait)`,
