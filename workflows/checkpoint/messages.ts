@@ -29,11 +29,12 @@ export function installHandlers(run: CheckpointRun): void {
         // Finished and about to close; a new run can start in a moment.
         throw fail('RunClosing', 'Previous checkpoint is closing, try again');
       }
-      // Workflow time: the instant of this activation, as the timer's.
-      const left = run.cooldownUntil ? run.cooldownUntil.getTime() - Date.now() : 0;
-      if (left > 0) {
+      if (run.phase === 'cooldown') {
+        // Workflow time: this activation's instant. Until the timer has fired
+        // (it may be a moment late) the cooldown holds: the API rounds up to 1 s.
+        const left = run.cooldownUntil ? run.cooldownUntil.getTime() - Date.now() : 0;
         throw fail('CooldownActive', 'Cooldown period active, try again later', {
-          retryAfterMs: left,
+          retryAfterMs: Math.max(0, left),
         });
       }
       if (run.cooledDown && run.phase !== 'needs_attention') {
