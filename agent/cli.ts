@@ -52,6 +52,26 @@ export interface ConnectContext {
 
 export interface CreateContext extends ConnectContext {
   jobId: string;
+  /**
+   * `--wait`: how long (seconds) to wait out a cooldown 429 or a closing-run
+   * 503 before giving up (default 60; 0 = fail at the first).
+   */
+  wait?: number;
+}
+
+/** `e2epool create --wait` by default, in seconds. */
+export const DEFAULT_CREATE_WAIT_SECONDS = 60;
+
+/** The wait before asking again when a 429 or 503 does not say how long (ms). */
+const CREATE_RETRY_MS = 1000;
+
+/** Parses `--wait SECONDS`: a non-negative number; throws with a usage message. */
+export function parseWaitSeconds(value: string): number {
+  const n = value.trim() === '' ? NaN : Number(value);
+  if (!Number.isFinite(n) || n < 0) {
+    throw new Error(`expected a number of seconds, 0 or more, got ${JSON.stringify(value)}`);
+  }
+  return n;
 }
 
 export interface FinalizeContext extends ConnectContext {
@@ -111,13 +131,16 @@ function requestId(): string {
     .padStart(8, '0');
 }
 
-type Outcome = { ok: true; data: Record<string, unknown> } | { ok: false; code: number };
+type Outcome =
+  { ok: true; data: Record<string, unknown> } | { ok: false; code: number; error?: ErrorBody };
 
 interface SendOptions {
   /** Abandons the request: the outcome is CLI_EXIT.interrupted, nothing is printed. */
   signal?: AbortSignal | undefined;
   /** A clearer message for an error reply than its detail, when it has one. */
   explain?: (error: ErrorBody) => string | undefined;
+  /** An error reply the caller handles itself: returned in the outcome, not printed. */
+  keep?: (error: ErrorBody) => boolean;
 }
 
 /** Sends one request to the agent; on failure prints why and returns the exit code. */
@@ -184,7 +207,10 @@ async function send(
             : JSON.stringify(e.detail)
           : 'Unknown error';
     const code = isRecord(e) && typeof e.code === 'number' ? e.code : 500;
-    io.err(`Error: ${o.explain?.({ code, detail }) ?? detail}`);
+    const error: ErrorBody = { code, detail };
+    if (isRecord(e) && typeof e.retry_after === 'number') error.retry_after = e.retry_after;
+    if (o.keep?.(error)) return { ok: false, code: CLI_EXIT.error, error };
+    io.err(`Error: ${o.explain?.(error) ?? detail}`);
     return { ok: false, code: CLI_EXIT.error };
   }
   return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
@@ -227,7 +253,29 @@ export async function createAction(ctx: CreateContext, io: CliIo = processIo()):
   if (projectId) payload.project_id = projectId;
   const warning = jobIdWarning(ctx.jobId, io.env);
   if (warning) io.err(warning);
-  const r = await send(ctx, 'create', payload, io);
+  // A 429 (the runner's cooldown) or 503 (its previous run closing, the
+  // controller briefly away) created nothing: ask again until --wait is up.
+  const waitSeconds = ctx.wait ?? DEFAULT_CREATE_WAIT_SECONDS;
+  const until = Date.now() + waitSeconds * 1000;
+  let r: Outcome;
+  // The try at the deadline is the last, whatever a timer's rounding says the time is.
+  let last = false;
+  for (;;) {
+    r = await send(ctx, 'create', payload, io, {
+      keep: (e) => (e.code === 429 || e.code === 503) && !last && Date.now() < until,
+    });
+    if (r.ok || !r.error) break;
+    const e = r.error;
+    const askedMs = e.retry_after !== undefined ? e.retry_after * 1000 : CREATE_RETRY_MS;
+    const leftMs = until - Date.now();
+    last = askedMs >= leftMs;
+    const delayMs = Math.max(100, Math.min(askedMs, leftMs));
+    io.err(
+      `Note: ${e.detail} (${e.code}); trying again in ${Math.ceil(delayMs / 1000)}s ` +
+        `(waiting up to ${waitSeconds}s in all, --wait)`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+  }
   if (!r.ok) return r.code;
   if (typeof r.data.name !== 'string') {
     io.err('Error: the controller replied without a checkpoint name');

@@ -109,6 +109,9 @@ export function normalizeReply(frame: Record<string, unknown>, id: string): Repl
       code: typeof e.code === 'number' ? e.code : 500,
       detail: typeof e.detail === 'string' ? e.detail : JSON.stringify(e.detail ?? 'Unknown error'),
     };
+    // The cooldown's seconds left, for `e2epool create --wait`.
+    const ra = e.retry_after;
+    if (typeof ra === 'number' && Number.isFinite(ra) && ra >= 0) error.retry_after = ra;
   } else if (typeof e === 'string') {
     error = { code: 500, detail: e };
   } else if (status === 'error') {

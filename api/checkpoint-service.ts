@@ -14,7 +14,7 @@ import {
   type CheckpointDto,
   type FinalizeReply,
 } from '../common/checkpoint';
-import { applicationFailureOf, failureTypeOf } from '../common/fail';
+import { applicationFailureOf, failureTypeOf, retryAfterOf } from '../common/fail';
 import { httpStatusOf } from '../common/failures';
 import { SA_RUNNER_ID } from '../common/search-attributes';
 import { isActiveState, type FinalizeStatus } from '../common/states';
@@ -219,7 +219,14 @@ export class CheckpointService {
     // A workflow's answer to an update, of a type callers receive: its status and message.
     const status = httpStatusOf(failureTypeOf(err));
     if (err instanceof WorkflowUpdateFailedError && status !== undefined) {
-      return new HttpError(status, applicationFailureOf(err)!.message);
+      // The cooldown's time left, rounded up: a caller that waits that long is past it.
+      const ms = retryAfterOf(err);
+      const retryAfter = ms === undefined ? undefined : Math.max(1, Math.ceil(ms / 1000));
+      return new HttpError(
+        status,
+        applicationFailureOf(err)!.message,
+        retryAfter === undefined ? {} : { 'Retry-After': String(retryAfter) },
+      );
     }
     if (err instanceof ServiceError || (err as { code?: number }).code === 14) {
       this.d.log.warn({ op, err: (err as Error).message }, 'Temporal unavailable');

@@ -1,7 +1,11 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from '../config/logger';
 
-/** An error with an HTTP status whose `detail` is safe to show the caller. */
+/**
+ * An error with an HTTP status whose `detail` is safe to show the caller. Its
+ * `Retry-After` header (a 429 during the cooldown or past a rate limit) is
+ * also `error.retry_after` on the agent WebSocket.
+ */
 export class HttpError extends Error {
   override name = 'HttpError';
   constructor(
@@ -11,6 +15,12 @@ export class HttpError extends Error {
     readonly headers: Record<string, string> = {},
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
+  }
+
+  /** The seconds of its `Retry-After` header, if it has one. */
+  get retryAfterSeconds(): number | undefined {
+    const v = Number(this.headers['Retry-After']);
+    return this.headers['Retry-After'] !== undefined && Number.isFinite(v) ? v : undefined;
   }
 }
 

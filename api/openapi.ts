@@ -232,6 +232,18 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '201': json(checkpoint, 'Created'),
       ...errors(401, 403, 409, 422, 423, 429, 503, 504),
+      '429': {
+        ...json(
+          detail,
+          'Cooldown period active: the runner’s last reset or cleanup ended moments ago',
+        ),
+        headers: {
+          'Retry-After': {
+            description: 'Seconds left of the cooldown, rounded up',
+            schema: { type: 'integer', minimum: 1 },
+          },
+        },
+      },
     },
   });
   r.registerPath({

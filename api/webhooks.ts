@@ -1,7 +1,7 @@
 import { createHmac, createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type RequestHandler } from 'express';
 import type { FinalizeStatus } from '../common/states';
-import type { InventoryStore } from '../config/inventory';
+import type { InventoryStore, RunnerConfig } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { CheckpointStore } from '../store/checkpoints';
@@ -100,6 +100,18 @@ export function webhookRouter(d: {
     );
   };
 
+  /**
+   * The checkpoint's runner when it is one of `ci`'s runners (ci_adapter,
+   * gitlab by default). Job ids are numbered per CI system: the same number
+   * from the other one is another job, and must never reset this runner. A
+   * deactivated runner still counts (its checkpoint is still reset); one
+   * that left the inventory is nobody's.
+   */
+  function ciRunner(runnerId: string, ci: 'gitlab' | 'github'): RunnerConfig | undefined {
+    const runner = d.inventory.inventory.forReset(runnerId);
+    return runner?.ci_adapter === ci ? runner : undefined;
+  }
+
   /** Finalizes the job's active checkpoints (on runners `accept` allows), without waiting. */
   async function finalizeJob(
     jobId: string,
@@ -133,10 +145,9 @@ export function webhookRouter(d: {
     ) {
       const glRunner = (body.runner as { id?: unknown } | null | undefined)?.id;
       await finalizeJob(String(buildId), status, (runnerId) => {
-        const runner = d.inventory.inventory.get(runnerId);
-        // A GitHub runner's job id is GitHub's: the same number here is another job.
-        if (runner?.ci_adapter === 'github') return false;
-        const configured = runner?.gitlab_runner_id;
+        const runner = ciRunner(runnerId, 'gitlab');
+        if (!runner) return false;
+        const configured = runner.gitlab_runner_id;
         // Both known and different: another runner ran this job id (another GitLab?).
         return !(typeof glRunner === 'number' && configured != null && configured !== glRunner);
       });
@@ -161,9 +172,10 @@ export function webhookRouter(d: {
       typeof job?.id === 'number'
     ) {
       const ghRunner = job.runner_id;
-      // Runners without ci_adapter: github (inventories from before it) still take GitHub's events.
       await finalizeJob(String(job.id), status, (runnerId) => {
-        const configured = d.inventory.inventory.get(runnerId)?.github_runner_id;
+        const runner = ciRunner(runnerId, 'github');
+        if (!runner) return false;
+        const configured = runner.github_runner_id;
         // Both known and different: another runner ran this job id.
         return !(typeof ghRunner === 'number' && configured != null && configured !== ghRunner);
       });

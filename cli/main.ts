@@ -142,8 +142,18 @@ export function buildProgram(): Command {
       'the CI job id: $CI_JOB_ID in GitLab CI, ${{ job.check_run_id }} in GitHub Actions',
     )
     .option('--socket <path>', 'agent socket (default from the agent config)')
-    .action(async (opts: { jobId: string; socket?: string }) => {
-      process.exitCode = await agentCli().createAction({ jobId: opts.jobId, socket: opts.socket });
+    .option(
+      '--wait <seconds>',
+      "wait out the runner's cooldown (429) or its previous checkpoint closing (503) up to this long; 0: fail at once",
+      waitSeconds,
+      60,
+    )
+    .action(async (opts: { jobId: string; socket?: string; wait: number }) => {
+      process.exitCode = await agentCli().createAction({
+        jobId: opts.jobId,
+        socket: opts.socket,
+        wait: opts.wait,
+      });
     });
 
   program
@@ -241,6 +251,15 @@ Exit codes: 0 success, 1 error (e.g. "Error: Checkpoint not found"),
 function finalizeStatus(v: string) {
   try {
     return agentCli().parseFinalizeStatus(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/** `create --wait`: seconds, 0 or more; a usage error (exit 1) otherwise. */
+function waitSeconds(v: string) {
+  try {
+    return agentCli().parseWaitSeconds(v);
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }

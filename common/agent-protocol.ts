@@ -90,6 +90,8 @@ export interface AgentRequest {
 export interface ErrorBody {
   code: number;
   detail: string;
+  /** Seconds to wait before asking again (a create during the cooldown); optional, new. */
+  retry_after?: number;
 }
 
 /** The answer to an AgentRequest, under its id; all four keys are always present. */

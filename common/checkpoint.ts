@@ -191,6 +191,14 @@ export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
  */
 export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
 
+/**
+ * The patch that runs the cooldown while the runner is still paused, between
+ * the end of its reset (or cleanup) and the unpause, instead of after the
+ * run recorded its end: a job the CI system hands the runner the moment it is
+ * unpaused never meets the cooldown. Runs recorded before it sleep at the end.
+ */
+export const COOLDOWN_BEFORE_UNPAUSE_PATCH = 'cooldown-before-unpause';
+
 /** The `hold` operation-log note (and the run's current details) when a hold for debugging starts. */
 export function holdStartedNote(untilIso: string): string {
   return `held for debugging until ${untilIso}; signal release-hold to reset now`;

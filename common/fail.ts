@@ -10,19 +10,21 @@ import { FAILURES, isFailureType, type FailureType } from './failures';
  * `nextRetryDelayMs` (transient only) makes the next attempt wait that long;
  * it is also carried in the failure's details (`{ retryAfterMs }`), since
  * the SDK does not hand `nextRetryDelay` on to the workflow (retryAfterOf).
+ * `retryAfterMs` only tells a caller when to ask again (a create during the
+ * cooldown: REST's Retry-After), without changing how the failure is retried.
  */
 export function fail(
   type: FailureType,
   message: string,
-  opts: { nextRetryDelayMs?: number } = {},
+  opts: { nextRetryDelayMs?: number; retryAfterMs?: number } = {},
 ): ApplicationFailure {
+  const retryAfterMs = opts.nextRetryDelayMs ?? opts.retryAfterMs;
   return ApplicationFailure.create({
     type,
     message,
     nonRetryable: FAILURES[type].kind !== 'transient',
     nextRetryDelay: opts.nextRetryDelayMs,
-    details:
-      opts.nextRetryDelayMs !== undefined ? [{ retryAfterMs: opts.nextRetryDelayMs }] : undefined,
+    details: retryAfterMs !== undefined ? [{ retryAfterMs }] : undefined,
   });
 }
 

@@ -1,7 +1,9 @@
 /**
  * One GitLab rate budget for the whole fleet. Every GitLab request a worker
  * makes runs in an activity of its own on one of two task queues beside the
- * main one, and each activity attempt makes at most one request; Temporal's
+ * main one, and each activity attempt makes at most one request (except the
+ * unpause, which reads the runner back: two, more only to undo a pause that
+ * landed late, see unpauseRunner); Temporal's
  * matching service hands out those queues' activity tasks no faster than
  * their `maxTaskQueueActivitiesPerSecond`, however many workers poll them.
  *

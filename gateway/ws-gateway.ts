@@ -101,11 +101,12 @@ export function fitLogsPage(
 }
 
 const ok = (id: string, data: unknown): Reply => ({ id, status: 'ok', data, error: null });
-const fail = (id: string, code: number, detail: string): Reply => ({
+/** An error reply; `retryAfter` (seconds, a cooldown's 429) adds `error.retry_after`. */
+const fail = (id: string, code: number, detail: string, retryAfter?: number): Reply => ({
   id,
   status: 'error',
   data: null,
-  error: { code, detail },
+  error: retryAfter === undefined ? { code, detail } : { code, detail, retry_after: retryAfter },
 });
 
 /** A validation error as one line, e.g. `job_id: Field required`. */
@@ -472,7 +473,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     } catch (err) {
       if (err instanceof HttpError) {
         const detail = typeof err.detail === 'string' ? err.detail : JSON.stringify(err.detail);
-        return send(ws, fail(id, err.status, detail));
+        return send(ws, fail(id, err.status, detail, err.retryAfterSeconds));
       }
       d.log.error({ runnerId, type, err }, 'agent request failed');
       send(ws, fail(id, 500, 'Internal server error'));

@@ -9,6 +9,7 @@ import { fail } from '../../common/fail';
 import { createStore } from '../../store';
 import type { ActivityDeps } from '../deps';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
+import { LATE_PAUSE_UNDOS } from '../gitlab/steps';
 import type { GitHubClient } from './client';
 
 /**
@@ -70,6 +71,54 @@ async function removeLabels(
 /** GitHub steps: remove the pause labels before a reset, restore them after. */
 export function githubActivities(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
+  /**
+   * Reads the labels back after putting them back, as GitLab's unpause reads
+   * the runner back (see undoLatePauses there): a removal of an earlier,
+   * crashed attempt that lands late takes them off again with nobody to put
+   * them back; they are put back again (idempotent), at most LATE_PAUSE_UNDOS
+   * times, and that is logged. Returns what was found for the step's detail,
+   * null when the runner carries them all; a failed read-back leaves the
+   * restore as done.
+   */
+  async function undoLateRemovals(
+    github: GitHubClient,
+    i: StepInput & { target: GitHubPauseTarget },
+    ours: string[],
+  ): Promise<string | null> {
+    const what = describePauseTarget(i.target);
+    const found = (n: number) =>
+      `labels ${JSON.stringify(ours)} were off again after being put back (a removal of an earlier attempt that landed late): put back again${n > 1 ? ` (${n} times)` : ''}`;
+    let undone = 0;
+    for (;;) {
+      let has: string[];
+      try {
+        has = (await github.runnerLabels(i.target.scope, i.target.githubRunnerId)).map(
+          (l) => l.name,
+        );
+      } catch (err) {
+        deps.log.warn(
+          { runnerId: i.runnerId, target: what, err: (err as Error).message },
+          'cannot read the GitHub runner labels back after putting them back',
+        );
+        return undone > 0 ? found(undone) : null;
+      }
+      const missing = ours.filter((l) => carried([l], has).length === 0);
+      if (missing.length === 0) return undone > 0 ? found(undone) : null;
+      if (undone >= LATE_PAUSE_UNDOS) {
+        deps.log.error(
+          { runnerId: i.runnerId, target: what, missing, undone },
+          'the GitHub runner loses its labels again after every restore: left without them (someone else removes them?)',
+        );
+        return `labels ${JSON.stringify(missing)} were off again after ${undone + 1} restores: left off (someone else removes them?)`;
+      }
+      deps.log.warn(
+        { runnerId: i.runnerId, target: what, missing },
+        'the GitHub runner lost its labels again after the restore (a removal of an earlier attempt that landed late): putting them back again',
+      );
+      await github.addLabels(i.target.scope, i.target.githubRunnerId, missing);
+      undone += 1;
+    }
+  }
   const steps = { operations, metrics: deps.metrics };
   const backendOf = (runnerId: string | undefined) =>
     runnerId === undefined ? null : (deps.inventory.inventory.get(runnerId)?.backend ?? null);
@@ -205,8 +254,11 @@ export function githubActivities(deps: ActivityDeps) {
           (l) => l.name,
         );
         const missing = ours.filter((l) => carried([l], has).length === 0);
-        if (missing.length > 0)
+        let late: string | null = null;
+        if (missing.length > 0) {
           await github.addLabels(i.target.scope, i.target.githubRunnerId, missing);
+          late = await undoLateRemovals(github, i, ours);
+        }
         if (pausedSince) {
           const seconds = Math.max(0, (Date.now() - pausedSince.getTime()) / 1000);
           deps.metrics.runnerPausedSeconds.inc({ runner_id: i.runnerId }, seconds);
@@ -215,7 +267,7 @@ export function githubActivities(deps: ActivityDeps) {
           value: undefined,
           detail:
             missing.length > 0
-              ? `put back labels ${JSON.stringify(missing)} on ${describePauseTarget(i.target)}`
+              ? `put back labels ${JSON.stringify(missing)} on ${describePauseTarget(i.target)}${late ? `; ${late}` : ''}`
               : `${describePauseTarget(i.target)} carries its labels ${JSON.stringify(ours)} already`,
         };
       });

@@ -18,8 +18,56 @@ async function pausedAlready(gitlab: GitLabClient, runnerId: number): Promise<bo
   }
 }
 
+/** How many late pauses one unpause undoes before it leaves the runner to whoever keeps pausing it. */
+export const LATE_PAUSE_UNDOS = 3;
+
 /** GitLab steps: pause before a reset, unpause after. */
 export function gitlabActivities(deps: ActivityDeps) {
+  /**
+   * Reads the runner back after the unpause. A pause request of an earlier
+   * attempt (one whose worker crashed, or that timed out, with its request
+   * still on the way) can land after the unpause and leave the runner paused
+   * for good with nobody to undo it: a runner that reads paused again is
+   * unpaused again (idempotent), and that is logged. Bounded, so an operator
+   * who pauses it at this moment is not fought forever. Returns what was
+   * found, for the step's detail; null when the runner reads unpaused. A
+   * failed read-back leaves the unpause as done (the reconciler still checks).
+   */
+  async function undoLatePauses(
+    gitlab: GitLabClient,
+    i: StepInput & { gitlabRunnerId: number },
+  ): Promise<string | null> {
+    let undone = 0;
+    for (;;) {
+      let paused: boolean;
+      try {
+        paused = await gitlab.runnerPaused(i.gitlabRunnerId);
+      } catch (err) {
+        deps.log.warn(
+          { runnerId: i.runnerId, gitlabRunnerId: i.gitlabRunnerId, err: (err as Error).message },
+          'cannot read the GitLab runner back after the unpause',
+        );
+        return undone > 0 ? lateDetail(undone) : null;
+      }
+      if (!paused) return undone > 0 ? lateDetail(undone) : null;
+      if (undone >= LATE_PAUSE_UNDOS) {
+        deps.log.error(
+          { runnerId: i.runnerId, gitlabRunnerId: i.gitlabRunnerId, undone },
+          'the GitLab runner reads paused again after every unpause: left paused (someone else pauses it?)',
+        );
+        return `it read paused again after ${undone + 1} unpauses: left paused (someone else pauses it?)`;
+      }
+      deps.log.warn(
+        { runnerId: i.runnerId, gitlabRunnerId: i.gitlabRunnerId },
+        'the GitLab runner reads paused again after the unpause (a pause of an earlier attempt that landed late): unpausing it again',
+      );
+      await gitlab.setPaused(i.gitlabRunnerId, false);
+      undone += 1;
+    }
+  }
+  const lateDetail = (n: number) =>
+    `it read paused again after the unpause (a pause of an earlier attempt that landed late): unpaused it again${n > 1 ? ` (${n} times)` : ''}`;
+
   const { operations } = createStore(deps.dataSource);
   const steps = { operations, metrics: deps.metrics };
   /** The runner's backend for the step metrics; GitLab steps log none (not a backend's step). */
@@ -155,11 +203,15 @@ export function gitlabActivities(deps: ActivityDeps) {
             result: 'skipped' as const,
           };
         await gitlab.setPaused(i.gitlabRunnerId, false);
+        const late = await undoLatePauses(gitlab, i);
         if (pausedSince) {
           const seconds = Math.max(0, (Date.now() - pausedSince.getTime()) / 1000);
           deps.metrics.runnerPausedSeconds.inc({ runner_id: i.runnerId }, seconds);
         }
-        return { value: undefined, detail: `unpaused GitLab runner ${i.gitlabRunnerId}` };
+        return {
+          value: undefined,
+          detail: `unpaused GitLab runner ${i.gitlabRunnerId}${late ? `; ${late}` : ''}`,
+        };
       });
     },
   };

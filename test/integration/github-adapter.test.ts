@@ -24,6 +24,7 @@ const R = testRunners([
   'refused',
   'terminated',
   'leftover',
+  'lateRemoval',
 ]);
 const REPO = 'acme/app';
 /** The GitHub runner id and scope of each e2epool runner. */
@@ -34,6 +35,7 @@ const GH = {
   refused: { id: 74, yaml: { github_repo: REPO } },
   terminated: { id: 75, yaml: { github_repo: REPO } },
   leftover: { id: 76, yaml: { github_repo: REPO } },
+  lateRemoval: { id: 77, yaml: { github_repo: REPO } },
 } as const;
 const SCRIPTS = { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' };
 const INVENTORY = `runners:\n${(Object.keys(GH) as Array<keyof typeof GH>)
@@ -74,6 +76,7 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     gh.addRunner({ repo: REPO }, GH.refused.id, { labels: ['e2e'] });
     gh.addRunner({ repo: REPO }, GH.terminated.id, { labels: ['e2e'] });
     gh.addRunner({ repo: REPO }, GH.leftover.id, { labels: ['e2e'] });
+    gh.addRunner({ repo: REPO }, GH.lateRemoval.id, { labels: ['e2e'] });
     const ghIdOf = new Map(
       (Object.keys(GH) as Array<keyof typeof GH>).map((k) => [R[k].id, GH[k].id]),
     );
@@ -154,6 +157,28 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     );
     // Every call carried the admin token.
     expect(new Set(gh.calls.map((x) => x.auth))).toEqual(new Set(['admin']));
+  });
+
+  it('a label removal that lands after the labels were put back (an earlier attempt’s, late) is undone, and logged', async () => {
+    const r = R.lateRemoval;
+    gh.removalLandsAfterRestore(GH.lateRemoval.id);
+    const name = (await as(r).create(r.id, '5077')).body.name as string;
+    expect((await as(r).finalize(name, 'failure')).status).toBe(202);
+    await until(name, r, 'reset');
+    await runEnded(c, r.id);
+    expect(gh.runner(GH.lateRemoval.id)).toMatchObject({
+      custom: ['e2e'],
+      changes: [
+        { method: 'DELETE', labels: ['e2e'] },
+        { method: 'POST', labels: ['e2e'] },
+        { method: 'DELETE', labels: ['e2e'] },
+        { method: 'POST', labels: ['e2e'] },
+      ],
+    });
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toMatchObject({
+      result: 'ok',
+      detail: `put back labels ["e2e"] on GitHub runner ${GH.lateRemoval.id} of ${REPO}; labels ["e2e"] were off again after being put back (a removal of an earlier attempt that landed late): put back again`,
+    });
   });
 
   it('a rate-limited poll (429, Retry-After) is tried again after the wait; the repository comes from the inventory', async () => {

@@ -305,23 +305,29 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
       expect(count).toBe(1);
     });
 
-    it('answers 429 during the cooldown after a checkpoint ended, then 201', async () => {
+    it('answers 429 with Retry-After during the cooldown after a reset, then 201', async () => {
       const r = R.cool;
       const api = as(r);
       const name = await created(r, '500');
       await api.finalize(name, 'failure');
-      await waitFor('the reset', async () => (await api.status(name)).body.state === 'reset');
-      // The row says `reset` a moment before the run itself leaves the reset (and enters its
-      // cooldown); until then a create is refused as a conflict (409). Wait for the cooldown.
+      // The cooldown follows the reset and comes before the unpause and the terminal state.
       const handle = c.client.workflow.getHandle(checkpointWorkflowId(r.id));
       await waitFor(
         'the run to enter its cooldown',
         async () => (await handle.query(stateQuery)).phase === 'cooldown',
+        { intervalMs: 50 },
       );
-      expect(await api.create(r.id, '501')).toEqual({
-        status: 429,
-        body: { detail: 'Cooldown period active, try again later' },
+      const res = await fetch(`${c.api.url}/checkpoint/create`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${r.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ runner_id: r.id, job_id: '501' }),
       });
+      expect([res.status, await res.json()]).toEqual([
+        429,
+        { detail: 'Cooldown period active, try again later' },
+      ]);
+      // The seconds left of the 2 s cooldown, rounded up.
+      expect(res.headers.get('retry-after')).toMatch(/^[12]$/);
       const later = await waitFor(
         'the cooldown to pass',
         async () => {

@@ -17,12 +17,22 @@ import { waitFor } from '../helpers/wait';
  * required and checked in constant time; GitHub's signature covers the raw
  * bytes; answers are fast and duplicates harmless.
  */
-const R = testRunners(['gitlab', 'otherRunner', 'github', 'race', 'form', 'ghActions', 'ghOther']);
+const R = testRunners([
+  'gitlab',
+  'otherRunner',
+  'github',
+  'race',
+  'form',
+  'ghActions',
+  'ghOther',
+  'glTwin',
+  'ghTwin',
+]);
 const GL_SECRET = 'gl-webhook-secret';
 const GH_SECRET = "It's a Secret to Everybody";
 /** GitHub runners (no GitHub token configured here: their labels are left alone). */
 const GH_RUNNER = { ci_adapter: 'github', github_repo: 'acme/app', github_pause_labels: '[e2e]' };
-const GITLAB_IDS = { gitlab: 61, otherRunner: 62, github: 63, race: 64, form: 65 } as const;
+const GITLAB_IDS = { gitlab: 61, otherRunner: 62, race: 64, glTwin: 66 } as const;
 
 describe('webhooks', () => {
   const agents = new FakeAgents();
@@ -35,7 +45,13 @@ describe('webhooks', () => {
       .map((k) => bareMetalRunnerYaml(R[k], { gitlab_runner_id: GITLAB_IDS[k] }))
       .join(
         '',
-      )}${bareMetalRunnerYaml(R.ghActions, { ...GH_RUNNER, github_runner_id: 81 })}${bareMetalRunnerYaml(R.ghOther, { ...GH_RUNNER, github_runner_id: 82 })}`;
+      )}${bareMetalRunnerYaml(R.ghActions, { ...GH_RUNNER, github_runner_id: 81 })}${bareMetalRunnerYaml(R.ghOther, { ...GH_RUNNER, github_runner_id: 82 })}${[
+      R.github,
+      R.form,
+      R.ghTwin,
+    ]
+      .map((r) => bareMetalRunnerYaml(r, { ci_adapter: 'github', github_repo: 'acme/app' }))
+      .join('')}`;
     [c, unconfigured] = await Promise.all([
       startTestController({
         agents,
@@ -270,6 +286,42 @@ describe('webhooks', () => {
       finalize_source: 'webhook',
     });
     expect((await stateOf(R.ghOther, other)).state).toBe('created');
+  });
+
+  it('each CI system’s events finalize only its own runners’ checkpoints, whatever the job id', async () => {
+    const gl = restClient(() => c.api.url, R.glTwin.token);
+    const gh = restClient(() => c.api.url, R.ghTwin.token);
+    // The same job number in both CI systems: two different jobs.
+    const glName = (await gl.create(R.glTwin.id, '99001')).body.name as string;
+    const ghName = (await gh.create(R.ghTwin.id, '99001')).body.name as string;
+
+    // GitHub's job 99001 ended (no runner named): only the GitHub runner's checkpoint.
+    const ghEvent = JSON.stringify({
+      action: 'completed',
+      workflow_job: { id: 99001, conclusion: 'failure' },
+    });
+    expect((await githubHook(c.api.url, ghEvent)).status).toBe(200);
+    await waitFor(
+      'the GitHub reset',
+      async () => (await stateOf(R.ghTwin, ghName)).state === 'reset',
+    );
+    expect(await stateOf(R.ghTwin, ghName)).toMatchObject({ finalize_source: 'webhook' });
+    expect((await stateOf(R.glTwin, glName)).state).toBe('created');
+
+    // And the other way: GitLab's job 99002 ends only the GitLab runner's checkpoint.
+    const ghNext = (await gh.create(R.ghTwin.id, '99002')).body.name as string;
+    await gl.finalize(glName, 'success');
+    await waitFor(
+      'the GitLab cleanup',
+      async () => (await stateOf(R.glTwin, glName)).state === 'deleted',
+    );
+    const glNext = (await gl.create(R.glTwin.id, '99002')).body.name as string;
+    expect((await gitlabHook(c.api.url, jobEvent(99002, 'failed', null))).status).toBe(200);
+    await waitFor(
+      'the GitLab reset',
+      async () => (await stateOf(R.glTwin, glNext)).state === 'reset',
+    );
+    expect((await stateOf(R.ghTwin, ghNext)).state).toBe('created');
   });
 
   it('GitHub’s form-encoded deliveries are read from their payload field', async () => {

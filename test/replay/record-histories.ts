@@ -452,6 +452,15 @@ const scenarios: Record<string, Scenario> = {
     });
     return { workflowId };
   },
+  // Since patch 'cooldown-before-unpause': the cooldown timer comes after the
+  // reset and before the unpause and the terminal state; no timer at the end.
+  async 'cooldown-before-unpause'(h) {
+    const r = runner('bare_metal', 24);
+    const cp = await createCheckpoint(h, r, inputNow(r, { cooldownSeconds: 1 }), { jobId: '124' });
+    await finalize(h, r, cp.name, 'failure');
+    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    return r.runnerId;
+  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */

@@ -32,6 +32,7 @@ describe('replay of recorded checkpoint histories', () => {
         'canceled-while-paused.json',
         'continue-as-new-first-run.json',
         'continue-as-new-resumed-run.json',
+        'cooldown-before-unpause.json',
         'create-deadline-cut-off.json',
         'create-failure.json',
         'github-label-pause.json',

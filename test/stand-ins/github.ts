@@ -74,6 +74,12 @@ export interface GitHubStandIn {
   runner(id: number): GitHubRunnerView;
   /** An operator's own change of the custom labels (not a recorded API call). */
   setCustomLabels(id: number, labels: string[]): void;
+  /**
+   * Fault: the next `times` label additions (POST) on runner `id` are each
+   * followed at once by the removal of the labels they added, as a removal
+   * request of an earlier, crashed attempt that landed late (recorded as a DELETE).
+   */
+  removalLandsAfterRestore(id: number, times?: number): void;
   /** Online runners whose labels include all of `runsOn` (case-insensitive): who could take such a job. */
   runnersMatching(runsOn: string[]): number[];
   /** What the primary quota says now; requests with a token count against it. */
@@ -263,6 +269,12 @@ class GhStandIn implements GitHubStandIn {
       custom: r.labels.filter((l) => l.type === 'custom').map((l) => l.name),
       changes: r.changes.map((c) => ({ method: c.method, labels: [...c.labels] })),
     };
+  }
+
+  private readonly lateRemovals = new Map<number, number>();
+
+  removalLandsAfterRestore(id: number, times = 1): void {
+    this.lateRemovals.set(id, (this.lateRemovals.get(id) ?? 0) + times);
   }
 
   setCustomLabels(id: number, labels: string[]): void {
@@ -547,7 +559,17 @@ class GhStandIn implements GitHubStandIn {
         has.add(n.toLowerCase());
       }
       runner.changes.push({ method: 'POST', labels: [...names] });
-      return { body: this.labelsJson(runner) };
+      const body = this.labelsJson(runner);
+      const late = this.lateRemovals.get(runner.id) ?? 0;
+      if (late > 0) {
+        this.lateRemovals.set(runner.id, late - 1);
+        const gone = new Set(names.map((n) => n.toLowerCase()));
+        runner.labels = runner.labels.filter(
+          (l) => l.type !== 'custom' || !gone.has(l.name.toLowerCase()),
+        );
+        runner.changes.push({ method: 'DELETE', labels: [...names] });
+      }
+      return { body };
     }
     throw notFound();
   }

@@ -64,6 +64,18 @@ export interface GitLabStandIn {
   addRunner(id: number, opts?: { paused?: boolean; description?: string }): void;
   /** `pausedHistory`: every value set through PUT, in order. */
   runner(id: number): { id: number; paused: boolean; pausedHistory: boolean[] };
+  /**
+   * Calls `listener` the instant a PUT sets a runner's `paused` (before the
+   * answer is sent), as a CI system that hands out a job the moment its
+   * runner is unpaused. Returns a function that removes the listener.
+   */
+  onPausedChange(listener: (id: number, paused: boolean) => void): () => void;
+  /**
+   * Fault: the next `times` unpauses of runner `id` are each followed at once
+   * by a pause, as a pause request of an earlier, crashed attempt that landed
+   * late: the unpause is answered 200, and the runner reads paused again.
+   */
+  pauseLandsAfterUnpause(id: number, times?: number): void;
   /** `bodyIncludes`: only requests whose raw body contains it (e.g. `paused=false`: an unpause). */
   failNext(
     match: { method?: string; pathIncludes?: string; bodyIncludes?: string },
@@ -247,6 +259,24 @@ class GlStandIn implements GitLabStandIn {
       maintenanceNote: null,
       createdAt: new Date(Date.now() - 86_400_000),
     });
+  }
+
+  private readonly pausedListeners = new Set<(id: number, paused: boolean) => void>();
+  private readonly latePauses = new Map<number, number>();
+
+  onPausedChange(listener: (id: number, paused: boolean) => void): () => void {
+    this.pausedListeners.add(listener);
+    return () => this.pausedListeners.delete(listener);
+  }
+
+  pauseLandsAfterUnpause(id: number, times = 1): void {
+    this.latePauses.set(id, (this.latePauses.get(id) ?? 0) + times);
+  }
+
+  private setRunnerPaused(runner: Runner, paused: boolean): void {
+    runner.paused = paused;
+    runner.pausedHistory.push(paused);
+    for (const l of this.pausedListeners) l(runner.id, paused);
   }
 
   runner(id: number): { id: number; paused: boolean; pausedHistory: boolean[] } {
@@ -715,8 +745,12 @@ class GlStandIn implements GitLabStandIn {
     if (update.accessLevel !== undefined) runner.accessLevel = update.accessLevel;
     if (update.maintenanceNote !== undefined) runner.maintenanceNote = update.maintenanceNote;
     if (update.pausedSet && update.paused !== undefined) {
-      runner.paused = update.paused;
-      runner.pausedHistory.push(update.paused);
+      this.setRunnerPaused(runner, update.paused);
+      const late = this.latePauses.get(runner.id) ?? 0;
+      if (!update.paused && late > 0) {
+        this.latePauses.set(runner.id, late - 1);
+        this.setRunnerPaused(runner, true);
+      }
     }
   }
 

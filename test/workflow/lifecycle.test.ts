@@ -160,6 +160,7 @@ describe('create', () => {
       message: 'Checkpoint is not held by this workflow run',
     });
     await finalize(h, r, cp.name, 'failure');
+    // The cooldown runs after the reset, before the unpause and the terminal state.
     await waitPhase(h, r, 'cooldown');
     expect(await updateFailure(createCheckpoint(h, r, input(r), { jobId: '7007' }))).toEqual({
       type: 'CooldownActive',
@@ -167,7 +168,7 @@ describe('create', () => {
     });
     expect(await finalize(h, r, cp.name, 'success')).toEqual({
       detail: 'Already finalized',
-      state: 'reset',
+      state: 'finalize_queued',
     });
     await handle(h, r).terminate();
   });

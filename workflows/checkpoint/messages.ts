@@ -29,6 +29,18 @@ export function installHandlers(run: CheckpointRun): void {
         // Finished and about to close; a new run can start in a moment.
         throw fail('RunClosing', 'Previous checkpoint is closing, try again');
       }
+      if (run.phase === 'cooldown') {
+        // Workflow time: this activation's instant. Until the timer has fired
+        // (it may be a moment late) the cooldown holds: the API rounds up to 1 s.
+        const left = run.cooldownUntil ? run.cooldownUntil.getTime() - Date.now() : 0;
+        throw fail('CooldownActive', 'Cooldown period active, try again later', {
+          retryAfterMs: Math.max(0, left),
+        });
+      }
+      if (run.cooledDown && run.phase !== 'needs_attention') {
+        // Unpausing and recording the end: the runner may be unpaused already.
+        throw fail('RunClosing', 'Previous checkpoint is closing, try again');
+      }
       if (run.held !== null && run.state !== null && !isActiveState(run.state)) {
         throw fail('CooldownActive', 'Cooldown period active, try again later');
       }

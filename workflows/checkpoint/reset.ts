@@ -4,9 +4,10 @@
  * is ready, and hand a reset that keeps failing to an operator; finally
  * unpause and record the terminal state, whatever ended the run.
  */
-import { condition, isCancellation, log, patched } from '@temporalio/workflow';
+import { condition, isCancellation, log, patched, sleep } from '@temporalio/workflow';
 import type { PauseLog } from '../../activities/records';
 import {
+  COOLDOWN_BEFORE_UNPAUSE_PATCH,
   GITHUB_LABEL_PAUSE_PATCH,
   PAUSE_CHECK_PATCH,
   PAUSE_SENT,
@@ -340,8 +341,14 @@ const CLEAN_STATES: readonly CheckpointState[] = ['reset', 'deleted', 'gc_reset'
 /**
  * Every pause is paired with an unpause, whatever ended the checkpoint; then
  * the terminal state, if one was decided. Runs in a non-cancellable scope.
+ * `cooldown`: the reset or cleanup ended (not an operator's cancel), so the
+ * cooldown runs first, with the runner still paused (see cooldownWhilePaused).
  */
-export async function releaseRunner(run: CheckpointRun): Promise<void> {
+export async function releaseRunner(
+  run: CheckpointRun,
+  o: { cooldown: boolean } = { cooldown: false },
+): Promise<void> {
+  if (o.cooldown && patched(COOLDOWN_BEFORE_UNPAUSE_PATCH)) await cooldownWhilePaused(run);
   // Only a run that paused calls this: a GitHub target's patch is decided by then.
   const target = run.runnerPaused ? activePauseTarget(run) : null;
   const gitlabRunnerId = target?.kind === 'gitlab' ? target.gitlabRunnerId : null;
@@ -358,6 +365,8 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
     else await unpauser.unpauseRunner({ ...run.step(), gitlabRunnerId });
     run.runnerPaused = false;
   }
+  // An unpause that needed an operator is done: creates are "closing" again, not 409.
+  if (run.cooledDown && run.phase === 'needs_attention') run.phase = 'finalizing';
   if (run.outcome) {
     run.doing(`${run.outcome}: recording the end`);
     // Clean: reset or cleaned up, ready, and not left paused by an operator.
@@ -374,6 +383,25 @@ export async function releaseRunner(run: CheckpointRun): Promise<void> {
       ...(jobEnd ? { timeToClean: jobEnd } : {}),
     });
   }
+}
+
+/**
+ * The cooldown (timing.cooldownSeconds) between the end of the reset or
+ * cleanup and the unpause. While it runs the runner is still paused, so its
+ * CI system hands it no job that would meet the cooldown; a create that comes
+ * anyway (by hand, or a runner e2epool does not pause) gets 429 with the
+ * seconds left. After it, until the run closes, creates are told to try again
+ * (RunClosing, 503) rather than 409: the unpause may land before this run
+ * hears of it, and the next job's create may come at that instant.
+ */
+async function cooldownWhilePaused(run: CheckpointRun): Promise<void> {
+  const { cooldownSeconds } = run.input.timing;
+  run.phase = 'cooldown';
+  run.cooldownUntil = new Date(Date.now() + cooldownSeconds * 1000);
+  run.doing(`cooldown until ${run.cooldownUntil.toISOString()} (runner still paused)`);
+  if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
+  run.cooledDown = true;
+  run.phase = 'finalizing';
 }
 
 /**

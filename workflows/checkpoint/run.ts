@@ -63,6 +63,14 @@ export class CheckpointRun {
   holdReleased = false;
   /** The terminal state the run ends in, once decided. */
   outcome: CheckpointState | null = null;
+  /** When the cooldown ends, once it started: until then creates get 429 and its seconds left. */
+  cooldownUntil: Date | null = null;
+  /**
+   * The cooldown ran before the unpause (COOLDOWN_BEFORE_UNPAUSE_PATCH): from
+   * here the run only unpauses and records its end, and the run that closes
+   * does not sleep it again.
+   */
+  cooledDown = false;
 
   constructor(readonly input: CheckpointWorkflowInput) {
     this.runner = input.runner;

@@ -24,8 +24,8 @@ import { waitForJobEnd } from './waiting';
  * id is per runner, so Temporal guarantees one such run per runner at a time.
  *
  * create (update) → wait for the job's end → pause → (a failed job: hold for
- * debugging) → reset or cleanup → readiness → unpause → terminal state →
- * cooldown (creates get 429) → done.
+ * debugging) → reset or cleanup → readiness → cooldown, still paused (creates
+ * get 429) → unpause → terminal state → done.
  */
 export async function checkpointWorkflow(
   input: CheckpointWorkflowInput,
@@ -81,7 +81,10 @@ export async function checkpointWorkflow(
     run.lastError = 'workflow canceled by an operator';
     run.outcome = 'reset_failed';
   } finally {
-    await CancellationScope.nonCancellable(() => releaseRunner(run));
+    // The cooldown follows a reset or cleanup that ended (an operator's release
+    // included), never a cancel or a failure of the workflow itself.
+    const ended = run.outcome !== null && cancellation === null;
+    await CancellationScope.nonCancellable(() => releaseRunner(run, { cooldown: ended }));
   }
   // A canceled run ends as Canceled in Temporal, after its compensation above.
   if (cancellation) throw cancellation;
@@ -104,12 +107,19 @@ async function notePollingSkipped(run: CheckpointRun): Promise<void> {
   });
 }
 
-/** For a while after the end, creates for this runner get 429 (see the create validator). */
+/**
+ * Closes the run. A run that cooled down before its unpause closes at once;
+ * a failed create (its runner was never paused) and runs recorded before
+ * COOLDOWN_BEFORE_UNPAUSE_PATCH sleep the cooldown here, creates getting 429.
+ */
 async function cooldown(run: CheckpointRun): Promise<CheckpointOutcome> {
-  run.phase = 'cooldown';
-  const { cooldownSeconds } = run.input.timing;
-  run.doing(`cooldown until ${new Date(Date.now() + cooldownSeconds * 1000).toISOString()}`);
-  if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
+  if (!run.cooledDown) {
+    run.phase = 'cooldown';
+    const { cooldownSeconds } = run.input.timing;
+    run.cooldownUntil = new Date(Date.now() + cooldownSeconds * 1000);
+    run.doing(`cooldown until ${run.cooldownUntil.toISOString()}`);
+    if (cooldownSeconds > 0) await sleep(`${cooldownSeconds} seconds`);
+  }
   run.phase = 'done';
   run.doing('nothing: the run is closing');
   await condition(allHandlersFinished);
