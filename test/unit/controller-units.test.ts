@@ -87,6 +87,20 @@ describe('controller.env.example', () => {
     expect(unknown).toEqual([]);
   });
 
+  it('comments out only settings that exist, and the values it shows are valid', () => {
+    const text = readFileSync(join(OPS, 'controller.env.example'), 'utf8');
+    const shown = Object.fromEntries(
+      [...text.matchAll(/^# ?(E2EPOOL_[A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]),
+    );
+    expect(Object.keys(shown).filter((k) => !CONTROLLER_SETTING_NAMES.includes(k))).toEqual([]);
+    expect(Object.keys(shown)).toEqual(
+      expect.arrayContaining(['E2EPOOL_METRICS_TOKEN', 'E2EPOOL_AUTH_FAILURE_BURST']),
+    );
+    expect(() =>
+      loadSettings({ ...example, ...shown, E2EPOOL_ADMIN_TOKEN: 'f'.repeat(64) }),
+    ).not.toThrow();
+  });
+
   it('refuses to start with its admin token placeholder, naming the variable', () => {
     expect(example.E2EPOOL_ADMIN_TOKEN).toBe('CHANGE-ME');
     expect(() => loadSettings(example)).toThrow(
