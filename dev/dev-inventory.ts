@@ -1,18 +1,23 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
  * The inventory `npm run dev` uses when none is configured: one demo
- * bare-metal runner whose reset is a harmless local command. The token is
+ * bare-metal runner whose reset is a harmless local command. Its tokens are
  * generated once per data directory and the file is readable by its owner only.
  */
 export const DEMO_RUNNER = 'demo-bare-1';
 
+const secret = () => randomBytes(24).toString('base64url');
+
+/** Writes the demo inventory if the data directory has none; returns its path. */
 export function ensureDevInventory(dataDir: string): { path: string; created: boolean } {
   const path = join(dataDir, 'inventory.dev.yml');
-  if (existsSync(path)) return { path, created: false };
-  const token = randomBytes(24).toString('base64url');
+  if (existsSync(path)) {
+    addAgentToken(path);
+    return { path, created: false };
+  }
   writeFileSync(
     path,
     [
@@ -20,7 +25,10 @@ export function ensureDevInventory(dataDir: string): { path: string; created: bo
       'runners:',
       '  - runner_id: demo-bare-1',
       '    backend: bare_metal',
-      `    token: ${token}`,
+      `    token: ${secret()}`,
+      // The agent's own credential: without it the API warns that the runner's
+      // CI jobs could stand in for its agent.
+      `    agent_token: ${secret()}`,
       '    reset_cmd: echo "demo runner reset at $(date -u +%FT%TZ)"',
       '    cleanup_cmd: echo "demo runner cleaned up"',
       '    tags: [demo]',
@@ -29,4 +37,15 @@ export function ensureDevInventory(dataDir: string): { path: string; created: bo
     { mode: 0o600 },
   );
   return { path, created: true };
+}
+
+/**
+ * A demo inventory generated before the runners had agent tokens gets one
+ * (after its `token` line), keeping its REST token; any other file is left as it is.
+ */
+function addAgentToken(path: string): void {
+  const text = readFileSync(path, 'utf8');
+  if (text.includes('agent_token:')) return;
+  const withAgentToken = text.replace(/^( {4}token: \S+\n)/m, `$1    agent_token: ${secret()}\n`);
+  if (withAgentToken !== text) writeFileSync(path, withAgentToken, { mode: 0o600 });
 }

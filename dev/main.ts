@@ -210,6 +210,7 @@ async function main(): Promise<void> {
           `controller_url: ws://127.0.0.1:${apiPort}/ws/agent`,
           `runner_id: ${demo.runner_id}`,
           `token: ${demo.token}`,
+          ...(demo.agent_token === undefined ? [] : [`agent_token: ${demo.agent_token}`]),
           `socket_path: ${socket}`,
           '',
         ].join('\n'),

@@ -127,6 +127,15 @@ describe('the dev runner (npm run dev)', () => {
       );
       const apiMetrics = await (await fetch(`http://127.0.0.1:${api}/metrics`)).text();
       expect(apiMetrics).toMatch(/^e2epool_agent_sessions\{service="e2epool-api"\} 1$/m);
+      // The demo runner has an agent token and its agent uses it: no shared credential.
+      expect(apiMetrics).toMatch(/^e2epool_runners_shared_credential\{service="e2epool-api"\} 0$/m);
+      expect(out).not.toContain('share one credential');
+      const agentToken = /^agent_token: (\S+)$/m.exec(
+        readFileSync(join(dataDir, 'agent.dev.yml'), 'utf8'),
+      )?.[1];
+      expect(readFileSync(join(dataDir, 'inventory.dev.yml'), 'utf8')).toContain(
+        `    agent_token: ${agentToken}\n`,
+      );
 
       child.kill('SIGINT');
       expect(await exited).toBe(0);
