@@ -22,7 +22,7 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; ver
 .notice { color: var(--ok); }
 .agent-connected, .active { color: var(--ok); }
 .agent-unreachable { color: var(--bad); font-weight: 600; }
-.agent-disconnected, .paused, .held { color: var(--warn); }
+.agent-disconnected, .paused, .held, .shared-credential { color: var(--warn); }
 .state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
 .state-needs_attention, .state-reset_failed, .state-create_failed { color: var(--bad); }
 .state-created, .state-finalize_queued { color: var(--warn); }
@@ -85,6 +85,13 @@ ${format}
     if (r.agent !== 'connected' && r.agent_last_seen_at) {
       td.appendChild(document.createTextNode(' '));
       td.appendChild(el('span', { class: 'muted' }, 'last seen ' + formatTime(r.agent_last_seen_at)));
+    }
+    if (!r.has_agent_token) {
+      td.appendChild(document.createTextNode(' '));
+      td.appendChild(el('span', {
+        class: 'shared-credential',
+        title: "no agent_token: this runner's CI jobs hold the credential its agent uses",
+      }, 'shared credential'));
     }
     return td;
   }

@@ -157,6 +157,7 @@ export class FleetView {
               ? 'disconnected'
               : 'unreachable',
         agent_last_seen_at: iso(agent?.lastSeenAt ?? null),
+        has_agent_token: this.d.inventory.inventory.hasAgentToken(r.runner_id),
         gitlab_runner_id: r.gitlab_runner_id ?? null,
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
         paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),

@@ -84,12 +84,21 @@ export function errorPage(status: number, message: string, loggedIn: boolean): H
 const stateBadge = (state: CheckpointState) =>
   html`<span class="state state-${state}">${state}</span>`;
 
+/** A runner without an agent_token: its CI jobs hold the credential its agent uses. */
+const SHARED_CREDENTIAL = html`<span
+  class="shared-credential"
+  title="no agent_token: this runner's CI jobs hold the credential its agent uses"
+  >shared credential</span
+>`;
+
 function agentCell(r: FleetRow): Html {
   const seen =
     r.agent === 'connected' || !r.agent_last_seen_at
       ? ''
       : html` <span class="muted">last seen ${formatTime(r.agent_last_seen_at)}</span>`;
-  return html`<span class="agent agent-${r.agent.replace(' ', '-')}">${r.agent}</span>${seen}`;
+  const shared = r.has_agent_token ? '' : html` ${SHARED_CREDENTIAL}`;
+  return html`<span class="agent agent-${r.agent.replace(' ', '-')}">${r.agent}</span
+    >${seen}${shared}`;
 }
 
 function gitlabCell(r: FleetRow, gitlabConfigured: boolean): Html {

@@ -90,7 +90,8 @@ describeWithBrowser('fleet page in a real browser', () => {
     await page.click('button[type=submit]');
     await page.waitForURL(`${c.api.url}/ui`);
     const row = page.locator(`tr[data-runner="${R.browser.id}"]`);
-    expect(await row.locator('.c-agent').textContent()).toBe('connected');
+    // The runner has no agent_token: the page says its agent shares the jobs' credential.
+    expect(await row.locator('.c-agent').textContent()).toBe('connected shared credential');
     expect(await row.locator('.c-checkpoint').textContent()).toBe('none yet');
     const cookies = await page.context().cookies();
     expect(cookies).toEqual([

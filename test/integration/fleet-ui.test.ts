@@ -82,7 +82,8 @@ describe('fleet page (HTTP)', () => {
           hold_on_failure_seconds: 3600,
         }),
         bareMetalRunnerYaml(R.broken, { gitlab_runner_id: GITLAB.broken }),
-        bareMetalRunnerYaml(R.idle),
+        // The only runner whose agent has a credential of its own.
+        bareMetalRunnerYaml(R.idle, { agent_token: `${R.idle.token}-agent` }),
         bareMetalRunnerYaml(R.manual, { gitlab_runner_id: GITLAB.manual }),
       ].join('')}`,
       env: {
@@ -222,6 +223,7 @@ describe('fleet page (HTTP)', () => {
     expect(rowOf(s, R.idle)).toMatchObject({
       agent: 'never connected',
       agent_last_seen_at: null,
+      has_agent_token: true,
       gitlab_runner_id: null,
       gitlab: null,
       paused_by_e2epool_since: null,
@@ -238,6 +240,13 @@ describe('fleet page (HTTP)', () => {
     // The page shows the same, and the hold's button.
     const fleetHtml = await (await get('/ui', { cookie })).text();
     expect(fleetHtml).toContain(`<tr data-runner="${R.held.id}">`);
+    // A runner whose agent uses the REST token its jobs hold says so; one with an agent_token does not.
+    expect(h.has_agent_token).toBe(false);
+    const rowHtml = (r: TestRunner) =>
+      new RegExp(`<tr data-runner="${r.id}">[\\s\\S]*?</tr>`).exec(fleetHtml)?.[0] ?? '';
+    expect(rowHtml(R.held)).toContain('shared credential');
+    expect(rowHtml(R.idle)).toMatch(/<tr data-runner=/);
+    expect(rowHtml(R.idle)).not.toContain('shared credential');
     expect(fleetHtml).toContain(`href="/ui/checkpoints/${name}"`);
     expect(fleetHtml).toContain('<script src="/ui/assets/fleet.js"></script>');
     const page = await (await get(`/ui/checkpoints/${name}`, { cookie })).text();

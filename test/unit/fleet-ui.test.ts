@@ -15,6 +15,7 @@ const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   backend: 'bare_metal',
   agent: 'connected',
   agent_last_seen_at: null,
+  has_agent_token: true,
   gitlab_runner_id: null,
   gitlab: null,
   paused_by_e2epool_since: null,
