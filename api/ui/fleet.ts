@@ -35,6 +35,8 @@ export interface FleetRow {
   backend: Backend;
   agent: AgentStatus;
   agent_last_seen_at: string | null;
+  /** False: the agent opens /ws/agent with the REST token the runner's CI jobs hold too. */
+  has_agent_token: boolean;
   gitlab_runner_id: number | null;
   /** GitLab's own answer (null: GitLab is not configured or the runner has no gitlab_runner_id). */
   gitlab: { paused: boolean | null; checked_at: string | null; error: string | null } | null;
