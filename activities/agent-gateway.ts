@@ -19,7 +19,7 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** When the activity gives up (epoch ms): the command is never sent after it. */
   deadline?: number;
-  /** The checkpoint whose log gets the command's output, live (SPEC §10). */
+  /** The checkpoint whose log gets the command's output, live (see docs/protocol.md#checkpoint-logs). */
   checkpointId?: number;
 }
 

@@ -356,7 +356,7 @@ export function reconcileActivities(deps: ActivityDeps) {
   async function pausedCandidates(i: ReconcileInput): Promise<PausedCandidate[]> {
     const targets = new Map<string, PauseTarget>();
     for (const r of deps.inventory.inventory.runners) {
-      // A draining runner stays paused on purpose (SPEC §8): after `undrain` it is a candidate again.
+      // A draining runner stays paused on purpose (see docs/protocol.md#runner-registry): after `undrain` it is a candidate again.
       if (deps.inventory.inventory.isDraining(r.runner_id)) continue;
       const t = pauseTarget(r);
       if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)

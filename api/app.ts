@@ -30,7 +30,7 @@ export interface AppDeps {
   settings: Settings;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
-  /** Checkpoint logs (SPEC §10) and the feed that wakes their live followers. */
+  /** Checkpoint logs (see docs/protocol.md#checkpoint-logs) and the feed that wakes their live followers. */
   logs: CheckpointLogs;
   logFeed: LogFeed;
   /** How many agent WebSocket sessions this instance holds. */
@@ -39,7 +39,7 @@ export interface AppDeps {
   admin: AdminToken;
   /** The fleet page's data. */
   fleet: FleetView;
-  /** The runner registry (the admin API, SPEC §8). */
+  /** The runner registry (the admin API, see docs/protocol.md#runner-registry). */
   registry: RunnerRegistry;
   /** The Temporal client (the fleet page's `release-hold`). */
   temporal: Client;

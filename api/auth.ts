@@ -99,7 +99,7 @@ export function adminRefusal(admin: AdminToken, req: Request): HttpError | null 
 }
 
 /**
- * Admin bearer auth (SPEC §8): `Authorization: Bearer <E2EPOOL_ADMIN_TOKEN>`;
+ * Admin bearer auth (see docs/protocol.md#runner-registry): `Authorization: Bearer <E2EPOOL_ADMIN_TOKEN>`;
  * unset → 503, not `Bearer ` → 401, wrong → 403. Sets `res.locals.admin`.
  */
 export function adminAuth(admin: AdminToken): RequestHandler {
@@ -115,7 +115,7 @@ export function adminAuth(admin: AdminToken): RequestHandler {
 }
 
 /**
- * A runner's token or the admin token (SPEC §10, checkpoint logs). Sets
+ * A runner's token or the admin token (checkpoint logs, see docs/protocol.md#checkpoint-logs). Sets
  * `res.locals.runnerId` for a runner, `res.locals.admin` for the admin. A
  * token that is neither gets the runner route's answer (403 `Invalid token`),
  * so runners see no change, whether or not an admin token is configured; it

@@ -38,7 +38,7 @@ const afterQuery = z.object({
     .optional(),
 });
 
-/** A page of a checkpoint's log (SPEC §10, JSON form). */
+/** A page of a checkpoint's log (JSON form, see docs/protocol.md#checkpoint-logs). */
 export interface LogPage {
   entries: LogEntry[];
   next: number;
@@ -203,7 +203,7 @@ export function checkpointLogHandler(
   };
 }
 
-/** `GET /checkpoint/{name}/logs` (SPEC §10), for the checkpoint's runner or the admin. */
+/** `GET /checkpoint/{name}/logs` (see docs/protocol.md#checkpoint-logs), for the checkpoint's runner or the admin. */
 export function checkpointLogRouter(
   logs: CheckpointLogs,
   feed: LogFeed,

@@ -72,7 +72,7 @@ export class CheckpointService {
       throw new HttpError(403, 'Token not authorized for this runner');
     }
     if (!runner) throw new HttpError(404, 'Runner not found in inventory');
-    // Draining (SPEC §8): the current checkpoint finishes, no new one starts.
+    // Draining (see docs/protocol.md#runner-registry): the current checkpoint finishes, no new one starts.
     if (this.d.inventory.inventory.isDraining(runner.runner_id)) {
       throw new HttpError(423, `Runner '${runner.runner_id}' is draining`);
     }

@@ -61,7 +61,7 @@ const logPage = z
   .object({ entries: z.array(logEntry), next: z.number().int(), done: z.boolean() })
   .openapi('LogPage');
 
-/** The CI system of a runner (inventory.yml's fields, SPEC §8 extension). */
+/** The CI system of a runner (inventory.yml's fields, an extension; see docs/protocol.md#webhooks). */
 const ciFields = {
   ci_adapter: z.enum(['gitlab', 'github']).optional(),
   github_repo: z.string().optional().openapi({ description: 'owner/name' }),
@@ -483,7 +483,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     },
   });
 
-  // The runner registry (SPEC §8): admin bearer token.
+  // The runner registry (see docs/protocol.md#runner-registry): admin bearer token.
   const adminOnly = [{ [adminToken.name]: [] }];
   const detailError = (description: string) => json(detail, description);
   const adminErrors = {

@@ -20,7 +20,7 @@ import {
 } from '../store/runners';
 import { HttpError } from './errors';
 
-/** The runner object of the admin API (SPEC §8): never a token or a Proxmox token value. */
+/** The runner object of the admin API (see docs/protocol.md#runner-registry): never a token or a Proxmox token value. */
 export interface RunnerView {
   runner_id: string;
   backend: string;
@@ -182,7 +182,7 @@ export function newRunnerToken(): string {
 }
 
 /**
- * The runner registry's operations (SPEC §8), shared by the admin API and
+ * The runner registry's operations (see docs/protocol.md#runner-registry), shared by the admin API and
  * `e2epool import-inventory`. Every change is audited in the same
  * transaction, then this process re-reads the registry at once (others on the
  * NOTIFY the change sends).

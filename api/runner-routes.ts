@@ -17,7 +17,7 @@ function objectBody(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** The runner registry's admin routes (SPEC §8): admin bearer auth, validate, delegate. */
+/** The runner registry's admin routes (see docs/protocol.md#runner-registry): admin bearer auth, validate, delegate. */
 export function runnerRouter(registry: RunnerRegistry, admin: AdminToken): Router {
   const router = Router();
   router.use('/api/runners', adminAuth(admin));

@@ -9,7 +9,7 @@ import type { CheckpointService } from './checkpoint-service';
 import { HttpError } from './errors';
 import { storable } from './input-guard';
 
-/** GitLab `build_status` → how the job ended (SPEC §7); others: still running. */
+/** GitLab `build_status` → how the job ended (see docs/protocol.md#webhooks); others: still running. */
 const GITLAB_STATUS: ReadonlyMap<unknown, FinalizeStatus> = new Map([
   ['success', 'success'],
   ['failed', 'failure'],
@@ -17,7 +17,7 @@ const GITLAB_STATUS: ReadonlyMap<unknown, FinalizeStatus> = new Map([
   ['skipped', 'canceled'],
 ]);
 
-/** GitHub `workflow_job.conclusion` → how the job ended (SPEC §9); others are ignored. */
+/** GitHub `workflow_job.conclusion` → how the job ended (see docs/protocol.md#webhooks); others are ignored. */
 const GITHUB_CONCLUSION: ReadonlyMap<unknown, FinalizeStatus> = new Map([
   ['success', 'success'],
   ['failure', 'failure'],
@@ -54,7 +54,7 @@ const OK = { ok: true };
 
 /**
  * GitLab job events and GitHub `workflow_job` events finalize the matching
- * active checkpoint with source `webhook` (SPEC §9). Secrets are required.
+ * active checkpoint with source `webhook` (see docs/protocol.md#webhooks). Secrets are required.
  * The answer (200) does not wait for the finalize, which runs on: GitLab
  * disables hooks that are slow or answer errors, and the checkpoint's own
  * workflow makes duplicates and late deliveries no-ops.

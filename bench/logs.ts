@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (part 3): live command output (SPEC §10) on real processes:
+ * `npm run bench` (part 3): live command output (see docs/protocol.md#checkpoint-logs) on real processes:
  * `e2epool api`, `e2epool worker` and one `e2epool agent` per runner.
  *
  * - Log throughput: a reset_cmd prints BENCH_LOG_LINES short lines as fast as

@@ -104,7 +104,7 @@ export interface Reply {
 
 /**
  * Payload of a `logs` request: the log of one of the runner's own checkpoints
- * (SPEC §10), the entries after seq `after` (default 0, an integer ≥ 0).
+ * (see docs/protocol.md#checkpoint-logs), the entries after seq `after` (default 0, an integer ≥ 0).
  * Other runners' checkpoints are 403, unknown ones 404, as in REST.
  */
 export interface LogsPayload {

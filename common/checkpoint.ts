@@ -112,7 +112,7 @@ export interface CreateRequest {
 export const PAUSE_SENT = 'pause request sent';
 
 /**
- * The unpause step's log detail for a draining runner (SPEC §8): it stays
+ * The unpause step's log detail for a draining runner (see docs/protocol.md#runner-registry): it stays
  * paused, and the reconciler unpauses it after `undrain`.
  */
 export function keptPausedForDrain(runnerId: string, what: string): string {

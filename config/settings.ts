@@ -173,7 +173,7 @@ export interface Settings {
   /** HMAC key of GitHub's `workflow_job` webhook; unset: the webhook answers 503. */
   githubWebhookSecret: string | undefined;
   /**
-   * The admin bearer token (SPEC §8): the fleet page's login and admin reads
+   * The admin bearer token (see docs/protocol.md#runner-registry): the fleet page's login and admin reads
    * of checkpoint logs. Unset: admin calls answer 503 and the fleet page
    * cannot be logged into.
    */

@@ -1,6 +1,6 @@
 import { changeRows, selectRows, type Queryable } from './queryable';
 
-/** What a checkpoint log entry is (SPEC §10): a step event or an output line of one stream. */
+/** What a checkpoint log entry is (see docs/protocol.md#checkpoint-logs): a step event or an output line of one stream. */
 export type LogKind = 'step' | 'stdout' | 'stderr';
 
 /** An entry to append; `seq` and `at` are given by the store. */
@@ -14,7 +14,7 @@ export type NewLogEntry =
     }
   | { kind: 'stdout' | 'stderr'; text: string };
 
-/** An entry as stored and as the API shows it (SPEC §10 field names). */
+/** An entry as stored and as the API shows it (field names of docs/protocol.md#checkpoint-logs). */
 export interface LogEntry {
   seq: number;
   at: string;

@@ -57,7 +57,7 @@ export interface OperationOutcome {
 
 /** The `operation_logs` table: one row per step, keyed for retries. */
 export class OperationLogStore {
-  /** `logs`: each write is also a step event of the checkpoint's log (SPEC §10). */
+  /** `logs`: each write is also a step event of the checkpoint's log (see docs/protocol.md#checkpoint-logs). */
   constructor(
     private readonly q: Queryable,
     private readonly logs?: CheckpointLogStore,

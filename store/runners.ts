@@ -1,6 +1,6 @@
 import { selectRows, changeRows, type Queryable } from './queryable';
 
-/** A runner's non-secret fields that have columns of their own (SPEC §8's runner object). */
+/** A runner's non-secret fields that have columns of their own (the runner object of docs/protocol.md#runner-registry). */
 export const RUNNER_COLUMNS = [
   'backend',
   'proxmox_host',

@@ -8,7 +8,7 @@ export type { JobState };
 
 /**
  * A finished GitHub job's `conclusion` → how it ended (as the webhook maps
- * it, SPEC §9): `success` → success, `failure` and `timed_out` → failure,
+ * it; see docs/protocol.md#webhooks): `success` → success, `failure` and `timed_out` → failure,
  * `cancelled` (British) → canceled. `skipped`, `neutral` and
  * `action_required` end no e2e run; they count as canceled, so the runner
  * is reset rather than left to the TTL.

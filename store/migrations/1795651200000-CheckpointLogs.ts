@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * One ordered log per checkpoint (SPEC §10): its step events and the output
+ * One ordered log per checkpoint (see docs/protocol.md#checkpoint-logs): its step events and the output
  * lines of its commands, numbered by `seq` (1, 2, …; a reader resumes after
  * the last one it saw). The checkpoint row keeps the last seq handed out and
  * how many output lines were kept, so appends number and cap under the row's

@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * The runner registry (SPEC §8): runners added through the admin API, next to
+ * The runner registry (see docs/protocol.md#runner-registry): runners added through the admin API, next to
  * those of inventory.yml. A runner's token is stored only as its SHA-256
  * digest; its Proxmox token value only sealed with AES-256-GCM under
  * E2EPOOL_SECRET_KEY. Runners are deactivated, never deleted: checkpoints keep
