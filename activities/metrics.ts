@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { registerBuildInfoMetric } from '../common/build-info-metric';
 
 /** How the job's end was detected: a finalize call (hook, agent), the GitLab poller, or the TTL. */
 export type JobEndPath = 'finalize' | 'poller' | 'ttl';
@@ -65,6 +66,7 @@ export class WorkerMetrics {
   constructor() {
     this.registry.setDefaultLabels({ service: 'e2epool-worker' });
     collectDefaultMetrics({ register: this.registry });
+    registerBuildInfoMetric(this.registry);
   }
 
   /** Records one step attempt; `backend` is the runner's (`unknown` once it left the inventory). */

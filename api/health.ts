@@ -1,5 +1,6 @@
 import type { Connection } from '@temporalio/client';
 import { Router } from 'express';
+import { buildInfo } from '../common/build-info';
 import type { Logger } from '../config/logger';
 import type { DatabaseProbe } from '../store/probe';
 
@@ -24,6 +25,7 @@ export interface HealthDeps {
 /**
  * `GET /healthz`: Postgres and Temporal answer → 200; otherwise 503 with a
  * short detail naming what is down (the cause goes to the log, not the caller).
+ * Both carry this build's `version` and `commit`.
  */
 export function healthRouter(d: HealthDeps): Router {
   const router = Router();
@@ -51,8 +53,12 @@ export function healthRouter(d: HealthDeps): Router {
         );
       }
     });
-    if (problems.length === 0) res.status(200).json({ status: 'ok', detail: null });
-    else res.status(503).json({ status: 'unhealthy', detail: problems.join('; ') });
+    // Which build answers: lets a rollout be checked from the probe alone.
+    const { version, commit } = buildInfo();
+    if (problems.length === 0)
+      res.status(200).json({ status: 'ok', detail: null, version, commit });
+    else
+      res.status(503).json({ status: 'unhealthy', detail: problems.join('; '), version, commit });
   });
   return router;
 }

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router } from 'express';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { registerBuildInfoMetric } from '../common/build-info-metric';
 import { ACTIVE_STATES } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -35,6 +36,7 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'e2epool-api' });
   collectDefaultMetrics({ register: registry });
+  registerBuildInfoMetric(registry);
 
   new Gauge({
     name: 'e2epool_checkpoints_active',

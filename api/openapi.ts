@@ -305,13 +305,24 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       '429': json(detail, 'Too many readiness checks for this runner (see Retry-After)'),
     },
   });
+  /** Which build answers (package version, git commit or "unknown"). */
+  const buildFields = {
+    version: z.string().openapi({ example: '0.1.0' }),
+    commit: z.string().openapi({ example: '869638b820b28a4b7eb9c9ae48f77276f9a4effe' }),
+  };
   r.registerPath({
     method: 'get',
     path: '/healthz',
     summary: 'Temporal and Postgres reachable',
     responses: {
-      '200': json(z.object({ status: z.literal('ok'), detail: z.null() }), 'Healthy'),
-      '503': json(z.object({ status: z.literal('unhealthy'), detail: z.string() }), 'Unhealthy'),
+      '200': json(
+        z.object({ status: z.literal('ok'), detail: z.null(), ...buildFields }),
+        'Healthy',
+      ),
+      '503': json(
+        z.object({ status: z.literal('unhealthy'), detail: z.string(), ...buildFields }),
+        'Unhealthy',
+      ),
     },
   });
   r.registerPath({

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { versionText } from '../common/build-info';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
@@ -30,6 +31,7 @@ function positiveInt(v: string): number {
 export function buildProgram(): Command {
   const program = new Command('e2epool')
     .description('Keeps shared end-to-end CI runners clean')
+    .version(versionText(), '-V, --version', 'print the version and git commit')
     .showHelpAfterError();
 
   program
@@ -125,6 +127,7 @@ export function buildProgram(): Command {
   program
     .command('agent')
     .description('run the agent daemon on a runner host (until SIGTERM or SIGINT)')
+    .version(versionText(), '-V, --version', 'print the version and git commit')
     .option(
       '--config <path>',
       'agent YAML config (default $E2EPOOL_AGENT_CONFIG or /etc/e2epool/agent.yml)',

@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -17,6 +17,14 @@ import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 
 const log = pino({ level: 'silent' });
+
+/** Every answer names the build: package.json's version and a commit (unbuilt under ts-jest: "unknown"). */
+const build = {
+  version: (
+    JSON.parse(readFileSync(join(__dirname, '../../package.json'), 'utf8')) as { version: string }
+  ).version,
+  commit: expect.stringMatching(/^([0-9a-f]{40}|unknown)$/) as unknown as string,
+};
 
 async function health(api: ApiServer): Promise<{ status: number; body: unknown }> {
   const res = await fetch(`${api.url}/healthz`);
@@ -77,7 +85,10 @@ describe('GET /healthz', () => {
   });
 
   it('says ok while Postgres and Temporal answer', async () => {
-    expect(await health(api)).toEqual({ status: 200, body: { status: 'ok', detail: null } });
+    expect(await health(api)).toEqual({
+      status: 200,
+      body: { status: 'ok', detail: null, ...build },
+    });
   });
 
   it('says unhealthy with a short detail while Postgres is stopped, and recovers when it is back', async () => {
@@ -86,7 +97,7 @@ describe('GET /healthz', () => {
       const h = await health(api);
       return h.status === 503 ? h : undefined;
     });
-    expect(down.body).toEqual({ status: 'unhealthy', detail: 'database unavailable' });
+    expect(down.body).toEqual({ status: 'unhealthy', detail: 'database unavailable', ...build });
 
     pg = await startPg();
     await waitFor(
@@ -94,7 +105,7 @@ describe('GET /healthz', () => {
       async () => (await health(api)).status === 200,
       { timeoutMs: 30_000 },
     );
-    expect((await health(api)).body).toEqual({ status: 'ok', detail: null });
+    expect((await health(api)).body).toEqual({ status: 'ok', detail: null, ...build });
   }, 90_000);
 
   it('says unhealthy while Temporal is stopped, and recovers when it is back', async () => {
@@ -103,7 +114,7 @@ describe('GET /healthz', () => {
       const h = await health(api);
       return h.status === 503 ? h : undefined;
     });
-    expect(down.body).toEqual({ status: 'unhealthy', detail: 'temporal unavailable' });
+    expect(down.body).toEqual({ status: 'unhealthy', detail: 'temporal unavailable', ...build });
 
     temporal = await startTemporal();
     await waitFor(

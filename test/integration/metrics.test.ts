@@ -9,7 +9,7 @@ import {
   type TestController,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
-import { exposedNames, scrape, sumOf } from '../helpers/metrics';
+import { exposedNames, parseSamples, scrape, sumOf } from '../helpers/metrics';
 import { REPO } from '../helpers/processes';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
@@ -175,6 +175,25 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
     }
     await agent.closed;
     await waitFor('the session to be gone', async () => (await sessions()) === 0);
+  });
+
+  it('the API and the worker name their build: e2epool_build_info{version,commit} 1', async () => {
+    const { version } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    for (const [service, text] of [
+      ['e2epool-api', await api()],
+      ['e2epool-worker', await worker()],
+    ] as const) {
+      expect(parseSamples(text).filter((s) => s.name === 'e2epool_build_info')).toEqual([
+        {
+          name: 'e2epool_build_info',
+          // Unbuilt under ts-jest: the commit is "unknown".
+          labels: { service, version, commit: expect.stringMatching(/^([0-9a-f]{40}|unknown)$/) },
+          value: 1,
+        },
+      ]);
+    }
   });
 
   it('the Grafana dashboard uses only metrics the API or the worker expose', async () => {
