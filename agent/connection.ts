@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { WebSocket, type RawData } from 'ws';
-import { CLOSE_CODES, type Reply, type RequestType } from '../common/agent-protocol';
+import {
+  AGENT_VERSION_HEADER,
+  CLOSE_CODES,
+  CONTROLLER_VERSION_HEADER,
+  type Reply,
+  type RequestType,
+} from '../common/agent-protocol';
+import { buildInfo, majorDiffers, peerVersion } from '../common/build-info';
 import type { Logger } from '../config/logger';
 import {
   classifyControllerFrame,
@@ -33,6 +40,8 @@ export interface ConnectionOptions {
   log: Logger;
   /** Called for every `exec` command; the handler replies with `send`. */
   onExec: (command: IncomingExec) => void;
+  /** This agent's version, sent on the handshake; defaults to the build's. */
+  version?: string;
 }
 
 export interface RequestOptions {
@@ -191,7 +200,8 @@ export class ControllerConnection {
     const { log } = this.o;
     const url = new URL(this.o.url);
     url.searchParams.set('runner_id', this.o.runnerId);
-    const headers: Record<string, string> = {};
+    const version = this.o.version ?? buildInfo().version;
+    const headers: Record<string, string> = { [AGENT_VERSION_HEADER]: version };
     if (this.tokenInQuery) url.searchParams.set('token', this.o.token);
     else headers.Authorization = `Bearer ${this.o.token}`;
     log.info(
@@ -218,11 +228,16 @@ export class ControllerConnection {
     this.ws = ws;
     let handshakeStatus: number | undefined;
     let opened = false;
+    /** Null: a controller that does not say (older than the version handshake). */
+    let controllerVersion: string | null = null;
 
     ws.on('unexpected-response', (_req, res: IncomingMessage) => {
       handshakeStatus = res.statusCode;
       res.resume();
       ws.terminate();
+    });
+    ws.on('upgrade', (res: IncomingMessage) => {
+      controllerVersion = peerVersion(res.headers[CONTROLLER_VERSION_HEADER]);
     });
     ws.on('open', () => {
       opened = true;
@@ -230,7 +245,17 @@ export class ControllerConnection {
       this.delayMs = INITIAL_RECONNECT_DELAY_MS;
       this.lastSeen = Date.now();
       this.startHeartbeat(ws);
-      log.info({ runnerId: this.o.runnerId }, 'connected to controller');
+      log.info(
+        { runnerId: this.o.runnerId, agentVersion: version, controllerVersion },
+        'connected to controller',
+      );
+      if (controllerVersion && majorDiffers(version, controllerVersion)) {
+        log.warn(
+          { agentVersion: version, controllerVersion },
+          `the controller's major version differs from this agent's (controller ${controllerVersion}, ` +
+            `agent ${version}); upgrade the older side`,
+        );
+      }
       for (const w of [...this.openWaiters]) w(true);
     });
     ws.on('message', (data: RawData) => {

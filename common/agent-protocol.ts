@@ -13,6 +13,15 @@
 export const AGENT_WS_PATH = '/ws/agent';
 
 /**
+ * The handshake names both ends' versions in HTTP headers, outside the
+ * message envelopes (older peers ignore them): the agent's on its upgrade
+ * request, the controller's on its 101 answer to an authenticated agent.
+ */
+export const AGENT_VERSION_HEADER = 'x-e2epool-agent-version';
+/** See AGENT_VERSION_HEADER. */
+export const CONTROLLER_VERSION_HEADER = 'x-e2epool-controller-version';
+
+/**
  * Largest message, in bytes: a request or reply on the WebSocket, or one IPC
  * frame. The controller answers a larger WebSocket message with an error reply.
  */

@@ -126,7 +126,11 @@ export class AgentHub {
    * is closed. When registering fails, nothing of the new session remains (no
    * row, nothing in memory) and an older connection here keeps the runner.
    */
-  async register(runnerId: string, ws: WebSocket): Promise<string> {
+  async register(
+    runnerId: string,
+    ws: WebSocket,
+    agentVersion: string | null = null,
+  ): Promise<string> {
     const sessionId = randomUUID();
     const old = this.sessions.get(runnerId);
     const session: Session = { runnerId, sessionId, ws, inflight: new Map() };
@@ -151,7 +155,7 @@ export class AgentHub {
       await this.failInflight(old, 'agent reconnected');
       old.ws.close(CLOSE_CODES.replaced, 'Replaced by a newer connection');
     }
-    this.log.info({ runnerId, sessionId }, 'agent connected');
+    this.log.info({ runnerId, sessionId, agentVersion }, 'agent connected');
     await this.failLost(runnerId);
     void this.dispatch(runnerId);
     return sessionId;

@@ -3,8 +3,10 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { z } from 'zod';
 import {
+  AGENT_VERSION_HEADER,
   AGENT_WS_PATH,
   CLOSE_CODES,
+  CONTROLLER_VERSION_HEADER,
   EXEC_OUTPUT_FRAME_BYTES,
   EXEC_OUTPUT_FRAMES_PER_SECOND,
   EXEC_OUTPUT_STREAMS,
@@ -20,6 +22,7 @@ import {
   type Reply,
   type RequestType,
 } from '../common/agent-protocol';
+import { buildInfo, peerVersion } from '../common/build-info';
 import type { Inventory, InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { CheckpointLogs } from '../api/checkpoint-logs';
@@ -238,6 +241,12 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
   /** Sockets from the upgrade request until they are authenticated or gone. */
   const unauthenticated = new Set<Duplex>();
   const live = new Map<WebSocket, LiveAgent>();
+  /** Upgrades with valid credentials: only they learn this controller's version. */
+  const authenticatedUpgrades = new WeakSet<IncomingMessage>();
+  wss.on('headers', (headers: string[], req: IncomingMessage) => {
+    if (authenticatedUpgrades.has(req))
+      headers.push(`${CONTROLLER_VERSION_HEADER}: ${buildInfo().version}`);
+  });
 
   /** Writes an HTTP answer and drops the socket once it is written, whatever the client does. */
   const refuse = (socket: Duplex, response: string) => {
@@ -281,6 +290,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     }
     unauthenticated.add(socket);
     socket.once('close', () => unauthenticated.delete(socket));
+    if (valid) authenticatedUpgrades.add(req);
     wss.handleUpgrade(req, socket, head, (ws) => {
       // Accept, then close with 4401, so clients see why (the old server's HTTP 403 hid it).
       if (!valid || !runnerId || !token) {
@@ -296,7 +306,8 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
       unauthenticated.delete(socket);
       live.set(ws, { runnerId, token });
       ws.once('close', () => live.delete(ws));
-      void serve(ws, runnerId);
+      // Null: an agent older than the version handshake, or a malformed header.
+      void serve(ws, runnerId, peerVersion(req.headers[AGENT_VERSION_HEADER]));
     });
   };
   server.on('upgrade', onUpgrade);
@@ -320,7 +331,11 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
    */
   const touchEveryMs = Math.min(TOUCH_EVERY_MS, (d.settings.wsHeartbeatTimeoutSeconds * 1000) / 4);
 
-  async function serve(ws: WebSocket, runnerId: string): Promise<void> {
+  async function serve(
+    ws: WebSocket,
+    runnerId: string,
+    agentVersion: string | null,
+  ): Promise<void> {
     let lastSeen = Date.now();
     let lastTouched = lastSeen; // registering sets last_seen_at
     let touching = false;
@@ -354,7 +369,7 @@ export function attachAgentGateway(server: Server, d: GatewayDeps): { close(): v
     }, d.settings.wsHeartbeatIntervalSeconds * 1000);
     heartbeat.unref();
 
-    const ready = d.hub.register(runnerId, ws).then((sid) => (sessionId = sid));
+    const ready = d.hub.register(runnerId, ws, agentVersion).then((sid) => (sessionId = sid));
     // Unregistered, this connection could not be reached: make the agent reconnect.
     ready.catch((err: unknown) => {
       d.log.error({ runnerId, err: (err as Error).message }, 'cannot register the agent session');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { agentConfig, type AgentConfig } from '../../agent/config';
@@ -7,7 +7,7 @@ import { EXEC_OUTPUT_FLUSH_MS } from '../../common/agent-protocol';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest } from '../../agent/ipc';
 import { uniqueId } from '../helpers/env';
-import { runCli } from '../helpers/processes';
+import { REPO, runCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
 import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
 
@@ -21,6 +21,12 @@ async function deadPort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
+
+/** This agent's version (unbuilt under ts-jest: package.json's). */
+const OWN_VERSION = (
+  JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }
+).version;
+const OWN_MAJOR = Number(OWN_VERSION.split('.')[0]);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -174,6 +180,42 @@ describe('agent daemon against a controller', () => {
     expect(Date.now() - dropped).toBeLessThan(1800); // the first retry comes after 1-1.1 s
     expect(ctl.connections[1]!.tokenIn).toBe('header');
     expect(ctl.connections[1]!.rawUrl).not.toContain(token);
+  });
+
+  it("names its version on the handshake and warns when the controller's major version differs", async () => {
+    const other = `${OWN_MAJOR + 1}.0.0`;
+    ctl.controllerVersion = other;
+    const agent = await start();
+    await agent.waitConnected(5000);
+    expect(ctl.connections[0]!.agentVersion).toBe(OWN_VERSION);
+    const warning = await waitFor('the version warning', () =>
+      logs.lines().find((l) => l.includes('major version differs')),
+    );
+    expect(JSON.parse(warning)).toMatchObject({
+      level: 40,
+      agentVersion: OWN_VERSION,
+      controllerVersion: other,
+    });
+  });
+
+  it('does not warn when the controller shares its major version, or does not name one', async () => {
+    ctl.controllerVersion = `${OWN_MAJOR}.99.1`;
+    const agent = await start();
+    await agent.waitConnected(5000);
+    const connected = await waitFor('the connected line', () =>
+      logs.lines().find((l) => l.includes('connected to controller')),
+    );
+    expect(JSON.parse(connected)).toMatchObject({ controllerVersion: `${OWN_MAJOR}.99.1` });
+    // A controller older than the handshake names none: nothing to compare.
+    ctl.controllerVersion = null;
+    ctl.dropAll();
+    const second = await waitFor(
+      'the reconnect',
+      () => logs.lines().filter((l) => l.includes('connected to controller'))[1],
+      { timeoutMs: 10_000 },
+    );
+    expect(JSON.parse(second)).toMatchObject({ controllerVersion: null });
+    expect(logs.text()).not.toContain('major version differs');
   });
 
   it('replies 503 when no connection comes within the wait', async () => {

@@ -7,7 +7,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { LOGS_PAGE_ENTRIES, type LogsEntry } from '../../common/agent-protocol';
+import {
+  AGENT_VERSION_HEADER,
+  CONTROLLER_VERSION_HEADER,
+  LOGS_PAGE_ENTRIES,
+  type LogsEntry,
+} from '../../common/agent-protocol';
 import type { Logger } from '../../config/logger';
 import { fitLogsPage } from '../../gateway/ws-gateway';
 import { REPO } from '../helpers/processes';
@@ -85,6 +90,8 @@ export interface AgentConnection {
   closed: boolean;
   /** The close code the server saw. */
   closeCode?: number;
+  /** The agent's version header on this handshake (null: none). */
+  agentVersion: string | null;
 }
 
 type Frame = Record<string, unknown>;
@@ -103,6 +110,8 @@ export class FakeController {
   dropOn: string | null = null;
   /** Answer neither requests nor pings (a hung controller). */
   mute = false;
+  /** Sent as the controller's version header on the 101 answer; null: none (an older controller). */
+  controllerVersion: string | null = null;
   readonly handshakes: Array<{ tokenIn: 'header' | 'query' | null; ok: boolean }> = [];
   readonly connections: AgentConnection[] = [];
   /** Every request frame an agent sent (pings included). */
@@ -123,6 +132,10 @@ export class FakeController {
   async start(): Promise<this> {
     this.server = createServer((_req, res) => res.writeHead(404).end());
     this.wss = new WebSocketServer({ noServer: true });
+    this.wss.on('headers', (headers: string[]) => {
+      if (this.controllerVersion)
+        headers.push(`${CONTROLLER_VERSION_HEADER}: ${this.controllerVersion}`);
+    });
     this.server.on('upgrade', (req: IncomingMessage, socket, head) => {
       const url = new URL(req.url ?? '/', 'http://x');
       const runnerId = url.searchParams.get('runner_id');
@@ -144,6 +157,7 @@ export class FakeController {
           tokenIn,
           rawUrl: req.url ?? '',
           closed: false,
+          agentVersion: (req.headers[AGENT_VERSION_HEADER] as string | undefined) ?? null,
         };
         this.connections.push(conn);
         ws.on('close', (code) => {
