@@ -1,20 +1,25 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
+import { WebSocket } from 'ws';
 import { AgentBus } from '../../activities/agent-bus';
 import { agentConfig } from '../../agent/config';
 import { startAgent } from '../../agent/daemon';
 import type { CheckpointService } from '../../api/checkpoint-service';
 import { databaseUrlOf, HEADERS_TIMEOUT_MS, type ApiServer } from '../../api/server';
-import { EXEC_OUTPUT_FRAME_BYTES, type ExecOutputPayload } from '../../common/agent-protocol';
+import {
+  CONTROLLER_VERSION_HEADER,
+  EXEC_OUTPUT_FRAME_BYTES,
+  type ExecOutputPayload,
+} from '../../common/agent-protocol';
 import { InventoryStore } from '../../config/inventory';
 import { AgentHub, type ExecOutputHook } from '../../gateway/agent-hub';
 import { attachAgentGateway, type GatewayDeps } from '../../gateway/ws-gateway';
 import { createStore } from '../../store';
-import { tempDir } from '../agent/helpers';
+import { memoryLogger, tempDir } from '../agent/helpers';
 import {
   lateAgentGateway,
   operations,
@@ -63,6 +68,7 @@ const R = testRunners([
   'output',
   'outputBystander',
   'outputAgent',
+  'version',
 ]);
 /** Runners whose reset runs `/opt/reset.sh --all` (the rest: `/opt/reset.sh`). */
 const RESET_ALL: TestRunner[] = [R.reset, R.restart];
@@ -707,6 +713,75 @@ describe('agent WebSocket gateway (/ws/agent: auth, envelopes, exec, heartbeat)'
         tmp.cleanup();
       }
     });
+  });
+
+  it("the version handshake: the controller logs the agent's version, and names its own to authenticated agents only", async () => {
+    const r = R.version;
+    const { version } = JSON.parse(readFileSync(join(__dirname, '../../package.json'), 'utf8')) as {
+      version: string;
+    };
+    const controllerLogs = memoryLogger();
+    const agentLogs = memoryLogger();
+    const server = createServer();
+    const hub = new AgentHub(
+      createStore(c.ds),
+      databaseUrlOf(c.ds),
+      controllerLogs.log,
+      c.settings.wsHeartbeatTimeoutSeconds,
+    );
+    await hub.start();
+    const gateway = attachAgentGateway(server, {
+      inventory: c.inventory,
+      checkpoints: {} as CheckpointService,
+      logs: {} as GatewayDeps['logs'],
+      hub,
+      settings: c.settings,
+      log: controllerLogs.log,
+    });
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+    const wsUrl = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/ws/agent`;
+    const tmp = tempDir();
+    const daemon = await startAgent(
+      agentConfig({
+        controllerUrl: wsUrl,
+        runnerId: r.id,
+        token: r.token,
+        socketPath: join(tmp.dir, 'agent.sock'),
+        heartbeatInterval: 30,
+      }),
+      { log: agentLogs.log },
+    );
+    try {
+      const line = (logs: typeof agentLogs, msg: string) =>
+        waitFor(msg, () => logs.lines().find((l) => l.includes(msg)));
+      expect(JSON.parse(await line(controllerLogs, 'agent connected'))).toMatchObject({
+        runnerId: r.id,
+        agentVersion: version,
+      });
+      expect(JSON.parse(await line(agentLogs, 'connected to controller'))).toMatchObject({
+        agentVersion: version,
+        controllerVersion: version,
+      });
+      expect(agentLogs.text()).not.toContain('major version differs');
+      // A socket with bad credentials learns nothing about this controller.
+      const headerOf = (token: string) =>
+        new Promise<string | undefined>((resolve, reject) => {
+          const url = `${wsUrl}?runner_id=${encodeURIComponent(r.id)}&token=${token}`;
+          const ws = new WebSocket(url);
+          ws.once('upgrade', (res) => resolve(res.headers[CONTROLLER_VERSION_HEADER] as string));
+          ws.once('error', reject);
+          ws.once('open', () => ws.terminate());
+        });
+      expect(await headerOf('nope')).toBeUndefined();
+      expect(await headerOf(encodeURIComponent(r.token))).toBe(version);
+    } finally {
+      await daemon.stop();
+      gateway.close();
+      await hub.stop();
+      server.closeAllConnections();
+      await new Promise((res) => server.close(res));
+      tmp.cleanup();
+    }
   });
 
   describe('sessions', () => {
