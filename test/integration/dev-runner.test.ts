@@ -63,7 +63,12 @@ describe('the dev runner (npm run dev)', () => {
 
       const health = await fetch(`http://127.0.0.1:${api}/healthz`);
       expect(health.status).toBe(200);
-      expect(await health.json()).toEqual({ status: 'ok', detail: null });
+      expect(await health.json()).toEqual({
+        status: 'ok',
+        detail: null,
+        version: expect.any(String),
+        commit: expect.any(String),
+      });
       // The fleet page takes the admin token the data directory keeps (never printed).
       const tokenFile = join(dataDir, 'admin-token');
       expect(out).toContain(
