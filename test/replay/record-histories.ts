@@ -1,13 +1,14 @@
 /**
  * Records the histories the replay test replays: run with
  * `npm run replay:record` (not part of `npm test`). Each scenario runs the
- * checkpoint workflow of the current code on a real dev server with stubbed
- * activities and writes its history to test/replay/histories/<scenario>.json.
+ * checkpoint (or reconciler) workflow of the current code on a real dev
+ * server with stubbed activities and writes its history to
+ * test/replay/histories/<release>/<scenario>.json.
  *
- * Recorded once per released workflow shape: fixtures of older shapes stay,
- * so every change must still replay what running checkpoints already did.
- * Add new scenarios under a new name; a scenario whose fixture exists is
- * skipped (delete a fixture only when no run of that shape can still exist).
+ * A release's fixtures are recorded once and never again: every later change
+ * must still replay them (see "Versioning" in CONTRIBUTING.md). A change to a
+ * workflow's commands records its new path under the release that ships it
+ * (RECORD_RELEASE); a scenario whose fixture exists is skipped.
  */
 import { WorkflowFailedError } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
@@ -15,17 +16,18 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   checkpointWorkflowId,
-  finalizeUpdate,
   releaseHoldSignal,
   releaseSignal,
   retrySignal,
-  stateQuery,
+  type CheckpointTiming,
+  type ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
 import { startContinueAsNewDevServer } from '../helpers/temporal';
 import { waitFor } from '../helpers/wait';
+import { finalize, input as inputOf, waitPhase } from '../workflow/fixtures';
 import {
   createCheckpoint,
   nonRetryable,
@@ -35,34 +37,9 @@ import {
   type WorkflowHarness,
 } from '../workflow/harness';
 
-const OUT = join(__dirname, 'histories');
-
-/**
- * The workflow input as the API built it before 2026-11-27 (with pollerEnabled
- * and the readiness timings): the first scenarios were recorded with it.
- */
-function inputFor(runner: RunnerSpec, timing: Record<string, unknown> = {}) {
-  return {
-    runner: {
-      runnerId: runner.runnerId,
-      backend: runner.backend,
-      gitlabRunnerId: runner.gitlabRunnerId,
-      resetOnSuccess: runner.resetOnSuccess ?? false,
-    },
-    timing: {
-      ttlSeconds: 3600,
-      pollerEnabled: true,
-      pollerIntervalSeconds: 1,
-      pollerMinAgeSeconds: 0,
-      cooldownSeconds: 1,
-      readinessTimeoutSeconds: 5,
-      readinessPollIntervalSeconds: 0.1,
-      finalizeAckSeconds: 10,
-      resetMaxAttempts: 2,
-      ...timing,
-    },
-  };
-}
+/** The release these recordings belong to (a new folder per release that changes a workflow). */
+const RECORD_RELEASE = process.env.E2EPOOL_RECORD_RELEASE ?? '1.0.0';
+const OUT = join(__dirname, 'histories', RECORD_RELEASE);
 
 /** Saves a run's history as `temporal workflow show --output json` prints it (what operators download). */
 function save(address: string, scenario: string, workflowId: string, runId?: string) {
@@ -85,304 +62,118 @@ function save(address: string, scenario: string, workflowId: string, runId?: str
   writeFileSync(path, `${JSON.stringify(JSON.parse(json), null, 1)}\n`);
 }
 
-function runner(backend: RunnerSpec['backend'], gitlabRunnerId: number | null): RunnerSpec {
+function runner(
+  backend: RunnerSpec['backend'],
+  gitlabRunnerId: number | null,
+  o: Partial<RunnerSpec> = {},
+): RunnerSpec {
   return {
     runnerId: uniqueId(`rec-${backend === 'proxmox' ? 'pm' : 'bm'}`),
     backend,
     gitlabRunnerId,
+    ...o,
   };
 }
 
-async function finalize(h: WorkflowHarness, r: RunnerSpec, name: string, status: string) {
-  return h.client.workflow
-    .getHandle(checkpointWorkflowId(r.runnerId))
-    .executeUpdate(finalizeUpdate, {
-      args: [{ checkpointName: name, status: status as 'success', source: 'hook' }],
-    });
-}
-
-async function waitPhase(h: WorkflowHarness, r: RunnerSpec, phase: string) {
-  const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-  await waitFor(`phase ${phase}`, async () => (await handle.query(stateQuery)).phase === phase);
-}
-
-/** Today's workflow input (CheckpointWorkflowInput), for scenarios recorded since. */
-function inputNow(runner: RunnerSpec, timing: Record<string, unknown> = {}) {
-  const { runner: plan } = inputFor(runner);
-  return {
-    runner: plan,
-    timing: {
-      ttlSeconds: 3600,
-      pollerIntervalSeconds: 1,
-      pollerMinAgeSeconds: 0,
-      cooldownSeconds: 1,
-      finalizeAckSeconds: 10,
-      resetMaxAttempts: 2,
-      ...timing,
-    },
-  };
+/** The input as the API builds it; a 1 s cooldown so every path records its timer. */
+function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}) {
+  return inputOf(r, { cooldownSeconds: 1, finalizeAckSeconds: 10, ...t });
 }
 
 /** A bare-metal GitHub Actions runner (no GitLab runner), "paused" by its `e2e` label. */
 function githubRunner(): RunnerSpec {
-  return {
-    ...runner('bare_metal', null),
+  return runner('bare_metal', null, {
     pause: { kind: 'github', githubRunnerId: 7, scope: { repo: 'acme/app' }, labels: ['e2e'] },
-  };
+  });
 }
 
-/** Today's input for a GitHub runner: `runner.pause` names its labels. */
-function githubInput(r: RunnerSpec) {
-  const input = inputNow(r);
-  return { ...input, runner: { ...input.runner, pause: r.pause } };
+const result = (h: WorkflowHarness, r: RunnerSpec) =>
+  h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+const signal = (h: WorkflowHarness, r: RunnerSpec, s: typeof retrySignal) =>
+  h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).signal(s);
+
+/** Starts a run as the reconciler adopts a checkpoint whose run ended without finishing it. */
+async function adopt(h: WorkflowHarness, r: RunnerSpec, jobId: string) {
+  const resume: ResumedCheckpoint = {
+    name: `job-${jobId}-1795000000-abcdef12`,
+    jobId,
+    projectId: null,
+    checkpointId: 4000 + Number(jobId),
+    createdAt: new Date().toISOString(),
+    pollJobs: false,
+    adopted: {
+      state: 'finalize_queued',
+      jobEnd: { status: 'failure', source: 'hook', at: new Date().toISOString() },
+    },
+  };
+  await h.client.workflow.start('checkpointWorkflow', {
+    workflowId: checkpointWorkflowId(r.runnerId),
+    taskQueue: h.taskQueue,
+    args: [{ ...input(r), resume }],
+  });
+  await result(h, r);
 }
 
 /** A scenario returns its checkpoint's runner id, or the id of another workflow it ran. */
 type Scenario = (h: WorkflowHarness, s: StubActivities) => Promise<string | { workflowId: string }>;
 
+/** A job that failed, finalized by its hook: pause, reset, readiness, cooldown, unpause. */
+async function failedJob(h: WorkflowHarness, r: RunnerSpec, jobId: string, t = {}) {
+  const cp = await createCheckpoint(h, r, input(r, t), { jobId });
+  await finalize(h, r, cp.name, 'failure');
+  return cp;
+}
+
+/** A failed job whose reset fails its one attempt: the run waits in needs_attention. */
+async function toNeedsAttention(
+  h: WorkflowHarness,
+  s: StubActivities,
+  r: RunnerSpec,
+  jobId: string,
+) {
+  s.on('runRunnerCommand', () => {
+    throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
+  });
+  await failedJob(h, r, jobId, { resetMaxAttempts: 1 });
+  await waitPhase(h, r, 'needs_attention');
+}
+
 const scenarios: Record<string, Scenario> = {
-  async 'proxmox-failure-reset'(h) {
-    const r = runner('proxmox', 7);
-    const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '101', projectId: null });
-    await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+  async 'bare-metal-success-cleanup'(h) {
+    const r = runner('bare_metal', 2);
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '102' });
+    await finalize(h, r, cp.name, 'success');
+    await result(h, r);
     return r.runnerId;
   },
-  async 'bare-metal-success-cleanup'(h) {
+  async 'bare-metal-failure-reset'(h) {
+    const r = runner('bare_metal', 3);
+    await failedJob(h, r, '103');
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'proxmox-failure-reset'(h) {
+    const r = runner('proxmox', 7);
+    await failedJob(h, r, '101');
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'no-pause-target'(h) {
     const r = runner('bare_metal', null);
-    const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '102', projectId: null });
-    await finalize(h, r, cp.name, 'success');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    await failedJob(h, r, '104');
+    await result(h, r);
     return r.runnerId;
   },
   async 'poller-job-failed'(h, s) {
     let polls = 0;
     s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
     const r = runner('bare_metal', 9);
-    await createCheckpoint(h, r, inputFor(r), { jobId: '103', projectId: '5' });
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    await createCheckpoint(h, r, input(r), { jobId: '105', projectId: '5' });
+    await result(h, r);
     return r.runnerId;
   },
-  async 'ttl-gc-reset'(h) {
-    const r = runner('proxmox', 8);
-    await createCheckpoint(h, r, inputFor(r, { ttlSeconds: 2, pollerEnabled: false }), {
-      jobId: '104',
-      projectId: '5',
-    });
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  async 'create-failure'(h, s) {
-    s.on('takeSnapshot', () => {
-      throw nonRetryable('snapshot failed: storage full');
-    });
-    const r = runner('proxmox', 10);
-    await expect(
-      createCheckpoint(h, r, inputFor(r), { jobId: '105', projectId: null }),
-    ).rejects.toThrow();
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  async 'needs-attention-retry'(h, s) {
-    let fail = true;
-    s.on('runRunnerCommand', () => {
-      if (fail) throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
-    });
-    const r = runner('bare_metal', 11);
-    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
-      jobId: '106',
-    });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    fail = false;
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(retrySignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  async 'needs-attention-release'(h, s) {
-    s.on('runRunnerCommand', () => {
-      throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
-    });
-    const r = runner('bare_metal', 12);
-    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
-      jobId: '107',
-    });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(releaseSignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  async 'canceled-while-paused'(h, s) {
-    s.on('runRunnerCommand', () => {
-      throw nonRetryable('reset_cmd exited with 7', 'CommandFailed');
-    });
-    const r = runner('bare_metal', 13);
-    const cp = await createCheckpoint(h, r, inputFor(r, { resetMaxAttempts: 1 }), {
-      jobId: '108',
-    });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.cancel();
-    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-    return r.runnerId;
-  },
-  // Since the create deadline (patch 'create-deadline'): the snapshot hangs past it.
-  async 'create-deadline-cut-off'(h, s) {
-    let release!: () => void;
-    const hang = new Promise<void>((r) => (release = r));
-    s.on('takeSnapshot', () => hang);
-    const r = runner('proxmox', 15);
-    const deadline = new Date(Date.now() + 2000).toISOString();
-    await expect(createCheckpoint(h, r, inputNow(r), { jobId: '110', deadline })).rejects.toThrow();
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    release();
-    return r.runnerId;
-  },
-  // Since patch 'unpause-needs-attention': GitLab refuses the unpause once; `retry` after the fix.
-  async 'unpause-refused-then-retried'(h, s) {
-    let refused = true;
-    s.on('unpauseRunner', () => {
-      if (refused) throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
-    });
-    const r = runner('bare_metal', 16);
-    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '111' });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    refused = false;
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(retrySignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  // Since patch 'pause-check-failed': GitLab cannot say whether the runner is paused; no unpause.
-  async 'pause-check-failed'(h, s) {
-    s.on('pauseRunner', () => {
-      throw nonRetryable('cannot tell whether GitLab runner 17 is paused', 'PauseCheckFailed');
-    });
-    const r = runner('bare_metal', 17);
-    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '112' });
-    await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  // Since patch 'readiness-one-clock': stopVm names the agent session from before the stop; readiness skips it.
-  async 'proxmox-reset-one-clock'(h) {
-    const r = runner('proxmox', 18);
-    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '113' });
-    await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  // Since the reconciler: a run adopting a finalize_queued checkpoint whose run was terminated.
-  async 'adopted-by-reconciler'(h) {
-    const r = runner('bare_metal', 18);
-    const wfId = checkpointWorkflowId(r.runnerId);
-    await h.client.workflow.start('checkpointWorkflow', {
-      workflowId: wfId,
-      taskQueue: h.taskQueue,
-      args: [
-        {
-          ...inputNow(r),
-          resume: {
-            name: 'job-113-1795000000-abcdef12',
-            jobId: '113',
-            projectId: null,
-            checkpointId: 4113,
-            createdAt: new Date().toISOString(),
-            pollJobs: false,
-            adopted: {
-              state: 'finalize_queued',
-              jobEnd: { status: 'failure', source: 'hook', at: new Date().toISOString() },
-            },
-          },
-        },
-      ],
-    });
-    await h.client.workflow.getHandle(wfId).result();
-    return r.runnerId;
-  },
-  // Since patch 'pause-before-bookkeeping': the note runs beside the wait; the
-  // pause (check, send) comes before the finalize_queued write; the left-paused release is logged.
-  async 'pause-before-bookkeeping'(h, s) {
-    let refused = true;
-    s.on('unpauseRunner', () => {
-      if (refused) throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
-    });
-    const r = runner('bare_metal', 19);
-    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '114' });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    refused = false;
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(releaseSignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  // Since patch 'hold-on-failure': a failed job holds the runner (timer, hold row); the hold runs out.
-  async 'hold-on-failure-expired'(h) {
-    const r = runner('bare_metal', 20);
-    const input = inputNow(r);
-    const cp = await createCheckpoint(
-      h,
-      r,
-      { ...input, runner: { ...input.runner, holdOnFailureSeconds: 2 } },
-      { jobId: '115' },
-    );
-    await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  // Since patch 'hold-on-failure': an operator ends a long hold early with `release-hold`.
-  async 'hold-on-failure-released'(h) {
-    const r = runner('bare_metal', 21);
-    const input = inputNow(r);
-    const cp = await createCheckpoint(
-      h,
-      r,
-      { ...input, runner: { ...input.runner, holdOnFailureSeconds: 3600 } },
-      { jobId: '116' },
-    );
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'held');
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(releaseHoldSignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  // Since patch 'github-label-pause': a GitHub runner polled by its repository; its
-  // pause label is read, removed before finalize_queued, restored after readiness.
-  async 'github-label-pause'(h, s) {
-    let polls = 0;
-    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
-    const r = githubRunner();
-    await createCheckpoint(h, r, githubInput(r), { jobId: '117', projectId: 'acme/app' });
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
-  // Since patch 'github-label-pause': GitHub refuses the restore once (needs_attention); `retry` after the fix.
-  async 'github-label-restore-refused'(h, s) {
-    let refused = true;
-    s.on('restoreRunnerLabels', () => {
-      if (refused)
-        throw nonRetryable('GitHub POST labels: 403 Must have admin rights to Repository.');
-    });
-    const r = githubRunner();
-    const cp = await createCheckpoint(h, r, githubInput(r), { jobId: '118' });
-    await finalize(h, r, cp.name, 'failure');
-    await waitPhase(h, r, 'needs_attention');
-    refused = false;
-    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
-    await handle.signal(retrySignal);
-    await handle.result();
-    return r.runnerId;
-  },
-  // Since patch 'gitlab-rate-budget': polls on the poll queue (one answered 429,
-  // then a wait as long as asked); pause check, pause and unpause on the GitLab queue.
-  async 'gitlab-budget-poll-rate-limited'(h, s) {
+  // A poll answered 429, then a wait as long as asked; the third poll sees the failure.
+  async 'poller-rate-limited'(h, s) {
     let polls = 0;
     s.on('pollJobStatus', () => {
       polls++;
@@ -391,13 +182,12 @@ const scenarios: Record<string, Scenario> = {
       return polls >= 3 ? 'failure' : 'running';
     });
     const r = runner('bare_metal', 22);
-    await createCheckpoint(h, r, inputNow(r), { jobId: '119', projectId: '5' });
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    await createCheckpoint(h, r, input(r), { jobId: '106', projectId: '5' });
+    await result(h, r);
     return r.runnerId;
   },
-  // Since patch 'gitlab-rate-budget': a finalize arrives while a poll is in flight;
-  // the poll is cancelled and the reset goes on at once.
-  async 'gitlab-budget-finalize-cancels-poll'(h, s) {
+  // A finalize arrives while a poll is in flight: the poll is cancelled, the reset goes on.
+  async 'finalize-cancels-poll'(h, s) {
     let release!: () => void;
     const hang = new Promise<void>((ok) => (release = ok));
     s.on('pollJobStatus', async () => {
@@ -405,45 +195,150 @@ const scenarios: Record<string, Scenario> = {
       return 'running' as const;
     });
     const r = runner('bare_metal', 23);
-    const cp = await createCheckpoint(h, r, inputNow(r), { jobId: '120', projectId: '5' });
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '107', projectId: '5' });
     await waitFor('a poll in flight', () => s.callsOf('pollJobStatus').length > 0);
     await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
+    await result(h, r);
     release();
     return r.runnerId;
   },
-  // Since patch 'gitlab-rate-budget': an adopted run asks (checkRunnerPaused), then
-  // pauses with that answer (pauseRunner with knownPaused), one request each.
-  async 'gitlab-budget-adopted-pause'(h) {
-    const r = runner('bare_metal', 24);
-    const wfId = checkpointWorkflowId(r.runnerId);
-    await h.client.workflow.start('checkpointWorkflow', {
-      workflowId: wfId,
-      taskQueue: h.taskQueue,
-      args: [
-        {
-          ...inputNow(r),
-          resume: {
-            name: 'job-121-1795000000-abcdef12',
-            jobId: '121',
-            projectId: null,
-            checkpointId: 4121,
-            createdAt: new Date().toISOString(),
-            pollJobs: false,
-            adopted: {
-              state: 'finalize_queued',
-              jobEnd: { status: 'failure', source: 'hook', at: new Date().toISOString() },
-            },
-          },
-        },
-      ],
-    });
-    await h.client.workflow.getHandle(wfId).result();
+  async 'ttl-gc-reset'(h) {
+    const r = runner('proxmox', 8);
+    await createCheckpoint(h, r, input(r, { ttlSeconds: 2 }), { jobId: '108' });
+    await result(h, r);
     return r.runnerId;
   },
-  // Since patch 'gitlab-rate-budget': a reconciler pass asks GitLab about a paused
-  // runner and unpauses it, one activity per request on the GitLab queue.
-  async 'gitlab-budget-reconcile'(h) {
+  async 'create-failure'(h, s) {
+    s.on('takeSnapshot', () => {
+      throw nonRetryable('snapshot failed: storage full');
+    });
+    const r = runner('proxmox', 10);
+    await expect(createCheckpoint(h, r, input(r), { jobId: '109' })).rejects.toThrow();
+    await result(h, r);
+    return r.runnerId;
+  },
+  // The snapshot hangs past the create's deadline: the run compensates and answers 504.
+  async 'create-deadline-cut-off'(h, s) {
+    let release!: () => void;
+    const hang = new Promise<void>((ok) => (release = ok));
+    s.on('takeSnapshot', () => hang);
+    const r = runner('proxmox', 15);
+    const deadline = new Date(Date.now() + 2000).toISOString();
+    await expect(createCheckpoint(h, r, input(r), { jobId: '110', deadline })).rejects.toThrow();
+    await result(h, r);
+    release();
+    return r.runnerId;
+  },
+  async 'needs-attention-retry'(h, s) {
+    const r = runner('bare_metal', 11);
+    await toNeedsAttention(h, s, r, '111');
+    s.on('runRunnerCommand', () => undefined);
+    await signal(h, r, retrySignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'needs-attention-release'(h, s) {
+    const r = runner('bare_metal', 12);
+    await toNeedsAttention(h, s, r, '112');
+    await signal(h, r, releaseSignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'canceled-while-paused'(h, s) {
+    const r = runner('bare_metal', 13);
+    await toNeedsAttention(h, s, r, '113');
+    const handle = h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId));
+    await handle.cancel();
+    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    return r.runnerId;
+  },
+  // GitLab refuses the unpause (needs_attention); `retry` after the fix.
+  async 'unpause-refused-then-retried'(h, s) {
+    let refused = true;
+    s.on('unpauseRunner', () => {
+      if (refused) throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
+    });
+    const r = runner('bare_metal', 16);
+    await failedJob(h, r, '114');
+    await waitPhase(h, r, 'needs_attention');
+    refused = false;
+    await signal(h, r, retrySignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // GitLab refuses the unpause; an operator releases the runner still paused.
+  async 'unpause-refused-then-released'(h, s) {
+    s.on('unpauseRunner', () => {
+      throw nonRetryable('GitLab set runner paused: 401 Unauthorized');
+    });
+    const r = runner('bare_metal', 19);
+    await failedJob(h, r, '115');
+    await waitPhase(h, r, 'needs_attention');
+    await signal(h, r, releaseSignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // GitLab cannot say whether the runner is paused: nothing is sent, nothing undone.
+  async 'pause-check-failed'(h, s) {
+    s.on('checkRunnerPaused', () => {
+      throw nonRetryable('cannot tell whether GitLab runner 17 is paused', 'PauseCheckFailed');
+    });
+    const r = runner('bare_metal', 17);
+    await failedJob(h, r, '116');
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'hold-expired'(h) {
+    const r = runner('bare_metal', 20, { holdOnFailureSeconds: 2 });
+    await failedJob(h, r, '117');
+    await result(h, r);
+    return r.runnerId;
+  },
+  async 'hold-released'(h) {
+    const r = runner('bare_metal', 21, { holdOnFailureSeconds: 3600 });
+    await failedJob(h, r, '118');
+    await waitPhase(h, r, 'held');
+    await signal(h, r, releaseHoldSignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // Polled by its repository; its label is read, removed before finalize_queued, restored after.
+  async 'github-label-pause'(h, s) {
+    let polls = 0;
+    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
+    const r = githubRunner();
+    await createCheckpoint(h, r, input(r), { jobId: '119', projectId: 'acme/app' });
+    await result(h, r);
+    return r.runnerId;
+  },
+  // GitHub refuses the restore once (needs_attention); `retry` after the fix.
+  async 'github-label-restore-refused'(h, s) {
+    let refused = true;
+    s.on('restoreRunnerLabels', () => {
+      if (refused)
+        throw nonRetryable('GitHub POST labels: 403 Must have admin rights to Repository.');
+    });
+    const r = githubRunner();
+    await failedJob(h, r, '120');
+    await waitPhase(h, r, 'needs_attention');
+    refused = false;
+    await signal(h, r, retrySignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // The reconciler adopts a finalize_queued GitLab checkpoint: ask, pause, reset, unpause.
+  async 'adopted-by-reconciler'(h) {
+    const r = runner('bare_metal', 18);
+    await adopt(h, r, '121');
+    return r.runnerId;
+  },
+  async 'adopted-github'(h) {
+    const r = githubRunner();
+    await adopt(h, r, '122');
+    return r.runnerId;
+  },
+  // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
+  async 'reconcile-pass'(h) {
     const workflowId = uniqueId('rec-reconcile');
     await h.client.workflow.execute('reconcileWorkflow', {
       workflowId,
@@ -452,21 +347,12 @@ const scenarios: Record<string, Scenario> = {
     });
     return { workflowId };
   },
-  // Since patch 'cooldown-before-unpause': the cooldown timer comes after the
-  // reset and before the unpause and the terminal state; no timer at the end.
-  async 'cooldown-before-unpause'(h) {
-    const r = runner('bare_metal', 24);
-    const cp = await createCheckpoint(h, r, inputNow(r, { cooldownSeconds: 1 }), { jobId: '124' });
-    await finalize(h, r, cp.name, 'failure');
-    await h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
-    return r.runnerId;
-  },
 };
 
 /** Scenarios without a fixture yet: recorded ones are never recorded again. */
 const missing = (names: string[]) => names.filter((n) => !existsSync(join(OUT, `${n}.json`)));
 
-describe('record replay fixtures', () => {
+describe(`record replay fixtures of ${RECORD_RELEASE}`, () => {
   beforeAll(() => mkdirSync(OUT, { recursive: true }));
 
   it('knows which scenarios it still has to record', () => {
@@ -492,7 +378,7 @@ describe('record replay fixtures', () => {
     const h = await startWorkflowHarness(new StubActivities(), temporal.address);
     try {
       const r = runner('bare_metal', 14);
-      const cp = await createCheckpoint(h, r, inputFor(r), { jobId: '109', projectId: '5' });
+      const cp = await createCheckpoint(h, r, input(r), { jobId: '123', projectId: '5' });
       const wfId = checkpointWorkflowId(r.runnerId);
       const first = (await h.client.workflow.getHandle(wfId).describe()).runId;
       await waitFor(

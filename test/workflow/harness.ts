@@ -21,6 +21,7 @@ import {
   checkpointWorkflowId,
   createUpdate,
   type CheckpointDto,
+  type CheckpointWorkflowInput,
   type PauseTarget,
 } from '../../common/checkpoint';
 import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
@@ -229,8 +230,7 @@ export interface RunnerSpec {
 export async function createCheckpoint(
   h: WorkflowHarness,
   runner: RunnerSpec,
-  /** The workflow input: today's shape, or an older one the recorder replays. */
-  input: object,
+  input: CheckpointWorkflowInput,
   req: { jobId: string; projectId?: string | null; caller?: string | null; deadline?: string },
 ): Promise<CheckpointDto> {
   return h.client.workflow.executeUpdateWithStart(createUpdate, {
@@ -239,7 +239,8 @@ export async function createCheckpoint(
         jobId: req.jobId,
         caller: req.caller ?? null,
         projectId: req.projectId ?? null,
-        ...(req.deadline ? { deadline: req.deadline } : {}),
+        // As the API does: nobody waits for a create longer than this.
+        deadline: req.deadline ?? new Date(Date.now() + 10 * 60_000).toISOString(),
       },
     ],
     startWorkflowOperation: new WithStartWorkflowOperation(CHECKPOINT_WORKFLOW, {
