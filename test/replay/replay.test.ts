@@ -5,15 +5,24 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, Worker } from '@temporalio/
 import { workflowBundle } from '../workflow/harness';
 
 /**
- * Replays recorded histories of earlier versions of the checkpoint workflow
- * against today's code. A change that would make a running checkpoint
- * non-deterministic fails here, not in production: gate it with `patched()`.
- * Record new scenarios with `npm run replay:record` (never overwrite old ones).
+ * Replays the recorded histories of every release (test/replay/histories/
+ * <release>/) against today's code. A change that would make a running
+ * checkpoint non-deterministic fails here, not in production: gate it with
+ * `patched()` and record its new path (see "Versioning" in CONTRIBUTING.md).
  */
-const DIR = join(__dirname, 'histories');
-const FIXTURES = readdirSync(DIR)
-  .filter((f) => f.endsWith('.json'))
+const ROOT = join(__dirname, 'histories');
+/** `<release>/<scenario>.json`, every release's fixtures. */
+const FIXTURES = readdirSync(ROOT, { withFileTypes: true })
+  .filter((d) => d.isDirectory())
+  .flatMap((d) =>
+    readdirSync(join(ROOT, d.name))
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => `${d.name}/${f}`),
+  )
   .sort();
+const DIR = ROOT;
+/** The workflow id the replay names a fixture by. */
+const replayIdOf = (fixture: string) => fixture.replace(/\.json$/, '').replace('/', '-');
 
 describe('replay of recorded checkpoint histories', () => {
   beforeAll(() => {
@@ -24,35 +33,37 @@ describe('replay of recorded checkpoint histories', () => {
     }
   });
 
-  it('has the recorded scenarios', () => {
+  it('has the 1.0.0 baseline: a recording of every workflow path', () => {
     expect(FIXTURES).toEqual(
-      expect.arrayContaining([
-        'adopted-by-reconciler.json',
-        'bare-metal-success-cleanup.json',
-        'canceled-while-paused.json',
-        'continue-as-new-first-run.json',
-        'continue-as-new-resumed-run.json',
-        'cooldown-before-unpause.json',
-        'create-deadline-cut-off.json',
-        'create-failure.json',
-        'github-label-pause.json',
-        'github-label-restore-refused.json',
-        'gitlab-budget-adopted-pause.json',
-        'gitlab-budget-finalize-cancels-poll.json',
-        'gitlab-budget-poll-rate-limited.json',
-        'gitlab-budget-reconcile.json',
-        'hold-on-failure-expired.json',
-        'hold-on-failure-released.json',
-        'needs-attention-release.json',
-        'needs-attention-retry.json',
-        'pause-before-bookkeeping.json',
-        'pause-check-failed.json',
-        'poller-job-failed.json',
-        'proxmox-failure-reset.json',
-        'proxmox-reset-one-clock.json',
-        'ttl-gc-reset.json',
-        'unpause-refused-then-retried.json',
-      ]),
+      expect.arrayContaining(
+        [
+          'adopted-by-reconciler',
+          'adopted-github',
+          'bare-metal-failure-reset',
+          'bare-metal-success-cleanup',
+          'canceled-while-paused',
+          'continue-as-new-first-run',
+          'continue-as-new-resumed-run',
+          'create-deadline-cut-off',
+          'create-failure',
+          'finalize-cancels-poll',
+          'github-label-pause',
+          'github-label-restore-refused',
+          'hold-expired',
+          'hold-released',
+          'needs-attention-release',
+          'needs-attention-retry',
+          'no-pause-target',
+          'pause-check-failed',
+          'poller-job-failed',
+          'poller-rate-limited',
+          'proxmox-failure-reset',
+          'reconcile-pass',
+          'ttl-gc-reset',
+          'unpause-refused-then-released',
+          'unpause-refused-then-retried',
+        ].map((n) => `1.0.0/${n}.json`),
+      ),
     );
   });
 
@@ -61,7 +72,7 @@ describe('replay of recorded checkpoint histories', () => {
     await Worker.runReplayHistory(
       { workflowBundle: { code: await workflowBundle() }, replayName: file },
       history,
-      file.replace(/\.json$/, ''),
+      replayIdOf(file),
     );
   });
 
@@ -98,7 +109,7 @@ describe('replay of recorded checkpoint histories', () => {
         const replay = Worker.runReplayHistory(
           { workflowBundle: { code: await changedBundle() }, replayName: `${file}-ungated` },
           history,
-          file.replace(/\.json$/, ''),
+          replayIdOf(file),
         );
         await expect(replay).rejects.toBeInstanceOf(DeterminismViolationError);
       },
