@@ -5,7 +5,7 @@ import type { InventoryStore, RunnerConfig } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { CheckpointStore } from '../store/checkpoints';
-import type { CheckpointService } from './checkpoint-service';
+import type { CheckpointService } from '../service/checkpoint-service';
 import { HttpError } from './errors';
 import { storable } from './input-guard';
 

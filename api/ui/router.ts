@@ -11,10 +11,11 @@ import { isActiveState } from '../../common/states';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
-import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
-import { HttpError, isDataException } from '../errors';
+import { checkpointLogHandler, type LogFeed } from '../checkpoint-logs';
+import type { CheckpointLogs } from '../../service/checkpoint-logs';
+import { HttpError, isDataException, toHttpError } from '../errors';
 import { clientOf } from '../rate-limit';
-import { parseOr422, statusParams } from '../schemas';
+import { parseInput, statusParams } from '../../service/schemas';
 import { ASSETS } from './assets';
 import type { FleetView } from './fleet';
 import type { Html } from './html';
@@ -191,7 +192,7 @@ export function uiRouter(d: UiDeps): Router {
   });
 
   const facts = async (req: Request): Promise<CheckpointFactsDto> => {
-    const { name } = parseOr422(statusParams, req.params, 'path');
+    const { name } = parseInput(statusParams, req.params, 'path');
     const c = await d.store.checkpoints.factsByName(name);
     if (!c) throw new HttpError(404, 'Checkpoint not found');
     const note =
@@ -261,9 +262,10 @@ export function uiRouter(d: UiDeps): Router {
     }
     let status: number;
     let detail: unknown;
-    if (err instanceof HttpError) {
-      [status, detail] = [err.status, err.detail];
-      res.set(err.headers);
+    const http = toHttpError(err);
+    if (http) {
+      [status, detail] = [http.status, http.detail];
+      res.set(http.headers);
     } else {
       const e = err as { status?: number; statusCode?: number };
       const s = e.status ?? e.statusCode;
