@@ -8,6 +8,7 @@ import {
 } from '@temporalio/client';
 import {
   CHECKPOINT_WORKFLOW,
+  checkpointDto,
   checkpointWorkflowId,
   createUpdate,
   finalizeUpdate,
@@ -22,7 +23,7 @@ import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
-import type { CheckpointStore, CheckpointView } from '../store/checkpoints';
+import type { CheckpointStore } from '../store/checkpoints';
 import {
   BackendUnavailable,
   CheckpointNotFound,
@@ -38,19 +39,6 @@ import {
   RunnerNotFound,
   TemporalUnavailable,
 } from './errors';
-
-function toDto(c: CheckpointView): CheckpointDto {
-  return {
-    name: c.name,
-    runner_id: c.runnerId,
-    job_id: c.jobId,
-    state: c.state,
-    finalize_status: c.finalizeStatus,
-    finalize_source: c.finalizeSource,
-    created_at: c.createdAt.toISOString(),
-    finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
-  };
-}
 
 type Refusal = new (detail: string, retryAfterSeconds?: number) => DomainError;
 
@@ -241,7 +229,7 @@ export class CheckpointService {
     if (!row) throw new CheckpointNotFound();
     if (row.runnerId !== tokenRunnerId)
       throw new NotAuthorized('Token not authorized for this checkpoint');
-    return toDto(row);
+    return checkpointDto(row);
   }
 
   private mapError(err: unknown, op: string): DomainError {

@@ -6,7 +6,12 @@ import express, {
   type RequestHandler,
   type Response,
 } from 'express';
-import { checkpointWorkflowId, holdUntilOf, releaseHoldSignal } from '../../common/checkpoint';
+import {
+  checkpointDto,
+  checkpointWorkflowId,
+  holdUntilOf,
+  releaseHoldSignal,
+} from '../../common/checkpoint';
 import { isActiveState } from '../../common/states';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
@@ -201,16 +206,9 @@ export function uiRouter(d: UiDeps): Router {
         : undefined;
     const until = note !== undefined ? holdUntilOf(note) : null;
     return {
-      name: c.name,
-      runner_id: c.runnerId,
+      ...checkpointDto(c),
       backend: c.backend,
-      job_id: c.jobId,
-      state: c.state,
       active: isActiveState(c.state),
-      finalize_status: c.finalizeStatus,
-      finalize_source: c.finalizeSource,
-      created_at: c.createdAt.toISOString(),
-      finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
       ended_at: c.endedAt ? c.endedAt.toISOString() : null,
       reset_attempts: c.resetAttempts,
       error_detail: c.errorDetail,

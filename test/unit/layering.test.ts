@@ -57,17 +57,5 @@ test('imports against the folder layering are errors, type imports too; allowed 
     at('agent/probe.ts', "import { x } from '../common/x';\nexport const y = x;\n"),
     at('workflows/probe.ts', "import type { X } from '../store/x';\nexport type Y = X;\n"),
   ]);
-  expect(results).toEqual([
-    [RULE],
-    [RULE],
-    [RULE],
-    [RULE],
-    [RULE],
-    [RULE],
-    [RULE],
-    [],
-    [],
-    [],
-    [],
-  ]);
+  expect(results).toEqual([[RULE], [RULE], [RULE], [RULE], [RULE], [RULE], [RULE], [], [], [], []]);
 });
