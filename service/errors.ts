@@ -34,70 +34,57 @@ export abstract class DomainError extends Error {
   }
 }
 
-export class RunnerNotFound extends DomainError {
-  readonly code = 'RunnerNotFound';
+/** The base of the domain error whose code is `code`. */
+function withCode<C extends DomainErrorCode>(code: C) {
+  return class extends DomainError {
+    readonly code: C = code;
+  };
+}
+
+export class RunnerNotFound extends withCode('RunnerNotFound') {
   constructor(detail: unknown = 'Runner not found in inventory') {
     super(detail);
   }
 }
 
-export class CheckpointNotFound extends DomainError {
-  readonly code = 'CheckpointNotFound';
+export class CheckpointNotFound extends withCode('CheckpointNotFound') {
   constructor(detail: unknown = 'Checkpoint not found') {
     super(detail);
   }
 }
 
 /** The token names another runner than the request or the checkpoint. */
-export class NotAuthorized extends DomainError {
-  readonly code = 'NotAuthorized';
-}
+export class NotAuthorized extends withCode('NotAuthorized') {}
 
 /** Draining (see docs/protocol.md#runner-registry): no new checkpoint starts. */
-export class RunnerDraining extends DomainError {
-  readonly code = 'RunnerDraining';
-}
+export class RunnerDraining extends withCode('RunnerDraining') {}
 
 /** The request clashes with the runner's or the checkpoint's state. */
-export class Conflict extends DomainError {
-  readonly code = 'Conflict';
-}
+export class Conflict extends withCode('Conflict') {}
 
 /** The runner finished a checkpoint moments ago; `retryAfterSeconds` says when it is past. */
-export class CooldownActive extends DomainError {
-  readonly code = 'CooldownActive';
-}
+export class CooldownActive extends withCode('CooldownActive') {}
 
 /** The runner's previous run is closing; asking again in a moment gets a real answer. */
-export class RunClosing extends DomainError {
-  readonly code = 'RunClosing';
-}
+export class RunClosing extends withCode('RunClosing') {}
 
 /** The request's values are not acceptable. */
-export class InvalidInput extends DomainError {
-  readonly code = 'InvalidInput';
-}
+export class InvalidInput extends withCode('InvalidInput') {}
 
 /** The backend could not create the checkpoint (its compensation ran). */
-export class BackendUnavailable extends DomainError {
-  readonly code = 'BackendUnavailable';
-}
+export class BackendUnavailable extends withCode('BackendUnavailable') {}
 
 /** A backend, or the checkpoint's create, took too long. */
-export class DeadlinePassed extends DomainError {
-  readonly code = 'DeadlinePassed';
-}
+export class DeadlinePassed extends withCode('DeadlinePassed') {}
 
-export class TemporalUnavailable extends DomainError {
-  readonly code = 'TemporalUnavailable';
+export class TemporalUnavailable extends withCode('TemporalUnavailable') {
   constructor() {
     super('Temporal unavailable, try again later');
   }
 }
 
 /** A fault the caller cannot act on (logged where it happened, never shown). */
-export class InternalFailure extends DomainError {
-  readonly code = 'InternalFailure';
+export class InternalFailure extends withCode('InternalFailure') {
   constructor() {
     super('Internal server error');
   }

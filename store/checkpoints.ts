@@ -6,6 +6,7 @@ import {
   type CheckpointState,
   type FinalizeStatus,
 } from '../common/states';
+import type { CheckpointDtoSource } from '../common/checkpoint';
 import { changeRows, selectRows, type Queryable } from './queryable';
 
 /** A checkpoint to record, as its workflow knows it. */
@@ -51,15 +52,7 @@ export type TransitionOutcome =
   | { changed: false; current: (CheckpointRef & { state: CheckpointState }) | null };
 
 /** A checkpoint as the API shows it (common/checkpoint.ts checkpointDto), plus the workflow that holds it. */
-export interface CheckpointRecord {
-  name: string;
-  runnerId: string;
-  jobId: string;
-  state: CheckpointState;
-  finalizeStatus: FinalizeStatus | null;
-  finalizeSource: string | null;
-  createdAt: Date;
-  finalizedAt: Date | null;
+export interface CheckpointRecord extends CheckpointDtoSource {
   workflowId: string;
 }
 
