@@ -23,6 +23,66 @@ const workflowForbidden = [
   '@temporalio/activity',
 ];
 
+/**
+ * The layering of the top-level folders, lowest first: a folder may import
+ * the folders of lower layers only, never a higher layer's or another
+ * folder of its own layer (types included), so no import cycle can form
+ * between folders. dev/, temporal-dev/, bench/ and test/ are exempt. The
+ * agent sits under cli/ (which launches it) and its own rule below keeps it
+ * to common/ and config/.
+ */
+const LAYERS = [
+  ['common'],
+  ['config'],
+  ['store'],
+  ['activities'],
+  ['workflows'],
+  ['worker'],
+  ['service'],
+  ['gateway'],
+  ['api'],
+  ['agent'],
+  ['cli'],
+];
+const FOLDERS = LAYERS.flat();
+
+/** Relative paths reaching `folder` from files up to four folders deep. */
+const reaching = (folder) =>
+  ['..', '../..', '../../..', '../../../..'].flatMap((up) => [
+    `${up}/${folder}`,
+    `${up}/${folder}/*`,
+  ]);
+
+/** The folders `folder` must not import: those of its own layer and of higher ones. */
+function forbiddenFor(folder) {
+  const layer = LAYERS.findIndex((l) => l.includes(folder));
+  return LAYERS.slice(layer)
+    .flat()
+    .filter((f) => f !== folder);
+}
+
+/** The no-restricted-imports pattern forbidding `folders` (type imports too). */
+const layeringPattern = (folder, folders) => ({
+  group: folders.flatMap(reaching),
+  message: `Folder layering (eslint.config.mjs LAYERS): ${folder}/ must not import a folder of its own or a higher layer; move the shared code down.`,
+});
+
+/**
+ * One config per folder that has a folder to keep out (the top layer has
+ * none); workflows/ and agent/ merge theirs into their own rules below.
+ */
+const layering = FOLDERS.filter(
+  (f) => f !== 'workflows' && f !== 'agent' && forbiddenFor(f).length > 0,
+).map((folder) => ({
+  files: [`${folder}/**/*.ts`],
+  rules: {
+    '@typescript-eslint/no-restricted-imports': [
+      'error',
+      { patterns: [layeringPattern(folder, forbiddenFor(folder))] },
+    ],
+  },
+}));
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.data/**', 'coverage/**'] },
   js.configs.recommended,
@@ -52,7 +112,9 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
     },
   },
+  ...layering,
   {
+    // Flat config: this rule replaces the layering config of workflows/, so it carries its pattern.
     files: ['workflows/**/*.ts'],
     rules: {
       '@typescript-eslint/no-restricted-imports': [
@@ -83,6 +145,7 @@ export default tseslint.config(
                 'Workflows may only import types from activities/store/config; use `import type`.',
               allowTypeImports: true,
             },
+            layeringPattern('workflows', forbiddenFor('workflows')),
           ],
         },
       ],
@@ -90,7 +153,9 @@ export default tseslint.config(
   },
   {
     // The agent runs on runner hosts and its CLI must start fast: it never
-    // loads controller code, Temporal or database clients.
+    // loads controller code, Temporal or database clients: of the other
+    // folders it imports common/ and config/ only (types too). This rule
+    // replaces the layering config of agent/.
     files: ['agent/**/*.ts'],
     rules: {
       '@typescript-eslint/no-restricted-imports': [
@@ -105,17 +170,15 @@ export default tseslint.config(
           ),
           patterns: [
             {
-              group: [
-                '@temporalio/*',
-                '../activities/*',
-                '../store/*',
-                '../api/*',
-                '../gateway/*',
-                '../workflows/*',
-                '../worker/*',
-              ],
+              group: ['@temporalio/*'],
               message: 'The agent never loads controller code or its clients.',
               allowTypeImports: true,
+            },
+            {
+              group: FOLDERS.filter((f) => !['agent', 'common', 'config'].includes(f)).flatMap(
+                reaching,
+              ),
+              message: 'The agent never loads controller code or its clients.',
             },
           ],
         },

@@ -1,14 +1,13 @@
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
-import { isActiveState } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
-import type { Store } from '../store';
 import { AgentNoticeListener } from '../store/agent-notices';
-import { LOG_PAGE, type LogEntry } from '../store/checkpoint-log';
+import { LOG_PAGE } from '../store/checkpoint-log';
+import type { CheckpointLogs, LogReader } from '../service/checkpoint-logs';
 import { runnerOrAdminAuth, type AdminToken } from './auth';
 import { HttpError } from './errors';
-import { parseOr422, statusParams } from './schemas';
+import { parseInput, statusParams } from '../service/schemas';
 
 /** Without a notice (one can be missed), a follower looks again this often. */
 const FOLLOW_POLL_MS = 2000;
@@ -37,13 +36,6 @@ const afterQuery = z.object({
     .max(2_147_483_647, 'after must be at most 2147483647')
     .optional(),
 });
-
-/** A page of a checkpoint's log (JSON form, see docs/protocol.md#checkpoint-logs). */
-export interface LogPage {
-  entries: LogEntry[];
-  next: number;
-  done: boolean;
-}
 
 /**
  * Wakes the followers of checkpoint logs on this instance when entries are
@@ -125,51 +117,14 @@ export class LogFeed {
   }
 }
 
-/** Who reads a log: a runner (its own checkpoints only) or the admin (any checkpoint). */
-export type LogReader = { runnerId: string } | 'admin';
-
 /** The reader an auth middleware left in `res.locals` (runnerOrAdminAuth, or a fleet-page session). */
 export function logReaderOf(res: Response): LogReader {
   return res.locals.admin === true ? 'admin' : { runnerId: res.locals.runnerId as string };
 }
 
-/** Reads checkpoint logs for callers allowed to (the checkpoint's runner, or the admin). */
-export class CheckpointLogs {
-  constructor(private readonly store: Store) {}
-
-  /** The checkpoint, if `reader` may read its log (404 / 403 otherwise). */
-  async open(reader: LogReader, name: string) {
-    const ref = await this.store.checkpoints.refByName(name);
-    if (!ref) throw new HttpError(404, 'Checkpoint not found');
-    if (reader !== 'admin' && ref.runnerId !== reader.runnerId)
-      throw new HttpError(403, 'Token not authorized for this checkpoint');
-    return ref;
-  }
-
-  /** Entries after `after`; `done` once the checkpoint ended and nothing more follows. */
-  async page(checkpointId: number, after: number): Promise<LogPage> {
-    // The state first: entries up to a terminal state commit with it, so none can follow.
-    const ended = await this.ended(checkpointId);
-    const entries = await this.store.logs.after(checkpointId, after);
-    const next = entries.length ? entries[entries.length - 1]!.seq : after;
-    return { entries, next, done: ended && entries.length < LOG_PAGE };
-  }
-
-  private async ended(checkpointId: number): Promise<boolean> {
-    const state = await this.store.checkpoints.stateOf(checkpointId);
-    return state === null || !isActiveState(state);
-  }
-
-  /** For a checkpoint in a runner's own view (the agent's `logs` request): by name. */
-  async pageByName(tokenRunnerId: string, name: string, after: number): Promise<LogPage> {
-    const ref = await this.open({ runnerId: tokenRunnerId }, name);
-    return this.page(ref.id, after);
-  }
-}
-
 /** `Last-Event-ID` (an EventSource reconnecting) wins over `?after=`. */
 function resumeAfter(req: Request): number {
-  const { after } = parseOr422(afterQuery, req.query, 'query');
+  const { after } = parseInput(afterQuery, req.query, 'query');
   const last = req.get('last-event-id');
   if (last !== undefined && /^\d{1,9}$/.test(last.trim())) return Number(last.trim()); // < 2^31
   return after ?? 0;
@@ -187,7 +142,7 @@ export function checkpointLogHandler(
   log: Logger,
 ): RequestHandler {
   return async (req, res) => {
-    const { name } = parseOr422(statusParams, req.params, 'path');
+    const { name } = parseInput(statusParams, req.params, 'path');
     const after = resumeAfter(req);
     const ref = await logs.open(logReaderOf(res), name);
     if (!(req.get('accept') ?? '').includes('text/event-stream')) {

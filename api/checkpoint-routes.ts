@@ -1,9 +1,9 @@
 import { Router } from 'express';
 import type { InventoryStore } from '../config/inventory';
 import { runnerAuth } from './auth';
-import type { CheckpointService } from './checkpoint-service';
+import type { CheckpointService } from '../service/checkpoint-service';
 import { tooMany, type TokenBuckets } from './rate-limit';
-import { createBody, finalizeBody, parseOr422, statusParams } from './schemas';
+import { createBody, finalizeBody, parseInput, statusParams } from '../service/schemas';
 
 /** The runners' checkpoint routes (bearer token auth): validate, delegate, answer. */
 export function checkpointRouter(
@@ -16,17 +16,17 @@ export function checkpointRouter(
   const auth = runnerAuth(inventory);
 
   router.post('/checkpoint/create', auth, async (req, res) => {
-    const body = parseOr422(createBody, req.body);
+    const body = parseInput(createBody, req.body);
     res.status(201).json(await service.create(res.locals.runnerId as string, body));
   });
 
   router.post('/checkpoint/finalize', auth, async (req, res) => {
-    const body = parseOr422(finalizeBody, req.body);
+    const body = parseInput(finalizeBody, req.body);
     res.status(202).json(await service.finalize(res.locals.runnerId as string, body));
   });
 
   router.get('/checkpoint/status/:name', auth, async (req, res) => {
-    const { name } = parseOr422(statusParams, req.params, 'path');
+    const { name } = parseInput(statusParams, req.params, 'path');
     res.status(200).json(await service.status(res.locals.runnerId as string, name));
   });
 

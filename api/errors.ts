@@ -1,10 +1,10 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from '../config/logger';
+import { DomainError, type DomainErrorCode } from '../service/errors';
 
 /**
- * An error with an HTTP status whose `detail` is safe to show the caller. Its
- * `Retry-After` header (a 429 during the cooldown or past a rate limit) is
- * also `error.retry_after` on the agent WebSocket.
+ * An error with an HTTP status whose `detail` is safe to show the caller,
+ * with the headers its answer carries (`Retry-After` of a 429 past a rate limit).
  */
 export class HttpError extends Error {
   override name = 'HttpError';
@@ -16,12 +16,37 @@ export class HttpError extends Error {
   ) {
     super(typeof detail === 'string' ? detail : `HTTP ${status}`);
   }
+}
 
-  /** The seconds of its `Retry-After` header, if it has one. */
-  get retryAfterSeconds(): number | undefined {
-    const v = Number(this.headers['Retry-After']);
-    return this.headers['Retry-After'] !== undefined && Number.isFinite(v) ? v : undefined;
-  }
+/** The REST status of each domain error (service/errors.ts). */
+const HTTP_STATUS: Record<DomainErrorCode, number> = {
+  RunnerNotFound: 404,
+  CheckpointNotFound: 404,
+  NotAuthorized: 403,
+  RunnerDraining: 423,
+  Conflict: 409,
+  CooldownActive: 429,
+  RunClosing: 503,
+  InvalidInput: 422,
+  BackendUnavailable: 502,
+  DeadlinePassed: 504,
+  TemporalUnavailable: 503,
+  InternalFailure: 500,
+};
+
+/**
+ * `err` as the REST answer it gets, when it is one: an HttpError as it is, a
+ * domain error as its status, its detail and (a cooldown) its `Retry-After`.
+ */
+export function toHttpError(err: unknown): HttpError | undefined {
+  if (err instanceof HttpError) return err;
+  if (!(err instanceof DomainError)) return undefined;
+  const s = err.retryAfterSeconds;
+  return new HttpError(
+    HTTP_STATUS[err.code],
+    err.detail,
+    s === undefined ? {} : { 'Retry-After': String(s) },
+  );
 }
 
 /**
@@ -41,14 +66,15 @@ export const notFound: RequestHandler = (_req, res) => {
 };
 
 /**
- * The one place errors become responses: HttpError → its status and detail;
+ * The one place errors become responses: HttpError or a domain error → its status and detail;
  * a body that is not JSON → 422; anything else → 500 with no internals.
  */
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (res.headersSent) return;
-    if (err instanceof HttpError) {
-      res.set(err.headers).status(err.status).json({ detail: err.detail });
+    const http = toHttpError(err);
+    if (http) {
+      res.set(http.headers).status(http.status).json({ detail: http.detail });
       return;
     }
     const e = err as { type?: string; status?: number; statusCode?: number; limit?: unknown };

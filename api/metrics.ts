@@ -32,12 +32,18 @@ export interface MetricsDeps {
  * sessions. What the worker measures is served by the worker itself.
  */
 export function createMetricsRegistry(d: MetricsDeps): Registry {
-  const { records, log } = d;
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'e2epool-api' });
   collectDefaultMetrics({ register: registry });
   registerBuildInfoMetric(registry);
+  registerCheckpointGauges(registry, d);
+  registerAgentGauges(registry, d);
+  registerReconcileGauge(registry, d);
+  return registry;
+}
 
+function registerCheckpointGauges(registry: Registry, d: MetricsDeps): void {
+  const { records, log } = d;
   new Gauge({
     name: 'e2epool_checkpoints_active',
     help: 'Active checkpoints by state; needs_attention ones wait for an operator (retry or release signal).',
@@ -67,7 +73,10 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
       }
     },
   });
+}
 
+function registerAgentGauges(registry: Registry, d: MetricsDeps): void {
+  const { log } = d;
   /** The inventory's runners and how their agents are, from agent_sessions. */
   const readAgents = async () => {
     const runners = d.inventory.inventory.runners.map((r) => r.runner_id);
@@ -120,7 +129,10 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
       this.set(d.agentSessions());
     },
   });
+}
 
+function registerReconcileGauge(registry: Registry, d: MetricsDeps): void {
+  const { log } = d;
   // Counting them reads every reconcile row of operation_logs (no index has them): not on every scrape.
   let findings: { at: number; rows: Array<{ kind: string; action: string; n: number }> } | null =
     null;
@@ -140,7 +152,6 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
       }
     },
   });
-  return registry;
 }
 
 function digest(s: string): Buffer {

@@ -8,7 +8,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery } from './runner-routes';
-import { createBody, finalizeBody, statusParams } from './schemas';
+import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
 

@@ -1,8 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import {
-  bareMetalSchema,
-  ciAdapterProblem,
-  proxmoxSchema,
   sha256,
   type InventoryStore,
   type RunnerConfig,
@@ -19,6 +16,7 @@ import {
   type StoredRunner,
 } from '../store/runners';
 import { HttpError } from './errors';
+import { validateRunner } from './runner-validation';
 
 /** The runner object of the admin API (see docs/protocol.md#runner-registry): never a token or a Proxmox token value. */
 export interface RunnerView {
@@ -48,15 +46,6 @@ export interface RunnerView {
   [option: string]: unknown;
 }
 
-const PROXMOX_REQUIRED = [
-  'proxmox_host',
-  'proxmox_user',
-  'proxmox_token_name',
-  'proxmox_token_value',
-  'proxmox_node',
-  'proxmox_vmid',
-] as const;
-
 /** Where the stored Proxmox token goes and whose it is: changing one needs the token again. */
 const PROXMOX_IDENTITY = ['proxmox_host', 'proxmox_user', 'proxmox_token_name'] as const;
 
@@ -70,46 +59,6 @@ const PATCHABLE = new Set<string>([
 
 const NO_SECRET_KEY =
   'Cannot store proxmox_token_value: E2EPOOL_SECRET_KEY is not set on this controller';
-
-function isBlank(v: unknown): boolean {
-  return v === undefined || v === null || (typeof v === 'string' && v.trim() === '');
-}
-
-/**
- * Validates a runner's fields with the inventory's schemas; throws 422 with
- * the Python original's texts for the backend checks, `<field>: <problem>`
- * otherwise.
- */
-export function validateRunner(body: Record<string, unknown>): RunnerConfig {
-  const backend = body.backend;
-  if (backend !== 'proxmox' && backend !== 'bare_metal') {
-    throw new HttpError(
-      422,
-      `Invalid backend '${backend === undefined || backend === null ? 'None' : String(backend)}'. Must be 'proxmox' or 'bare_metal'.`,
-    );
-  }
-  if (backend === 'bare_metal' && isBlank(body.reset_cmd)) {
-    throw new HttpError(422, "bare_metal backend requires 'reset_cmd'.");
-  }
-  if (backend === 'proxmox') {
-    const missing = PROXMOX_REQUIRED.filter((f) => isBlank(body[f]));
-    if (missing.length) {
-      throw new HttpError(422, `proxmox backend is missing required fields: ${missing.join(', ')}`);
-    }
-  }
-  // The tokens are generated, never taken from the body.
-  const raw: Record<string, unknown> = { ...body, token: 'generated' };
-  delete raw.agent_token;
-  const parsed =
-    backend === 'proxmox' ? proxmoxSchema.safeParse(raw) : bareMetalSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new HttpError(422, `${issue.path.map(String).join('.') || 'body'}: ${issue.message}`);
-  }
-  const ci = ciAdapterProblem(parsed.data as RunnerConfig);
-  if (ci) throw new HttpError(422, ci);
-  return parsed.data as RunnerConfig;
-}
 
 /** The non-secret fields of a validated config, as stored. */
 export function fieldsOf(c: RunnerConfig): RunnerFields {

@@ -9,14 +9,15 @@ import type { Settings } from '../config/settings';
 import type { TemporalConnectSettings } from '../config/temporal';
 import { GitLabClient } from '../activities/gitlab/client';
 import { AdminToken } from './auth';
-import { CheckpointLogs, LogFeed } from './checkpoint-logs';
+import { LogFeed } from './checkpoint-logs';
+import { CheckpointLogs } from '../service/checkpoint-logs';
 import { AgentHub } from '../gateway/agent-hub';
 import { attachAgentGateway } from '../gateway/ws-gateway';
-import { createStore } from '../store';
+import { createStore, type Store } from '../store';
 import { createApp } from './app';
 import { answerClientErrors } from './input-guard';
 import { TokenBuckets } from './rate-limit';
-import { CheckpointService } from './checkpoint-service';
+import { CheckpointService } from '../service/checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
 import { FleetView } from './ui/fleet';
@@ -68,8 +69,7 @@ export async function connectClient(
   }
 }
 
-/** Starts the HTTP server (port 0 picks a free one, as tests do). */
-export async function startApiServer(d: {
+export interface ApiServerDeps {
   settings: Settings;
   dataSource: DataSource;
   temporal: Connection;
@@ -81,7 +81,72 @@ export async function startApiServer(d: {
    * settings (none without E2EPOOL_GITLAB_URL and _TOKEN).
    */
   gitlab?: Pick<GitLabClient, 'runnerPaused'> | null;
-}): Promise<ApiServer> {
+}
+
+/** The fleet page's data, with GitLab's pause answers cached when GitLab is configured. */
+function fleetView(d: ApiServerDeps, store: Store): FleetView {
+  const gitlab =
+    d.gitlab !== undefined
+      ? d.gitlab
+      : d.settings.gitlabUrl && d.settings.gitlabToken
+        ? new GitLabClient(
+            d.settings.gitlabUrl,
+            d.settings.gitlabToken,
+            Math.min(GITLAB_UI_TIMEOUT_MS, d.settings.httpTimeoutSeconds * 1000),
+          )
+        : null;
+  return new FleetView({
+    store,
+    inventory: d.inventory,
+    agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
+    gitlab: gitlab
+      ? new GitLabPauseCache(gitlab, {
+          maxAgeMs: GITLAB_UI_MAX_AGE_MS,
+          concurrency: GITLAB_UI_CONCURRENCY,
+          log: d.log.child({ component: 'ui' }),
+        })
+      : null,
+    cacheMs: FLEET_CACHE_MS,
+  });
+}
+
+function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerRegistry {
+  return new RunnerRegistry({
+    store,
+    inventory: d.inventory,
+    secrets: d.settings.secretKey ? new SecretBox(d.settings.secretKey) : null,
+    log: d.log.child({ component: 'registry' }),
+    // The pass may start before a worker has seen the undrain: the next pass catches up.
+    undrained: () =>
+      client.schedule
+        .getHandle(reconcileScheduleId(d.settings.taskQueue))
+        .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
+  });
+}
+
+/**
+ * The SDK's retry interceptor would keep retrying a failed probe in the
+ * background long after /healthz answered; the probe gets a connection without it.
+ */
+function healthConnection(t: TemporalConnectSettings): Connection {
+  return Connection.lazy({
+    ...(t.connectionOptions as Parameters<typeof Connection.lazy>[0]),
+    interceptors: [],
+  });
+}
+
+function listen(server: Server, settings: Settings): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(settings.port, settings.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Starts the HTTP server (port 0 picks a free one, as tests do). */
+export async function startApiServer(d: ApiServerDeps): Promise<ApiServer> {
   const store = createStore(d.dataSource);
   const client = new Client({ connection: d.temporal, namespace: d.temporalSettings.namespace });
   // The checkpoint operations REST and the agent gateway share.
@@ -92,12 +157,7 @@ export async function startApiServer(d: {
     settings: d.settings,
     log: d.log,
   });
-  // The SDK's retry interceptor would keep retrying a failed probe in the background
-  // long after /healthz answered; the probe gets a connection without it.
-  const healthTemporal = Connection.lazy({
-    ...(d.temporalSettings.connectionOptions as Parameters<typeof Connection.lazy>[0]),
-    interceptors: [],
-  });
+  const healthTemporal = healthConnection(d.temporalSettings);
   const logs = new CheckpointLogs(store);
   const logFeed = new LogFeed(databaseUrlOf(d.dataSource), d.log.child({ component: 'log-feed' }), {
     perRunner: d.settings.logStreamsPerRunner,
@@ -111,40 +171,8 @@ export async function startApiServer(d: {
     d.settings.wsHeartbeatTimeoutSeconds,
     { logMaxLines: d.settings.logMaxLines },
   );
-  const gitlab =
-    d.gitlab !== undefined
-      ? d.gitlab
-      : d.settings.gitlabUrl && d.settings.gitlabToken
-        ? new GitLabClient(
-            d.settings.gitlabUrl,
-            d.settings.gitlabToken,
-            Math.min(GITLAB_UI_TIMEOUT_MS, d.settings.httpTimeoutSeconds * 1000),
-          )
-        : null;
-  const fleet = new FleetView({
-    store,
-    inventory: d.inventory,
-    agentStaleAfterSeconds: d.settings.wsHeartbeatTimeoutSeconds,
-    gitlab: gitlab
-      ? new GitLabPauseCache(gitlab, {
-          maxAgeMs: GITLAB_UI_MAX_AGE_MS,
-          concurrency: GITLAB_UI_CONCURRENCY,
-          log: d.log.child({ component: 'ui' }),
-        })
-      : null,
-    cacheMs: FLEET_CACHE_MS,
-  });
-  const registry = new RunnerRegistry({
-    store,
-    inventory: d.inventory,
-    secrets: d.settings.secretKey ? new SecretBox(d.settings.secretKey) : null,
-    log: d.log.child({ component: 'registry' }),
-    // The pass may start before a worker has seen the undrain: the next pass catches up.
-    undrained: () =>
-      client.schedule
-        .getHandle(reconcileScheduleId(d.settings.taskQueue))
-        .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
-  });
+  const fleet = fleetView(d, store);
+  const registry = runnerRegistry(d, store, client);
   const app = createApp({
     store,
     registry,
@@ -178,13 +206,7 @@ export async function startApiServer(d: {
     settings: d.settings,
     log: d.log.child({ component: 'ws' }),
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(d.settings.port, d.settings.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, d.settings);
   warnSharedCredentials(d.inventory, d.log);
   const port = (server.address() as AddressInfo).port;
   const host = d.settings.host === '0.0.0.0' ? '127.0.0.1' : d.settings.host;

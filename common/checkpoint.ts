@@ -18,6 +18,32 @@ export interface CheckpointDto {
   finalized_at: string | null;
 }
 
+/** What a checkpoint DTO is made of: a checkpoint row (store/checkpoints.ts), or the workflow's own. */
+export interface CheckpointDtoSource {
+  name: string;
+  runnerId: string;
+  jobId: string;
+  state: CheckpointState;
+  finalizeStatus: FinalizeStatus | null;
+  finalizeSource: string | null;
+  createdAt: Date;
+  finalizedAt: Date | null;
+}
+
+/** The one mapping of a checkpoint to the DTO REST and the agent WebSocket answer with. */
+export function checkpointDto(c: CheckpointDtoSource): CheckpointDto {
+  return {
+    name: c.name,
+    runner_id: c.runnerId,
+    job_id: c.jobId,
+    state: c.state,
+    finalize_status: c.finalizeStatus,
+    finalize_source: c.finalizeSource,
+    created_at: c.createdAt.toISOString(),
+    finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
+  };
+}
+
 /**
  * The durations the workflow itself reads (seconds), from the settings of the
  * API that starts it. Activities read theirs (readiness, command and Proxmox

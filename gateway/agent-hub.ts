@@ -12,6 +12,7 @@ import type { Store } from '../store';
 import type { ClaimedCommand, CommandOutcome } from '../store/agent-commands';
 import { AgentNoticeListener } from '../store/agent-notices';
 import { CommandOutputLog } from './command-output';
+import { LivenessLog } from './liveness-log';
 
 /** How often queued commands are looked for, in case a notice was missed. */
 const SWEEP_MS = 2000;
@@ -68,8 +69,7 @@ export class AgentHub {
   private readonly commandNotices: AgentNoticeListener;
   private sweepTimer: NodeJS.Timeout | undefined;
   private livenessTimer: NodeJS.Timeout | undefined;
-  /** Runners this instance reported unreachable, with the session that went silent. */
-  private readonly unreachable = new Map<string, string>();
+  private readonly liveness: LivenessLog;
   private stopped = false;
   private readonly output: CommandOutputLog;
 
@@ -82,6 +82,7 @@ export class AgentHub {
     private readonly options: AgentHubOptions = {},
   ) {
     this.output = new CommandOutputLog(store.logs, options.logMaxLines ?? 10_000, log);
+    this.liveness = new LivenessLog(store.sessions, this.instanceId, heartbeatTimeoutSeconds, log);
     this.commandNotices = new AgentNoticeListener({
       databaseUrl,
       channel: 'commands',
@@ -106,7 +107,9 @@ export class AgentHub {
     this.sweepTimer = setInterval(() => void this.dispatchAll(), SWEEP_MS);
     this.sweepTimer.unref();
     const every = Math.min(LIVENESS_SWEEP_MS, Math.max(100, this.heartbeatTimeoutSeconds * 500));
-    this.livenessTimer = setInterval(() => void this.sweepLiveness(), every);
+    this.livenessTimer = setInterval(() => {
+      if (!this.stopped) void this.liveness.sweep();
+    }, every);
     this.livenessTimer.unref();
   }
 
@@ -188,48 +191,6 @@ export class AgentHub {
       this.log.warn({ err: (err as Error).message }, 'cannot record the end of an agent session'),
     );
     this.log.info({ runnerId, sessionId, why }, 'agent disconnected');
-  }
-
-  /**
-   * Logs once when an agent of this instance goes silent past the heartbeat
-   * timeout (unreachable), and once when that runner's agent is heard from
-   * again (a pong, a frame, or a new connection on any instance).
-   */
-  private async sweepLiveness(): Promise<void> {
-    if (this.stopped) return;
-    let rows: Awaited<ReturnType<Store['sessions']['silence']>>;
-    try {
-      rows = await this.store.sessions.silence(
-        this.instanceId,
-        [...this.unreachable.keys()],
-        this.heartbeatTimeoutSeconds,
-      );
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'cannot check agent liveness');
-      return;
-    }
-    const byRunner = new Map(rows.map((r) => [r.runnerId, r]));
-    for (const [runnerId, sessionId] of this.unreachable) {
-      const row = byRunner.get(runnerId);
-      if (row && row.sessionId === sessionId && row.stale) continue;
-      this.unreachable.delete(runnerId);
-      if (row && (!row.stale || row.sessionId !== sessionId))
-        this.log.info({ runnerId, sessionId: row.sessionId }, 'agent reachable again');
-      else this.log.info({ runnerId }, 'agent no longer unreachable: its session is gone');
-    }
-    for (const r of rows) {
-      if (r.instanceId !== this.instanceId || !r.stale || this.unreachable.has(r.runnerId))
-        continue;
-      this.unreachable.set(r.runnerId, r.sessionId);
-      this.log.warn(
-        {
-          runnerId: r.runnerId,
-          sessionId: r.sessionId,
-          silentSeconds: Math.round(r.silentSeconds * 10) / 10,
-        },
-        'agent unreachable: silent longer than the heartbeat timeout',
-      );
-    }
   }
 
   /**

@@ -6,6 +6,7 @@ import {
   type CheckpointState,
   type FinalizeStatus,
 } from '../common/states';
+import type { CheckpointDtoSource } from '../common/checkpoint';
 import { changeRows, selectRows, type Queryable } from './queryable';
 
 /** A checkpoint to record, as its workflow knows it. */
@@ -50,16 +51,8 @@ export type TransitionOutcome =
   | { changed: true; checkpoint: CheckpointRef }
   | { changed: false; current: (CheckpointRef & { state: CheckpointState }) | null };
 
-/** A checkpoint as the API shows it, plus the workflow that holds it. */
-export interface CheckpointView {
-  name: string;
-  runnerId: string;
-  jobId: string;
-  state: CheckpointState;
-  finalizeStatus: FinalizeStatus | null;
-  finalizeSource: string | null;
-  createdAt: Date;
-  finalizedAt: Date | null;
+/** A checkpoint as the API shows it (common/checkpoint.ts checkpointDto), plus the workflow that holds it. */
+export interface CheckpointRecord extends CheckpointDtoSource {
   workflowId: string;
 }
 
@@ -83,7 +76,7 @@ export interface RunnerCheckpoints {
 }
 
 /** A checkpoint's facts as the fleet page's checkpoint view shows them. */
-export interface CheckpointFacts extends CheckpointView {
+export interface CheckpointFacts extends CheckpointRecord {
   id: number;
   backend: Backend;
   endedAt: Date | null;
@@ -225,8 +218,8 @@ export class CheckpointStore {
   }
 
   /** The checkpoint of that name, or null. */
-  async findByName(name: string): Promise<CheckpointView | null> {
-    const [c] = await selectRows<CheckpointView>(
+  async findByName(name: string): Promise<CheckpointRecord | null> {
+    const [c] = await selectRows<CheckpointRecord>(
       this.q,
       `SELECT name, runner_id AS "runnerId", job_id AS "jobId", state,
               finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",

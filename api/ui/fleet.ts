@@ -71,7 +71,7 @@ export interface FleetDeps {
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
-function checkpointDto(c: FleetCheckpoint): FleetCheckpointDto {
+function fleetCheckpointDto(c: FleetCheckpoint): FleetCheckpointDto {
   return {
     name: c.name,
     job_id: c.jobId,
@@ -163,7 +163,7 @@ export class FleetView {
         gitlab_runner_id: r.gitlab_runner_id ?? null,
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
         paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),
-        checkpoint: current ? checkpointDto(current) : null,
+        checkpoint: current ? fleetCheckpointDto(current) : null,
         // A hold is over when released (its newest note is the release), or
         // when its time passed (the run writes nothing then), or with its checkpoint.
         held_until:

@@ -1,3 +1,4 @@
+import type { CheckpointDto } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
 import type { FleetRow, FleetSnapshot } from './fleet';
 import { html, type Html } from './html';
@@ -187,17 +188,9 @@ export function fleetPage(s: FleetSnapshot, refreshMs: number): Html {
 }
 
 /** A checkpoint's facts as the checkpoint page and /ui/api/checkpoints/{name} show them. */
-export interface CheckpointFactsDto {
-  name: string;
-  runner_id: string;
+export interface CheckpointFactsDto extends CheckpointDto {
   backend: string;
-  job_id: string;
-  state: CheckpointState;
   active: boolean;
-  finalize_status: string | null;
-  finalize_source: string | null;
-  created_at: string;
-  finalized_at: string | null;
   ended_at: string | null;
   reset_attempts: number;
   error_detail: string | null;

@@ -6,15 +6,21 @@ import express, {
   type RequestHandler,
   type Response,
 } from 'express';
-import { checkpointWorkflowId, holdUntilOf, releaseHoldSignal } from '../../common/checkpoint';
+import {
+  checkpointDto,
+  checkpointWorkflowId,
+  holdUntilOf,
+  releaseHoldSignal,
+} from '../../common/checkpoint';
 import { isActiveState } from '../../common/states';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
-import { checkpointLogHandler, type CheckpointLogs, type LogFeed } from '../checkpoint-logs';
-import { HttpError, isDataException } from '../errors';
+import { checkpointLogHandler, type LogFeed } from '../checkpoint-logs';
+import type { CheckpointLogs } from '../../service/checkpoint-logs';
+import { HttpError, isDataException, toHttpError } from '../errors';
 import { clientOf } from '../rate-limit';
-import { parseOr422, statusParams } from '../schemas';
+import { parseInput, statusParams } from '../../service/schemas';
 import { ASSETS } from './assets';
 import type { FleetView } from './fleet';
 import type { Html } from './html';
@@ -86,27 +92,10 @@ function wantsJson(req: Request): boolean {
   return path.startsWith('/ui/api/') || /^\/ui\/checkpoints\/[^/]+\/logs$/.test(path);
 }
 
-/**
- * The fleet page (`/ui`): login with the admin token, the fleet table and
- * its JSON, a checkpoint's page with its live log, and `release-hold`.
- */
-export function uiRouter(d: UiDeps): Router {
-  const router = Router();
-  const sessions = new UiSessions(d.admin);
-  const log = d.log.child({ component: 'ui' });
-  const form = express.urlencoded({ extended: false, limit: '8kb' });
-
-  router.use('/ui', securityHeaders);
-
-  router.get('/ui/assets/:file', (req, res) => {
-    // A Map: a name such as __proto__ must not find Object.prototype.
-    const asset = ASSETS.get(req.params.file);
-    if (!asset) throw new HttpError(404, 'Not Found');
-    res.set('Cache-Control', 'no-cache').type(asset.type).send(asset.body);
-  });
-
-  /** Pages: without a session, the login form (which brings the browser back here). */
-  const page: RequestHandler = (req, res, next) => {
+/** Pages: without a session, the login form (which brings the browser back here). */
+const pageAuth =
+  (sessions: UiSessions): RequestHandler =>
+  (req, res, next) => {
     if (sessions.valid(req)) {
       res.locals.admin = true;
       next();
@@ -116,10 +105,12 @@ export function uiRouter(d: UiDeps): Router {
     res.redirect(303, back === '/ui' ? '/ui/login' : `/ui/login?next=${encodeURIComponent(back)}`);
   };
 
-  /** JSON and the log stream: a session, or the admin token as a bearer (for scripts). */
-  const api: RequestHandler = (req, res, next) => {
+/** JSON and the log stream: a session, or the admin token as a bearer (for scripts). */
+const apiAuth =
+  (admin: AdminToken, sessions: UiSessions): RequestHandler =>
+  (req, res, next) => {
     if (req.get('authorization') !== undefined) {
-      const refused = adminRefusal(d.admin, req);
+      const refused = adminRefusal(admin, req);
       if (refused) {
         next(refused);
         return;
@@ -132,26 +123,12 @@ export function uiRouter(d: UiDeps): Router {
     next();
   };
 
-  router.get('/ui/login', (req, res) => {
-    if (sessions.valid(req)) {
-      res.redirect(303, safeNext(req.query.next));
-      return;
-    }
-    sendHtml(
-      res,
-      d.admin.configured ? 200 : 503,
-      loginPage({
-        configured: d.admin.configured,
-        error: d.admin.configured ? undefined : 'Admin API not configured',
-        next: safeNext(req.query.next),
-      }),
-    );
-  });
-
-  router.post('/ui/login', sameOriginPost, form, (req, res) => {
+/** `POST /ui/login`: the admin token for a session cookie, rate limited per client like the API. */
+function login(admin: AdminToken, sessions: UiSessions, log: Logger): RequestHandler {
+  return (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const next = safeNext(body.next);
-    if (!d.admin.configured) {
+    if (!admin.configured) {
       sendHtml(res, 503, loginPage({ configured: false, error: 'Admin API not configured' }));
       return;
     }
@@ -161,83 +138,53 @@ export function uiRouter(d: UiDeps): Router {
       return;
     }
     const client = clientOf(req);
-    const limited = d.admin.refusedClient(client);
+    const limited = admin.refusedClient(client);
     if (limited) {
       res.set(limited.headers);
       sendHtml(res, 429, loginPage({ configured: true, error: String(limited.detail), next }));
       return;
     }
-    if (!d.admin.matches(token)) {
-      d.admin.failed(client);
+    if (!admin.matches(token)) {
+      admin.failed(client);
       log.warn({ ip: client }, 'fleet page: login with a wrong admin token');
       sendHtml(res, 403, loginPage({ configured: true, error: 'Invalid admin token', next }));
       return;
     }
     res.set('Set-Cookie', sessionCookie(sessions.issue(), isHttps(req)));
     res.redirect(303, next);
-  });
-
-  router.post('/ui/logout', sameOriginPost, (req, res) => {
-    res.set('Set-Cookie', clearedSessionCookie(isHttps(req)));
-    res.redirect(303, '/ui/login');
-  });
-
-  router.get('/ui', page, async (_req, res) => {
-    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(), d.refreshMs));
-  });
-
-  router.get('/ui/api/fleet', api, async (_req, res) => {
-    res.json(await d.fleet.snapshot());
-  });
-
-  const facts = async (req: Request): Promise<CheckpointFactsDto> => {
-    const { name } = parseOr422(statusParams, req.params, 'path');
-    const c = await d.store.checkpoints.factsByName(name);
-    if (!c) throw new HttpError(404, 'Checkpoint not found');
-    const note =
-      c.state === 'finalize_queued'
-        ? (await d.store.operations.latestDetails([c.id], 'hold')).get(c.id)
-        : undefined;
-    const until = note !== undefined ? holdUntilOf(note) : null;
-    return {
-      name: c.name,
-      runner_id: c.runnerId,
-      backend: c.backend,
-      job_id: c.jobId,
-      state: c.state,
-      active: isActiveState(c.state),
-      finalize_status: c.finalizeStatus,
-      finalize_source: c.finalizeSource,
-      created_at: c.createdAt.toISOString(),
-      finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
-      ended_at: c.endedAt ? c.endedAt.toISOString() : null,
-      reset_attempts: c.resetAttempts,
-      error_detail: c.errorDetail,
-      held_until: until && until.getTime() > Date.now() ? until.toISOString() : null,
-    };
   };
+}
 
-  router.get('/ui/api/checkpoints/:name', api, async (req, res) => {
-    res.json(await facts(req));
-  });
+/** The facts of the checkpoint a page or the JSON API names (404 when there is none). */
+async function checkpointFacts(store: Store, req: Request): Promise<CheckpointFactsDto> {
+  const { name } = parseInput(statusParams, req.params, 'path');
+  const c = await store.checkpoints.factsByName(name);
+  if (!c) throw new HttpError(404, 'Checkpoint not found');
+  const note =
+    c.state === 'finalize_queued'
+      ? (await store.operations.latestDetails([c.id], 'hold')).get(c.id)
+      : undefined;
+  const until = note !== undefined ? holdUntilOf(note) : null;
+  return {
+    ...checkpointDto(c),
+    backend: c.backend,
+    active: isActiveState(c.state),
+    ended_at: c.endedAt ? c.endedAt.toISOString() : null,
+    reset_attempts: c.resetAttempts,
+    error_detail: c.errorDetail,
+    held_until: until && until.getTime() > Date.now() ? until.toISOString() : null,
+  };
+}
 
-  router.get('/ui/checkpoints/:name', page, async (req, res) => {
-    const notice =
-      req.query.released === '1' ? 'Release sent: the runner is reset and unpaused now.' : null;
-    sendHtml(res, 200, checkpointPage(await facts(req), notice));
-  });
-
-  // The session cookie is scoped to /ui, so the page's EventSource reads the
-  // log here; the handler is the one of GET /checkpoint/{name}/logs.
-  router.get('/ui/checkpoints/:name/logs', api, checkpointLogHandler(d.logs, d.logFeed, log));
-
-  router.post('/ui/checkpoints/:name/release-hold', sameOriginPost, page, async (req, res) => {
-    const f = await facts(req);
+/** `release-hold`: ends a hold for debugging now (the workflow resets and unpauses the runner). */
+function releaseHold(store: Store, temporal: Client, log: Logger): RequestHandler {
+  return async (req, res) => {
+    const f = await checkpointFacts(store, req);
     if (!f.held_until) throw new HttpError(409, 'This checkpoint is not held for debugging');
     // Outside a hold the workflow ignores release-hold, so a hold that ends
     // between the check above and the signal makes it a no-op.
     try {
-      await d.temporal.workflow
+      await temporal.workflow
         .getHandle(checkpointWorkflowId(f.runner_id))
         .signal(releaseHoldSignal);
     } catch (err) {
@@ -247,23 +194,22 @@ export function uiRouter(d: UiDeps): Router {
     }
     log.info({ checkpoint: f.name, runnerId: f.runner_id }, 'fleet page: release-hold sent');
     res.redirect(303, `/ui/checkpoints/${encodeURIComponent(f.name)}?released=1`);
-  });
+  };
+}
 
-  router.use('/ui', (req, res) => {
-    if (wantsJson(req)) res.status(404).json({ detail: 'Not Found' });
-    else sendHtml(res, 404, errorPage(404, 'No such page', sessions.valid(req)));
-  });
-
-  const errors: ErrorRequestHandler = (err, req, res, next) => {
+/** Errors under /ui: JSON for the API and the log stream, an error page otherwise. */
+function uiErrors(sessions: UiSessions, log: Logger): ErrorRequestHandler {
+  return (err, req, res, next) => {
     if (res.headersSent) {
       next(err);
       return;
     }
     let status: number;
     let detail: unknown;
-    if (err instanceof HttpError) {
-      [status, detail] = [err.status, err.detail];
-      res.set(err.headers);
+    const http = toHttpError(err);
+    if (http) {
+      [status, detail] = [http.status, http.detail];
+      res.set(http.headers);
     } else {
       const e = err as { status?: number; statusCode?: number };
       const s = e.status ?? e.statusCode;
@@ -282,6 +228,87 @@ export function uiRouter(d: UiDeps): Router {
     const message = typeof detail === 'string' ? detail : 'Invalid request';
     sendHtml(res, status, errorPage(status, message, sessions.valid(req)));
   };
-  router.use('/ui', errors);
+}
+
+/**
+ * The fleet page (`/ui`): login with the admin token, the fleet table and
+ * its JSON, a checkpoint's page with its live log, and `release-hold`.
+ */
+export function uiRouter(d: UiDeps): Router {
+  const router = Router();
+  const sessions = new UiSessions(d.admin);
+  const log = d.log.child({ component: 'ui' });
+  const form = express.urlencoded({ extended: false, limit: '8kb' });
+
+  router.use('/ui', securityHeaders);
+  const page = pageAuth(sessions);
+  const api = apiAuth(d.admin, sessions);
+  const facts = (req: Request) => checkpointFacts(d.store, req);
+
+  router.get('/ui/assets/:file', (req, res) => {
+    // A Map: a name such as __proto__ must not find Object.prototype.
+    const asset = ASSETS.get(req.params.file);
+    if (!asset) throw new HttpError(404, 'Not Found');
+    res.set('Cache-Control', 'no-cache').type(asset.type).send(asset.body);
+  });
+
+  router.get('/ui/login', (req, res) => {
+    if (sessions.valid(req)) {
+      res.redirect(303, safeNext(req.query.next));
+      return;
+    }
+    sendHtml(
+      res,
+      d.admin.configured ? 200 : 503,
+      loginPage({
+        configured: d.admin.configured,
+        error: d.admin.configured ? undefined : 'Admin API not configured',
+        next: safeNext(req.query.next),
+      }),
+    );
+  });
+
+  router.post('/ui/login', sameOriginPost, form, login(d.admin, sessions, log));
+
+  router.post('/ui/logout', sameOriginPost, (req, res) => {
+    res.set('Set-Cookie', clearedSessionCookie(isHttps(req)));
+    res.redirect(303, '/ui/login');
+  });
+
+  router.get('/ui', page, async (_req, res) => {
+    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(), d.refreshMs));
+  });
+
+  router.get('/ui/api/fleet', api, async (_req, res) => {
+    res.json(await d.fleet.snapshot());
+  });
+
+  router.get('/ui/api/checkpoints/:name', api, async (req, res) => {
+    res.json(await facts(req));
+  });
+
+  router.get('/ui/checkpoints/:name', page, async (req, res) => {
+    const notice =
+      req.query.released === '1' ? 'Release sent: the runner is reset and unpaused now.' : null;
+    sendHtml(res, 200, checkpointPage(await facts(req), notice));
+  });
+
+  // The session cookie is scoped to /ui, so the page's EventSource reads the
+  // log here; the handler is the one of GET /checkpoint/{name}/logs.
+  router.get('/ui/checkpoints/:name/logs', api, checkpointLogHandler(d.logs, d.logFeed, log));
+
+  router.post(
+    '/ui/checkpoints/:name/release-hold',
+    sameOriginPost,
+    page,
+    releaseHold(d.store, d.temporal, log),
+  );
+
+  router.use('/ui', (req, res) => {
+    if (wantsJson(req)) res.status(404).json({ detail: 'Not Found' });
+    else sendHtml(res, 404, errorPage(404, 'No such page', sessions.valid(req)));
+  });
+
+  router.use('/ui', uiErrors(sessions, log));
   return router;
 }

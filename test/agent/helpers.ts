@@ -14,7 +14,7 @@ import {
   type LogsEntry,
 } from '../../common/agent-protocol';
 import type { Logger } from '../../config/logger';
-import { fitLogsPage } from '../../gateway/ws-gateway';
+import { fitLogsPage } from '../../gateway/messages';
 import { REPO } from '../helpers/processes';
 
 /** Fails early, with the fix, when the CLI under test has not been built. */

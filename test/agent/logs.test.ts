@@ -7,7 +7,7 @@ import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/dae
 import { ipcRequest, startIpcServer } from '../../agent/ipc';
 import { errorReply } from '../../agent/messages';
 import { LOGS_PAGE_BYTES, type LogsEntry } from '../../common/agent-protocol';
-import { fitLogsPage } from '../../gateway/ws-gateway';
+import { fitLogsPage } from '../../gateway/messages';
 import { uniqueId } from '../helpers/env';
 import { runCli, startCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';

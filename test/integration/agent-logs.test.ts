@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { AgentBus } from '../../activities/agent-bus';
 import { formatLogEntry } from '../../agent/cli';
 import type { LogsData } from '../../common/agent-protocol';
-import { fitLogsPage } from '../../gateway/ws-gateway';
+import { fitLogsPage } from '../../gateway/messages';
 import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { spawnAgent, stopProcess } from '../helpers/agent-process';

@@ -1,17 +1,13 @@
 import { createServer, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import pino from 'pino';
-import type { CheckpointService } from '../../api/checkpoint-service';
+import type { CheckpointService } from '../../service/checkpoint-service';
 import { databaseUrlOf } from '../../api/server';
 import { EXEC_OUTPUT_FRAME_BYTES, type ExecOutputPayload } from '../../common/agent-protocol';
 import { AgentHub, type ExecOutputHook } from '../../gateway/agent-hub';
 import { MAX_PARTIAL_CHARS } from '../../gateway/command-output';
-import {
-  attachAgentGateway,
-  EXEC_OUTPUT_FRAMES_PER_CONNECTION,
-  MAX_INFLIGHT_REQUESTS,
-  type GatewayDeps,
-} from '../../gateway/ws-gateway';
+import { EXEC_OUTPUT_FRAMES_PER_CONNECTION, MAX_INFLIGHT_REQUESTS } from '../../gateway/messages';
+import { attachAgentGateway, type GatewayDeps } from '../../gateway/ws-gateway';
 import { createStore } from '../../store';
 import { restClient, startAgentController, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, uniqueId, type TestRunner } from '../helpers/env';

@@ -8,7 +8,7 @@ import { WebSocket } from 'ws';
 import { AgentBus } from '../../activities/agent-bus';
 import { agentConfig } from '../../agent/config';
 import { startAgent } from '../../agent/daemon';
-import type { CheckpointService } from '../../api/checkpoint-service';
+import type { CheckpointService } from '../../service/checkpoint-service';
 import { databaseUrlOf, HEADERS_TIMEOUT_MS, type ApiServer } from '../../api/server';
 import {
   CONTROLLER_VERSION_HEADER,

@@ -11,6 +11,7 @@ import type {
   ResumedCheckpoint,
   RunnerPlan,
 } from '../../common/checkpoint';
+import { checkpointDto } from '../../common/checkpoint';
 import { SA_STATE } from '../../common/search-attributes';
 import type { CheckpointState, FinalizeStatus } from '../../common/states';
 import type { JobEndPath } from '../../activities/metrics';
@@ -219,16 +220,16 @@ export class CheckpointRun {
   dto(): CheckpointDto {
     const cp = this.checkpoint;
     if (this.state === null) throw new Error('checkpoint has no state yet');
-    return {
+    return checkpointDto({
       name: cp.name,
-      runner_id: this.runner.runnerId,
-      job_id: cp.jobId,
+      runnerId: this.runner.runnerId,
+      jobId: cp.jobId,
       state: this.state,
-      finalize_status: this.finalizeStatus,
-      finalize_source: this.finalizeSource,
-      created_at: cp.createdAt.toISOString(),
-      finalized_at: this.finalizedAt?.toISOString() ?? null,
-    };
+      finalizeStatus: this.finalizeStatus,
+      finalizeSource: this.finalizeSource,
+      createdAt: cp.createdAt,
+      finalizedAt: this.finalizedAt,
+    });
   }
 
   view(): CheckpointView {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { FINALIZE_STATUSES } from '../common/states';
-import { HttpError } from './errors';
+import { InvalidInput } from './errors';
 
 // Python's \w is Unicode-aware; so is this, to accept what the old API accepted.
 const WORD = /^[\p{L}\p{N}_.-]+$/u;
@@ -96,13 +96,13 @@ export function validationDetail(
   });
 }
 
-/** Parses `input` or throws 422 with the validation detail. */
-export function parseOr422<T extends z.ZodTypeAny>(
+/** Parses `input` or throws InvalidInput (REST: 422) with the validation detail. */
+export function parseInput<T extends z.ZodTypeAny>(
   schema: T,
   input: unknown,
   where: 'body' | 'path' | 'query' = 'body',
 ): z.infer<T> {
   const r = schema.safeParse(input ?? {});
-  if (!r.success) throw new HttpError(422, validationDetail(r.error, where, input));
+  if (!r.success) throw new InvalidInput(validationDetail(r.error, where, input));
   return r.data;
 }

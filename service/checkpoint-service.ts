@@ -8,6 +8,7 @@ import {
 } from '@temporalio/client';
 import {
   CHECKPOINT_WORKFLOW,
+  checkpointDto,
   checkpointWorkflowId,
   createUpdate,
   finalizeUpdate,
@@ -15,28 +16,46 @@ import {
   type FinalizeReply,
 } from '../common/checkpoint';
 import { applicationFailureOf, failureTypeOf, retryAfterOf } from '../common/fail';
-import { httpStatusOf } from '../common/failures';
+import type { FailureType } from '../common/failures';
 import { SA_RUNNER_ID } from '../common/search-attributes';
 import { isActiveState, type FinalizeStatus } from '../common/states';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import { checkpointInput, runnerSearchAttributes } from '../config/checkpoint-input';
-import type { CheckpointStore, CheckpointView } from '../store/checkpoints';
-import { HttpError } from './errors';
+import type { CheckpointStore } from '../store/checkpoints';
+import {
+  BackendUnavailable,
+  CheckpointNotFound,
+  Conflict,
+  CooldownActive,
+  DeadlinePassed,
+  DomainError,
+  InternalFailure,
+  InvalidInput,
+  NotAuthorized,
+  RunClosing,
+  RunnerDraining,
+  RunnerNotFound,
+  TemporalUnavailable,
+} from './errors';
 
-function toDto(c: CheckpointView): CheckpointDto {
-  return {
-    name: c.name,
-    runner_id: c.runnerId,
-    job_id: c.jobId,
-    state: c.state,
-    finalize_status: c.finalizeStatus,
-    finalize_source: c.finalizeSource,
-    created_at: c.createdAt.toISOString(),
-    finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
-  };
-}
+type Refusal = new (detail: string, retryAfterSeconds?: number) => DomainError;
+
+/**
+ * The workflow's answers to an update that callers receive (common/failures.ts
+ * lists them), as domain errors carrying the workflow's message. A failure
+ * type not listed here is a fault (500).
+ */
+export const WORKFLOW_REFUSALS: Partial<Record<FailureType, Refusal>> = {
+  BackendTimeout: DeadlinePassed,
+  BackendUnavailable: BackendUnavailable,
+  CheckpointConflict: Conflict,
+  CooldownActive: CooldownActive,
+  CheckpointNotActive: Conflict,
+  InvalidRequest: InvalidInput,
+  RunClosing: RunClosing,
+};
 
 /** How long past its deadline the API still waits for the run's own answer to a create. */
 const CREATE_ANSWER_GRACE_MS = 3000;
@@ -52,8 +71,8 @@ export interface CheckpointServiceDeps {
 
 /**
  * Checkpoint operations shared by REST and the agent gateway. It only starts,
- * updates and reads workflows, and reads Postgres; errors are HttpErrors whose
- * status the WebSocket gateway reuses as `error.code`.
+ * updates and reads workflows, and reads Postgres; it refuses with the
+ * DomainErrors of ./errors, which each edge maps to its own answer.
  */
 export class CheckpointService {
   constructor(private readonly d: CheckpointServiceDeps) {}
@@ -68,13 +87,13 @@ export class CheckpointService {
   ): Promise<CheckpointDto> {
     const runner = this.d.inventory.inventory.get(req.runner_id);
     if (req.runner_id !== tokenRunnerId) {
-      if (!runner) throw new HttpError(404, 'Runner not found in inventory');
-      throw new HttpError(403, 'Token not authorized for this runner');
+      if (!runner) throw new RunnerNotFound();
+      throw new NotAuthorized('Token not authorized for this runner');
     }
-    if (!runner) throw new HttpError(404, 'Runner not found in inventory');
+    if (!runner) throw new RunnerNotFound();
     // Draining (see docs/protocol.md#runner-registry): the current checkpoint finishes, no new one starts.
     if (this.d.inventory.inventory.isDraining(runner.runner_id)) {
-      throw new HttpError(423, `Runner '${runner.runner_id}' is draining`);
+      throw new RunnerDraining(`Runner '${runner.runner_id}' is draining`);
     }
     const input = checkpointInput(runner, this.d.settings, this.d.inventory.inventory);
     // The job's repository polls a GitHub job; a repository's runner knows its
@@ -123,12 +142,12 @@ export class CheckpointService {
     }
   }
 
-  /** `p`, or a 504 once `giveUp` passes (the caller's own timeout is near). */
+  /** `p`, or DeadlinePassed (504) once `giveUp` passes (the caller's own timeout is near). */
   private async beforeGivingUp<T>(giveUp: number, p: Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new HttpError(504, CREATE_TIMEOUT_DETAIL)),
+        () => reject(new DeadlinePassed(CREATE_TIMEOUT_DETAIL)),
         Math.max(0, giveUp - Date.now()),
       );
     });
@@ -176,12 +195,11 @@ export class CheckpointService {
         throw this.mapError(err, 'finalize');
     }
     const row = await this.d.records.findByName(req.checkpoint_name);
-    if (!row) throw new HttpError(404, 'Checkpoint not found');
+    if (!row) throw new CheckpointNotFound();
     if (row.runnerId !== tokenRunnerId)
-      throw new HttpError(403, 'Token not authorized for this checkpoint');
+      throw new NotAuthorized('Token not authorized for this checkpoint');
     if (!isActiveState(row.state)) return { detail: 'Already finalized', state: row.state };
-    throw new HttpError(
-      409,
+    throw new Conflict(
       `Checkpoint '${row.name}' is not held by a running workflow (state ${row.state}); an operator must release it`,
     );
   }
@@ -208,31 +226,28 @@ export class CheckpointService {
 
   async status(tokenRunnerId: string, name: string): Promise<CheckpointDto> {
     const row = await this.d.records.findByName(name);
-    if (!row) throw new HttpError(404, 'Checkpoint not found');
+    if (!row) throw new CheckpointNotFound();
     if (row.runnerId !== tokenRunnerId)
-      throw new HttpError(403, 'Token not authorized for this checkpoint');
-    return toDto(row);
+      throw new NotAuthorized('Token not authorized for this checkpoint');
+    return checkpointDto(row);
   }
 
-  private mapError(err: unknown, op: string): HttpError {
-    if (err instanceof HttpError) return err;
-    // A workflow's answer to an update, of a type callers receive: its status and message.
-    const status = httpStatusOf(failureTypeOf(err));
-    if (err instanceof WorkflowUpdateFailedError && status !== undefined) {
+  private mapError(err: unknown, op: string): DomainError {
+    if (err instanceof DomainError) return err;
+    // A workflow's answer to an update, of a type callers receive: its message.
+    const type = failureTypeOf(err);
+    const Refused = type === undefined ? undefined : WORKFLOW_REFUSALS[type];
+    if (err instanceof WorkflowUpdateFailedError && Refused !== undefined) {
       // The cooldown's time left, rounded up: a caller that waits that long is past it.
       const ms = retryAfterOf(err);
       const retryAfter = ms === undefined ? undefined : Math.max(1, Math.ceil(ms / 1000));
-      return new HttpError(
-        status,
-        applicationFailureOf(err)!.message,
-        retryAfter === undefined ? {} : { 'Retry-After': String(retryAfter) },
-      );
+      return new Refused(applicationFailureOf(err)!.message, retryAfter);
     }
     if (err instanceof ServiceError || (err as { code?: number }).code === 14) {
       this.d.log.warn({ op, err: (err as Error).message }, 'Temporal unavailable');
-      return new HttpError(503, 'Temporal unavailable, try again later');
+      return new TemporalUnavailable();
     }
     this.d.log.error({ op, err }, 'checkpoint operation failed');
-    return new HttpError(500, 'Internal server error');
+    return new InternalFailure();
   }
 }
