@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from '../config/logger';
-import { DomainError, type DomainErrorCode } from '../service/errors';
+import { DomainError, wireCodeOf } from '../service/errors';
 
 /**
  * An error with an HTTP status whose `detail` is safe to show the caller,
@@ -18,22 +18,6 @@ export class HttpError extends Error {
   }
 }
 
-/** The REST status of each domain error (service/errors.ts). */
-const HTTP_STATUS: Record<DomainErrorCode, number> = {
-  RunnerNotFound: 404,
-  CheckpointNotFound: 404,
-  NotAuthorized: 403,
-  RunnerDraining: 423,
-  Conflict: 409,
-  CooldownActive: 429,
-  RunClosing: 503,
-  InvalidInput: 422,
-  BackendUnavailable: 502,
-  DeadlinePassed: 504,
-  TemporalUnavailable: 503,
-  InternalFailure: 500,
-};
-
 /**
  * `err` as the REST answer it gets, when it is one: an HttpError as it is, a
  * domain error as its status, its detail and (a cooldown) its `Retry-After`.
@@ -43,7 +27,7 @@ export function toHttpError(err: unknown): HttpError | undefined {
   if (!(err instanceof DomainError)) return undefined;
   const s = err.retryAfterSeconds;
   return new HttpError(
-    HTTP_STATUS[err.code],
+    wireCodeOf(err),
     err.detail,
     s === undefined ? {} : { 'Retry-After': String(s) },
   );

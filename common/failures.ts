@@ -9,20 +9,19 @@
  * - conflict: the request clashes with existing state; not retried, and an
  *   operator may need to look.
  *
- * What callers see: `http` is the REST status; the agent WebSocket gateway
- * sends the same number as `error.code`; the agent CLI exits with
- * `CLI_EXIT.error` for any error reply and prints its detail. Types without
- * `http` never reach a caller as such: the workflow turns them into one that
- * has it (a failed create is `BackendUnavailable`, a timed-out one
- * `BackendTimeout`), or an operator sees them in the operation log and the
- * workflow's `lastError`.
+ * What callers see: the types the checkpoint workflow raises to its callers
+ * become the service's domain errors (service/checkpoint-service.ts
+ * WORKFLOW_REFUSALS), answered with one number on REST and the agent
+ * WebSocket (service/errors.ts); the agent CLI exits with `CLI_EXIT.error`
+ * for any error reply and prints its detail. The other types never reach a
+ * caller as such: the workflow turns them into one of those (a failed create
+ * is `BackendUnavailable`, a timed-out one `BackendTimeout`), or an operator
+ * sees them in the operation log and the workflow's `lastError`.
  */
 export type FailureKind = 'transient' | 'permanent' | 'conflict';
 
 export interface FailureSpec {
   kind: FailureKind;
-  /** REST status, and the WebSocket `error.code`, when a caller can receive it. */
-  http?: number;
   meaning: string;
 }
 
@@ -65,35 +64,29 @@ export const FAILURES = {
   },
   BackendTimeout: {
     kind: 'transient',
-    http: 504,
     meaning: 'a backend call or task took too long; as a create answer: the snapshot timed out',
   },
 
   // ---- raised by the checkpoint workflow to its callers -----------------------
   BackendUnavailable: {
     kind: 'permanent',
-    http: 502,
     meaning: 'the checkpoint could not be created (its compensation ran)',
   },
   CheckpointConflict: {
     kind: 'conflict',
-    http: 409,
     meaning: 'the runner already holds an active checkpoint',
   },
   CooldownActive: {
     kind: 'conflict',
-    http: 429,
     meaning: 'the runner finished a checkpoint moments ago',
   },
   CheckpointNotActive: {
     kind: 'conflict',
-    http: 409,
     meaning: 'finalize for a checkpoint this workflow run does not hold',
   },
-  InvalidRequest: { kind: 'permanent', http: 422, meaning: 'a request the workflow cannot take' },
+  InvalidRequest: { kind: 'permanent', meaning: 'a request the workflow cannot take' },
   RunClosing: {
     kind: 'transient',
-    http: 503,
     meaning: 'the runner’s previous run is closing; the API retries the create',
   },
 } as const satisfies Record<string, FailureSpec>;
@@ -107,11 +100,6 @@ export const NON_RETRYABLE_TYPES: FailureType[] = (Object.keys(FAILURES) as Fail
 
 export function isFailureType(t: unknown): t is FailureType {
   return typeof t === 'string' && Object.prototype.hasOwnProperty.call(FAILURES, t);
-}
-
-/** The REST status (and WebSocket error code) of a failure type, if callers can receive it. */
-export function httpStatusOf(t: string | undefined | null): number | undefined {
-  return isFailureType(t) ? (FAILURES[t] as FailureSpec).http : undefined;
 }
 
 /** Exit codes of the agent CLI (`e2epool create/finalize/status/logs`). */

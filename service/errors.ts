@@ -1,8 +1,8 @@
 /**
  * What a checkpoint operation refused, in the service's own terms. The service
- * never speaks HTTP or WebSocket: each edge maps `code` to its answer in one
- * table (api/errors.ts: status, `detail`, `Retry-After`; gateway/replies.ts:
- * the WS error envelope's `code`, `detail` and `retry_after`).
+ * never speaks HTTP or WebSocket: each edge turns an error into its answer
+ * (api/errors.ts: status, `detail`, `Retry-After`; gateway/replies.ts: the WS
+ * error envelope's `code`, `detail` and `retry_after`), both by wireCodeOf.
  */
 export const DOMAIN_ERROR_CODES = [
   'RunnerNotFound',
@@ -21,6 +21,31 @@ export const DOMAIN_ERROR_CODES = [
 
 /** Every code an edge must map (its table is a `Record<DomainErrorCode, ...>`). */
 export type DomainErrorCode = (typeof DOMAIN_ERROR_CODES)[number];
+
+/**
+ * The number each error is answered with on both wire protocols: the REST
+ * status, and the agent WebSocket's `error.code`, which carries the same
+ * number so an agent CLI tells the same outcomes apart (docs/protocol.md).
+ */
+const WIRE_CODE: Record<DomainErrorCode, number> = {
+  RunnerNotFound: 404,
+  CheckpointNotFound: 404,
+  NotAuthorized: 403,
+  RunnerDraining: 423,
+  Conflict: 409,
+  CooldownActive: 429,
+  RunClosing: 503,
+  InvalidInput: 422,
+  BackendUnavailable: 502,
+  DeadlinePassed: 504,
+  TemporalUnavailable: 503,
+  InternalFailure: 500,
+};
+
+/** The REST status, and WS `error.code`, of a domain error. */
+export function wireCodeOf(err: { code: DomainErrorCode }): number {
+  return WIRE_CODE[err.code];
+}
 
 export abstract class DomainError extends Error {
   abstract readonly code: DomainErrorCode;

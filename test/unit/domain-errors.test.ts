@@ -1,23 +1,36 @@
 import { toHttpError } from '../../api/errors';
-import { FAILURES, type FailureSpec, type FailureType } from '../../common/failures';
+import { FAILURES, type FailureType } from '../../common/failures';
 import { domainErrorReply } from '../../gateway/replies';
 import { WORKFLOW_REFUSALS } from '../../service/checkpoint-service';
 import { CooldownActive, InvalidInput, RunnerNotFound } from '../../service/errors';
 
 describe('domain errors at the edges', () => {
-  test.each(
-    (Object.keys(FAILURES) as FailureType[]).filter((t) => (FAILURES[t] as FailureSpec).http),
-  )(
-    'the workflow refusal %s answers its status (common/failures.ts) on REST and the WS',
-    (type) => {
-      const Refusal = WORKFLOW_REFUSALS[type];
+  /** What a caller of the checkpoint workflow is answered, REST status = WS error.code (docs/protocol.md). */
+  const ANSWERED: Record<string, number> = {
+    BackendTimeout: 504,
+    BackendUnavailable: 502,
+    CheckpointConflict: 409,
+    CooldownActive: 429,
+    CheckpointNotActive: 409,
+    InvalidRequest: 422,
+    RunClosing: 503,
+  };
+
+  test.each(Object.entries(ANSWERED))(
+    'the workflow refusal %s answers %d on REST and on the WS',
+    (type, code) => {
+      const Refusal = WORKFLOW_REFUSALS[type as FailureType];
       expect(Refusal).toBeDefined();
       const err = new Refusal!('refused');
-      const http = (FAILURES[type] as FailureSpec).http;
-      expect(toHttpError(err)?.status).toBe(http);
-      expect(domainErrorReply('r1', err).error?.code).toBe(http);
+      expect(toHttpError(err)?.status).toBe(code);
+      expect(domainErrorReply('r1', err).error?.code).toBe(code);
     },
   );
+
+  test('every refusal a caller can receive is in that list', () => {
+    expect(Object.keys(WORKFLOW_REFUSALS).sort()).toEqual(Object.keys(ANSWERED).sort());
+    expect(Object.keys(ANSWERED).every((t) => t in FAILURES)).toBe(true);
+  });
 
   test('a cooldown carries Retry-After (REST) and error.retry_after (WS)', () => {
     const err = new CooldownActive('Runner in cooldown', 7);
