@@ -1,5 +1,5 @@
 /** The `agent` check of every runner: whether its agent holds a live session. */
-import type { RunnerConfig } from '../../config/inventory';
+import type { RunnerConfig } from '../../config/runner-schema';
 import { AgentSessionStore } from '../../store/agent-sessions';
 import { withTimeout } from '../../worker/search-attributes';
 import { bad, message, ok, type Context, type DoctorCheck } from './check';

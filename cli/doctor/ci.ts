@@ -1,7 +1,7 @@
 /** The CI checks: `gitlab-token`, and per runner `gitlab-runner` or `github-runner`. Read-only calls. */
 import type { GitHubClient } from '../../activities/github/client';
 import type { GitLabClient } from '../../activities/gitlab/client';
-import type { RunnerConfig } from '../../config/inventory';
+import type { RunnerConfig } from '../../config/runner-schema';
 import { bad, guarded, message, ok, type Context, type DoctorCheck } from './check';
 
 const GITLAB_PAUSE_SCOPES = ['api', 'manage_runner'];

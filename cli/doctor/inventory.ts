@@ -1,5 +1,6 @@
 /** The `inventory` check (the file and the runner registry) and the `agent-credential` warning. */
-import { InventoryError, loadInventoryFile, type Inventory } from '../../config/inventory';
+import { loadInventoryFile, type Inventory } from '../../config/inventory';
+import { InventoryError } from '../../config/runner-schema';
 import { createLogger } from '../../config/logger';
 import { SecretBox } from '../../config/secret-box';
 import { registrySource } from '../../store/registry-feed';

@@ -1,6 +1,6 @@
 /** The Proxmox checks of one runner: `proxmox-api`, `proxmox-privileges`, `proxmox-vm`. Read-only calls. */
 import type { proxmoxClientFactory } from '../../activities/proxmox/steps';
-import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
+import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/runner-schema';
 import { bad, guarded, message, ok, type Context, type DoctorCheck } from './check';
 
 type ProxmoxClient = ReturnType<ReturnType<typeof proxmoxClientFactory>>;
