@@ -172,5 +172,3 @@ export async function runSetup(): Promise<void> {
     await connection.close().catch(() => undefined);
   }
 }
-
-export { runDoctor } from './doctor';

@@ -6,11 +6,13 @@ import { versionText } from '../common/build-info';
 // `status`, `logs` and `ping` load only ../agent/cli, which uses Node builtins alone.
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
+type DoctorModule = typeof import('./doctor');
 type BootstrapModule = typeof import('./bootstrap');
 type AgentCliModule = typeof import('../agent/cli');
 type AgentDaemonModule = typeof import('../agent/daemon');
 type RegistryCliModule = typeof import('./registry');
 const controller = (): ControllerModule => require('./controller');
+const doctor = (): DoctorModule => require('./doctor');
 const agentCli = (): AgentCliModule => require('../agent/cli');
 const agentDaemon = (): AgentDaemonModule => require('../agent/daemon');
 const registryCli = (): RegistryCliModule => require('./registry');
@@ -81,7 +83,7 @@ function addProcessCommands(program: Command): void {
     // A usage error exits 2, apart from 1 (a check failed).
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { json?: boolean; timeout: number }) => {
-      const code = await controller()
+      const code = await doctor()
         .runDoctor(opts)
         .catch((err: unknown) => exitOnStartupError('doctor', err));
       process.exitCode = code;
