@@ -1,7 +1,8 @@
 import type { Client } from '@temporalio/client';
 import type { DataSource } from 'typeorm';
 import { fail } from '../common/fail';
-import type { InventoryStore, RunnerConfig } from '../config/inventory';
+import type { InventoryStore } from '../config/inventory';
+import type { RunnerConfig } from '../config/runner-schema';
 
 export type CiAdapter = RunnerConfig['ci_adapter'];
 import type { Logger } from '../config/logger';

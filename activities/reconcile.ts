@@ -18,7 +18,7 @@ import { describeFailure, fail } from '../common/fail';
 import { SA_CHECKPOINT_NAME, SA_JOB_ID } from '../common/search-attributes';
 import { isActiveState, type Backend } from '../common/states';
 import { checkpointInput, pauseTarget, runnerSearchAttributes } from '../config/checkpoint-input';
-import type { ProxmoxRunner } from '../config/inventory';
+import type { ProxmoxRunner } from '../config/runner-schema';
 import { createStore } from '../store';
 import type { ActiveCheckpoint } from '../store/checkpoints';
 import type { OperationResult } from '../store/operation-log';

@@ -1,5 +1,5 @@
 import { fail } from '../common/fail';
-import type { RunnerConfig } from '../config/inventory';
+import type { RunnerConfig } from '../config/runner-schema';
 import { createStore } from '../store';
 import { activityBounds, cancelled, heartbeat, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';

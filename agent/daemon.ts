@@ -4,7 +4,7 @@ import { AgentConfigError, insecureRemoteWs, loadAgentConfig, type AgentConfig }
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
 import { OutputStreamer } from './exec-output';
-import { startIpcServer, type IpcServer } from './ipc';
+import { startIpcServer, type IpcHandler, type IpcServer } from './ipc';
 import { errorReply, parseIpcRequest, type IncomingExec } from './messages';
 
 /** Knobs that are not configuration (defaults suit production; tests shorten them). */
@@ -34,33 +34,22 @@ export interface AgentHandle {
 
 const CMD_LOG_CHARS = 200;
 
-/**
- * Starts the agent: the IPC server on `config.socketPath`, then the WebSocket
- * to the controller. Rejects if the socket cannot be claimed (another agent,
- * path too long, bad group) or runner_id/token are missing.
- */
-export async function startAgent(
-  config: AgentConfig,
-  opts: AgentOptions = {},
-): Promise<AgentHandle> {
-  if (!config.runnerId || !(config.token || config.agentToken)) {
-    throw new AgentConfigError('runner_id and token must be configured');
-  }
-  const log = opts.log ?? createLogger().child({ component: 'agent' });
-  const connectWaitMs = opts.connectWaitMs ?? 10_000;
-  const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
-  const runner = new CommandRunner(config.allowedCommands);
-
-  const onExec = (c: IncomingExec) => {
+/** How the controller's `exec` requests are run: output streamed live, the result sent back. */
+function execHandler(
+  runner: CommandRunner,
+  send: ControllerConnection['send'],
+  log: Logger,
+): (c: IncomingExec) => void {
+  return (c) => {
     const cmd = typeof c.cmd === 'string' ? c.cmd.slice(0, CMD_LOG_CHARS) : null;
     log.info({ id: c.id, cmd, timeout: c.timeout ?? null }, 'running command');
     const started = Date.now();
     // Live output is best effort: a frame the connection cannot take is lost,
     // the reply still carries the output.
-    const output = new OutputStreamer(c.id, (frame) => conn.send(frame, { droppable: true }));
+    const output = new OutputStreamer(c.id, (frame) => send(frame, { droppable: true }));
     void runner.run(c.cmd, c.timeout, output).then((data) => {
       const reply: ExecReply = { id: c.id, status: data.exit_code === 0 ? 'ok' : 'error', data };
-      const sent = conn.send(reply);
+      const sent = send(reply);
       const { frames, unsent, droppedBytes } = output.stats;
       const fields = {
         id: c.id,
@@ -74,18 +63,15 @@ export async function startAgent(
       else log.warn(fields, 'command finished but its result could not be sent: not connected');
     });
   };
+}
 
-  const conn = new ControllerConnection({
-    url: config.controllerUrl,
-    runnerId: config.runnerId,
-    // The agent token when there is one: the controller then refuses the REST token here.
-    token: config.agentToken || config.token,
-    reconnectMaxDelay: config.reconnectMaxDelay,
-    heartbeatInterval: config.heartbeatInterval,
-    log,
-    onExec,
-  });
-
+/** How the CLI's IPC requests are answered: forwarded to the controller over the WebSocket. */
+function ipcHandler(
+  conn: ControllerConnection,
+  config: AgentConfig,
+  connectWaitMs: number,
+  log: Logger,
+): IpcHandler {
   const forward = async (req: AgentRequest): Promise<Reply> => {
     const reply = await conn.request(req.type, req.payload, {
       timeoutMs: config.requestTimeout * 1000,
@@ -121,17 +107,15 @@ export async function startAgent(
     logs: forward,
   };
 
-  const ipc: IpcServer = await startIpcServer({
-    path: config.socketPath,
-    group: config.socketGroup,
-    log,
-    handler: async (raw) => {
-      const parsed = parseIpcRequest(raw);
-      if (!parsed.ok) return errorReply(parsed.id, 400, parsed.detail);
-      const req = { ...parsed.request, id: parsed.request.id ?? '' };
-      return ipcHandlers[req.type](req);
-    },
-  });
+  return async (raw) => {
+    const parsed = parseIpcRequest(raw);
+    if (!parsed.ok) return errorReply(parsed.id, 400, parsed.detail);
+    const req = { ...parsed.request, id: parsed.request.id ?? '' };
+    return ipcHandlers[req.type](req);
+  };
+}
+
+function logStarted(config: AgentConfig, log: Logger): void {
   log.info(
     {
       runnerId: config.runnerId,
@@ -148,6 +132,42 @@ export async function startAgent(
       'allow_insecure_ws: the controller is reached over ws:// on the network: the token crosses it unencrypted; use wss://',
     );
   }
+}
+
+/**
+ * Starts the agent: the IPC server on `config.socketPath`, then the WebSocket
+ * to the controller. Rejects if the socket cannot be claimed (another agent,
+ * path too long, bad group) or runner_id/token are missing.
+ */
+export async function startAgent(
+  config: AgentConfig,
+  opts: AgentOptions = {},
+): Promise<AgentHandle> {
+  if (!config.runnerId || !(config.token || config.agentToken)) {
+    throw new AgentConfigError('runner_id and token must be configured');
+  }
+  const log = opts.log ?? createLogger().child({ component: 'agent' });
+  const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
+  const runner = new CommandRunner(config.allowedCommands);
+
+  const conn: ControllerConnection = new ControllerConnection({
+    url: config.controllerUrl,
+    runnerId: config.runnerId,
+    // The agent token when there is one: the controller then refuses the REST token here.
+    token: config.agentToken || config.token,
+    reconnectMaxDelay: config.reconnectMaxDelay,
+    heartbeatInterval: config.heartbeatInterval,
+    log,
+    onExec: execHandler(runner, (frame, o) => conn.send(frame, o), log),
+  });
+
+  const ipc: IpcServer = await startIpcServer({
+    path: config.socketPath,
+    group: config.socketGroup,
+    log,
+    handler: ipcHandler(conn, config, opts.connectWaitMs ?? 10_000, log),
+  });
+  logStarted(config, log);
 
   conn.start();
 

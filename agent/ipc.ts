@@ -169,23 +169,79 @@ function listen(server: Server, path: string): Promise<void> {
   });
 }
 
-/** Starts the IPC server on `path` (mode 0660, optionally chowned to a group). */
-export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer> {
-  const log = opts.log ?? NOOP_LOG;
-  const readTimeoutMs = opts.requestReadTimeoutMs ?? 30_000;
-  const lingerMs = opts.replyLingerMs ?? REPLY_LINGER_MS;
-  const gid = opts.group === null || opts.group === undefined ? null : resolveGroup(opts.group);
-  await claimSocketPath(opts.path);
+/** The server's connections: one request each, answered with one reply. */
+class IpcConnections {
+  readonly sockets = new Set<Socket>();
+  inFlight = 0;
+  /** Set once the server closes: new connections are dropped. */
+  closing = false;
+  private readonly idle = new Set<() => void>();
 
-  const sockets = new Set<Socket>();
-  let inFlight = 0;
-  let closing: Promise<void> | null = null;
-  const idle = new Set<() => void>();
-  const maybeIdle = () => {
-    if (sockets.size === 0) for (const f of idle) f();
-  };
+  constructor(
+    private readonly handler: IpcHandler,
+    private readonly log: Logger,
+    private readonly readTimeoutMs: number,
+    private readonly lingerMs: number,
+  ) {}
 
-  const send = (socket: Socket, reply: Reply) => {
+  /** The server's connection listener. */
+  accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    const decoder = new FrameDecoder();
+    let received = false;
+    // A client that connects and never finishes its request must not hold a descriptor forever.
+    socket.setTimeout(this.readTimeoutMs, () => {
+      this.log.debug('IPC client did not send a complete request in time');
+      socket.destroy();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (received) return; // one request per connection; anything after it is ignored
+      for (const ev of decoder.push(chunk)) {
+        received = true;
+        socket.setTimeout(0);
+        if (ev.kind === 'oversize') {
+          this.log.warn({ length: ev.length }, 'IPC request too large');
+          this.send(socket, errorReply('', 413, 'Message too large'));
+        } else {
+          void this.onRequest(socket, ev.payload);
+        }
+        return;
+      }
+    });
+    // EOF before a complete frame: nothing to answer.
+    socket.on('end', () => {
+      if (!received) socket.destroy();
+    });
+    socket.on('error', (err) => {
+      this.log.debug({ err: err.message }, 'IPC connection error');
+      socket.destroy();
+    });
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      if (this.sockets.size === 0) for (const f of this.idle) f();
+    });
+  }
+
+  /** Gives open connections up to `drainMs` to finish, then destroys the rest. */
+  async drain(drainMs: number): Promise<void> {
+    if (this.sockets.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        timer.unref();
+        this.idle.add(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private send(socket: Socket, reply: Reply): void {
     let frame: Buffer;
     try {
       frame = encodeFrame(reply);
@@ -196,79 +252,38 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
     socket.end(frame);
     // The client normally closes once it has the reply; one that keeps its half
     // open must not keep the descriptor.
-    socket.setTimeout(lingerMs, () => socket.destroy());
-  };
+    socket.setTimeout(this.lingerMs, () => socket.destroy());
+  }
 
-  const onRequest = async (socket: Socket, payload: Buffer) => {
+  private async onRequest(socket: Socket, payload: Buffer): Promise<void> {
     let value: unknown;
     try {
       value = JSON.parse(payload.toString('utf8'));
     } catch {
-      return send(socket, errorReply('', 400, 'Malformed request: invalid JSON'));
+      return this.send(socket, errorReply('', 400, 'Malformed request: invalid JSON'));
     }
     if (!isRecord(value)) {
-      return send(socket, errorReply('', 400, 'Malformed request: expected a JSON object'));
+      return this.send(socket, errorReply('', 400, 'Malformed request: expected a JSON object'));
     }
     const id = typeof value.id === 'string' ? value.id : '';
-    inFlight++;
+    this.inFlight++;
     try {
-      send(socket, await opts.handler(value));
+      this.send(socket, await this.handler(value));
     } catch (err) {
-      log.error({ err }, 'IPC handler failed');
-      send(socket, errorReply(id, 500, 'Internal agent error'));
+      this.log.error({ err }, 'IPC handler failed');
+      this.send(socket, errorReply(id, 500, 'Internal agent error'));
     } finally {
-      inFlight--;
+      this.inFlight--;
     }
-  };
+  }
+}
 
-  const server = createServer({ allowHalfOpen: true }, (socket) => {
-    if (closing) {
-      socket.destroy();
-      return;
-    }
-    sockets.add(socket);
-    const decoder = new FrameDecoder();
-    let received = false;
-    // A client that connects and never finishes its request must not hold a descriptor forever.
-    socket.setTimeout(readTimeoutMs, () => {
-      log.debug('IPC client did not send a complete request in time');
-      socket.destroy();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (received) return; // one request per connection; anything after it is ignored
-      for (const ev of decoder.push(chunk)) {
-        received = true;
-        socket.setTimeout(0);
-        if (ev.kind === 'oversize') {
-          log.warn({ length: ev.length }, 'IPC request too large');
-          send(socket, errorReply('', 413, 'Message too large'));
-        } else {
-          void onRequest(socket, ev.payload);
-        }
-        return;
-      }
-    });
-    // EOF before a complete frame: nothing to answer.
-    socket.on('end', () => {
-      if (!received) socket.destroy();
-    });
-    socket.on('error', (err) => {
-      log.debug({ err: err.message }, 'IPC connection error');
-      socket.destroy();
-    });
-    socket.on('close', () => {
-      sockets.delete(socket);
-      maybeIdle();
-    });
-  });
-
-  await listen(server, opts.path);
-  server.on('error', (err) => log.error({ err: err.message }, 'IPC server error'));
-  let inode: number | undefined;
+/** Gives the bound socket its mode and group; returns its inode (closing the server on failure). */
+function secureSocket(server: Server, opts: IpcServerOptions, gid: number | null): number {
   try {
     chmodSync(opts.path, SOCKET_MODE);
     if (gid !== null) chownSync(opts.path, -1, gid);
-    inode = statSync(opts.path).ino;
+    return statSync(opts.path).ino;
   } catch (err) {
     server.close();
     const code = errnoCode(err);
@@ -278,20 +293,27 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
         : `cannot set up socket ${opts.path}: ${err instanceof Error ? err.message : String(err)}`,
     );
   }
+}
+
+/** Starts the IPC server on `path` (mode 0660, optionally chowned to a group). */
+export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer> {
+  const log = opts.log ?? NOOP_LOG;
+  const gid = opts.group === null || opts.group === undefined ? null : resolveGroup(opts.group);
+  await claimSocketPath(opts.path);
+  const conns = new IpcConnections(
+    opts.handler,
+    log,
+    opts.requestReadTimeoutMs ?? 30_000,
+    opts.replyLingerMs ?? REPLY_LINGER_MS,
+  );
+  const server = createServer({ allowHalfOpen: true }, (socket) => conns.accept(socket));
+  await listen(server, opts.path);
+  server.on('error', (err) => log.error({ err: err.message }, 'IPC server error'));
+  const inode = secureSocket(server, opts, gid);
 
   const doClose = async (drainMs: number) => {
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-    if (sockets.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, drainMs);
-        timer.unref();
-        idle.add(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    for (const s of sockets) s.destroy();
+    await conns.drain(drainMs);
     await stopped;
     // libuv unlinks the socket on close; make sure, but never remove a newer agent's socket.
     try {
@@ -300,12 +322,13 @@ export async function startIpcServer(opts: IpcServerOptions): Promise<IpcServer>
       // already gone
     }
   };
-
+  let closing: Promise<void> | null = null;
   return {
     path: opts.path,
-    connectionCount: () => sockets.size,
-    inFlightCount: () => inFlight,
+    connectionCount: () => conns.sockets.size,
+    inFlightCount: () => conns.inFlight,
     close(drainMs = 30_000) {
+      conns.closing = true;
       closing ??= doClose(drainMs);
       return closing;
     },

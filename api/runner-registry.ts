@@ -1,10 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import {
-  sha256,
-  type InventoryStore,
-  type RunnerConfig,
-  type RunnerSource,
-} from '../config/inventory';
+import { sha256, type InventoryStore, type RunnerSource } from '../config/inventory';
+import type { RunnerConfig } from '../config/runner-schema';
 import type { Logger } from '../config/logger';
 import type { SecretBox } from '../config/secret-box';
 import type { Store } from '../store';

@@ -3,7 +3,7 @@ import {
   ciAdapterProblem,
   proxmoxSchema,
   type RunnerConfig,
-} from '../config/inventory';
+} from '../config/runner-schema';
 import { HttpError } from './errors';
 
 const PROXMOX_REQUIRED = [

@@ -6,7 +6,7 @@ import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
-import type { TemporalConnectSettings } from '../config/temporal';
+import { connectWithRetry, type TemporalConnectSettings } from '../config/temporal';
 import { GitLabClient } from '../activities/gitlab/client';
 import { AdminToken } from './auth';
 import { LogFeed } from './checkpoint-logs';
@@ -51,22 +51,10 @@ export interface ApiServer {
 }
 
 /** Connects a Temporal client, retrying for up to `waitMs` while the server starts. */
-export async function connectClient(
-  t: TemporalConnectSettings,
-  waitMs = 60_000,
-): Promise<Connection> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return await Connection.connect(
-        t.connectionOptions as Parameters<typeof Connection.connect>[0],
-      );
-    } catch (err) {
-      if (Date.now() >= deadline)
-        throw new Error(`cannot reach Temporal at ${t.address}: ${(err as Error).message}`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
+export function connectClient(t: TemporalConnectSettings, waitMs = 60_000): Promise<Connection> {
+  return connectWithRetry(t, waitMs, () =>
+    Connection.connect(t.connectionOptions as Parameters<typeof Connection.connect>[0]),
+  );
 }
 
 export interface ApiServerDeps {

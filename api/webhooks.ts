@@ -1,7 +1,8 @@
 import { createHmac, createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type RequestHandler } from 'express';
 import type { FinalizeStatus } from '../common/states';
-import type { InventoryStore, RunnerConfig } from '../config/inventory';
+import type { InventoryStore } from '../config/inventory';
+import type { RunnerConfig } from '../config/runner-schema';
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { CheckpointStore } from '../store/checkpoints';

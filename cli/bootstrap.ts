@@ -1,4 +1,4 @@
-import { InventoryError } from '../config/inventory';
+import { InventoryError } from '../config/runner-schema';
 import { createLogger, type Logger } from '../config/logger';
 import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';

@@ -1,10 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
 import { SELF_TEST_WORKFLOW, type SelfTestResult } from '../common/self-test';
-import { InventoryStore } from '../config/inventory';
-import { SecretBox } from '../config/secret-box';
-import { connectDatabase } from '../store/connect';
-import { attachRunnerRegistry } from '../store/registry-feed';
 import { createDataSource, revertLastMigration, runMigrations } from '../store/data-source';
 import { connectClient, startApiServer } from '../api/server';
 import { AgentBus } from '../activities/agent-bus';
@@ -19,71 +15,44 @@ import {
   installRuntime,
 } from '../worker/worker';
 import { ensureSearchAttributes } from '../worker/search-attributes';
-import { loadControllerConfig, onShutdown, watchParent } from './bootstrap';
+import { loadControllerConfig, watchParent } from './bootstrap';
+import { runControllerProcess, type ControllerProcess, type ProcessPart } from './process';
 
 /** `e2epool api`: the REST API and the agent WebSocket gateway, on one port. */
-export async function runApi(): Promise<void> {
-  const { settings, temporal, log } = loadControllerConfig('api');
-  const inventory = InventoryStore.load(settings.inventoryPath, log);
-  inventory.watch();
-  const dataSource = await connectDatabase(
-    { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-api' },
-    log,
-  );
-  const registry = await attachRunnerRegistry({
-    inventory,
-    dataSource,
-    databaseUrl: settings.databaseUrl,
-    secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
-    intervalSeconds: settings.registryReloadSeconds,
-    applicationName: 'e2epool-api-registry',
-    log,
-  });
-  const connection = await connectClient(temporal);
-  const api = await startApiServer({
-    settings,
-    dataSource,
-    temporal: connection,
-    temporalSettings: temporal,
-    inventory,
-    log,
-  });
-  log.info(
-    { url: api.url, temporal: temporal.address, namespace: temporal.namespace },
-    'api listening',
-  );
-  onShutdown(async (reason) => {
-    log.info({ reason }, 'api stopping');
-    await api.close();
-    await registry.close();
-    inventory.close();
-    await connection.close().catch(() => undefined);
-    await dataSource.destroy().catch(() => undefined);
-    log.info('api stopped');
-    process.exit(0);
+export function runApi(): Promise<void> {
+  return runControllerProcess('api', async ({ settings, temporal, log, inventory, dataSource }) => {
+    const connection = await connectClient(temporal);
+    const api = await startApiServer({
+      settings,
+      dataSource,
+      temporal: connection,
+      temporalSettings: temporal,
+      inventory,
+      log,
+    });
+    log.info(
+      { url: api.url, temporal: temporal.address, namespace: temporal.namespace },
+      'api listening',
+    );
+    return {
+      async close() {
+        await api.close();
+        await connection.close().catch(() => undefined);
+      },
+    };
   });
 }
 
 /** `e2epool worker`: runs workflows and activities on E2EPOOL_TASK_QUEUE. */
-export async function runWorker(): Promise<void> {
-  const { settings, temporal, log } = loadControllerConfig('worker');
-  const inventory = InventoryStore.load(settings.inventoryPath, log);
-  inventory.watch();
-  installRuntime({ log });
-  const dataSource = await connectDatabase(
-    { url: settings.databaseUrl, poolSize: settings.dbPoolSize, applicationName: 'e2epool-worker' },
-    log,
-  );
-  // Activities find registry runners too, deactivated ones included (their open checkpoint is still reset).
-  const registry = await attachRunnerRegistry({
-    inventory,
-    dataSource,
-    databaseUrl: settings.databaseUrl,
-    secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
-    intervalSeconds: settings.registryReloadSeconds,
-    applicationName: 'e2epool-worker-registry',
-    log,
+export function runWorker(): Promise<void> {
+  // The SDK runtime holds SIGINT/SIGTERM: it drains the worker, and then worker.run() resolves.
+  return runControllerProcess('worker', startWorker, {
+    beforeConnect: ({ log }) => installRuntime({ log }),
   });
+}
+
+async function startWorker(p: ControllerProcess): Promise<ProcessPart> {
+  const { settings, temporal, log, inventory, dataSource } = p;
   const connection = await connectNative(temporal);
   // Before polling: a workflow that sets an unregistered attribute fails its task.
   await ensureSearchAttributes(connection, temporal.namespace, log);
@@ -134,14 +103,14 @@ export async function runWorker(): Promise<void> {
     },
     'worker running',
   );
-  await worker.run();
-  await metricsServer.close();
-  await registry.close();
-  inventory.close();
-  await connection.close().catch(() => undefined);
-  await dataSource.destroy().catch(() => undefined);
-  await agents.close();
-  log.info('worker stopped');
+  return {
+    done: worker.run(),
+    async close() {
+      await metricsServer.close();
+      await connection.close().catch(() => undefined);
+      await agents.close();
+    },
+  };
 }
 
 /** `e2epool migrate [--revert]`: applies (or reverts the latest) migration and exits. */
@@ -203,5 +172,3 @@ export async function runSetup(): Promise<void> {
     await connection.close().catch(() => undefined);
   }
 }
-
-export { runDoctor } from './doctor';

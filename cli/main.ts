@@ -6,11 +6,13 @@ import { versionText } from '../common/build-info';
 // `status`, `logs` and `ping` load only ../agent/cli, which uses Node builtins alone.
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
+type DoctorModule = typeof import('./doctor');
 type BootstrapModule = typeof import('./bootstrap');
 type AgentCliModule = typeof import('../agent/cli');
 type AgentDaemonModule = typeof import('../agent/daemon');
 type RegistryCliModule = typeof import('./registry');
 const controller = (): ControllerModule => require('./controller');
+const doctor = (): DoctorModule => require('./doctor');
 const agentCli = (): AgentCliModule => require('../agent/cli');
 const agentDaemon = (): AgentDaemonModule => require('../agent/daemon');
 const registryCli = (): RegistryCliModule => require('./registry');
@@ -27,41 +29,48 @@ function positiveInt(v: string): number {
   return n;
 }
 
+/** `action` for a controller command: a failure is reported as its startup error. */
+function controllerAction<A extends unknown[]>(
+  command: string,
+  run: (...args: A) => Promise<unknown>,
+): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    await run(...args).catch((err: unknown) => exitOnStartupError(command, err));
+  };
+}
+
 /** The `e2epool` command line. */
 export function buildProgram(): Command {
   const program = new Command('e2epool')
     .description('Keeps shared end-to-end CI runners clean')
     .version(versionText(), '-V, --version', 'print the version and git commit')
     .showHelpAfterError();
+  addProcessCommands(program);
+  addOneShotCommands(program);
+  addAgentDaemonCommand(program);
+  addJobCommands(program);
+  addInspectCommands(program);
+  return program;
+}
 
+/** The controller's long-running processes, and `setup` and `doctor` that prepare and check them. */
+function addProcessCommands(program: Command): void {
   program
     .command('api')
     .description('run the REST API (E2EPOOL_PORT, default 8080)')
-    .action(async () => {
-      await controller()
-        .runApi()
-        .catch((err: unknown) => exitOnStartupError('api', err));
-    });
+    .action(controllerAction('api', () => controller().runApi()));
 
   program
     .command('worker')
     .description('run the Temporal worker on E2EPOOL_TASK_QUEUE')
-    .action(async () => {
-      await controller()
-        .runWorker()
-        .catch((err: unknown) => exitOnStartupError('worker', err));
-    });
+    .action(controllerAction('worker', () => controller().runWorker()));
 
   program
     .command('setup')
     .description(
       "register e2epool's search attributes on the Temporal namespace and exit (the worker does it at start)",
     )
-    .action(async () => {
-      await controller()
-        .runSetup()
-        .catch((err: unknown) => exitOnStartupError('setup', err));
-    });
+    .action(controllerAction('setup', () => controller().runSetup()));
 
   program
     .command('doctor')
@@ -74,23 +83,24 @@ export function buildProgram(): Command {
     // A usage error exits 2, apart from 1 (a check failed).
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { json?: boolean; timeout: number }) => {
-      const code = await controller()
+      const code = await doctor()
         .runDoctor(opts)
         .catch((err: unknown) => exitOnStartupError('doctor', err));
       process.exitCode = code;
       // Keep-alive sockets (Proxmox, GitLab) must not hold the report's exit.
       setTimeout(() => process.exit(code), 200).unref();
     });
+}
 
+/** Controller commands that do one thing and exit. */
+function addOneShotCommands(program: Command): void {
   program
     .command('migrate')
     .description('apply pending database migrations and exit')
     .option('--revert', 'revert the latest migration instead')
-    .action(async (opts: { revert?: boolean }) => {
-      await controller()
-        .runMigrate(opts)
-        .catch((err: unknown) => exitOnStartupError('migrate', err));
-    });
+    .action(
+      controllerAction('migrate', (opts: { revert?: boolean }) => controller().runMigrate(opts)),
+    );
 
   program
     .command('import-inventory')
@@ -99,31 +109,28 @@ export function buildProgram(): Command {
     )
     .argument('<file>', 'the inventory.yml to import')
     .option('--dry-run', 'print what would be imported, write nothing')
-    .action(async (file: string, opts: { dryRun?: boolean }) => {
-      await registryCli()
-        .runImportInventory(file, opts)
-        .catch((err: unknown) => exitOnStartupError('import-inventory', err));
-    });
+    .action(
+      controllerAction('import-inventory', (file: string, opts: { dryRun?: boolean }) =>
+        registryCli().runImportInventory(file, opts),
+      ),
+    );
 
   program
     .command('export-inventory')
     .description("print the registry's active runners as inventory YAML, without secrets")
-    .action(async () => {
-      await registryCli()
-        .runExportInventory()
-        .catch((err: unknown) => exitOnStartupError('export-inventory', err));
-    });
+    .action(controllerAction('export-inventory', () => registryCli().runExportInventory()));
 
   program
     .command('selftest')
     .description('run a workflow through a live worker and Postgres, print the result')
     .option('--timeout <seconds>', 'give up after this many seconds', positiveInt, 60)
-    .action(async (opts: { timeout: number }) => {
-      await controller()
-        .runSelfTest(opts)
-        .catch((err: unknown) => exitOnStartupError('selftest', err));
-    });
+    .action(
+      controllerAction('selftest', (opts: { timeout: number }) => controller().runSelfTest(opts)),
+    );
+}
 
+/** `e2epool agent`: the daemon on a runner host. */
+function addAgentDaemonCommand(program: Command): void {
   program
     .command('agent')
     .description('run the agent daemon on a runner host (until SIGTERM or SIGINT)')
@@ -136,7 +143,10 @@ export function buildProgram(): Command {
       const code = await agentDaemon().runAgentCommand({ configPath: opts.config });
       exitAfterShutdown(code);
     });
+}
 
+/** What a CI job runs through the agent: `create` and `finalize`. */
+function addJobCommands(program: Command): void {
   program
     .command('create')
     .description('take a checkpoint for this CI job through the agent; prints its name')
@@ -144,7 +154,7 @@ export function buildProgram(): Command {
       '--job-id <id>',
       'the CI job id: $CI_JOB_ID in GitLab CI, ${{ job.check_run_id }} in GitHub Actions',
     )
-    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .option('--socket <path>', SOCKET_HELP)
     .option(
       '--wait <seconds>',
       "wait out the runner's cooldown (429) or its previous checkpoint closing (503) up to this long; 0: fail at once",
@@ -168,7 +178,7 @@ export function buildProgram(): Command {
       "success, failure or canceled (GitLab's $CI_JOB_STATUS `failed` means failure)",
       finalizeStatus,
     )
-    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .option('--socket <path>', SOCKET_HELP)
     .action(
       async (opts: {
         checkpoint: string;
@@ -178,12 +188,15 @@ export function buildProgram(): Command {
         process.exitCode = await agentCli().finalizeAction(opts);
       },
     );
+}
 
+/** What a CI job or an operator asks through the agent: `status`, `ping`, `logs`. */
+function addInspectCommands(program: Command): void {
   program
     .command('status')
     .description("print a checkpoint's name, state and result")
     .requiredOption('--checkpoint <name>', 'checkpoint name')
-    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .option('--socket <path>', SOCKET_HELP)
     .action(async (opts: { checkpoint: string; socket?: string }) => {
       process.exitCode = await agentCli().statusAction(opts);
     });
@@ -193,7 +206,7 @@ export function buildProgram(): Command {
     .description(
       'ping the controller through the agent (the path and credentials of real requests) and print the round trip',
     )
-    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .option('--socket <path>', SOCKET_HELP)
     .addHelpText(
       'after',
       '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error (the controller did not answer, ...), 2 the agent is not running.',
@@ -207,7 +220,7 @@ export function buildProgram(): Command {
     .description("print a checkpoint's log: its steps and its commands' output")
     .requiredOption('--checkpoint <name>', 'checkpoint name')
     .option('--follow', 'keep printing new entries until the checkpoint has ended')
-    .option('--socket <path>', 'agent socket (default from the agent config)')
+    .option('--socket <path>', SOCKET_HELP)
     .addHelpText('after', LOGS_HELP)
     .action(async (opts: { checkpoint: string; follow?: boolean; socket?: string }) => {
       // Ctrl-C: stop quietly with 130; a second one kills as usual.
@@ -224,9 +237,9 @@ export function buildProgram(): Command {
         process.off('SIGINT', onSigint);
       }
     });
-
-  return program;
 }
+
+const SOCKET_HELP = 'agent socket (default from the agent config)';
 
 const DOCTOR_HELP = `
 Output: one line per check, in order: ok|fail <check>: <what>[ — <what to do>]

@@ -1,7 +1,8 @@
 import type { CheckpointWorkflowInput, PauseTarget } from '../common/checkpoint';
 import { gitlabQueueRates } from '../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
-import type { Inventory, RunnerConfig } from './inventory';
+import type { Inventory } from './inventory';
+import type { RunnerConfig } from './runner-schema';
 import type { Settings } from './settings';
 
 /**

@@ -74,7 +74,7 @@ const schema = z.object({
   E2EPOOL_READINESS_TIMEOUT_SECONDS: positiveSeconds(120),
   E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: positiveSeconds(5),
   E2EPOOL_DB_POOL_SIZE: integer(10, 1, 1000),
-  E2EPOOL_HTTPX_TIMEOUT: positiveSeconds(30),
+  E2EPOOL_HTTP_TIMEOUT: positiveSeconds(30),
   E2EPOOL_WS_HEARTBEAT_INTERVAL: positiveSeconds(30),
   E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
   E2EPOOL_GITLAB_URL: httpUrl.optional(),
@@ -292,26 +292,57 @@ const SECRET_KEYS = new Set([
   'E2EPOOL_GITHUB_TOKEN',
 ]);
 
+/**
+ * Earlier names still read, each with the setting it stands for; when both
+ * are set the current name wins.
+ */
+const SETTING_ALIASES: Record<string, keyof typeof schema.shape> = {
+  // The Python implementation's name, after its HTTP library (httpx).
+  E2EPOOL_HTTPX_TIMEOUT: 'E2EPOOL_HTTP_TIMEOUT',
+};
+
 /** Every E2EPOOL_* variable a controller process reads (the README's settings table). */
-export const CONTROLLER_SETTING_NAMES: readonly string[] = Object.keys(schema.shape);
+export const CONTROLLER_SETTING_NAMES: readonly string[] = [
+  ...Object.keys(schema.shape),
+  ...Object.keys(SETTING_ALIASES),
+];
+
+/**
+ * The schema's input from an environment, and the variable each setting was
+ * read from (an alias, or its own name) for error messages.
+ */
+function settingsInput(env: NodeJS.ProcessEnv): {
+  input: Record<string, string | undefined>;
+  readFrom: Record<string, string>;
+} {
+  // An empty variable means "unset", as in most shells' `VAR= cmd`.
+  const value = (name: string) => (env[name] === '' ? undefined : env[name]);
+  const input: Record<string, string | undefined> = {};
+  const readFrom: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    input[key] = value(key);
+    readFrom[key] = key;
+  }
+  for (const [alias, key] of Object.entries(SETTING_ALIASES)) {
+    if (input[key] !== undefined || value(alias) === undefined) continue;
+    input[key] = value(alias);
+    readFrom[key] = alias;
+  }
+  return { input, readFrom };
+}
 
 /**
  * Parses settings from an environment. Throws ConfigError whose message is one
  * line naming the first invalid variable (secrets are never echoed back).
  */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
-  const input: Record<string, string | undefined> = {};
-  for (const key of Object.keys(schema.shape)) {
-    const v = env[key];
-    // An empty variable means "unset", as in most shells' `VAR= cmd`.
-    input[key] = v === undefined || v === '' ? undefined : v;
-  }
+  const { input, readFrom } = settingsInput(env);
   const parsed = schema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const key = String(issue.path[0]);
     const shown = SECRET_KEYS.has(key) ? '' : ` (got ${describeValue(input[key])})`;
-    throw new ConfigError(`invalid setting ${key}: ${issue.message}${shown}`);
+    throw new ConfigError(`invalid setting ${readFrom[key] ?? key}: ${issue.message}${shown}`);
   }
   const r = parsed.data;
   if (r.E2EPOOL_GITLAB_TOKEN && !r.E2EPOOL_GITLAB_URL) {
@@ -330,7 +361,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     readinessTimeoutSeconds: r.E2EPOOL_READINESS_TIMEOUT_SECONDS,
     readinessPollIntervalSeconds: r.E2EPOOL_READINESS_POLL_INTERVAL_SECONDS,
     dbPoolSize: r.E2EPOOL_DB_POOL_SIZE,
-    httpTimeoutSeconds: r.E2EPOOL_HTTPX_TIMEOUT,
+    httpTimeoutSeconds: r.E2EPOOL_HTTP_TIMEOUT,
     wsHeartbeatIntervalSeconds: r.E2EPOOL_WS_HEARTBEAT_INTERVAL,
     wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
     gitlabUrl: r.E2EPOOL_GITLAB_URL,

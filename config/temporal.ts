@@ -39,3 +39,25 @@ export function loadTemporalSettings(
     connectionOptions: { ...cfg.connectionOptions, address },
   };
 }
+
+/**
+ * Connects to Temporal with `connect` (a client or a worker connection),
+ * retrying every second for up to `waitMs` while the server starts: the API and
+ * the worker may start before it.
+ */
+export async function connectWithRetry<T>(
+  t: TemporalConnectSettings,
+  waitMs: number,
+  connect: () => Promise<T>,
+): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await connect();
+    } catch (err) {
+      if (Date.now() >= deadline)
+        throw new Error(`cannot reach Temporal at ${t.address}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}

@@ -1,12 +1,6 @@
 import type { DataSource } from 'typeorm';
-import {
-  bareMetalSchema,
-  proxmoxSchema,
-  type InventoryStore,
-  type RegistryRunner,
-  type RegistrySource,
-  type RunnerConfig,
-} from '../config/inventory';
+import type { InventoryStore, RegistryRunner, RegistrySource } from '../config/inventory';
+import { bareMetalSchema, proxmoxSchema, type RunnerConfig } from '../config/runner-schema';
 import type { Logger } from '../config/logger';
 import type { SecretBox } from '../config/secret-box';
 import { AgentNoticeListener } from './agent-notices';

@@ -5,7 +5,7 @@ import { GitHubClient } from '../activities/github/client';
 import { GitLabClient } from '../activities/gitlab/client';
 import type { WorkerMetrics } from '../activities/metrics';
 import type { Settings } from '../config/settings';
-import type { TemporalConnectSettings } from '../config/temporal';
+import { connectWithRetry, type TemporalConnectSettings } from '../config/temporal';
 import { gitlabPollTaskQueue, gitlabQueueRates, gitlabTaskQueue } from '../common/gitlab-budget';
 import { prebuiltBundlePath, workflowsPath } from './bundle';
 import { temporalLogger } from './temporal-logger';
@@ -123,20 +123,11 @@ export function installRuntime(deps: Pick<ActivityDeps, 'log'>): void {
 }
 
 /** Connects to Temporal, retrying for up to `waitMs` while the server starts. */
-export async function connectNative(
+export function connectNative(
   t: TemporalConnectSettings,
   waitMs = 60_000,
 ): Promise<NativeConnection> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return await NativeConnection.connect(t.connectionOptions);
-    } catch (err) {
-      if (Date.now() >= deadline)
-        throw new Error(`cannot reach Temporal at ${t.address}: ${(err as Error).message}`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
+  return connectWithRetry(t, waitMs, () => NativeConnection.connect(t.connectionOptions));
 }
 
 /**

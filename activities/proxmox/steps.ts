@@ -1,6 +1,6 @@
 import { snapshotDescription } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
-import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/inventory';
+import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/runner-schema';
 import { createStore } from '../../store';
 import { heartbeat } from '../context';
 import { inventoryRunner, type ActivityDeps } from '../deps';

@@ -4,14 +4,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { budgetedPollIntervalSeconds, checkpointInput } from '../../config/checkpoint-input';
 import { loadSettings } from '../../config/settings';
-import {
-  HOLD_ON_FAILURE_MAX,
-  InventoryError,
-  InventoryStore,
-  loadInventoryFile,
-  parseInventory,
-  proxmoxBaseUrl,
-} from '../../config/inventory';
+import { InventoryStore, loadInventoryFile, parseInventory } from '../../config/inventory';
+import { HOLD_ON_FAILURE_MAX, InventoryError, proxmoxBaseUrl } from '../../config/runner-schema';
 import { waitFor } from '../helpers/wait';
 
 const proxmox = `

@@ -1,4 +1,9 @@
-import { ConfigError, loadSettings, obsoleteSettingsIn } from '../../config/settings';
+import {
+  CONTROLLER_SETTING_NAMES,
+  ConfigError,
+  loadSettings,
+  obsoleteSettingsIn,
+} from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 
 describe('loadSettings', () => {
@@ -67,6 +72,33 @@ describe('loadSettings', () => {
     expect(s.finalizeCooldownSeconds).toBe(0);
     expect(s.gitlabUrl).toBe('https://gitlab.example.com');
     expect(s.pollerEnabled).toBe(false);
+  });
+
+  it('reads the HTTP timeout from E2EPOOL_HTTP_TIMEOUT, or its older name E2EPOOL_HTTPX_TIMEOUT', () => {
+    expect(loadSettings({ E2EPOOL_HTTP_TIMEOUT: '12' }).httpTimeoutSeconds).toBe(12);
+    expect(loadSettings({ E2EPOOL_HTTPX_TIMEOUT: '7.5' }).httpTimeoutSeconds).toBe(7.5);
+    // Both set: the new name wins, and an old value it overrides is not even checked.
+    expect(
+      loadSettings({ E2EPOOL_HTTP_TIMEOUT: '12', E2EPOOL_HTTPX_TIMEOUT: '7' }).httpTimeoutSeconds,
+    ).toBe(12);
+    expect(
+      loadSettings({ E2EPOOL_HTTP_TIMEOUT: '12', E2EPOOL_HTTPX_TIMEOUT: 'soon' })
+        .httpTimeoutSeconds,
+    ).toBe(12);
+    // An empty new name is unset: the old one is read.
+    expect(
+      loadSettings({ E2EPOOL_HTTP_TIMEOUT: '', E2EPOOL_HTTPX_TIMEOUT: '7' }).httpTimeoutSeconds,
+    ).toBe(7);
+    // A bad value is reported under the name it was read from.
+    expect(() => loadSettings({ E2EPOOL_HTTPX_TIMEOUT: '0' })).toThrow(
+      /^invalid setting E2EPOOL_HTTPX_TIMEOUT: must be a positive number of seconds \(got "0"\)$/,
+    );
+    expect(() => loadSettings({ E2EPOOL_HTTP_TIMEOUT: '-1' })).toThrow(
+      /^invalid setting E2EPOOL_HTTP_TIMEOUT: must be a positive number of seconds/,
+    );
+    expect(CONTROLLER_SETTING_NAMES).toEqual(
+      expect.arrayContaining(['E2EPOOL_HTTP_TIMEOUT', 'E2EPOOL_HTTPX_TIMEOUT']),
+    );
   });
 
   it('treats an empty variable as unset', () => {
