@@ -6,7 +6,7 @@ import express, {
   type RequestHandler,
   type Response,
 } from 'express';
-import { checkpointWorkflowId, holdUntilOf, releaseHoldSignal } from '../../common/checkpoint';
+import { checkpointWorkflowId, releaseHoldSignal } from '../../common/checkpoint';
 import { isActiveState } from '../../common/states';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
@@ -194,11 +194,7 @@ export function uiRouter(d: UiDeps): Router {
     const { name } = parseOr422(statusParams, req.params, 'path');
     const c = await d.store.checkpoints.factsByName(name);
     if (!c) throw new HttpError(404, 'Checkpoint not found');
-    const note =
-      c.state === 'finalize_queued'
-        ? (await d.store.operations.latestDetails([c.id], 'hold')).get(c.id)
-        : undefined;
-    const until = note !== undefined ? holdUntilOf(note) : null;
+    const until = (await d.store.holds.untilOf([c.id])).get(c.id) ?? null;
     return {
       name: c.name,
       runner_id: c.runnerId,
@@ -213,7 +209,7 @@ export function uiRouter(d: UiDeps): Router {
       ended_at: c.endedAt ? c.endedAt.toISOString() : null,
       reset_attempts: c.resetAttempts,
       error_detail: c.errorDetail,
-      held_until: until && until.getTime() > Date.now() ? until.toISOString() : null,
+      held_until: until ? until.toISOString() : null,
     };
   };
 
