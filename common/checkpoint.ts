@@ -33,8 +33,8 @@ export interface CheckpointTiming {
   finalizeAckSeconds: number;
   /** Attempts of each reset step before the checkpoint needs an operator. */
   resetMaxAttempts: number;
-  /** How often an unpause GitLab refused is tried again; absent in older inputs (300). */
-  unpauseRetrySeconds?: number;
+  /** How often an unpause the CI system refused is tried again. */
+  unpauseRetrySeconds: number;
 }
 
 /** Where a GitHub self-hosted runner is registered: a repository (owner/name) or an organization. */
@@ -53,19 +53,14 @@ export type PauseTarget =
 export interface RunnerPlan {
   runnerId: string;
   backend: Backend;
-  /** The GitLab runner to pause; null for GitHub runners (see `pause`). */
-  gitlabRunnerId: number | null;
-  /**
-   * What keeps jobs off the runner during a reset, in GitLab or GitHub.
-   * Absent in inputs from before GitHub Actions runners: `gitlabRunnerId` says.
-   */
-  pause?: PauseTarget | null;
+  /** What keeps jobs off the runner during a reset, in GitLab or GitHub; null: nothing. */
+  pause: PauseTarget | null;
   resetOnSuccess: boolean;
   /**
    * After a failed job, keep the runner paused and un-reset this long for
-   * debugging (`hold_on_failure_seconds`); absent in older inputs (0: no hold).
+   * debugging (`hold_on_failure_seconds`; 0: no hold).
    */
-  holdOnFailureSeconds?: number;
+  holdOnFailureSeconds: number;
 }
 
 export interface CheckpointWorkflowInput {
@@ -82,8 +77,8 @@ export interface ResumedCheckpoint {
   projectId: string | null;
   checkpointId: number;
   createdAt: string;
-  /** Whether the worker polls GitLab for this job; absent in runs carried over by older versions. */
-  pollJobs?: boolean;
+  /** Whether the worker polls the CI system for this job's end. */
+  pollJobs: boolean;
   /**
    * Set when the reconciler adopts a checkpoint whose run ended without
    * finishing it: the row's state, and how its job ended if that is known.
@@ -100,9 +95,9 @@ export interface CreateRequest {
   projectId: string | null;
   /**
    * ISO instant after which nobody waits for this create: the run compensates
-   * it and answers BackendTimeout. Absent in requests of older API versions.
+   * it and answers BackendTimeout.
    */
-  deadline?: string;
+  deadline: string;
 }
 
 /**
@@ -117,14 +112,6 @@ export const PAUSE_SENT = 'pause request sent';
  */
 export function keptPausedForDrain(runnerId: string, what: string): string {
   return `runner '${runnerId}' is draining: ${what} stays paused until it is undrained`;
-}
-
-/** The runner's pause target: `pause`, or for older inputs the GitLab runner. */
-export function pauseTargetOf(plan: RunnerPlan): PauseTarget | null {
-  if (plan.pause !== undefined) return plan.pause;
-  return plan.gitlabRunnerId !== null
-    ? { kind: 'gitlab', gitlabRunnerId: plan.gitlabRunnerId }
-    : null;
 }
 
 /** The target as operators read it: `GitLab runner 42`, `GitHub runner 7 of o/r`. */
@@ -151,35 +138,6 @@ export function labelsRemovedDetail(
   return sent ? `${PAUSE_SENT}: remove ${what}` : `removed ${what}`;
 }
 
-/** The patch that gave creates a deadline (runs recorded before it have none). */
-export const CREATE_DEADLINE_PATCH = 'create-deadline';
-/** The patch that keeps a run open (needs_attention) when GitLab refuses the unpause. */
-export const UNPAUSE_ATTENTION_PATCH = 'unpause-needs-attention';
-/** The patch after which a pause that was never sent (PauseCheckFailed) is not undone. */
-export const PAUSE_CHECK_PATCH = 'pause-check-failed';
-/** The patch after which readiness after a reboot compares agent sessions (one clock), not times. */
-export const READINESS_ONE_CLOCK_PATCH = 'readiness-one-clock';
-/**
- * The job's end pauses the runner before any Postgres write, and the pause is
- * logged with the `finalize_queued` transition: a finalize is answered after
- * the pause was tried even while Postgres is unreachable.
- */
-export const PAUSE_FIRST_PATCH = 'pause-before-bookkeeping';
-/**
- * The patch that holds a runner paused and un-reset after a failed job, for
- * the runner's `hold_on_failure_seconds` or until `release-hold`; it adds a
- * timer and `hold` operation-log notes before the reset.
- */
-export const HOLD_ON_FAILURE_PATCH = 'hold-on-failure';
-
-/**
- * The patch that runs the cooldown while the runner is still paused, between
- * the end of its reset (or cleanup) and the unpause, instead of after the
- * run recorded its end: a job the CI system hands the runner the moment it is
- * unpaused never meets the cooldown. Runs recorded before it sleep at the end.
- */
-export const COOLDOWN_BEFORE_UNPAUSE_PATCH = 'cooldown-before-unpause';
-
 /** The `hold` operation-log note (and the run's current details) when a hold for debugging starts. */
 export function holdStartedNote(untilIso: string): string {
   return `held for debugging until ${untilIso}; signal release-hold to reset now`;
@@ -189,23 +147,6 @@ export function holdStartedNote(untilIso: string): string {
 export function holdReleasedNote(untilIso: string): string {
   return `release-hold: the hold ended early (it was to last until ${untilIso}); resetting now`;
 }
-
-/**
- * The patch that "pauses" GitHub runners: their pause labels are removed
- * before the reset and restored after. Runs a worker without GitHub support
- * started went on without that pause; they replay without it.
- *
- * Why a target in the input, GitHub activities of their own and this patch,
- * rather than the GitLab activities dispatching by the runner's inventory
- * entry: the pause gate reads the input (`gitlabRunnerId`, null for a GitHub
- * runner), so the workflow must change either way; a pause and its undo must
- * address the same runner of the same CI system for the whole checkpoint,
- * while the inventory may change under it; and GitHub's pause has state
- * (which labels came off) that must reach the restore: in the history, the
- * decision is durable before the requests go out, as GitLab's pause is. The
- * patch is asked only for GitHub targets, so GitLab histories stay as they were.
- */
-export const GITHUB_LABEL_PAUSE_PATCH = 'github-label-pause';
 
 export interface FinalizeRequest {
   checkpointName: string;

@@ -16,9 +16,6 @@
  * Workflow-safe: the workflows name the queues, the worker polls them.
  */
 
-/** Checkpoint and reconciler workflows route GitLab activities to the GitLab queues since this patch. */
-export const GITLAB_BUDGET_PATCH = 'gitlab-rate-budget';
-
 /** The queue of pause checks, pauses and unpauses. */
 export function gitlabTaskQueue(taskQueue: string): string {
   return `${taskQueue}-gitlab`;

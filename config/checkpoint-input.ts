@@ -19,7 +19,6 @@ export function checkpointInput(
     runner: {
       runnerId: runner.runner_id,
       backend: runner.backend,
-      gitlabRunnerId: runner.gitlab_runner_id ?? null,
       pause: pauseTarget(runner),
       resetOnSuccess: runner.reset_on_success,
       holdOnFailureSeconds: runner.hold_on_failure_seconds,

@@ -1,9 +1,9 @@
-import { log, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { log, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { PausedCandidate, ReconcileFinding, ReconcileInput } from '../activities/reconcile';
 import { describeFailure } from '../common/fail';
 import { NON_RETRYABLE_TYPES } from '../common/failures';
-import { GITLAB_BUDGET_PATCH, gitlabTaskQueue } from '../common/gitlab-budget';
+import { gitlabTaskQueue } from '../common/gitlab-budget';
 
 const RECONCILE_RETRY = {
   maximumAttempts: 3,
@@ -23,9 +23,6 @@ const { pausedGitlabCandidates } = proxyActivities<Activities>({
   retry: RECONCILE_RETRY,
 });
 
-/** Passes since this patch also compare with GitLab and Proxmox. */
-export const RECONCILE_LIVE_STATE_PATCH = 'reconcile-live-state';
-
 /** GitLab runners asked at once by one pass; the GitLab queue's rate limit paces them anyway. */
 const GITLAB_CONCURRENCY = 8;
 
@@ -39,21 +36,15 @@ export async function reconcileWorkflow(
   input: ReconcileInput,
 ): Promise<{ findings: ReconcileFinding[]; pruned: { commands: number; logs: number } }> {
   const findings = await reconcileCheckpoints(input);
-  if (patched(RECONCILE_LIVE_STATE_PATCH)) {
-    if (patched(GITLAB_BUDGET_PATCH)) {
-      findings.push(...(await reconcilePausedRunners({ ...input, gitlabApart: true })));
-      findings.push(...(await reconcileGitlabPauses(input)));
-    } else {
-      findings.push(...(await reconcilePausedRunners(input)));
-    }
-    findings.push(...(await reconcileSnapshots(input)));
-  }
+  findings.push(...(await reconcilePausedRunners({ ...input, gitlabApart: true })));
+  findings.push(...(await reconcileGitlabPauses(input)));
+  findings.push(...(await reconcileSnapshots(input)));
   const pruned = await pruneRetention({ repair: input.repair });
   return { findings, pruned };
 }
 
 /**
- * The GitLab part of reconcilePausedRunners (GITLAB_BUDGET_PATCH): each
+ * The GitLab part of reconcilePausedRunners: each
  * GitLab request in an activity of its own on the GitLab queue, so the
  * reconciler spends the fleet's GitLab budget like every other caller. A
  * candidate whose activities fail (Postgres down) is left to the next pass.

@@ -24,6 +24,7 @@ export function timing(o: Partial<CheckpointTiming> = {}): CheckpointTiming {
     cooldownSeconds: 0,
     finalizeAckSeconds: 30,
     resetMaxAttempts: 2,
+    unpauseRetrySeconds: 300,
     ...o,
   };
 }
@@ -50,12 +51,14 @@ export function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}): Checkpo
     runner: {
       runnerId: r.runnerId,
       backend: r.backend,
-      gitlabRunnerId: r.gitlabRunnerId,
-      ...(r.pause !== undefined ? { pause: r.pause } : {}),
+      pause:
+        r.pause !== undefined
+          ? r.pause
+          : r.gitlabRunnerId !== null
+            ? { kind: 'gitlab', gitlabRunnerId: r.gitlabRunnerId }
+            : null,
       resetOnSuccess: r.resetOnSuccess ?? false,
-      ...(r.holdOnFailureSeconds !== undefined
-        ? { holdOnFailureSeconds: r.holdOnFailureSeconds }
-        : {}),
+      holdOnFailureSeconds: r.holdOnFailureSeconds ?? 0,
     },
     timing: timing(t),
   };

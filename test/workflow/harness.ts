@@ -187,7 +187,7 @@ export async function startWorkflowHarness(
     workflowBundle: { code: await workflowBundle() },
     activities: stubs.activities(),
   });
-  // The GitLab queues (GITLAB_BUDGET_PATCH), served by the same stubs, unthrottled.
+  // The GitLab queues, served by the same stubs, unthrottled.
   const gitlabWorkers = await Promise.all(
     [gitlabTaskQueue(taskQueue), gitlabPollTaskQueue(taskQueue)].map((q) =>
       Worker.create({
@@ -218,11 +218,10 @@ export async function startWorkflowHarness(
 export interface RunnerSpec {
   runnerId: string;
   backend: 'proxmox' | 'bare_metal';
+  /** The GitLab runner to pause (the input's `pause`, unless `pause` is given). */
   gitlabRunnerId: number | null;
-  /** Absent: the input has no such field (as before GitHub runners). */
   pause?: PauseTarget | null;
   resetOnSuccess?: boolean;
-  /** Absent: the input has no such field (as before the hold for debugging). */
   holdOnFailureSeconds?: number;
 }
 

@@ -52,7 +52,7 @@ const UNPAUSER: ActivityOptions = {
 export const unpauser = proxyActivities<Activities>(UNPAUSER);
 
 /**
- * `pauser` on the GitLab queue (GITLAB_BUDGET_PATCH), whose rate limit is
+ * `pauser` on the GitLab queue, whose rate limit is
  * the fleet's GitLab budget: its attempts wait there for a token, inside
  * the same 5-minute bound. A 429's wait (nextRetryDelay) is honoured.
  * Only callable inside a workflow (the queue is named after its own).
@@ -64,7 +64,7 @@ export function gitlabPauser() {
   });
 }
 
-/** `unpauser` on the GitLab queue (GITLAB_BUDGET_PATCH); a 429 delays the next attempt as asked. */
+/** `unpauser` on the GitLab queue; a 429 delays the next attempt as asked. */
 export function gitlabUnpauser() {
   return proxyActivities<Activities>({
     ...UNPAUSER,
@@ -73,7 +73,7 @@ export function gitlabUnpauser() {
 }
 
 /**
- * Job-status polls on the poll queue (GITLAB_BUDGET_PATCH): one attempt,
+ * Job-status polls on the poll queue: one attempt,
  * and no longer in the queue than one poll interval. When the polls of
  * the fleet exceed their share of the budget they wait in that queue; a
  * poll that waited a whole interval is dropped (schedule-to-start timeout,

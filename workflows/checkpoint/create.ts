@@ -5,17 +5,11 @@
 import {
   CancellationScope,
   log,
-  patched,
   upsertSearchAttributes,
   uuid4,
   type ApplicationFailure,
 } from '@temporalio/workflow';
-import {
-  CREATE_DEADLINE_PATCH,
-  snapshotNameFor,
-  type CheckpointDto,
-  type CreateRequest,
-} from '../../common/checkpoint';
+import { snapshotNameFor, type CheckpointDto, type CreateRequest } from '../../common/checkpoint';
 import {
   applicationFailureOf,
   describeFailure,
@@ -76,7 +70,7 @@ export async function createCheckpoint(
     await withinDeadline(req, async () => {
       const row = await records.recordCheckpoint(record);
       held.id = row.id;
-      held.pollJobs = row.pollJobs ?? run.legacyPollerEnabled();
+      held.pollJobs = row.pollJobs;
       if (snapshotName) {
         run.doing('snapshot');
         await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
@@ -110,13 +104,12 @@ export async function createCheckpoint(
  * hold the runner against the next job.
  */
 async function withinDeadline(req: CreateRequest, steps: () => Promise<void>): Promise<void> {
-  if (req.deadline === undefined || !patched(CREATE_DEADLINE_PATCH)) return steps();
   const left = Date.parse(req.deadline) - Date.now();
   return CancellationScope.withTimeout(Math.max(1, left), steps);
 }
 
 function pastDeadline(req: CreateRequest): boolean {
-  return req.deadline !== undefined && Date.now() >= Date.parse(req.deadline);
+  return Date.now() >= Date.parse(req.deadline);
 }
 
 /** Removes what a failed create made. A snapshot that cannot go now is swept before the next one. */

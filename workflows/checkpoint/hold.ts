@@ -4,8 +4,8 @@
  * at what the job left; the reset follows when the hold ends, or at once on
  * the `release-hold` signal.
  */
-import { condition, isCancellation, log, patched } from '@temporalio/workflow';
-import { HOLD_ON_FAILURE_PATCH, holdReleasedNote, holdStartedNote } from '../../common/checkpoint';
+import { condition, isCancellation, log } from '@temporalio/workflow';
+import { holdReleasedNote, holdStartedNote } from '../../common/checkpoint';
 import { describeFailure } from '../../common/fail';
 import { records } from './activities';
 import type { CheckpointRun } from './run';
@@ -22,10 +22,8 @@ import type { CheckpointRun } from './run';
  * does in needs_attention.
  */
 export async function holdOnFailure(run: CheckpointRun): Promise<void> {
-  const seconds = run.runner.holdOnFailureSeconds ?? 0;
+  const seconds = run.runner.holdOnFailureSeconds;
   if (seconds <= 0 || run.finalizeStatus !== 'failure' || run.input.resume?.adopted) return;
-  // Runs that reached this point before the hold existed go straight to the reset.
-  if (!patched(HOLD_ON_FAILURE_PATCH)) return;
   const cp = run.checkpoint;
   const until = new Date(Date.now() + seconds * 1000);
   const untilIso = until.toISOString();

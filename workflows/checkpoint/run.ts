@@ -66,9 +66,8 @@ export class CheckpointRun {
   /** When the cooldown ends, once it started: until then creates get 429 and its seconds left. */
   cooldownUntil: Date | null = null;
   /**
-   * The cooldown ran before the unpause (COOLDOWN_BEFORE_UNPAUSE_PATCH): from
-   * here the run only unpauses and records its end, and the run that closes
-   * does not sleep it again.
+   * The cooldown ran before the unpause: from here the run only unpauses and
+   * records its end, and the run that closes does not sleep it again.
    */
   cooledDown = false;
 
@@ -134,7 +133,7 @@ export class CheckpointRun {
       projectId: r.projectId,
       createdAt: new Date(r.createdAt),
       id: r.checkpointId,
-      pollJobs: r.pollJobs ?? this.legacyPollerEnabled(),
+      pollJobs: r.pollJobs,
     };
     this.state = 'created';
     this.createResult = 'ok';
@@ -148,14 +147,6 @@ export class CheckpointRun {
           ? { status: end.status, source: end.source, at: new Date(end.at) }
           : 'ttl';
     }
-  }
-
-  /**
-   * Runs started before the worker decided polling carry the API's decision
-   * in their input; their recorded activity results have no `pollJobs`.
-   */
-  legacyPollerEnabled(): boolean {
-    return (this.input.timing as { pollerEnabled?: boolean }).pollerEnabled ?? false;
   }
 
   /** The held checkpoint, once recorded. Every step after the create needs it. */

@@ -10,18 +10,15 @@ import {
   condition,
   log,
   makeContinueAsNewFunc,
-  patched,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { JobState } from '../../activities/gitlab/client';
-import {
-  pauseTargetOf,
-  type CheckpointOutcome,
-  type CheckpointWorkflowInput,
-  type ResumedCheckpoint,
+import type {
+  CheckpointOutcome,
+  CheckpointWorkflowInput,
+  ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { describeFailure, retryAfterOf } from '../../common/fail';
-import { GITLAB_BUDGET_PATCH } from '../../common/gitlab-budget';
 import { gitlabPoller, poller } from './activities';
 import type { CheckpointRun } from './run';
 
@@ -49,31 +46,14 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
     if (await condition(ended, Math.max(1, wakeAt - now))) return;
     if (pollProject !== null && Date.now() >= nextPollAt) {
       nextPollAt = Date.now() + timing.pollerIntervalSeconds * 1000;
-      // GitHub runners' polls are not GitLab's to budget; their history stays as it was.
-      if (pauseTargetOf(run.runner)?.kind !== 'github' && patched(GITLAB_BUDGET_PATCH)) {
-        const polled = await pollWithinBudget(run, pollProject, ttlAt);
-        if (polled.status !== undefined && polled.status !== 'running' && !ended()) {
-          run.jobEnd = { status: polled.status, source: 'poller', at: new Date() };
-          return;
-        }
-        // GitLab said how long to wait (429): the next poll comes no sooner.
-        if (polled.waitMs !== undefined)
-          nextPollAt = Math.max(nextPollAt, Date.now() + polled.waitMs);
-      } else {
-        try {
-          const status = await poller.pollJobStatus({
-            projectId: pollProject,
-            jobId: cp.jobId,
-            runnerId: run.runner.runnerId,
-          });
-          if (status !== 'running' && !ended()) {
-            run.jobEnd = { status, source: 'poller', at: new Date() };
-            return;
-          }
-        } catch (err) {
-          log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
-        }
+      const polled = await pollOnce(run, pollProject, ttlAt);
+      if (polled.status !== undefined && polled.status !== 'running' && !ended()) {
+        run.jobEnd = { status: polled.status, source: 'poller', at: new Date() };
+        return;
       }
+      // The CI system said how long to wait (429): the next poll comes no sooner.
+      if (polled.waitMs !== undefined)
+        nextPollAt = Math.max(nextPollAt, Date.now() + polled.waitMs);
     }
     if (workflowInfo().continueAsNewSuggested && !ended()) {
       await condition(allHandlersFinished);
@@ -84,7 +64,31 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
 }
 
 /**
- * One job-status poll on the GitLab poll queue (GITLAB_BUDGET_PATCH). The
+ * One job-status poll. GitHub runners' polls go to the plain `poller` (they
+ * are not GitLab's to budget); GitLab's wait on the GitLab poll queue.
+ */
+async function pollOnce(
+  run: CheckpointRun,
+  projectId: string,
+  ttlAt: number,
+): Promise<{ status?: JobState; waitMs?: number }> {
+  if (run.runner.pause?.kind !== 'github') return pollWithinBudget(run, projectId, ttlAt);
+  try {
+    return {
+      status: await poller.pollJobStatus({
+        projectId,
+        jobId: run.checkpoint.jobId,
+        runnerId: run.runner.runnerId,
+      }),
+    };
+  } catch (err) {
+    log.warn('job status poll failed; will poll again', { error: describeFailure(err) });
+    return {};
+  }
+}
+
+/**
+ * One job-status poll on the GitLab poll queue. The
  * poll may wait in that queue for its share of the GitLab budget, up to one
  * poll interval; meanwhile a finalize or the TTL ends the wait at once (the
  * poll is cancelled), so a queued poll never delays a reset. Returns the

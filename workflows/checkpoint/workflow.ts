@@ -3,19 +3,16 @@ import {
   allHandlersFinished,
   condition,
   isCancellation,
-  patched,
   sleep,
 } from '@temporalio/workflow';
-import {
-  PAUSE_FIRST_PATCH,
-  type CheckpointOutcome,
-  type CheckpointWorkflowInput,
-} from '../../common/checkpoint';
+import type { CheckpointOutcome, CheckpointWorkflowInput } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
 import { records } from './activities';
 import { holdOnFailure } from './hold';
 import { installHandlers } from './messages';
-import { pauseBeforeBookkeeping, pauseRunner, releaseRunner, resetUntilDone } from './reset';
+import { pauseBeforeBookkeeping, pauseRunner } from './pause';
+import { releaseRunner } from './release';
+import { resetUntilDone } from './reset';
 import { CheckpointRun } from './run';
 import { waitForJobEnd } from './waiting';
 
@@ -42,14 +39,10 @@ export async function checkpointWorkflow(
   // The create handler compensates a failure itself; let it finish even if we are canceled.
   await CancellationScope.nonCancellable(() => condition(() => run.createSettled));
   if (run.createResult === 'failed') return cooldown(run);
-  // The note is bookkeeping: since PAUSE_FIRST_PATCH it must not hold up
-  // the wait for the job's end (and so the pause) while Postgres is down.
-  let note: Promise<void> | undefined;
-  if (!input.resume) {
-    // Informational only: a cancelled (or failed) note must not fail the run.
-    if (patched(PAUSE_FIRST_PATCH)) note = notePollingSkipped(run).catch(() => undefined);
-    else await notePollingSkipped(run);
-  }
+  // The note is bookkeeping: it must not hold up the wait for the job's end
+  // (and so the pause) while Postgres is down. Informational only: a
+  // cancelled (or failed) note must not fail the run.
+  const note = input.resume ? undefined : notePollingSkipped(run).catch(() => undefined);
 
   let cancellation: unknown = null;
   try {
@@ -62,7 +55,7 @@ export async function checkpointWorkflow(
     // Pause first, so the finalize's answer waits on GitLab only, never on
     // Postgres. An adopted checkpoint's earlier run may have paused already:
     // its pause step reads the log to tell.
-    const pauseFirst = !input.resume?.adopted && patched(PAUSE_FIRST_PATCH);
+    const pauseFirst = !input.resume?.adopted;
     const pauseLog = pauseFirst ? await pauseBeforeBookkeeping(run) : undefined;
     run.doing('finalize_queued: recording the job end');
     await run.moveTo('finalize_queued', from, {
@@ -109,8 +102,8 @@ async function notePollingSkipped(run: CheckpointRun): Promise<void> {
 
 /**
  * Closes the run. A run that cooled down before its unpause closes at once;
- * a failed create (its runner was never paused) and runs recorded before
- * COOLDOWN_BEFORE_UNPAUSE_PATCH sleep the cooldown here, creates getting 429.
+ * a failed create (its runner was never paused) sleeps the cooldown here,
+ * creates getting 429.
  */
 async function cooldown(run: CheckpointRun): Promise<CheckpointOutcome> {
   if (!run.cooledDown) {
