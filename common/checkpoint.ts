@@ -89,6 +89,20 @@ export interface ResumedCheckpoint {
   };
 }
 
+/**
+ * The memo a checkpoint run keeps of what it did before the Postgres write
+ * that records it: a run pauses the runner, and accepts a finalize, before
+ * its first write (so both work while Postgres is down). Each entry is set
+ * just before the act and names the checkpoint. The reconciler reads it
+ * (describe) when it adopts a checkpoint whose run ended before that write.
+ */
+export interface CheckpointMemo {
+  /** Set just before the pause is sent: what is paused (GitHub: the labels being removed). */
+  pause?: { checkpoint: string; target: PauseTarget; labels: string[] };
+  /** Set when the run accepts a finalize. */
+  finalize?: { checkpoint: string; status: FinalizeStatus; source: string };
+}
+
 export interface CreateRequest {
   jobId: string;
   caller: string | null;

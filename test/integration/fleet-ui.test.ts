@@ -223,7 +223,9 @@ describe('fleet page (HTTP)', () => {
     });
     expect(Date.parse(h.paused_by_e2epool_since!)).toBeLessThanOrEqual(Date.now());
     expect(Date.parse(h.held_until!) - Date.now()).toBeGreaterThan(3500_000);
-    const heldFacts = await (await get(`/ui/api/checkpoints/${name}`, { cookie })).json();
+    const heldFacts = (await (await get(`/ui/api/checkpoints/${name}`, { cookie })).json()) as {
+      held_until: string | null;
+    };
     expect(heldFacts.held_until).toBe(h.held_until);
     expect(rowOf(s, R.idle)).toMatchObject({
       agent: 'never connected',
