@@ -1,18 +1,15 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import {
   CHECKPOINT_WORKFLOW,
   labelsRemovedDetail,
   stateQuery,
+  type CheckpointMemo,
   type CheckpointWorkflowInput,
-  type FinalizeRequest,
-  type GitHubPauseTarget,
   type ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
 import { SA_CHECKPOINT_NAME, SA_JOB_ID } from '../../common/search-attributes';
 import { checkpointInput, runnerSearchAttributes } from '../../config/checkpoint-input';
-import type { RunnerConfig } from '../../config/inventory';
 import type { ActiveCheckpoint } from '../../store/checkpoints';
 import { pollsJobsOf, type ActivityDeps } from '../deps';
 import { activityKey, writeOperation } from '../operation-log';
@@ -25,9 +22,8 @@ import {
 
 /** What the checkpoint's last run did that Postgres may never have seen (see unrecorded). */
 interface Unrecorded {
-  pauseSent: boolean;
-  labelsSent: { target: GitHubPauseTarget; labels: string[] } | null;
-  finalize: FinalizeRequest | null;
+  pause: CheckpointMemo['pause'] | null;
+  finalize: CheckpointMemo['finalize'] | null;
 }
 
 /** Whether an open run of the checkpoint's workflow holds it. */
@@ -55,82 +51,69 @@ async function held(deps: ActivityDeps, c: ActiveCheckpoint): Promise<boolean> {
  * What the checkpoint's last run did that Postgres may never have seen: a
  * run pauses the runner, and accepts a finalize, before its first Postgres
  * write (so both work while Postgres is down); terminated before that write
- * landed, it left them only in its history. Only a run that held this
- * checkpoint counts (its create's answer or its resume input names it).
+ * landed, it left them only in its memo (CheckpointMemo, set before each
+ * act). Only entries that name this checkpoint count.
  */
 async function unrecorded(deps: ActivityDeps, c: ActiveCheckpoint): Promise<Unrecorded> {
-  const none = { pauseSent: false, labelsSent: null, finalize: null };
+  const none = { pause: null, finalize: null };
   if (c.state !== 'created') return none; // finalize_queued was written with its pause
-  let events;
+  let memo: CheckpointMemo;
   try {
-    events =
-      (await deps.temporal!.client.workflow.getHandle(c.workflowId).fetchHistory()).events ?? [];
+    // describe decodes the memo with the client's (default) payload converter.
+    const d = await deps.temporal!.client.workflow.getHandle(c.workflowId).describe();
+    memo = (d.memo ?? {}) as CheckpointMemo;
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return none; // past retention
     throw err;
   }
-  const payload = (p: unknown): unknown =>
-    p ? defaultPayloadConverter.fromPayload(p as Payload) : undefined;
-  let held = false;
-  let pauseSent = false;
-  let labelsSent: { target: GitHubPauseTarget; labels: string[] } | null = null;
-  let finalize: FinalizeRequest | null = null;
-  for (const e of events) {
-    const started = e.workflowExecutionStartedEventAttributes;
-    if (started) {
-      const input = payload(started.input?.payloads?.[0]) as CheckpointWorkflowInput | undefined;
-      held ||= input?.resume?.name === c.name;
-    }
-    const created = e.workflowExecutionUpdateCompletedEventAttributes;
-    if (created?.meta?.updateId && created.outcome?.success) {
-      const dto = payload(created.outcome.success.payloads?.[0]) as { name?: string } | undefined;
-      held ||= dto?.name === c.name;
-    }
-    const scheduled = e.activityTaskScheduledEventAttributes;
-    if (scheduled?.activityType?.name === 'sendPause') pauseSent = true;
-    if (scheduled?.activityType?.name === 'removeRunnerLabels') {
-      labelsSent = payload(scheduled.input?.payloads?.[0]) as typeof labelsSent;
-    }
-    const accepted = e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input;
-    if (accepted?.name === 'finalize' && finalize === null) {
-      const req = payload(accepted.args?.payloads?.[0]) as FinalizeRequest | undefined;
-      if (req?.checkpointName === c.name) finalize = req;
-    }
-  }
-  return held ? { pauseSent, labelsSent, finalize } : none;
+  return {
+    pause: memo.pause?.checkpoint === c.name ? memo.pause : null,
+    finalize: memo.finalize?.checkpoint === c.name ? memo.finalize : null,
+  };
 }
 
 /**
- * Logs the pause the ended run sent before Postgres recorded it, so the
- * adopting run undoes it.
+ * Records the pause the ended run sent before Postgres recorded it (state
+ * `sent`: whether it landed is unknown), so the adopting run undoes it; a
+ * GitHub pause adds its labels to any this checkpoint has off already.
  */
 async function recoverPause(
   { store }: ReconcileContext,
   c: ActiveCheckpoint,
-  runner: RunnerConfig,
   lost: Unrecorded,
   now: Date,
 ): Promise<void> {
-  let detail: string;
-  if (lost.labelsSent) {
-    // Logged as sent: the adopting run puts back exactly these (if GitHub removed them).
-    detail = `${labelsRemovedDetail(lost.labelsSent.target, lost.labelsSent.labels, true)} (by its ended run, before Postgres recorded it: from the run's history)`;
-  } else if (lost.pauseSent && !(await store.operations.pausedByCheckpoint(c.id))) {
-    detail = `its ended run sent the pause of GitLab runner ${runner.gitlab_runner_id} before Postgres recorded it (from the run's history)`;
-  } else {
-    return;
-  }
-  await writeOperation(
-    store.operations,
-    {
+  const pause = lost.pause;
+  if (!pause) return;
+  const open = await store.pauses.openOf(c.id);
+  if (open && pause.target.kind === 'gitlab') return; // recorded already
+  const labels = [...(open?.labels ?? [])];
+  for (const l of pause.labels) if (!labels.includes(l)) labels.push(l);
+  const detail =
+    pause.target.kind === 'github'
+      ? `${labelsRemovedDetail(pause.target, labels, true)} (by its ended run, before Postgres recorded it: from the run's memo)`
+      : `its ended run sent the pause of GitLab runner ${pause.target.gitlabRunnerId} before Postgres recorded it (from the run's memo)`;
+  await store.transaction(async (tx) => {
+    const state = open?.state === 'paused' ? 'paused' : 'sent';
+    await tx.pauses.opened({
       checkpointId: c.id,
       runnerId: c.runnerId,
-      backend: null,
-      operation: 'pause',
-      key: activityKey(`recovered-pause:${c.id}`, `recovered-pause:${c.id}`),
-    },
-    { result: 'ok', detail, startedAt: now, finishedAt: now },
-  );
+      target: pause.target,
+      state,
+      labels,
+    });
+    await writeOperation(
+      tx.operations,
+      {
+        checkpointId: c.id,
+        runnerId: c.runnerId,
+        backend: null,
+        operation: 'pause',
+        key: activityKey(`recovered-pause:${c.id}`, `recovered-pause:${c.id}`),
+      },
+      { result: 'ok', detail, startedAt: now, finishedAt: now },
+    );
+  });
 }
 
 /** Where the adopting run picks the checkpoint up. */
@@ -140,7 +123,7 @@ function adoptedAt(
   now: Date,
 ): NonNullable<ResumedCheckpoint['adopted']> {
   if (lost.finalize) {
-    // The job ended (the finalize is in the run's history): reset now.
+    // The job ended (the finalize is in the run's memo): reset now.
     return {
       state: 'finalize_queued',
       jobEnd: { status: lost.finalize.status, source: lost.finalize.source, at: now.toISOString() },
@@ -180,7 +163,7 @@ async function adopt(
   }
   const lost = await unrecorded(deps, c);
   const now = new Date();
-  await recoverPause(ctx, c, runner, lost, now);
+  await recoverPause(ctx, c, lost, now);
   const input: CheckpointWorkflowInput = {
     ...checkpointInput(runner, deps.settings, deps.inventory.inventory),
     resume: {

@@ -1,9 +1,4 @@
-import {
-  describePauseTarget,
-  isKeptPausedForDrain,
-  labelsRemovedIn,
-  type PauseTarget,
-} from '../../common/checkpoint';
+import { describePauseTarget, type PauseTarget } from '../../common/checkpoint';
 import { eachLimited } from '../../common/each-limited';
 import { describeFailure, fail } from '../../common/fail';
 import { pauseTarget } from '../../config/checkpoint-input';
@@ -38,13 +33,9 @@ interface Checked {
 
 /**
  * How to look at and undo a pause in the runner's CI system; null when
- * there is nothing of e2epool's to undo (a GitHub pause row naming no label).
+ * there is nothing of e2epool's to undo (a GitHub pause that removed no label).
  */
-function liveRunner(
-  deps: ActivityDeps,
-  target: PauseTarget,
-  pauseDetail: string | null,
-): LiveRunner | null {
+function liveRunner(deps: ActivityDeps, target: PauseTarget, removed: string[]): LiveRunner | null {
   if (target.kind === 'gitlab') {
     const gitlab = deps.gitlab!;
     return {
@@ -57,7 +48,6 @@ function liveRunner(
     };
   }
   const github = deps.github!;
-  const removed = labelsRemovedIn(pauseDetail);
   if (removed.length === 0) return null;
   const missing = async () => {
     const has = (await github.runnerLabels(target.scope, target.githubRunnerId)).map((l) => l.name);
@@ -78,8 +68,10 @@ function liveRunner(
 }
 
 /**
- * Runners e2epool paused with no newer unpause, of runners whose CI system
- * this worker can reach, paused longer ago than the minimum age.
+ * Runners whose newest pause (runner_pauses) is still e2epool's, of runners
+ * whose CI system this worker can reach, unchanged for longer than the
+ * minimum age. A pause made in another CI system than the runner's now is
+ * not one this worker can undo.
  */
 async function pausedCandidates(
   { deps, store }: ReconcileContext,
@@ -94,15 +86,18 @@ async function pausedCandidates(
       targets.set(r.runner_id, t!);
   }
   const oldEnough = Date.now() - minAge(i) * 1000;
-  return (await store.operations.latestPauseEvents([...targets.keys()]))
-    .filter((e) => e.operation === 'pause' && new Date(e.at).getTime() < oldEnough)
-    .map((e) => ({
-      runnerId: e.runnerId,
-      checkpointId: e.checkpointId,
-      checkpointName: e.checkpointName,
-      at: new Date(e.at).toISOString(),
-      detail: e.detail,
-      target: targets.get(e.runnerId)!,
+  return (await store.pauses.latestByRunner([...targets.keys()]))
+    .filter(
+      (p) => p.owned && p.ci === targets.get(p.runnerId)!.kind && p.changedAt.getTime() < oldEnough,
+    )
+    .map((p) => ({
+      runnerId: p.runnerId,
+      checkpointId: p.checkpointId,
+      checkpointName: p.checkpointName,
+      at: p.pausedAt.toISOString(),
+      labels: p.labels,
+      keptForDrain: p.state === 'kept_for_drain',
+      target: targets.get(p.runnerId)!,
     }));
 }
 
@@ -118,27 +113,30 @@ function candidateFinding(
   );
 }
 
-/** Notes once that somebody else undid e2epool's pause of the candidate. */
+/** Notes once that somebody else undid e2epool's pause of the candidate: the pause is no longer e2epool's. */
 async function noteUnpausedElsewhere(
   { store }: ReconcileContext,
   c: PausedCandidate,
   detail: string,
 ): Promise<void> {
   const now = new Date();
-  await writeOperation(
-    store.operations,
-    {
-      checkpointId: c.checkpointId,
-      runnerId: c.runnerId,
-      backend: null,
-      operation: 'unpaused_elsewhere',
-      key: activityKey(
-        `unpaused_elsewhere:${c.checkpointId}`,
-        `unpaused_elsewhere:${c.checkpointId}:${now.getTime()}`,
-      ),
-    },
-    { result: 'ok', detail, startedAt: now, finishedAt: now },
-  );
+  await store.transaction(async (tx) => {
+    await tx.pauses.closed(c.checkpointId, 'unpaused_elsewhere');
+    await writeOperation(
+      tx.operations,
+      {
+        checkpointId: c.checkpointId,
+        runnerId: c.runnerId,
+        backend: null,
+        operation: 'unpaused_elsewhere',
+        key: activityKey(
+          `unpaused_elsewhere:${c.checkpointId}`,
+          `unpaused_elsewhere:${c.checkpointId}:${now.getTime()}`,
+        ),
+      },
+      { result: 'ok', detail, startedAt: now, finishedAt: now },
+    );
+  });
 }
 
 /**
@@ -156,8 +154,8 @@ async function checkPaused(
   const none = { findings: [], unpauseWhy: null };
   if (await store.checkpoints.hasActive(c.runnerId)) return none; // that checkpoint's run unpauses it
   const what = describePauseTarget(c.target);
-  const live = liveRunner(deps, c.target, c.detail);
-  if (!live) return none; // a GitHub pause row that names no label: nothing of e2epool's to put back
+  const live = liveRunner(deps, c.target, c.labels);
+  if (!live) return none; // a GitHub pause that removed no label: nothing of e2epool's to put back
   let paused: boolean;
   try {
     paused = await live.paused();
@@ -169,13 +167,9 @@ async function checkPaused(
     await noteUnpausedElsewhere(ctx, c, `${what} ${live.unpausedElsewhere}`);
     return none;
   }
-  const drained = (await store.operations.latestDetails([c.checkpointId], 'unpause')).get(
-    c.checkpointId,
-  );
-  const why =
-    drained && isKeptPausedForDrain(drained)
-      ? `${what} was kept paused after checkpoint ${c.checkpointName} while its runner drained; it is undrained now`
-      : `${what} was ${live.pausedBy} checkpoint ${c.checkpointName}, and no active checkpoint is responsible for it`;
+  const why = c.keptForDrain
+    ? `${what} was kept paused after checkpoint ${c.checkpointName} while its runner drained; it is undrained now`
+    : `${what} was ${live.pausedBy} checkpoint ${c.checkpointName}, and no active checkpoint is responsible for it`;
   if (!i.repair) {
     const detail = `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`;
     return { findings: [await candidateFinding(ctx, c, 'reported', detail)], unpauseWhy: null };
@@ -189,11 +183,12 @@ async function unpausePaused(
   c: PausedCandidate,
   why: string,
 ): Promise<ReconcileFinding> {
-  const { deps } = ctx;
-  const live = liveRunner(deps, c.target, c.detail);
+  const { deps, store } = ctx;
+  const live = liveRunner(deps, c.target, c.labels);
   if (!live) throw fail('PermanentFailure', `nothing of e2epool's to undo on ${c.runnerId}`);
   try {
     await live.unpause();
+    await store.pauses.closed(c.checkpointId, 'unpaused');
     deps.metrics.runnerPausedSeconds.inc(
       { runner_id: c.runnerId },
       Math.max(0, (Date.now() - new Date(c.at).getTime()) / 1000),
@@ -208,15 +203,15 @@ async function unpausePaused(
 export function pausedRunnerActivities(ctx: ReconcileContext) {
   return {
     /**
-     * Runners e2epool paused (per the operation log: GitLab runners paused,
+     * Runners e2epool paused (per runner_pauses: GitLab runners paused,
      * GitHub runners with their pause labels removed) with no active
      * checkpoint responsible for them any more are unpaused, after asking
      * their CI system that they are still paused. A pause somebody else
      * made, or one an operator's `release` left in place on purpose, is never
      * an event of e2epool's, so those runners are never touched. A runner
      * e2epool paused that somebody then unpaused is noted once
-     * (`unpaused_elsewhere`). Of a GitHub runner only the labels the pause
-     * row names are put back.
+     * (`unpaused_elsewhere`). Of a GitHub runner only the labels runner_pauses
+     * names are put back.
      *
      * Race: a new checkpoint could start between the check and the unpause,
      * but only from a caller outside CI: a paused runner gets no job.

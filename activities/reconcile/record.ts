@@ -22,9 +22,12 @@ export interface PausedCandidate {
   runnerId: string;
   checkpointId: number;
   checkpointName: string;
-  /** When the pause was logged (ISO). */
+  /** When the pause began (ISO). */
   at: string;
-  detail: string | null;
+  /** GitHub: the labels e2epool removed, to put back (runner_pauses.labels). */
+  labels: string[];
+  /** The run's unpause left it paused because the runner drained (runner_pauses state kept_for_drain). */
+  keptForDrain: boolean;
   target: PauseTarget;
 }
 
