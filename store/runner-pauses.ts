@@ -107,8 +107,8 @@ export class RunnerPauseStore {
     const { count } = await changeRows(
       this.q,
       `UPDATE runner_pauses
-          SET state = $2, changed_at = now(),
-              unpaused_at = CASE WHEN $2 = 'kept_for_drain' THEN NULL ELSE now() END
+          SET state = $2::varchar, changed_at = now(),
+              unpaused_at = CASE WHEN $2::varchar = 'kept_for_drain' THEN NULL ELSE now() END
         WHERE checkpoint_id = $1 AND owned`,
       [checkpointId, state],
     );
