@@ -94,9 +94,9 @@ export function gitlabActivities(deps: ActivityDeps) {
      * Pauses the GitLab runner so it takes no new job during the reset.
      * A runner somebody else already paused is left alone, and `pausedByUs`
      * is false so it is not unpaused later. A pause this checkpoint sent
-     * earlier (runner_pauses says so) is ours: one whose answer never came
-     * is sent again, one that landed stays. An attempt that could not ask GitLab fails as PauseCheckFailed:
-     * nothing was paused, so nothing may be unpaused for it.
+     * earlier (runner_pauses says so) that landed is ours, and stays. An
+     * attempt that could not ask GitLab fails as PauseCheckFailed: nothing
+     * was paused, so nothing may be unpaused for it.
      *
      * `knownPaused` (GITLAB_BUDGET_PATCH): the answer of the workflow's
      * checkRunnerPaused just before, so this activity makes one GitLab
@@ -118,11 +118,9 @@ export function gitlabActivities(deps: ActivityDeps) {
       const fact = { checkpointId: i.checkpointId, runnerId: i.runnerId, target };
       const ours = await pauses.openOf(i.checkpointId);
       return withOperation<{ pausedByUs: boolean }>(steps, m, async () => {
-        if (
-          ours?.state !== 'sent' &&
-          (i.knownPaused ?? (await pausedAlready(gitlab, i.gitlabRunnerId)))
-        ) {
-          // An earlier run of this checkpoint (one the reconciler adopted) paused it: ours.
+        if (i.knownPaused ?? (await pausedAlready(gitlab, i.gitlabRunnerId))) {
+          // A pause this checkpoint sent earlier (an attempt of this step, or
+          // a run the reconciler adopted it from) landed: ours.
           if (ours) {
             return {
               value: { pausedByUs: true },
