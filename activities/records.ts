@@ -1,3 +1,4 @@
+import type { PauseTarget } from '../common/checkpoint';
 import { fail } from '../common/fail';
 import type { Store } from '../store';
 import {
@@ -41,6 +42,8 @@ export interface PauseLog {
   /** ISO-8601. */
   startedAt: string;
   finishedAt: string;
+  /** Set when the pause is e2epool's (sent, or done): recorded in runner_pauses along with the row. */
+  fact?: { target: PauseTarget; state: 'sent' | 'paused'; labels?: string[] };
 }
 
 /** Postgres bookkeeping of checkpoints: every state change is a compare-and-set. */
@@ -173,8 +176,18 @@ export function recordActivities(
               finishedAt: new Date(i.pauseLog.finishedAt),
             },
           );
+          if (i.pauseLog.fact) {
+            const at = new Date(i.pauseLog.startedAt);
+            await tx.pauses.opened({
+              checkpointId: row.id,
+              runnerId: row.runnerId,
+              ...i.pauseLog.fact,
+              at,
+            });
+          }
         }
         if (i.leftPausedGitlabRunnerId !== undefined || i.leftPausedWhat !== undefined) {
+          await tx.pauses.closed(row.id, 'left_paused');
           const detail =
             i.leftPausedWhat !== undefined
               ? `released by an operator with ${i.leftPausedWhat}: e2epool will not put them back`
@@ -208,7 +221,10 @@ export function recordActivities(
       }
     },
 
-    /** Adds a note to a checkpoint's operation log (e.g. why it is not polled). */
+    /**
+     * Adds a note to a checkpoint's operation log (e.g. why it is not polled).
+     * `heldUntil` (hold notes): sets, or with null clears, checkpoints.held_until.
+     */
     async noteOperation(i: {
       checkpointId: number;
       runnerId: string;
@@ -216,8 +232,12 @@ export function recordActivities(
       operation: string;
       result: OperationResult;
       detail: string;
+      heldUntil?: string | null;
     }): Promise<void> {
       const now = new Date();
+      if (i.heldUntil !== undefined) {
+        await store.holds.set(i.checkpointId, i.heldUntil === null ? null : new Date(i.heldUntil));
+      }
       await writeOperation(
         store.operations,
         {

@@ -115,6 +115,20 @@ export interface ResumedCheckpoint {
   };
 }
 
+/**
+ * The memo a checkpoint run keeps of what it did before the Postgres write
+ * that records it: a run pauses the runner, and accepts a finalize, before
+ * its first write (so both work while Postgres is down). Each entry is set
+ * just before the act and names the checkpoint. The reconciler reads it
+ * (describe) when it adopts a checkpoint whose run ended before that write.
+ */
+export interface CheckpointMemo {
+  /** Set just before the pause is sent: what is paused (GitHub: the labels being removed). */
+  pause?: { checkpoint: string; target: PauseTarget; labels: string[] };
+  /** Set when the run accepts a finalize. */
+  finalize?: { checkpoint: string; status: FinalizeStatus; source: string };
+}
+
 export interface CreateRequest {
   jobId: string;
   caller: string | null;
@@ -127,22 +141,17 @@ export interface CreateRequest {
 }
 
 /**
- * The pause step's log detail once a pause request was sent: a retry of the
- * step, and the reconciler, read it as "e2epool may have paused this runner".
+ * The pause step's log detail once a pause request was sent, for operators.
+ * Nothing reads it back: runner_pauses (state `sent`) is the record.
  */
 export const PAUSE_SENT = 'pause request sent';
 
 /**
  * The unpause step's log detail for a draining runner (see docs/protocol.md#runner-registry): it stays
- * paused, and the reconciler unpauses it after `undrain`.
+ * paused (runner_pauses state `kept_for_drain`), and the reconciler unpauses it after `undrain`.
  */
 export function keptPausedForDrain(runnerId: string, what: string): string {
   return `runner '${runnerId}' is draining: ${what} stays paused until it is undrained`;
-}
-
-/** Whether an unpause row's detail is keptPausedForDrain's. */
-export function isKeptPausedForDrain(detail: string): boolean {
-  return / is draining: .* stays paused until it is undrained$/.test(detail);
 }
 
 /** The target as operators read it: `GitLab runner 42`, `GitHub runner 7 of o/r`. */
@@ -156,10 +165,9 @@ export function describePauseTarget(t: PauseTarget): string {
 export type GitHubPauseTarget = Extract<PauseTarget, { kind: 'github' }>;
 
 /**
- * The detail of a GitHub `pause` log row: the labels e2epool removed (or,
- * `sent`, asked GitHub to remove without hearing back). The restore, an
- * adopting run and the reconciler read it back (labelsRemovedIn): the log
- * is the record of which labels are e2epool's to put back.
+ * The detail of a GitHub `pause` log row, for operators: the labels e2epool
+ * removed (or, `sent`, asked GitHub to remove without hearing back). Which
+ * labels are e2epool's to put back is runner_pauses.labels, never this text.
  */
 export function labelsRemovedDetail(
   target: GitHubPauseTarget,
@@ -168,19 +176,6 @@ export function labelsRemovedDetail(
 ): string {
   const what = `labels ${JSON.stringify(labels)} from ${describePauseTarget(target)}`;
   return sent ? `${PAUSE_SENT}: remove ${what}` : `removed ${what}`;
-}
-
-/** The labels a GitHub `pause` row's detail names (none for any other detail). */
-export function labelsRemovedIn(detail: string | null | undefined): string[] {
-  // Greedy: a label may hold `]`; the target after it never holds "] from GitHub runner".
-  const m = /labels (\[.*\]) from GitHub runner /.exec(detail ?? '');
-  if (!m) return [];
-  try {
-    const parsed: unknown = JSON.parse(m[1]!);
-    return Array.isArray(parsed) ? parsed.filter((l): l is string => typeof l === 'string') : [];
-  } catch {
-    return [];
-  }
 }
 
 /** The `hold` operation-log note (and the run's current details) when a hold for debugging starts. */
@@ -193,15 +188,6 @@ export function holdReleasedNote(untilIso: string): string {
   return `release-hold: the hold ended early (it was to last until ${untilIso}); resetting now`;
 }
 
-/**
- * When a hold ends, read from a checkpoint's newest `hold` note: the instant
- * of a hold's start note, null for anything else (its release).
- */
-export function holdUntilOf(note: string): Date | null {
-  const m = /^held for debugging until (\S+); /.exec(note);
-  const at = m ? Date.parse(m[1]!) : NaN;
-  return Number.isNaN(at) ? null : new Date(at);
-}
 export interface FinalizeRequest {
   checkpointName: string;
   status: FinalizeStatus;

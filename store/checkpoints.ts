@@ -192,6 +192,7 @@ export class CheckpointStore {
           error_detail = CASE WHEN $7 THEN $8 ELSE error_detail END,
           reset_attempts = COALESCE($9, reset_attempts),
           ended_at = CASE WHEN $10 THEN now() ELSE NULL END,
+          held_until = NULL,
           updated_at = now()
         WHERE id = $1 AND state = ANY($2)
       RETURNING id, name, runner_id AS "runnerId", backend`,

@@ -4,8 +4,10 @@ import { AgentNotices } from './agent-notices';
 import { AgentSessionStore } from './agent-sessions';
 import { CheckpointLogStore } from './checkpoint-log';
 import { CheckpointStore } from './checkpoints';
+import { HoldStore } from './holds';
 import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
+import { RunnerPauseStore } from './runner-pauses';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
 
@@ -15,6 +17,8 @@ export type { Queryable } from './queryable';
 export interface Stores {
   checkpoints: CheckpointStore;
   operations: OperationLogStore;
+  pauses: RunnerPauseStore;
+  holds: HoldStore;
   logs: CheckpointLogStore;
   sessions: AgentSessionStore;
   commands: AgentCommandStore;
@@ -37,6 +41,8 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
   return {
     checkpoints: new CheckpointStore(q),
     operations: new OperationLogStore(q, logs),
+    pauses: new RunnerPauseStore(q),
+    holds: new HoldStore(q),
     logs,
     sessions: new AgentSessionStore(q),
     commands: new AgentCommandStore(q),

@@ -2,7 +2,6 @@ import {
   describePauseTarget,
   keptPausedForDrain,
   labelsRemovedDetail,
-  labelsRemovedIn,
   type GitHubPauseTarget,
 } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
@@ -70,7 +69,7 @@ async function removeLabels(
 
 /** GitHub steps: remove the pause labels before a reset, restore them after. */
 export function githubActivities(deps: ActivityDeps) {
-  const { operations } = createStore(deps.dataSource);
+  const { operations, pauses } = createStore(deps.dataSource);
   /**
    * Reads the labels back after putting them back, as GitLab's unpause reads
    * the runner back (see undoLatePauses there): a removal of an earlier,
@@ -133,11 +132,22 @@ export function githubActivities(deps: ActivityDeps) {
   /** Times a step that writes no log row (see pauseBeforeBookkeeping). */
   const timed = <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) =>
     deps.metrics.timeStep(backendOf(runnerId), step, fn);
-  /** Labels this checkpoint's log says e2epool removed and has not put back yet. */
-  const openRemovals = async (checkpointId: number): Promise<string[]> => {
-    const details = await operations.openPauseDetails(checkpointId);
-    return details.map(labelsRemovedIn).reduce(union, []);
-  };
+  /** Labels e2epool removed for this checkpoint and has not put back yet (runner_pauses). */
+  const openRemovals = async (checkpointId: number): Promise<string[]> =>
+    (await pauses.openOf(checkpointId))?.labels ?? [];
+  /** Records the labels e2epool has off the runner for this checkpoint: sent, or removed. */
+  const recordRemoval = (
+    i: StepInput & { target: GitHubPauseTarget },
+    state: 'sent' | 'paused',
+    labels: string[],
+  ) =>
+    pauses.opened({
+      checkpointId: i.checkpointId,
+      runnerId: i.runnerId,
+      target: i.target,
+      state,
+      labels,
+    });
 
   return {
     /**
@@ -174,9 +184,10 @@ export function githubActivities(deps: ActivityDeps) {
     /**
      * The pause of a run that writes its log as it goes (an adopted
      * checkpoint's): labels an earlier run or attempt of this checkpoint
-     * removed (its log says so) stay e2epool's to put back; of the pause
-     * labels, those the runner still carries are removed now. Labels the
-     * runner lacks that no log row names were removed by someone else.
+     * removed (runner_pauses says so) stay e2epool's to put back; of the
+     * pause labels, those the runner still carries are removed now. Labels
+     * the runner lacks that runner_pauses does not name were removed by
+     * someone else.
      */
     async pauseRunnerLabels(
       i: StepInput & { target: GitHubPauseTarget },
@@ -207,6 +218,7 @@ export function githubActivities(deps: ActivityDeps) {
               };
         }
         const sending = union(earlier, now);
+        await recordRemoval(i, 'sent', sending);
         await writeOperation(operations, m, {
           result: 'running',
           detail: labelsRemovedDetail(i.target, sending, true),
@@ -214,13 +226,16 @@ export function githubActivities(deps: ActivityDeps) {
         });
         const removed = await removeLabels(github, i.target, now);
         const ours = union(earlier, removed);
+        // Nothing came off (someone else removed them meanwhile): no pause of e2epool's.
+        if (ours.length > 0) await recordRemoval(i, 'paused', ours);
+        else await pauses.closed(i.checkpointId, 'unpaused');
         return { value: { removed: ours }, detail: labelsRemovedDetail(i.target, ours) };
       });
     },
 
     /**
      * Puts back the labels e2epool removed for this checkpoint: `labels` (the
-     * workflow's record) and any its log names; only those the runner lacks
+     * workflow's record) and any runner_pauses names; only those the runner lacks
      * now are added, so a retry, or a label an operator put back already,
      * changes nothing. Adds how long they were off to
      * e2epool_runner_paused_seconds_total. A draining runner's labels stay
@@ -231,10 +246,9 @@ export function githubActivities(deps: ActivityDeps) {
     ): Promise<void> {
       const github = deps.github;
       // Read before this attempt marks its row `running` (see unpauseRunner).
-      const pausedSince = github
-        ? await operations.pausedSince(i.checkpointId).catch(() => null)
-        : null;
-      const logged = await openRemovals(i.checkpointId);
+      const open = await pauses.openOf(i.checkpointId);
+      const pausedSince = github ? (open?.pausedAt ?? null) : null;
+      const logged = open?.labels ?? [];
       await withOperation(steps, meta(i, 'unpause'), async () => {
         if (!github) {
           return {
@@ -243,12 +257,14 @@ export function githubActivities(deps: ActivityDeps) {
             result: 'skipped' as const,
           };
         }
-        if (deps.inventory.inventory.isDraining(i.runnerId))
+        if (deps.inventory.inventory.isDraining(i.runnerId)) {
+          await pauses.closed(i.checkpointId, 'kept_for_drain');
           return {
             value: undefined,
             detail: keptPausedForDrain(i.runnerId, describePauseTarget(i.target)),
             result: 'skipped' as const,
           };
+        }
         const ours = union(i.labels, logged);
         const has = (await github.runnerLabels(i.target.scope, i.target.githubRunnerId)).map(
           (l) => l.name,
@@ -259,6 +275,7 @@ export function githubActivities(deps: ActivityDeps) {
           await github.addLabels(i.target.scope, i.target.githubRunnerId, missing);
           late = await undoLateRemovals(github, i, ours);
         }
+        await pauses.closed(i.checkpointId, 'unpaused');
         if (pausedSince) {
           const seconds = Math.max(0, (Date.now() - pausedSince.getTime()) / 1000);
           deps.metrics.runnerPausedSeconds.inc({ runner_id: i.runnerId }, seconds);

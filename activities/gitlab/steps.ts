@@ -1,8 +1,7 @@
 import { createStore } from '../../store';
-import { PAUSE_SENT } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { fail } from '../../common/fail';
-import { keptPausedForDrain } from '../../common/checkpoint';
+import { keptPausedForDrain, PAUSE_SENT } from '../../common/checkpoint';
 import { activityKey, withOperation, writeOperation, type StepInput } from '../operation-log';
 import type { GitLabClient } from './client';
 
@@ -68,7 +67,7 @@ export function gitlabActivities(deps: ActivityDeps) {
   const lateDetail = (n: number) =>
     `it read paused again after the unpause (a pause of an earlier attempt that landed late): unpaused it again${n > 1 ? ` (${n} times)` : ''}`;
 
-  const { operations } = createStore(deps.dataSource);
+  const { operations, pauses } = createStore(deps.dataSource);
   const steps = { operations, metrics: deps.metrics };
   /** The runner's backend for the step metrics; GitLab steps log none (not a backend's step). */
   const backendOf = (runnerId: string | undefined) =>
@@ -84,6 +83,8 @@ export function gitlabActivities(deps: ActivityDeps) {
       key,
     };
   };
+  const pausedSinceOf = async (checkpointId: number) =>
+    (await pauses.openOf(checkpointId))?.pausedAt ?? null;
   /** Times a step that writes no log row (see pauseBeforeBookkeeping). */
   const timed = <T>(step: string, runnerId: string | undefined, fn: () => Promise<T>) =>
     deps.metrics.timeStep(backendOf(runnerId), step, fn);
@@ -92,10 +93,10 @@ export function gitlabActivities(deps: ActivityDeps) {
     /**
      * Pauses the GitLab runner so it takes no new job during the reset.
      * A runner somebody else already paused is left alone, and `pausedByUs`
-     * is false so it is not unpaused later. An earlier attempt of this same
-     * call that sent the pause (its log row says so) paused it: that pause
-     * is ours. An attempt that could not ask GitLab fails as PauseCheckFailed:
-     * nothing was paused, so nothing may be unpaused for it.
+     * is false so it is not unpaused later. A pause this checkpoint sent
+     * earlier (runner_pauses says so) that landed is ours, and stays. An
+     * attempt that could not ask GitLab fails as PauseCheckFailed: nothing
+     * was paused, so nothing may be unpaused for it.
      *
      * `knownPaused` (GITLAB_BUDGET_PATCH): the answer of the workflow's
      * checkRunnerPaused just before, so this activity makes one GitLab
@@ -113,11 +114,14 @@ export function gitlabActivities(deps: ActivityDeps) {
           result: 'skipped' as const,
         }));
       }
-      const sentBefore = (await operations.detailOf(m.key)) === PAUSE_SENT;
+      const target = { kind: 'gitlab' as const, gitlabRunnerId: i.gitlabRunnerId };
+      const fact = { checkpointId: i.checkpointId, runnerId: i.runnerId, target };
+      const ours = await pauses.openOf(i.checkpointId);
       return withOperation<{ pausedByUs: boolean }>(steps, m, async () => {
-        if (!sentBefore && (i.knownPaused ?? (await pausedAlready(gitlab, i.gitlabRunnerId)))) {
-          // An earlier run of this checkpoint (one the reconciler adopted) paused it: ours.
-          if (await operations.pausedByCheckpoint(i.checkpointId)) {
+        if (i.knownPaused ?? (await pausedAlready(gitlab, i.gitlabRunnerId))) {
+          // A pause this checkpoint sent earlier (an attempt of this step, or
+          // a run the reconciler adopted it from) landed: ours.
+          if (ours) {
             return {
               value: { pausedByUs: true },
               detail: `GitLab runner ${i.gitlabRunnerId} stays paused by an earlier run of this checkpoint`,
@@ -129,12 +133,14 @@ export function gitlabActivities(deps: ActivityDeps) {
             result: 'skipped' as const,
           };
         }
+        await pauses.opened({ ...fact, state: 'sent' });
         await writeOperation(operations, m, {
           result: 'running',
           detail: PAUSE_SENT,
           startedAt: new Date(),
         });
         await gitlab.setPaused(i.gitlabRunnerId, true);
+        await pauses.opened({ ...fact, state: 'paused' });
         return { value: { pausedByUs: true }, detail: `paused GitLab runner ${i.gitlabRunnerId}` };
       });
     },
@@ -171,17 +177,16 @@ export function gitlabActivities(deps: ActivityDeps) {
 
     /**
      * Unpauses the GitLab runner, adding how long it was paused (since its
-     * pause row) to e2epool_runner_paused_seconds_total. A draining runner
-     * stays paused: its pause stays the newest pause event, and the
-     * reconciler unpauses it once it is undrained.
+     * runner_pauses row opened) to e2epool_runner_paused_seconds_total. A
+     * draining runner stays paused: its pause stays open (kept_for_drain),
+     * and the reconciler unpauses it once it is undrained.
      */
     async unpauseRunner(i: StepInput & { gitlabRunnerId: number }): Promise<void> {
       const gitlab = deps.gitlab;
-      // Read before this attempt marks its row `running`: after an earlier
-      // attempt that unpaused (its completion lost) no pause is open, so
-      // nothing is counted twice.
+      // After an earlier attempt that unpaused (its completion lost) no
+      // pause is open, so nothing is counted twice.
       const pausedSince = gitlab
-        ? await operations.pausedSince(i.checkpointId).catch((err: unknown) => {
+        ? await pausedSinceOf(i.checkpointId).catch((err: unknown) => {
             deps.log.warn(
               { err: (err as Error).message, runnerId: i.runnerId },
               'metrics: cannot read when the runner was paused',
@@ -196,14 +201,17 @@ export function gitlabActivities(deps: ActivityDeps) {
             detail: 'E2EPOOL_GITLAB_URL is not set',
             result: 'skipped' as const,
           };
-        if (deps.inventory.inventory.isDraining(i.runnerId))
+        if (deps.inventory.inventory.isDraining(i.runnerId)) {
+          await pauses.closed(i.checkpointId, 'kept_for_drain');
           return {
             value: undefined,
             detail: keptPausedForDrain(i.runnerId, `GitLab runner ${i.gitlabRunnerId}`),
             result: 'skipped' as const,
           };
+        }
         await gitlab.setPaused(i.gitlabRunnerId, false);
         const late = await undoLatePauses(gitlab, i);
+        await pauses.closed(i.checkpointId, 'unpaused');
         if (pausedSince) {
           const seconds = Math.max(0, (Date.now() - pausedSince.getTime()) / 1000);
           deps.metrics.runnerPausedSeconds.inc({ runner_id: i.runnerId }, seconds);

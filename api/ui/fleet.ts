@@ -1,4 +1,3 @@
-import { holdUntilOf } from '../../common/checkpoint';
 import { isActiveState, type Backend, type CheckpointState } from '../../common/states';
 import type { InventoryStore } from '../../config/inventory';
 import type { Store } from '../../store';
@@ -40,7 +39,7 @@ export interface FleetRow {
   gitlab_runner_id: number | null;
   /** GitLab's own answer (null: GitLab is not configured or the runner has no gitlab_runner_id). */
   gitlab: { paused: boolean | null; checked_at: string | null; error: string | null } | null;
-  /** From e2epool's operation log: since when e2epool has the runner paused; null when it does not. */
+  /** From runner_pauses: since when e2epool has the runner paused; null when it does not. */
   paused_by_e2epool_since: string | null;
   checkpoint: FleetCheckpointDto | null;
   /** The end of a hold for debugging under way; null when the runner is not held. */
@@ -115,7 +114,7 @@ export class FleetView {
     const [agents, checkpoints, pauses] = await Promise.all([
       store.sessions.agentsOf(ids, this.d.agentStaleAfterSeconds),
       store.checkpoints.currentByRunner(ids),
-      store.operations.latestPauseEvents(ids),
+      store.pauses.latestByRunner(ids),
     ]);
     const byRunner = new Map(checkpoints.map((c) => [c.runnerId, c]));
     const activeIds = checkpoints.flatMap((c) =>
@@ -123,14 +122,12 @@ export class FleetView {
     );
     const cleanIds = checkpoints.flatMap((c) => (c.lastClean ? [c.lastClean.id] : []));
     const [holds, spans] = await Promise.all([
-      store.operations.latestDetails(activeIds, 'hold'),
+      store.holds.untilOf(activeIds),
       store.operations.spans(cleanIds, RESET_STEPS),
     ]);
-    const pausedSince = new Map(
-      pauses.filter((p) => p.operation === 'pause').map((p) => [p.runnerId, p.at]),
-    );
+    const pausedSince = new Map(pauses.filter((p) => p.owned).map((p) => [p.runnerId, p.pausedAt]));
     const gitlabIds = runners.flatMap((r) => (r.gitlab_runner_id ? [r.gitlab_runner_id] : []));
-    const lastChange = new Map(pauses.map((p) => [p.runnerId, p.at]));
+    const lastChange = new Map(pauses.map((p) => [p.runnerId, p.changedAt]));
     const changedAt = new Map(
       runners.flatMap((r) => {
         const at = lastChange.get(r.runner_id);
@@ -145,8 +142,7 @@ export class FleetView {
       const cps = byRunner.get(r.runner_id);
       const current = cps?.current ?? null;
       const clean = cps?.lastClean ?? null;
-      const holdNote = current ? holds.get(current.id) : undefined;
-      const until = holdNote !== undefined ? holdUntilOf(holdNote) : null;
+      const until = current ? (holds.get(current.id) ?? null) : null;
       const g = r.gitlab_runner_id && this.d.gitlab ? gitlab.get(r.gitlab_runner_id) : undefined;
       return {
         runner_id: r.runner_id,
@@ -164,8 +160,8 @@ export class FleetView {
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
         paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),
         checkpoint: current ? fleetCheckpointDto(current) : null,
-        // A hold is over when released (its newest note is the release), or
-        // when its time passed (the run writes nothing then), or with its checkpoint.
+        // A hold is over when released (held_until cleared), when its time
+        // passed (the run writes nothing then), or with its checkpoint.
         held_until:
           until && until.getTime() > now && current && current.state === 'finalize_queued'
             ? until.toISOString()

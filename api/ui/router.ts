@@ -6,12 +6,7 @@ import express, {
   type RequestHandler,
   type Response,
 } from 'express';
-import {
-  checkpointDto,
-  checkpointWorkflowId,
-  holdUntilOf,
-  releaseHoldSignal,
-} from '../../common/checkpoint';
+import { checkpointDto, checkpointWorkflowId, releaseHoldSignal } from '../../common/checkpoint';
 import { isActiveState } from '../../common/states';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
@@ -160,11 +155,8 @@ async function checkpointFacts(store: Store, req: Request): Promise<CheckpointFa
   const { name } = parseInput(statusParams, req.params, 'path');
   const c = await store.checkpoints.factsByName(name);
   if (!c) throw new HttpError(404, 'Checkpoint not found');
-  const note =
-    c.state === 'finalize_queued'
-      ? (await store.operations.latestDetails([c.id], 'hold')).get(c.id)
-      : undefined;
-  const until = note !== undefined ? holdUntilOf(note) : null;
+  // Only a hold still ahead of a finalize_queued checkpoint (store/holds.ts).
+  const until = (await store.holds.untilOf([c.id])).get(c.id) ?? null;
   return {
     ...checkpointDto(c),
     backend: c.backend,
@@ -172,7 +164,7 @@ async function checkpointFacts(store: Store, req: Request): Promise<CheckpointFa
     ended_at: c.endedAt ? c.endedAt.toISOString() : null,
     reset_attempts: c.resetAttempts,
     error_detail: c.errorDetail,
-    held_until: until && until.getTime() > Date.now() ? until.toISOString() : null,
+    held_until: until ? until.toISOString() : null,
   };
 }
 

@@ -6,6 +6,7 @@ import { CheckpointLogs1795651200000 } from './1795651200000-CheckpointLogs';
 import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionClosedAt';
 import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
 import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
+import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPausesHeldUntil';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -17,4 +18,5 @@ export const MIGRATIONS = [
   AgentSessionClosedAt1795737600000,
   RunnerRegistry1795824000000,
   AgentTokens1795910400000,
+  RunnerPausesHeldUntil1795996800000,
 ];

@@ -276,6 +276,18 @@ export async function operations(
 }
 
 /**
+ * Rewrites every log detail of the checkpoint into other words: the log is
+ * for operators, so nothing e2epool does may depend on its wording.
+ */
+export async function rewordLog(ds: DataSource, name: string): Promise<void> {
+  await ds.query(
+    `UPDATE operation_logs o SET detail = 'reworded for the test: row ' || o.id
+       FROM checkpoints c WHERE c.id = o.checkpoint_id AND c.name = $1 AND o.detail IS NOT NULL`,
+    [name],
+  );
+}
+
+/**
  * `operation:result` of a checkpoint's log rows in order, without its
  * `poller:skipped` note, and how many such notes it has. The note is written
  * beside the wait for the job (PAUSE_FIRST_PATCH), so with a finalize right

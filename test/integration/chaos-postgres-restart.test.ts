@@ -129,7 +129,7 @@ describe('chaos: Postgres restarted mid-reset', () => {
     );
   }, 150_000);
 
-  it('a run terminated before Postgres heard of its finalize: the reconciler adopts it from its history, resets and unpauses', async () => {
+  it('a run terminated before Postgres heard of its finalize: the reconciler adopts it from its memo, resets and unpauses', async () => {
     const api = restClient(() => c.api.url, lost.token);
     const name = (await api.create(lost.id, '9912')).body.name as string;
     await pg.stop();
@@ -141,6 +141,12 @@ describe('chaos: Postgres restarted mid-reset', () => {
       pg = await serve();
     }
     expect((await api.status(name)).body.state).toBe('created');
+    // What Postgres never heard of is in the ended run's memo (CheckpointMemo), set before each act.
+    const ended = await c.client.workflow.getHandle(checkpointWorkflowId(lost.id)).describe();
+    expect(ended.memo).toEqual({
+      pause: { checkpoint: name, target: { kind: 'gitlab', gitlabRunnerId: 93 }, labels: [] },
+      finalize: { checkpoint: name, status: 'failure', source: expect.any(String) },
+    });
     const pass = await c.client.workflow.execute('reconcileWorkflow', {
       taskQueue: c.taskQueue,
       workflowId: uniqueId('reconcile-pass'),
@@ -154,7 +160,7 @@ describe('chaos: Postgres restarted mid-reset', () => {
       async () => (await api.status(name)).body?.state === 'reset',
       { timeoutMs: 60_000, intervalMs: 250 },
     );
-    // The finalize's status came from the ended run's history; the pause is e2epool's, undone once.
+    // The finalize's status came from the ended run's memo; the pause is e2epool's, undone once.
     expect((await api.status(name)).body).toMatchObject({ finalize_status: 'failure' });
     expect(gitlab.runner(93)).toMatchObject({ paused: false, pausedHistory: [true, false] });
   }, 150_000);

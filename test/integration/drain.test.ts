@@ -1,6 +1,7 @@
 import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
+  rewordLog,
   restClient,
   runEnded,
   startTestController,
@@ -118,7 +119,8 @@ describe('a draining runner stays paused after its reset until undrain', () => {
         detail: `runner '${R.gitlab.id}' is draining: GitLab runner ${GITLAB_ID} stays paused until it is undrained`,
       }),
     );
-    // The reconciler leaves a draining runner alone.
+    // The reconciler leaves a draining runner alone; the log's words change nothing.
+    await rewordLog(c.ds, name);
     await pass();
     expect(gitlab.runner(GITLAB_ID).paused).toBe(true);
 
@@ -152,6 +154,7 @@ describe('a draining runner stays paused after its reset until undrain', () => {
       result: 'skipped',
       detail: `runner '${R.github.id}' is draining: GitHub runner ${GITHUB_ID} of ${REPO} stays paused until it is undrained`,
     });
+    await rewordLog(c.ds, name);
     await pass();
     expect(github.runner(GITHUB_ID).custom).toEqual([]);
 

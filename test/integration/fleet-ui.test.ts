@@ -7,6 +7,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  rewordLog,
   runEnded,
   startTestController,
   type TestController,
@@ -193,6 +194,8 @@ describe('fleet page (HTTP)', () => {
     await waitFor('the hold', async () =>
       (await operations(c.ds, name)).some((o) => o.operation === 'hold'),
     );
+    // The hold's end and e2epool's pause are data: the log's words change nothing.
+    await rewordLog(c.ds, name);
 
     // GitLab is asked in the background (again after e2epool's own pause): the page polls.
     const s = await waitFor('GitLab answers in the fleet', async () => {
@@ -220,6 +223,10 @@ describe('fleet page (HTTP)', () => {
     });
     expect(Date.parse(h.paused_by_e2epool_since!)).toBeLessThanOrEqual(Date.now());
     expect(Date.parse(h.held_until!) - Date.now()).toBeGreaterThan(3500_000);
+    const heldFacts = (await (await get(`/ui/api/checkpoints/${name}`, { cookie })).json()) as {
+      held_until: string | null;
+    };
+    expect(heldFacts.held_until).toBe(h.held_until);
     expect(rowOf(s, R.idle)).toMatchObject({
       agent: 'never connected',
       agent_last_seen_at: null,

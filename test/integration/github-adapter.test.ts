@@ -4,6 +4,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  rewordLog,
   runEnded,
   startTestController,
   type TestController,
@@ -269,10 +270,12 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
     return name;
   }
 
-  it('a run terminated mid-reset is adopted by the reconciler; the adopting run puts back the label its log names', async () => {
+  it('a run terminated mid-reset is adopted by the reconciler; the adopting run puts back the label e2epool removed', async () => {
     const r = R.terminated;
     const name = await terminateMidReset(r, 5005);
     expect(gh.runner(GH.terminated.id).custom).toEqual([]);
+    // Which labels are e2epool's is data (runner_pauses), not the log's words.
+    await rewordLog(c.ds, name);
     expect((await reconcile()).filter((f) => f.checkpoint === name)).toEqual([
       expect.objectContaining({ kind: 'orphan_checkpoint', action: 'adopted' }),
     ]);
@@ -294,6 +297,7 @@ describe('GitHub Actions runners (real Temporal, real Postgres, GitHub stand-in)
       `UPDATE checkpoints SET state = 'reset_failed', ended_at = now(), error_detail = 'closed by hand' WHERE name = $1`,
       [name],
     );
+    await rewordLog(c.ds, name);
     expect((await reconcile()).filter((f) => f.runnerId === r.id)).toEqual([
       expect.objectContaining({
         kind: 'paused_runner',

@@ -106,7 +106,7 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
     const [{ id }] = (await c.ds.query(`SELECT id FROM checkpoints WHERE name = $1`, [name])) as [
       { id: number },
     ];
-    expect(await createStore(c.ds).operations.pausedSince(id)).toBeNull();
+    expect(await createStore(c.ds).pauses.openOf(id)).toBeNull();
 
     // The pause check, and the unpause's read-back.
     expect(grew(GITLAB, { op: 'runner_get', code: '200' })).toBe(2);

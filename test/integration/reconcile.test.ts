@@ -3,6 +3,7 @@ import { FakeAgents } from '../helpers/fake-agents';
 import {
   operations,
   restClient,
+  rewordLog,
   startTestController,
   type TestController,
 } from '../helpers/controller';
@@ -230,6 +231,8 @@ describe('the reconciler', () => {
     expect(gitlab.runner(GITLAB.leftover).paused).toBe(true);
     // Its checkpoint is still active: adopting it is the repair, not an unpause.
     await closeByHand(name);
+    // Who paused the runner is data (runner_pauses), not the log's words.
+    await rewordLog(c.ds, name);
 
     expect(mine(await reconcile(false), r.id)).toEqual([
       expect.objectContaining({ kind: 'paused_runner', checkpoint: name, action: 'reported' }),

@@ -159,6 +159,7 @@ describe('migrations', () => {
         'AgentSessionClosedAt1795737600000',
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
+        'RunnerPausesHeldUntil1795996800000',
       ];
       const tables = async () =>
         (
@@ -178,8 +179,14 @@ describe('migrations', () => {
         (await d.query(
           `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_operation_logs_pause_events'`,
         )) as unknown[];
+      // RunnerPausesHeldUntil replaced the log's pause index with runner_pauses.
+      expect(await pauseIndex()).toHaveLength(0);
+      expect(await tables()).toEqual(
+        expect.arrayContaining(['runners', 'admin_audit', 'runner_pauses']),
+      );
+      await revertLastMigration(d);
+      expect(await tables()).not.toContain('runner_pauses');
       expect(await pauseIndex()).toHaveLength(1);
-      expect(await tables()).toEqual(expect.arrayContaining(['runners', 'admin_audit']));
       const agentTokenColumn = async () =>
         (await d.query(
           `SELECT column_name FROM information_schema.columns
@@ -225,11 +232,12 @@ describe('migrations', () => {
         'AgentSessionClosedAt1795737600000',
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
+        'RunnerPausesHeldUntil1795996800000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(8);
+      expect(count).toBe(9);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

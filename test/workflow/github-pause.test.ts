@@ -61,7 +61,11 @@ describe('a GitHub runner', () => {
       pauseLog: {
         result: 'ok',
         detail: 'removed labels ["e2e"] from GitHub runner 7 of acme/app',
+        fact: { target: target(), state: 'paused', labels: ['e2e'] },
       },
+    });
+    expect((await handle(h, r).describe()).memo).toMatchObject({
+      pause: { checkpoint: cp.name, target: target(), labels: ['e2e'] },
     });
     expect(h.stubs.callsOf('restoreRunnerLabels')[0]!.input).toMatchObject({
       target: target(),

@@ -53,6 +53,7 @@ it('a failed job holds the runner paused and un-reset for hold_on_failure_second
       operation: 'hold',
       result: 'ok',
       detail: `held for debugging until ${view.heldUntil}; signal release-hold to reset now`,
+      heldUntil: view.heldUntil,
     }),
   ]);
   expect(await currentDetails(h, r)).toBe(
@@ -110,6 +111,8 @@ it('`release-hold` ends the hold early; the TTL never fires during a hold; other
     `held for debugging until ${held.heldUntil}; signal release-hold to reset now`,
     `release-hold: the hold ended early (it was to last until ${held.heldUntil}); resetting now`,
   ]);
+  // checkpoints.held_until: set as the hold starts, cleared by the release.
+  expect(holdNotes().map((n) => n.heldUntil)).toEqual([held.heldUntil, null]);
   expect(h.stubs.callsOf('unpauseRunner')).toHaveLength(1);
 });
 

@@ -199,8 +199,18 @@ describe('the end of the job', () => {
     expect(queued).toMatchObject({
       finalizeStatus: 'failure',
       finalizeSource: 'hook',
-      // The pause comes before any bookkeeping, and is logged with the first state change.
-      pauseLog: { result: 'ok', detail: 'paused GitLab runner 40' },
+      // The pause comes before any bookkeeping, and is logged with the first state change,
+      // its fact as data (runner_pauses), not as the log's words.
+      pauseLog: {
+        result: 'ok',
+        detail: 'paused GitLab runner 40',
+        fact: { target: { kind: 'gitlab', gitlabRunnerId: 40 }, state: 'paused' },
+      },
+    });
+    // The run's memo names the pause and the finalize before any Postgres write (the reconciler reads it).
+    expect((await handle(h, r).describe()).memo).toEqual({
+      pause: { checkpoint: cp.name, target: { kind: 'gitlab', gitlabRunnerId: 40 }, labels: [] },
+      finalize: { checkpoint: cp.name, status: 'failure', source: 'hook' },
     });
     const names = h.stubs.calls.map((c) => c.name);
     expect(names.indexOf('sendPause')).toBeLessThan(names.lastIndexOf('transitionCheckpoint'));

@@ -32,8 +32,8 @@ export async function holdOnFailure(run: CheckpointRun): Promise<void> {
   run.phase = 'held';
   run.doing(holdStartedNote(untilIso));
   // The note is bookkeeping: the hold's clock runs whether or not Postgres answers.
-  // The fleet page reads the hold's end from it (holdUntilOf).
-  const note = noteHold(run, `${cp.name}:hold`, holdStartedNote(untilIso));
+  // It sets checkpoints.held_until, which the fleet page reads.
+  const note = noteHold(run, `${cp.name}:hold`, holdStartedNote(untilIso), untilIso);
   // Handled here too: if a cancellation ends the wait, nobody awaits the note.
   note.catch(() => undefined);
   const released = await condition(() => run.holdReleased, seconds * 1000);
@@ -41,12 +41,21 @@ export async function holdOnFailure(run: CheckpointRun): Promise<void> {
   run.heldUntil = null;
   run.phase = 'finalizing';
   if (released) {
-    await noteHold(run, `${cp.name}:hold-released`, holdReleasedNote(untilIso));
+    await noteHold(run, `${cp.name}:hold-released`, holdReleasedNote(untilIso), null);
   }
 }
 
-/** A `hold` row in the checkpoint's operation log; informational, so a failure to write it is only logged. */
-function noteHold(run: CheckpointRun, key: string, detail: string): Promise<void> {
+/**
+ * A `hold` row in the checkpoint's operation log, setting (or with null
+ * clearing) checkpoints.held_until; informational, so a failure to write it
+ * is only logged.
+ */
+function noteHold(
+  run: CheckpointRun,
+  key: string,
+  detail: string,
+  heldUntil: string | null,
+): Promise<void> {
   const cp = run.checkpoint;
   return records
     .noteOperation({
@@ -56,6 +65,7 @@ function noteHold(run: CheckpointRun, key: string, detail: string): Promise<void
       operation: 'hold',
       result: 'ok',
       detail,
+      heldUntil,
     })
     .catch((err: unknown) => {
       if (isCancellation(err)) throw err;

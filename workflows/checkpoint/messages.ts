@@ -3,7 +3,7 @@
  * reject before anything is written to history), the operator's retry,
  * release and release-hold signals, and the `state` query.
  */
-import { condition, setHandler } from '@temporalio/workflow';
+import { condition, setHandler, upsertMemo } from '@temporalio/workflow';
 import {
   createUpdate,
   finalizeUpdate,
@@ -11,6 +11,7 @@ import {
   releaseSignal,
   retrySignal,
   stateQuery,
+  type CheckpointMemo,
   type CreateRequest,
   type FinalizeReply,
   type FinalizeRequest,
@@ -67,6 +68,11 @@ export function installHandlers(run: CheckpointRun): void {
         return { detail: 'Already finalized', state: run.state ?? 'created' };
       }
       run.jobEnd = { status: req.status, source: req.source, at: new Date() };
+      // Accepted before the finalize_queued write: the reconciler finds it here if the run ends first.
+      const memo: CheckpointMemo = {
+        finalize: { checkpoint: req.checkpointName, status: req.status, source: req.source },
+      };
+      upsertMemo(memo as Record<string, unknown>);
       // Answer once the runner is paused, so GitLab cannot hand it a new job
       // meanwhile; but never keep the caller waiting on a slow GitLab.
       await condition(() => run.pauseSettled, `${run.input.timing.finalizeAckSeconds} seconds`);

@@ -4,13 +4,15 @@
  * pauses before its first Postgres write (pauseBeforeBookkeeping); a run the
  * reconciler adopted pauses after it (pauseRunner).
  */
-import { log } from '@temporalio/workflow';
+import { log, upsertMemo } from '@temporalio/workflow';
 import type { PauseLog } from '../../activities/records';
 import {
   PAUSE_SENT,
   describePauseTarget,
   labelsRemovedDetail,
+  type CheckpointMemo,
   type GitHubPauseTarget,
+  type PauseTarget,
 } from '../../common/checkpoint';
 import { describeFailure, failureTypeOf } from '../../common/fail';
 import { gitlabPauser, pauser } from './activities';
@@ -40,8 +42,8 @@ export async function pauseRunner(run: CheckpointRun): Promise<void> {
       run.removedLabels = removed;
       run.runnerPaused = removed.length > 0;
     } catch (err) {
-      // Labels it may have removed are named in the checkpoint's log: the
-      // restore puts back those, and never one that is not named there.
+      // Labels it may have removed are recorded in runner_pauses: the
+      // restore puts back those, and never one that is not recorded there.
       run.runnerPaused = failureTypeOf(err) !== 'PauseCheckFailed';
       log.warn('removing the GitHub runner labels failed; resetting anyway', {
         error: describeFailure(err),
@@ -86,8 +88,8 @@ async function pauseWithinBudget(
 }
 
 /**
- * Pauses the runner with no Postgres write on the way: ask GitLab, decide here (this history is the record that the pause is
- * e2epool's), send. Returns the pause's log row, written with the
+ * Pauses the runner with no Postgres write on the way: ask GitLab, decide
+ * here, note the pause in the run's memo (rememberPause), send. Returns the pause's log row, written with the
  * `finalize_queued` transition that follows.
  */
 export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseLog | undefined> {
@@ -98,12 +100,13 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
   }
   run.doing('pause');
   const startedAt = new Date().toISOString();
-  const entry = (result: PauseLog['result'], detail: string, error: string | null = null) => ({
+  const entry: Entry = (result, detail, error = null, fact) => ({
     result,
     detail,
     error,
     startedAt,
     finishedAt: new Date().toISOString(),
+    ...(fact ? { fact } : {}),
   });
   if (target.kind === 'github') {
     const row = await removeLabelsBeforeBookkeeping(run, target, entry);
@@ -129,11 +132,15 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
     } else {
       // From here the pause is ours, whether or not the request lands.
       run.runnerPaused = true;
+      rememberPause(run, target, []);
       try {
         await gitlab.sendPause({ gitlabRunnerId, runnerId: run.runner.runnerId });
-        row = entry('ok', `paused GitLab runner ${gitlabRunnerId}`);
+        row = entry('ok', `paused GitLab runner ${gitlabRunnerId}`, null, {
+          target,
+          state: 'paused',
+        });
       } catch (err) {
-        row = entry('error', PAUSE_SENT, describeFailure(err));
+        row = entry('error', PAUSE_SENT, describeFailure(err), { target, state: 'sent' });
         log.warn('pausing the GitLab runner failed; resetting anyway', {
           error: describeFailure(err),
         });
@@ -149,17 +156,35 @@ export async function pauseBeforeBookkeeping(run: CheckpointRun): Promise<PauseL
   return row;
 }
 
+/** Builds the pause's log row; `fact` when the pause is e2epool's (see PauseLog). */
+type Entry = (
+  result: PauseLog['result'],
+  detail: string,
+  error?: string | null,
+  fact?: PauseLog['fact'],
+) => PauseLog;
+
+/**
+ * Keeps the pause in the run's memo before it is sent: until the
+ * `finalize_queued` transition records it, the memo is where the reconciler
+ * finds it if this run ends first.
+ */
+function rememberPause(run: CheckpointRun, target: PauseTarget, labels: string[]): void {
+  const memo: CheckpointMemo = { pause: { checkpoint: run.checkpoint.name, target, labels } };
+  upsertMemo(memo as Record<string, unknown>);
+}
+
 /**
  * The GitHub "pause" before any Postgres write: read the runner's labels,
  * decide here which of its pause labels e2epool removes (only those it
  * carries: one already gone was removed by someone else, and is never put
- * back), remove them. Returns the `pause` log row; its detail names the
- * labels, so the restore and the reconciler can read them back.
+ * back), remove them. Returns the `pause` log row, with the labels as data
+ * (its `fact`) for the restore and the reconciler.
  */
 async function removeLabelsBeforeBookkeeping(
   run: CheckpointRun,
   target: GitHubPauseTarget,
-  entry: (result: PauseLog['result'], detail: string, error?: string | null) => PauseLog,
+  entry: Entry,
 ): Promise<PauseLog> {
   const runnerId = run.runner.runnerId;
   const what = describePauseTarget(target);
@@ -185,13 +210,18 @@ async function removeLabelsBeforeBookkeeping(
   // From here the removal is ours, whether or not the requests land.
   run.runnerPaused = true;
   run.removedLabels = present;
+  rememberPause(run, target, present);
   try {
     const { removed } = await pauser.removeRunnerLabels({ target, labels: present, runnerId });
     // A label gone by the time of its request was removed by someone else: not ours.
     run.removedLabels = removed;
     run.runnerPaused = removed.length > 0;
     return removed.length > 0
-      ? entry('ok', labelsRemovedDetail(target, removed))
+      ? entry('ok', labelsRemovedDetail(target, removed), null, {
+          target,
+          state: 'paused',
+          labels: removed,
+        })
       : entry(
           'skipped',
           `${what} lost the labels ${JSON.stringify(present)} meanwhile: e2epool will not put them back`,
@@ -200,6 +230,10 @@ async function removeLabelsBeforeBookkeeping(
     log.warn('removing the GitHub runner labels failed; resetting anyway', {
       error: describeFailure(err),
     });
-    return entry('error', labelsRemovedDetail(target, present, true), describeFailure(err));
+    return entry('error', labelsRemovedDetail(target, present, true), describeFailure(err), {
+      target,
+      state: 'sent',
+      labels: present,
+    });
   }
 }
