@@ -1,7 +1,8 @@
-import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import type { AxiosResponse } from 'axios';
 import type { GitHubRunnerScope } from '../../common/checkpoint';
-import { fail, noAnswer } from '../../common/fail';
-import type { JobState } from '../gitlab/client';
+import { fail } from '../../common/fail';
+import type { CiSystem, JobState } from '../ci/system';
+import { createHttp, pathSegment, RestClient } from '../http';
 import type { GitHubOp } from '../metrics';
 
 export type { JobState };
@@ -61,17 +62,7 @@ export function rateLimitWaitMs(
   return undefined;
 }
 
-/**
- * One path segment: percent-encoded, and never empty, `.` or `..`, which URL
- * resolution would drop or climb with.
- */
-function segment(what: string, value: string | number): string {
-  const s = String(value);
-  if (s === '' || s === '.' || s === '..') {
-    throw fail('PermanentFailure', `GitHub: ${what} ${JSON.stringify(s)} is not a path segment`);
-  }
-  return encodeURIComponent(s);
-}
+const segment = (what: string, value: string | number) => pathSegment('GitHub', what, value);
 
 /** `/repos/{owner}/{repo}` of an `owner/name`; anything else is refused without a request. */
 function repoPath(repo: string): string {
@@ -100,18 +91,14 @@ export interface GitHubClientOptions {
  * GitHub REST: a job's status, and a self-hosted runner's labels (GitHub's
  * only way to keep jobs off a runner). Failures are classified here.
  */
-export class GitHubClient {
-  private readonly http: AxiosInstance;
+export class GitHubClient implements CiSystem {
+  readonly name = 'GitHub';
+  private readonly rest: RestClient<GitHubOp>;
 
-  constructor(
-    baseUrl: string,
-    token: string,
-    timeoutMs: number,
-    private readonly options: GitHubClientOptions = {},
-  ) {
-    this.http = axios.create({
+  constructor(baseUrl: string, token: string, timeoutMs: number, options: GitHubClientOptions = {}) {
+    const http = createHttp({
       baseURL: baseUrl.replace(/\/+$/, ''),
-      timeout: timeoutMs,
+      timeoutMs,
       headers: {
         Authorization: `Bearer ${token}`,
         Accept: 'application/vnd.github+json',
@@ -119,41 +106,29 @@ export class GitHubClient {
         // GitHub refuses requests without a User-Agent.
         'User-Agent': 'e2epool',
       },
-      validateStatus: () => true,
-      maxRedirects: 0,
+    });
+    this.rest = new RestClient(http, {
+      service: 'GitHub',
+      unavailable: 'GitHubUnavailable',
+      rateLimited: 'GitHubRateLimited',
+      rateLimitWait: (res) => rateLimitWaitMs(res),
+      onResponse: options.onResponse,
     });
   }
 
-  private async call<T>(
+  private call<T>(
     op: GitHubOp,
     method: 'GET' | 'POST' | 'DELETE',
     path: string,
     body?: unknown,
     notFoundIsAnswer = false,
   ): Promise<{ status: number; data: T }> {
-    const what = `${method} ${path}`;
-    let res: AxiosResponse;
-    try {
-      res = await this.http.request({ method, url: path, data: body });
-    } catch (err) {
-      this.options.onResponse?.(op, 'error');
-      throw noAnswer('GitHub', 'GitHubUnavailable', what, err);
-    }
-    this.options.onResponse?.(op, String(res.status));
-    if ((res.status >= 200 && res.status < 300) || (res.status === 404 && notFoundIsAnswer))
-      return { status: res.status, data: res.data as T };
-    const text =
-      typeof res.data === 'object' && res.data
-        ? JSON.stringify(res.data).slice(0, 300)
-        : String(res.data ?? '')
-            .trim()
-            .slice(0, 300);
-    const msg = `GitHub ${what}: ${res.status} ${text}`;
-    const wait = rateLimitWaitMs(res);
-    // The next attempt waits as long as GitHub asked (callers bound the whole wait).
-    if (wait !== undefined) throw fail('GitHubRateLimited', msg, { nextRetryDelayMs: wait });
-    if (res.status >= 500) throw fail('GitHubUnavailable', msg);
-    throw fail('PermanentFailure', msg);
+    return this.rest.send<T>(op, {
+      method,
+      path,
+      data: body,
+      accept: notFoundIsAnswer ? [404] : undefined,
+    });
   }
 
   /** The job's state; `running` until GitHub says it completed (queued, waiting, in_progress…). */
