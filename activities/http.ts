@@ -47,7 +47,10 @@ export function createHttp(o: HttpOptions): AxiosInstance {
 export function pathSegment(service: string, what: string, value: string | number): string {
   const s = String(value);
   if (s === '' || s === '.' || s === '..') {
-    throw fail('PermanentFailure', `${service}: ${what} ${JSON.stringify(s)} is not a path segment`);
+    throw fail(
+      'PermanentFailure',
+      `${service}: ${what} ${JSON.stringify(s)} is not a path segment`,
+    );
   }
   return encodeURIComponent(s);
 }
