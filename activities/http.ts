@@ -64,20 +64,24 @@ function bodyText(data: unknown): string {
         .slice(0, 300);
 }
 
-/** How a CI system's REST API answers, and what its failures are called. */
-export interface RestApi<Op extends string> {
-  service: 'GitLab' | 'GitHub';
-  /** No answer, or a 5xx: transient. */
-  unavailable: FailureType;
-  /** A rate limit: transient, and the next attempt waits as asked. */
-  rateLimited: FailureType;
-  /** How long a rate-limited answer asks to wait; undefined: it is no rate limit. */
-  rateLimitWait: (res: AxiosResponse) => number | undefined;
+/** What every CI client takes besides its address and token. */
+export interface CiClientOptions<Op extends string> {
   /**
    * Told of every request as it ends: its operation and HTTP status, or
    * `error` when no response came (e2epool_<service>_requests_total).
    */
   onResponse?: (op: Op, code: string) => void;
+}
+
+/**
+ * How a CI system's REST API is reached and answers. No answer, or a 5xx,
+ * is `<service>Unavailable` (transient); a rate limit `<service>RateLimited`
+ * (transient, and the next attempt waits as asked); anything else permanent.
+ */
+export interface RestApi<Op extends string> extends HttpOptions, CiClientOptions<Op> {
+  service: 'GitLab' | 'GitHub';
+  /** How long a rate-limited answer asks to wait; undefined: it is no rate limit. */
+  rateLimitWait: (res: AxiosResponse) => number | undefined;
 }
 
 export interface RestCall {
@@ -89,14 +93,23 @@ export interface RestCall {
   accept?: number[];
 }
 
-/** A CI system's REST API: sends a call, counts it, and classifies its failure. */
+/**
+ * A CI system's REST API, the base of its client: sends a call, counts it,
+ * and classifies its failure.
+ */
 export class RestClient<Op extends string> {
-  constructor(
-    private readonly http: AxiosInstance,
-    private readonly api: RestApi<Op>,
-  ) {}
+  /** How messages name the CI system. */
+  readonly name: RestApi<Op>['service'];
+  private readonly http: AxiosInstance;
+  private readonly unavailable: FailureType;
 
-  async send<T>(op: Op, call: RestCall): Promise<{ status: number; data: T }> {
+  constructor(private readonly api: RestApi<Op>) {
+    this.name = api.service;
+    this.http = createHttp(api);
+    this.unavailable = `${api.service}Unavailable`;
+  }
+
+  protected async send<T>(op: Op, call: RestCall): Promise<{ status: number; data: T }> {
     const { service, onResponse } = this.api;
     const what = `${call.method} ${call.path}`;
     let res: AxiosResponse;
@@ -109,7 +122,7 @@ export class RestClient<Op extends string> {
       });
     } catch (err) {
       onResponse?.(op, 'error');
-      throw noAnswer(service, this.api.unavailable, what, err);
+      throw noAnswer(service, this.unavailable, what, err);
     }
     onResponse?.(op, String(res.status));
     if ((res.status >= 200 && res.status < 300) || call.accept?.includes(res.status))
@@ -117,8 +130,8 @@ export class RestClient<Op extends string> {
     const msg = `${service} ${what}: ${res.status} ${bodyText(res.data)}`;
     const wait = this.api.rateLimitWait(res);
     // The next attempt (or poll) waits as long as the API asked (callers bound the whole wait).
-    if (wait !== undefined) throw fail(this.api.rateLimited, msg, { nextRetryDelayMs: wait });
-    if (res.status >= 500) throw fail(this.api.unavailable, msg);
+    if (wait !== undefined) throw fail(`${service}RateLimited`, msg, { nextRetryDelayMs: wait });
+    if (res.status >= 500) throw fail(this.unavailable, msg);
     throw fail('PermanentFailure', msg);
   }
 }

@@ -9,8 +9,8 @@ import { checkHold, type RunnerHold } from './system';
 /** How many late holds one release undoes before it leaves the runner to whoever keeps holding it. */
 export const LATE_PAUSE_UNDOS = 3;
 
-/** What the steps of both CI systems share: their log, their metrics, their rows' keys. */
-export function ciSteps(deps: ActivityDeps) {
+/** The log, metrics and row keys the steps of both CI systems share. */
+function ciBase(deps: ActivityDeps) {
   const { operations } = createStore(deps.dataSource);
   /** The runner's backend for the step metrics; CI steps log none (not a backend's step). */
   const backendOf = (runnerId: string | undefined) =>
@@ -33,10 +33,32 @@ export function ciSteps(deps: ActivityDeps) {
   };
 }
 
+type CiBase = ReturnType<typeof ciBase>;
+
+/** What the steps of both CI systems share, the steps below bound to it. */
+export function ciSteps(deps: ActivityDeps) {
+  const c = ciBase(deps);
+  return {
+    ...c,
+    skip: <T>(m: StepMeta, value: T, detail: string) => skipUnconfigured(c, m, value, detail),
+    check: <S>(runnerId: string | undefined, hold: RunnerHold<S, unknown> | null) =>
+      checkStep(c, runnerId, hold),
+    send: <P>(
+      runnerId: string | undefined,
+      hold: RunnerHold<unknown, P> | null,
+      part: P,
+      setting: string,
+    ) => sendStep(c, runnerId, hold, part, setting),
+    release: (i: StepInput, r: Release) => releaseStep(c, i, r),
+    undoLate: <S, P>(hold: RunnerHold<S, P>, part: P, words: LateHoldWords<P>) =>
+      undoLateHolds(deps.log, hold, part, words),
+  };
+}
+
 export type CiSteps = ReturnType<typeof ciSteps>;
 
 /** A logged step of a CI system that is not configured: skipped, with `detail`. */
-export function skipUnconfigured<T>(c: CiSteps, m: StepMeta, value: T, detail: string) {
+function skipUnconfigured<T>(c: CiBase, m: StepMeta, value: T, detail: string) {
   return withOperation(c.log, m, async () => ({ value, detail, result: 'skipped' as const }));
 }
 
@@ -45,8 +67,8 @@ export function skipUnconfigured<T>(c: CiSteps, m: StepMeta, value: T, detail: s
  * is not configured). Writes nothing, so it works while Postgres is down; a
  * failure to ask is PauseCheckFailed: the caller must then hold nothing.
  */
-export async function checkStep<S>(
-  c: CiSteps,
+async function checkStep<S>(
+  c: CiBase,
   runnerId: string | undefined,
   hold: RunnerHold<S, unknown> | null,
 ): Promise<S | null> {
@@ -57,8 +79,8 @@ export async function checkStep<S>(
  * Sends the hold the workflow decided on. Writes nothing: the workflow's
  * history is the record, logged with the checkpoint's next state change.
  */
-export async function sendStep<P>(
-  c: CiSteps,
+async function sendStep<P>(
+  c: CiBase,
   runnerId: string | undefined,
   hold: RunnerHold<unknown, P> | null,
   part: P,
@@ -66,6 +88,14 @@ export async function sendStep<P>(
 ): Promise<P> {
   if (!hold) throw fail('PermanentFailure', `${setting} is not set`);
   return c.timed('pause', runnerId, () => hold.hold(part));
+}
+
+/** A release: `release` null when the CI system is not configured; it returns the step's detail. */
+interface Release {
+  unconfigured: string;
+  /** The runner, as keptPausedForDrain names it. */
+  what: string;
+  release: (() => Promise<string>) | null;
 }
 
 /**
@@ -76,11 +106,7 @@ export async function sendStep<P>(
  * was held (since its pause row) to e2epool_runner_paused_seconds_total.
  * `release` returns the step's detail.
  */
-export async function releaseStep(
-  c: CiSteps,
-  i: StepInput,
-  r: { unconfigured: string; what: string; release: (() => Promise<string>) | null },
-): Promise<void> {
+async function releaseStep(c: CiBase, i: StepInput, r: Release): Promise<void> {
   const { deps, operations } = c;
   const release = r.release;
   // Read before this attempt marks its row `running`: after an earlier
@@ -136,7 +162,7 @@ export interface LateHoldWords<P> {
  * was found, for the step's detail; null when the runner reads released. A
  * failed read-back leaves the release as done (the reconciler still checks).
  */
-export async function undoLateHolds<S, P>(
+async function undoLateHolds<S, P>(
   log: Logger,
   hold: RunnerHold<S, P>,
   part: P,

@@ -2,10 +2,8 @@ import type { AxiosResponse } from 'axios';
 import type { GitHubRunnerScope } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
 import type { CiSystem, JobState } from '../ci/system';
-import { createHttp, pathSegment, RestClient } from '../http';
+import { pathSegment, RestClient, type CiClientOptions } from '../http';
 import type { GitHubOp } from '../metrics';
-
-export type { JobState };
 
 /**
  * A finished GitHub job's `conclusion` → how it ended (as the webhook maps
@@ -14,17 +12,12 @@ export type { JobState };
  * `action_required` end no e2e run; they count as canceled, so the runner
  * is reset rather than left to the TTL.
  */
-function mapConclusion(conclusion: unknown): JobState {
-  switch (conclusion) {
-    case 'success':
-      return 'success';
-    case 'failure':
-    case 'timed_out':
-      return 'failure';
-    default:
-      return 'canceled';
-  }
-}
+const CONCLUSIONS = new Map<unknown, JobState>([
+  ['success', 'success'],
+  ['failure', 'failure'],
+  ['timed_out', 'failure'],
+]);
+const mapConclusion = (conclusion: unknown): JobState => CONCLUSIONS.get(conclusion) ?? 'canceled';
 
 /** A label of a self-hosted runner: `read-only` ones (self-hosted, OS, arch) cannot be removed. */
 export interface RunnerLabel {
@@ -79,24 +72,19 @@ function runnerPath(scope: GitHubRunnerScope, runnerId: number): string {
   return `${base}/actions/runners/${segment('runner id', runnerId)}`;
 }
 
-export interface GitHubClientOptions {
-  /**
-   * Told of every request as it ends: its operation and HTTP status, or
-   * `error` when no response came (e2epool_github_requests_total).
-   */
-  onResponse?: (op: GitHubOp, code: string) => void;
-}
-
 /**
  * GitHub REST: a job's status, and a self-hosted runner's labels (GitHub's
  * only way to keep jobs off a runner). Failures are classified here.
  */
-export class GitHubClient implements CiSystem {
-  readonly name = 'GitHub';
-  private readonly rest: RestClient<GitHubOp>;
-
-  constructor(baseUrl: string, token: string, timeoutMs: number, options: GitHubClientOptions = {}) {
-    const http = createHttp({
+export class GitHubClient extends RestClient<GitHubOp> implements CiSystem {
+  constructor(
+    baseUrl: string,
+    token: string,
+    timeoutMs: number,
+    options: CiClientOptions<GitHubOp> = {},
+  ) {
+    super({
+      service: 'GitHub',
       baseURL: baseUrl.replace(/\/+$/, ''),
       timeoutMs,
       headers: {
@@ -106,11 +94,6 @@ export class GitHubClient implements CiSystem {
         // GitHub refuses requests without a User-Agent.
         'User-Agent': 'e2epool',
       },
-    });
-    this.rest = new RestClient(http, {
-      service: 'GitHub',
-      unavailable: 'GitHubUnavailable',
-      rateLimited: 'GitHubRateLimited',
       rateLimitWait: (res) => rateLimitWaitMs(res),
       onResponse: options.onResponse,
     });
@@ -123,7 +106,7 @@ export class GitHubClient implements CiSystem {
     body?: unknown,
     notFoundIsAnswer = false,
   ): Promise<{ status: number; data: T }> {
-    return this.rest.send<T>(op, {
+    return this.send<T>(op, {
       method,
       path,
       data: body,

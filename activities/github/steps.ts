@@ -7,16 +7,7 @@ import {
 import type { OperationLogStore, OperationMeta } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { withOperation, writeOperation, type StepInput } from '../operation-log';
-import {
-  checkStep,
-  ciSteps,
-  releaseStep,
-  sendStep,
-  skipUnconfigured,
-  undoLateHolds,
-  type CiSteps,
-  type LateHoldWords,
-} from '../ci/steps';
+import { ciSteps, type CiSteps, type LateHoldWords } from '../ci/steps';
 import { checkHold, type RunnerHold } from '../ci/system';
 import type { GitHubClient } from './client';
 
@@ -127,13 +118,7 @@ async function pauseRunnerLabels(
   const { operations } = c;
   const hold = holdOf(c.deps, i.target);
   const m = c.meta(i, 'pause');
-  if (!hold)
-    return skipUnconfigured(
-      c,
-      m,
-      { removed: [] },
-      `${SETTING} is not set: runner labels not removed`,
-    );
+  if (!hold) return c.skip(m, { removed: [] }, `${SETTING} is not set: runner labels not removed`);
   // Read before this attempt writes its own row: it names only what earlier ones sent.
   const earlier = await openRemovals(operations, i.checkpointId);
   return withOperation(c.log, m, async () => {
@@ -186,7 +171,7 @@ async function restoreRunnerLabels(
 ): Promise<void> {
   const hold = holdOf(c.deps, i.target);
   const logged = await openRemovals(c.operations, i.checkpointId);
-  await releaseStep(c, i, {
+  await c.release(i, {
     unconfigured: `${SETTING} is not set`,
     what: describePauseTarget(i.target),
     release:
@@ -197,7 +182,7 @@ async function restoreRunnerLabels(
         if (missing.length === 0)
           return `${hold.what} carries its labels ${JSON.stringify(ours)} already`;
         await hold.release(missing);
-        const late = await undoLateHolds(c.deps.log, hold, ours, lateWords(i, ours));
+        const late = await c.undoLate(hold, ours, lateWords(i, ours));
         return `put back labels ${JSON.stringify(missing)} on ${hold.what}${late ? `; ${late}` : ''}`;
       }),
   });
@@ -215,7 +200,7 @@ export function githubActivities(deps: ActivityDeps) {
       target: GitHubPauseTarget;
       runnerId?: string;
     }): Promise<{ labels: string[] | null }> {
-      return { labels: await checkStep(c, i.runnerId, holdOf(deps, i.target)) };
+      return { labels: await c.check(i.runnerId, holdOf(deps, i.target)) };
     },
 
     /**
@@ -227,7 +212,7 @@ export function githubActivities(deps: ActivityDeps) {
       labels: string[];
       runnerId?: string;
     }): Promise<{ removed: string[] }> {
-      return { removed: await sendStep(c, i.runnerId, holdOf(deps, i.target), i.labels, SETTING) };
+      return { removed: await c.send(i.runnerId, holdOf(deps, i.target), i.labels, SETTING) };
     },
 
     pauseRunnerLabels: (i: StepInput & { target: GitHubPauseTarget }) => pauseRunnerLabels(c, i),

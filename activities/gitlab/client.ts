@@ -1,5 +1,5 @@
 import type { CiSystem, JobState } from '../ci/system';
-import { createHttp, pathSegment, RestClient } from '../http';
+import { pathSegment, RestClient, type CiClientOptions } from '../http';
 import type { GitLabOp } from '../metrics';
 
 export type { JobState };
@@ -9,19 +9,13 @@ export type { JobState };
  * `failed` → failure, `canceled` and `skipped` → canceled; `canceling`,
  * `manual`, `scheduled` and the rest mean the job is still running.
  */
-function mapJobStatus(status: string): JobState {
-  switch (status) {
-    case 'success':
-      return 'success';
-    case 'failed':
-      return 'failure';
-    case 'canceled':
-    case 'skipped':
-      return 'canceled';
-    default:
-      return 'running';
-  }
-}
+const JOB_STATES = new Map<string, JobState>([
+  ['success', 'success'],
+  ['failed', 'failure'],
+  ['canceled', 'canceled'],
+  ['skipped', 'canceled'],
+]);
+const mapJobStatus = (status: string): JobState => JOB_STATES.get(status) ?? 'running';
 
 const segment = (what: string, value: string | number) => pathSegment('GitLab', what, value);
 
@@ -64,29 +58,19 @@ export function rateLimitWaitMs(
   return Math.min(wait, RATE_LIMIT_MAX_WAIT_MS);
 }
 
-export interface GitLabClientOptions {
-  /**
-   * Told of every request as it ends: its operation and HTTP status, or
-   * `error` when no response came (e2epool_gitlab_requests_total).
-   */
-  onResponse?: (op: GitLabOp, code: string) => void;
-}
-
 /** GitLab REST v4: job status and runner pause. Failures are classified here (see RestClient). */
-export class GitLabClient implements CiSystem {
-  readonly name = 'GitLab';
-  private readonly rest: RestClient<GitLabOp>;
-
-  constructor(baseUrl: string, token: string, timeoutMs: number, options: GitLabClientOptions = {}) {
-    const http = createHttp({
+export class GitLabClient extends RestClient<GitLabOp> implements CiSystem {
+  constructor(
+    baseUrl: string,
+    token: string,
+    timeoutMs: number,
+    options: CiClientOptions<GitLabOp> = {},
+  ) {
+    super({
+      service: 'GitLab',
       baseURL: `${baseUrl.replace(/\/+$/, '')}/api/v4`,
       timeoutMs,
       headers: { 'PRIVATE-TOKEN': token },
-    });
-    this.rest = new RestClient(http, {
-      service: 'GitLab',
-      unavailable: 'GitLabUnavailable',
-      rateLimited: 'GitLabRateLimited',
       rateLimitWait: (res) =>
         res.status === 429 ? rateLimitWaitMs(res.headers as Record<string, unknown>) : undefined,
       onResponse: options.onResponse,
@@ -99,7 +83,7 @@ export class GitLabClient implements CiSystem {
     path: string,
     form?: Record<string, string>,
   ): Promise<T> {
-    const { data } = await this.rest.send<T>(op, {
+    const { data } = await this.send<T>(op, {
       method,
       path,
       data: form ? new URLSearchParams(form).toString() : undefined,

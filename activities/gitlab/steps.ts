@@ -2,17 +2,7 @@ import { PAUSE_SENT } from '../../store/operation-log';
 import type { OperationLogStore, OperationMeta } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { withOperation, writeOperation, type StepInput } from '../operation-log';
-import {
-  checkStep,
-  ciSteps,
-  LATE_PAUSE_UNDOS,
-  releaseStep,
-  sendStep,
-  skipUnconfigured,
-  undoLateHolds,
-  type CiSteps,
-  type LateHoldWords,
-} from '../ci/steps';
+import { ciSteps, LATE_PAUSE_UNDOS, type CiSteps, type LateHoldWords } from '../ci/steps';
 import { checkHold, type RunnerHold } from '../ci/system';
 import type { GitLabClient } from './client';
 
@@ -74,13 +64,7 @@ async function pauseRunner(
   const { operations } = c;
   const hold = holdOf(c.deps, i.gitlabRunnerId);
   const m = c.meta(i, 'pause');
-  if (!hold)
-    return skipUnconfigured(
-      c,
-      m,
-      { pausedByUs: false },
-      `${SETTING} is not set: runner not paused`,
-    );
+  if (!hold) return c.skip(m, { pausedByUs: false }, `${SETTING} is not set: runner not paused`);
   const sentBefore = await pauseSentBefore(operations, m.key);
   return withOperation<{ pausedByUs: boolean }>(c.log, m, async () => {
     if (!sentBefore && (i.knownPaused ?? (await checkHold(hold)))) {
@@ -125,14 +109,14 @@ function lateWords(i: StepInput & { gitlabRunnerId: number }): LateHoldWords<tru
  */
 async function unpauseRunner(c: CiSteps, i: StepInput & { gitlabRunnerId: number }): Promise<void> {
   const hold = holdOf(c.deps, i.gitlabRunnerId);
-  await releaseStep(c, i, {
+  await c.release(i, {
     unconfigured: `${SETTING} is not set`,
     what: `GitLab runner ${i.gitlabRunnerId}`,
     release:
       hold &&
       (async () => {
         await hold.release(true);
-        const late = await undoLateHolds(c.deps.log, hold, true, lateWords(i));
+        const late = await c.undoLate(hold, true, lateWords(i));
         return `unpaused ${hold.what}${late ? `; ${late}` : ''}`;
       }),
   });
@@ -154,7 +138,7 @@ export function gitlabActivities(deps: ActivityDeps) {
       gitlabRunnerId: number;
       runnerId?: string;
     }): Promise<{ paused: boolean | null }> {
-      return { paused: await checkStep(c, i.runnerId, holdOf(deps, i.gitlabRunnerId)) };
+      return { paused: await c.check(i.runnerId, holdOf(deps, i.gitlabRunnerId)) };
     },
 
     /**
@@ -162,7 +146,7 @@ export function gitlabActivities(deps: ActivityDeps) {
      * is e2epool's before sending it (its history says so).
      */
     async sendPause(i: { gitlabRunnerId: number; runnerId?: string }): Promise<void> {
-      await sendStep(c, i.runnerId, holdOf(deps, i.gitlabRunnerId), true, SETTING);
+      await c.send(i.runnerId, holdOf(deps, i.gitlabRunnerId), true, SETTING);
     },
 
     unpauseRunner: (i: StepInput & { gitlabRunnerId: number }) => unpauseRunner(c, i),
