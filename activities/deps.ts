@@ -8,6 +8,7 @@ export type CiAdapter = RunnerConfig['ci_adapter'];
 import type { Logger } from '../config/logger';
 import type { Settings } from '../config/settings';
 import type { AgentGateway } from './agent-gateway';
+import type { CiSystem } from './ci/system';
 import type { GitHubClient } from './github/client';
 import type { GitLabClient } from './gitlab/client';
 import type { WorkerMetrics } from './metrics';
@@ -46,8 +47,20 @@ export function pollsJobsOf(
   deps: Pick<ActivityDeps, 'inventory' | 'gitlab' | 'github' | 'settings'>,
   runnerId: string,
 ): boolean {
-  const client = ciAdapterOf(deps, runnerId) === 'github' ? deps.github : deps.gitlab;
-  return client != null && deps.settings.pollerEnabled;
+  return ciSystemOf(deps, runnerId) !== null && deps.settings.pollerEnabled;
+}
+
+/**
+ * The client of the CI system of a runner's jobs (see ciAdapterOf); null when
+ * this process has none. No `runnerId` (calls of older workflow code): GitLab.
+ */
+export function ciSystemOf(
+  deps: Pick<ActivityDeps, 'inventory' | 'gitlab' | 'github'>,
+  runnerId: string | undefined,
+): CiSystem | null {
+  if (runnerId !== undefined && ciAdapterOf(deps, runnerId) === 'github')
+    return deps.github ?? null;
+  return deps.gitlab;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createStore } from '../store';
-import { ciAdapterOf, pollsJobsOf, type ActivityDeps } from './deps';
-import type { JobState } from './gitlab/client';
+import { ciSystemOf, pollsJobsOf, type ActivityDeps } from './deps';
+import type { JobState } from './ci/system';
 import { githubActivities } from './github/steps';
 import { gitlabActivities } from './gitlab/steps';
 import { proxmoxActivities } from './proxmox/steps';
@@ -36,9 +36,8 @@ export function createActivities(deps: ActivityDeps) {
       jobId: string;
       runnerId?: string;
     }): Promise<JobState> {
-      if (i.runnerId !== undefined && ciAdapterOf(deps, i.runnerId) === 'github')
-        return deps.github ? deps.github.jobState(i.projectId, i.jobId) : 'running';
-      return deps.gitlab ? deps.gitlab.jobState(i.projectId, i.jobId) : 'running';
+      const ci = ciSystemOf(deps, i.runnerId);
+      return ci ? ci.jobState(i.projectId, i.jobId) : 'running';
     },
 
     /** Reads from Postgres and the inventory; used by the self-test workflow. */

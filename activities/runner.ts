@@ -3,7 +3,7 @@ import type { RunnerConfig } from '../config/runner-schema';
 import { createStore } from '../store';
 import { activityBounds, cancelled, heartbeat, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
-import { activityKey, withOperation, type StepInput } from './operation-log';
+import { activityKey, withOperation, type StepInput, type StepMeta } from './operation-log';
 import { proxmoxClientFactory } from './proxmox/steps';
 
 const TAIL = 2000;
@@ -23,166 +23,185 @@ function tail(s: string): string {
   return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
 }
 
+/** What the runner-host steps need. */
+function runnerSteps(deps: ActivityDeps) {
+  const { operations, sessions } = createStore(deps.dataSource);
+  return {
+    deps,
+    sessions,
+    log: { operations, metrics: deps.metrics },
+    proxmoxClient: proxmoxClientFactory(deps),
+  };
+}
+
+type RunnerSteps = ReturnType<typeof runnerSteps>;
+
+/** The log row of a runner-host step, by the runner's backend. */
+function stepMeta(i: StepInput, r: RunnerConfig, operation: string): StepMeta {
+  return {
+    checkpointId: i.checkpointId,
+    runnerId: i.runnerId,
+    backend: r.backend,
+    operation,
+    key: activityKey(operation, `${i.checkpointName}:${operation}:${i.round}`),
+  };
+}
+
+/** Runs the runner's `reset_cmd` or `cleanup_cmd` on its agent; no command configured is a no-op. */
+async function runRunnerCommand(
+  c: RunnerSteps,
+  i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' },
+): Promise<void> {
+  const { deps } = c;
+  const r = inventoryRunner(deps, i.runnerId);
+  const cmd = r[i.which];
+  await withOperation(c.log, stepMeta(i, r, i.which), async () => {
+    if (!cmd)
+      return { value: undefined, detail: `no ${i.which} configured`, result: 'skipped' as const };
+    const res = await heartbeating(
+      // Withdrawn when the activity is cancelled or times out: it never runs later.
+      deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds, {
+        commandId: activityKey(`exec:${i.which}`, `${i.checkpointName}:${i.which}:${i.round}`),
+        checkpointId: i.checkpointId,
+        ...activityBounds(),
+      }),
+    );
+    const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
+    if (res.exitCode !== 0)
+      throw fail('CommandFailed', `${i.which} exited with ${res.exitCode}; ${output}`);
+    return { value: undefined, detail: `exit 0; ${output}` };
+  });
+}
+
+/** Polls notReadyReason until it says ready (the detail) or the readiness timeout passes. */
+async function pollUntilReady(
+  c: RunnerSteps,
+  r: RunnerConfig,
+  since: Reconnect | undefined,
+): Promise<string> {
+  const { settings } = c.deps;
+  const deadline = Date.now() + settings.readinessTimeoutSeconds * 1000;
+  let why = 'not checked yet';
+  // Heartbeat on a timer too: the poll interval may exceed the heartbeat timeout.
+  const beat = setInterval(() => heartbeat(why), 3000);
+  try {
+    for (;;) {
+      heartbeat(why);
+      if (cancelled()) throw fail('Cancelled', 'readiness wait cancelled');
+      why = await notReadyReason(c, r, since);
+      if (!why) return r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected';
+      if (Date.now() >= deadline) {
+        throw fail(
+          'NotReady',
+          `runner '${r.runner_id}' not ready after ${settings.readinessTimeoutSeconds}s: ${why}`,
+        );
+      }
+      await new Promise((res) => setTimeout(res, settings.readinessPollIntervalSeconds * 1000));
+    }
+  } finally {
+    clearInterval(beat);
+  }
+}
+
+/**
+ * The readiness gate before unpausing. Proxmox: the VM runs and its agent
+ * reconnected after the reboot (a live session other than `staleSession`,
+ * the one stopVm saw; inputs from before that field: connected after
+ * `since`); then `readiness_cmd` if set. Bare metal: `readiness_cmd` if
+ * set, else an agent is connected. Polls every
+ * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
+ */
+async function waitUntilReady(
+  c: RunnerSteps,
+  i: StepInput & {
+    since: string | null;
+    /** The agent session from before the VM stopped (null: there was none); it does not count. */
+    staleSession?: string | null;
+  },
+): Promise<void> {
+  const r = inventoryRunner(c.deps, i.runnerId);
+  const since: Reconnect | undefined =
+    i.staleSession !== undefined
+      ? { staleSession: i.staleSession }
+      : i.since
+        ? new Date(i.since)
+        : undefined;
+  await withOperation(c.log, stepMeta(i, r, 'readiness'), async () => ({
+    value: undefined,
+    detail: await pollUntilReady(c, r, since),
+  }));
+}
+
+/** Whether the agent is connected; with `since`, only a connection made after the reboot counts. */
+async function connected(
+  c: RunnerSteps,
+  runnerId: string,
+  since: Reconnect | undefined,
+): Promise<boolean> {
+  if (since === undefined || since instanceof Date)
+    return c.deps.agents.isConnected(runnerId, since);
+  const s = await c.deps.agents.session(runnerId);
+  return s !== null && s.live && s.sessionId !== since.staleSession;
+}
+
+/** Why `readiness_cmd` says the runner is not ready, or '' when it exits 0. */
+async function readinessCmdReason(c: RunnerSteps, r: RunnerConfig, cmd: string): Promise<string> {
+  const { deps } = c;
+  try {
+    const res = await heartbeating(
+      deps.agents.exec(
+        r.runner_id,
+        cmd,
+        Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
+        activityBounds(),
+      ),
+    );
+    if (res.exitCode !== 0)
+      return `readiness_cmd exited with ${res.exitCode}: ${tail(res.stderr || res.stdout).slice(-200)}`;
+  } catch (err) {
+    return `readiness_cmd could not run: ${(err as Error).message}`;
+  }
+  return '';
+}
+
+/** Why the runner is not ready yet, or '' when it is. */
+async function notReadyReason(
+  c: RunnerSteps,
+  r: RunnerConfig,
+  since: Reconnect | undefined,
+): Promise<string> {
+  if (r.backend === 'proxmox') {
+    const st = await c.proxmoxClient(r).vmStatus();
+    if (st.status !== 'running') return `VM is ${st.status}`;
+  }
+  if (!(await connected(c, r.runner_id, since))) {
+    if (since) return 'agent has not reconnected since the reboot';
+    // Its session went silent (no pong, no frame) past the heartbeat timeout.
+    if (await c.sessions.isUnreachable(r.runner_id, c.deps.settings.wsHeartbeatTimeoutSeconds))
+      return AGENT_UNREACHABLE;
+    return 'agent not connected';
+  }
+  return r.readiness_cmd ? readinessCmdReason(c, r, r.readiness_cmd) : '';
+}
+
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
-  const { operations, sessions } = createStore(deps.dataSource);
-  const steps = { operations, metrics: deps.metrics };
-  const proxmoxClient = proxmoxClientFactory(deps);
-
+  const c = runnerSteps(deps);
   return {
-    /** Runs the runner's `reset_cmd` or `cleanup_cmd` on its agent; no command configured is a no-op. */
-    async runRunnerCommand(i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' }): Promise<void> {
-      const r = inventoryRunner(deps, i.runnerId);
-      const cmd = r[i.which];
-      const key = activityKey(i.which, `${i.checkpointName}:${i.which}:${i.round}`);
-      await withOperation(
-        steps,
-        {
-          checkpointId: i.checkpointId,
-          runnerId: i.runnerId,
-          backend: r.backend,
-          operation: i.which,
-          key,
-        },
-        async () => {
-          if (!cmd)
-            return {
-              value: undefined,
-              detail: `no ${i.which} configured`,
-              result: 'skipped' as const,
-            };
-          const res = await heartbeating(
-            // Withdrawn when the activity is cancelled or times out: it never runs later.
-            deps.agents.exec(i.runnerId, cmd, deps.settings.commandTimeoutSeconds, {
-              commandId: activityKey(
-                `exec:${i.which}`,
-                `${i.checkpointName}:${i.which}:${i.round}`,
-              ),
-              checkpointId: i.checkpointId,
-              ...activityBounds(),
-            }),
-          );
-          const output = `stdout: ${tail(res.stdout)}; stderr: ${tail(res.stderr)}`;
-          if (res.exitCode !== 0)
-            throw fail('CommandFailed', `${i.which} exited with ${res.exitCode}; ${output}`);
-          return { value: undefined, detail: `exit 0; ${output}` };
-        },
-      );
-    },
-
-    /**
-     * The readiness gate before unpausing. Proxmox: the VM runs and its agent
-     * reconnected after the reboot (a live session other than `staleSession`,
-     * the one stopVm saw; inputs from before that field: connected after
-     * `since`); then `readiness_cmd` if set. Bare metal: `readiness_cmd` if
-     * set, else an agent is connected. Polls every
-     * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
-     */
-    async waitUntilReady(
-      i: StepInput & {
-        since: string | null;
-        /** The agent session from before the VM stopped (null: there was none); it does not count. */
-        staleSession?: string | null;
-      },
-    ): Promise<void> {
-      const r = inventoryRunner(deps, i.runnerId);
-      const key = activityKey('readiness', `${i.checkpointName}:readiness:${i.round}`);
-      const since: Reconnect | undefined =
-        i.staleSession !== undefined
-          ? { staleSession: i.staleSession }
-          : i.since
-            ? new Date(i.since)
-            : undefined;
-      await withOperation(
-        steps,
-        {
-          checkpointId: i.checkpointId,
-          runnerId: i.runnerId,
-          backend: r.backend,
-          operation: 'readiness',
-          key,
-        },
-        async () => {
-          const deadline = Date.now() + deps.settings.readinessTimeoutSeconds * 1000;
-          let why = 'not checked yet';
-          // Heartbeat on a timer too: the poll interval may exceed the heartbeat timeout.
-          const beat = setInterval(() => heartbeat(why), 3000);
-          try {
-            for (;;) {
-              heartbeat(why);
-              if (cancelled()) throw fail('Cancelled', 'readiness wait cancelled');
-              why = await notReadyReason(r, since);
-              if (!why)
-                return {
-                  value: undefined,
-                  detail: r.readiness_cmd ? `readiness_cmd succeeded` : 'agent connected',
-                };
-              if (Date.now() >= deadline) {
-                throw fail(
-                  'NotReady',
-                  `runner '${r.runner_id}' not ready after ${deps.settings.readinessTimeoutSeconds}s: ${why}`,
-                );
-              }
-              await new Promise((res) =>
-                setTimeout(res, deps.settings.readinessPollIntervalSeconds * 1000),
-              );
-            }
-          } finally {
-            clearInterval(beat);
-          }
-        },
-      );
-    },
+    runRunnerCommand: (i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' }) =>
+      runRunnerCommand(c, i),
+    waitUntilReady: (i: StepInput & { since: string | null; staleSession?: string | null }) =>
+      waitUntilReady(c, i),
 
     /** One readiness check, for `GET /runner/readiness`: ready, or why not. */
     async checkReadiness(i: {
       runnerId: string;
     }): Promise<{ ready: boolean; detail: string | null }> {
       const r = inventoryRunner(deps, i.runnerId);
-      const why = await notReadyReason(r, undefined).catch(
+      const why = await notReadyReason(c, r, undefined).catch(
         (err: unknown) => (err as Error).message,
       );
       return why ? { ready: false, detail: why } : { ready: true, detail: null };
     },
   };
-
-  /** Whether the agent is connected; with `since`, only a connection made after the reboot counts. */
-  async function connected(runnerId: string, since: Reconnect | undefined): Promise<boolean> {
-    if (since === undefined || since instanceof Date)
-      return deps.agents.isConnected(runnerId, since);
-    const s = await deps.agents.session(runnerId);
-    return s !== null && s.live && s.sessionId !== since.staleSession;
-  }
-
-  /** Why the runner is not ready yet, or '' when it is. */
-  async function notReadyReason(r: RunnerConfig, since: Reconnect | undefined): Promise<string> {
-    if (r.backend === 'proxmox') {
-      const st = await proxmoxClient(r).vmStatus();
-      if (st.status !== 'running') return `VM is ${st.status}`;
-    }
-    if (!(await connected(r.runner_id, since))) {
-      if (since) return 'agent has not reconnected since the reboot';
-      // Its session went silent (no pong, no frame) past the heartbeat timeout.
-      if (await sessions.isUnreachable(r.runner_id, deps.settings.wsHeartbeatTimeoutSeconds))
-        return AGENT_UNREACHABLE;
-      return 'agent not connected';
-    }
-    if (r.readiness_cmd) {
-      try {
-        const res = await heartbeating(
-          deps.agents.exec(
-            r.runner_id,
-            r.readiness_cmd,
-            Math.max(5, deps.settings.readinessPollIntervalSeconds * 2),
-            activityBounds(),
-          ),
-        );
-        if (res.exitCode !== 0)
-          return `readiness_cmd exited with ${res.exitCode}: ${tail(res.stderr || res.stdout).slice(-200)}`;
-      } catch (err) {
-        return `readiness_cmd could not run: ${(err as Error).message}`;
-      }
-    }
-    return '';
-  }
 }

@@ -118,6 +118,10 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
   return d.code === '23505' && d.constraint === constraint;
 }
 
+/** A checkpoint as currentByRunner's rows carry it (one JSON object per lateral join). */
+const FLEET_JSON = `json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
+                                   'createdAt', created_at, 'endedAt', ended_at)`;
+
 /**
  * The `checkpoints` table. Every state change is a compare-and-set. Queries
  * name their columns in camelCase (`AS "runnerId"`), so rows come back as the
@@ -275,22 +279,16 @@ export class CheckpointStore {
               k.c AS "lastClean"
          FROM unnest($1::varchar[]) AS r(runner_id)
          LEFT JOIN LATERAL (
-           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
-                                    'createdAt', created_at, 'endedAt', ended_at) AS c
-             FROM checkpoints
+           SELECT ${FLEET_JSON} AS c FROM checkpoints
             WHERE runner_id = r.runner_id AND state IN ('created', 'finalize_queued', 'needs_attention')
          ) a ON true
          LEFT JOIN LATERAL (
-           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
-                                    'createdAt', created_at, 'endedAt', ended_at) AS c
-             FROM checkpoints
+           SELECT ${FLEET_JSON} AS c FROM checkpoints
             WHERE runner_id = r.runner_id AND ended_at IS NOT NULL
             ORDER BY ended_at DESC LIMIT 1
          ) e ON true
          LEFT JOIN LATERAL (
-           SELECT json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
-                                    'createdAt', created_at, 'endedAt', ended_at) AS c
-             FROM checkpoints
+           SELECT ${FLEET_JSON} AS c FROM checkpoints
             WHERE runner_id = r.runner_id AND ended_at IS NOT NULL
               AND state IN ('reset', 'deleted', 'gc_reset')
             ORDER BY ended_at DESC LIMIT 1

@@ -1,10 +1,9 @@
-import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import type { AxiosResponse } from 'axios';
 import type { GitHubRunnerScope } from '../../common/checkpoint';
-import { fail, noAnswer } from '../../common/fail';
-import type { JobState } from '../gitlab/client';
+import { fail } from '../../common/fail';
+import type { CiSystem, JobState } from '../ci/system';
+import { pathSegment, RestClient, type CiClientOptions } from '../http';
 import type { GitHubOp } from '../metrics';
-
-export type { JobState };
 
 /**
  * A finished GitHub job's `conclusion` → how it ended (as the webhook maps
@@ -13,17 +12,12 @@ export type { JobState };
  * `action_required` end no e2e run; they count as canceled, so the runner
  * is reset rather than left to the TTL.
  */
-function mapConclusion(conclusion: unknown): JobState {
-  switch (conclusion) {
-    case 'success':
-      return 'success';
-    case 'failure':
-    case 'timed_out':
-      return 'failure';
-    default:
-      return 'canceled';
-  }
-}
+const CONCLUSIONS = new Map<unknown, JobState>([
+  ['success', 'success'],
+  ['failure', 'failure'],
+  ['timed_out', 'failure'],
+]);
+const mapConclusion = (conclusion: unknown): JobState => CONCLUSIONS.get(conclusion) ?? 'canceled';
 
 /** A label of a self-hosted runner: `read-only` ones (self-hosted, OS, arch) cannot be removed. */
 export interface RunnerLabel {
@@ -61,17 +55,7 @@ export function rateLimitWaitMs(
   return undefined;
 }
 
-/**
- * One path segment: percent-encoded, and never empty, `.` or `..`, which URL
- * resolution would drop or climb with.
- */
-function segment(what: string, value: string | number): string {
-  const s = String(value);
-  if (s === '' || s === '.' || s === '..') {
-    throw fail('PermanentFailure', `GitHub: ${what} ${JSON.stringify(s)} is not a path segment`);
-  }
-  return encodeURIComponent(s);
-}
+const segment = (what: string, value: string | number) => pathSegment('GitHub', what, value);
 
 /** `/repos/{owner}/{repo}` of an `owner/name`; anything else is refused without a request. */
 function repoPath(repo: string): string {
@@ -88,30 +72,21 @@ function runnerPath(scope: GitHubRunnerScope, runnerId: number): string {
   return `${base}/actions/runners/${segment('runner id', runnerId)}`;
 }
 
-export interface GitHubClientOptions {
-  /**
-   * Told of every request as it ends: its operation and HTTP status, or
-   * `error` when no response came (e2epool_github_requests_total).
-   */
-  onResponse?: (op: GitHubOp, code: string) => void;
-}
-
 /**
  * GitHub REST: a job's status, and a self-hosted runner's labels (GitHub's
  * only way to keep jobs off a runner). Failures are classified here.
  */
-export class GitHubClient {
-  private readonly http: AxiosInstance;
-
+export class GitHubClient extends RestClient<GitHubOp> implements CiSystem {
   constructor(
     baseUrl: string,
     token: string,
     timeoutMs: number,
-    private readonly options: GitHubClientOptions = {},
+    options: CiClientOptions<GitHubOp> = {},
   ) {
-    this.http = axios.create({
+    super({
+      service: 'GitHub',
       baseURL: baseUrl.replace(/\/+$/, ''),
-      timeout: timeoutMs,
+      timeoutMs,
       headers: {
         Authorization: `Bearer ${token}`,
         Accept: 'application/vnd.github+json',
@@ -119,41 +94,24 @@ export class GitHubClient {
         // GitHub refuses requests without a User-Agent.
         'User-Agent': 'e2epool',
       },
-      validateStatus: () => true,
-      maxRedirects: 0,
+      rateLimitWait: (res) => rateLimitWaitMs(res),
+      onResponse: options.onResponse,
     });
   }
 
-  private async call<T>(
+  private call<T>(
     op: GitHubOp,
     method: 'GET' | 'POST' | 'DELETE',
     path: string,
     body?: unknown,
     notFoundIsAnswer = false,
   ): Promise<{ status: number; data: T }> {
-    const what = `${method} ${path}`;
-    let res: AxiosResponse;
-    try {
-      res = await this.http.request({ method, url: path, data: body });
-    } catch (err) {
-      this.options.onResponse?.(op, 'error');
-      throw noAnswer('GitHub', 'GitHubUnavailable', what, err);
-    }
-    this.options.onResponse?.(op, String(res.status));
-    if ((res.status >= 200 && res.status < 300) || (res.status === 404 && notFoundIsAnswer))
-      return { status: res.status, data: res.data as T };
-    const text =
-      typeof res.data === 'object' && res.data
-        ? JSON.stringify(res.data).slice(0, 300)
-        : String(res.data ?? '')
-            .trim()
-            .slice(0, 300);
-    const msg = `GitHub ${what}: ${res.status} ${text}`;
-    const wait = rateLimitWaitMs(res);
-    // The next attempt waits as long as GitHub asked (callers bound the whole wait).
-    if (wait !== undefined) throw fail('GitHubRateLimited', msg, { nextRetryDelayMs: wait });
-    if (res.status >= 500) throw fail('GitHubUnavailable', msg);
-    throw fail('PermanentFailure', msg);
+    return this.send<T>(op, {
+      method,
+      path,
+      data: body,
+      accept: notFoundIsAnswer ? [404] : undefined,
+    });
   }
 
   /** The job's state; `running` until GitHub says it completed (queued, waiting, in_progress…). */

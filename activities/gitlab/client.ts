@@ -1,40 +1,23 @@
-import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
-import { fail, noAnswer } from '../../common/fail';
-import type { FinalizeStatus } from '../../common/states';
+import type { CiSystem, JobState } from '../ci/system';
+import { pathSegment, RestClient, type CiClientOptions } from '../http';
 import type { GitLabOp } from '../metrics';
 
-export type JobState = FinalizeStatus | 'running';
+export type { JobState };
 
 /**
  * GitLab job statuses → what they mean for a checkpoint: `success` → success,
  * `failed` → failure, `canceled` and `skipped` → canceled; `canceling`,
  * `manual`, `scheduled` and the rest mean the job is still running.
  */
-function mapJobStatus(status: string): JobState {
-  switch (status) {
-    case 'success':
-      return 'success';
-    case 'failed':
-      return 'failure';
-    case 'canceled':
-    case 'skipped':
-      return 'canceled';
-    default:
-      return 'running';
-  }
-}
+const JOB_STATES = new Map<string, JobState>([
+  ['success', 'success'],
+  ['failed', 'failure'],
+  ['canceled', 'canceled'],
+  ['skipped', 'canceled'],
+]);
+const mapJobStatus = (status: string): JobState => JOB_STATES.get(status) ?? 'running';
 
-/**
- * One path segment: percent-encoded, and never empty, `.` or `..`, which URL
- * resolution would drop or climb with (`/projects/../jobs/5` is `/jobs/5`).
- */
-function segment(what: string, value: string | number): string {
-  const s = String(value);
-  if (s === '' || s === '.' || s === '..') {
-    throw fail('PermanentFailure', `GitLab: ${what} ${JSON.stringify(s)} is not a path segment`);
-  }
-  return encodeURIComponent(s);
-}
+const segment = (what: string, value: string | number) => pathSegment('GitLab', what, value);
 
 /** The wait after a 429 when GitLab names none. */
 export const RATE_LIMIT_DEFAULT_WAIT_MS = 60_000;
@@ -75,30 +58,22 @@ export function rateLimitWaitMs(
   return Math.min(wait, RATE_LIMIT_MAX_WAIT_MS);
 }
 
-export interface GitLabClientOptions {
-  /**
-   * Told of every request as it ends: its operation and HTTP status, or
-   * `error` when no response came (e2epool_gitlab_requests_total).
-   */
-  onResponse?: (op: GitLabOp, code: string) => void;
-}
-
-/** GitLab REST v4: job status and runner pause. Failures are classified here. */
-export class GitLabClient {
-  private readonly http: AxiosInstance;
-
+/** GitLab REST v4: job status and runner pause. Failures are classified here (see RestClient). */
+export class GitLabClient extends RestClient<GitLabOp> implements CiSystem {
   constructor(
     baseUrl: string,
     token: string,
     timeoutMs: number,
-    private readonly options: GitLabClientOptions = {},
+    options: CiClientOptions<GitLabOp> = {},
   ) {
-    this.http = axios.create({
+    super({
+      service: 'GitLab',
       baseURL: `${baseUrl.replace(/\/+$/, '')}/api/v4`,
-      timeout: timeoutMs,
+      timeoutMs,
       headers: { 'PRIVATE-TOKEN': token },
-      validateStatus: () => true,
-      maxRedirects: 0,
+      rateLimitWait: (res) =>
+        res.status === 429 ? rateLimitWaitMs(res.headers as Record<string, unknown>) : undefined,
+      onResponse: options.onResponse,
     });
   }
 
@@ -108,36 +83,13 @@ export class GitLabClient {
     path: string,
     form?: Record<string, string>,
   ): Promise<T> {
-    const what = `${method} ${path}`;
-    let res: AxiosResponse;
-    try {
-      res = await this.http.request({
-        method,
-        url: path,
-        data: form ? new URLSearchParams(form).toString() : undefined,
-        headers: form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
-      });
-    } catch (err) {
-      this.options.onResponse?.(op, 'error');
-      throw noAnswer('GitLab', 'GitLabUnavailable', what, err);
-    }
-    this.options.onResponse?.(op, String(res.status));
-    if (res.status >= 200 && res.status < 300) return res.data as T;
-    const body =
-      typeof res.data === 'object' && res.data
-        ? JSON.stringify(res.data).slice(0, 300)
-        : String(res.data ?? '')
-            .trim()
-            .slice(0, 300);
-    const msg = `GitLab ${what}: ${res.status} ${body}`;
-    if (res.status === 429) {
-      // The next attempt (or poll) waits as long as GitLab asked.
-      throw fail('GitLabRateLimited', msg, {
-        nextRetryDelayMs: rateLimitWaitMs(res.headers as Record<string, unknown>),
-      });
-    }
-    if (res.status >= 500) throw fail('GitLabUnavailable', msg);
-    throw fail('PermanentFailure', msg);
+    const { data } = await this.send<T>(op, {
+      method,
+      path,
+      data: form ? new URLSearchParams(form).toString() : undefined,
+      headers: form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : undefined,
+    });
+    return data;
   }
 
   /** The job's status through the project jobs API (the global /jobs/:id is not public). */

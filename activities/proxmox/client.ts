@@ -1,7 +1,8 @@
 import type { Agent as HttpsAgent } from 'node:https';
-import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import type { AxiosInstance, AxiosResponse } from 'axios';
 import { fail } from '../../common/fail';
 import { heartbeating } from '../context';
+import { createHttp } from '../http';
 
 /** Proxmox VE API coordinates of one VM (secrets stay in the worker: never in workflow history). */
 export interface ProxmoxTarget {
@@ -84,13 +85,11 @@ export class ProxmoxClient {
   private readonly vmPath: string;
 
   constructor(private readonly t: ProxmoxTarget) {
-    this.http = axios.create({
+    this.http = createHttp({
       baseURL: `${t.baseUrl}/api2/json`,
-      timeout: t.timeoutMs,
+      timeoutMs: t.timeoutMs,
       httpsAgent: t.httpsAgent,
       headers: { Authorization: `PVEAPIToken=${t.tokenId}=${t.tokenSecret}` },
-      validateStatus: () => true,
-      maxRedirects: 0,
       // Errors come back with JSON bodies or none at all; parse leniently.
       transitional: { silentJSONParsing: true, forcedJSONParsing: true, clarifyTimeoutError: true },
     });
