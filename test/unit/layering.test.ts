@@ -59,3 +59,25 @@ test('imports against the folder layering are errors, type imports too; allowed 
   ]);
   expect(results).toEqual([[RULE], [RULE], [RULE], [RULE], [RULE], [RULE], [RULE], [], [], [], []]);
 });
+
+test('product code: a function over 80 lines and a file over 400 are errors; tests are not held to it', () => {
+  /** A function of `lines` lines in all, signature and closing brace included. */
+  const fn = (lines: number) =>
+    [
+      'export function f(): number {',
+      '  let v = 0;',
+      ...Array.from({ length: lines - 4 }, (_, k) => `  v += ${k};`),
+      '  return v;',
+      '}',
+    ].join('\n') + '\n';
+  const file = (lines: number) =>
+    Array.from({ length: lines }, (_, k) => `export const c${k} = ${k};`).join('\n') + '\n';
+  const results = lint([
+    at('service/probe.ts', fn(80)),
+    at('service/probe.ts', fn(81)),
+    at('store/probe.ts', file(400)),
+    at('store/probe.ts', file(401)),
+    at('test/unit/probe.test.ts', fn(200)),
+  ]);
+  expect(results).toEqual([[], ['max-lines-per-function'], [], ['max-lines'], []]);
+});
