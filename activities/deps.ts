@@ -50,17 +50,12 @@ export function pollsJobsOf(
   return ciSystemOf(deps, runnerId) !== null && deps.settings.pollerEnabled;
 }
 
-/**
- * The client of the CI system of a runner's jobs (see ciAdapterOf); null when
- * this process has none. No `runnerId` (calls of older workflow code): GitLab.
- */
+/** The client of the CI system of a runner's jobs (see ciAdapterOf); null when this process has none. */
 export function ciSystemOf(
   deps: Pick<ActivityDeps, 'inventory' | 'gitlab' | 'github'>,
-  runnerId: string | undefined,
+  runnerId: string,
 ): CiSystem | null {
-  if (runnerId !== undefined && ciAdapterOf(deps, runnerId) === 'github')
-    return deps.github ?? null;
-  return deps.gitlab;
+  return ciAdapterOf(deps, runnerId) === 'github' ? (deps.github ?? null) : deps.gitlab;
 }
 
 /**

@@ -28,13 +28,12 @@ export function createActivities(deps: ActivityDeps) {
     /**
      * The job's state; `running` until its CI system reports it finished.
      * GitLab: `projectId` is the project; GitHub: the repository (owner/name).
-     * `runnerId` (absent in calls of older workflow code: GitLab) picks the
-     * CI system by the runner's `ci_adapter`.
+     * `runnerId` picks the CI system by the runner's `ci_adapter`.
      */
     async pollJobStatus(i: {
       projectId: string;
       jobId: string;
-      runnerId?: string;
+      runnerId: string;
     }): Promise<JobState> {
       const ci = ciSystemOf(deps, i.runnerId);
       return ci ? ci.jobState(i.projectId, i.jobId) : 'running';

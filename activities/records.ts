@@ -25,7 +25,7 @@ export interface TransitionRequest extends CheckpointTransition {
    * off: what stays so (`GitHub runner 7 of acme/app without its labels […]`).
    */
   leftPausedWhat?: string;
-  /** The pause the run tried before this transition (see PAUSE_FIRST_PATCH), logged with it. */
+  /** The pause the run tried before this transition (see pauseBeforeBookkeeping), logged with it. */
   pauseLog?: PauseLog;
   /**
    * Set on the transition that ends a checkpoint with its runner clean, ready

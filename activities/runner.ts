@@ -13,7 +13,8 @@ const TAIL = 2000;
  * stopVm saw (one clock: none), or, for inputs from before that, a connection
  * time after the workflow's boot instant (two clocks; kept for running checkpoints).
  */
-type Reconnect = { staleSession: string | null } | Date;
+/** After a reboot: the agent session from before it (null: there was none) does not count. */
+type Reconnect = { staleSession: string | null };
 
 /** The readiness detail of a runner whose agent went silent past the heartbeat timeout. */
 export const AGENT_UNREACHABLE = 'agent unreachable';
@@ -106,40 +107,34 @@ async function pollUntilReady(
 /**
  * The readiness gate before unpausing. Proxmox: the VM runs and its agent
  * reconnected after the reboot (a live session other than `staleSession`,
- * the one stopVm saw; inputs from before that field: connected after
- * `since`); then `readiness_cmd` if set. Bare metal: `readiness_cmd` if
- * set, else an agent is connected. Polls every
- * READINESS_POLL_INTERVAL_SECONDS for up to READINESS_TIMEOUT_SECONDS.
+ * the one stopVm saw; one clock: agent_sessions'); then `readiness_cmd` if
+ * set. Bare metal (no `staleSession`): `readiness_cmd` if set, else an
+ * agent is connected. Polls every READINESS_POLL_INTERVAL_SECONDS for up to
+ * READINESS_TIMEOUT_SECONDS.
  */
 async function waitUntilReady(
   c: RunnerSteps,
   i: StepInput & {
-    since: string | null;
     /** The agent session from before the VM stopped (null: there was none); it does not count. */
     staleSession?: string | null;
   },
 ): Promise<void> {
   const r = inventoryRunner(c.deps, i.runnerId);
   const since: Reconnect | undefined =
-    i.staleSession !== undefined
-      ? { staleSession: i.staleSession }
-      : i.since
-        ? new Date(i.since)
-        : undefined;
+    i.staleSession !== undefined ? { staleSession: i.staleSession } : undefined;
   await withOperation(c.log, stepMeta(i, r, 'readiness'), async () => ({
     value: undefined,
     detail: await pollUntilReady(c, r, since),
   }));
 }
 
-/** Whether the agent is connected; with `since`, only a connection made after the reboot counts. */
+/** Whether the agent is connected; with `since`, only a session other than the stale one counts. */
 async function connected(
   c: RunnerSteps,
   runnerId: string,
   since: Reconnect | undefined,
 ): Promise<boolean> {
-  if (since === undefined || since instanceof Date)
-    return c.deps.agents.isConnected(runnerId, since);
+  if (since === undefined) return c.deps.agents.isConnected(runnerId);
   const s = await c.deps.agents.session(runnerId);
   return s !== null && s.live && s.sessionId !== since.staleSession;
 }
@@ -190,8 +185,7 @@ export function runnerActivities(deps: ActivityDeps) {
   return {
     runRunnerCommand: (i: StepInput & { which: 'reset_cmd' | 'cleanup_cmd' }) =>
       runRunnerCommand(c, i),
-    waitUntilReady: (i: StepInput & { since: string | null; staleSession?: string | null }) =>
-      waitUntilReady(c, i),
+    waitUntilReady: (i: StepInput & { staleSession?: string | null }) => waitUntilReady(c, i),
 
     /** One readiness check, for `GET /runner/readiness`: ready, or why not. */
     async checkReadiness(i: {

@@ -36,7 +36,7 @@ export async function reconcileWorkflow(
   input: ReconcileInput,
 ): Promise<{ findings: ReconcileFinding[]; pruned: { commands: number; logs: number } }> {
   const findings = await reconcileCheckpoints(input);
-  findings.push(...(await reconcilePausedRunners({ ...input, gitlabApart: true })));
+  findings.push(...(await reconcilePausedRunners(input)));
   findings.push(...(await reconcileGitlabPauses(input)));
   findings.push(...(await reconcileSnapshots(input)));
   const pruned = await pruneRetention({ repair: input.repair });

@@ -2,7 +2,6 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@te
 import {
   CHECKPOINT_WORKFLOW,
   labelsRemovedDetail,
-  stateQuery,
   type CheckpointMemo,
   type CheckpointWorkflowInput,
   type ResumedCheckpoint,
@@ -33,14 +32,12 @@ async function held(deps: ActivityDeps, c: ActiveCheckpoint): Promise<boolean> {
   try {
     const d = await handle.describe();
     if (d.status.name !== 'RUNNING') return false;
-    // A run names the checkpoint it creates in a search attribute, which
-    // describe reads from the run's own state: no query, so no replay of a
-    // run the worker has evicted from its cache (a pass asks about every
-    // waiting checkpoint). A run an earlier version adopted a checkpoint
-    // with carries only the runner's attributes: that one is asked.
-    const named = d.typedSearchAttributes.get(SA_CHECKPOINT_NAME);
-    if (named !== undefined) return named === c.name;
-    return (await handle.query(stateQuery)).name === c.name;
+    // A run names the checkpoint it holds in a search attribute (its create
+    // sets it before the row is recorded; an adopting run starts with it),
+    // which describe reads from the run's own state: no query, so no replay
+    // of a run the worker has evicted from its cache (a pass asks about
+    // every waiting checkpoint).
+    return d.typedSearchAttributes.get(SA_CHECKPOINT_NAME) === c.name;
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return false;
     throw err;

@@ -216,12 +216,11 @@ export function pausedRunnerActivities(ctx: ReconcileContext) {
      * Race: a new checkpoint could start between the check and the unpause,
      * but only from a caller outside CI: a paused runner gets no job.
      */
-    async reconcilePausedRunners(
-      i: ReconcileInput & { gitlabApart?: boolean },
-    ): Promise<ReconcileFinding[]> {
+    async reconcilePausedRunners(i: ReconcileInput): Promise<ReconcileFinding[]> {
       const findings: ReconcileFinding[] = [];
-      const all = await pausedCandidates(ctx, i);
-      const mine = i.gitlabApart ? all.filter((c) => c.target.kind !== 'gitlab') : all;
+      // GitLab's go apart, one request per activity on the GitLab queue
+      // (pausedGitlabCandidates and the workflow's reconcileGitlabPauses).
+      const mine = (await pausedCandidates(ctx, i)).filter((c) => c.target.kind !== 'gitlab');
       await eachLimited(mine, LIVE_CONCURRENCY, async (c) => {
         heartbeat();
         const checked = await checkPaused(ctx, c, i);
@@ -233,7 +232,7 @@ export function pausedRunnerActivities(ctx: ReconcileContext) {
     },
 
     /**
-     * The GitLab runners reconcilePausedRunners would look at (GITLAB_BUDGET_PATCH):
+     * The GitLab runners e2epool paused that reconcilePausedRunners leaves apart:
      * from Postgres only. The workflow asks GitLab about each on the GitLab
      * queue, one request per activity (checkPausedGitlabRunner, unpausePausedGitlabRunner).
      */

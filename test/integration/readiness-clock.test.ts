@@ -92,11 +92,10 @@ describe('readiness after a reboot uses one clock', () => {
       [name, R[l].id, String(n), `wf-${R[l].id}`],
     );
     const step = { checkpointId: id as number, checkpointName: name, runnerId: R[l].id, round: 0 };
-    const stopped: unknown = await steps.stopVm(step);
-    const bootedAt = new Date().toISOString(); // the workflow's clock
+    const { staleSession } = await steps.stopVm(step);
     await steps.startVm(step);
-    // What the workflow passes on: the boot instant and whatever stopVm returned.
-    return { ...step, since: bootedAt, ...(stopped as object | undefined) };
+    // What the workflow passes on: the session stopVm saw.
+    return { ...step, staleSession };
   }
 
   it("a pre-reboot session whose connected_at is ahead of the workflow's clock is not a reconnect", async () => {

@@ -219,7 +219,6 @@ describe('the end of the job', () => {
     );
     // Readiness is told which agent session predates the stop (one clock: agent_sessions').
     expect(h.stubs.callsOf('waitUntilReady')[0]!.input).toMatchObject({
-      since: null,
       staleSession: 'session-before-stop',
     });
     // The runner id labels the worker's step metrics (pause_check, pause).

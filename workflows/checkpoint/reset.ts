@@ -69,18 +69,14 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
     // The agent's session from before the stop does not count: the VM is
     // ready when a new session of its agent is (one clock: agent_sessions').
     doingStep(run, 'readiness');
-    await readiness.waitUntilReady({
-      ...run.step(),
-      since: null,
-      staleSession: stopped.staleSession,
-    });
+    await readiness.waitUntilReady({ ...run.step(), staleSession: stopped.staleSession });
     doingStep(run, 'delete_snapshot');
     await steps.removeSnapshot({ ...run.step(), snapshotName });
   } else {
     doingStep(run, 'reset_cmd');
     await steps.runRunnerCommand({ ...run.step(), which: 'reset_cmd' });
     doingStep(run, 'readiness');
-    await readiness.waitUntilReady({ ...run.step(), since: null });
+    await readiness.waitUntilReady(run.step());
   }
 }
 
@@ -97,5 +93,5 @@ async function cleanupRunner(run: CheckpointRun): Promise<void> {
     });
   }
   doingStep(run, 'readiness');
-  await readinessActivities(timing.resetMaxAttempts).waitUntilReady({ ...run.step(), since: null });
+  await readinessActivities(timing.resetMaxAttempts).waitUntilReady(run.step());
 }
