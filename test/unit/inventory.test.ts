@@ -205,11 +205,9 @@ describe('parseInventory', () => {
       const { inventory } = parseInventory(`runners:${proxmox}${bare}`);
       expect(inventory.get('vm-1')!.ci_adapter).toBe('gitlab');
       expect(checkpointInput(inventory.get('vm-1')!, settings, inventory).runner).toMatchObject({
-        gitlabRunnerId: 42,
         pause: { kind: 'gitlab', gitlabRunnerId: 42 },
       });
       expect(checkpointInput(inventory.get('metal-1')!, settings, inventory).runner).toMatchObject({
-        gitlabRunnerId: null,
         pause: null,
       });
     });
@@ -221,7 +219,6 @@ describe('parseInventory', () => {
       const r = inventory.get('metal-1')!;
       expect(r).toMatchObject({ ci_adapter: 'github', github_repo: 'acme/app' });
       expect(checkpointInput(r, settings, NO_FLEET).runner).toMatchObject({
-        gitlabRunnerId: null,
         pause: {
           kind: 'github',
           githubRunnerId: 7,
