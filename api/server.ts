@@ -25,7 +25,7 @@ import { GitLabPauseCache } from './ui/gitlab-pauses';
 
 /**
  * The fleet page asks GitLab about a runner's pause at most this often, and
- * gives up on one answer after GITLAB_UI_TIMEOUT_MS (or E2EPOOL_HTTPX_TIMEOUT
+ * gives up on one answer after GITLAB_UI_TIMEOUT_MS (or E2EPOOL_HTTP_TIMEOUT
  * if shorter): the page shows the last answer meanwhile.
  */
 const GITLAB_UI_MAX_AGE_MS = 60_000;
