@@ -3,18 +3,6 @@
  * Plain data: imported by workflows, the API and the stores, so it must stay
  * free of I/O.
  */
-export const CHECKPOINT_STATES = [
-  'created',
-  'finalize_queued',
-  'needs_attention',
-  'reset',
-  'deleted',
-  'gc_reset',
-  'reset_failed',
-  'create_failed',
-] as const;
-export type CheckpointState = (typeof CHECKPOINT_STATES)[number];
-
 /** States that hold the runner: at most one such checkpoint per runner. */
 export const ACTIVE_STATES = ['created', 'finalize_queued', 'needs_attention'] as const;
 export type ActiveState = (typeof ACTIVE_STATES)[number];
@@ -27,6 +15,9 @@ export const TERMINAL_STATES = [
   'create_failed',
 ] as const;
 export type TerminalState = (typeof TERMINAL_STATES)[number];
+
+export const CHECKPOINT_STATES = [...ACTIVE_STATES, ...TERMINAL_STATES] as const;
+export type CheckpointState = (typeof CHECKPOINT_STATES)[number];
 
 export const FINALIZE_STATUSES = ['success', 'failure', 'canceled'] as const;
 export type FinalizeStatus = (typeof FINALIZE_STATUSES)[number];
