@@ -9,6 +9,7 @@ import {
 import { dirname, join } from 'node:path';
 import { Router } from 'express';
 import { z } from 'zod';
+import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery } from './runner-routes';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
@@ -310,7 +311,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
   });
   /** Which build answers (package version, git commit or "unknown"). */
   const buildFields = {
-    version: z.string().openapi({ example: '0.1.0' }),
+    version: z.string().openapi({ example: '1.0.0' }),
     commit: z.string().openapi({ example: '869638b820b28a4b7eb9c9ae48f77276f9a4effe' }),
   };
   r.registerPath({
@@ -617,9 +618,9 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       openapi: '3.1.0',
       info: {
         title: 'e2epool',
-        version: '0.1.0',
+        version: buildInfo().version,
         description:
-          'Keeps shared end-to-end CI runners clean. The agent WebSocket (`/ws/agent`) is described in the README.',
+          'Keeps shared end-to-end CI runners clean. The agent WebSocket (`/ws/agent`) is described in docs/protocol.md.',
       },
     }),
   );
