@@ -141,8 +141,9 @@ function workerCheck(c: Context, connection: Connection): Promise<DoctorCheck> {
         `start \`e2epool worker\` with E2EPOOL_TASK_QUEUE=${queue} and the same Temporal settings`,
       );
     }
-    // GitLab activities run on queues of their own (the rate budget); a worker
-    // from before that change polls only the main queue, and resets would wait.
+    // GitLab activities run on queues of their own (the rate budget); a
+    // process polling only the main queue is not this release's worker, and
+    // resets would wait on the unpolled queues.
     if (c.settings.gitlabUrl) {
       for (const q of [gitlabTaskQueue(queue), gitlabPollTaskQueue(queue)]) {
         if ((await livePollers(c, connection, q, ACTIVITY_QUEUE)).length === 0) {
@@ -150,7 +151,7 @@ function workerCheck(c: Context, connection: Connection): Promise<DoctorCheck> {
             'worker',
             null,
             `no worker polls the GitLab task queue ${q} (workers: ${live.join(', ')})`,
-            'upgrade every `e2epool worker` to this version: older workers do not run GitLab calls on the rate-limited queues',
+            'run `e2epool worker` of this release on the task queue: it polls the GitLab queues beside the main one',
           );
         }
       }
