@@ -13,14 +13,8 @@ import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 import type { ReconcileFinding } from '../../activities/reconcile';
-import { defaultPayloadConverter } from '@temporalio/common';
-import {
-  CHECKPOINT_WORKFLOW,
-  checkpointWorkflowId,
-  releaseSignal,
-  snapshotNameFor,
-} from '../../common/checkpoint';
-import { SA_CHECKPOINT_NAME, SA_RUNNER_ID } from '../../common/search-attributes';
+import { checkpointWorkflowId, releaseSignal, snapshotNameFor } from '../../common/checkpoint';
+import { SA_CHECKPOINT_NAME } from '../../common/search-attributes';
 import { loadSettings } from '../../config/settings';
 import { ensureReconcileSchedule, scheduleReconciler } from '../../worker/reconcile-schedule';
 
@@ -181,21 +175,6 @@ describe('the reconciler', () => {
     // The adopting run is named too (the Web UI finds it by checkpoint), and
     // the next pass sees it holds the checkpoint.
     expect(await named()).toBe(name);
-    expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([]);
-    // A run adopted by an earlier version carries only the runner's attributes:
-    // the pass asks the run itself, and it holds the checkpoint.
-    const handle = c.client.workflow.getHandle(checkpointWorkflowId(r.id));
-    const started = (await handle.fetchHistory()).events![0]!
-      .workflowExecutionStartedEventAttributes!;
-    const input = defaultPayloadConverter.fromPayload(started.input!.payloads![0]!);
-    await handle.terminate('replaced by a run started as an earlier version adopted');
-    await c.client.workflow.start(CHECKPOINT_WORKFLOW, {
-      workflowId: checkpointWorkflowId(r.id),
-      taskQueue: c.taskQueue,
-      args: [input],
-      typedSearchAttributes: [{ key: SA_RUNNER_ID, value: r.id }],
-    });
-    expect(await named()).toBeUndefined();
     expect((await reconcile(true)).filter((f) => f.checkpoint === name)).toEqual([]);
     await waitFor('finalize accepted by the adopted run', async () => {
       const res = await api.finalize(name, 'failure');
