@@ -14,6 +14,7 @@ import { WebSocket } from 'ws';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
 import { startDevServer } from '../temporal-dev/dev-server';
+import { report } from './report';
 import { quantile, rssMiB, waitHealthy } from './measure';
 
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 500);
@@ -161,6 +162,11 @@ async function main(): Promise<void> {
         [CLI, 'status', '--checkpoint', 'job-0-1-00000000', '--socket', socket],
         15,
       );
+      report('agents', {
+        status: `${status.toFixed(1)} / ${node.toFixed(1)} (**${(status / node).toFixed(2)}**)`,
+        pingP99: p99.toFixed(1),
+        rss: `${loaded.toFixed(0)} MiB`,
+      });
       process.stdout.write(
         `  \`e2epool status\` through the agent ${status.toFixed(1)} ms vs \`node -e 0\` ${node.toFixed(1)} ms: ` +
           `ratio ${(status / node).toFixed(2)} (target ≤ 2.5: ${status / node <= 2.5 ? 'met' : 'MISSED'})\n`,

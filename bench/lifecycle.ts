@@ -29,6 +29,7 @@ import { createWorker } from '../worker/worker';
 import { baselineCreate, baselineFinalize } from './baseline-workflows';
 import * as baselineActivities from './baseline-activities';
 import { quantile } from './measure';
+import { report } from './report';
 
 const RUNNERS = Number(process.env.BENCH_RUNNERS ?? 8);
 const PER_RUNNER = Number(process.env.BENCH_LIFECYCLES ?? 15);
@@ -215,6 +216,11 @@ async function main(): Promise<void> {
       );
     const p50Ratio = median(rows.map((r) => r.e2e.p50 / r.base.p50));
     const tputRatio = median(rows.map((r) => r.e2e.perSecond / r.base.perSecond));
+    const rowOf = (r: (typeof rows)[number]) => r.e2e.p50 / r.base.p50;
+    report('lifecycle', {
+      create: `${rows.map((r) => `${f(r.e2e.p50)} / ${f(r.base.p50)}`).join(' … ')} (**${p50Ratio.toFixed(2)}**; rounds ${rows.map((r) => rowOf(r).toFixed(2)).join(', ')})`,
+      throughput: `${f(median(rows.map((r) => r.e2e.perSecond)))} / ${f(median(rows.map((r) => r.base.perSecond)))} (**${tputRatio.toFixed(2)}**; rounds ${rows.map((r) => (r.e2e.perSecond / r.base.perSecond).toFixed(2)).join(', ')})`,
+    });
     process.stdout.write(
       `\nmedian over rounds: create p50 ratio ${p50Ratio.toFixed(2)} (target ≤ 1.3): ${p50Ratio <= 1.3 ? 'met' : 'MISSED'}; ` +
         `throughput ratio ${tputRatio.toFixed(2)} (target ≥ 0.85): ${tputRatio >= 0.85 ? 'met' : 'MISSED'}\n`,

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
 import { startDevServer } from '../temporal-dev/dev-server';
+import { report } from './report';
 
 const LINES = Number(process.env.BENCH_LOG_LINES ?? 10_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -182,6 +183,9 @@ async function main(): Promise<void> {
     }
     const chatty = median(ms.chatty);
     const silent = median(ms.silent);
+    report('logs', {
+      finalizeToReset: `${chatty.toFixed(0)} / ${silent.toFixed(0)} (${(chatty / silent).toFixed(2)})`,
+    });
     process.stdout.write(
       `bench logs: finalize → reset, median of ${ROUNDS}: chatty (2,000 lines in ~2 s) ${chatty.toFixed(0)} ms, ` +
         `silent ${silent.toFixed(0)} ms: +${(chatty - silent).toFixed(0)} ms, ratio ${(chatty / silent).toFixed(2)}\n`,
