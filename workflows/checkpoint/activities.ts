@@ -3,13 +3,28 @@
  * it uses, named once, with why. Options are not part of workflow history, so
  * changing them is safe for running checkpoints.
  */
-import { proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
+import {
+  proxyActivities,
+  proxyLocalActivities,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
 import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 
-/** Bookkeeping in Postgres: must eventually succeed, so it retries without limit (backing off). */
-export const records = proxyActivities<Activities>({
+/**
+ * Bookkeeping in Postgres (record, transition, note): must eventually
+ * succeed, so it retries without limit (backing off). Local activities: a
+ * few milliseconds of SQL that need no task queue round trip and no
+ * workflow task of their own (the result is a marker in the history). Safe
+ * because each is idempotent (a worker that dies mid-call leaves its
+ * workflow task to time out, and the next worker runs it again) and keyed
+ * like a remote one (activityKey: the call's id is the same counter). Only
+ * for calls that touch Postgres alone: anything slow or external would hold
+ * the workflow task open.
+ */
+export const records = proxyLocalActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: {
     initialInterval: '500 milliseconds',
