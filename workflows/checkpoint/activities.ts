@@ -23,9 +23,16 @@ import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget
  * like a remote one (activityKey: the call's id is the same counter). Only
  * for calls that touch Postgres alone: anything slow or external would hold
  * the workflow task open.
+ *
+ * Hazard: unlike a remote activity's, a local one's retries show in the
+ * history. While Postgres is down, backoffs past 10 s are timers (a few
+ * events per attempt, so ~600 events an hour at the 30 s maximum), and a
+ * message that arrives during an attempt waits for it (at most the
+ * connection timeout) or for the workflow task's heartbeat.
  */
 export const records = proxyLocalActivities<Activities>({
   startToCloseTimeout: '30 seconds',
+  localRetryThreshold: '10 seconds',
   retry: {
     initialInterval: '500 milliseconds',
     maximumInterval: '30 seconds',
