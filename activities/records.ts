@@ -72,7 +72,8 @@ async function logAt(
 }
 
 /**
- * Inserts the checkpoint row (state `created`); a retry finds the row it
+ * Inserts the checkpoint row (state `created`) with its `create` log row,
+ * and a `poller` note when nothing polls the job; a retry finds the row it
  * already inserted. An active row of the same runner left by a workflow run
  * that was terminated (the per-runner workflow id means that run is closed)
  * is marked `reset_failed` and logged, so it cannot block the runner.
@@ -121,8 +122,26 @@ async function recordCheckpoint(
         finishedAt: now,
       },
     );
-    return { id, pollJobs: o.pollJobs(i.runnerId) };
+    const pollJobs = o.pollJobs(i.runnerId);
+    if (!i.projectId || !pollJobs) {
+      // Why nothing polls this job: written with the row, so the create needs no call of its own.
+      await logAt(
+        tx.operations,
+        { checkpointId: id, runnerId: i.runnerId, backend: null },
+        { operation: 'poller', suffix: 'poller', key: `${i.name}:poller` },
+        { result: 'skipped', detail: pollingSkippedDetail(i.projectId) },
+        now,
+      );
+    }
+    return { id, pollJobs };
   });
+}
+
+/** Why nothing polls a job (finalize or the TTL will end it). */
+function pollingSkippedDetail(projectId: string | null): string {
+  return !projectId
+    ? 'no project_id: the job end is detected by finalize or the TTL only'
+    : "job polling is off (E2EPOOL_POLLER_ENABLED=false, or no client of the runner's CI system): the job end is detected by finalize or the TTL only";
 }
 
 /**

@@ -5,7 +5,9 @@
  * dev server, worker process and Postgres. Prints p50/p99 create latency,
  * lifecycles per second, and the ratios.
  *
- * Env: BENCH_RUNNERS (8), BENCH_LIFECYCLES per runner (15), BENCH_ROUNDS (3).
+ * Env: BENCH_RUNNERS (8), BENCH_LIFECYCLES per runner (15), BENCH_ROUNDS (3),
+ * BENCH_COUNTED (5): lifecycles per side of the counting pass that follows
+ * the timed rounds (see trace.ts; 0 skips it).
  */
 import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -30,10 +32,22 @@ import { baselineCreate, baselineFinalize } from './baseline-workflows';
 import * as baselineActivities from './baseline-activities';
 import { quantile } from './measure';
 import { report } from './report';
+import {
+  countPostgres,
+  countsTable,
+  historyCounts,
+  meanOf,
+  pgDiff,
+  pgSnapshot,
+  type HistoryCounts,
+  type PgCounts,
+} from './trace';
 
 const RUNNERS = Number(process.env.BENCH_RUNNERS ?? 8);
 const PER_RUNNER = Number(process.env.BENCH_LIFECYCLES ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Lifecycles per side in the counting pass (after the timed rounds; 0: none). */
+const COUNTED = Number(process.env.BENCH_COUNTED ?? 5);
 
 interface Result {
   createMs: number[];
@@ -98,6 +112,7 @@ async function main(): Promise<void> {
     };
     const settings = loadSettings(env);
     const inventory = InventoryStore.load(inventoryPath, log);
+    countPostgres();
     const ds = await connectDatabase({ url: databaseUrl, poolSize: settings.dbPoolSize }, log);
     const connection = await Connection.connect({ address: temporal.address });
     const client = new Client({ connection });
@@ -139,6 +154,8 @@ async function main(): Promise<void> {
     });
     const running = Promise.all([ours.run(), baseline.run()]);
 
+    /** Called between the create's answer and the finalize (the counting pass). */
+    let onCreated: () => void = () => undefined;
     const e2epoolLifecycle = async (runner: string, i: number) => {
       const t = performance.now();
       const res = await fetch(`${api.url}/checkpoint/create`, {
@@ -149,6 +166,7 @@ async function main(): Promise<void> {
       const created = (await res.json()) as { name: string };
       const ms = performance.now() - t;
       if (res.status !== 201) throw new Error(`create: ${res.status} ${JSON.stringify(created)}`);
+      onCreated();
       const fin = await fetch(`${api.url}/checkpoint/finalize`, {
         method: 'POST',
         headers: { authorization: `Bearer tok-${runner}`, 'content-type': 'application/json' },
@@ -171,6 +189,7 @@ async function main(): Promise<void> {
         startWorkflowOperation: op,
       });
       const ms = performance.now() - t;
+      onCreated();
       const handle = await op.workflowHandle();
       await handle.executeUpdate(baselineFinalize, { args: [randomUUID()] });
       await handle.result();
@@ -225,6 +244,40 @@ async function main(): Promise<void> {
       `\nmedian over rounds: create p50 ratio ${p50Ratio.toFixed(2)} (target ≤ 1.3): ${p50Ratio <= 1.3 ? 'met' : 'MISSED'}; ` +
         `throughput ratio ${tputRatio.toFixed(2)} (target ≥ 0.85): ${tputRatio >= 0.85 ? 'met' : 'MISSED'}\n`,
     );
+
+    if (COUNTED > 0) {
+      const count = async (
+        lifecycle: (runner: string, i: number) => Promise<number>,
+        runner: string,
+        workflowId: string,
+      ) => {
+        const create: PgCounts[] = [];
+        const whole: PgCounts[] = [];
+        const history: HistoryCounts[] = [];
+        for (let i = 0; i < COUNTED; i++) {
+          const start = pgSnapshot();
+          onCreated = () => create.push(pgDiff(start, pgSnapshot()));
+          await lifecycle(runner, 10_000 + i);
+          whole.push(pgDiff(start, pgSnapshot()));
+          history.push(await historyCounts(client, workflowId));
+        }
+        onCreated = () => undefined;
+        return { create: meanOf(create), whole: meanOf(whole), history: meanOf(history) };
+      };
+      // One lifecycle at a time, so every query counted is this lifecycle's.
+      const e = await count(e2epoolLifecycle, runners[0]!, `e2epool-runner-${runners[0]}`);
+      const b = await count(baselineLifecycle, runners[0]!, `baseline-${runners[0]}`);
+      process.stdout.write(
+        countsTable(`counts per create (mean of ${COUNTED}; from request to answer)`, [
+          { name: 'e2epool', pg: e.create },
+          { name: 'baseline', pg: b.create },
+        ]) +
+          countsTable(`counts per lifecycle (mean of ${COUNTED}; create → finalize → terminal)`, [
+            { name: 'e2epool', pg: e.whole, history: e.history },
+            { name: 'baseline', pg: b.whole, history: b.history },
+          ]),
+      );
+    }
 
     await api.close();
     ours.shutdown();

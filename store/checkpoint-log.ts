@@ -49,6 +49,36 @@ export class CheckpointLogStore {
     private readonly inTransaction: <T>(fn: (q: Queryable) => Promise<T>) => Promise<T>,
   ) {}
 
+  /**
+   * Appends one step event and wakes followers (at commit), in one
+   * statement: bumping `log_seq` takes the checkpoint row's lock until
+   * commit, as append's SELECT … FOR UPDATE does, and a single statement is
+   * its own transaction. `along` is a statement to run with it, in the same
+   * statement (its parameters come first): the operation-log row the event
+   * mirrors. A step event never counts against the output cap.
+   */
+  async appendStep(
+    checkpointId: number,
+    e: Extract<NewLogEntry, { kind: 'step' }>,
+    along?: { sql: string; params: unknown[] },
+  ): Promise<void> {
+    const params = [...(along?.params ?? [])];
+    const p = (v: unknown) => `$${params.push(v)}`;
+    const id = p(checkpointId);
+    await this.q.query(
+      `WITH ${along ? `along AS (${along.sql}), ` : ''}
+            head AS (UPDATE checkpoints SET log_seq = log_seq + 1 WHERE id = ${id}::int RETURNING log_seq),
+            added AS (
+              INSERT INTO checkpoint_logs (checkpoint_id, seq, kind, step, result, duration_ms, text)
+              SELECT ${id}::int, log_seq, 'step', ${p(e.step)}::varchar, ${p(e.result)}::varchar,
+                     ${p(e.durationMs ?? null)}::int, ${p(e.text ?? null)}::text
+                FROM head
+              RETURNING 1)
+       SELECT pg_notify(${p(LOG_CHANNEL)}, ${id}::text) FROM added`,
+      params,
+    );
+  }
+
   /** Appends entries in order and wakes followers (at commit). */
   async append(checkpointId: number, entries: NewLogEntry[], maxLines: number): Promise<void> {
     if (entries.length === 0) return;

@@ -41,14 +41,17 @@ export class OperationLogStore {
    */
   async write(m: OperationMeta, o: OperationOutcome): Promise<void> {
     const finishedAt = o.finishedAt ?? null;
-    await this.q.query(
-      `INSERT INTO operation_logs
+    const durationMs = finishedAt
+      ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime())
+      : null;
+    const upsert = {
+      sql: `INSERT INTO operation_logs
          (checkpoint_id, idempotency_key, operation, runner_id, backend, result, detail, error, attempt, started_at, finished_at, duration_ms)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
        ON CONFLICT (idempotency_key) DO UPDATE SET
          result = EXCLUDED.result, detail = COALESCE(EXCLUDED.detail, operation_logs.detail), error = EXCLUDED.error, attempt = EXCLUDED.attempt,
          started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms`,
-      [
+      params: [
         m.checkpointId,
         m.key,
         m.operation,
@@ -60,22 +63,24 @@ export class OperationLogStore {
         o.attempt,
         o.startedAt,
         finishedAt,
-        finishedAt ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime()) : null,
+        durationMs,
       ],
-    );
-    // Step events never count against the output cap (maxLines unused for them).
-    await this.logs?.append(
+    };
+    if (!this.logs) {
+      await this.q.query(upsert.sql, upsert.params);
+      return;
+    }
+    // One round trip: the row and its step event, together or not at all.
+    await this.logs.appendStep(
       m.checkpointId,
-      [
-        {
-          kind: 'step',
-          step: m.operation,
-          result: o.result,
-          durationMs: finishedAt ? Math.max(0, finishedAt.getTime() - o.startedAt.getTime()) : null,
-          text: o.error ?? o.detail ?? null,
-        },
-      ],
-      0,
+      {
+        kind: 'step',
+        step: m.operation,
+        result: o.result,
+        durationMs,
+        text: o.error ?? o.detail ?? null,
+      },
+      upsert,
     );
   }
 

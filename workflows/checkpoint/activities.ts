@@ -3,14 +3,36 @@
  * it uses, named once, with why. Options are not part of workflow history, so
  * changing them is safe for running checkpoints.
  */
-import { proxyActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
+import {
+  proxyActivities,
+  proxyLocalActivities,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
 import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 
-/** Bookkeeping in Postgres: must eventually succeed, so it retries without limit (backing off). */
-export const records = proxyActivities<Activities>({
+/**
+ * Bookkeeping in Postgres (record, transition, note): must eventually
+ * succeed, so it retries without limit (backing off). Local activities: a
+ * few milliseconds of SQL that need no task queue round trip and no
+ * workflow task of their own (the result is a marker in the history). Safe
+ * because each is idempotent (a worker that dies mid-call leaves its
+ * workflow task to time out, and the next worker runs it again) and keyed
+ * like a remote one (activityKey: the call's id is the same counter). Only
+ * for calls that touch Postgres alone: anything slow or external would hold
+ * the workflow task open.
+ *
+ * Hazard: unlike a remote activity's, a local one's retries show in the
+ * history. While Postgres is down, backoffs past 10 s are timers (a few
+ * events per attempt, so ~600 events an hour at the 30 s maximum), and a
+ * message that arrives during an attempt waits for it (at most the
+ * connection timeout) or for the workflow task's heartbeat.
+ */
+export const records = proxyLocalActivities<Activities>({
   startToCloseTimeout: '30 seconds',
+  localRetryThreshold: '10 seconds',
   retry: {
     initialInterval: '500 milliseconds',
     maximumInterval: '30 seconds',

@@ -20,7 +20,7 @@ import {
 import { SA_BACKEND, SA_CHECKPOINT_NAME, SA_JOB_ID } from '../../common/search-attributes';
 import { records, stepActivities } from './activities';
 import type { NewCheckpoint } from '../../store/checkpoints';
-import type { CheckpointRun, HeldCheckpoint } from './run';
+import type { CheckpointRun, HeldCheckpoint, SearchAttributePairs } from './run';
 
 /**
  * Claims the runner for this job. Synchronous, before any await: a create
@@ -39,12 +39,20 @@ function claim(run: CheckpointRun, req: CreateRequest): HeldCheckpoint {
     id: null,
     pollJobs: false,
   };
-  upsertSearchAttributes([
-    { key: SA_CHECKPOINT_NAME, value: name },
-    { key: SA_JOB_ID, value: req.jobId },
-    { key: SA_BACKEND, value: run.runner.backend },
-  ]);
   return run.held;
+}
+
+/**
+ * The held checkpoint's search attributes. Upserted with the `created`
+ * state in one command (or, for a create that failed, before its
+ * compensation): the name is nobody's to search for before the create answers.
+ */
+function heldAttributes(run: CheckpointRun, held: HeldCheckpoint): SearchAttributePairs {
+  return [
+    { key: SA_CHECKPOINT_NAME, value: held.name },
+    { key: SA_JOB_ID, value: held.jobId },
+    { key: SA_BACKEND, value: run.runner.backend },
+  ];
 }
 
 export async function createCheckpoint(
@@ -76,7 +84,7 @@ export async function createCheckpoint(
         await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
       }
     });
-    run.setState('created');
+    run.setState('created', heldAttributes(run, held));
     run.createResult = 'ok';
     run.doing('waiting for the job');
     run.phase = 'waiting_for_job';
@@ -87,6 +95,7 @@ export async function createCheckpoint(
       ? `not created before its deadline (E2EPOOL_CREATE_TIMEOUT_SECONDS); cut off: ${describeFailure(err)}`
       : describeFailure(err);
     run.createResult = 'failed';
+    upsertSearchAttributes(heldAttributes(run, held));
     // A record cut off by the deadline may have landed anyway: record (idempotent) to end it.
     const rerecord = timedOut ? record : null;
     await CancellationScope.nonCancellable(() => compensate(run, snapshotName, rerecord));

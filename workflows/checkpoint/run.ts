@@ -31,6 +31,9 @@ export interface HeldCheckpoint {
   pollJobs: boolean;
 }
 
+/** Search attributes to upsert, as key-value pairs. */
+export type SearchAttributePairs = Extract<Parameters<typeof upsertSearchAttributes>[0], unknown[]>;
+
 /** How the job ended: a finalize or the poller saw a status, or the TTL ran out. */
 export type JobEnd = { status: FinalizeStatus; source: string; at: Date } | 'ttl';
 
@@ -200,10 +203,10 @@ export class CheckpointRun {
     };
   }
 
-  /** Sets the state shown to operators (search attribute E2eState). */
-  setState(s: CheckpointState): void {
+  /** Sets the state shown to operators (search attribute E2eState), with `also` in the same upsert. */
+  setState(s: CheckpointState, also: SearchAttributePairs = []): void {
     this.state = s;
-    upsertSearchAttributes([{ key: SA_STATE, value: s }]);
+    upsertSearchAttributes([...also, { key: SA_STATE, value: s }]);
     this.showDetails();
   }
 

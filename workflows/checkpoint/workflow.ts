@@ -7,7 +7,6 @@ import {
 } from '@temporalio/workflow';
 import type { CheckpointOutcome, CheckpointWorkflowInput } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
-import { records } from './activities';
 import { holdOnFailure } from './hold';
 import { installHandlers } from './messages';
 import { pauseBeforeBookkeeping, pauseRunner } from './pause';
@@ -39,10 +38,7 @@ export async function checkpointWorkflow(
   // The create handler compensates a failure itself; let it finish even if we are canceled.
   await CancellationScope.nonCancellable(() => condition(() => run.createSettled));
   if (run.createResult === 'failed') return cooldown(run);
-  // The note is bookkeeping: it must not hold up the wait for the job's end
-  // (and so the pause) while Postgres is down. Informational only: a
-  // cancelled (or failed) note must not fail the run.
-  const note = input.resume ? undefined : notePollingSkipped(run).catch(() => undefined);
+  // Why nothing polls the job (if so) was logged with the record (recordCheckpoint).
 
   let cancellation: unknown = null;
   try {
@@ -65,7 +61,6 @@ export async function checkpointWorkflow(
       ...(pauseLog ? { pauseLog } : {}),
     });
     if (!pauseFirst) await pauseRunner(run);
-    await note;
     await holdOnFailure(run);
     run.outcome = await resetUntilDone(run);
   } catch (err) {
@@ -82,22 +77,6 @@ export async function checkpointWorkflow(
   // A canceled run ends as Canceled in Temporal, after its compensation above.
   if (cancellation) throw cancellation;
   return cooldown(run);
-}
-
-/** Says in the operation log why nothing polls this job (finalize or the TTL will end it). */
-async function notePollingSkipped(run: CheckpointRun): Promise<void> {
-  const cp = run.checkpoint;
-  if (cp.projectId && cp.pollJobs) return;
-  await records.noteOperation({
-    checkpointId: cp.id,
-    runnerId: run.runner.runnerId,
-    key: `${cp.name}:poller`,
-    operation: 'poller',
-    result: 'skipped',
-    detail: !cp.projectId
-      ? 'no project_id: the job end is detected by finalize or the TTL only'
-      : "job polling is off (E2EPOOL_POLLER_ENABLED=false, or no client of the runner's CI system): the job end is detected by finalize or the TTL only",
-  });
 }
 
 /**
