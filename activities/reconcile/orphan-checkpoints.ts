@@ -32,12 +32,16 @@ async function held(deps: ActivityDeps, c: ActiveCheckpoint): Promise<boolean> {
   try {
     const d = await handle.describe();
     if (d.status.name !== 'RUNNING') return false;
-    // A run names the checkpoint it holds in a search attribute (its create
-    // sets it before the row is recorded; an adopting run starts with it),
-    // which describe reads from the run's own state: no query, so no replay
-    // of a run the worker has evicted from its cache (a pass asks about
-    // every waiting checkpoint).
-    return d.typedSearchAttributes.get(SA_CHECKPOINT_NAME) === c.name;
+    // A run names the checkpoint it holds in a search attribute, which
+    // describe reads from the run's own state: no query, so no replay of a
+    // run the worker has evicted from its cache (a pass asks about every
+    // waiting checkpoint). An adopting run starts named; a created one is
+    // named once its create is done (record and snapshot), so a running run
+    // without a name is still in its create: the checkpoint is the one it is
+    // creating, or its create fails against this active one and ends. Either
+    // way not an orphan now; the next pass looks again.
+    const named = d.typedSearchAttributes.get(SA_CHECKPOINT_NAME);
+    return named === undefined || named === c.name;
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return false;
     throw err;
