@@ -3,17 +3,20 @@
 const path = require('node:path');
 const fs = require('node:fs');
 
-const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
-if (!fs.existsSync(main)) {
+const cli = path.join(__dirname, '..', 'dist', 'cli');
+if (!fs.existsSync(path.join(cli, 'main.js'))) {
   process.stderr.write(
     'e2epool: not built yet; run `npm run build` in ' + path.dirname(__dirname) + '\n',
   );
   process.exit(1);
 }
-require(main)
-  .buildProgram()
-  .parseAsync(process.argv)
-  .catch((err) => {
-    process.stderr.write('e2epool: ' + (err && err.message ? err.message : String(err)) + '\n');
-    process.exit(1);
-  });
+// The commands a CI job runs (create, finalize, status, logs, ping) start
+// without commander when their arguments are plain; anything else (help, a
+// usage error, the controller's commands) goes through cli/main.
+const run =
+  require(path.join(cli, 'agent-commands.js')).runFromArgv(process.argv.slice(2)) ||
+  require(path.join(cli, 'main.js')).buildProgram().parseAsync(process.argv);
+run.catch((err) => {
+  process.stderr.write('e2epool: ' + (err && err.message ? err.message : String(err)) + '\n');
+  process.exit(1);
+});

@@ -1,19 +1,24 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { versionText } from '../common/build-info';
+import type { AgentCommandName, AgentCommandOptions } from './agent-commands';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
-// `status`, `logs` and `ping` load only ../agent/cli, which uses Node builtins alone.
+// `status`, `logs` and `ping` load only ./agent-commands and ../agent/cli, which
+// use Node builtins alone (bin/e2epool.js runs a plain call of them without
+// loading this module at all).
 /* eslint-disable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
 type ControllerModule = typeof import('./controller');
 type DoctorModule = typeof import('./doctor');
 type BootstrapModule = typeof import('./bootstrap');
 type AgentCliModule = typeof import('../agent/cli');
+type AgentCommandsModule = typeof import('./agent-commands');
 type AgentDaemonModule = typeof import('../agent/daemon');
 type RegistryCliModule = typeof import('./registry');
 const controller = (): ControllerModule => require('./controller');
 const doctor = (): DoctorModule => require('./doctor');
 const agentCli = (): AgentCliModule => require('../agent/cli');
+const agentCommands = (): AgentCommandsModule => require('./agent-commands');
 const agentDaemon = (): AgentDaemonModule => require('../agent/daemon');
 const registryCli = (): RegistryCliModule => require('./registry');
 /* eslint-enable @typescript-eslint/consistent-type-imports, @typescript-eslint/no-require-imports */
@@ -27,6 +32,15 @@ function positiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
   return n;
+}
+
+/** `action` for an agent command: runs it and sets the exit code. */
+function agentAction<K extends AgentCommandName>(
+  name: K,
+): (opts: AgentCommandOptions[K]) => Promise<void> {
+  return async (opts) => {
+    process.exitCode = await agentCommands().runAgentCommand(name, opts);
+  };
 }
 
 /** `action` for a controller command: a failure is reported as its startup error. */
@@ -161,13 +175,7 @@ function addJobCommands(program: Command): void {
       waitSeconds,
       60,
     )
-    .action(async (opts: { jobId: string; socket?: string; wait: number }) => {
-      process.exitCode = await agentCli().createAction({
-        jobId: opts.jobId,
-        socket: opts.socket,
-        wait: opts.wait,
-      });
-    });
+    .action(agentAction('create'));
 
   program
     .command('finalize')
@@ -179,15 +187,7 @@ function addJobCommands(program: Command): void {
       finalizeStatus,
     )
     .option('--socket <path>', SOCKET_HELP)
-    .action(
-      async (opts: {
-        checkpoint: string;
-        status: ReturnType<AgentCliModule['parseFinalizeStatus']>;
-        socket?: string;
-      }) => {
-        process.exitCode = await agentCli().finalizeAction(opts);
-      },
-    );
+    .action(agentAction('finalize'));
 }
 
 /** What a CI job or an operator asks through the agent: `status`, `ping`, `logs`. */
@@ -197,9 +197,7 @@ function addInspectCommands(program: Command): void {
     .description("print a checkpoint's name, state and result")
     .requiredOption('--checkpoint <name>', 'checkpoint name')
     .option('--socket <path>', SOCKET_HELP)
-    .action(async (opts: { checkpoint: string; socket?: string }) => {
-      process.exitCode = await agentCli().statusAction(opts);
-    });
+    .action(agentAction('status'));
 
   program
     .command('ping')
@@ -211,9 +209,7 @@ function addInspectCommands(program: Command): void {
       'after',
       '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error (the controller did not answer, ...), 2 the agent is not running.',
     )
-    .action(async (opts: { socket?: string }) => {
-      process.exitCode = await agentCli().pingAction({ socket: opts.socket });
-    });
+    .action(agentAction('ping'));
 
   program
     .command('logs')
@@ -222,21 +218,7 @@ function addInspectCommands(program: Command): void {
     .option('--follow', 'keep printing new entries until the checkpoint has ended')
     .option('--socket <path>', SOCKET_HELP)
     .addHelpText('after', LOGS_HELP)
-    .action(async (opts: { checkpoint: string; follow?: boolean; socket?: string }) => {
-      // Ctrl-C: stop quietly with 130; a second one kills as usual.
-      const interrupt = new AbortController();
-      const onSigint = () => interrupt.abort();
-      process.once('SIGINT', onSigint);
-      try {
-        process.exitCode = await agentCli().logsAction(
-          { checkpoint: opts.checkpoint, follow: opts.follow === true, socket: opts.socket },
-          undefined,
-          { signal: interrupt.signal },
-        );
-      } finally {
-        process.off('SIGINT', onSigint);
-      }
-    });
+    .action(agentAction('logs'));
 }
 
 const SOCKET_HELP = 'agent socket (default from the agent config)';
