@@ -6,7 +6,7 @@
  * review. A bench that fails fails the run, and nothing is recorded.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Figures } from './report';
@@ -59,7 +59,15 @@ function row(figures: Map<string, Figures>, load: number, note: string): string 
   return `| ${cells.join(' | ')} |\n`;
 }
 
-function main(): void {
+/** Re-aligns the table as `npm run lint` (Prettier) expects it. */
+async function formatResults(): Promise<void> {
+  const prettier = await import('prettier');
+  const text = readFileSync(RESULTS, 'utf8');
+  const options = (await prettier.resolveConfig(RESULTS)) ?? {};
+  writeFileSync(RESULTS, await prettier.format(text, { ...options, filepath: RESULTS }));
+}
+
+async function main(): Promise<void> {
   const { record, note } = parseArgs(process.argv.slice(2));
   const dir = mkdtempSync(join(tmpdir(), 'e2epool-bench-'));
   const reportFile = join(dir, 'figures.jsonl');
@@ -82,6 +90,7 @@ function main(): void {
       figures.set(bench, rest);
     }
     appendFileSync(RESULTS, row(figures, load, note));
+    await formatResults();
     process.stdout.write(
       `\nbench: recorded in bench/RESULTS.md (load average at start ${load.toFixed(1)})\n`,
     );
@@ -90,4 +99,7 @@ function main(): void {
   }
 }
 
-main();
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
