@@ -55,3 +55,31 @@ export async function createMigratedDatabase(
     },
   };
 }
+
+let checkpointSeq = 0;
+
+/**
+ * Inserts a bare-metal checkpoint row of `runnerId` in `state` (a unique name,
+ * job and workflow id each call), ended at `endedAt`; returns its id.
+ */
+export async function insertCheckpoint(
+  ds: { query(sql: string, params?: unknown[]): Promise<unknown> },
+  runnerId: string,
+  state: string,
+  endedAt: Date | null,
+): Promise<number> {
+  const seq = ++checkpointSeq;
+  const [{ id }] = (await ds.query(
+    `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id, ended_at)
+     VALUES ($1, $2, $3, 'bare_metal', $4, $5, $6) RETURNING id`,
+    [
+      `job-${seq}-1700000000-0000000${seq % 10}`,
+      runnerId,
+      String(seq),
+      state,
+      `wf-${seq}`,
+      endedAt,
+    ],
+  )) as [{ id: number }];
+  return id;
+}

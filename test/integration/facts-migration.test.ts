@@ -1,7 +1,8 @@
 import type { DataSource } from 'typeorm';
 import { createDataSource, revertLastMigration, runMigrations } from '../../store/data-source';
 import { createStore } from '../../store';
-import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { createTestDatabase, insertCheckpoint, type TestDatabase } from '../helpers/db';
+import { isActiveState } from '../../common/states';
 
 /**
  * RunnerPausesHeldUntil moves the facts earlier versions kept only in the
@@ -26,24 +27,8 @@ describe('migration RunnerPausesHeldUntil', () => {
 
   const T0 = Date.parse('2026-11-01T10:00:00Z');
   const at = (minutes: number) => new Date(T0 + minutes * 60_000);
-  let seq = 0;
-  const checkpoint = async (runnerId: string, state: string): Promise<number> => {
-    seq += 1;
-    const ended = !['created', 'finalize_queued', 'needs_attention'].includes(state);
-    const [{ id }] = (await ds.query(
-      `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id, ended_at)
-       VALUES ($1, $2, $3, 'bare_metal', $4, $5, $6) RETURNING id`,
-      [
-        `job-${seq}-1700000000-0000000${seq % 10}`,
-        runnerId,
-        String(seq),
-        state,
-        `wf-${seq}`,
-        ended ? at(0) : null,
-      ],
-    )) as [{ id: number }];
-    return id;
-  };
+  const checkpoint = (runnerId: string, state: string): Promise<number> =>
+    insertCheckpoint(ds, runnerId, state, isActiveState(state) ? null : at(0));
   const log = (
     checkpointId: number,
     runnerId: string,

@@ -1,6 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { createStore, type Store } from '../../store';
-import { createMigratedDatabase } from '../helpers/db';
+import { createMigratedDatabase, insertCheckpoint } from '../helpers/db';
 
 /**
  * runner_pauses and checkpoints.held_until through their stores: every write
@@ -17,23 +17,8 @@ describe('RunnerPauseStore and HoldStore', () => {
   });
   afterAll(async () => close());
 
-  let seq = 0;
-  const checkpoint = async (runnerId: string, state = 'created'): Promise<number> => {
-    seq += 1;
-    const [{ id }] = (await ds.query(
-      `INSERT INTO checkpoints (name, runner_id, job_id, backend, state, workflow_id, ended_at)
-       VALUES ($1, $2, $3, 'bare_metal', $4, $5, $6) RETURNING id`,
-      [
-        `job-${seq}-1700000000-0000000${seq % 10}`,
-        runnerId,
-        String(seq),
-        state,
-        `wf-${seq}`,
-        state === 'reset' ? new Date() : null,
-      ],
-    )) as [{ id: number }];
-    return id;
-  };
+  const checkpoint = (runnerId: string, state = 'created'): Promise<number> =>
+    insertCheckpoint(ds, runnerId, state, state === 'reset' ? new Date() : null);
   const github = {
     kind: 'github' as const,
     githubRunnerId: 7,
