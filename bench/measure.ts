@@ -1,6 +1,6 @@
 /** What the benchmarks measure with: quantiles, a process's RSS, waiting for an API. */
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -34,4 +34,30 @@ export async function waitHealthy(url: string, child?: ChildProcess): Promise<vo
     await sleep(200);
   }
   throw new Error(`${url} did not become healthy`);
+}
+
+/** CPU time (user + system) of a process so far, in seconds; 0 once it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** Every Postgres server process of the machine (the bench's databases live there). */
+export function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'postgres')
+        total += cpuSeconds(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
 }

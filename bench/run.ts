@@ -50,6 +50,7 @@ function row(figures: Map<string, Figures>, load: number, note: string): string 
     machine(load),
     cell('lifecycle', 'create'),
     cell('lifecycle', 'throughput'),
+    cell('lifecycle', 'finalize'),
     cell('agents', 'status'),
     cell('agents', 'pingP99'),
     cell('agents', 'rss'),
