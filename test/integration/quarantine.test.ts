@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
@@ -42,6 +44,7 @@ describe('runner quarantine', () => {
   const tokens = new Map<string, { token: string; agent: string }>();
   const api = (id: string) => restClient(() => c.api.url, tokens.get(id)!.token);
   const paused = (id: string) => gitlab.runner(GITLAB[id]!).paused;
+  let tmp: string | undefined;
 
   beforeAll(async () => {
     gitlab = await startGitLabStandIn();
@@ -91,6 +94,7 @@ describe('runner quarantine', () => {
       .catch(() => undefined);
     await c?.stop();
     await gitlab?.close();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   /** A reconciler pass, as the schedule runs it. */
@@ -277,7 +281,18 @@ describe('runner quarantine', () => {
       env,
     }).catch((err: { code: number; stderr: string }) => err);
     expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('Runner not found') });
-    const { stdout } = await run('node', [CLI, 'runners', 'unquarantine', s1], { env });
+    const usage = await run('node', [CLI, 'runners', 'unquarantine', s1], {
+      env: { ...env, E2EPOOL_ADMIN_TOKEN: '' },
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect(usage).toMatchObject({ code: 2, stderr: expect.stringContaining('no admin token') });
+    tmp = mkdtempSync(join(tmpdir(), 'e2epool-q-'));
+    const tokenFile = join(tmp, 'admin-token');
+    writeFileSync(tokenFile, `${ADMIN}\n`, { mode: 0o600 });
+    const { stdout } = await run(
+      'node',
+      [CLI, 'runners', 'unquarantine', s1, '--admin-token-file', tokenFile],
+      { env: { ...env, E2EPOOL_ADMIN_TOKEN: '' } },
+    );
     expect(JSON.parse(stdout)).toMatchObject({ runner_id: s1, quarantined: false });
     await waitFor('s1 to be unpaused', () => !paused(s1));
 
