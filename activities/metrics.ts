@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { registerBuildInfoMetric } from '../common/build-info-metric';
 
 /** How the job's end was detected: a finalize call (hook, agent), the GitLab poller, or the TTL. */
@@ -60,6 +60,13 @@ export class WorkerMetrics {
     name: 'e2epool_github_requests_total',
     help: 'GitHub API requests by operation (job_status, runner_labels, label_remove, label_add) and HTTP status (code="error": no response).',
     labelNames: ['op', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  /** Set by the failure-streak rule (activities/quarantine.ts). */
+  readonly quarantineCapReached = new Gauge({
+    name: 'e2epool_quarantine_cap_reached',
+    help: '1 when the last failure streak this worker saw did not quarantine its runner because E2EPOOL_QUARANTINE_MAX_PERCENT of the fleet (at least one runner) is quarantined for failure streaks already; 0 once a streak quarantine fits again.',
     registers: [this.registry],
   });
 

@@ -7,6 +7,7 @@ import { CheckpointStore } from './checkpoints';
 import { HoldStore } from './holds';
 import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
+import { QuarantineStore } from './quarantine';
 import { RunnerPauseStore } from './runner-pauses';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
@@ -26,6 +27,7 @@ export interface Stores {
   database: DatabaseProbe;
   runners: RunnerStore;
   audit: AdminAuditStore;
+  quarantine: QuarantineStore;
 }
 
 /** The stores on a DataSource, and transactions over them. */
@@ -50,6 +52,7 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     database: new DatabaseProbe(q),
     runners: new RunnerStore(q),
     audit: new AdminAuditStore(q),
+    quarantine: new QuarantineStore(q),
   };
 }
 
