@@ -1,6 +1,6 @@
 import type { Agent as HttpsAgent } from 'node:https';
 import type { AxiosInstance, AxiosResponse } from 'axios';
-import { fail } from '../../common/fail';
+import { fail, failureTypeOf } from '../../common/fail';
 import { heartbeating } from '../context';
 import { createHttp } from '../http';
 
@@ -229,6 +229,23 @@ export class ProxmoxClient {
    */
   async guestPing(): Promise<void> {
     await this.call('POST', `${this.vmPath}/agent/ping`);
+  }
+
+  /**
+   * Waits until the guest agent answers (qemu-ga starts only once the guest has booted):
+   * pings every `pollMs` (default 500 ms) while it is GuestAgentUnavailable, and rethrows that
+   * after `timeoutMs`. Any other failure is thrown at once.
+   */
+  async waitGuestAgent(opts: { timeoutMs: number; pollMs?: number }): Promise<void> {
+    const deadline = Date.now() + opts.timeoutMs;
+    for (;;) {
+      try {
+        return await this.guestPing();
+      } catch (err) {
+        if (failureTypeOf(err) !== 'GuestAgentUnavailable' || Date.now() >= deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 500));
+    }
   }
 
   /**

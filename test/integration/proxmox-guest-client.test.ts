@@ -80,6 +80,25 @@ describe('the guest agent through the Proxmox client', () => {
     }
   });
 
+  it('waitGuestAgent waits for qemu-ga to come up after a start, and gives up as GuestAgentUnavailable', async () => {
+    pve.addVm(NODE, 505, { status: 'stopped', guestAgentBootMs: 800 });
+    const c = client(505);
+    await waitTask(c, c.start());
+    expect(await failureOf(c.guestPing())).toMatchObject({ type: 'GuestAgentUnavailable' });
+    await c.waitGuestAgent({ timeoutMs: 10_000, pollMs: 10 });
+    expect(pve.guestAgentRunning(NODE, 505)).toBe(true);
+    pve.vm(NODE, 505).guestAgent = false;
+    expect(await failureOf(c.waitGuestAgent({ timeoutMs: 50, pollMs: 10 }))).toMatchObject({
+      type: 'GuestAgentUnavailable',
+      message: 'Proxmox: the guest agent cannot be asked (QEMU guest agent is not running)',
+    });
+    pve.setPrivileges(['VM.Audit']);
+    // A refusal is not "not up yet": it is thrown at once.
+    expect(await failureOf(c.waitGuestAgent({ timeoutMs: 60_000 }))).toMatchObject({
+      type: 'PermanentFailure',
+    });
+  });
+
   it('guestFileWrite and guestFileRead round-trip; a missing file reads as null; other refusals are failures', async () => {
     pve.addVm(NODE, 510);
     const c = client(510);

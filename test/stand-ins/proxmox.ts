@@ -173,6 +173,8 @@ export interface AddVmOptions {
   agent?: string | null;
   /** Whether qemu-guest-agent is installed and runs while the VM runs. Default true. */
   guestAgent?: boolean;
+  /** How long after each start qemu-ga begins to answer (`QEMU guest agent is not running` before). Default 0. */
+  guestAgentBootMs?: number;
   /** The guest filesystem (path → content). Default: empty. */
   files?: Record<string, string>;
   /** The guest's directories. Default: DEFAULT_GUEST_DIRS (which include /var/lib/e2epool). */
@@ -369,6 +371,7 @@ class PveStandIn implements ProxmoxStandIn {
       stops: 0,
       rollbacks: 0,
       guestAgent: opts.guestAgent ?? true,
+      guestAgentBootMs: opts.guestAgentBootMs ?? 0,
       files: new Map(Object.entries(opts.files ?? {})),
       dirs: new Set(opts.dirs ?? DEFAULT_GUEST_DIRS),
     };
@@ -677,6 +680,7 @@ class PveStandIn implements ProxmoxStandIn {
     rec.state.status = 'running';
     rec.pid = 100_000 + Math.floor(Math.random() * 800_000);
     rec.startedAt = Date.now();
+    rec.state.runningSince = rec.startedAt;
   }
 
   private powerOn(rec: VmRecord): void {
@@ -689,6 +693,7 @@ class PveStandIn implements ProxmoxStandIn {
     if (rec.state.status === 'stopped') return;
     rec.state.status = 'stopped';
     guestPoweredOff(rec.state);
+    delete rec.state.runningSince;
     delete rec.pid;
     delete rec.startedAt;
     rec.state.stops += 1;

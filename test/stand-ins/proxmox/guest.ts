@@ -50,6 +50,10 @@ export interface GuestState {
   agent?: string;
   /** Whether qemu-guest-agent runs in the guest while the VM runs (set false: it crashed). */
   guestAgent: boolean;
+  /** How long after the VM starts qemu-ga begins to answer (the guest boots first). */
+  guestAgentBootMs: number;
+  /** When the VM last started (ms since the epoch); unset while it is stopped. */
+  runningSince?: number;
   /** The guest filesystem: absolute path → content. Part of the disk: snapshots keep it. */
   files: Map<string, string>;
   /** Directories that exist in the guest (`/` always does). Part of the disk too. */
@@ -91,8 +95,13 @@ export function agentEnabled(option: string | undefined): boolean {
   return false;
 }
 
+/** Whether qemu-ga is up: installed, not crashed, and the guest has booted far enough. */
+function qgaUp(vm: GuestState): boolean {
+  return vm.guestAgent && Date.now() >= (vm.runningSince ?? 0) + vm.guestAgentBootMs;
+}
+
 export function guestAgentRunning(vm: GuestState): boolean {
-  return vm.status === 'running' && agentEnabled(vm.agent) && vm.guestAgent;
+  return vm.status === 'running' && agentEnabled(vm.agent) && qgaUp(vm);
 }
 
 function parentDir(path: string): string {
@@ -253,7 +262,7 @@ function assertAgent(vm: GuestState): void {
   if (vm.agent === undefined) throw die('No QEMU guest agent configured');
   if (vm.status !== 'running') throw die(`VM ${vm.vmid} is not running`);
   if (!agentEnabled(vm.agent)) throw die('QEMU guest agent is not enabled');
-  if (!vm.guestAgent) throw die('QEMU guest agent is not running');
+  if (!qgaUp(vm)) throw die('QEMU guest agent is not running');
 }
 
 const qmpFailed = (vm: GuestState, cmd: string, why: string) =>
