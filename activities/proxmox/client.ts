@@ -232,6 +232,20 @@ export class ProxmoxClient {
   }
 
   /**
+   * qemu-ga's version and which of its commands are enabled (`GET agent/info`, read-only; a
+   * guest may run it with `--block-rpcs`, e.g. without guest-exec or guest-file-*).
+   */
+  async guestInfo(): Promise<{ version: string; commands: Record<string, boolean> }> {
+    const data = await this.call<{
+      result?: { version?: string; supported_commands?: Array<{ name: string; enabled: boolean }> };
+    }>('GET', `${this.vmPath}/agent/info`);
+    const commands = Object.fromEntries(
+      (data?.result?.supported_commands ?? []).map((c) => [c.name, c.enabled !== false]),
+    );
+    return { version: String(data?.result?.version ?? 'unknown'), commands };
+  }
+
+  /**
    * Waits until the guest agent answers (qemu-ga starts only once the guest has booted):
    * pings every `pollMs` (default 500 ms) while it is GuestAgentUnavailable, and rethrows that
    * after `timeoutMs`. Any other failure is thrown at once.
@@ -377,10 +391,11 @@ function reasonOf(res: AxiosResponse): string {
 
 /**
  * PVE's `assert_agent_available` and qemu-ga's silence: the option unset or off, the VM off,
- * the agent not running or not answering (a QMP `got timeout` on a guest command).
+ * the agent not running or not answering (a QMP `got timeout` on a guest command), or the
+ * command disabled in the guest (qemu-ga `--block-rpcs`).
  */
 const AGENT_UNAVAILABLE_RE =
-  /^(No QEMU guest agent configured|QEMU guest agent is not (running|enabled)|VM \d+ is not running|VM \d+ qmp command 'guest-[\w-]+' failed - got timeout)/;
+  /^(No QEMU guest agent configured|QEMU guest agent is not (running|enabled)|VM \d+ is not running|VM \d+ qmp command 'guest-[\w-]+' failed - (got timeout|The command [\w-]+ has been disabled))/;
 
 function classifyHttpError(res: AxiosResponse, what: string) {
   const reason = reasonOf(res);

@@ -99,6 +99,19 @@ describe('the guest agent through the Proxmox client', () => {
     });
   });
 
+  it('guestInfo lists the enabled commands; a command disabled in the guest is GuestAgentUnavailable', async () => {
+    pve.addVm(NODE, 506, { blockedRpcs: ['guest-file-write'] });
+    const c = client(506);
+    const info = await c.guestInfo();
+    expect(info.version).toBe('8.2.2');
+    expect(info.commands).toMatchObject({ 'guest-file-write': false, 'guest-file-read': true });
+    expect(await failureOf(c.guestFileWrite(CANARY, 'x'))).toMatchObject({
+      type: 'GuestAgentUnavailable',
+      retried: false,
+    });
+    expect(await c.guestFileRead(CANARY)).toBeNull();
+  });
+
   it('guestFileWrite and guestFileRead round-trip; a missing file reads as null; other refusals are failures', async () => {
     pve.addVm(NODE, 510);
     const c = client(510);

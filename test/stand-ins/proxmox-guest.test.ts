@@ -312,6 +312,43 @@ describe('agent/exec and agent/exec-status', () => {
   });
 });
 
+describe('agent/info and commands disabled in the guest', () => {
+  it('GET agent/info lists the commands qemu-ga offers; a blocked one fails its endpoints', async () => {
+    pve.addVm(NODE, 101, { blockedRpcs: ['guest-exec', 'guest-file-write'] });
+    const res = await api('GET', vmPath('/agent/info', 101));
+    const result = (
+      res.json.data as {
+        result: { version: string; supported_commands: Array<{ name: string; enabled: boolean }> };
+      }
+    ).result;
+    expect(result.version).toBe('8.2.2');
+    const enabled = Object.fromEntries(result.supported_commands.map((c) => [c.name, c.enabled]));
+    expect(enabled).toMatchObject({
+      'guest-exec': false,
+      'guest-file-write': false,
+      'guest-file-open': true,
+      'guest-file-read': true,
+    });
+    const w = await api('POST', vmPath('/agent/file-write', 101), {
+      form: [
+        ['file', CANARY],
+        ['content', 'x'],
+      ],
+    });
+    expect([w.status, w.statusText]).toEqual([
+      500,
+      "VM 101 qmp command 'guest-file-write' failed - The command guest-file-write has been disabled for this instance",
+    ]);
+    const r = await api('GET', vmPath('/agent/file-read', 101), { query: { file: CANARY } });
+    expect(r.statusText).toMatch(/No such file or directory$/);
+    const x = await api('POST', vmPath('/agent/exec', 101), { form: [['command', 'true']] });
+    expect(x.statusText).toBe(
+      "VM 101 qmp command 'guest-exec' failed - The command guest-exec has been disabled for this instance",
+    );
+    expect((await api('GET', vmPath('/agent/info'))).status).toBe(200);
+  });
+});
+
 describe('guest agent privileges', () => {
   it('PVE 8: every agent call needs VM.Monitor', async () => {
     pve.setPrivileges(PVE_VM_ADMIN_PRIVILEGES.filter((p) => p !== 'VM.Monitor'));

@@ -175,6 +175,8 @@ export interface AddVmOptions {
   guestAgent?: boolean;
   /** How long after each start qemu-ga begins to answer (`QEMU guest agent is not running` before). Default 0. */
   guestAgentBootMs?: number;
+  /** qemu-ga commands disabled in the guest (`--block-rpcs`), e.g. `['guest-exec']`. Default none. */
+  blockedRpcs?: string[];
   /** The guest filesystem (path → content). Default: empty. */
   files?: Record<string, string>;
   /** The guest's directories. Default: DEFAULT_GUEST_DIRS (which include /var/lib/e2epool). */
@@ -372,6 +374,7 @@ class PveStandIn implements ProxmoxStandIn {
       rollbacks: 0,
       guestAgent: opts.guestAgent ?? true,
       guestAgentBootMs: opts.guestAgentBootMs ?? 0,
+      blockedRpcs: opts.blockedRpcs ?? [],
       files: new Map(Object.entries(opts.files ?? {})),
       dirs: new Set(opts.dirs ?? DEFAULT_GUEST_DIRS),
     };

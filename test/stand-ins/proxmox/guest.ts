@@ -54,6 +54,11 @@ export interface GuestState {
   guestAgentBootMs: number;
   /** When the VM last started (ms since the epoch); unset while it is stopped. */
   runningSince?: number;
+  /**
+   * qemu-ga commands disabled in the guest (`--block-rpcs`, as some distributions ship it),
+   * e.g. `['guest-exec', 'guest-file-open']`: calling one fails, `agent/info` shows it disabled.
+   */
+  blockedRpcs: string[];
   /** The guest filesystem: absolute path → content. Part of the disk: snapshots keep it. */
   files: Map<string, string>;
   /** Directories that exist in the guest (`/` always does). Part of the disk too. */
@@ -244,6 +249,31 @@ export interface GuestHost {
   execHandler(vm: GuestState): GuestExecHandler;
 }
 
+/** The commands a qemu-ga 8 announces that e2epool's calls use (plus a few others). */
+const QGA_COMMANDS = [
+  'guest-ping',
+  'guest-info',
+  'guest-sync',
+  'guest-sync-delimited',
+  'guest-file-open',
+  'guest-file-read',
+  'guest-file-write',
+  'guest-file-close',
+  'guest-exec',
+  'guest-exec-status',
+  'guest-fsfreeze-freeze',
+  'guest-fsfreeze-thaw',
+  'guest-shutdown',
+];
+
+/** The qemu-ga commands an agent endpoint runs, in order. */
+const QGA_OF: Record<string, string[]> = {
+  'file-read': ['guest-file-open', 'guest-file-read', 'guest-file-close'],
+  'file-write': ['guest-file-open', 'guest-file-write', 'guest-file-close'],
+  exec: ['guest-exec'],
+  'exec-status': ['guest-exec-status'],
+};
+
 /** 16 MiB: the most `agent/file-read` returns (PVE `$MAX_READ_SIZE`). */
 const MAX_READ = 16 * 1024 * 1024;
 const MAX_WRITE_CHARS = 61440;
@@ -263,6 +293,31 @@ function assertAgent(vm: GuestState): void {
   if (vm.status !== 'running') throw die(`VM ${vm.vmid} is not running`);
   if (!agentEnabled(vm.agent)) throw die('QEMU guest agent is not enabled');
   if (!qgaUp(vm)) throw die('QEMU guest agent is not running');
+}
+
+/** QEMU refuses a command the guest's qemu-ga was started without. */
+function assertAllowed(vm: GuestState, endpoint: string): void {
+  const blocked = (QGA_OF[endpoint] ?? []).find((c) => vm.blockedRpcs.includes(c));
+  if (blocked) {
+    throw qmpFailed(
+      vm,
+      blocked.slice('guest-'.length),
+      `The command ${blocked} has been disabled for this instance`,
+    );
+  }
+}
+
+function info(vm: GuestState): Record<string, unknown> {
+  return {
+    result: {
+      version: '8.2.2',
+      supported_commands: QGA_COMMANDS.map((name) => ({
+        name,
+        enabled: !vm.blockedRpcs.includes(name),
+        'success-response': name !== 'guest-shutdown',
+      })),
+    },
+  };
 }
 
 const qmpFailed = (vm: GuestState, cmd: string, why: string) =>
@@ -354,6 +409,7 @@ export function agentRoutes(host: GuestHost): Route[] {
     (ctx: Ctx): T => {
       const vm = host.guestVm(ctx);
       assertAgent(vm);
+      assertAllowed(vm, ctx.req.path.split('/').pop() ?? '');
       return fn(vm, ctx);
     };
   return [
@@ -363,6 +419,14 @@ export function agentRoutes(host: GuestHost): Route[] {
       perm: agentPerm(host, 'VM.GuestAgent.Audit'),
       schema: VM_PATH,
       handler: withAgent(() => ({})),
+    },
+    {
+      // One of the read-only agent commands (GET): its answer is `{result: <qemu-ga's>}`.
+      method: 'GET',
+      path: path('info'),
+      perm: agentPerm(host, 'VM.GuestAgent.Audit'),
+      schema: VM_PATH,
+      handler: withAgent((vm) => info(vm)),
     },
     {
       method: 'POST',
