@@ -63,6 +63,18 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * One per checkpoint round that reset a runner and reached its proof
+   * (README, "Proof of reset"): counted by the verifyReset activity under the
+   * round's operation-log key, so a retried attempt does not count twice.
+   */
+  readonly resets = new Counter({
+    name: 'e2epool_resets_total',
+    help: 'Resets by the runner\'s backend and their proof: verified="true" (verified), "false" (the check failed: needs_attention, runner quarantined), "unverified" (verification off, or not verifiable, e.g. no guest agent).',
+    labelNames: ['backend', 'verified'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     this.registry.setDefaultLabels({ service: 'e2epool-worker' });
     collectDefaultMetrics({ register: this.registry });

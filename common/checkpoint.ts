@@ -16,6 +16,13 @@ export interface CheckpointDto {
   finalize_source: string | null;
   created_at: string;
   finalized_at: string | null;
+  /**
+   * Proof of reset (README, "Proof of reset"): true once the reset was
+   * verified, false when the check failed, null while there is no answer
+   * (not reset yet, verification off, or not verifiable; `verify_detail` says).
+   */
+  verified: boolean | null;
+  verify_detail: string | null;
 }
 
 /** What a checkpoint DTO is made of: a checkpoint row (store/checkpoints.ts), or the workflow's own. */
@@ -28,6 +35,9 @@ export interface CheckpointDtoSource {
   finalizeSource: string | null;
   createdAt: Date;
   finalizedAt: Date | null;
+  /** Unset (a source that predates verification): null. */
+  verified?: boolean | null;
+  verifyDetail?: string | null;
 }
 
 /** The one mapping of a checkpoint to the DTO REST and the agent WebSocket answer with. */
@@ -41,6 +51,8 @@ export function checkpointDto(c: CheckpointDtoSource): CheckpointDto {
     finalize_source: c.finalizeSource,
     created_at: c.createdAt.toISOString(),
     finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
+    verified: c.verified ?? null,
+    verify_detail: c.verifyDetail ?? null,
   };
 }
 
@@ -221,6 +233,9 @@ export interface CheckpointView {
   lastError: string | null;
   /** ISO instant a hold for debugging ends (phase `held`); null when the runner is not held. */
   heldUntil: string | null;
+  /** Proof of reset (the last round's answer; null: none yet, or not verifiable). */
+  verified?: boolean | null;
+  verifyDetail?: string | null;
 }
 
 /** How a checkpoint workflow run ended. */

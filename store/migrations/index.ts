@@ -7,6 +7,7 @@ import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionC
 import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
 import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
 import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPausesHeldUntil';
+import { CheckpointVerification1796097600000 } from './1796097600000-CheckpointVerification';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -19,4 +20,5 @@ export const MIGRATIONS = [
   RunnerRegistry1795824000000,
   AgentTokens1795910400000,
   RunnerPausesHeldUntil1795996800000,
+  CheckpointVerification1796097600000,
 ];

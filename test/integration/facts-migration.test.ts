@@ -10,6 +10,9 @@ import { isActiveState } from '../../common/states';
  * a drain's kept pause, a hold's end) into runner_pauses and
  * checkpoints.held_until; down() drops them, and up() again rebuilds the same.
  */
+/** The migrations after RunnerPausesHeldUntil: reverted with it, applied again after it. */
+const LATER = ['CheckpointVerification1796097600000'];
+
 describe('migration RunnerPausesHeldUntil', () => {
   let db: TestDatabase;
   let ds: DataSource;
@@ -18,7 +21,8 @@ describe('migration RunnerPausesHeldUntil', () => {
     ds = createDataSource({ url: db.url, poolSize: 2 });
     await ds.initialize();
     await runMigrations(ds);
-    await revertLastMigration(ds); // the schema of the version before it
+    // The schema of the version before it: revert the later migrations, then it.
+    for (let i = 0; i < LATER.length + 1; i++) await revertLastMigration(ds);
   });
   afterAll(async () => {
     await ds?.destroy();
@@ -194,7 +198,7 @@ describe('migration RunnerPausesHeldUntil', () => {
       at(1),
     );
 
-    expect(await runMigrations(ds)).toEqual(['RunnerPausesHeldUntil1795996800000']);
+    expect(await runMigrations(ds)).toEqual(['RunnerPausesHeldUntil1795996800000', ...LATER]);
     const row = (id: number, fields: Record<string, unknown>) =>
       expect.objectContaining({ checkpoint_id: id, ...fields });
     const first = await dump();
@@ -262,7 +266,7 @@ describe('migration RunnerPausesHeldUntil', () => {
       ids.held,
     ]);
 
-    await revertLastMigration(ds);
+    for (let i = 0; i < LATER.length + 1; i++) await revertLastMigration(ds);
     const tables = (await ds.query(
       `SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'runner_pauses'`,
     )) as unknown[];
@@ -278,7 +282,7 @@ describe('migration RunnerPausesHeldUntil', () => {
     ];
     expect(n).toBe(20);
 
-    expect(await runMigrations(ds)).toEqual(['RunnerPausesHeldUntil1795996800000']);
+    expect(await runMigrations(ds)).toEqual(['RunnerPausesHeldUntil1795996800000', ...LATER]);
     expect(await dump()).toEqual(first);
     expect(await holds()).toEqual([[ids.held, until]]);
   });

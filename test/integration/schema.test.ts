@@ -160,6 +160,7 @@ describe('migrations', () => {
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
+        'CheckpointVerification1796097600000',
       ];
       const tables = async () =>
         (
@@ -184,6 +185,15 @@ describe('migrations', () => {
       expect(await tables()).toEqual(
         expect.arrayContaining(['runners', 'admin_audit', 'runner_pauses']),
       );
+      const verifyColumns = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'checkpoints'
+              AND column_name IN ('verified', 'verify_detail', 'canary_sha256')`,
+        )) as unknown[];
+      expect(await verifyColumns()).toHaveLength(3);
+      await revertLastMigration(d);
+      expect(await verifyColumns()).toHaveLength(0);
       await revertLastMigration(d);
       expect(await tables()).not.toContain('runner_pauses');
       expect(await pauseIndex()).toHaveLength(1);
@@ -233,11 +243,12 @@ describe('migrations', () => {
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
+        'CheckpointVerification1796097600000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(9);
+      expect(count).toBe(10);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();
