@@ -79,6 +79,25 @@ const ciFields = {
   github_pause_labels: z.array(z.string()).optional(),
 };
 
+/** How a reset is proven and what a Proxmox runner is reset to (see docs/protocol.md#runner-registry). */
+const verifyFields = {
+  baseline_snapshot: z.string().optional().openapi({
+    description:
+      'Proxmox only: the snapshot every reset rolls back to (no per-job snapshot); a Proxmox snapshot name',
+  }),
+  verify_reset: z.enum(['canary', 'required', 'off']).optional().openapi({
+    description:
+      'How a reset is proven. Default: canary for Proxmox; for bare metal required with verify_cmd, else off. canary is Proxmox only',
+  }),
+  canary_path: z.string().optional().openapi({
+    description:
+      'Proxmox only: the guest file of the canary nonce (default /var/lib/e2epool/canary)',
+  }),
+  verify_cmd: z.string().optional().openapi({
+    description: 'Bare metal only: run through the agent after reset_cmd; exit 0 proves the reset',
+  }),
+};
+
 const runnerObject = z
   .object({
     runner_id: z.string(),
@@ -99,6 +118,7 @@ const runnerObject = z
     proxmox_ca_file: z.string().optional(),
     proxmox_fingerprint: z.string().optional(),
     ...ciFields,
+    ...verifyFields,
     is_active: z.boolean(),
     draining: z.boolean(),
     has_agent_token: z.boolean().openapi({
@@ -151,6 +171,7 @@ const runnerBody = z
     proxmox_ca_file: z.string().optional(),
     proxmox_fingerprint: z.string().optional(),
     ...ciFields,
+    ...verifyFields,
   })
   .openapi('RunnerFields');
 const runnerPatch = runnerBody

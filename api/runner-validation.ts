@@ -2,6 +2,7 @@ import {
   bareMetalSchema,
   ciAdapterProblem,
   proxmoxSchema,
+  verifyFieldsProblem,
   type RunnerConfig,
 } from '../config/runner-schema';
 import { HttpError } from './errors';
@@ -41,6 +42,8 @@ export function validateRunner(body: Record<string, unknown>): RunnerConfig {
       throw new HttpError(422, `proxmox backend is missing required fields: ${missing.join(', ')}`);
     }
   }
+  const misplaced = verifyFieldsProblem(body);
+  if (misplaced) throw new HttpError(422, misplaced);
   // The tokens are generated, never taken from the body.
   const raw: Record<string, unknown> = { ...body, token: 'generated' };
   delete raw.agent_token;

@@ -41,6 +41,20 @@ export const GITHUB_DEFAULT_LABELS = [
 /** Longest hold for debugging a runner may ask for (seconds). */
 export const HOLD_ON_FAILURE_MAX = 7 * 24 * 3600;
 
+/** How a reset is proven: `canary` tolerates a guest that cannot be asked, `required` does not. */
+export const VERIFY_MODES = ['canary', 'required', 'off'] as const;
+export type VerifyMode = (typeof VERIFY_MODES)[number];
+
+/** Where the canary nonce is written in the guest unless `canary_path` says otherwise. */
+export const DEFAULT_CANARY_PATH = '/var/lib/e2epool/canary';
+
+/**
+ * Proxmox's `pve-configid` (what a snapshot name must match), at most 40
+ * characters; `current` and `pending` are reserved by Proxmox.
+ */
+const SNAPSHOT_NAME_RE = /^[a-z][a-z0-9_-]+$/i;
+const RESERVED_SNAPSHOT_NAMES = ['current', 'pending'];
+
 const nonEmpty = z.string({ error: 'expected a string' }).trim().min(1, 'must not be empty');
 const optionalCmd = nonEmpty.optional();
 
@@ -135,6 +149,14 @@ const common = {
     .min(0, 'must be 0 (no hold) or more')
     .max(HOLD_ON_FAILURE_MAX, `at most ${HOLD_ON_FAILURE_MAX} (7 days)`)
     .default(0),
+  /**
+   * New: how a reset is proven (see verifyModeOf for the default, which
+   * depends on the backend). Left unset here so that an unset value keeps
+   * following the backend's default if that ever changes.
+   */
+  verify_reset: z
+    .enum(VERIFY_MODES, { error: "expected 'canary', 'required' or 'off'" })
+    .optional(),
 };
 
 /** A Proxmox runner's fields (shared by inventory.yml and the admin API). */
@@ -165,6 +187,32 @@ export const proxmoxSchema = z.object({
     .string()
     .regex(FINGERPRINT_RE, 'expected a SHA-256 fingerprint AB:CD:... (32 pairs)')
     .optional(),
+  /**
+   * New: the snapshot every reset rolls back to (a golden baseline); without
+   * it, each checkpoint takes and rolls back to a snapshot of its own.
+   */
+  baseline_snapshot: z
+    .string({ error: 'expected a Proxmox snapshot name' })
+    .regex(
+      SNAPSHOT_NAME_RE,
+      'expected a Proxmox snapshot name (a letter, then letters, digits, _ or -; at least 2 characters)',
+    )
+    .max(40, 'a Proxmox snapshot name has at most 40 characters')
+    .refine((v) => !RESERVED_SNAPSHOT_NAMES.includes(v.toLowerCase()), {
+      error: (iss) => `'${String(iss.input)}' is reserved by Proxmox`,
+    })
+    .optional(),
+  /** New: the guest file the canary nonce is written to (through the QEMU guest agent). */
+  canary_path: z
+    .string({ error: 'expected an absolute path' })
+    .max(4096, 'at most 4096 characters')
+    .refine((v) => !CONTROL_RE.test(v), 'must not contain control characters or NUL')
+    .refine(
+      (v) => v.startsWith('/') && !v.endsWith('/'),
+      'expected an absolute path to a file (starting with /)',
+    )
+    .refine((v) => !v.split('/').includes('..'), "must not contain '..'")
+    .optional(),
 });
 
 /** A bare-metal runner's fields (shared by inventory.yml and the admin API). */
@@ -172,6 +220,8 @@ export const bareMetalSchema = z.object({
   ...common,
   backend: z.literal('bare_metal'),
   reset_cmd: nonEmpty,
+  /** New: run through the agent after reset_cmd; exit 0 proves the reset. */
+  verify_cmd: optionalCmd,
 });
 
 export type ProxmoxRunner = z.infer<typeof proxmoxSchema>;
@@ -234,6 +284,69 @@ export function ciAdapterProblem(r: RunnerConfig): string | undefined {
   return undefined;
 }
 
+/** Fields that belong to one backend only, and why (a field of the other backend is refused). */
+const BACKEND_ONLY: Record<string, { backend: string; why: string }> = {
+  baseline_snapshot: {
+    backend: 'proxmox',
+    why: 'a bare-metal runner is reset by its reset_cmd, not to a snapshot',
+  },
+  canary_path: {
+    backend: 'proxmox',
+    why: 'the canary is written through the Proxmox guest agent; a bare-metal runner verifies with verify_cmd',
+  },
+  verify_cmd: {
+    backend: 'bare_metal',
+    why: 'a Proxmox runner proves its reset with the canary (verify_reset, canary_path)',
+  },
+};
+
+/**
+ * What is wrong with the runner's reset-proof fields (`field: why`), or
+ * undefined. Reads the raw entry: the schemas drop a field of the other
+ * backend silently, which would turn a misplaced `baseline_snapshot` into
+ * a runner that is quietly never reset to it.
+ */
+export function verifyFieldsProblem(raw: Record<string, unknown>): string | undefined {
+  const backend = raw.backend;
+  for (const [field, only] of Object.entries(BACKEND_ONLY)) {
+    if (raw[field] !== undefined && raw[field] !== null && backend !== only.backend)
+      return `${field}: only for backend ${only.backend} (${only.why})`;
+  }
+  if (backend !== 'bare_metal') return undefined;
+  if (raw.verify_reset === 'canary')
+    return "verify_reset: 'canary' needs the Proxmox guest agent; a bare-metal runner verifies with verify_cmd (use required or off)";
+  if (raw.verify_reset === 'required' && (raw.verify_cmd === undefined || raw.verify_cmd === null))
+    return 'verify_reset: required needs verify_cmd (the command that proves the reset)';
+  return undefined;
+}
+
+/** The reset-proof fields of a runner, as the inventory or the registry holds them. */
+export interface VerifyFields {
+  backend: string;
+  verify_reset?: unknown;
+  verify_cmd?: unknown;
+  canary_path?: unknown;
+}
+
+/**
+ * A runner's effective reset proof: its `verify_reset`, or the backend's
+ * default: `canary` for Proxmox; for bare metal `required` when it has a
+ * `verify_cmd` (a command set to prove the reset is meant to be run), else
+ * `off`. A bare-metal runner without `verify_cmd` has nothing to verify with.
+ */
+export function verifyModeOf(r: VerifyFields): VerifyMode {
+  const set = VERIFY_MODES.find((m) => m === r.verify_reset);
+  const hasCmd = typeof r.verify_cmd === 'string' && r.verify_cmd.trim() !== '';
+  if (r.backend === 'proxmox') return set ?? 'canary';
+  if (!hasCmd) return 'off';
+  return set === 'off' ? 'off' : 'required';
+}
+
+/** The guest file a Proxmox runner's canary nonce goes to. */
+export function canaryPathOf(r: VerifyFields): string {
+  return typeof r.canary_path === 'string' ? r.canary_path : DEFAULT_CANARY_PATH;
+}
+
 /** Validates one runner entry; throws InventoryError naming the runner and field. */
 export function parseRunner(
   raw: unknown,
@@ -256,6 +369,8 @@ export function parseRunner(
     const got = backend === undefined ? 'missing' : `'${String(backend)}'`;
     throw new InventoryError(`${who}: backend: must be 'proxmox' or 'bare_metal' (got ${got})`);
   }
+  const misplaced = verifyFieldsProblem(obj);
+  if (misplaced) throw new InventoryError(`${who}: ${misplaced}`);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const field = fieldPath(issue.path);

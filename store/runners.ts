@@ -27,6 +27,10 @@ export const RUNNER_OPTIONS = [
   'github_org',
   'github_runner_id',
   'github_pause_labels',
+  'baseline_snapshot',
+  'verify_reset',
+  'canary_path',
+  'verify_cmd',
 ] as const;
 
 /** A runner's non-secret config fields (no runner_id, token or Proxmox token value). */

@@ -37,6 +37,8 @@ const R = testRunners([
   'gone',
   'listA',
   'listB',
+  'pveGolden',
+  'metalVerify',
 ]);
 
 async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
@@ -183,6 +185,65 @@ describe('runner registry (SPEC §8 admin API)', () => {
     );
     expect(audit.length).toBeGreaterThan(0);
     expect(JSON.stringify(audit)).not.toContain('pve-secret-value-123');
+  });
+
+  it('the reset proof fields round-trip (stored, returned, in the worker inventory); misplaced ones are 422', async () => {
+    const golden = {
+      ...pve(R.pveGolden.id),
+      proxmox_vmid: 4243,
+      baseline_snapshot: 'golden-1',
+      verify_reset: 'required',
+      canary_path: '/srv/e2e/canary',
+    };
+    const res = await admin()('POST', '/api/runners', golden);
+    expect(res.status).toBe(201);
+    const fields = {
+      baseline_snapshot: 'golden-1',
+      verify_reset: 'required',
+      canary_path: '/srv/e2e/canary',
+    };
+    expect(res.body).toMatchObject(fields);
+    expect((await admin()('GET', `/api/runners/${R.pveGolden.id}`)).body).toMatchObject(fields);
+    await waitFor('the worker to see the runner', () => c.inventory.inventory.get(R.pveGolden.id));
+    expect(c.inventory.inventory.get(R.pveGolden.id)).toMatchObject(fields);
+    const patched = await admin()('PATCH', `/api/runners/${R.pveGolden.id}`, {
+      baseline_snapshot: 'golden-2',
+    });
+    expect(patched.body).toMatchObject({ baseline_snapshot: 'golden-2', verify_reset: 'required' });
+    expect(
+      await admin()('PATCH', `/api/runners/${R.pveGolden.id}`, { verify_cmd: '/bin/true' }),
+    ).toEqual({
+      status: 422,
+      body: {
+        detail:
+          'verify_cmd: only for backend bare_metal (a Proxmox runner proves its reset with the canary (verify_reset, canary_path))',
+      },
+    });
+    expect(
+      await admin()(
+        'POST',
+        '/api/runners',
+        bare(R.metalVerify.id, { baseline_snapshot: 'golden' }),
+      ),
+    ).toEqual({
+      status: 422,
+      body: {
+        detail:
+          'baseline_snapshot: only for backend proxmox (a bare-metal runner is reset by its reset_cmd, not to a snapshot)',
+      },
+    });
+    expect(
+      (await admin()('POST', '/api/runners', bare(R.metalVerify.id, { verify_reset: 'canary' })))
+        .body.detail,
+    ).toMatch(/^verify_reset: 'canary' needs the Proxmox guest agent/);
+    const metal = await admin()(
+      'POST',
+      '/api/runners',
+      bare(R.metalVerify.id, { verify_cmd: '/opt/clean?' }),
+    );
+    expect(metal.status).toBe(201);
+    expect(metal.body).toMatchObject({ verify_cmd: '/opt/clean?' });
+    expect(metal.body).not.toHaveProperty('verify_reset');
   });
 
   it('PATCH moving a Proxmox runner to another host, user or token name must resend proxmox_token_value (422): the stored one never goes elsewhere', async () => {

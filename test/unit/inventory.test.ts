@@ -5,7 +5,13 @@ import pino from 'pino';
 import { budgetedPollIntervalSeconds, checkpointInput } from '../../config/checkpoint-input';
 import { loadSettings } from '../../config/settings';
 import { InventoryStore, loadInventoryFile, parseInventory } from '../../config/inventory';
-import { HOLD_ON_FAILURE_MAX, InventoryError, proxmoxBaseUrl } from '../../config/runner-schema';
+import {
+  canaryPathOf,
+  HOLD_ON_FAILURE_MAX,
+  InventoryError,
+  proxmoxBaseUrl,
+  verifyModeOf,
+} from '../../config/runner-schema';
 import { waitFor } from '../helpers/wait';
 
 const proxmox = `
@@ -315,6 +321,101 @@ describe('parseInventory', () => {
         ? github(fields)
         : `runners:${bare}\n    ${fields.split('\n').join('\n    ')}`;
       expect(errorOf(text)).toBe(`inv.yml: runner 'metal-1': ${expected}`);
+    });
+  });
+
+  describe('the reset proof fields (baseline_snapshot, verify_reset, canary_path, verify_cmd)', () => {
+    const onVm = (extra: string): string =>
+      `runners:${proxmox}\n    ${extra.split('\n').join('\n    ')}`;
+    const onMetal = (extra: string): string =>
+      `runners:${bare}\n    ${extra.split('\n').join('\n    ')}`;
+
+    it('takes them on their backend; unset, verify_reset follows the backend', () => {
+      const { inventory } = parseInventory(
+        `${onVm('baseline_snapshot: golden-1\nverify_reset: required\ncanary_path: /srv/canary')}${bare}`,
+      );
+      const vm = inventory.get('vm-1')!;
+      expect(vm).toMatchObject({ baseline_snapshot: 'golden-1', verify_reset: 'required' });
+      expect(verifyModeOf(vm)).toBe('required');
+      expect(canaryPathOf(vm)).toBe('/srv/canary');
+      const metal = inventory.get('metal-1')!;
+      expect(metal.verify_reset).toBeUndefined();
+      expect(verifyModeOf(metal)).toBe('off');
+      const plain = parseInventory(`runners:${proxmox}`).inventory.get('vm-1')!;
+      expect(verifyModeOf(plain)).toBe('canary');
+      expect(canaryPathOf(plain)).toBe('/var/lib/e2epool/canary');
+      expect(plain).not.toHaveProperty('baseline_snapshot');
+    });
+
+    it('a bare-metal runner with verify_cmd verifies with it by default; off turns that off', () => {
+      const cmd = parseInventory(onMetal('verify_cmd: /usr/local/bin/clean?')).inventory;
+      expect(cmd.get('metal-1')!).toMatchObject({ verify_cmd: '/usr/local/bin/clean?' });
+      expect(verifyModeOf(cmd.get('metal-1')!)).toBe('required');
+      const off = parseInventory(onMetal('verify_cmd: /bin/true\nverify_reset: off')).inventory;
+      expect(verifyModeOf(off.get('metal-1')!)).toBe('off');
+    });
+
+    it('verifyModeOf reads registry fields too (no verify_reset: the default)', () => {
+      expect(verifyModeOf({ backend: 'proxmox' })).toBe('canary');
+      expect(verifyModeOf({ backend: 'proxmox', verify_reset: 'off' })).toBe('off');
+      expect(verifyModeOf({ backend: 'bare_metal', verify_cmd: ' ' })).toBe('off');
+      expect(
+        verifyModeOf({ backend: 'bare_metal', verify_cmd: 'x', verify_reset: 'required' }),
+      ).toBe('required');
+    });
+
+    it.each([
+      [
+        onMetal('baseline_snapshot: golden'),
+        "runner 'metal-1': baseline_snapshot: only for backend proxmox (a bare-metal runner is reset by its reset_cmd, not to a snapshot)",
+      ],
+      [onMetal('canary_path: /x'), "runner 'metal-1': canary_path: only for backend proxmox"],
+      [
+        onMetal('verify_reset: canary'),
+        "runner 'metal-1': verify_reset: 'canary' needs the Proxmox guest agent; a bare-metal runner verifies with verify_cmd (use required or off)",
+      ],
+      [
+        onMetal('verify_reset: required'),
+        "runner 'metal-1': verify_reset: required needs verify_cmd (the command that proves the reset)",
+      ],
+      [
+        onVm('verify_cmd: /bin/true'),
+        "runner 'vm-1': verify_cmd: only for backend bare_metal (a Proxmox runner proves its reset with the canary (verify_reset, canary_path))",
+      ],
+      [
+        onVm('verify_reset: always'),
+        "runner 'vm-1': verify_reset: expected 'canary', 'required' or 'off'",
+      ],
+      [
+        onVm('baseline_snapshot: 1golden'),
+        "runner 'vm-1': baseline_snapshot: expected a Proxmox snapshot name (a letter, then letters, digits, _ or -; at least 2 characters)",
+      ],
+      [
+        onVm('baseline_snapshot: gold.en'),
+        "runner 'vm-1': baseline_snapshot: expected a Proxmox snapshot name",
+      ],
+      [
+        onVm(`baseline_snapshot: ${'g'.repeat(41)}`),
+        "runner 'vm-1': baseline_snapshot: a Proxmox snapshot name has at most 40 characters",
+      ],
+      [
+        onVm('baseline_snapshot: Current'),
+        "runner 'vm-1': baseline_snapshot: 'Current' is reserved by Proxmox",
+      ],
+      [
+        onVm('canary_path: var/lib/canary'),
+        "runner 'vm-1': canary_path: expected an absolute path to a file (starting with /)",
+      ],
+      [
+        onVm('canary_path: /var/lib/'),
+        "runner 'vm-1': canary_path: expected an absolute path to a file (starting with /)",
+      ],
+      [
+        onVm('canary_path: /var/../etc/passwd'),
+        "runner 'vm-1': canary_path: must not contain '..'",
+      ],
+    ])('rejects %j, naming the runner and the field', (text, expected) => {
+      expect(errorOf(text)).toContain(`inv.yml: ${expected}`);
     });
   });
 
