@@ -7,6 +7,7 @@ import { proxmoxActivities } from './proxmox/steps';
 import { reconcileActivities } from './reconcile';
 import { recordActivities } from './records';
 import { runnerActivities } from './runner';
+import { verifyActivities } from './verify';
 
 export type { ActivityDeps } from './deps';
 
@@ -23,6 +24,7 @@ export function createActivities(deps: ActivityDeps) {
     ...gitlabActivities(deps),
     ...githubActivities(deps),
     ...runnerActivities(deps),
+    ...verifyActivities(deps),
     ...reconcileActivities(deps),
 
     /**

@@ -99,7 +99,20 @@ export interface RunnerPlan {
    * debugging (`hold_on_failure_seconds`; 0: no hold).
    */
   holdOnFailureSeconds: number;
+  /**
+   * New in 1.1.0 (absent in older inputs: no proof, per-job snapshots).
+   * Proxmox: the golden baseline every reset rolls back to; absent: a
+   * snapshot per checkpoint.
+   */
+  baselineSnapshot?: string;
+  /** The effective proof of reset (config/runner-schema.ts verifyModeOf). */
+  verifyReset?: VerifyResetMode;
+  /** Proxmox: where the canary nonce is written in the guest. */
+  canaryPath?: string;
 }
+
+/** How a reset is proven (the runner field `verify_reset`, defaults resolved). */
+export type VerifyResetMode = 'canary' | 'required' | 'off';
 
 export interface CheckpointWorkflowInput {
   runner: RunnerPlan;

@@ -10,6 +10,7 @@ import { DatabaseProbe } from './probe';
 import { RunnerPauseStore } from './runner-pauses';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
+import { VerificationStore } from './verification';
 
 export type { Queryable } from './queryable';
 
@@ -26,6 +27,7 @@ export interface Stores {
   database: DatabaseProbe;
   runners: RunnerStore;
   audit: AdminAuditStore;
+  verification: VerificationStore;
 }
 
 /** The stores on a DataSource, and transactions over them. */
@@ -50,6 +52,7 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     database: new DatabaseProbe(q),
     runners: new RunnerStore(q),
     audit: new AdminAuditStore(q),
+    verification: new VerificationStore(q),
   };
 }
 

@@ -12,6 +12,10 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *   check after the rollback only compares, and rows are read by the API,
  *   the fleet page and backups, none of which needs the value.
  *
+ * - `verify_round`: the reset round whose answer `verified` is (an operator's
+ *   `retry` starts a new round): the answer of a round is counted once in
+ *   e2epool_resets_total however often its activity is retried.
+ *
  * Only adds nullable columns: rows of earlier versions read as "not verified".
  */
 export class CheckpointVerification1796097600000 implements MigrationInterface {
@@ -22,6 +26,7 @@ export class CheckpointVerification1796097600000 implements MigrationInterface {
       ALTER TABLE checkpoints
         ADD COLUMN verified boolean,
         ADD COLUMN verify_detail text,
+        ADD COLUMN verify_round integer,
         ADD COLUMN canary_sha256 char(64),
         ADD CONSTRAINT ck_checkpoints_canary_sha256 CHECK (canary_sha256 ~ '^[0-9a-f]{64}$')`);
   }
@@ -31,6 +36,7 @@ export class CheckpointVerification1796097600000 implements MigrationInterface {
       ALTER TABLE checkpoints
         DROP CONSTRAINT ck_checkpoints_canary_sha256,
         DROP COLUMN canary_sha256,
+        DROP COLUMN verify_round,
         DROP COLUMN verify_detail,
         DROP COLUMN verified`);
   }
