@@ -49,6 +49,11 @@ export const FAILURES = {
   Cancelled: { kind: 'transient', meaning: 'the activity was asked to stop' },
   AgentNotConnected: { kind: 'transient', meaning: 'no agent connected for the runner' },
   AgentTimeout: { kind: 'transient', meaning: 'the agent did not answer a command in time' },
+  GuestAgentUnavailable: {
+    kind: 'permanent',
+    meaning:
+      'the QEMU guest agent did not answer (option not enabled, qemu-ga not running, or the VM is off): the reset cannot be verified, which is never the same as verified',
+  },
   ProxmoxLocked: { kind: 'transient', meaning: 'the VM is locked by another Proxmox task' },
   ProxmoxUnavailable: { kind: 'transient', meaning: 'Proxmox did not answer, or answered 5xx' },
   GitLabUnavailable: { kind: 'transient', meaning: 'GitLab did not answer, or answered 5xx' },

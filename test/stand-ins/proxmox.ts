@@ -23,8 +23,57 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 
-export type TaskType =
-  'qmsnapshot' | 'qmdelsnapshot' | 'qmrollback' | 'qmstart' | 'qmstop' | 'qmshutdown';
+import {
+  CONFIGID_RE,
+  die,
+  decodeUrlencoded,
+  hex8,
+  isTrue,
+  jsonToParams,
+  MAX_POST_BYTES,
+  nowSec,
+  NODE,
+  OPT_BOOL,
+  OPT_TIMEOUT,
+  paramExc,
+  paramsForLog,
+  PveError,
+  safeUnescape,
+  SNAPNAME,
+  TaskFailure,
+  TOKEN_ID_RE,
+  UPID_RE,
+  validateParams,
+  VM_PATH,
+  type Ctx,
+  type ParamValue,
+  type Params,
+  type RequestInfo,
+  type Route,
+  type TaskType,
+} from './proxmox/http';
+import {
+  agentEnabled,
+  agentRoutes,
+  captureDisk,
+  DEFAULT_GUEST_DIRS,
+  defaultGuestExec,
+  guestAgentRunning,
+  guestPoweredOff,
+  restoreDisk,
+  type DiskImage,
+  type GuestExecHandler,
+  type GuestState,
+} from './proxmox/guest';
+
+export type { TaskType } from './proxmox/http';
+export {
+  agentEnabled,
+  DEFAULT_GUEST_DIRS,
+  defaultGuestExec,
+  type GuestExecHandler,
+  type GuestExecResult,
+} from './proxmox/guest';
 
 export type ProxmoxFault =
   /** Respond with this status and reason phrase (+ JSON `{"data":null,"message":reason+"\n"}`) instead of handling. */
@@ -36,7 +85,13 @@ export type ProxmoxFault =
   /** Delay the HTTP response by `ms`, then handle the request normally. */
   | { kind: 'delay'; ms: number }
   /** The task stays `running` until `clearFaults()`, then completes normally. */
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /**
+   * A storage bug (match `taskType: 'qmrollback'`): the rollback task ends `OK` and the config
+   * says the VM descends from the snapshot (`current.parent`; unchanged too with `keepParent`),
+   * but the disk was not restored: the guest filesystem keeps what it held.
+   */
+  | { kind: 'disk-not-restored'; keepParent?: boolean };
 
 export interface FaultMatch {
   method?: string;
@@ -64,7 +119,12 @@ export interface SnapshotState {
   snapstate?: 'prepare' | 'delete';
 }
 
-export interface VmState {
+/**
+ * A VM's live state. Its guest part (GuestState, test/stand-ins/proxmox/guest.ts): `agent`, the
+ * VM option; `guestAgent`, whether qemu-guest-agent runs in the guest while the VM runs;
+ * `files` and `dirs`, the guest filesystem, which snapshots keep and rollbacks restore.
+ */
+export interface VmState extends GuestState {
   node: string;
   vmid: number;
   status: 'running' | 'stopped';
@@ -82,18 +142,20 @@ export interface ProxmoxStandIn {
   url: string;
   tokenId: string;
   tokenSecret: string;
-  addVm(
-    node: string,
-    vmid: number,
-    opts?: {
-      status?: 'running' | 'stopped';
-      snapshots?: Array<Pick<SnapshotState, 'name' | 'description'>>;
-    },
-  ): void;
+  addVm(node: string, vmid: number, opts?: AddVmOptions): void;
   /** The live state (mutations are visible to the API, e.g. `vm(...).lock = 'backup'`); throws if unknown. */
   vm(node: string, vmid: number): VmState;
-  /** The token's privileges on `/vms` (propagated to every VM); default: what PVEVMAdmin grants there. */
+  /** Whether the guest agent answers now: the VM runs, its `agent` option is enabled, qemu-ga runs. */
+  guestAgentRunning(node: string, vmid: number): boolean;
+  /** Runs the VM's `agent/exec` commands through `handler`; undefined: defaultGuestExec again. */
+  setExecHandler(node: string, vmid: number, handler: GuestExecHandler | undefined): void;
+  /**
+   * The token's privileges on `/vms` (propagated to every VM); default: what PVEVMAdmin grants
+   * there in the version played (PVE_VM_ADMIN_PRIVILEGES, or PVE9_VM_ADMIN_PRIVILEGES).
+   */
   setPrivileges(privileges: string[]): void;
+  /** The Proxmox VE major version played (`GET /version`, the guest agent's privileges). */
+  readonly pveVersion: 8 | 9;
   /** `times` defaults to 1; `Infinity` keeps the fault until `clearFaults()`. */
   failNext(match: FaultMatch, fault: ProxmoxFault, times?: number): void;
   /** Drops all faults and lets hung tasks complete. */
@@ -101,6 +163,24 @@ export interface ProxmoxStandIn {
   /** Every request, in arrival order, including rejected and faulted ones. */
   calls: ProxmoxCall[];
   close(): Promise<void>;
+}
+
+export interface AddVmOptions {
+  status?: 'running' | 'stopped';
+  /** Oldest first; each is a chain link and holds the disk as `files`/`dirs` give it. */
+  snapshots?: Array<Pick<SnapshotState, 'name' | 'description'>>;
+  /** The VM option `agent` (`'1'`, `'enabled=1,fstrim_cloned_disks=1'`, `'0'`); null: unset. Default `'1'`. */
+  agent?: string | null;
+  /** Whether qemu-guest-agent is installed and runs while the VM runs. Default true. */
+  guestAgent?: boolean;
+  /** How long after each start qemu-ga begins to answer (`QEMU guest agent is not running` before). Default 0. */
+  guestAgentBootMs?: number;
+  /** qemu-ga commands disabled in the guest (`--block-rpcs`), e.g. `['guest-exec']`. Default none. */
+  blockedRpcs?: string[];
+  /** The guest filesystem (path → content). Default: empty. */
+  files?: Record<string, string>;
+  /** The guest's directories. Default: DEFAULT_GUEST_DIRS (which include /var/lib/e2epool). */
+  dirs?: string[];
 }
 
 const DEFAULT_TOKEN_ID = 'ci@pve!e2epool';
@@ -125,218 +205,33 @@ export const PVE_VM_ADMIN_PRIVILEGES = [
   'VM.Snapshot',
   'VM.Snapshot.Rollback',
 ];
+/**
+ * PVEVMAdmin in Proxmox VE 9: `VM.Monitor` is gone, split into the `VM.GuestAgent.*`
+ * privileges (`Unrestricted` covers exec).
+ */
+export const PVE9_VM_ADMIN_PRIVILEGES = [
+  ...PVE_VM_ADMIN_PRIVILEGES.filter((p) => p !== 'VM.Monitor'),
+  'VM.GuestAgent.Audit',
+  'VM.GuestAgent.FileRead',
+  'VM.GuestAgent.FileSystemMgmt',
+  'VM.GuestAgent.FileWrite',
+  'VM.GuestAgent.Unrestricted',
+].sort();
 const DEFAULT_TOKEN_SECRET = '4f1c2b7e-93a5-4d0e-b8c6-2a9d5e7f3b10';
-const MAX_POST_BYTES = 64 * 1024;
-const CONFIGID_RE = /^[a-z][a-z0-9_-]+$/i;
-const VMID_RE = /^[1-9][0-9]{2,8}$/;
-const NODE_RE = /^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$/;
-const UPID_RE =
-  /^UPID:([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):([^:\s/]+):([^:\s/]*):([^:\s/]+):$/;
-const TOKEN_ID_RE = /^([^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+)!([A-Za-z][A-Za-z0-9.\-_]+)$/;
-
-/** A JSON object or array where PVE expects a scalar: reported by its Perl ref type. */
-class JsonRef {
-  constructor(readonly kind: 'HASH' | 'ARRAY') {}
-}
-/** Parameter values as the PVE schema checker sees them; `boolean` only comes from JSON bodies. */
-type ParamValue = string | boolean | JsonRef;
-type Params = Record<string, ParamValue>;
-
-/** A `die` or `raise` inside a handler. `bare` errors come from the HTTP layer and have no body. */
-class PveError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly errors?: Record<string, string>,
-    readonly bare = false,
-  ) {
-    super(message);
-    this.name = 'PveError';
-  }
-}
-
-/** A failure inside a worker: it ends up in the task's exitstatus, never in the HTTP status. */
-class TaskFailure extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TaskFailure';
-  }
-}
-
-const die = (msg: string): PveError => new PveError(500, `${msg}\n`);
-const paramExc = (errors: Record<string, string>): PveError =>
-  new PveError(400, 'Parameter verification failed.\n', errors);
-
-interface ParamSchema {
-  type: 'string' | 'boolean' | 'integer';
-  format?: 'pve-node' | 'pve-vmid' | 'pve-configid';
-  optional?: boolean;
-  maxLength?: number;
-  minimum?: number;
-  maximum?: number;
-}
-
-const NODE: ParamSchema = { type: 'string', format: 'pve-node' };
-const VMID: ParamSchema = {
-  type: 'integer',
-  format: 'pve-vmid',
-  minimum: 100,
-  maximum: 999_999_999,
-};
-const SNAPNAME: ParamSchema = { type: 'string', format: 'pve-configid', maxLength: 40 };
-const OPT_BOOL: ParamSchema = { type: 'boolean', optional: true };
-const OPT_TIMEOUT: ParamSchema = { type: 'integer', minimum: 0, optional: true };
-const VM_PATH = { node: NODE, vmid: VMID };
-
-function checkType(schema: ParamSchema, value: ParamValue): string | undefined {
-  const { type } = schema;
-  if (value instanceof JsonRef) return `type check ('${type}') failed - got ${value.kind}`;
-  if (typeof value === 'boolean') {
-    return type === 'boolean' ? undefined : `type check ('${type}') failed - got JSON::PP::Boolean`;
-  }
-  if (type === 'boolean' && value !== '1' && value !== '0') {
-    return `type check ('boolean') failed - got '${value}'`;
-  }
-  if (type === 'integer' && !/^[+-]?\d+$/.test(value)) {
-    return `type check ('integer') failed - got '${value}'`;
-  }
-  return undefined;
-}
-
-function checkFormat(format: ParamSchema['format'], value: string): string | undefined {
-  switch (format) {
-    case 'pve-configid':
-      return CONFIGID_RE.test(value) ? undefined : `invalid configuration ID '${value}'\n`;
-    case 'pve-vmid':
-      return VMID_RE.test(value) ? undefined : 'value does not look like a valid VM ID\n';
-    case 'pve-node':
-      return NODE_RE.test(value) ? undefined : 'value does not look like a valid node name\n';
-    default:
-      return undefined;
-  }
-}
-
-/** PVE::JSONSchema::check_prop for the scalar subset used here, with its exact messages and order. */
-function validateParams(params: Params, schema: Record<string, ParamSchema>): void {
-  const errors: Record<string, string> = {};
-  for (const [key, prop] of Object.entries(schema)) {
-    const value = params[key];
-    if (value === undefined) {
-      if (!prop.optional) errors[key] = 'property is missing and it is not optional';
-      continue;
-    }
-    const typeErr = checkType(prop, value);
-    if (typeErr) {
-      errors[key] = typeErr;
-      continue;
-    }
-    if (typeof value !== 'string') continue;
-    const formatErr = checkFormat(prop.format, value);
-    if (formatErr) {
-      errors[key] = `invalid format - ${formatErr}`;
-      continue;
-    }
-    if (prop.maxLength !== undefined && value.length > prop.maxLength) {
-      errors[key] = `value may only be ${prop.maxLength} characters long`;
-      continue;
-    }
-    if (prop.type === 'integer') {
-      const n = Number(value);
-      if (prop.maximum !== undefined && n > prop.maximum) {
-        errors[key] = `value must have a maximum value of ${prop.maximum}`;
-      } else if (prop.minimum !== undefined && n < prop.minimum) {
-        errors[key] = `value must have a minimum value of ${prop.minimum}`;
-      }
-    }
-  }
-  for (const key of Object.keys(params)) {
-    if (!(key in schema)) {
-      errors[key] =
-        'property is not defined in schema and the schema does not allow additional properties';
-    }
-  }
-  if (Object.keys(errors).length > 0) throw paramExc(errors);
-}
-
-const isTrue = (v: ParamValue | undefined): boolean => v === true || v === '1';
-
-/** pveproxy's decode_urlencoded: `&` or `;` separated, `+` is a space, repeated keys joined by NUL. */
-function decodeUrlencoded(data: string): Record<string, string> {
-  const res: Record<string, string> = {};
-  if (!data) return res;
-  const unescape = (s: string): string =>
-    Buffer.from(
-      s
-        .replace(/\+/g, ' ')
-        .replace(/%([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
-      'latin1',
-    ).toString('utf8');
-  for (const kv of data.split(/[&;]/)) {
-    // Perl's split(/=/) keeps only the first two fields: an unescaped '=' truncates the value.
-    const [k, v] = kv.split('=');
-    if (k === undefined || v === undefined) continue;
-    const key = unescape(k);
-    const value = unescape(v);
-    res[key] = key in res ? `${res[key]}\0${value}` : value;
-  }
-  return res;
-}
-
-function jsonToParams(raw: string): Params {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch {
-    throw new PveError(
-      501,
-      `malformed JSON string, neither tag, array, object, number, string or atom, at character offset 0 (before "${raw.slice(0, 20)}")\n`,
-      undefined,
-      true,
-    );
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new PveError(501, 'Not a HASH reference\n', undefined, true);
-  }
-  const res: Params = {};
-  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
-    if (v === null || v === undefined) continue;
-    if (typeof v === 'boolean' || typeof v === 'string') res[k] = v;
-    else if (typeof v === 'number') res[k] = String(v);
-    else res[k] = new JsonRef(Array.isArray(v) ? 'ARRAY' : 'HASH');
-  }
-  return res;
-}
-
-function paramsForLog(p: Params): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(p)) {
-    // JSON::PP::Boolean stringifies to 1/0, which is what the server works with.
-    if (typeof v === 'boolean') out[k] = v ? '1' : '0';
-    else if (v instanceof JsonRef) out[k] = v.kind === 'HASH' ? '{...}' : '[...]';
-    else out[k] = v;
-  }
-  return out;
-}
-
-function safeUnescape(path: string): string {
-  return path.replace(/%([0-9a-fA-F]{2})/g, (_m, h: string) =>
-    String.fromCharCode(parseInt(h, 16)),
-  );
-}
-
-const hex8 = (n: number): string => n.toString(16).toUpperCase().padStart(8, '0');
-const nowSec = (): number => Math.floor(Date.now() / 1000);
 
 interface TaskWork {
   /** Runs when the worker starts: checks and takes locks. Throws TaskFailure to fail the task. */
   begin(): void;
   /** Runs when the worker's time is up: applies the effect and releases locks. */
-  finish(): void;
+  finish(fault?: TaskFault): void;
   /** Log lines the worker prints (before the final TASK line). */
   lines: string[];
 }
 
-type TaskFault = Extract<ProxmoxFault, { kind: 'task' | 'warnings' | 'hang' }>;
+type TaskFault = Extract<
+  ProxmoxFault,
+  { kind: 'task' | 'warnings' | 'hang' | 'disk-not-restored' }
+>;
 
 interface Task {
   upid: string;
@@ -357,6 +252,9 @@ interface Task {
 interface VmRecord {
   state: VmState;
   name: string;
+  /** What each snapshot's disk holds (the guest filesystem at the time it was taken). */
+  disks: Map<string, DiskImage>;
+  execHandler?: GuestExecHandler;
   pid?: number;
   startedAt?: number;
 }
@@ -365,31 +263,6 @@ interface FaultEntry {
   match: FaultMatch;
   fault: ProxmoxFault;
   remaining: number;
-}
-
-interface RequestInfo {
-  method: string;
-  path: string;
-  rawPath: string;
-  taskType?: TaskType;
-}
-
-interface Ctx {
-  params: Params;
-  node: string;
-  req: RequestInfo;
-  /** Set by handlers whose result carries a `total` attribute (the task log). */
-  total?: number;
-}
-
-interface Route {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  path: string[];
-  schema: Record<string, ParamSchema>;
-  taskType?: TaskType;
-  /** Privileges needed on `/vms/{vmid}`; with `any`, one of them is enough. */
-  perm?: { privs: string[]; any?: boolean };
-  handler: (ctx: Ctx) => unknown;
 }
 
 const KNOWN_METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
@@ -418,14 +291,18 @@ class PveStandIn implements ProxmoxStandIn {
   private readonly user: string;
   private readonly tokenName: string;
   private closed = false;
-  private privileges = new Set(PVE_VM_ADMIN_PRIVILEGES);
+  private privileges: Set<string>;
 
   constructor(
     readonly tokenId: string,
     readonly tokenSecret: string,
     private readonly taskDurationMs: number,
     private readonly authFailureDelayMs: number,
+    readonly pveVersion: 8 | 9,
   ) {
+    this.privileges = new Set(
+      pveVersion === 9 ? PVE9_VM_ADMIN_PRIVILEGES : PVE_VM_ADMIN_PRIVILEGES,
+    );
     const m = TOKEN_ID_RE.exec(tokenId);
     if (!m) throw new Error(`tokenId '${tokenId}' is not of the form user@realm!tokenid`);
     this.user = m[1]!;
@@ -449,7 +326,7 @@ class PveStandIn implements ProxmoxStandIn {
   /** PVE's `check_api2_permissions` for a route's `['perm', '/vms/{vmid}', privs]`. */
   private checkPerm(route: Route, params: Params): void {
     if (!route.perm) return;
-    const { privs, any } = route.perm;
+    const { privs, any } = typeof route.perm === 'function' ? route.perm() : route.perm;
     const ok = any
       ? privs.some((p) => this.privileges.has(p))
       : privs.every((p) => this.privileges.has(p));
@@ -467,14 +344,7 @@ class PveStandIn implements ProxmoxStandIn {
     return Object.fromEntries([...this.privileges].sort().map((p) => [p, 1]));
   }
 
-  addVm(
-    node: string,
-    vmid: number,
-    opts: {
-      status?: 'running' | 'stopped';
-      snapshots?: Array<Pick<SnapshotState, 'name' | 'description'>>;
-    } = {},
-  ): void {
+  addVm(node: string, vmid: number, opts: AddVmOptions = {}): void {
     if (this.vms.has(vmid)) throw new Error(`VM ${vmid} already exists`);
     const given = opts.snapshots ?? [];
     const base = nowSec() - given.length * 600;
@@ -502,9 +372,17 @@ class PveStandIn implements ProxmoxStandIn {
       starts: 0,
       stops: 0,
       rollbacks: 0,
+      guestAgent: opts.guestAgent ?? true,
+      guestAgentBootMs: opts.guestAgentBootMs ?? 0,
+      blockedRpcs: opts.blockedRpcs ?? [],
+      files: new Map(Object.entries(opts.files ?? {})),
+      dirs: new Set(opts.dirs ?? DEFAULT_GUEST_DIRS),
     };
+    if (opts.agent !== null) state.agent = opts.agent ?? '1';
     if (parent) state.currentParent = parent;
-    const rec: VmRecord = { state, name: `ci-runner-${vmid}` };
+    const disk = captureDisk(state);
+    const disks = new Map(snapshots.map((s) => [s.name, captureDisk(disk)]));
+    const rec: VmRecord = { state, name: `ci-runner-${vmid}`, disks };
     if (state.status === 'running') this.markRunning(rec);
     this.vms.set(vmid, rec);
   }
@@ -513,6 +391,17 @@ class PveStandIn implements ProxmoxStandIn {
     const rec = this.vms.get(vmid);
     if (!rec || rec.state.node !== node) throw new Error(`no VM ${vmid} on node ${node}`);
     return rec.state;
+  }
+
+  guestAgentRunning(node: string, vmid: number): boolean {
+    return guestAgentRunning(this.vm(node, vmid));
+  }
+
+  setExecHandler(node: string, vmid: number, handler: GuestExecHandler | undefined): void {
+    this.vm(node, vmid);
+    const rec = this.vms.get(vmid)!;
+    if (handler) rec.execHandler = handler;
+    else delete rec.execHandler;
   }
 
   failNext(match: FaultMatch, fault: ProxmoxFault, times = 1): void {
@@ -794,6 +683,7 @@ class PveStandIn implements ProxmoxStandIn {
     rec.state.status = 'running';
     rec.pid = 100_000 + Math.floor(Math.random() * 800_000);
     rec.startedAt = Date.now();
+    rec.state.runningSince = rec.startedAt;
   }
 
   private powerOn(rec: VmRecord): void {
@@ -805,6 +695,8 @@ class PveStandIn implements ProxmoxStandIn {
   private powerOff(rec: VmRecord): void {
     if (rec.state.status === 'stopped') return;
     rec.state.status = 'stopped';
+    guestPoweredOff(rec.state);
+    delete rec.state.runningSince;
     delete rec.pid;
     delete rec.startedAt;
     rec.state.stops += 1;
@@ -833,7 +725,7 @@ class PveStandIn implements ProxmoxStandIn {
       scsi0: `local-lvm:vm-${vmid}-disk-0,size=32G`,
       scsihw: 'virtio-scsi-single',
       smbios1: 'uuid=6b1f3a9e-0c44-4a51-9b0a-2d1e5c7f8a90',
-      agent: '1',
+      ...(rec.state.agent === undefined ? {} : { agent: rec.state.agent }),
     };
   }
 
@@ -845,7 +737,8 @@ class PveStandIn implements ProxmoxStandIn {
     const starttime = nowSec();
     const node = ctx.node;
     const upid = `UPID:${node}:${hex8(pid)}:${hex8(pstart)}:${hex8(starttime)}:${type}:${vmid}:${this.tokenId}:`;
-    const fault = this.takeFault(ctx.req, ['task', 'warnings', 'hang']) as TaskFault | undefined;
+    const fault = this.takeFault(ctx.req, ['task', 'warnings', 'hang', 'disk-not-restored']) as
+      TaskFault | undefined;
 
     let failure: string | undefined;
     const run = fault?.kind !== 'task';
@@ -876,7 +769,7 @@ class PveStandIn implements ProxmoxStandIn {
         } else if (failure !== undefined) {
           task.exitstatus = failure;
         } else {
-          work.finish();
+          work.finish(fault);
           if (fault?.kind === 'warnings') {
             for (let i = 0; i < fault.count; i++) {
               task.log.push('WARN: unable to freeze guest filesystems - guest agent not running');
@@ -940,8 +833,26 @@ class PveStandIn implements ProxmoxStandIn {
         method: 'GET',
         path: ['version'],
         schema: {},
-        handler: () => ({ version: '8.3.2', release: '8.3', repoid: '3e76eec21c4a14a7' }),
+        handler: () =>
+          this.pveVersion === 9
+            ? { version: '9.0.10', release: '9.0', repoid: 'deb1ca707ec72a89' }
+            : { version: '8.3.2', release: '8.3', repoid: '3e76eec21c4a14a7' },
       },
+      {
+        method: 'GET',
+        path: vmPath('config'),
+        perm: { privs: ['VM.Audit'] },
+        schema: { ...VM_PATH, current: OPT_BOOL },
+        handler: (ctx) => {
+          const rec = this.loadConfig(ctx.node, vmidOf(ctx));
+          return { ...this.vmConfig(rec), digest: this.digest(rec) };
+        },
+      },
+      ...agentRoutes({
+        guestVm: (ctx) => this.loadConfig(ctx.node, vmidOf(ctx)).state,
+        generation: () => this.pveVersion,
+        execHandler: (vm) => this.vms.get(vm.vmid)?.execHandler ?? defaultGuestExec,
+      }),
       {
         method: 'GET',
         path: vmPath('status'),
@@ -1225,8 +1136,9 @@ class PveStandIn implements ProxmoxStandIn {
       diskread: running ? 10_485_760 : 0,
       diskwrite: running ? 5_242_880 : 0,
       ha: { managed: 0 },
-      agent: 1,
     };
+    // `agent` is 1 only when the option enables it (QemuServer vmstatus).
+    if (agentEnabled(vm.agent)) out.agent = 1;
     if (running) {
       out.pid = rec.pid;
       out['running-machine'] = 'pc-i440fx-9.0+pve0';
@@ -1290,6 +1202,8 @@ class PveStandIn implements ProxmoxStandIn {
         };
         if (vm.currentParent) snap.parent = vm.currentParent;
         vm.snapshots.push(snap);
+        // The disk is snapshotted now (after fs-freeze): later writes are not in it.
+        this.record(node, vmid)!.disks.set(snapname, captureDisk(vm));
       },
       finish: () => {
         const vm = this.record(node, vmid)?.state;
@@ -1318,6 +1232,7 @@ class PveStandIn implements ProxmoxStandIn {
         if (!vm || !snap) return;
         const removed = snap;
         vm.snapshots = vm.snapshots.filter((s) => s !== removed);
+        this.record(node, vmid)?.disks.delete(snapname);
         // Children and the current state are re-parented onto the removed snapshot's parent.
         for (const s of vm.snapshots) {
           if (s.parent === snapname) {
@@ -1356,11 +1271,14 @@ class PveStandIn implements ProxmoxStandIn {
         lines.push(`  Logical volume "vm-${vmid}-disk-0" successfully removed.`);
         lines.push(`  Logical volume "vm-${vmid}-disk-0" created.`);
       },
-      finish: () => {
+      finish: (fault) => {
         const rec = this.record(node, vmid);
         if (!rec || !snap) return;
         this.releaseLock(rec.state, 'rollback');
-        rec.state.currentParent = snapname;
+        const storageBug = fault?.kind === 'disk-not-restored';
+        if (!storageBug || !fault.keepParent) rec.state.currentParent = snapname;
+        const image = rec.disks.get(snapname);
+        if (!storageBug && image) restoreDisk(rec.state, image);
         rec.state.rollbacks += 1;
         if (start || snap.vmstate === 1) this.powerOn(rec);
       },
@@ -1410,6 +1328,8 @@ export async function startProxmoxStandIn(
     tokenSecret?: string;
     taskDurationMs?: number;
     authFailureDelayMs?: number;
+    /** The Proxmox VE major version to play (default 8): privileges, `GET /version`. */
+    pveVersion?: 8 | 9;
   } = {},
 ): Promise<ProxmoxStandIn> {
   const s = new PveStandIn(
@@ -1417,6 +1337,7 @@ export async function startProxmoxStandIn(
     opts.tokenSecret ?? DEFAULT_TOKEN_SECRET,
     opts.taskDurationMs ?? 30,
     opts.authFailureDelayMs ?? 0,
+    opts.pveVersion ?? 8,
   );
   await s.listen();
   return s;
