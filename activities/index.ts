@@ -5,6 +5,7 @@ import { githubActivities } from './github/steps';
 import { gitlabActivities } from './gitlab/steps';
 import { proxmoxActivities } from './proxmox/steps';
 import { reconcileActivities } from './reconcile';
+import { streakRule } from './quarantine';
 import { recordActivities } from './records';
 import { runnerActivities } from './runner';
 import { verifyActivities } from './verify';
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     ...recordActivities(store, {
       pollJobs: (runnerId) => pollsJobsOf(deps, runnerId),
       metrics: deps.metrics,
+      streak: streakRule(deps),
     }),
     ...proxmoxActivities(deps),
     ...gitlabActivities(deps),

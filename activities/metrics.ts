@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { registerBuildInfoMetric } from '../common/build-info-metric';
 
 /** How the job's end was detected: a finalize call (hook, agent), the GitLab poller, or the TTL. */
@@ -70,8 +70,15 @@ export class WorkerMetrics {
    */
   readonly resets = new Counter({
     name: 'e2epool_resets_total',
-    help: 'Resets by the runner\'s backend and their proof: verified="true" (verified), "false" (the check failed: needs_attention, runner quarantined), "unverified" (verification off, or not verifiable, e.g. no guest agent).',
+    help: 'Resets whose proof ran (verify_reset not off), by the runner\'s backend and the answer: verified="true" (verified), "false" (the check failed: needs_attention, runner quarantined), "unverified" (not verifiable, e.g. no guest agent).',
     labelNames: ['backend', 'verified'] as const,
+    registers: [this.registry],
+  });
+
+  /** Set by the failure-streak rule (activities/quarantine.ts). */
+  readonly quarantineCapReached = new Gauge({
+    name: 'e2epool_quarantine_cap_reached',
+    help: '1 when the last failure streak this worker saw did not quarantine its runner because E2EPOOL_QUARANTINE_MAX_PERCENT of the fleet (at least one runner) is quarantined for failure streaks already; 0 once a streak quarantine fits again.',
     registers: [this.registry],
   });
 

@@ -11,6 +11,7 @@ import {
 import type { OperationLogStore, OperationOutcome, OperationResult } from '../store/operation-log';
 import type { JobEndPath, WorkerMetrics } from './metrics';
 import { activityKey, writeOperation } from './operation-log';
+import { reportStreak, streakQuarantine, type StreakRule } from './quarantine';
 
 /** A state change, and what the operation log must say along with it. */
 export interface TransitionRequest extends CheckpointTransition {
@@ -47,7 +48,12 @@ export interface PauseLog {
   fact?: { target: PauseTarget; state: 'sent' | 'paused'; labels?: string[] };
 }
 
-type RecordOptions = { pollJobs: (runnerId: string) => boolean; metrics: WorkerMetrics };
+type RecordOptions = {
+  pollJobs: (runnerId: string) => boolean;
+  metrics: WorkerMetrics;
+  /** The failure-streak quarantine rule; absent: no runner is quarantined for streaks. */
+  streak?: StreakRule;
+};
 
 /** Where a log row goes: the checkpoint, its runner, and the backend its step ran on. */
 type RowOf = Pick<CheckpointRef, 'runnerId'> & { checkpointId: number; backend: Backend | null };
@@ -240,15 +246,21 @@ async function transitionCheckpoint(
   i: TransitionRequest,
 ): Promise<void> {
   // One transaction: nobody sees the new state without its log row.
-  const moved = await store.transaction(async (tx) => {
+  const { moved, streak } = await store.transaction(async (tx) => {
     const { row, moved } = await compareAndSet(tx, i);
     const now = new Date();
     await logState(tx, row, i, now);
     if (i.pauseLog) await logPause(tx, row, i.pauseLog);
     if (i.leftPausedGitlabRunnerId !== undefined || i.leftPausedWhat !== undefined)
       await logLeftPaused(tx, row, i, now);
-    return moved;
+    // Only the attempt that moved the row: a retry of a committed attempt finds it moved.
+    const streak =
+      moved && i.to === 'reset_failed' && o.streak
+        ? await streakQuarantine(tx, o.streak, row, false)
+        : null;
+    return { moved, streak };
   });
+  if (streak && o.streak) reportStreak(o.streak, moved!.runnerId, streak);
   // Only the attempt that moved the row observes: a retry finds it moved already.
   if (moved && i.timeToClean) {
     const seconds = (Date.now() - Date.parse(i.timeToClean.jobEndedAt)) / 1000;

@@ -102,6 +102,7 @@ export function createApp(d: AppDeps): Express {
       logs: d.logs,
       logFeed: d.logFeed,
       temporal: d.temporal,
+      registry: d.registry,
       refreshMs: FLEET_REFRESH_MS,
       log: d.log,
     }),

@@ -122,6 +122,15 @@ function registerAgentGauges(registry: Registry, d: MetricsDeps): void {
   });
 
   new Gauge({
+    name: 'e2epool_runners_quarantined',
+    help: 'Active runners quarantined (a failed reset verification, a failure streak, or an operator): they take no checkpoint and stay paused until unquarantined.',
+    registers: [registry],
+    collect() {
+      this.set(d.inventory.inventory.quarantinedCount);
+    },
+  });
+
+  new Gauge({
     name: 'e2epool_agent_sessions',
     help: 'Agent WebSocket sessions held by this API instance (sum over instances: connected agents).',
     registers: [registry],

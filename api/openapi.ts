@@ -11,7 +11,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
-import { listRunnersQuery } from './runner-routes';
+import { listRunnersQuery, quarantineBody } from './runner-routes';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
@@ -121,6 +121,13 @@ const runnerObject = z
     ...verifyFields,
     is_active: z.boolean(),
     draining: z.boolean(),
+    quarantined: z.boolean().openapi({
+      description:
+        'Quarantined: creates get 423 and the runner stays paused in its CI system until unquarantined',
+    }),
+    quarantine_reason: z.string().nullable(),
+    quarantine_source: z.enum(['verification', 'failure_streak', 'operator']).nullable(),
+    quarantined_at: z.string().openapi({ format: 'date-time' }).nullable(),
     has_agent_token: z.boolean().openapi({
       description:
         'Whether the agent has a credential of its own; false: it uses the REST token, which CI jobs hold too',
@@ -199,7 +206,7 @@ const ERROR_TEXT: Record<number, string> = {
   403: 'Invalid token, or not this runner’s checkpoint',
   404: 'Not found',
   409: 'Conflict (an active checkpoint exists, or nothing holds it)',
-  423: 'The runner is draining',
+  423: 'The runner is draining or quarantined',
   429: 'Cooldown period active',
   503: 'Temporal or the database unavailable / not configured',
   504: 'Not done before the create deadline',
@@ -523,6 +530,17 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       ...errors(401, 403, 404, 409),
     },
   });
+  r.registerPath({
+    method: 'post',
+    path: '/ui/runners/{id}/unquarantine',
+    summary: 'End a quarantine from the fleet page (as POST /api/runners/{id}/unquarantine)',
+    security: ui,
+    request: { params: z.object({ id: z.string() }) },
+    responses: {
+      '303': { description: 'Back to the fleet page' },
+      ...errors(401, 403, 404, 409),
+    },
+  });
 
   // The runner registry (see docs/protocol.md#runner-registry): admin bearer token.
   const adminOnly = [{ [adminToken.name]: [] }];
@@ -638,6 +656,38 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       },
     });
   }
+  r.registerPath({
+    method: 'post',
+    path: '/api/runners/{id}/quarantine',
+    summary:
+      'Quarantine a runner: creates get 423 and it stays paused in its CI system after its current checkpoint; an already quarantined runner keeps its first reason',
+    security: adminOnly,
+    request: {
+      params: idParam,
+      body: { content: { 'application/json': { schema: quarantineBody } } },
+    },
+    responses: {
+      '200': json(runnerObject, 'The runner'),
+      '404': detailError('Runner not found'),
+      '409': detailError("Runner '<id>' is defined in the inventory file"),
+      '422': detailError('reason missing, empty, too long, or not storable; or an unknown field'),
+      ...adminErrors,
+    },
+  });
+  r.registerPath({
+    method: 'post',
+    path: '/api/runners/{id}/unquarantine',
+    summary:
+      'End a quarantine: the runner takes checkpoints again and the reconciler unpauses it (a pass starts at once)',
+    security: adminOnly,
+    request: { params: idParam },
+    responses: {
+      '200': json(runnerObject, 'The runner'),
+      '404': detailError('Runner not found'),
+      '409': detailError("Runner '<id>' is defined in the inventory file"),
+      ...adminErrors,
+    },
+  });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

@@ -7,6 +7,8 @@ import type { Store } from '../store';
 import {
   RUNNER_COLUMNS,
   RUNNER_OPTIONS,
+  type Quarantine,
+  type QuarantineSource,
   type RunnerChange,
   type RunnerFields,
   type StoredRunner,
@@ -30,6 +32,12 @@ export interface RunnerView {
   tags: string[];
   is_active: boolean;
   draining: boolean;
+  /** Quarantined (see docs/protocol.md#runner-registry): creates get 423, the runner stays paused. */
+  quarantined: boolean;
+  quarantine_reason: string | null;
+  /** Who quarantined it: `verification`, `failure_streak` or `operator`; null when not quarantined. */
+  quarantine_source: QuarantineSource | null;
+  quarantined_at: string | null;
   /**
    * Whether the runner's agent has a credential of its own; false: its agent
    * uses the REST token, which its CI jobs hold too (shared credential).
@@ -72,6 +80,7 @@ function view(
     runnerId: string;
     isActive: boolean;
     draining: boolean;
+    quarantine: Quarantine | null;
     hasAgentToken: boolean;
     source: RunnerSource;
     createdAt: Date | null;
@@ -98,6 +107,10 @@ function view(
     ...options,
     is_active: extra.isActive,
     draining: extra.draining,
+    quarantined: extra.quarantine !== null,
+    quarantine_reason: extra.quarantine?.reason ?? null,
+    quarantine_source: extra.quarantine?.source ?? null,
+    quarantined_at: extra.quarantine ? extra.quarantine.at.toISOString() : null,
     has_agent_token: extra.hasAgentToken,
     source: extra.source,
     created_at: extra.createdAt ? extra.createdAt.toISOString() : null,
@@ -114,6 +127,7 @@ function inventoryView(c: RunnerConfig): RunnerView {
     runnerId: c.runner_id,
     isActive: true,
     draining: false,
+    quarantine: null,
     hasAgentToken: c.agent_token !== undefined,
     source: 'inventory',
     createdAt: null,
@@ -142,8 +156,8 @@ export class RunnerRegistry {
       log: Logger;
       actor?: string;
       /**
-       * Called after an undrain, to unpause the runner without waiting for
-       * the reconciler's next pass; its failure is logged, not answered.
+       * Called after an undrain or unquarantine, to unpause the runner without
+       * waiting for the reconciler's next pass; its failure is logged, not answered.
        */
       undrained?: (runnerId: string) => Promise<void>;
     },
@@ -294,17 +308,60 @@ export class RunnerRegistry {
    */
   async drain(runnerId: string, draining: boolean): Promise<RunnerView> {
     const view = await this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
-    if (!draining && this.d.undrained) {
-      await this.d
-        .undrained(runnerId)
-        .catch((err: unknown) =>
-          this.d.log.warn(
-            { runnerId, err: (err as Error).message },
-            "undrain: cannot start a reconciler pass; the runner is unpaused at the reconciler's next pass",
-          ),
-        );
-    }
+    if (!draining) await this.startUnpause(runnerId, 'undrain');
     return view;
+  }
+
+  /**
+   * Quarantines a runner (see docs/protocol.md#runner-registry): creates get
+   * 423 and it stays paused in its CI system after its current checkpoint.
+   * A quarantined runner keeps its first reason; every call is audited.
+   */
+  async quarantine(runnerId: string, reason: string): Promise<RunnerView> {
+    return this.quarantineChange(runnerId, 'quarantine', { reason });
+  }
+
+  /** Ends a runner's quarantine; the reconciler unpauses it (a pass is started at once). */
+  async unquarantine(runnerId: string): Promise<RunnerView> {
+    const view = await this.quarantineChange(runnerId, 'unquarantine', null);
+    await this.startUnpause(runnerId, 'unquarantine');
+    return view;
+  }
+
+  private async quarantineChange(
+    runnerId: string,
+    action: 'quarantine' | 'unquarantine',
+    q: { reason: string } | null,
+  ): Promise<RunnerView> {
+    this.refuseFileRunner(runnerId);
+    const updated = await this.d.store.transaction(async (tx) => {
+      const change = q
+        ? await tx.quarantine.quarantine(runnerId, { reason: q.reason, source: 'operator' })
+        : await tx.quarantine.unquarantine(runnerId);
+      if (!change) throw new HttpError(404, 'Runner not found');
+      await tx.audit.record({
+        actor: this.actor,
+        action,
+        runnerId,
+        detail: { ...(q ? { reason: q.reason } : {}), changed: change.changed },
+      });
+      return change.runner;
+    });
+    this.d.log.info({ runnerId, actor: this.actor, action }, 'registry runner changed');
+    return this.applied(storedView(updated));
+  }
+
+  /** Starts a reconciler pass to unpause the runner; a failure is only logged. */
+  private async startUnpause(runnerId: string, action: string): Promise<void> {
+    if (!this.d.undrained) return;
+    await this.d
+      .undrained(runnerId)
+      .catch((err: unknown) =>
+        this.d.log.warn(
+          { runnerId, err: (err as Error).message },
+          `${action}: cannot start a reconciler pass; the runner is unpaused at the reconciler's next pass`,
+        ),
+      );
   }
 
   /** A new token; the old one stops working once this returns. */

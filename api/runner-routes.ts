@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { adminAuth, type AdminToken } from './auth';
 import { HttpError } from './errors';
-import { storableParam } from './input-guard';
+import { storable, storableParam } from './input-guard';
 import type { RunnerRegistry } from './runner-registry';
 
 /** `?include_inactive=true` (also 1/yes, as FastAPI's bool query accepted). */
@@ -15,6 +15,34 @@ function objectBody(body: unknown): Record<string, unknown> {
     throw new HttpError(422, 'Request body must be a JSON object');
   }
   return body as Record<string, unknown>;
+}
+
+/** The longest quarantine reason accepted: a sentence or two for the fleet page, not a log. */
+export const MAX_QUARANTINE_REASON = 500;
+
+/** `POST /api/runners/{id}/quarantine`'s body. */
+export const quarantineBody = z
+  .object({
+    reason: z
+      .string({ error: 'reason: expected a string' })
+      .trim()
+      .min(1, 'reason: must not be empty')
+      .max(MAX_QUARANTINE_REASON, `reason: at most ${MAX_QUARANTINE_REASON} characters`)
+      .refine(storable, 'reason: holds a NUL character or an unpaired surrogate'),
+  })
+  .strict();
+
+function quarantineReason(body: unknown): string {
+  const parsed = quarantineBody.safeParse(objectBody(body));
+  if (parsed.success) return parsed.data.reason;
+  const issue = parsed.error.issues[0]!;
+  const detail =
+    issue.code === 'unrecognized_keys'
+      ? `Unknown fields: ${issue.keys.sort().join(', ')}`
+      : issue.path[0] === 'reason' && issue.code === 'invalid_type'
+        ? 'reason: expected a string'
+        : issue.message;
+  throw new HttpError(422, detail);
 }
 
 /** The runner registry's admin routes (see docs/protocol.md#runner-registry): admin bearer auth, validate, delegate. */
@@ -60,6 +88,14 @@ export function runnerRouter(registry: RunnerRegistry, admin: AdminToken): Route
 
   router.post('/api/runners/:id/undrain', async (req, res) => {
     res.json(await registry.drain(req.params.id, false));
+  });
+
+  router.post('/api/runners/:id/quarantine', async (req, res) => {
+    res.json(await registry.quarantine(req.params.id, quarantineReason(req.body)));
+  });
+
+  router.post('/api/runners/:id/unquarantine', async (req, res) => {
+    res.json(await registry.unquarantine(req.params.id));
   });
 
   return router;

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { versionText } from '../common/build-info';
 import type { AgentCommandName, AgentCommandOptions } from './agent-commands';
+import { addRunnerCommands } from './runner-commands';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
@@ -64,6 +65,7 @@ export function buildProgram(): Command {
   addAgentDaemonCommand(program);
   addJobCommands(program);
   addInspectCommands(program);
+  addRunnerCommands(program);
   return program;
 }
 

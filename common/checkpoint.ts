@@ -179,6 +179,15 @@ export function keptPausedForDrain(runnerId: string, what: string): string {
   return `runner '${runnerId}' is draining: ${what} stays paused until it is undrained`;
 }
 
+/**
+ * The unpause step's log detail for a quarantined runner (see docs/protocol.md#runner-registry): it
+ * stays paused (runner_pauses state `kept_for_quarantine`), and the reconciler unpauses it after
+ * `unquarantine`.
+ */
+export function keptPausedForQuarantine(runnerId: string, what: string): string {
+  return `runner '${runnerId}' is quarantined: ${what} stays paused until it is unquarantined`;
+}
+
 /** The target as operators read it: `GitLab runner 42`, `GitHub runner 7 of o/r`. */
 export function describePauseTarget(t: PauseTarget): string {
   if (t.kind === 'gitlab') return `GitLab runner ${t.gitlabRunnerId}`;

@@ -20,6 +20,8 @@ export interface RegistryRunner {
   agentTokenDigest: Buffer | null;
   isActive: boolean;
   draining: boolean;
+  /** Quarantined (see docs/protocol.md#runner-registry): no checkpoint, kept paused. */
+  quarantined: boolean;
 }
 
 /**
@@ -36,6 +38,7 @@ export class Inventory {
   private readonly byId: Map<string, RunnerConfig>;
   private readonly inactive: Map<string, RunnerConfig>;
   private readonly drainingIds: Set<string>;
+  private readonly quarantinedIds: Set<string>;
   private readonly apiIds: Set<string>;
   private readonly tokenDigests: Array<{ digest: Buffer; runnerId: string }>;
   /** Active runners' agent token digests; a runner without one shares `token` with its jobs. */
@@ -61,6 +64,9 @@ export class Inventory {
       registry.filter((e) => !e.isActive).map((e) => [e.config.runner_id, e.config]),
     );
     this.drainingIds = new Set(active.filter((e) => e.draining).map((e) => e.config.runner_id));
+    this.quarantinedIds = new Set(
+      active.filter((e) => e.quarantined).map((e) => e.config.runner_id),
+    );
     this.apiIds = new Set(active.map((e) => e.config.runner_id));
     this.tokenDigests = [
       ...fileRunners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id })),
@@ -100,6 +106,20 @@ export class Inventory {
   /** Whether the runner is draining: it takes no new checkpoints. */
   isDraining(runnerId: string): boolean {
     return this.drainingIds.has(runnerId);
+  }
+
+  /**
+   * Whether the runner is quarantined: it takes no new checkpoints and stays
+   * paused. A copy refreshed on the registry's NOTIFY: code that must not act
+   * on a stale answer (the unpause) reads store/quarantine.ts instead.
+   */
+  isQuarantined(runnerId: string): boolean {
+    return this.quarantinedIds.has(runnerId);
+  }
+
+  /** How many active runners are quarantined. */
+  get quarantinedCount(): number {
+    return this.quarantinedIds.size;
   }
 
   /** Whether the file defines this runner id. */
@@ -409,6 +429,7 @@ function registryFingerprint(entries: readonly RegistryRunner[]): string {
         e.agentTokenDigest?.toString('hex') ?? null,
         e.isActive,
         e.draining,
+        e.quarantined,
       ]),
     ).update('\n');
   return h.digest('hex');

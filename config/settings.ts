@@ -119,6 +119,8 @@ const schema = z.object({
   E2EPOOL_RECONCILE_INTERVAL_SECONDS: positiveSeconds(60),
   E2EPOOL_RECONCILE_REPAIR: bool(true),
   E2EPOOL_RECONCILE_MIN_AGE_SECONDS: seconds(30),
+  E2EPOOL_QUARANTINE_AFTER: integer(3, 1, 1000),
+  E2EPOOL_QUARANTINE_MAX_PERCENT: integer(20, 0, 100),
   E2EPOOL_RETENTION_DAYS: integer(30, 1, 3650),
   E2EPOOL_LOG_MAX_LINES: integer(10_000, 1, 10_000_000),
   E2EPOOL_LOG_STREAMS_PER_RUNNER: integer(8, 1, 10_000),
@@ -225,6 +227,13 @@ export interface Settings {
   reconcileRepair: boolean;
   /** The reconciler leaves checkpoints, pauses and snapshots younger than this alone (they may be mid-step). */
   reconcileMinAgeSeconds: number;
+  /** A runner whose last this many checkpoints ended `reset_failed` is quarantined (a failure streak). */
+  quarantineAfter: number;
+  /**
+   * At most this percentage of the active runners (at least one runner) is
+   * quarantined for failure streaks: a fleet-wide outage must not empty the pool.
+   */
+  quarantineMaxPercent: number;
   /** Finished agent commands and the logs of ended checkpoints older than this many days are pruned. */
   retentionDays: number;
   /** Output lines kept in one checkpoint's log; the cut is marked. */
@@ -389,6 +398,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     reconcileIntervalSeconds: r.E2EPOOL_RECONCILE_INTERVAL_SECONDS,
     reconcileRepair: r.E2EPOOL_RECONCILE_REPAIR,
     reconcileMinAgeSeconds: r.E2EPOOL_RECONCILE_MIN_AGE_SECONDS,
+    quarantineAfter: r.E2EPOOL_QUARANTINE_AFTER,
+    quarantineMaxPercent: r.E2EPOOL_QUARANTINE_MAX_PERCENT,
     retentionDays: r.E2EPOOL_RETENTION_DAYS,
     logMaxLines: r.E2EPOOL_LOG_MAX_LINES,
     logStreamsPerRunner: r.E2EPOOL_LOG_STREAMS_PER_RUNNER,

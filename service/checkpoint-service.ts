@@ -37,6 +37,7 @@ import {
   RunClosing,
   RunnerDraining,
   RunnerNotFound,
+  RunnerQuarantined,
   TemporalUnavailable,
 } from './errors';
 
@@ -91,6 +92,10 @@ export class CheckpointService {
       throw new NotAuthorized('Token not authorized for this runner');
     }
     if (!runner) throw new RunnerNotFound();
+    // Quarantined (see docs/protocol.md#runner-registry): refused before anything else, even while draining.
+    if (this.d.inventory.inventory.isQuarantined(runner.runner_id)) {
+      throw new RunnerQuarantined(`Runner '${runner.runner_id}' is quarantined`);
+    }
     // Draining (see docs/protocol.md#runner-registry): the current checkpoint finishes, no new one starts.
     if (this.d.inventory.inventory.isDraining(runner.runner_id)) {
       throw new RunnerDraining(`Runner '${runner.runner_id}' is draining`);

@@ -9,6 +9,7 @@ export const DOMAIN_ERROR_CODES = [
   'CheckpointNotFound',
   'NotAuthorized',
   'RunnerDraining',
+  'RunnerQuarantined',
   'Conflict',
   'CooldownActive',
   'RunClosing',
@@ -32,6 +33,7 @@ const WIRE_CODE: Record<DomainErrorCode, number> = {
   CheckpointNotFound: 404,
   NotAuthorized: 403,
   RunnerDraining: 423,
+  RunnerQuarantined: 423,
   Conflict: 409,
   CooldownActive: 429,
   RunClosing: 503,
@@ -83,6 +85,9 @@ export class NotAuthorized extends withCode('NotAuthorized') {}
 
 /** Draining (see docs/protocol.md#runner-registry): no new checkpoint starts. */
 export class RunnerDraining extends withCode('RunnerDraining') {}
+
+/** Quarantined (see docs/protocol.md#runner-registry): no checkpoint starts until an operator unquarantines it. */
+export class RunnerQuarantined extends withCode('RunnerQuarantined') {}
 
 /** The request clashes with the runner's or the checkpoint's state. */
 export class Conflict extends withCode('Conflict') {}

@@ -7,6 +7,7 @@ import { CheckpointStore } from './checkpoints';
 import { HoldStore } from './holds';
 import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
+import { QuarantineStore } from './quarantine';
 import { RunnerPauseStore } from './runner-pauses';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
@@ -28,6 +29,7 @@ export interface Stores {
   runners: RunnerStore;
   audit: AdminAuditStore;
   verification: VerificationStore;
+  quarantine: QuarantineStore;
 }
 
 /** The stores on a DataSource, and transactions over them. */
@@ -53,6 +55,7 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     runners: new RunnerStore(q),
     audit: new AdminAuditStore(q),
     verification: new VerificationStore(q),
+    quarantine: new QuarantineStore(q),
   };
 }
 

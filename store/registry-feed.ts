@@ -55,6 +55,7 @@ export function registrySource(
             agentTokenDigest: r.agentTokenHash,
             isActive: r.isActive,
             draining: r.draining,
+            quarantined: r.quarantine !== null,
           });
           reported.delete(r.runnerId);
         } catch (err) {

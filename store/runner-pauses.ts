@@ -8,16 +8,31 @@ import { changeRows, selectRows, type Queryable } from './queryable';
  *   answer came back: e2epool may have paused the runner;
  * - `paused`: the CI system confirmed it;
  * - `kept_for_drain`: the unpause left it paused because the runner drains
- *   (see docs/protocol.md#runner-registry); the reconciler undoes it once undrained.
+ *   (see docs/protocol.md#runner-registry); the reconciler undoes it once undrained;
+ * - `kept_for_quarantine`: the same for a quarantined runner, undone once unquarantined.
  * Closed: `unpaused` (by the run or the reconciler), `left_paused` (an
  * operator's release left it paused on purpose: no longer e2epool's),
  * `unpaused_elsewhere` (someone else undid it).
  */
 export type PauseState =
-  'sent' | 'paused' | 'kept_for_drain' | 'unpaused' | 'left_paused' | 'unpaused_elsewhere';
+  | 'sent'
+  | 'paused'
+  | 'kept_for_drain'
+  | 'kept_for_quarantine'
+  | 'unpaused'
+  | 'left_paused'
+  | 'unpaused_elsewhere';
 
 /** The states in which the pause is e2epool's (the table's generated `owned` column). */
-export const OPEN_PAUSE_STATES: readonly PauseState[] = ['sent', 'paused', 'kept_for_drain'];
+export const OPEN_PAUSE_STATES: readonly PauseState[] = [
+  'sent',
+  'paused',
+  'kept_for_drain',
+  'kept_for_quarantine',
+];
+
+/** The open states an unpause leaves behind when the runner must stay paused. */
+export type KeptState = 'kept_for_drain' | 'kept_for_quarantine';
 
 /** A checkpoint's pause of its runner, as `runner_pauses` records it. */
 export interface RunnerPause {
@@ -96,19 +111,19 @@ export class RunnerPauseStore {
   }
 
   /**
-   * Moves the checkpoint's open pause to `state` (closing it, or, with
-   * `kept_for_drain`, keeping it e2epool's while the runner drains). Returns
+   * Moves the checkpoint's open pause to `state` (closing it, or, with a
+   * KeptState, keeping it e2epool's while the runner drains or is quarantined). Returns
    * whether an open pause was there: a retry finds it moved already.
    */
   async closed(
     checkpointId: number,
-    state: 'unpaused' | 'left_paused' | 'unpaused_elsewhere' | 'kept_for_drain',
+    state: 'unpaused' | 'left_paused' | 'unpaused_elsewhere' | KeptState,
   ): Promise<boolean> {
     const { count } = await changeRows(
       this.q,
       `UPDATE runner_pauses
           SET state = $2::varchar, changed_at = now(),
-              unpaused_at = CASE WHEN $2::varchar = 'kept_for_drain' THEN NULL ELSE now() END
+              unpaused_at = CASE WHEN $2::varchar LIKE 'kept_for_%' THEN NULL ELSE now() END
         WHERE checkpoint_id = $1 AND owned`,
       [checkpointId, state],
     );

@@ -48,11 +48,23 @@ export interface StoredRunner {
   sealedProxmoxToken: string | null;
   isActive: boolean;
   draining: boolean;
+  /** Null unless quarantined (see store/quarantine.ts). */
+  quarantine: Quarantine | null;
   createdAt: Date;
   updatedAt: Date;
 }
 
-interface Row {
+/** Who quarantined a runner: a failed reset verification, a failure streak, or an operator. */
+export type QuarantineSource = 'verification' | 'failure_streak' | 'operator';
+
+/** Why and since when a runner is quarantined (see docs/protocol.md#runner-registry). */
+export interface Quarantine {
+  reason: string;
+  source: QuarantineSource;
+  at: Date;
+}
+
+export interface RunnerRow {
   runner_id: string;
   token_hash: Buffer;
   agent_token_hash: Buffer | null;
@@ -60,12 +72,16 @@ interface Row {
   options: Record<string, unknown>;
   is_active: boolean;
   draining: boolean;
+  quarantined: boolean;
+  quarantine_reason: string | null;
+  quarantine_source: QuarantineSource | null;
+  quarantined_at: Date | null;
   created_at: Date;
   updated_at: Date;
   [column: string]: unknown;
 }
 
-function fromRow(r: Row): StoredRunner {
+export function runnerFromRow(r: RunnerRow): StoredRunner {
   const fields: RunnerFields = { backend: String(r.backend) };
   for (const c of RUNNER_COLUMNS) {
     const v = r[c];
@@ -82,6 +98,9 @@ function fromRow(r: Row): StoredRunner {
     sealedProxmoxToken: r.proxmox_token_value,
     isActive: r.is_active,
     draining: r.draining,
+    quarantine: r.quarantined
+      ? { reason: r.quarantine_reason!, source: r.quarantine_source!, at: r.quarantined_at! }
+      : null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
@@ -114,18 +133,20 @@ export class RunnerStore {
 
   /** Every runner (or only the active ones), ordered by runner_id. */
   async list(includeInactive = true): Promise<StoredRunner[]> {
-    const rows = await selectRows<Row>(
+    const rows = await selectRows<RunnerRow>(
       this.q,
       `SELECT * FROM runners ${includeInactive ? '' : 'WHERE is_active'} ORDER BY runner_id`,
     );
-    return rows.map(fromRow);
+    return rows.map(runnerFromRow);
   }
 
   async get(runnerId: string): Promise<StoredRunner | null> {
-    const [row] = await selectRows<Row>(this.q, `SELECT * FROM runners WHERE runner_id = $1`, [
-      runnerId,
-    ]);
-    return row ? fromRow(row) : null;
+    const [row] = await selectRows<RunnerRow>(
+      this.q,
+      `SELECT * FROM runners WHERE runner_id = $1`,
+      [runnerId],
+    );
+    return row ? runnerFromRow(row) : null;
   }
 
   /** Adds a runner; null when its id is taken. */
@@ -138,7 +159,7 @@ export class RunnerStore {
   }): Promise<StoredRunner | null> {
     const cols = [...RUNNER_COLUMNS, 'options'];
     const n = cols.length;
-    const rows = await selectRows<Row>(
+    const rows = await selectRows<RunnerRow>(
       this.q,
       `INSERT INTO runners (runner_id, ${cols.join(', ')}, token_hash, agent_token_hash, proxmox_token_value)
        VALUES ($1, ${cols.map((_, i) => `$${i + 2}`).join(', ')}, $${n + 2}, $${n + 3}, $${n + 4})
@@ -146,7 +167,7 @@ export class RunnerStore {
        RETURNING *`,
       [r.runnerId, ...columnValues(r.fields), r.tokenHash, r.agentTokenHash, r.sealedProxmoxToken],
     );
-    return rows[0] ? fromRow(rows[0]) : null;
+    return rows[0] ? runnerFromRow(rows[0]) : null;
   }
 
   /** Replaces a runner's config fields and sealed Proxmox token. */
@@ -157,14 +178,14 @@ export class RunnerStore {
     isActive: boolean,
   ): Promise<StoredRunner | null> {
     const n = RUNNER_COLUMNS.length + 2;
-    const { rows } = await changeRows<Row>(
+    const { rows } = await changeRows<RunnerRow>(
       this.q,
       `UPDATE runners SET ${SET_COLUMNS}, proxmox_token_value = $${n + 1}, is_active = $${n + 2},
               updated_at = now()
         WHERE runner_id = $1 RETURNING *`,
       [runnerId, ...columnValues(fields), sealedProxmoxToken, isActive],
     );
-    return rows[0] ? fromRow(rows[0]) : null;
+    return rows[0] ? runnerFromRow(rows[0]) : null;
   }
 
   /** Sets one flag or a token hash; null when there is no such runner. */
@@ -177,12 +198,12 @@ export class RunnerStore {
           : 'tokenHash' in change
             ? ['token_hash', change.tokenHash]
             : ['agent_token_hash', change.agentTokenHash];
-    const { rows } = await changeRows<Row>(
+    const { rows } = await changeRows<RunnerRow>(
       this.q,
       `UPDATE runners SET ${column} = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
       [runnerId, value],
     );
-    return rows[0] ? fromRow(rows[0]) : null;
+    return rows[0] ? runnerFromRow(rows[0]) : null;
   }
 }
 

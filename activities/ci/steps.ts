@@ -1,9 +1,11 @@
-import { keptPausedForDrain } from '../../common/checkpoint';
+import { keptPausedForDrain, keptPausedForQuarantine } from '../../common/checkpoint';
 import { fail } from '../../common/fail';
 import type { Logger } from '../../config/logger';
 import { createStore } from '../../store';
+import type { KeptState } from '../../store/runner-pauses';
 import type { ActivityDeps } from '../deps';
 import { activityKey, withOperation, type StepInput, type StepMeta } from '../operation-log';
+import { reportStreak, streakQuarantine, streakRule } from '../quarantine';
 import { checkHold, type RunnerHold } from './system';
 
 /** How many late holds one release undoes before it leaves the runner to whoever keeps holding it. */
@@ -11,12 +13,14 @@ export const LATE_PAUSE_UNDOS = 3;
 
 /** The log, metrics and row keys the steps of both CI systems share. */
 function ciBase(deps: ActivityDeps) {
-  const { operations, pauses } = createStore(deps.dataSource);
+  const store = createStore(deps.dataSource);
+  const { operations, pauses } = store;
   /** The runner's backend for the step metrics; CI steps log none (not a backend's step). */
   const backendOf = (runnerId: string | undefined) =>
     runnerId === undefined ? null : (deps.inventory.inventory.forReset(runnerId)?.backend ?? null);
   return {
     deps,
+    store,
     operations,
     pauses,
     log: { operations, metrics: deps.metrics },
@@ -102,8 +106,8 @@ interface Release {
 /**
  * The release step (unpause; put the labels back), logged as `unpause`:
  * skipped when the CI system is not configured (`release` null), or while
- * the runner drains (its pause stays open, kept_for_drain, and the
- * reconciler releases it once it is undrained). Closes the checkpoint's
+ * the runner is quarantined or drains (its pause stays open, see keptPaused,
+ * and the reconciler releases it once that ends). Closes the checkpoint's
  * runner_pauses row, and adds how long the runner was held (since that row
  * opened) to e2epool_runner_paused_seconds_total. `release` returns the
  * step's detail.
@@ -127,13 +131,14 @@ async function releaseStep(c: CiBase, i: StepInput, r: Release): Promise<void> {
     : null;
   await withOperation(c.log, c.meta(i, 'unpause'), async () => {
     if (!release) return { value: undefined, detail: r.unconfigured, result: 'skipped' as const };
-    if (deps.inventory.inventory.isDraining(i.runnerId)) {
-      await pauses.closed(i.checkpointId, 'kept_for_drain');
-      return {
-        value: undefined,
-        detail: keptPausedForDrain(i.runnerId, r.what),
-        result: 'skipped' as const,
-      };
+    const kept = await keptPaused(c, i);
+    if (kept) {
+      await pauses.closed(i.checkpointId, kept);
+      const detail =
+        kept === 'kept_for_drain'
+          ? keptPausedForDrain(i.runnerId, r.what)
+          : keptPausedForQuarantine(i.runnerId, r.what);
+      return { value: undefined, detail, result: 'skipped' as const };
     }
     const detail = await release();
     await pauses.closed(i.checkpointId, 'unpaused');
@@ -143,6 +148,38 @@ async function releaseStep(c: CiBase, i: StepInput, r: Release): Promise<void> {
     }
     return { value: undefined, detail };
   });
+}
+
+/**
+ * Why the unpause must leave the runner paused, or null. Quarantined (read
+ * from Postgres now: the inventory's copy may not have seen a quarantine of
+ * moments ago); or about to be: a checkpoint still in needs_attention at its
+ * release was released by an operator after its reset failed, so it ends
+ * `reset_failed`, and when that completes a failure streak the runner is
+ * quarantined here, before it is unpaused (the terminal state's own check
+ * then finds it quarantined). A checkpoint whose reset worked but whose
+ * unpause waits in needs_attention reads the same and may quarantine one
+ * checkpoint early, never too late. Else draining.
+ */
+async function keptPaused(c: CiBase, i: StepInput): Promise<KeptState | null> {
+  const { deps, store } = c;
+  if (await store.quarantine.isQuarantined(i.runnerId)) return 'kept_for_quarantine';
+  if ((await store.checkpoints.stateOf(i.checkpointId)) === 'needs_attention') {
+    const rule = streakRule(deps);
+    const decision = await store.transaction((tx) =>
+      streakQuarantine(
+        tx,
+        rule,
+        { id: i.checkpointId, name: i.checkpointName, runnerId: i.runnerId },
+        true,
+      ),
+    );
+    // Past the cap the terminal state's check reports it (once).
+    if (decision.kind === 'quarantined') reportStreak(rule, i.runnerId, decision);
+    if (decision.kind === 'quarantined' || decision.kind === 'already')
+      return 'kept_for_quarantine';
+  }
+  return deps.inventory.inventory.isDraining(i.runnerId) ? 'kept_for_drain' : null;
 }
 
 /** What undoLateHolds says, in the words of one CI system. */

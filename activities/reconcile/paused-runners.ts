@@ -78,9 +78,12 @@ async function pausedCandidates(
   i: ReconcileInput,
 ): Promise<PausedCandidate[]> {
   const targets = new Map<string, PauseTarget>();
+  // Read now, not from the inventory's copy: a pass started by `unquarantine` must see it.
+  const quarantined = new Set(await store.quarantine.quarantinedIds());
   for (const r of deps.inventory.inventory.runners) {
-    // A draining runner stays paused on purpose (see docs/protocol.md#runner-registry): after `undrain` it is a candidate again.
-    if (deps.inventory.inventory.isDraining(r.runner_id)) continue;
+    // A draining or quarantined runner stays paused on purpose (see
+    // docs/protocol.md#runner-registry): after `undrain` / `unquarantine` it is a candidate again.
+    if (deps.inventory.inventory.isDraining(r.runner_id) || quarantined.has(r.runner_id)) continue;
     const t = pauseTarget(r);
     if (t?.kind === 'gitlab' ? deps.gitlab : t?.kind === 'github' ? deps.github : null)
       targets.set(r.runner_id, t!);
@@ -97,6 +100,7 @@ async function pausedCandidates(
       at: p.pausedAt.toISOString(),
       labels: p.labels,
       keptForDrain: p.state === 'kept_for_drain',
+      keptForQuarantine: p.state === 'kept_for_quarantine',
       target: targets.get(p.runnerId)!,
     }));
 }
@@ -153,6 +157,7 @@ async function checkPaused(
   const { deps, store } = ctx;
   const none = { findings: [], unpauseWhy: null };
   if (await store.checkpoints.hasActive(c.runnerId)) return none; // that checkpoint's run unpauses it
+  if (await store.quarantine.isQuarantined(c.runnerId)) return none; // quarantined since the candidates were listed
   const what = describePauseTarget(c.target);
   const live = liveRunner(deps, c.target, c.labels);
   if (!live) return none; // a GitHub pause that removed no label: nothing of e2epool's to put back
@@ -169,7 +174,9 @@ async function checkPaused(
   }
   const why = c.keptForDrain
     ? `${what} was kept paused after checkpoint ${c.checkpointName} while its runner drained; it is undrained now`
-    : `${what} was ${live.pausedBy} checkpoint ${c.checkpointName}, and no active checkpoint is responsible for it`;
+    : c.keptForQuarantine
+      ? `${what} was kept paused after checkpoint ${c.checkpointName} while its runner was quarantined; it is unquarantined now`
+      : `${what} was ${live.pausedBy} checkpoint ${c.checkpointName}, and no active checkpoint is responsible for it`;
   if (!i.repair) {
     const detail = `${why} (E2EPOOL_RECONCILE_REPAIR=false: not unpaused)`;
     return { findings: [await candidateFinding(ctx, c, 'reported', detail)], unpauseWhy: null };

@@ -28,6 +28,8 @@ export interface PausedCandidate {
   labels: string[];
   /** The run's unpause left it paused because the runner drained (runner_pauses state kept_for_drain). */
   keptForDrain: boolean;
+  /** The same because the runner was quarantined (kept_for_quarantine); absent in older histories. */
+  keptForQuarantine?: boolean;
   target: PauseTarget;
 }
 

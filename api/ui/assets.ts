@@ -23,6 +23,8 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; ver
 .agent-connected, .active { color: var(--ok); }
 .agent-unreachable { color: var(--bad); font-weight: 600; }
 .agent-disconnected, .paused, .held, .shared-credential { color: var(--warn); }
+.quarantined { color: var(--bad); font-weight: 600; }
+form.unquarantine { display: inline; margin-left: 6px; }
 .state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
 .state-needs_attention, .state-reset_failed, .state-create_failed { color: var(--bad); }
 .state-created, .state-finalize_queued { color: var(--warn); }
@@ -141,6 +143,19 @@ ${format}
     return el('td', { class: 'c-reset' }, formatDuration(l.duration_ms) + ' ',
       el('span', { class: 'muted' }, l.state + ', ended ' + formatTime(l.ended_at)));
   }
+  function quarantineCell(r) {
+    var q = r.quarantine;
+    if (!q) return el('td', { class: 'c-quarantine' }, el('span', { class: 'muted' }, 'no'));
+    return el('td', { class: 'c-quarantine' },
+      el('span', { class: 'quarantined', title: q.reason }, 'quarantined'), ' ',
+      el('span', { class: 'muted' }, '(' + q.source + ') since ' + formatTime(q.quarantined_at) + ':'), ' ',
+      el('span', { class: 'quarantine-reason' }, q.reason),
+      el('form', {
+        method: 'post',
+        action: '/ui/runners/' + encodeURIComponent(r.runner_id) + '/unquarantine',
+        class: 'unquarantine',
+      }, el('button', { type: 'submit' }, 'Unquarantine')));
+  }
   function row(r, gitlabConfigured) {
     return el('tr', { 'data-runner': r.runner_id },
       el('td', { class: 'c-runner' }, r.runner_id),
@@ -148,6 +163,7 @@ ${format}
       agentCell(r),
       gitlabCell(r, gitlabConfigured),
       checkpointCell(r),
+      quarantineCell(r),
       el('td', { class: 'c-held' },
         r.held_until ? el('span', { class: 'held' }, 'until ' + formatTime(r.held_until)) : null),
       lastResetCell(r));

@@ -44,6 +44,8 @@ export interface FleetRow {
   /** From runner_pauses: since when e2epool has the runner paused; null when it does not. */
   paused_by_e2epool_since: string | null;
   checkpoint: FleetCheckpointDto | null;
+  /** Why and since when the runner is quarantined (see docs/protocol.md#runner-registry); null when it is not. */
+  quarantine: { reason: string; source: string; quarantined_at: string } | null;
   /** The end of a hold for debugging under way; null when the runner is not held. */
   held_until: string | null;
   last_reset: {
@@ -86,7 +88,7 @@ function fleetCheckpointDto(c: FleetCheckpoint): FleetCheckpointDto {
 
 /**
  * The fleet page's data: one row per inventory runner, read from Postgres in
- * five queries whatever the fleet's size, plus GitLab's cached pause answers.
+ * six queries whatever the fleet's size, plus GitLab's cached pause answers.
  * A snapshot serves every request for `cacheMs` and concurrent requests share
  * one read, so the number of viewers and their refresh rate do not multiply
  * the load on Postgres.
@@ -96,9 +98,10 @@ export class FleetView {
 
   constructor(private readonly d: FleetDeps) {}
 
-  snapshot(): Promise<FleetSnapshot> {
+  /** `fresh`: read anew, not the cached snapshot (after a change made from the page). */
+  snapshot(fresh = false): Promise<FleetSnapshot> {
     const now = Date.now();
-    if (this.cached && now - this.cached.at < this.d.cacheMs) return this.cached.snapshot;
+    if (!fresh && this.cached && now - this.cached.at < this.d.cacheMs) return this.cached.snapshot;
     const snapshot = this.read();
     this.cached = { at: now, snapshot };
     // A failed read is not reused: the next request tries again.
@@ -114,10 +117,11 @@ export class FleetView {
       a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0,
     );
     const ids = runners.map((r) => r.runner_id);
-    const [agents, checkpoints, pauses] = await Promise.all([
+    const [agents, checkpoints, pauses, quarantines] = await Promise.all([
       store.sessions.agentsOf(ids, this.d.agentStaleAfterSeconds),
       store.checkpoints.currentByRunner(ids),
       store.pauses.latestByRunner(ids),
+      store.quarantine.ofRunners(ids),
     ]);
     const byRunner = new Map(checkpoints.map((c) => [c.runnerId, c]));
     const activeIds = checkpoints.flatMap((c) =>
@@ -147,6 +151,7 @@ export class FleetView {
       const clean = cps?.lastClean ?? null;
       const until = current ? (holds.get(current.id) ?? null) : null;
       const g = r.gitlab_runner_id && this.d.gitlab ? gitlab.get(r.gitlab_runner_id) : undefined;
+      const q = quarantines.get(r.runner_id);
       return {
         runner_id: r.runner_id,
         backend: r.backend,
@@ -163,6 +168,9 @@ export class FleetView {
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
         paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),
         checkpoint: current ? fleetCheckpointDto(current) : null,
+        quarantine: q
+          ? { reason: q.reason, source: q.source, quarantined_at: q.at.toISOString() }
+          : null,
         // A hold is over when released (held_until cleared), when its time
         // passed (the run writes nothing then), or with its checkpoint.
         held_until:

@@ -154,6 +154,22 @@ function lastResetCell(r: FleetRow): Html {
     <span class="muted">${l.state}, ended ${formatTime(l.ended_at)}</span>`;
 }
 
+/** The quarantine cell: why, since when, and the unquarantine button (fleet.js builds the same). */
+function quarantineCell(r: FleetRow): Html {
+  const q = r.quarantine;
+  if (!q) return html`<span class="muted">no</span>`;
+  return html`<span class="quarantined" title="${q.reason}">quarantined</span>
+    <span class="muted">(${q.source}) since ${formatTime(q.quarantined_at)}:</span>
+    <span class="quarantine-reason">${q.reason}</span>
+    <form
+      method="post"
+      action="/ui/runners/${encodeURIComponent(r.runner_id)}/unquarantine"
+      class="unquarantine"
+    >
+      <button type="submit">Unquarantine</button>
+    </form>`;
+}
+
 /** One fleet table row (fleet.js builds the same cells from /ui/api/fleet). */
 export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
   return html`<tr data-runner="${r.runner_id}">
@@ -162,6 +178,7 @@ export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
     <td class="c-agent">${agentCell(r)}</td>
     <td class="c-gitlab">${gitlabCell(r, gitlabConfigured)}</td>
     <td class="c-checkpoint">${checkpointCell(r)}</td>
+    <td class="c-quarantine">${quarantineCell(r)}</td>
     <td class="c-held">
       ${r.held_until ? html`<span class="held">until ${formatTime(r.held_until)}</span>` : ''}
     </td>
@@ -170,10 +187,11 @@ export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
 }
 
 /** The fleet page: a table refreshed by fleet.js every `refreshMs`. */
-export function fleetPage(s: FleetSnapshot, refreshMs: number): Html {
+export function fleetPage(s: FleetSnapshot, refreshMs: number, notice: string | null = null): Html {
   return layout(
     'Fleet',
     html`<h1>Fleet <span class="muted count">${s.runners.length} runners</span></h1>
+      ${notice ? html`<p class="notice" role="status">${notice}</p>` : ''}
       <p id="fleet-status" class="muted" aria-live="polite">as of ${formatTime(s.generated_at)}</p>
       <table
         id="fleet"
@@ -188,6 +206,7 @@ export function fleetPage(s: FleetSnapshot, refreshMs: number): Html {
             <th>agent</th>
             <th>GitLab</th>
             <th>checkpoint</th>
+            <th>quarantine</th>
             <th>held for debugging</th>
             <th>last reset</th>
           </tr>

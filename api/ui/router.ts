@@ -17,6 +17,7 @@ import { HttpError, isDataException, toHttpError } from '../errors';
 import { clientOf } from '../rate-limit';
 import { parseInput, statusParams } from '../../service/schemas';
 import { ASSETS } from './assets';
+import type { RunnerRegistry } from '../runner-registry';
 import type { FleetView } from './fleet';
 import type { Html } from './html';
 import { checkpointPage, errorPage, fleetPage, loginPage, type CheckpointFactsDto } from './pages';
@@ -30,6 +31,8 @@ export interface UiDeps {
   logFeed: LogFeed;
   /** Sends `release-hold` to a runner's workflow. */
   temporal: Client;
+  /** Ends a quarantine (audited, as `POST /api/runners/{id}/unquarantine`). */
+  registry: RunnerRegistry;
   /** How often the fleet page refreshes itself. */
   refreshMs: number;
   log: Logger;
@@ -189,6 +192,16 @@ function releaseHold(store: Store, temporal: Client, log: Logger): RequestHandle
   };
 }
 
+/** `unquarantine` from the fleet page: the admin API's action, audited the same way. */
+function unquarantine(registry: RunnerRegistry, log: Logger): RequestHandler {
+  return async (req, res) => {
+    const runnerId = String(req.params.id);
+    await registry.unquarantine(runnerId);
+    log.info({ runnerId }, 'fleet page: runner unquarantined');
+    res.redirect(303, `/ui?unquarantined=${encodeURIComponent(runnerId)}`);
+  };
+}
+
 /** Errors under /ui: JSON for the API and the log stream, an error page otherwise. */
 function uiErrors(sessions: UiSessions, log: Logger): ErrorRequestHandler {
   return (err, req, res, next) => {
@@ -267,8 +280,14 @@ export function uiRouter(d: UiDeps): Router {
     res.redirect(303, '/ui/login');
   });
 
-  router.get('/ui', page, async (_req, res) => {
-    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(), d.refreshMs));
+  router.get('/ui', page, async (req, res) => {
+    const done = req.query.unquarantined;
+    const notice =
+      typeof done === 'string' && done !== ''
+        ? `Runner '${done}' unquarantined: it takes checkpoints again and is unpaused shortly.`
+        : null;
+    // The snapshot may predate the change: read anew after one.
+    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(notice !== null), d.refreshMs, notice));
   });
 
   router.get('/ui/api/fleet', api, async (_req, res) => {
@@ -295,6 +314,8 @@ export function uiRouter(d: UiDeps): Router {
     page,
     releaseHold(d.store, d.temporal, log),
   );
+
+  router.post('/ui/runners/:id/unquarantine', sameOriginPost, page, unquarantine(d.registry, log));
 
   router.use('/ui', (req, res) => {
     if (wantsJson(req)) res.status(404).json({ detail: 'Not Found' });

@@ -7,6 +7,7 @@ import { AgentSessionClosedAt1795737600000 } from './1795737600000-AgentSessionC
 import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
 import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
 import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPausesHeldUntil';
+import { RunnerQuarantine1796083200000 } from './1796083200000-RunnerQuarantine';
 import { CheckpointVerification1796097600000 } from './1796097600000-CheckpointVerification';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
@@ -20,5 +21,6 @@ export const MIGRATIONS = [
   RunnerRegistry1795824000000,
   AgentTokens1795910400000,
   RunnerPausesHeldUntil1795996800000,
+  RunnerQuarantine1796083200000,
   CheckpointVerification1796097600000,
 ];

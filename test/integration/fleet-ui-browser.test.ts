@@ -147,4 +147,39 @@ describeWithBrowser('fleet page in a real browser', () => {
     expect(new URL(page.url()).pathname).toBe('/ui/login');
     expect(pageErrors).toEqual([]);
   }, 120_000);
+
+  it("shows a quarantined runner's reason, and its Unquarantine button ends the quarantine", async () => {
+    const admin = restClient(() => c.api.url, ADMIN).call;
+    const id = `${R.browser.id}-q`;
+    const REASON = '<b>disk</b> errors';
+    expect(
+      (
+        await admin('POST', '/api/runners', {
+          runner_id: id,
+          backend: 'bare_metal',
+          reset_cmd: 'true',
+        })
+      ).status,
+    ).toBe(201);
+    expect((await admin('POST', `/api/runners/${id}/quarantine`, { reason: REASON })).status).toBe(
+      200,
+    );
+    await page.goto(`${c.api.url}/ui`);
+    await page.fill('#token', ADMIN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${c.api.url}/ui`);
+    pageErrors.length = 0;
+    const cell = page.locator(`tr[data-runner="${id}"] .c-quarantine`);
+    // The snapshot of a moment ago may not have the runner yet: the page refreshes itself.
+    await cell.locator('.quarantined').waitFor({ timeout: 20_000 });
+    // The reason, markup included, is text.
+    expect(await cell.locator('.quarantine-reason').textContent()).toBe(REASON);
+    expect(await cell.textContent()).toContain('(operator)');
+    await cell.locator('form.unquarantine button').click();
+    await page.waitForURL(`${c.api.url}/ui?unquarantined=${id}`);
+    expect(await page.textContent('.notice')).toContain(`Runner '${id}' unquarantined`);
+    expect(await cell.textContent()).toBe('no');
+    expect((await admin('GET', `/api/runners/${id}`)).body.quarantined).toBe(false);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
 });

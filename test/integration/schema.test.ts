@@ -160,6 +160,7 @@ describe('migrations', () => {
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
+        'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
       ];
       const tables = async () =>
@@ -194,6 +195,14 @@ describe('migrations', () => {
       expect(await verifyColumns()).toHaveLength(3);
       await revertLastMigration(d);
       expect(await verifyColumns()).toHaveLength(0);
+      const quarantineColumns = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'runners' AND column_name LIKE 'quarantin%'`,
+        )) as unknown[];
+      expect(await quarantineColumns()).toHaveLength(4);
+      await revertLastMigration(d);
+      expect(await quarantineColumns()).toHaveLength(0);
       await revertLastMigration(d);
       expect(await tables()).not.toContain('runner_pauses');
       expect(await pauseIndex()).toHaveLength(1);
@@ -243,12 +252,13 @@ describe('migrations', () => {
         'RunnerRegistry1795824000000',
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
+        'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(10);
+      expect(count).toBe(11);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

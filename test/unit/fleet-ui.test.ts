@@ -20,6 +20,7 @@ const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   gitlab: null,
   paused_by_e2epool_since: null,
   checkpoint: null,
+  quarantine: null,
   held_until: null,
   last_reset: null,
   ...over,

@@ -1,0 +1,302 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
+import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
+import { FakeAgents } from '../helpers/fake-agents';
+import {
+  operations,
+  restClient,
+  runEnded,
+  startTestController,
+  type TestController,
+} from '../helpers/controller';
+import { testRunners, uniqueId } from '../helpers/env';
+import { scrape, sumOf } from '../helpers/metrics';
+import { connectRawAgent } from '../helpers/raw-agent';
+import { waitFor } from '../helpers/wait';
+import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
+
+/**
+ * Quarantine (docs/protocol.md#runner-registry): an operator's quarantine
+ * refuses creates with 423 (REST and agent WebSocket) and keeps the runner
+ * paused in GitLab after its checkpoint until it is unquarantined (fleet page
+ * or CLI); E2EPOOL_QUARANTINE_AFTER checkpoints in a row ending reset_failed
+ * quarantine a runner, at most E2EPOOL_QUARANTINE_MAX_PERCENT of the fleet
+ * (at least one runner): past that the streak is only reported.
+ * Registry runners, created through the admin API.
+ */
+const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
+const R = testRunners(['op', 's1', 's2']);
+const GITLAB: Record<string, number> = { [R.op.id]: 411, [R.s1.id]: 412, [R.s2.id]: 413 };
+const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
+const run = promisify(execFile);
+
+describe('runner quarantine', () => {
+  const agents = new FakeAgents();
+  const failing = new Set<string>();
+  let gitlab: GitLabStandIn;
+  let c: TestController;
+  const admin = () => restClient(() => c.api.url, ADMIN).call;
+  /** Registry runners: id → token, agent token. */
+  const tokens = new Map<string, { token: string; agent: string }>();
+  const api = (id: string) => restClient(() => c.api.url, tokens.get(id)!.token);
+  const paused = (id: string) => gitlab.runner(GITLAB[id]!).paused;
+
+  beforeAll(async () => {
+    gitlab = await startGitLabStandIn();
+    for (const r of Object.values(R)) {
+      gitlab.addRunner(GITLAB[r.id]!);
+      agents.connect(r.id, new Date(0));
+    }
+    agents.onExec = (runnerId) =>
+      failing.has(runnerId)
+        ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
+        : { exitCode: 0, stdout: 'ok', stderr: '' };
+    c = await startTestController({
+      inventory: 'runners: []\n',
+      agents,
+      env: {
+        E2EPOOL_ADMIN_TOKEN: ADMIN,
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
+        E2EPOOL_RESET_MAX_ATTEMPTS: '1',
+        E2EPOOL_QUARANTINE_AFTER: '2',
+        // 3 runners: 20 % is 0.6, so the cap is its floor, one runner.
+        E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
+      },
+    });
+    // Only (un)quarantine and the test start passes: the interval is far longer than the test.
+    await ensureReconcileSchedule(c.client, {
+      taskQueue: c.taskQueue,
+      intervalSeconds: 3600,
+      repair: true,
+      minAgeSeconds: 0,
+    });
+    for (const r of Object.values(R)) {
+      const res = await admin()('POST', '/api/runners', {
+        runner_id: r.id,
+        backend: 'bare_metal',
+        reset_cmd: '/opt/reset.sh',
+        gitlab_runner_id: GITLAB[r.id],
+      });
+      expect(res.status).toBe(201);
+      tokens.set(r.id, { token: res.body.token, agent: res.body.agent_token });
+    }
+  });
+  afterAll(async () => {
+    await c?.client.schedule
+      .getHandle(`e2epool-reconcile-${c.taskQueue}`)
+      .delete()
+      .catch(() => undefined);
+    await c?.stop();
+    await gitlab?.close();
+  });
+
+  /** A reconciler pass, as the schedule runs it. */
+  const pass = () =>
+    c.client.workflow.execute('reconcileWorkflow', {
+      taskQueue: c.taskQueue,
+      workflowId: uniqueId('reconcile-pass'),
+      args: [{ repair: true, minAgeSeconds: 0 }],
+    });
+
+  /** A checkpoint whose reset fails, released by an operator: it ends reset_failed. */
+  async function failedCheckpoint(id: string): Promise<string> {
+    failing.add(id);
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const name = cp.body.name as string;
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    await waitFor(
+      'needs_attention',
+      async () => (await api(id).status(name)).body.state === 'needs_attention',
+    );
+    await c.client.workflow.getHandle(checkpointWorkflowId(id)).signal(releaseSignal);
+    await runEnded(c, id);
+    expect((await api(id).status(name)).body.state).toBe('reset_failed');
+    return name;
+  }
+
+  const workerGauge = async (name: string) => sumOf(await scrape(c.worker.metricsUrl), name);
+  const apiGauge = async (name: string) => sumOf(await scrape(`${c.api.url}/metrics`), name);
+
+  it('refuses bad input with 422/404, never 500', async () => {
+    const path = `/api/runners/${R.op.id}/quarantine`;
+    for (const [body, detail] of [
+      [{}, 'reason: expected a string'],
+      [{ reason: 7 }, 'reason: expected a string'],
+      [{ reason: '  ' }, 'reason: must not be empty'],
+      [{ reason: 'x'.repeat(501) }, 'reason: at most 500 characters'],
+      [{ reason: 'ok', why: 'x' }, 'Unknown fields: why'],
+      [[1], 'Request body must be a JSON object'],
+    ] as const) {
+      expect(await admin()('POST', path, body)).toEqual({ status: 422, body: { detail } });
+    }
+    // A NUL is refused before the route (the API's body guard), as everywhere.
+    expect((await admin()('POST', path, { reason: 'a\u0000b' })).status).toBe(422);
+    expect(await admin()('POST', '/api/runners/nobody/quarantine', { reason: 'x' })).toEqual({
+      status: 404,
+      body: { detail: 'Runner not found' },
+    });
+    expect((await admin()('POST', '/api/runners/nobody/unquarantine')).status).toBe(404);
+    const anon = restClient(() => c.api.url, 'not-the-admin-token-0123456789abcdefgh').call;
+    expect((await anon('POST', path, { reason: 'x' })).status).toBe(403);
+    expect((await admin()('GET', `/api/runners/${R.op.id}`)).body).toMatchObject({
+      quarantined: false,
+      quarantine_reason: null,
+      quarantined_at: null,
+    });
+  });
+
+  it("an operator's quarantine: 423 on create (REST and WebSocket), audited, kept paused until unquarantined on the fleet page", async () => {
+    const id = R.op.id;
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const q = await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'flaky disk' });
+    expect(q).toMatchObject({
+      status: 200,
+      body: { quarantined: true, quarantine_reason: 'flaky disk', quarantine_source: 'operator' },
+    });
+    expect(Date.parse(q.body.quarantined_at)).not.toBeNaN();
+    // Idempotent: the first reason stays.
+    await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
+    expect((await admin()('GET', `/api/runners/${id}`)).body.quarantine_reason).toBe('flaky disk');
+    expect((await admin()('GET', '/api/runners')).body).toEqual(
+      expect.arrayContaining([expect.objectContaining({ runner_id: id, quarantined: true })]),
+    );
+    // 423 before the one-active-checkpoint rule's 409.
+    expect(await api(id).create(id, uniqueId('job'))).toEqual({
+      status: 423,
+      body: { detail: `Runner '${id}' is quarantined` },
+    });
+    const agent = await connectRawAgent(c.api.url, { runnerId: id, token: tokens.get(id)!.agent });
+    try {
+      expect(await agent.request('create', { job_id: '71' })).toMatchObject({
+        status: 'error',
+        error: { code: 423, detail: `Runner '${id}' is quarantined` },
+      });
+    } finally {
+      agent.close();
+    }
+    const audit = (await c.ds.query(
+      `SELECT action, detail FROM admin_audit WHERE runner_id = $1 AND action LIKE '%quarantine' ORDER BY id`,
+      [id],
+    )) as Array<{ action: string; detail: Record<string, unknown> }>;
+    expect(audit).toEqual([
+      { action: 'quarantine', detail: { reason: 'flaky disk', changed: true } },
+      { action: 'quarantine', detail: { reason: 'again', changed: false } },
+    ]);
+    expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
+
+    // The checkpoint ends; its runner stays paused, also through a reconciler pass.
+    expect((await api(id).finalize(cp.body.name, 'failure')).status).toBe(202);
+    await runEnded(c, id);
+    expect((await api(id).status(cp.body.name)).body.state).toBe('reset');
+    expect(gitlab.runner(GITLAB[id]!)).toMatchObject({ paused: true, pausedHistory: [true] });
+    expect((await operations(c.ds, cp.body.name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: `runner '${id}' is quarantined: GitLab runner ${GITLAB[id]} stays paused until it is unquarantined`,
+      }),
+    );
+    await pass();
+    expect(paused(id)).toBe(true);
+
+    // The fleet page shows it, and its button ends it.
+    const fleet = await admin()('GET', '/ui/api/fleet');
+    expect(fleet.body.runners.find((r: { runner_id: string }) => r.runner_id === id)).toMatchObject(
+      { quarantine: { reason: 'flaky disk', source: 'operator' } },
+    );
+    const cookie = await uiSession();
+    const page = await fetch(`${c.api.url}/ui`, { headers: { cookie } });
+    const text = await page.text();
+    expect(text).toContain('flaky disk');
+    expect(text).toContain(`action="/ui/runners/${id}/unquarantine"`);
+    const done = await fetch(`${c.api.url}/ui/runners/${id}/unquarantine`, {
+      method: 'POST',
+      headers: { cookie, 'sec-fetch-site': 'same-origin' },
+      redirect: 'manual',
+    });
+    expect(done.status).toBe(303);
+    expect(done.headers.get('location')).toBe(`/ui?unquarantined=${id}`);
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
+      quarantined: false,
+      quarantine_reason: null,
+    });
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false]);
+    expect(
+      (
+        await c.ds.query(
+          `SELECT action FROM admin_audit WHERE runner_id = $1 AND action = 'unquarantine'`,
+          [id],
+        )
+      ).length,
+    ).toBe(1);
+    const next = await api(id).create(id, uniqueId('job'));
+    expect(next.status).toBe(201);
+    await api(id).finalize(next.body.name, 'success');
+    await runEnded(c, id);
+  });
+
+  it('a failure streak quarantines one runner; past the cap the next streak is only reported; the CLI ends it', async () => {
+    const [s1, s2] = [R.s1.id, R.s2.id];
+    const first = await failedCheckpoint(s1);
+    expect((await operations(c.ds, first)).some((o) => o.operation === 'quarantine')).toBe(false);
+    expect(paused(s1)).toBe(false);
+    const second = await failedCheckpoint(s1);
+    expect((await admin()('GET', `/api/runners/${s1}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'failure_streak',
+      quarantine_reason: `the last 2 checkpoints ended reset_failed (the newest: ${second})`,
+    });
+    // Quarantined before its unpause: it stays paused.
+    expect(paused(s1)).toBe(true);
+    expect((await operations(c.ds, second)).find((o) => o.operation === 'quarantine')).toEqual(
+      expect.objectContaining({ result: 'ok' }),
+    );
+    expect((await api(s1).create(s1, uniqueId('job'))).status).toBe(423);
+
+    // The cap (one runner) is full: s2's streak is reported, not quarantined.
+    await failedCheckpoint(s2);
+    const reported = await failedCheckpoint(s2);
+    expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(false);
+    expect(paused(s2)).toBe(false);
+    expect((await operations(c.ds, reported)).find((o) => o.operation === 'quarantine')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: expect.stringContaining('the failure-streak cap (1) is reached'),
+      }),
+    );
+    expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(1);
+
+    // The CLI: a refusal exits 1 with the API's detail; unquarantine prints the runner.
+    const env = { ...process.env, E2EPOOL_URL: c.api.url, E2EPOOL_ADMIN_TOKEN: ADMIN };
+    const refused = await run('node', [CLI, 'runners', 'quarantine', 'nobody', '--reason', 'x'], {
+      env,
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('Runner not found') });
+    const { stdout } = await run('node', [CLI, 'runners', 'unquarantine', s1], { env });
+    expect(JSON.parse(stdout)).toMatchObject({ runner_id: s1, quarantined: false });
+    await waitFor('s1 to be unpaused', () => !paused(s1));
+
+    // With room under the cap again, s2's next failure quarantines it.
+    await failedCheckpoint(s2);
+    expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(true);
+    expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(0);
+    expect(paused(s2)).toBe(true);
+  });
+
+  /** A fleet-page session cookie, as a browser gets it. */
+  async function uiSession(): Promise<string> {
+    const res = await fetch(`${c.api.url}/ui/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: ADMIN }).toString(),
+      redirect: 'manual',
+    });
+    expect(res.status).toBe(303);
+    return res.headers.get('set-cookie')!.split(';')[0]!;
+  }
+});
