@@ -15,8 +15,9 @@ import { createStore } from '../store';
 import { activityBounds, heartbeating } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
 import { activityKey, withOperation, type StepInput, type StepMeta } from './operation-log';
-import { checkCanary, writeCanaryFile, type GuestCalls } from './proxmox/canary';
+import { checkCanary, writeCanaryFile } from './proxmox/canary';
 import { proxmoxClientFactory } from './proxmox/steps';
+import { quarantineRunner } from './quarantine';
 import { tail } from './runner';
 import type { OperationResult } from '../store/operation-log';
 
@@ -25,6 +26,13 @@ export interface ResetProof {
   verified: boolean | null;
   detail: string;
 }
+
+/**
+ * How long the create waits for the guest agent before writing the canary:
+ * the guest runs (its job's agent asked for the create), so qemu-ga answers
+ * at once or not at all; the create's deadline is short.
+ */
+const CANARY_AGENT_WAIT_MS = 5000;
 
 /** What the verifyReset step is told by its workflow (the runner plan's, fixed at the create). */
 export interface VerifyResetInput extends StepInput {
@@ -48,7 +56,7 @@ function verifySteps(deps: ActivityDeps) {
       const r = inventoryRunner(deps, runnerId);
       if (r.backend !== 'proxmox')
         throw fail('RunnerNotInInventory', `runner '${runnerId}' is not a proxmox runner`);
-      return clientFor(r) as unknown as GuestCalls; // PENDING-MERGE: pve-guest's client methods
+      return clientFor(r);
     },
   };
 }
@@ -103,12 +111,28 @@ async function recordProof(
   backend: string,
   proof: ResetProof,
 ): Promise<void> {
-  const first = await c.store.verification.record(
-    i.checkpointId,
-    i.round,
-    proof.verified,
-    proof.detail,
-  );
+  // One transaction: a retry finds the answer and the quarantine both there, or neither.
+  const first = await c.store.transaction(async (tx) => {
+    const isFirst = await tx.verification.record(
+      i.checkpointId,
+      i.round,
+      proof.verified,
+      proof.detail,
+    );
+    // Whatever the quarantine cap: the machine may still hold the last job's leftovers.
+    if (proof.verified === false)
+      await quarantineRunner(
+        tx,
+        i.runnerId,
+        {
+          // As long as an operator's reason may be (the checkpoint row has all of the detail).
+          reason: `reset not verified (${i.checkpointName}): ${proof.detail}`.slice(0, 500),
+          source: 'verification',
+        },
+        c.deps.log,
+      );
+    return isFirst;
+  });
   if (first) c.deps.metrics.resets.inc({ backend, verified: PROOF_LABEL[String(proof.verified)] });
 }
 
@@ -116,11 +140,15 @@ async function recordProof(
 async function verifyProxmox(c: VerifySteps, i: VerifyResetInput): Promise<ResetProof> {
   if (!i.snapshotName || !i.canaryPath)
     return { verified: null, detail: 'no snapshot or canary path given: nothing to verify' };
-  return checkCanary(c.guest(i.runnerId), c.store.verification, {
-    checkpointId: i.checkpointId,
-    canaryPath: i.canaryPath,
-    snapshotName: i.snapshotName,
-  });
+  // Heartbeats while it waits for qemu-ga (up to the readiness timeout).
+  return heartbeating(
+    checkCanary(c.guest(i.runnerId), c.store.verification, {
+      checkpointId: i.checkpointId,
+      canaryPath: i.canaryPath,
+      snapshotName: i.snapshotName,
+      waitMs: c.deps.settings.readinessTimeoutSeconds * 1000,
+    }),
+  );
 }
 
 /**
@@ -148,11 +176,14 @@ async function writeCanary(
   i: StepInput & { mode: VerifyMode; canaryPath: string },
 ): Promise<void> {
   await withOperation(c.log, meta(i, 'proxmox', 'canary'), async () => {
-    const out = await writeCanaryFile(c.guest(i.runnerId), c.store.verification, {
-      checkpointId: i.checkpointId,
-      canaryPath: i.canaryPath,
-      mode: i.mode,
-    });
+    const out = await heartbeating(
+      writeCanaryFile(c.guest(i.runnerId), c.store.verification, {
+        checkpointId: i.checkpointId,
+        canaryPath: i.canaryPath,
+        mode: i.mode,
+        waitMs: CANARY_AGENT_WAIT_MS,
+      }),
+    );
     return { value: undefined, detail: out.detail, result: out.written ? 'ok' : 'skipped' };
   });
 }

@@ -8,15 +8,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { applicationFailureOf, fail } from '../../common/fail';
 import type { VerifyResetMode } from '../../common/checkpoint';
 import type { Stores } from '../../store';
+import type { ProxmoxClient } from './client';
 
-/** The guest-agent calls of ProxmoxClient (activities/proxmox/client.ts) the canary needs. */
-export interface GuestCalls {
-  guestFileWrite(path: string, content: string): Promise<unknown>;
-  /** The file's content; null when the file is missing. */
-  guestFileRead(path: string): Promise<string | null>;
-  /** The snapshot the VM now descends from (`current`'s parent); null: none. */
-  currentParent(): Promise<string | null>;
-}
+/** The guest-agent calls of ProxmoxClient the canary needs. */
+type GuestCalls = Pick<
+  ProxmoxClient,
+  'guestFileWrite' | 'guestFileRead' | 'currentParent' | 'vmAgentEnabled' | 'waitGuestAgent'
+>;
 
 /** 256 bits, as hex text: what is written into the guest file. */
 const NONCE_BYTES = 32;
@@ -27,25 +25,46 @@ function sha256(text: string): string {
 
 /**
  * A guest agent that cannot answer (not enabled, not running, the VM off):
- * "cannot verify", never "verified". Anything else is the call's own failure
- * (Proxmox down, no permission), retried or not as classified.
+ * "cannot verify", never "verified". With `refusals`, a guest command the
+ * agent refused too (PermanentFailure: e.g. the canary's directory missing).
+ * Anything else (Proxmox down) is the call's own failure, retried as classified.
  */
-export function guestAgentUnavailable(err: unknown): string | null {
+function guestAgentUnavailable(err: unknown, refusals = false): string | null {
   const app = applicationFailureOf(err);
-  return app?.type === 'GuestAgentUnavailable' ? app.message : null;
+  if (app?.type === 'GuestAgentUnavailable') return app.message;
+  return refusals && app?.type === 'PermanentFailure' ? app.message : null;
+}
+
+/**
+ * Waits (up to `waitMs`) for the guest agent: qemu-ga answers only once the
+ * guest has booted. Null when it answers; else why it cannot be asked.
+ */
+async function guestAgentAbsent(guest: GuestCalls, waitMs: number): Promise<string | null> {
+  if (!(await guest.vmAgentEnabled()))
+    return "the VM's agent option is off (Proxmox: Options → QEMU Guest Agent)";
+  try {
+    await guest.waitGuestAgent({ timeoutMs: waitMs });
+    return null;
+  } catch (err) {
+    const why = guestAgentUnavailable(err);
+    if (why === null) throw err;
+    return why;
+  }
 }
 
 /** What writeCanary did: the log detail; the nonce itself is not in it. */
 export async function writeCanaryFile(
   guest: GuestCalls,
   verification: Stores['verification'],
-  i: { checkpointId: number; canaryPath: string; mode: VerifyResetMode },
+  i: { checkpointId: number; canaryPath: string; mode: VerifyResetMode; waitMs: number },
 ): Promise<{ detail: string; written: boolean }> {
   const nonce = randomBytes(NONCE_BYTES).toString('hex');
   try {
+    const absent = await guestAgentAbsent(guest, i.waitMs);
+    if (absent !== null) throw fail('GuestAgentUnavailable', absent);
     await guest.guestFileWrite(i.canaryPath, nonce);
   } catch (err) {
-    const why = guestAgentUnavailable(err);
+    const why = guestAgentUnavailable(err, true);
     if (why === null) throw err;
     const detail = `canary not written (${why}): this checkpoint's reset cannot be verified`;
     await verification.setCanary(i.checkpointId, null, detail);
@@ -70,7 +89,7 @@ export async function writeCanaryFile(
 export async function checkCanary(
   guest: GuestCalls,
   verification: Stores['verification'],
-  i: { checkpointId: number; canaryPath: string; snapshotName: string },
+  i: { checkpointId: number; canaryPath: string; snapshotName: string; waitMs: number },
 ): Promise<{ verified: boolean | null; detail: string }> {
   const parent = await guest.currentParent();
   if (parent !== i.snapshotName)
@@ -86,6 +105,8 @@ export async function checkCanary(
     };
   let content: string | null;
   try {
+    const absent = await guestAgentAbsent(guest, i.waitMs);
+    if (absent !== null) throw fail('GuestAgentUnavailable', absent);
     content = await guest.guestFileRead(i.canaryPath);
   } catch (err) {
     const why = guestAgentUnavailable(err);

@@ -26,22 +26,20 @@ const INVENTORY = `runners:\n${[
     verify_cmd: VERIFY,
     gitlab_runner_id: GITLAB.verified,
   }),
-  bareMetalRunnerYaml(R.refuted, {
-    reset_cmd: '/opt/reset.sh',
-    verify_cmd: VERIFY,
-    gitlab_runner_id: GITLAB.refuted,
-  }),
   bareMetalRunnerYaml(R.noVerify, {
     reset_cmd: '/opt/reset.sh',
     gitlab_runner_id: GITLAB.noVerify,
   }),
 ].join('')}`;
+/** Only registry runners can be quarantined: `refuted` is created through the admin API. */
+const ADMIN = 'admin-token-proof-of-reset-test-0123456789abcdef';
 
 describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
   const agents = new FakeAgents();
   let c: TestController;
   let gitlab: GitLabStandIn;
   const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
+  const admin = () => restClient(() => c.api.url, ADMIN).call;
   /** The verify_cmd's exit code per runner (default 0). */
   const verifyExit = new Map<string, number>();
 
@@ -56,8 +54,21 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
     c = await startTestController({
       inventory: INVENTORY,
       agents,
-      env: { E2EPOOL_GITLAB_URL: gitlab.url, E2EPOOL_GITLAB_TOKEN: gitlab.token },
+      env: {
+        E2EPOOL_ADMIN_TOKEN: ADMIN,
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
+      },
     });
+    const res = await admin()('POST', '/api/runners', {
+      runner_id: R.refuted.id,
+      backend: 'bare_metal',
+      reset_cmd: '/opt/reset.sh',
+      verify_cmd: VERIFY,
+      gitlab_runner_id: GITLAB.refuted,
+    });
+    expect(res.status).toBe(201);
+    R.refuted.token = res.body.token as string;
   });
   afterAll(async () => {
     await c?.stop();
@@ -96,7 +107,7 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
     expect(gitlab.runner(GITLAB.verified)).toMatchObject({ paused: false });
   });
 
-  it('verify_cmd failing parks the checkpoint in needs_attention, still paused; `retry` verifies again', async () => {
+  it('verify_cmd failing parks the checkpoint in needs_attention, still paused, and quarantines the runner; `retry` verifies again, the runner stays paused', async () => {
     const r = R.refuted;
     verifyExit.set(r.id, 3);
     const before = await resets('false');
@@ -111,12 +122,26 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
     expect(await resets('false')).toBe(before + 1);
     // One attempt: a failed proof is an answer, not a failure to retry.
     expect(agents.commandsFor(r.id).filter((x) => x === VERIFY)).toHaveLength(1);
+    expect((await admin()('GET', `/api/runners/${r.id}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'verification',
+      quarantine_reason: expect.stringContaining(
+        `reset not verified (${name}): verify_cmd exited with 3`,
+      ),
+    });
 
     verifyExit.set(r.id, 0);
     await c.client.workflow.getHandle(checkpointWorkflowId(r.id)).signal(retrySignal);
     const done = await until(r, name, 'reset');
     expect(done).toMatchObject({ verified: true, verify_detail: 'verify_cmd exited 0' });
     expect(agents.commandsFor(r.id)).toEqual(['/opt/reset.sh', VERIFY, '/opt/reset.sh', VERIFY]);
+    // Quarantined: kept paused, and its next create is refused until an operator unquarantines it.
+    await runEnded(c, r.id);
+    expect(gitlab.runner(GITLAB.refuted)).toMatchObject({ paused: true });
+    expect(await as(r).create(r.id, '6202')).toEqual({
+      status: 423,
+      body: { detail: `Runner '${r.id}' is quarantined` },
+    });
   });
 
   it('without verify_cmd nothing is verified (verify_reset off): verified stays null, no verify step', async () => {
