@@ -3,6 +3,16 @@
  * the checks across its fields, and the one validation both use.
  */
 import { z } from 'zod';
+import { VERIFY_MODES } from '../common/verify-mode';
+
+export {
+  canaryPathOf,
+  DEFAULT_CANARY_PATH,
+  VERIFY_MODES,
+  verifyModeOf,
+  type VerifyFields,
+  type VerifyMode,
+} from '../common/verify-mode';
 
 /** Raised for an unreadable or invalid inventory; the message names runner and field. */
 export class InventoryError extends Error {
@@ -40,13 +50,6 @@ export const GITHUB_DEFAULT_LABELS = [
 
 /** Longest hold for debugging a runner may ask for (seconds). */
 export const HOLD_ON_FAILURE_MAX = 7 * 24 * 3600;
-
-/** How a reset is proven: `canary` tolerates a guest that cannot be asked, `required` does not. */
-export const VERIFY_MODES = ['canary', 'required', 'off'] as const;
-export type VerifyMode = (typeof VERIFY_MODES)[number];
-
-/** Where the canary nonce is written in the guest unless `canary_path` says otherwise. */
-export const DEFAULT_CANARY_PATH = '/var/lib/e2epool/canary';
 
 /**
  * Proxmox's `pve-configid` (what a snapshot name must match), at most 40
@@ -318,33 +321,6 @@ export function verifyFieldsProblem(raw: Record<string, unknown>): string | unde
   if (raw.verify_reset === 'required' && (raw.verify_cmd === undefined || raw.verify_cmd === null))
     return 'verify_reset: required needs verify_cmd (the command that proves the reset)';
   return undefined;
-}
-
-/** The reset-proof fields of a runner, as the inventory or the registry holds them. */
-export interface VerifyFields {
-  backend: string;
-  verify_reset?: unknown;
-  verify_cmd?: unknown;
-  canary_path?: unknown;
-}
-
-/**
- * A runner's effective reset proof: its `verify_reset`, or the backend's
- * default: `canary` for Proxmox; for bare metal `required` when it has a
- * `verify_cmd` (a command set to prove the reset is meant to be run), else
- * `off`. A bare-metal runner without `verify_cmd` has nothing to verify with.
- */
-export function verifyModeOf(r: VerifyFields): VerifyMode {
-  const set = VERIFY_MODES.find((m) => m === r.verify_reset);
-  const hasCmd = typeof r.verify_cmd === 'string' && r.verify_cmd.trim() !== '';
-  if (r.backend === 'proxmox') return set ?? 'canary';
-  if (!hasCmd) return 'off';
-  return set === 'off' ? 'off' : 'required';
-}
-
-/** The guest file a Proxmox runner's canary nonce goes to. */
-export function canaryPathOf(r: VerifyFields): string {
-  return typeof r.canary_path === 'string' ? r.canary_path : DEFAULT_CANARY_PATH;
 }
 
 /** Validates one runner entry; throws InventoryError naming the runner and field. */

@@ -248,11 +248,16 @@ export class ProxmoxClient {
   /**
    * Waits until the guest agent answers (qemu-ga starts only once the guest has booted):
    * pings every `pollMs` (default 500 ms) while it is GuestAgentUnavailable, and rethrows that
-   * after `timeoutMs`. Any other failure is thrown at once.
+   * after `timeoutMs`. Any other failure is thrown at once. `onPoll` runs on every poll.
    */
-  async waitGuestAgent(opts: { timeoutMs: number; pollMs?: number }): Promise<void> {
+  async waitGuestAgent(opts: {
+    timeoutMs: number;
+    pollMs?: number;
+    onPoll?: () => void;
+  }): Promise<void> {
     const deadline = Date.now() + opts.timeoutMs;
     for (;;) {
+      opts.onPoll?.();
       try {
         return await this.guestPing();
       } catch (err) {
@@ -298,12 +303,13 @@ export class ProxmoxClient {
   /**
    * Runs `argv` in the guest through the agent (no shell unless argv asks for one) and polls
    * exec-status every `pollMs` (default 200 ms) until it has exited; BackendTimeout after
-   * `timeoutMs`. A command that cannot be started at all fails as ProxmoxUnavailable or
+   * `timeoutMs`; `onPoll` runs on every poll (activities heartbeat there: a long command
+   * outlasts any heartbeat timeout). A command that cannot be started at all fails as ProxmoxUnavailable or
    * PermanentFailure as Proxmox answers; an agent that does not answer is GuestAgentUnavailable.
    */
   async guestExec(
     argv: string[],
-    opts: { input?: string; timeoutMs: number; pollMs?: number },
+    opts: { input?: string; timeoutMs: number; pollMs?: number; onPoll?: () => void },
   ): Promise<GuestExecResult> {
     if (argv.length === 0) throw fail('PermanentFailure', 'guest command: empty argv');
     const { pid } = await this.call<{ pid: number }>('POST', `${this.vmPath}/agent/exec`, {
@@ -312,6 +318,7 @@ export class ProxmoxClient {
     });
     const deadline = Date.now() + opts.timeoutMs;
     for (;;) {
+      opts.onPoll?.();
       const st = await this.call<{
         exited?: unknown;
         exitcode?: number;

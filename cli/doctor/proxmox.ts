@@ -1,7 +1,11 @@
-/** The Proxmox checks of one runner: `proxmox-api`, `proxmox-privileges`, `proxmox-vm`. Read-only calls. */
+/**
+ * The Proxmox checks of one runner: `proxmox-api`, `proxmox-privileges`, `proxmox-vm`, then
+ * the reset-proof checks of ./proxmox-guest.ts. Read-only calls.
+ */
 import type { proxmoxClientFactory } from '../../activities/proxmox/steps';
 import { proxmoxBaseUrl, type ProxmoxRunner } from '../../config/runner-schema';
 import { bad, guarded, message, ok, type Context, type DoctorCheck } from './check';
+import { guestCheckNames, guestChecks } from './proxmox-guest';
 
 type ProxmoxClient = ReturnType<ReturnType<typeof proxmoxClientFactory>>;
 
@@ -23,7 +27,7 @@ function tlsMode(r: ProxmoxRunner): string {
 
 const tokenIdOf = (r: ProxmoxRunner) => `${r.proxmox_user}!${r.proxmox_token_name}`;
 
-/** [proxmox-api, proxmox-privileges, proxmox-vm]; the last two are not checked without an API. */
+/** [proxmox-api, proxmox-privileges, proxmox-vm, guest checks]; only the first without an API. */
 export async function proxmoxChecks(
   c: Context,
   clientFor: ReturnType<typeof proxmoxClientFactory>,
@@ -39,9 +43,14 @@ export async function proxmoxChecks(
         'not checked: the Proxmox API did not answer',
         'fix the proxmox-api check first',
       );
-    return [api, skip('proxmox-privileges'), skip('proxmox-vm')];
+    return [api, ...['proxmox-privileges', 'proxmox-vm', ...guestCheckNames(r)].map(skip)];
   }
-  return [api, privilegesCheck(client, r, perms), await vmCheck(c, client, r)];
+  return [
+    api,
+    privilegesCheck(client, r, perms),
+    await vmCheck(c, client, r),
+    ...(await guestChecks(c, client, r, perms)),
+  ];
 }
 
 /** Reaches the API with the token; its answer is the token's permissions. */

@@ -24,12 +24,23 @@ import { waitFor } from '../helpers/wait';
 import { startGitHubStandIn } from '../stand-ins/github';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import {
+  PVE9_VM_ADMIN_PRIVILEGES,
   PVE_VM_ADMIN_PRIVILEGES,
   startProxmoxStandIn,
   type ProxmoxStandIn,
 } from '../stand-ins/proxmox';
 
-const R = testRunners(['pve', 'metal', 'lonely', 'tls', 'gh']);
+const R = testRunners([
+  'pve',
+  'metal',
+  'lonely',
+  'tls',
+  'gh',
+  'gaDown',
+  'gaUnset',
+  'gaOff',
+  'gaBlocked',
+]);
 /** The agent tokens of the healthy stack's runners (each agent has a credential of its own). */
 const AGENT_TOKENS = {
   pve: `agent-${randomBytes(16).toString('hex')}`,
@@ -155,6 +166,8 @@ describe('bring-up check', () => {
         `ok ${R.pve.id} proxmox-api`,
         `ok ${R.pve.id} proxmox-privileges`,
         `ok ${R.pve.id} proxmox-vm`,
+        `ok ${R.pve.id} proxmox-guest-agent`,
+        `ok ${R.pve.id} proxmox-guest-files`,
         `ok ${R.pve.id} agent`,
         `ok ${R.metal.id} agent`,
       ]);
@@ -241,6 +254,54 @@ describe('bring-up check', () => {
       expect(failing(res.lines)).toEqual([
         `fail ${R.pve.id} proxmox-privileges: token ${pve.tokenId} lacks VM.PowerMgmt (start/stop) on /vms/${VMID} — grant them, e.g. pveum acl modify /vms/${VMID} -token '${pve.tokenId}' -role PVEVMAdmin (with privilege separation the token's user needs them too)`,
       ]);
+    });
+
+    it('the reset-proof checks: guest agent and file privileges (failing under required, warning under canary, skipped when off), the baseline snapshot', async () => {
+      pve.addVm('pve1', 4102, { guestAgent: false });
+      pve.addVm('pve1', 4103, { agent: null });
+      pve.addVm('pve1', 4104, { snapshots: [{ name: 'golden', description: '' }] });
+      pve.addVm('pve1', 4105, { blockedRpcs: ['guest-exec'] });
+      const runner = (r: typeof R.pve, vmid: number, extra: Record<string, string> = {}) =>
+        proxmoxRunnerYaml(
+          { url: pve.url, tokenId: pve.tokenId, tokenSecret: pve.tokenSecret },
+          { runnerId: r.id, token: r.token, vmid, extra },
+        );
+      const inventory = writeInventory(
+        `runners:\n${runner(R.gaDown, 4102)}${runner(R.gaUnset, 4103, { verify_reset: 'required', baseline_snapshot: 'golden' })}${runner(R.gaOff, 4104, { verify_reset: 'off', baseline_snapshot: 'golden' })}${runner(R.gaBlocked, 4105)}`,
+      );
+      const guestLines = async () => {
+        const res = await doctor(doctorEnv({ E2EPOOL_INVENTORY_PATH: inventory }));
+        return res.lines.filter((l) => / proxmox-(guest|baseline)/.test(l));
+      };
+      const grant = `grant them, e.g. pveum acl modify /vms/VMID -token '${pve.tokenId}' -role PVEVMAdmin (with privilege separation the token's user needs them too)`;
+      expect(await guestLines()).toEqual([
+        `warn ${R.gaDown.id} proxmox-guest-agent: the guest agent of VM 4102 does not answer (QEMU guest agent is not running) — install and start qemu-guest-agent in the guest (systemctl enable --now qemu-guest-agent); the VM must be running; until then resets are reported unverified`,
+        `ok ${R.gaDown.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.Monitor) on /vms/4102`,
+        `fail ${R.gaUnset.id} proxmox-guest-agent: VM 4103 has the QEMU guest agent option off (agent unset or 0) — qm set 4103 --agent enabled=1, install qemu-guest-agent in the guest, then stop and start the VM`,
+        `ok ${R.gaUnset.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.Monitor) on /vms/4103`,
+        `fail ${R.gaUnset.id} proxmox-baseline: VM 4103 has no snapshot 'golden' (baseline_snapshot) — take it (qm snapshot 4103 golden) or set baseline_snapshot to an existing one`,
+        `ok ${R.gaOff.id} proxmox-guest-agent: not checked: verify_reset is off (resets are not proven)`,
+        `ok ${R.gaOff.id} proxmox-guest-files: not checked: verify_reset is off (resets are not proven)`,
+        `ok ${R.gaOff.id} proxmox-baseline: baseline snapshot 'golden' of VM 4104 exists`,
+        `warn ${R.gaBlocked.id} proxmox-guest-agent: the QEMU guest agent of VM 4105 answers (qemu-ga 8.2.2; verify_reset: canary); guest-exec is disabled — a baseline refresh's update_cmd runs through guest-exec: allow it in the guest's qemu-ga if refreshes need one`,
+        `ok ${R.gaBlocked.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.Monitor) on /vms/4105`,
+      ]);
+      // Proxmox VE 9 privileges do as well; without either generation's, required fails.
+      pve.setPrivileges(PVE9_VM_ADMIN_PRIVILEGES);
+      expect((await guestLines()).filter((l) => l.includes(R.gaUnset.id))[1]).toBe(
+        `ok ${R.gaUnset.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.GuestAgent.FileRead, VM.GuestAgent.FileWrite) on /vms/4103`,
+      );
+      pve.setPrivileges(PVE_VM_ADMIN_PRIVILEGES.filter((p) => p !== 'VM.Monitor'));
+      const lines = await guestLines();
+      expect(lines).toContain(
+        `fail ${R.gaUnset.id} proxmox-guest-files: token ${pve.tokenId} may not write or read guest files on /vms/4103: it lacks VM.Monitor (Proxmox VE 8) or VM.GuestAgent.FileRead and VM.GuestAgent.FileWrite (Proxmox VE 9) — ${grant.replace('VMID', '4103')}`,
+      );
+      expect(lines).toContain(
+        `warn ${R.gaDown.id} proxmox-guest-files: token ${pve.tokenId} may not write or read guest files on /vms/4102: it lacks VM.Monitor (Proxmox VE 8) or VM.GuestAgent.FileRead and VM.GuestAgent.FileWrite (Proxmox VE 9) — ${grant.replace('VMID', '4102')}; until then resets are reported unverified`,
+      );
+      expect(lines.find((l) => l.includes(`${R.gaDown.id} proxmox-guest-agent`))).toBe(
+        `fail ${R.gaDown.id} proxmox-guest-agent: Proxmox denied permission: Permission check failed (/vms/4102, VM.Monitor) — grant the token VM.Monitor (Proxmox VE 8) or VM.GuestAgent.Audit (Proxmox VE 9) on /vms/4102`,
+      );
     });
 
     it('a Proxmox certificate that does not match the pinned fingerprint: TLS line, exit 1', async () => {

@@ -158,6 +158,9 @@ describe('the guest agent through the Proxmox client', () => {
     expect(await failureOf(c.guestExec(['no-such-tool'], { timeoutMs: 5000 }))).toMatchObject({
       type: 'PermanentFailure',
     });
+    let polls = 0;
+    await c.guestExec(['true'], { timeoutMs: 5000, pollMs: 5, onPoll: () => (polls += 1) });
+    expect(polls).toBeGreaterThanOrEqual(1);
     const seen: string[][] = [];
     pve.setExecHandler(NODE, 520, (argv) => {
       seen.push(argv);

@@ -15,7 +15,12 @@
  *   does: 403 `Permission check failed (/vms/100, VM.PowerMgmt)`. `GET /access/permissions`
  *   ("Retrieve effective permissions of given user/token"; `path` narrows it to one path,
  *   `userid` names another user or token, which needs Sys.Audit on /access) answers
- *   `{path: {privilege: propagate 0|1}}`.
+ *   `{path: {privilege: propagate 0|1}}`;
+ * - each VM has a guest filesystem that snapshots keep and rollbacks restore, and the QEMU guest
+ *   agent endpoints (`agent/ping`, `file-write`, `file-read`, `exec`, `exec-status`, `info`)
+ *   with PVE 8 or PVE 9 privileges (`pveVersion`): test/stand-ins/proxmox/guest.ts. A test
+ *   reads or seeds the guest through `vm(...).files`, runs `exec` through `setExecHandler`, and
+ *   makes a rollback leave the disk as it was with the `disk-not-restored` fault.
  * Sources are named in /work/shared/reference/external-apis.md (section 1).
  */
 import { createHash } from 'node:crypto';

@@ -366,55 +366,84 @@ describe('parseInventory', () => {
 
     it.each([
       [
+        'bare metal',
+        'baseline_snapshot: golden',
         onMetal('baseline_snapshot: golden'),
         "runner 'metal-1': baseline_snapshot: only for backend proxmox (a bare-metal runner is reset by its reset_cmd, not to a snapshot)",
       ],
-      [onMetal('canary_path: /x'), "runner 'metal-1': canary_path: only for backend proxmox"],
       [
+        'bare metal',
+        'canary_path: /x',
+        onMetal('canary_path: /x'),
+        "runner 'metal-1': canary_path: only for backend proxmox",
+      ],
+      [
+        'bare metal',
+        'verify_reset: canary',
         onMetal('verify_reset: canary'),
         "runner 'metal-1': verify_reset: 'canary' needs the Proxmox guest agent; a bare-metal runner verifies with verify_cmd (use required or off)",
       ],
       [
+        'bare metal',
+        'verify_reset: required',
         onMetal('verify_reset: required'),
         "runner 'metal-1': verify_reset: required needs verify_cmd (the command that proves the reset)",
       ],
       [
+        'Proxmox',
+        'verify_cmd: /bin/true',
         onVm('verify_cmd: /bin/true'),
         "runner 'vm-1': verify_cmd: only for backend bare_metal (a Proxmox runner proves its reset with the canary (verify_reset, canary_path))",
       ],
       [
+        'Proxmox',
+        'verify_reset: always',
         onVm('verify_reset: always'),
         "runner 'vm-1': verify_reset: expected 'canary', 'required' or 'off'",
       ],
       [
+        'Proxmox',
+        'baseline_snapshot: 1golden',
         onVm('baseline_snapshot: 1golden'),
         "runner 'vm-1': baseline_snapshot: expected a Proxmox snapshot name (a letter, then letters, digits, _ or -; at least 2 characters)",
       ],
       [
+        'Proxmox',
+        'baseline_snapshot: gold.en',
         onVm('baseline_snapshot: gold.en'),
         "runner 'vm-1': baseline_snapshot: expected a Proxmox snapshot name",
       ],
       [
+        'Proxmox',
+        `baseline_snapshot: ${'g'.repeat(41)}`,
         onVm(`baseline_snapshot: ${'g'.repeat(41)}`),
         "runner 'vm-1': baseline_snapshot: a Proxmox snapshot name has at most 40 characters",
       ],
       [
+        'Proxmox',
+        'baseline_snapshot: Current',
         onVm('baseline_snapshot: Current'),
         "runner 'vm-1': baseline_snapshot: 'Current' is reserved by Proxmox",
       ],
       [
+        'Proxmox',
+        'canary_path: var/lib/canary',
         onVm('canary_path: var/lib/canary'),
         "runner 'vm-1': canary_path: expected an absolute path to a file (starting with /)",
       ],
       [
+        'Proxmox',
+        'canary_path: /var/lib/',
         onVm('canary_path: /var/lib/'),
         "runner 'vm-1': canary_path: expected an absolute path to a file (starting with /)",
       ],
       [
+        'Proxmox',
+        'canary_path: /var/../etc/passwd',
         onVm('canary_path: /var/../etc/passwd'),
         "runner 'vm-1': canary_path: must not contain '..'",
       ],
-    ])('rejects %j, naming the runner and the field', (text, expected) => {
+    ])('rejects on %s: %s, naming the runner and the field', (_backend, _field, text, expected) => {
       expect(errorOf(text)).toContain(`inv.yml: ${expected}`);
     });
   });
