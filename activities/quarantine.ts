@@ -138,7 +138,8 @@ export async function streakQuarantine(
   pending: boolean,
 ): Promise<StreakDecision> {
   const decision = await checkStreak(tx, rule, c, pending);
-  const note = streakNote(decision);
+  // Past the cap an early (pending) check writes nothing: the end's own check notes it once.
+  const note = pending && decision.kind === 'cap_reached' ? null : streakNote(decision);
   if (note) {
     const now = new Date();
     await writeOperation(

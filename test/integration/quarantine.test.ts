@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
@@ -15,6 +17,7 @@ import { testRunners, uniqueId } from '../helpers/env';
 import { scrape, sumOf } from '../helpers/metrics';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
+import { startGitHubStandIn, type GitHubStandIn } from '../stand-ins/github';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
 /**
@@ -27,8 +30,10 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * Registry runners, created through the admin API.
  */
 const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
-const R = testRunners(['op', 's1', 's2']);
+const R = testRunners(['op', 's1', 's2', 'gh']);
 const GITLAB: Record<string, number> = { [R.op.id]: 411, [R.s1.id]: 412, [R.s2.id]: 413 };
+const GITHUB_ID = 414;
+const REPO = 'acme/quarantine';
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const run = promisify(execFile);
 
@@ -36,17 +41,20 @@ describe('runner quarantine', () => {
   const agents = new FakeAgents();
   const failing = new Set<string>();
   let gitlab: GitLabStandIn;
+  let github: GitHubStandIn;
   let c: TestController;
   const admin = () => restClient(() => c.api.url, ADMIN).call;
   /** Registry runners: id → token, agent token. */
   const tokens = new Map<string, { token: string; agent: string }>();
   const api = (id: string) => restClient(() => c.api.url, tokens.get(id)!.token);
   const paused = (id: string) => gitlab.runner(GITLAB[id]!).paused;
+  let tmp: string | undefined;
 
   beforeAll(async () => {
-    gitlab = await startGitLabStandIn();
+    [gitlab, github] = await Promise.all([startGitLabStandIn(), startGitHubStandIn()]);
+    github.addRunner({ repo: REPO }, GITHUB_ID, { labels: ['e2e'] });
     for (const r of Object.values(R)) {
-      gitlab.addRunner(GITLAB[r.id]!);
+      if (GITLAB[r.id]) gitlab.addRunner(GITLAB[r.id]!);
       agents.connect(r.id, new Date(0));
     }
     agents.onExec = (runnerId) =>
@@ -60,9 +68,11 @@ describe('runner quarantine', () => {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
         E2EPOOL_GITLAB_URL: gitlab.url,
         E2EPOOL_GITLAB_TOKEN: gitlab.token,
+        E2EPOOL_GITHUB_URL: github.url,
+        E2EPOOL_GITHUB_TOKEN: github.token,
         E2EPOOL_RESET_MAX_ATTEMPTS: '1',
         E2EPOOL_QUARANTINE_AFTER: '2',
-        // 3 runners: 20 % is 0.6, so the cap is its floor, one runner.
+        // 4 runners: 20 % is 0.8, so the cap is its floor, one runner.
         E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
       },
     });
@@ -78,7 +88,14 @@ describe('runner quarantine', () => {
         runner_id: r.id,
         backend: 'bare_metal',
         reset_cmd: '/opt/reset.sh',
-        gitlab_runner_id: GITLAB[r.id],
+        ...(r === R.gh
+          ? {
+              ci_adapter: 'github',
+              github_repo: REPO,
+              github_runner_id: GITHUB_ID,
+              github_pause_labels: ['e2e'],
+            }
+          : { gitlab_runner_id: GITLAB[r.id] }),
       });
       expect(res.status).toBe(201);
       tokens.set(r.id, { token: res.body.token, agent: res.body.agent_token });
@@ -90,7 +107,8 @@ describe('runner quarantine', () => {
       .delete()
       .catch(() => undefined);
     await c?.stop();
-    await gitlab?.close();
+    await Promise.all([gitlab?.close(), github?.close()]);
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   /** A reconciler pass, as the schedule runs it. */
@@ -277,7 +295,18 @@ describe('runner quarantine', () => {
       env,
     }).catch((err: { code: number; stderr: string }) => err);
     expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining('Runner not found') });
-    const { stdout } = await run('node', [CLI, 'runners', 'unquarantine', s1], { env });
+    const usage = await run('node', [CLI, 'runners', 'unquarantine', s1], {
+      env: { ...env, E2EPOOL_ADMIN_TOKEN: '' },
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect(usage).toMatchObject({ code: 2, stderr: expect.stringContaining('no admin token') });
+    tmp = mkdtempSync(join(tmpdir(), 'e2epool-q-'));
+    const tokenFile = join(tmp, 'admin-token');
+    writeFileSync(tokenFile, `${ADMIN}\n`, { mode: 0o600 });
+    const { stdout } = await run(
+      'node',
+      [CLI, 'runners', 'unquarantine', s1, '--admin-token-file', tokenFile],
+      { env: { ...env, E2EPOOL_ADMIN_TOKEN: '' } },
+    );
     expect(JSON.parse(stdout)).toMatchObject({ runner_id: s1, quarantined: false });
     await waitFor('s1 to be unpaused', () => !paused(s1));
 
@@ -286,6 +315,30 @@ describe('runner quarantine', () => {
     expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(true);
     expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(0);
     expect(paused(s2)).toBe(true);
+  });
+
+  it('GitHub: a quarantined runner keeps its pause labels off until unquarantined', async () => {
+    const id = R.gh.id;
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'bad image' })).status,
+    ).toBe(200);
+    expect((await api(id).finalize(cp.body.name, 'failure')).status).toBe(202);
+    await runEnded(c, id);
+    expect(github.runner(GITHUB_ID).custom).toEqual([]);
+    expect((await operations(c.ds, cp.body.name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: `runner '${id}' is quarantined: GitHub runner ${GITHUB_ID} of ${REPO} stays paused until it is unquarantined`,
+      }),
+    );
+    await pass();
+    expect(github.runner(GITHUB_ID).custom).toEqual([]);
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the labels to be put back', () =>
+      github.runner(GITHUB_ID).custom.includes('e2e'),
+    );
   });
 
   /** A fleet-page session cookie, as a browser gets it. */
