@@ -5,6 +5,7 @@
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Backend, CheckpointState, FinalizeStatus } from './states';
+import type { VerifyMode } from './verify-mode';
 
 /** The checkpoint object REST and the agent WebSocket answer with, field for field. */
 export interface CheckpointDto {
@@ -111,8 +112,8 @@ export interface RunnerPlan {
   canaryPath?: string;
 }
 
-/** How a reset is proven (the runner field `verify_reset`, defaults resolved). */
-export type VerifyResetMode = 'canary' | 'required' | 'off';
+/** How a reset is proven (the runner field `verify_reset`, defaults resolved: verify-mode.ts). */
+export type VerifyResetMode = VerifyMode;
 
 export interface CheckpointWorkflowInput {
   runner: RunnerPlan;
