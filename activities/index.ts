@@ -8,6 +8,7 @@ import { reconcileActivities } from './reconcile';
 import { streakRule } from './quarantine';
 import { recordActivities } from './records';
 import { runnerActivities } from './runner';
+import { verifyActivities } from './verify';
 
 export type { ActivityDeps } from './deps';
 
@@ -25,6 +26,7 @@ export function createActivities(deps: ActivityDeps) {
     ...gitlabActivities(deps),
     ...githubActivities(deps),
     ...runnerActivities(deps),
+    ...verifyActivities(deps),
     ...reconcileActivities(deps),
 
     /**

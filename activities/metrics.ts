@@ -63,6 +63,19 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * One per checkpoint round that reset a runner and reached its proof
+   * (README, "Proof of reset"): counted by the verifyReset activity when it
+   * records the round's first answer (checkpoints.verify_round), so a retried
+   * attempt does not count twice. Resets with verify_reset off are not counted.
+   */
+  readonly resets = new Counter({
+    name: 'e2epool_resets_total',
+    help: 'Resets whose proof ran (verify_reset not off), by the runner\'s backend and the answer: verified="true" (verified), "false" (the check failed: needs_attention, runner quarantined), "unverified" (not verifiable, e.g. no guest agent).',
+    labelNames: ['backend', 'verified'] as const,
+    registers: [this.registry],
+  });
+
   /** Set by the failure-streak rule (activities/quarantine.ts). */
   readonly quarantineCapReached = new Gauge({
     name: 'e2epool_quarantine_cap_reached',

@@ -19,7 +19,8 @@ type Reconnect = { staleSession: string | null };
 /** The readiness detail of a runner whose agent went silent past the heartbeat timeout. */
 export const AGENT_UNREACHABLE = 'agent unreachable';
 
-function tail(s: string): string {
+/** The end of a command's output, as far as logs and details keep it. */
+export function tail(s: string): string {
   const t = s.trimEnd();
   return t.length > TAIL ? `…${t.slice(-TAIL)}` : t;
 }

@@ -308,6 +308,11 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
+  // Proof of reset, once there is an answer (README, "Proof of reset").
+  if (typeof r.data.verified === 'boolean') {
+    const detail = typeof r.data.verify_detail === 'string' ? ` (${r.data.verify_detail})` : '';
+    io.out(`verified: ${r.data.verified ? 'yes' : 'NO'}${detail}`);
+  }
   return CLI_EXIT.ok;
 }
 

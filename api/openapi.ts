@@ -40,6 +40,11 @@ const checkpoint = z
     finalize_source: z.string().nullable(),
     created_at: z.string().openapi({ format: 'date-time' }),
     finalized_at: z.string().openapi({ format: 'date-time' }).nullable(),
+    verified: z.boolean().nullable().openapi({
+      description:
+        'Proof of reset: true once the reset was verified, false when the check failed (the checkpoint is then needs_attention and the runner quarantined), null while there is no answer (not reset yet, verification off, or not verifiable: verify_detail says why)',
+    }),
+    verify_detail: z.string().nullable(),
   })
   .openapi('Checkpoint');
 

@@ -5,6 +5,7 @@
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Backend, CheckpointState, FinalizeStatus } from './states';
+import type { VerifyMode } from './verify-mode';
 
 /** The checkpoint object REST and the agent WebSocket answer with, field for field. */
 export interface CheckpointDto {
@@ -16,6 +17,13 @@ export interface CheckpointDto {
   finalize_source: string | null;
   created_at: string;
   finalized_at: string | null;
+  /**
+   * Proof of reset (README, "Proof of reset"): true once the reset was
+   * verified, false when the check failed, null while there is no answer
+   * (not reset yet, verification off, or not verifiable; `verify_detail` says).
+   */
+  verified: boolean | null;
+  verify_detail: string | null;
 }
 
 /** What a checkpoint DTO is made of: a checkpoint row (store/checkpoints.ts), or the workflow's own. */
@@ -28,6 +36,9 @@ export interface CheckpointDtoSource {
   finalizeSource: string | null;
   createdAt: Date;
   finalizedAt: Date | null;
+  /** Unset (a source that predates verification): null. */
+  verified?: boolean | null;
+  verifyDetail?: string | null;
 }
 
 /** The one mapping of a checkpoint to the DTO REST and the agent WebSocket answer with. */
@@ -41,6 +52,8 @@ export function checkpointDto(c: CheckpointDtoSource): CheckpointDto {
     finalize_source: c.finalizeSource,
     created_at: c.createdAt.toISOString(),
     finalized_at: c.finalizedAt ? c.finalizedAt.toISOString() : null,
+    verified: c.verified ?? null,
+    verify_detail: c.verifyDetail ?? null,
   };
 }
 
@@ -87,7 +100,20 @@ export interface RunnerPlan {
    * debugging (`hold_on_failure_seconds`; 0: no hold).
    */
   holdOnFailureSeconds: number;
+  /**
+   * New in 1.1.0 (absent in older inputs: no proof, per-job snapshots).
+   * Proxmox: the golden baseline every reset rolls back to; absent: a
+   * snapshot per checkpoint.
+   */
+  baselineSnapshot?: string;
+  /** The effective proof of reset (config/runner-schema.ts verifyModeOf). */
+  verifyReset?: VerifyResetMode;
+  /** Proxmox: where the canary nonce is written in the guest. */
+  canaryPath?: string;
 }
+
+/** How a reset is proven (the runner field `verify_reset`, defaults resolved: verify-mode.ts). */
+export type VerifyResetMode = VerifyMode;
 
 export interface CheckpointWorkflowInput {
   runner: RunnerPlan;
@@ -230,6 +256,9 @@ export interface CheckpointView {
   lastError: string | null;
   /** ISO instant a hold for debugging ends (phase `held`); null when the runner is not held. */
   heldUntil: string | null;
+  /** Proof of reset (the last round's answer; null: none yet, or not verifiable). */
+  verified?: boolean | null;
+  verifyDetail?: string | null;
 }
 
 /** How a checkpoint workflow run ended. */

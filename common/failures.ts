@@ -35,6 +35,11 @@ export const FAILURES = {
     kind: 'permanent',
     meaning: 'the runner left the inventory (or changed backend) while its checkpoint ran',
   },
+  ResetNotVerified: {
+    kind: 'permanent',
+    meaning:
+      'the proof of reset failed (the machine may not be clean: the runner is quarantined), or none could be had and verify_reset is required',
+  },
   StateConflict: {
     kind: 'conflict',
     meaning: 'the checkpoint row is not in the state the workflow expected (changed by hand?)',

@@ -1,8 +1,8 @@
-import type { CheckpointWorkflowInput, PauseTarget } from '../common/checkpoint';
+import type { CheckpointWorkflowInput, PauseTarget, RunnerPlan } from '../common/checkpoint';
 import { gitlabQueueRates } from '../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
 import type { Inventory } from './inventory';
-import type { RunnerConfig } from './runner-schema';
+import { canaryPathOf, verifyModeOf, type RunnerConfig } from './runner-schema';
 import type { Settings } from './settings';
 
 /**
@@ -23,6 +23,7 @@ export function checkpointInput(
       pause: pauseTarget(runner),
       resetOnSuccess: runner.reset_on_success,
       holdOnFailureSeconds: runner.hold_on_failure_seconds,
+      ...proofPlan(runner),
     },
     timing: {
       ttlSeconds: s.checkpointTtlSeconds,
@@ -36,6 +37,19 @@ export function checkpointInput(
       finalizeAckSeconds: s.finalizeAckSeconds,
       resetMaxAttempts: s.resetMaxAttempts,
     },
+  };
+}
+
+/** The runner's reset proof and baseline, defaults resolved (README, "Proof of reset"). */
+function proofPlan(
+  runner: RunnerConfig,
+): Pick<RunnerPlan, 'baselineSnapshot' | 'verifyReset' | 'canaryPath'> {
+  const verifyReset = verifyModeOf(runner);
+  if (runner.backend !== 'proxmox') return { verifyReset };
+  return {
+    verifyReset,
+    canaryPath: canaryPathOf(runner),
+    ...(runner.baseline_snapshot ? { baselineSnapshot: runner.baseline_snapshot } : {}),
   };
 }
 

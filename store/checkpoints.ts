@@ -64,6 +64,8 @@ export interface FleetCheckpoint {
   state: CheckpointState;
   createdAt: Date;
   endedAt: Date | null;
+  /** Proof of reset: true, false (the check failed), null (no answer). */
+  verified: boolean | null;
 }
 
 /** A runner's checkpoints that the fleet page shows. */
@@ -120,7 +122,8 @@ function isUniqueViolation(err: unknown, constraint: string): boolean {
 
 /** A checkpoint as currentByRunner's rows carry it (one JSON object per lateral join). */
 const FLEET_JSON = `json_build_object('id', id, 'name', name, 'jobId', job_id, 'state', state,
-                                   'createdAt', created_at, 'endedAt', ended_at)`;
+                                   'createdAt', created_at, 'endedAt', ended_at,
+                                   'verified', verified)`;
 
 /**
  * The `checkpoints` table. Every state change is a compare-and-set. Queries
@@ -228,7 +231,8 @@ export class CheckpointStore {
       this.q,
       `SELECT name, runner_id AS "runnerId", job_id AS "jobId", state,
               finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
-              created_at AS "createdAt", finalized_at AS "finalizedAt", workflow_id AS "workflowId"
+              created_at AS "createdAt", finalized_at AS "finalizedAt", workflow_id AS "workflowId",
+              verified, verify_detail AS "verifyDetail"
          FROM checkpoints WHERE name = $1`,
       [name],
     );
@@ -252,7 +256,8 @@ export class CheckpointStore {
               finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
               created_at AS "createdAt", finalized_at AS "finalizedAt", ended_at AS "endedAt",
               updated_at AS "updatedAt", workflow_id AS "workflowId",
-              error_detail AS "errorDetail", reset_attempts AS "resetAttempts"
+              error_detail AS "errorDetail", reset_attempts AS "resetAttempts",
+              verified, verify_detail AS "verifyDetail"
          FROM checkpoints WHERE name = $1`,
       [name],
     );

@@ -11,6 +11,7 @@ import { QuarantineStore } from './quarantine';
 import { RunnerPauseStore } from './runner-pauses';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
+import { VerificationStore } from './verification';
 
 export type { Queryable } from './queryable';
 
@@ -27,6 +28,7 @@ export interface Stores {
   database: DatabaseProbe;
   runners: RunnerStore;
   audit: AdminAuditStore;
+  verification: VerificationStore;
   quarantine: QuarantineStore;
 }
 
@@ -52,6 +54,7 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     database: new DatabaseProbe(q),
     runners: new RunnerStore(q),
     audit: new AdminAuditStore(q),
+    verification: new VerificationStore(q),
     quarantine: new QuarantineStore(q),
   };
 }

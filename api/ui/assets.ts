@@ -133,6 +133,8 @@ ${format}
     td.appendChild(el('a', { href: '/ui/checkpoints/' + encodeURIComponent(c.name) }, c.name));
     td.appendChild(document.createTextNode(' '));
     td.appendChild(stateBadge(c.state));
+    if (c.verified === true) td.appendChild(el('span', { class: 'muted' }, ' verified'));
+    if (c.verified === false) td.appendChild(el('span', { class: 'error' }, ' NOT verified'));
     return td;
   }
   function lastResetCell(r) {
@@ -231,6 +233,8 @@ ${format}
           setFact('finalized_at', formatTime(f.finalized_at));
           setFact('ended_at', formatTime(f.ended_at));
           setFact('reset_attempts', String(f.reset_attempts));
+          var answer = f.verified === null ? 'no' : f.verified ? 'yes' : 'FAILED';
+          setFact('verified', f.verify_detail ? answer + ': ' + f.verify_detail : f.verified === null ? '' : answer);
           setFact('held_until', f.held_until ? 'until ' + formatTime(f.held_until) : '');
           setFact('error_detail', f.error_detail ? el('pre', {}, f.error_detail) : '');
           if (f.held_until) release.removeAttribute('hidden'); else release.setAttribute('hidden', '');

@@ -26,6 +26,8 @@ export interface FleetCheckpointDto {
   active: boolean;
   created_at: string;
   ended_at: string | null;
+  /** Proof of reset: true, false (the check failed), null (no answer yet or not verifiable). */
+  verified: boolean | null;
 }
 
 /** One row of the fleet page, one per inventory runner; also the JSON of `GET /ui/api/fleet`. */
@@ -80,6 +82,7 @@ function fleetCheckpointDto(c: FleetCheckpoint): FleetCheckpointDto {
     active: isActiveState(c.state),
     created_at: c.createdAt.toISOString(),
     ended_at: iso(c.endedAt),
+    verified: c.verified ?? null,
   };
 }
 

@@ -130,7 +130,21 @@ function checkpointCell(r: FleetRow): Html {
       href="${checkpointHref(c.name)}"
       >${c.name}</a
     >
-    ${stateBadge(c.state)}`;
+    ${stateBadge(c.state)}${verifiedMark(c.verified)}`;
+}
+
+/** The proof of reset beside a checkpoint's state; nothing while there is no answer. */
+function verifiedMark(v: boolean | null): Html | string {
+  if (v === null) return '';
+  return v
+    ? html` <span class="muted">verified</span>`
+    : html` <span class="error">NOT verified</span>`;
+}
+
+/** The checkpoint page's proof-of-reset fact: the answer and its detail. */
+function verifiedFact(f: CheckpointFactsDto): string {
+  const answer = f.verified === null ? 'no' : f.verified ? 'yes' : 'FAILED';
+  return f.verify_detail ? `${answer}: ${f.verify_detail}` : f.verified === null ? '' : answer;
 }
 
 function lastResetCell(r: FleetRow): Html {
@@ -237,6 +251,7 @@ export function checkpointPage(f: CheckpointFactsDto, notice: string | null): Ht
         ${fact('finalized', 'finalized_at', formatTime(f.finalized_at))}
         ${fact('ended', 'ended_at', formatTime(f.ended_at))}
         ${fact('reset rounds', 'reset_attempts', String(f.reset_attempts))}
+        ${fact('reset verified', 'verified', verifiedFact(f))}
         ${fact('held for debugging', 'held_until', f.held_until ? `until ${formatTime(f.held_until)}` : '')}
         ${fact('last error', 'error_detail', f.error_detail ? html`<pre>${f.error_detail}</pre>` : '')}
       </table>

@@ -8,6 +8,7 @@ import { RunnerRegistry1795824000000 } from './1795824000000-RunnerRegistry';
 import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
 import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPausesHeldUntil';
 import { RunnerQuarantine1796083200000 } from './1796083200000-RunnerQuarantine';
+import { CheckpointVerification1796097600000 } from './1796097600000-CheckpointVerification';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -21,4 +22,5 @@ export const MIGRATIONS = [
   AgentTokens1795910400000,
   RunnerPausesHeldUntil1795996800000,
   RunnerQuarantine1796083200000,
+  CheckpointVerification1796097600000,
 ];

@@ -118,6 +118,8 @@ describe('bare-metal checkpoints over REST (real Temporal, real Postgres)', () =
       finalize_source: null,
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
       finalized_at: null,
+      verified: null,
+      verify_detail: null,
     });
     const name = created.body.name as string;
 

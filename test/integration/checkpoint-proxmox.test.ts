@@ -143,18 +143,24 @@ describe('proxmox checkpoints over REST', () => {
     expect(steps).toEqual([
       'create:ok',
       'snapshot:ok',
+      // The proof of reset (verify_reset's default for Proxmox: canary).
+      'canary:ok',
       'pause:ok',
       'finalize_queued:ok',
       'stop:ok',
       'rollback:ok',
       'start:ok',
       'readiness:ok',
+      'verify_reset:ok',
       'delete_snapshot:ok',
       'unpause:ok',
       'reset:ok',
     ]);
-    // Every Proxmox mutation of this VM was awaited through its task (UPID:…:<type>:<vmid>:…).
-    const posts = pve.calls.filter((x) => x.method !== 'GET' && x.path.includes(onVm(l))).length;
+    // Every Proxmox mutation of this VM was awaited through its task (UPID:…:<type>:<vmid>:…);
+    // guest agent calls (the canary) answer at once, without a task.
+    const posts = pve.calls.filter(
+      (x) => x.method !== 'GET' && x.path.includes(onVm(l)) && !x.path.includes('/agent/'),
+    ).length;
     const taskPolls = pve.calls.filter(
       (x) =>
         x.path.includes('/tasks/') && x.path.endsWith('/status') && x.path.includes(`:${vmid(l)}:`),

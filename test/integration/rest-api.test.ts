@@ -424,6 +424,8 @@ describe('REST API status paths (every status of /checkpoint/create, /finalize, 
           'name',
           'runner_id',
           'state',
+          'verified',
+          'verify_detail',
         ].sort(),
       );
       expect(res.body).toMatchObject({

@@ -161,6 +161,7 @@ describe('migrations', () => {
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
+        'CheckpointVerification1796097600000',
       ];
       const tables = async () =>
         (
@@ -185,6 +186,15 @@ describe('migrations', () => {
       expect(await tables()).toEqual(
         expect.arrayContaining(['runners', 'admin_audit', 'runner_pauses']),
       );
+      const verifyColumns = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'checkpoints'
+              AND column_name IN ('verified', 'verify_detail', 'canary_sha256')`,
+        )) as unknown[];
+      expect(await verifyColumns()).toHaveLength(3);
+      await revertLastMigration(d);
+      expect(await verifyColumns()).toHaveLength(0);
       const quarantineColumns = async () =>
         (await d.query(
           `SELECT column_name FROM information_schema.columns
@@ -243,11 +253,12 @@ describe('migrations', () => {
         'AgentTokens1795910400000',
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
+        'CheckpointVerification1796097600000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(10);
+      expect(count).toBe(11);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -12,7 +12,7 @@
  */
 import { WorkflowFailedError } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   checkpointWorkflowId,
@@ -86,6 +86,14 @@ function githubRunner(): RunnerSpec {
     pause: { kind: 'github', githubRunnerId: 7, scope: { repo: 'acme/app' }, labels: ['e2e'] },
   });
 }
+
+const CANARY = '/var/lib/e2epool/canary';
+/** A 1.1.0 Proxmox plan with a golden baseline and a canary. */
+const golden = (verifyReset: 'canary' | 'required' = 'canary'): Partial<RunnerSpec> => ({
+  baselineSnapshot: 'golden-1',
+  verifyReset,
+  canaryPath: CANARY,
+});
 
 const result = (h: WorkflowHarness, r: RunnerSpec) =>
   h.client.workflow.getHandle(checkpointWorkflowId(r.runnerId)).result();
@@ -337,6 +345,65 @@ const scenarios: Record<string, Scenario> = {
     await adopt(h, r, '122');
     return r.runnerId;
   },
+  // ---- 1.1.0: golden baseline and proof of reset (PATCH_PROOF_OF_RESET) ----
+  // A golden baseline: no snapshot, the canary before the create answers; success resets too, verified.
+  async 'golden-success-verified'(h) {
+    const r = runner('proxmox', 24, golden());
+    const cp = await createCheckpoint(h, r, input(r), { jobId: '130' });
+    await finalize(h, r, cp.name, 'success');
+    await result(h, r);
+    return r.runnerId;
+  },
+  // The proof fails (needs_attention, the activity quarantined the runner); `retry` proves it.
+  async 'golden-verify-failed-then-retried'(h, s) {
+    let refuted = true;
+    s.on('verifyReset', () =>
+      refuted
+        ? { verified: false, detail: 'the canary still holds the nonce' }
+        : { verified: true, detail: 'canary gone' },
+    );
+    const r = runner('proxmox', 25, golden());
+    await failedJob(h, r, '131');
+    await waitPhase(h, r, 'needs_attention');
+    refuted = false;
+    await signal(h, r, retrySignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // Per-job snapshot with the canary: snapshot, canary; the proof before the snapshot goes.
+  async 'proxmox-per-job-canary'(h) {
+    const r = runner('proxmox', 26, { verifyReset: 'canary', canaryPath: CANARY });
+    await failedJob(h, r, '132');
+    await result(h, r);
+    return r.runnerId;
+  },
+  // Bare metal with verify_cmd: reset_cmd, readiness, verify.
+  async 'bare-metal-verify-cmd'(h) {
+    const r = runner('bare_metal', 27, { verifyReset: 'required' });
+    await failedJob(h, r, '133');
+    await result(h, r);
+    return r.runnerId;
+  },
+  // Not verifiable under `required`: needs_attention; an operator releases it.
+  async 'verify-required-unverifiable-released'(h, s) {
+    s.on('verifyReset', () => ({ verified: null, detail: 'no guest agent' }));
+    const r = runner('proxmox', 28, golden('required'));
+    await failedJob(h, r, '134');
+    await waitPhase(h, r, 'needs_attention');
+    await signal(h, r, releaseSignal);
+    await result(h, r);
+    return r.runnerId;
+  },
+  // `required` and no canary could be written: the create fails (nothing of its own to remove).
+  async 'golden-canary-required-create-failure'(h, s) {
+    s.on('writeCanary', () => {
+      throw nonRetryable('canary not written (guest agent not running)', 'ResetNotVerified');
+    });
+    const r = runner('proxmox', 29, golden('required'));
+    await expect(createCheckpoint(h, r, input(r), { jobId: '135' })).rejects.toThrow();
+    await result(h, r);
+    return r.runnerId;
+  },
   // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
   async 'reconcile-pass'(h) {
     const workflowId = uniqueId('rec-reconcile');
@@ -349,8 +416,21 @@ const scenarios: Record<string, Scenario> = {
   },
 };
 
-/** Scenarios without a fixture yet: recorded ones are never recorded again. */
-const missing = (names: string[]) => names.filter((n) => !existsSync(join(OUT, `${n}.json`)));
+/**
+ * Scenarios without a fixture yet, in any release: recorded ones are never
+ * recorded again (a later release records only the scenarios it adds).
+ */
+const RELEASES = existsSync(join(__dirname, 'histories'))
+  ? readdirSync(join(__dirname, 'histories'), { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+  : [];
+const missing = (names: string[]) =>
+  names.filter(
+    (n) =>
+      !existsSync(join(OUT, `${n}.json`)) &&
+      !RELEASES.some((rel) => existsSync(join(__dirname, 'histories', rel, `${n}.json`))),
+  );
 
 describe(`record replay fixtures of ${RECORD_RELEASE}`, () => {
   beforeAll(() => mkdirSync(OUT, { recursive: true }));

@@ -67,6 +67,21 @@ describe('replay of recorded checkpoint histories', () => {
     );
   });
 
+  it('has the 1.1.0 paths: golden baseline and proof of reset (PATCH_PROOF_OF_RESET)', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        [
+          'bare-metal-verify-cmd',
+          'golden-canary-required-create-failure',
+          'golden-success-verified',
+          'golden-verify-failed-then-retried',
+          'proxmox-per-job-canary',
+          'verify-required-unverifiable-released',
+        ].map((n) => `1.1.0/${n}.json`),
+      ),
+    );
+  });
+
   it.each(FIXTURES)('%s replays without non-determinism', async (file) => {
     const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
     await Worker.runReplayHistory(

@@ -54,6 +54,7 @@ describe('fleet page HTML', () => {
               active: true,
               created_at: '2026-01-01T00:00:00.000Z',
               ended_at: null,
+              verified: false,
             },
           }),
         ],
@@ -88,10 +89,13 @@ describe('fleet page HTML', () => {
         reset_attempts: 1,
         error_detail: XSS,
         held_until: null,
+        verified: false,
+        verify_detail: XSS,
       },
       null,
     ).text;
     expect(cp).toContain(`<pre>${ESCAPED}</pre>`);
+    expect(cp).toContain(`FAILED: ${ESCAPED}`);
     expect(cp).not.toContain('<script>alert');
     expect(loginPage({ configured: true, error: XSS, next: XSS }).text).not.toContain(
       '<script>alert',

@@ -43,6 +43,9 @@ export function runner(
     ...(o.holdOnFailureSeconds !== undefined
       ? { holdOnFailureSeconds: o.holdOnFailureSeconds }
       : {}),
+    ...(o.baselineSnapshot !== undefined ? { baselineSnapshot: o.baselineSnapshot } : {}),
+    ...(o.verifyReset !== undefined ? { verifyReset: o.verifyReset } : {}),
+    ...(o.canaryPath !== undefined ? { canaryPath: o.canaryPath } : {}),
   };
 }
 
@@ -59,6 +62,9 @@ export function input(r: RunnerSpec, t: Partial<CheckpointTiming> = {}): Checkpo
             : null,
       resetOnSuccess: r.resetOnSuccess ?? false,
       holdOnFailureSeconds: r.holdOnFailureSeconds ?? 0,
+      ...(r.baselineSnapshot !== undefined ? { baselineSnapshot: r.baselineSnapshot } : {}),
+      ...(r.verifyReset !== undefined ? { verifyReset: r.verifyReset } : {}),
+      ...(r.canaryPath !== undefined ? { canaryPath: r.canaryPath } : {}),
     },
     timing: timing(t),
   };

@@ -23,6 +23,7 @@ import {
   type CheckpointDto,
   type CheckpointWorkflowInput,
   type PauseTarget,
+  type VerifyResetMode,
 } from '../../common/checkpoint';
 import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
@@ -85,6 +86,8 @@ export class StubActivities {
       startVm: () => undefined,
       runRunnerCommand: () => undefined,
       waitUntilReady: () => undefined,
+      writeCanary: () => undefined,
+      verifyReset: () => ({ verified: true, detail: 'canary gone' }),
       pauseRunner: () => ({ pausedByUs: true }),
       checkRunnerPaused: () => ({ paused: false }),
       sendPause: () => undefined,
@@ -225,6 +228,10 @@ export interface RunnerSpec {
   pause?: PauseTarget | null;
   resetOnSuccess?: boolean;
   holdOnFailureSeconds?: number;
+  /** 1.1.0 plan fields (absent: a 1.0.0 input). */
+  baselineSnapshot?: string;
+  verifyReset?: VerifyResetMode;
+  canaryPath?: string;
 }
 
 /** Starts the runner's checkpoint workflow with a create, as the API does. */

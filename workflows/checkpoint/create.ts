@@ -19,6 +19,7 @@ import {
 } from '../../common/fail';
 import { SA_BACKEND, SA_CHECKPOINT_NAME, SA_JOB_ID } from '../../common/search-attributes';
 import { records, stepActivities } from './activities';
+import { goldenBaseline, writeCanary } from './proof';
 import type { NewCheckpoint } from '../../store/checkpoints';
 import type { CheckpointRun, HeldCheckpoint, SearchAttributePairs } from './run';
 
@@ -62,7 +63,11 @@ export async function createCheckpoint(
   const held = claim(run, req);
   const { runner } = run;
   const steps = stepActivities(run.input.timing.resetMaxAttempts);
-  const snapshotName = runner.backend === 'proxmox' ? snapshotNameFor(held.name) : null;
+  // Golden baseline: the baseline is the restore point, no snapshot of its own.
+  const snapshotName =
+    runner.backend === 'proxmox' && goldenBaseline(run) === null
+      ? snapshotNameFor(held.name)
+      : null;
   const record: NewCheckpoint = {
     name: held.name,
     runnerId: runner.runnerId,
@@ -83,6 +88,7 @@ export async function createCheckpoint(
         run.doing('snapshot');
         await steps.takeSnapshot({ ...run.step(), round: 0, snapshotName });
       }
+      await writeCanary(run);
     });
     run.setState('created', heldAttributes(run, held));
     run.createResult = 'ok';

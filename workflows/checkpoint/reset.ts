@@ -7,6 +7,7 @@ import { snapshotNameFor } from '../../common/checkpoint';
 import { describeFailure } from '../../common/fail';
 import type { CheckpointState } from '../../common/states';
 import { readinessActivities, stepActivities } from './activities';
+import { goldenBaseline, rollbackTarget, verifyReset } from './proof';
 import type { CheckpointRun } from './run';
 
 /**
@@ -16,8 +17,12 @@ import type { CheckpointRun } from './run';
  */
 export async function resetUntilDone(run: CheckpointRun): Promise<CheckpointState> {
   const ttlExpired = run.jobEnd === 'ttl';
+  // A golden baseline is the only clean state there is: every job end resets to it.
   const mode =
-    ttlExpired || run.finalizeStatus !== 'success' || run.runner.resetOnSuccess
+    ttlExpired ||
+    run.finalizeStatus !== 'success' ||
+    run.runner.resetOnSuccess ||
+    goldenBaseline(run) !== null
       ? 'reset'
       : 'cleanup';
   const success: CheckpointState = ttlExpired ? 'gc_reset' : mode === 'reset' ? 'reset' : 'deleted';
@@ -59,7 +64,7 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
   const steps = stepActivities(timing.resetMaxAttempts);
   const readiness = readinessActivities(timing.resetMaxAttempts);
   if (run.runner.backend === 'proxmox') {
-    const snapshotName = snapshotNameFor(run.checkpoint.name);
+    const { snapshotName, golden } = rollbackTarget(run);
     doingStep(run, 'stop');
     const stopped = await steps.stopVm(run.step());
     doingStep(run, 'rollback');
@@ -70,6 +75,9 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
     // ready when a new session of its agent is (one clock: agent_sessions').
     doingStep(run, 'readiness');
     await readiness.waitUntilReady({ ...run.step(), staleSession: stopped.staleSession });
+    // Before the snapshot goes: the proof reads which snapshot the VM descends from.
+    await verifyReset(run, snapshotName);
+    if (golden) return; // the baseline is never deleted by a reset
     doingStep(run, 'delete_snapshot');
     await steps.removeSnapshot({ ...run.step(), snapshotName });
   } else {
@@ -77,6 +85,7 @@ async function resetRunner(run: CheckpointRun): Promise<void> {
     await steps.runRunnerCommand({ ...run.step(), which: 'reset_cmd' });
     doingStep(run, 'readiness');
     await readiness.waitUntilReady(run.step());
+    await verifyReset(run, null);
   }
 }
 

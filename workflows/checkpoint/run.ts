@@ -40,6 +40,10 @@ export type JobEnd = { status: FinalizeStatus; source: string; at: Date } | 'ttl
 /** Longest error text the current details show (the `state` query has all of it). */
 const DETAILS_ERROR_MAX = 300;
 
+function clip(s: string): string {
+  return s.length > DETAILS_ERROR_MAX ? `${s.slice(0, DETAILS_ERROR_MAX)}…` : s;
+}
+
 export class CheckpointRun {
   readonly runner: RunnerPlan;
   readonly workflowId = workflowInfo().workflowId;
@@ -74,6 +78,8 @@ export class CheckpointRun {
    * records its end, and the run that closes does not sleep it again.
    */
   cooledDown = false;
+  /** Proof of reset of the last round that reached it (verifyReset); null: no answer. */
+  private verifiedAnswer: { verified: boolean | null; detail: string | null } | null = null;
 
   constructor(readonly input: CheckpointWorkflowInput) {
     this.runner = input.runner;
@@ -99,6 +105,16 @@ export class CheckpointRun {
     this.showDetails();
   }
 
+  /** The proof of reset's answer (verifyReset), shown in the DTO, the view and the details. */
+  get verification(): { verified: boolean | null; detail: string | null } | null {
+    return this.verifiedAnswer;
+  }
+
+  set verification(v: { verified: boolean | null; detail: string | null } | null) {
+    this.verifiedAnswer = v;
+    this.showDetails();
+  }
+
   /** Says which step runs now (a step's operation-log name where it has one). */
   doing(step: string): void {
     this.currentStep = step;
@@ -112,16 +128,19 @@ export class CheckpointRun {
    */
   details(): string {
     const err = this.currentError;
-    const shown =
-      err === null
-        ? 'none'
-        : err.length > DETAILS_ERROR_MAX
-          ? `${err.slice(0, DETAILS_ERROR_MAX)}…`
-          : err;
+    const shown = err === null ? 'none' : clip(err);
+    const v = this.verifiedAnswer;
+    const proof =
+      v === null
+        ? []
+        : [
+            `- **reset verified:** ${v.verified === null ? 'not verifiable' : v.verified ? 'yes' : 'NO'}${v.detail ? ` (${clip(v.detail)})` : ''}`,
+          ];
     return [
       `- **phase:** ${this.currentPhase}${this.state ? ` (state \`${this.state}\`)` : ''}`,
       `- **now:** ${this.currentStep}`,
       `- **last error:** ${shown}`,
+      ...proof,
     ].join('\n');
   }
 
@@ -232,6 +251,8 @@ export class CheckpointRun {
       finalizeSource: this.finalizeSource,
       createdAt: cp.createdAt,
       finalizedAt: this.finalizedAt,
+      verified: this.verifiedAnswer?.verified ?? null,
+      verifyDetail: this.verifiedAnswer?.detail ?? null,
     });
   }
 
@@ -249,6 +270,8 @@ export class CheckpointRun {
       resetRounds: this.resetRounds,
       lastError: this.lastError,
       heldUntil: this.heldUntil?.toISOString() ?? null,
+      verified: this.verifiedAnswer?.verified ?? null,
+      verifyDetail: this.verifiedAnswer?.detail ?? null,
     };
   }
 }
