@@ -17,15 +17,15 @@ import type { CheckpointRun } from './run';
  */
 export async function resetUntilDone(run: CheckpointRun): Promise<CheckpointState> {
   const ttlExpired = run.jobEnd === 'ttl';
-  // A golden baseline is the only clean state there is: every job end resets to it.
+  // A golden baseline is the only clean state there is: every job end resets
+  // to it, a TTL's too, and each ends `reset` (finalize_status keeps how).
+  const golden = goldenBaseline(run) !== null;
   const mode =
-    ttlExpired ||
-    run.finalizeStatus !== 'success' ||
-    run.runner.resetOnSuccess ||
-    goldenBaseline(run) !== null
+    ttlExpired || run.finalizeStatus !== 'success' || run.runner.resetOnSuccess || golden
       ? 'reset'
       : 'cleanup';
-  const success: CheckpointState = ttlExpired ? 'gc_reset' : mode === 'reset' ? 'reset' : 'deleted';
+  const success: CheckpointState =
+    ttlExpired && !golden ? 'gc_reset' : mode === 'reset' ? 'reset' : 'deleted';
   for (;;) {
     try {
       await (mode === 'reset' ? resetRunner(run) : cleanupRunner(run));
