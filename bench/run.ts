@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the lifecycle, agents and logs benches, one after the
+ * `npm run bench`: the lifecycle, agents, logs and reset benches, one after the
  * other. `npm run bench -- --record [--note "what changed"]` also appends
  * their figures as one row to bench/RESULTS.md (date, commit, machine), so a
  * change to the create/finalize/reset path or the CLI leaves its run in
@@ -11,7 +11,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Figures } from './report';
 
-const BENCHES = ['lifecycle', 'agents', 'logs'] as const;
+const BENCHES = ['lifecycle', 'agents', 'logs', 'reset'] as const;
 const RESULTS = join(__dirname, '..', '..', 'bench', 'RESULTS.md');
 
 function parseArgs(argv: string[]): { record: boolean; note: string } {
@@ -55,6 +55,7 @@ function row(figures: Map<string, Figures>, load: number, note: string): string 
     cell('agents', 'pingP99'),
     cell('agents', 'rss'),
     cell('logs', 'finalizeToReset'),
+    cell('reset', 'goldenVsPerJob'),
     note.replace(/\|/g, '\\|').replace(/\n/g, ' '),
   ];
   return `| ${cells.join(' | ')} |\n`;

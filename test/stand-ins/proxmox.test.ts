@@ -574,6 +574,25 @@ describe('asynchronous tasks', () => {
     expect(vm.currentParent).toBe('base');
   });
 
+  it('takes each task type its own time when taskDurationsMs says so (bench/reset.ts)', async () => {
+    const s = await startProxmoxStandIn({
+      taskDurationMs: 0,
+      taskDurationsMs: { qmsnapshot: 60_000 },
+    });
+    try {
+      s.addVm(NODE, VMID, { status: 'running' });
+      const post = async (rest: string, form?: Record<string, string>) =>
+        (await api('POST', vmPath(rest), { form }, s)).json.data as string;
+      const snap = await post('/snapshot', { snapname: 'slow' });
+      const stop = await post('/status/stop');
+      // The stop (default duration) ends while the snapshot started before it still runs.
+      expect((await waitTask(stop, s)).exitstatus).toBe('VM is locked (snapshot)');
+      expect((await taskStatus(snap, s)).status).toBe('running');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('fails start of a running VM; stop of a stopped VM is a successful no-op', async () => {
     const start = await mutate('POST', vmPath('/status/start'));
     expect((await waitTask(start)).exitstatus).toBe('VM 100 already running');

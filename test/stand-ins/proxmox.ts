@@ -304,6 +304,7 @@ class PveStandIn implements ProxmoxStandIn {
     private readonly taskDurationMs: number,
     private readonly authFailureDelayMs: number,
     readonly pveVersion: 8 | 9,
+    private readonly taskDurationsMs: Partial<Record<TaskType, number>> = {},
   ) {
     this.privileges = new Set(
       pveVersion === 9 ? PVE9_VM_ADMIN_PRIVILEGES : PVE_VM_ADMIN_PRIVILEGES,
@@ -795,7 +796,8 @@ class PveStandIn implements ProxmoxStandIn {
       },
     };
     this.tasks.set(upid, task);
-    if (!task.hung) this.after(this.taskDurationMs, () => task.complete());
+    const ms = this.taskDurationsMs[type] ?? this.taskDurationMs;
+    if (!task.hung) this.after(ms, () => task.complete());
     return upid;
   }
 
@@ -1332,6 +1334,8 @@ export async function startProxmoxStandIn(
     tokenId?: string;
     tokenSecret?: string;
     taskDurationMs?: number;
+    /** Per task type, overriding `taskDurationMs` (e.g. a rollback slower than a stop). */
+    taskDurationsMs?: Partial<Record<TaskType, number>>;
     authFailureDelayMs?: number;
     /** The Proxmox VE major version to play (default 8): privileges, `GET /version`. */
     pveVersion?: 8 | 9;
@@ -1343,6 +1347,7 @@ export async function startProxmoxStandIn(
     opts.taskDurationMs ?? 30,
     opts.authFailureDelayMs ?? 0,
     opts.pveVersion ?? 8,
+    opts.taskDurationsMs,
   );
   await s.listen();
   return s;
