@@ -128,6 +128,10 @@ const runnerObject = z
     quarantine_reason: z.string().nullable(),
     quarantine_source: z.enum(['verification', 'failure_streak', 'operator']).nullable(),
     quarantined_at: z.string().openapi({ format: 'date-time' }).nullable(),
+    current_baseline: z.string().nullable().openapi({
+      description:
+        "The snapshot the runner's resets roll back to now: the last baseline refresh's, else baseline_snapshot",
+    }),
     has_agent_token: z.boolean().openapi({
       description:
         'Whether the agent has a credential of its own; false: it uses the REST token, which CI jobs hold too',

@@ -50,6 +50,11 @@ export interface StoredRunner {
   draining: boolean;
   /** Null unless quarantined (see store/quarantine.ts). */
   quarantine: Quarantine | null;
+  /**
+   * The snapshot a baseline refresh made the runner's baseline; null: the
+   * configured `baseline_snapshot` (see currentBaselineOf).
+   */
+  currentBaseline: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -76,6 +81,7 @@ export interface RunnerRow {
   quarantine_reason: string | null;
   quarantine_source: QuarantineSource | null;
   quarantined_at: Date | null;
+  current_baseline: string | null;
   created_at: Date;
   updated_at: Date;
   [column: string]: unknown;
@@ -101,9 +107,16 @@ export function runnerFromRow(r: RunnerRow): StoredRunner {
     quarantine: r.quarantined
       ? { reason: r.quarantine_reason!, source: r.quarantine_source!, at: r.quarantined_at! }
       : null,
+    currentBaseline: r.current_baseline ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
+}
+
+/** The snapshot the runner's resets roll back to now: a refresh's, else the configured one. */
+export function currentBaselineOf(r: Pick<StoredRunner, 'fields' | 'currentBaseline'>): string | null {
+  const configured = r.fields.baseline_snapshot;
+  return r.currentBaseline ?? (typeof configured === 'string' ? configured : null);
 }
 
 /** Column values of `fields`, in RUNNER_COLUMNS order, then the options object. */
@@ -202,6 +215,16 @@ export class RunnerStore {
       this.q,
       `UPDATE runners SET ${column} = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
       [runnerId, value],
+    );
+    return rows[0] ? runnerFromRow(rows[0]) : null;
+  }
+
+  /** Makes `snapshot` the runner's current baseline (a refresh's); null when there is no such runner. */
+  async setCurrentBaseline(runnerId: string, snapshot: string): Promise<StoredRunner | null> {
+    const { rows } = await changeRows<RunnerRow>(
+      this.q,
+      `UPDATE runners SET current_baseline = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
+      [runnerId, snapshot],
     );
     return rows[0] ? runnerFromRow(rows[0]) : null;
   }

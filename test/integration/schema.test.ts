@@ -162,6 +162,7 @@ describe('migrations', () => {
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
+        'RunnerCurrentBaseline1796184000000',
       ];
       const tables = async () =>
         (
@@ -254,11 +255,12 @@ describe('migrations', () => {
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
+        'RunnerCurrentBaseline1796184000000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(11);
+      expect(count).toBe(12);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();
