@@ -22,6 +22,7 @@ import {
   type BaselineRolloutResult,
 } from '../../common/baseline';
 import { describeFailure } from '../../common/fail';
+import { SA_BACKEND, SA_RUNNER_ID } from '../../common/search-attributes';
 
 export async function baselineRolloutWorkflow(
   input: BaselineRolloutInput,
@@ -45,6 +46,11 @@ export async function baselineRolloutWorkflow(
         taskQueue: workflowInfo().taskQueue,
         // A rollout canceled or terminated leaves a refresh under way to finish (or restore).
         parentClosePolicy: ParentClosePolicy.ABANDON,
+        // Findable as the refresh started by the API is (the checkpoint's runner-id attribute).
+        typedSearchAttributes: [
+          { key: SA_RUNNER_ID, value: runnerId },
+          { key: SA_BACKEND, value: 'proxmox' },
+        ],
         args: [refreshInput(input, runnerId)],
       });
       result.refreshed.push(runnerId);
