@@ -254,8 +254,7 @@ export function baselineActivities(deps: ActivityDeps) {
     refreshPrepare: (i: Runner & { from: string | null; updateCmd?: string }) => prepare(c, i),
     refreshTakeBaseline: (i: Runner & { name: string }) => takeBaseline(c, i),
     refreshVerify: (i: Runner & { name: string; canaryPath: string }) => verifyBaseline(c, i),
-    refreshCommit: (i: Runner & { name: string; previous: string | null }) =>
-      commitBaseline(c, i),
+    refreshCommit: (i: Runner & { name: string; previous: string | null }) => commitBaseline(c, i),
     refreshPrune: (i: Runner & { keep: number; current: string }) => pruneBaselines(c, i),
     refreshRestore: (i: Runner & { previous: string | null; attempted: string | null }) =>
       restorePrevious(c, i),

@@ -114,7 +114,9 @@ export function runnerFromRow(r: RunnerRow): StoredRunner {
 }
 
 /** The snapshot the runner's resets roll back to now: a refresh's, else the configured one. */
-export function currentBaselineOf(r: Pick<StoredRunner, 'fields' | 'currentBaseline'>): string | null {
+export function currentBaselineOf(
+  r: Pick<StoredRunner, 'fields' | 'currentBaseline'>,
+): string | null {
   const configured = r.fields.baseline_snapshot;
   return r.currentBaseline ?? (typeof configured === 'string' ? configured : null);
 }
