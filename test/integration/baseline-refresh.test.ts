@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -24,6 +27,8 @@ const OLD = ['e2epool-baseline-20200101000000', 'e2epool-baseline-20210101000000
 const JOB_FILE = '/tmp/left-by-the-job';
 const ADMIN = 'admin-token-baseline-refresh-0123456789abcdef';
 const REFRESHED = /^e2epool-baseline-\d{14}$/;
+const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
+const run = promisify(execFile);
 
 describe('baseline refresh and rollout on Proxmox', () => {
   const agents = new FakeAgents();
@@ -221,13 +226,29 @@ describe('baseline refresh and rollout on Proxmox', () => {
     pve.setExecHandler('pve1', vmid('roll1'), undefined);
   });
 
-  it('a rollout without a canary refreshes every runner, at most max_unavailable at once', async () => {
-    const res = await admin()('POST', '/api/baseline-rollouts', {
-      runners: [R.roll2.id, R.roll3.id],
-      max_unavailable: 1,
+  it('the CLI: a rollout without a canary refreshes every runner; refusals exit 1, usage errors 2', async () => {
+    const env = { ...process.env, E2EPOOL_URL: c.api.url, E2EPOOL_ADMIN_TOKEN: ADMIN };
+    const cli = (...args: string[]) =>
+      run('node', [CLI, 'baseline', ...args], { env }).catch(
+        (err: { code: number; stderr: string }) => err,
+      );
+    expect(await cli('rollout', '--max-unavailable', '1')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--runners a,b or --all'),
     });
-    expect(res.status).toBe(202);
-    const done = await result(res.body.workflow_id as string);
+    expect(await cli('refresh', R.roll2.id, '--keep', '0')).toMatchObject({ code: 2 });
+    expect(await cli('refresh', 'nobody')).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("Runner 'nobody' not found"),
+    });
+    const { stdout } = (await cli(
+      'rollout',
+      '--runners',
+      `${R.roll2.id},${R.roll3.id}`,
+      '--max-unavailable',
+      '1',
+    )) as { stdout: string };
+    const done = await result(JSON.parse(stdout).workflow_id as string);
     expect(done).toEqual({ refreshed: [R.roll2.id, R.roll3.id], failed: [], notStarted: [] });
     for (const l of ['roll2', 'roll3'] as const)
       expect((await runner(l)).current_baseline).toMatch(REFRESHED);
