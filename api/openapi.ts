@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery, quarantineBody } from './runner-routes';
+import { registerBaselinePaths } from './openapi-baseline';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
@@ -692,6 +693,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       ...adminErrors,
     },
   });
+  registerBaselinePaths(r, { security: adminOnly, adminErrors, detailError });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

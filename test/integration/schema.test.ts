@@ -194,6 +194,15 @@ describe('migrations', () => {
               AND column_name IN ('verified', 'verify_detail', 'canary_sha256')`,
         )) as unknown[];
       expect(await verifyColumns()).toHaveLength(3);
+      const baselineColumn = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'runners' AND column_name = 'current_baseline'`,
+        )) as unknown[];
+      expect(await baselineColumn()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await baselineColumn()).toHaveLength(0);
+      expect(await verifyColumns()).toHaveLength(3);
       await revertLastMigration(d);
       expect(await verifyColumns()).toHaveLength(0);
       const quarantineColumns = async () =>
