@@ -193,9 +193,14 @@ export class RunnerStore {
     isActive: boolean,
   ): Promise<StoredRunner | null> {
     const n = RUNNER_COLUMNS.length + 2;
+    // A new baseline_snapshot is the operator's choice: it replaces what a refresh made current
+    // (SET expressions read the row as it was).
     const { rows } = await changeRows<RunnerRow>(
       this.q,
       `UPDATE runners SET ${SET_COLUMNS}, proxmox_token_value = $${n + 1}, is_active = $${n + 2},
+              current_baseline = CASE
+                WHEN options->>'baseline_snapshot' IS DISTINCT FROM ($${n}::jsonb)->>'baseline_snapshot'
+                THEN NULL ELSE current_baseline END,
               updated_at = now()
         WHERE runner_id = $1 RETURNING *`,
       [runnerId, ...columnValues(fields), sealedProxmoxToken, isActive],

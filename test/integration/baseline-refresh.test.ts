@@ -252,6 +252,17 @@ describe('baseline refresh and rollout on Proxmox', () => {
     expect(done).toEqual({ refreshed: [R.roll2.id, R.roll3.id], failed: [], notStarted: [] });
     for (const l of ['roll2', 'roll3'] as const)
       expect((await runner(l)).current_baseline).toMatch(REFRESHED);
+    // A PATCH keeps the refreshed baseline, unless it sets baseline_snapshot: the operator's choice wins.
+    const refreshed = (await runner('roll2')).current_baseline;
+    const tagged = await admin()('PATCH', `/api/runners/${R.roll2.id}`, { tags: ['e2e'] });
+    expect(tagged.body.current_baseline).toBe(refreshed);
+    const chosen = await admin()('PATCH', `/api/runners/${R.roll3.id}`, {
+      baseline_snapshot: 'hand-made',
+    });
+    expect(chosen.body).toMatchObject({
+      baseline_snapshot: 'hand-made',
+      current_baseline: 'hand-made',
+    });
   });
 
   it('bad input: 422; unknown runner: 404; a file or non-Proxmox runner: 409; no admin token: 403', async () => {
