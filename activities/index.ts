@@ -1,4 +1,5 @@
 import { createStore } from '../store';
+import { baselineActivities } from './baseline';
 import { ciSystemOf, pollsJobsOf, type ActivityDeps } from './deps';
 import type { JobState } from './ci/system';
 import { githubActivities } from './github/steps';
@@ -28,6 +29,7 @@ export function createActivities(deps: ActivityDeps) {
     ...runnerActivities(deps),
     ...verifyActivities(deps),
     ...reconcileActivities(deps),
+    ...baselineActivities(deps),
 
     /**
      * The job's state; `running` until its CI system reports it finished.

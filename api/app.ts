@@ -9,6 +9,7 @@ import type { CheckpointLogs } from '../service/checkpoint-logs';
 import { checkpointRouter } from './checkpoint-routes';
 import type { RunnerRegistry } from './runner-registry';
 import { runnerRouter } from './runner-routes';
+import { baselineRouter } from './baseline-routes';
 import { openApiRouter } from './openapi';
 import { webhookRouter } from './webhooks';
 import type { CheckpointService } from '../service/checkpoint-service';
@@ -90,6 +91,19 @@ export function createApp(d: AppDeps): Express {
       d.checkpoints,
       d.inventory,
       new TokenBuckets(d.settings.readinessBurst, d.settings.readinessPerSecond),
+    ),
+  );
+  // Before runnerRouter: its routes check the admin token themselves.
+  app.use(
+    baselineRouter(
+      {
+        store: d.store,
+        inventory: d.inventory,
+        temporal: d.temporal,
+        settings: d.settings,
+        log: d.log,
+      },
+      d.admin,
     ),
   );
   app.use(runnerRouter(d.registry, d.admin));

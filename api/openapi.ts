@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery, quarantineBody } from './runner-routes';
+import { registerBaselinePaths } from './openapi-baseline';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
@@ -128,6 +129,10 @@ const runnerObject = z
     quarantine_reason: z.string().nullable(),
     quarantine_source: z.enum(['verification', 'failure_streak', 'operator']).nullable(),
     quarantined_at: z.string().openapi({ format: 'date-time' }).nullable(),
+    current_baseline: z.string().nullable().openapi({
+      description:
+        "The snapshot the runner's resets roll back to now: the last baseline refresh's, else baseline_snapshot",
+    }),
     has_agent_token: z.boolean().openapi({
       description:
         'Whether the agent has a credential of its own; false: it uses the REST token, which CI jobs hold too',
@@ -688,6 +693,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       ...adminErrors,
     },
   });
+  registerBaselinePaths(r, { security: adminOnly, adminErrors, detailError });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

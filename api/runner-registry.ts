@@ -5,6 +5,7 @@ import type { Logger } from '../config/logger';
 import type { SecretBox } from '../config/secret-box';
 import type { Store } from '../store';
 import {
+  currentBaselineOf,
   RUNNER_COLUMNS,
   RUNNER_OPTIONS,
   type Quarantine,
@@ -38,6 +39,8 @@ export interface RunnerView {
   /** Who quarantined it: `verification`, `failure_streak` or `operator`; null when not quarantined. */
   quarantine_source: QuarantineSource | null;
   quarantined_at: string | null;
+  /** The snapshot its resets roll back to now (a refresh's, else `baseline_snapshot`); null: none. */
+  current_baseline: string | null;
   /**
    * Whether the runner's agent has a credential of its own; false: its agent
    * uses the REST token, which its CI jobs hold too (shared credential).
@@ -81,6 +84,7 @@ function view(
     isActive: boolean;
     draining: boolean;
     quarantine: Quarantine | null;
+    currentBaseline: string | null;
     hasAgentToken: boolean;
     source: RunnerSource;
     createdAt: Date | null;
@@ -111,6 +115,7 @@ function view(
     quarantine_reason: extra.quarantine?.reason ?? null,
     quarantine_source: extra.quarantine?.source ?? null,
     quarantined_at: extra.quarantine ? extra.quarantine.at.toISOString() : null,
+    current_baseline: extra.currentBaseline,
     has_agent_token: extra.hasAgentToken,
     source: extra.source,
     created_at: extra.createdAt ? extra.createdAt.toISOString() : null,
@@ -119,7 +124,12 @@ function view(
 }
 
 function storedView(r: StoredRunner): RunnerView {
-  return view(r.fields, { ...r, hasAgentToken: r.agentTokenHash !== null, source: 'api' });
+  return view(r.fields, {
+    ...r,
+    currentBaseline: currentBaselineOf(r),
+    hasAgentToken: r.agentTokenHash !== null,
+    source: 'api',
+  });
 }
 
 function inventoryView(c: RunnerConfig): RunnerView {
@@ -128,6 +138,7 @@ function inventoryView(c: RunnerConfig): RunnerView {
     isActive: true,
     draining: false,
     quarantine: null,
+    currentBaseline: c.backend === 'proxmox' ? (c.baseline_snapshot ?? null) : null,
     hasAgentToken: c.agent_token !== undefined,
     source: 'inventory',
     createdAt: null,

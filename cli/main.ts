@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { versionText } from '../common/build-info';
 import type { AgentCommandName, AgentCommandOptions } from './agent-commands';
 import { addRunnerCommands } from './runner-commands';
+import { addBaselineCommands } from './baseline-commands';
 
 // Imports of the heavy modules stay inside the actions: the agent CLI
 // commands run in every CI job and must start fast. `create`, `finalize`,
@@ -66,6 +67,7 @@ export function buildProgram(): Command {
   addJobCommands(program);
   addInspectCommands(program);
   addRunnerCommands(program);
+  addBaselineCommands(program);
   return program;
 }
 

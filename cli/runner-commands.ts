@@ -10,7 +10,7 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** A usage error: the command was called wrong (exit 2), nothing was sent. */
 class UsageError extends Error {}
 
-interface AdminOptions {
+export interface AdminOptions {
   url?: string;
   adminTokenFile?: string;
 }
@@ -47,6 +47,27 @@ export async function runRunnerAction(
   o: AdminOptions & { reason?: string },
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
+  return postAdmin(
+    `/api/runners/${encodeURIComponent(runnerId)}/${action}`,
+    action === 'quarantine' ? { reason: o.reason } : {},
+    action,
+    o,
+    env,
+  );
+}
+
+/**
+ * POSTs `body` to an admin route and prints the answer as JSON; returns the
+ * exit code: 0 done, 1 refused (`what` and the API's detail on stderr) or
+ * unreachable, 2 a usage error. The admin token never appears in output.
+ */
+export async function postAdmin(
+  path: string,
+  body: unknown,
+  what: string,
+  o: AdminOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
   let target: { url: string; token: string };
   try {
     target = adminTarget(o, env);
@@ -56,10 +77,10 @@ export async function runRunnerAction(
   }
   let res: Response;
   try {
-    res = await fetch(`${target.url}/api/runners/${encodeURIComponent(runnerId)}/${action}`, {
+    res = await fetch(`${target.url}${path}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(action === 'quarantine' ? { reason: o.reason } : {}),
+      body: JSON.stringify(body),
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
   } catch (err) {
@@ -71,19 +92,19 @@ export async function runRunnerAction(
     return 1;
   }
   const text = await res.text();
-  let body: unknown;
+  let answer: unknown;
   try {
-    body = JSON.parse(text);
+    answer = JSON.parse(text);
   } catch {
-    body = undefined;
+    answer = undefined;
   }
   if (!res.ok) {
-    const detail = (body as { detail?: unknown } | undefined)?.detail;
+    const detail = (answer as { detail?: unknown } | undefined)?.detail;
     const shown = typeof detail === 'string' ? detail : detail ? JSON.stringify(detail) : text;
-    process.stderr.write(`e2epool: ${action} refused (HTTP ${res.status}): ${shown}\n`);
+    process.stderr.write(`e2epool: ${what} refused (HTTP ${res.status}): ${shown}\n`);
     return 1;
   }
-  process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
   return 0;
 }
 

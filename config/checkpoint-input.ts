@@ -14,7 +14,7 @@ import type { Settings } from './settings';
 export function checkpointInput(
   runner: RunnerConfig,
   s: Settings,
-  fleet: Pick<Inventory, 'gitlabRunnerCount'>,
+  fleet: Pick<Inventory, 'gitlabRunnerCount'> & Partial<Pick<Inventory, 'currentBaseline'>>,
 ): CheckpointWorkflowInput {
   return {
     runner: {
@@ -23,7 +23,7 @@ export function checkpointInput(
       pause: pauseTarget(runner),
       resetOnSuccess: runner.reset_on_success,
       holdOnFailureSeconds: runner.hold_on_failure_seconds,
-      ...proofPlan(runner),
+      ...proofPlan(runner, fleet.currentBaseline?.(runner.runner_id)),
     },
     timing: {
       ttlSeconds: s.checkpointTtlSeconds,
@@ -40,16 +40,22 @@ export function checkpointInput(
   };
 }
 
-/** The runner's reset proof and baseline, defaults resolved (README, "Proof of reset"). */
+/**
+ * The runner's reset proof and baseline, defaults resolved (README, "Proof of
+ * reset"). The baseline is the registry's current one (a refresh's, README
+ * "Baseline refresh") when set, else the configured `baseline_snapshot`.
+ */
 function proofPlan(
   runner: RunnerConfig,
+  current: string | undefined,
 ): Pick<RunnerPlan, 'baselineSnapshot' | 'verifyReset' | 'canaryPath'> {
   const verifyReset = verifyModeOf(runner);
   if (runner.backend !== 'proxmox') return { verifyReset };
+  const baseline = current ?? runner.baseline_snapshot;
   return {
     verifyReset,
     canaryPath: canaryPathOf(runner),
-    ...(runner.baseline_snapshot ? { baselineSnapshot: runner.baseline_snapshot } : {}),
+    ...(baseline ? { baselineSnapshot: baseline } : {}),
   };
 }
 

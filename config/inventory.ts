@@ -22,6 +22,8 @@ export interface RegistryRunner {
   draining: boolean;
   /** Quarantined (see docs/protocol.md#runner-registry): no checkpoint, kept paused. */
   quarantined: boolean;
+  /** The baseline a refresh made current (README, "Baseline refresh"); absent/null: `baseline_snapshot`. */
+  currentBaseline?: string | null;
 }
 
 /**
@@ -40,6 +42,7 @@ export class Inventory {
   private readonly drainingIds: Set<string>;
   private readonly quarantinedIds: Set<string>;
   private readonly apiIds: Set<string>;
+  private readonly baselines: Map<string, string>;
   private readonly tokenDigests: Array<{ digest: Buffer; runnerId: string }>;
   /** Active runners' agent token digests; a runner without one shares `token` with its jobs. */
   private readonly agentDigests: Map<string, Buffer>;
@@ -68,6 +71,9 @@ export class Inventory {
       active.filter((e) => e.quarantined).map((e) => e.config.runner_id),
     );
     this.apiIds = new Set(active.map((e) => e.config.runner_id));
+    this.baselines = new Map(
+      registry.flatMap((e) => (e.currentBaseline ? [[e.config.runner_id, e.currentBaseline]] : [])),
+    );
     this.tokenDigests = [
       ...fileRunners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id })),
       ...active.map((e) => ({ digest: e.tokenDigest, runnerId: e.config.runner_id })),
@@ -95,6 +101,14 @@ export class Inventory {
   /** An active runner, or a deactivated registry runner (whose open checkpoint is still reset). */
   forReset(runnerId: string): RunnerConfig | undefined {
     return this.byId.get(runnerId) ?? this.inactive.get(runnerId);
+  }
+
+  /**
+   * The snapshot a baseline refresh made the runner's baseline; undefined: none did
+   * (its resets use the configured `baseline_snapshot`).
+   */
+  currentBaseline(runnerId: string): string | undefined {
+    return this.baselines.get(runnerId);
   }
 
   /** Where an active runner is defined. */
@@ -430,6 +444,7 @@ function registryFingerprint(entries: readonly RegistryRunner[]): string {
         e.isActive,
         e.draining,
         e.quarantined,
+        e.currentBaseline ?? null,
       ]),
     ).update('\n');
   return h.digest('hex');

@@ -56,6 +56,7 @@ export function registrySource(
             isActive: r.isActive,
             draining: r.draining,
             quarantined: r.quarantine !== null,
+            currentBaseline: r.currentBaseline,
           });
           reported.delete(r.runnerId);
         } catch (err) {

@@ -50,6 +50,11 @@ export interface StoredRunner {
   draining: boolean;
   /** Null unless quarantined (see store/quarantine.ts). */
   quarantine: Quarantine | null;
+  /**
+   * The snapshot a baseline refresh made the runner's baseline; null: the
+   * configured `baseline_snapshot` (see currentBaselineOf).
+   */
+  currentBaseline: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -76,6 +81,7 @@ export interface RunnerRow {
   quarantine_reason: string | null;
   quarantine_source: QuarantineSource | null;
   quarantined_at: Date | null;
+  current_baseline: string | null;
   created_at: Date;
   updated_at: Date;
   [column: string]: unknown;
@@ -101,9 +107,18 @@ export function runnerFromRow(r: RunnerRow): StoredRunner {
     quarantine: r.quarantined
       ? { reason: r.quarantine_reason!, source: r.quarantine_source!, at: r.quarantined_at! }
       : null,
+    currentBaseline: r.current_baseline ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
+}
+
+/** The snapshot the runner's resets roll back to now: a refresh's, else the configured one. */
+export function currentBaselineOf(
+  r: Pick<StoredRunner, 'fields' | 'currentBaseline'>,
+): string | null {
+  const configured = r.fields.baseline_snapshot;
+  return r.currentBaseline ?? (typeof configured === 'string' ? configured : null);
 }
 
 /** Column values of `fields`, in RUNNER_COLUMNS order, then the options object. */
@@ -178,9 +193,14 @@ export class RunnerStore {
     isActive: boolean,
   ): Promise<StoredRunner | null> {
     const n = RUNNER_COLUMNS.length + 2;
+    // A new baseline_snapshot is the operator's choice: it replaces what a refresh made current
+    // (SET expressions read the row as it was).
     const { rows } = await changeRows<RunnerRow>(
       this.q,
       `UPDATE runners SET ${SET_COLUMNS}, proxmox_token_value = $${n + 1}, is_active = $${n + 2},
+              current_baseline = CASE
+                WHEN options->>'baseline_snapshot' IS DISTINCT FROM ($${n}::jsonb)->>'baseline_snapshot'
+                THEN NULL ELSE current_baseline END,
               updated_at = now()
         WHERE runner_id = $1 RETURNING *`,
       [runnerId, ...columnValues(fields), sealedProxmoxToken, isActive],
@@ -202,6 +222,16 @@ export class RunnerStore {
       this.q,
       `UPDATE runners SET ${column} = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
       [runnerId, value],
+    );
+    return rows[0] ? runnerFromRow(rows[0]) : null;
+  }
+
+  /** Makes `snapshot` the runner's current baseline (a refresh's); null when there is no such runner. */
+  async setCurrentBaseline(runnerId: string, snapshot: string): Promise<StoredRunner | null> {
+    const { rows } = await changeRows<RunnerRow>(
+      this.q,
+      `UPDATE runners SET current_baseline = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
+      [runnerId, snapshot],
     );
     return rows[0] ? runnerFromRow(rows[0]) : null;
   }

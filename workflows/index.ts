@@ -4,3 +4,4 @@ export { selfTestWorkflow } from './self-test';
 export { checkpointWorkflow } from './checkpoint';
 export { readinessWorkflow } from './readiness';
 export { reconcileWorkflow } from './reconcile';
+export { baselineRefreshWorkflow, baselineRolloutWorkflow } from './baseline';

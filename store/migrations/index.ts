@@ -9,6 +9,7 @@ import { AgentTokens1795910400000 } from './1795910400000-AgentTokens';
 import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPausesHeldUntil';
 import { RunnerQuarantine1796083200000 } from './1796083200000-RunnerQuarantine';
 import { CheckpointVerification1796097600000 } from './1796097600000-CheckpointVerification';
+import { RunnerCurrentBaseline1796184000000 } from './1796184000000-RunnerCurrentBaseline';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -23,4 +24,5 @@ export const MIGRATIONS = [
   RunnerPausesHeldUntil1795996800000,
   RunnerQuarantine1796083200000,
   CheckpointVerification1796097600000,
+  RunnerCurrentBaseline1796184000000,
 ];

@@ -11,6 +11,8 @@ const { connectDatabase } = dist('store/connect.js');
 const { connectNative, createWorker, gitlabClientFrom, installRuntime } = dist('worker/worker.js');
 const { WorkerMetrics } = dist('activities/metrics.js');
 const { scheduleReconciler } = dist('worker/reconcile-schedule.js');
+const { attachRunnerRegistry } = dist('store/registry-feed.js');
+const { SecretBox } = dist('config/secret-box.js');
 const { Client } = require('@temporalio/client');
 
 // Commands this worker's agent double never finishes (comma-separated), so a
@@ -36,6 +38,17 @@ async function main() {
   const inventory = InventoryStore.load(settings.inventoryPath, log);
   installRuntime({ log });
   const dataSource = await connectDatabase({ url: settings.databaseUrl, poolSize: 4 }, log);
+  // The runner registry too, as `e2epool worker` has (CRASH_WORKER_REGISTRY=1: tests of registry runners).
+  if (process.env.CRASH_WORKER_REGISTRY === '1')
+    await attachRunnerRegistry({
+      inventory,
+      dataSource,
+      databaseUrl: settings.databaseUrl,
+      secrets: settings.secretKey ? new SecretBox(settings.secretKey) : null,
+      intervalSeconds: settings.registryReloadSeconds,
+      applicationName: 'e2epool-crash-worker',
+      log,
+    });
   const connection = await connectNative(temporal);
   const client = new Client({ connection, namespace: temporal.namespace });
   // Measured, not served: the crash tests read Postgres and Temporal, not metrics.

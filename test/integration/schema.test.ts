@@ -162,6 +162,7 @@ describe('migrations', () => {
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
+        'RunnerCurrentBaseline1796184000000',
       ];
       const tables = async () =>
         (
@@ -192,6 +193,15 @@ describe('migrations', () => {
             WHERE table_schema = current_schema() AND table_name = 'checkpoints'
               AND column_name IN ('verified', 'verify_detail', 'canary_sha256')`,
         )) as unknown[];
+      expect(await verifyColumns()).toHaveLength(3);
+      const baselineColumn = async () =>
+        (await d.query(
+          `SELECT column_name FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'runners' AND column_name = 'current_baseline'`,
+        )) as unknown[];
+      expect(await baselineColumn()).toHaveLength(1);
+      await revertLastMigration(d);
+      expect(await baselineColumn()).toHaveLength(0);
       expect(await verifyColumns()).toHaveLength(3);
       await revertLastMigration(d);
       expect(await verifyColumns()).toHaveLength(0);
@@ -254,11 +264,12 @@ describe('migrations', () => {
         'RunnerPausesHeldUntil1795996800000',
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
+        'RunnerCurrentBaseline1796184000000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(11);
+      expect(count).toBe(12);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -22,6 +22,7 @@ import {
   type CheckpointTiming,
   type ResumedCheckpoint,
 } from '../../common/checkpoint';
+import { baselineWorkflowId } from '../../common/baseline';
 import { fail } from '../../common/fail';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
@@ -404,6 +405,41 @@ const scenarios: Record<string, Scenario> = {
     await result(h, r);
     return r.runnerId;
   },
+  // ---- 1.1.0: baseline refresh and rollout (new workflow types) ----
+  // The runner's checkpoint ends after one look (a timer), then every step succeeds.
+  async 'baseline-refresh-success'(h, s) {
+    let looks = 0;
+    s.on('refreshHasActiveCheckpoint', () => looks++ === 0);
+    return refresh(h, uniqueId('rec-refresh'), 'echo v2 > /etc/version');
+  },
+  // update_cmd fails: the previous baseline is restored, the runner undrained, the run fails.
+  async 'baseline-refresh-update-failed'(h, s) {
+    s.on('refreshPrepare', () => {
+      throw nonRetryable('update_cmd exited with 3');
+    });
+    return refresh(h, uniqueId('rec-refresh'), 'exit 3');
+  },
+  // Restoring fails too: the runner is quarantined and left drained.
+  async 'baseline-refresh-restore-failed-quarantined'(h, s) {
+    s.on('refreshVerify', () => {
+      throw nonRetryable('the canary survived the rollback', 'ResetNotVerified');
+    });
+    s.on('refreshRestore', () => {
+      throw nonRetryable("snapshot 'golden-base' does not exist: cannot roll back");
+    });
+    return refresh(h, uniqueId('rec-refresh'));
+  },
+  // A rollout: the canary alone, then two at once.
+  async 'baseline-rollout-success'(h) {
+    return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b'), uniqueId('rec-c')], 2);
+  },
+  // The canary fails: no other refresh starts.
+  async 'baseline-rollout-canary-failed'(h, s) {
+    s.on('refreshPrepare', () => {
+      throw nonRetryable('update_cmd exited with 1');
+    });
+    return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b')], 1);
+  },
   // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
   async 'reconcile-pass'(h) {
     const workflowId = uniqueId('rec-reconcile');
@@ -415,6 +451,38 @@ const scenarios: Record<string, Scenario> = {
     return { workflowId };
   },
 };
+
+/** Runs a baseline refresh to its end (failed or not); its workflow id. */
+async function refresh(h: WorkflowHarness, runnerId: string, updateCmd?: string) {
+  const workflowId = baselineWorkflowId(runnerId);
+  await h.client.workflow
+    .execute('baselineRefreshWorkflow', {
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [{ runnerId, keep: 2, pollSeconds: 1, ...(updateCmd ? { updateCmd } : {}) }],
+    })
+    .catch((err: unknown) => {
+      if (!(err instanceof WorkflowFailedError)) throw err;
+    });
+  return { workflowId };
+}
+
+/** Runs a rollout (the first runner its canary) to its end; its workflow id. */
+async function rollout(h: WorkflowHarness, runners: string[], maxUnavailable: number) {
+  const workflowId = uniqueId('rec-rollout');
+  await h.client.workflow
+    .execute('baselineRolloutWorkflow', {
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [
+        { runners, canary: runners[0], maxUnavailable, keep: 2, pollSeconds: 1, updateCmd: 'true' },
+      ],
+    })
+    .catch((err: unknown) => {
+      if (!(err instanceof WorkflowFailedError)) throw err;
+    });
+  return { workflowId };
+}
 
 /**
  * Scenarios without a fixture yet, in any release: recorded ones are never

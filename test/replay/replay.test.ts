@@ -24,7 +24,7 @@ const DIR = ROOT;
 /** The workflow id the replay names a fixture by. */
 const replayIdOf = (fixture: string) => fixture.replace(/\.json$/, '').replace('/', '-');
 
-describe('replay of recorded checkpoint histories', () => {
+describe('replay of recorded workflow histories', () => {
   beforeAll(() => {
     try {
       Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -77,6 +77,20 @@ describe('replay of recorded checkpoint histories', () => {
           'golden-verify-failed-then-retried',
           'proxmox-per-job-canary',
           'verify-required-unverifiable-released',
+        ].map((n) => `1.1.0/${n}.json`),
+      ),
+    );
+  });
+
+  it('has the 1.1.0 baseline refresh and rollout paths (new workflow types)', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        [
+          'baseline-refresh-restore-failed-quarantined',
+          'baseline-refresh-success',
+          'baseline-refresh-update-failed',
+          'baseline-rollout-canary-failed',
+          'baseline-rollout-success',
         ].map((n) => `1.1.0/${n}.json`),
       ),
     );

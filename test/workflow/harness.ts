@@ -121,6 +121,21 @@ export class StubActivities {
       }),
       reconcileSnapshots: () => [],
       pruneRetention: () => ({ commands: 0, logs: 0 }),
+      // Baseline refresh: a runner on its configured baseline, idle, every step fine.
+      refreshStart: () => ({
+        previous: 'golden-base',
+        wasDraining: false,
+        canaryPath: '/var/lib/e2epool/canary',
+      }),
+      refreshSetDraining: () => undefined,
+      refreshHasActiveCheckpoint: () => false,
+      refreshPrepare: () => 'update_cmd exited 0',
+      refreshTakeBaseline: (i: { name: string }) => `snapshot '${i.name}' taken`,
+      refreshVerify: () => 'canary gone',
+      refreshCommit: () => undefined,
+      refreshPrune: () => ['e2epool-baseline-20200101000000'],
+      refreshRestore: () => "rolled back to 'golden-base'",
+      refreshQuarantine: () => undefined,
     };
   }
 

@@ -1,0 +1,2 @@
+export { baselineRefreshWorkflow } from './refresh';
+export { baselineRolloutWorkflow } from './rollout';
