@@ -22,7 +22,7 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; ver
 .notice { color: var(--ok); }
 .agent-connected, .active { color: var(--ok); }
 .agent-unreachable { color: var(--bad); font-weight: 600; }
-.agent-disconnected, .paused, .held, .shared-credential { color: var(--warn); }
+.agent-disconnected, .paused, .held, .shared-credential, .draining { color: var(--warn); }
 .quarantined { color: var(--bad); font-weight: 600; }
 form.unquarantine { display: inline; margin-left: 6px; }
 .state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
@@ -159,7 +159,9 @@ ${format}
   function row(r, gitlabConfigured) {
     return el('tr', { 'data-runner': r.runner_id },
       el('td', { class: 'c-runner' }, r.runner_id),
-      el('td', { class: 'c-backend' }, r.backend),
+      el('td', { class: 'c-backend' }, r.backend,
+        r.baseline ? el('span', { class: 'muted baseline' }, ' baseline ' + r.baseline) : null,
+        r.draining ? el('span', { class: 'draining' }, ' draining') : null),
       agentCell(r),
       gitlabCell(r, gitlabConfigured),
       checkpointCell(r),

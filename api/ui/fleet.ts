@@ -1,5 +1,6 @@
 import { isActiveState, type Backend, type CheckpointState } from '../../common/states';
 import type { InventoryStore } from '../../config/inventory';
+import type { RunnerConfig } from '../../config/runner-schema';
 import type { Store } from '../../store';
 import type { FleetCheckpoint } from '../../store/checkpoints';
 import type { GitLabPause, GitLabPauseCache } from './gitlab-pauses';
@@ -34,6 +35,10 @@ export interface FleetCheckpointDto {
 export interface FleetRow {
   runner_id: string;
   backend: Backend;
+  /** The snapshot its resets roll back to now (a refresh's, else `baseline_snapshot`); null: none. */
+  baseline: string | null;
+  /** Draining (an operator's drain, or a baseline refresh under way): creates get 423. */
+  draining: boolean;
   agent: AgentStatus;
   agent_last_seen_at: string | null;
   /** False: the agent opens /ws/agent with the REST token the runner's CI jobs hold too. */
@@ -151,10 +156,10 @@ export class FleetView {
       const clean = cps?.lastClean ?? null;
       const until = current ? (holds.get(current.id) ?? null) : null;
       const g = r.gitlab_runner_id && this.d.gitlab ? gitlab.get(r.gitlab_runner_id) : undefined;
-      const q = quarantines.get(r.runner_id);
       return {
         runner_id: r.runner_id,
         backend: r.backend,
+        ...baselineOf(this.d.inventory.inventory, r),
         agent: !agent
           ? 'never connected'
           : agent.status === 'live'
@@ -168,9 +173,7 @@ export class FleetView {
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
         paused_by_e2epool_since: iso(pausedSince.get(r.runner_id) ?? null),
         checkpoint: current ? fleetCheckpointDto(current) : null,
-        quarantine: q
-          ? { reason: q.reason, source: q.source, quarantined_at: q.at.toISOString() }
-          : null,
+        quarantine: quarantineDto(quarantines.get(r.runner_id)),
         // A hold is over when released (held_until cleared), when its time
         // passed (the run writes nothing then), or with its checkpoint.
         held_until:
@@ -194,4 +197,24 @@ export class FleetView {
       runners: rows,
     };
   }
+}
+
+/** A runner's current baseline (a refresh's, else `baseline_snapshot`) and whether it drains. */
+function baselineOf(
+  inventory: InventoryStore['inventory'],
+  r: RunnerConfig,
+): Pick<FleetRow, 'baseline' | 'draining'> {
+  return {
+    baseline:
+      r.backend === 'proxmox'
+        ? (inventory.currentBaseline(r.runner_id) ?? r.baseline_snapshot ?? null)
+        : null,
+    draining: inventory.isDraining(r.runner_id),
+  };
+}
+
+function quarantineDto(
+  q: { reason: string; source: string; at: Date } | undefined,
+): FleetRow['quarantine'] {
+  return q ? { reason: q.reason, source: q.source, quarantined_at: q.at.toISOString() } : null;
 }

@@ -174,7 +174,9 @@ function quarantineCell(r: FleetRow): Html {
 export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
   return html`<tr data-runner="${r.runner_id}">
     <td class="c-runner">${r.runner_id}</td>
-    <td class="c-backend">${r.backend}</td>
+    <td class="c-backend">
+      ${r.backend}${r.baseline ? html` <span class="muted baseline">baseline ${r.baseline}</span>` : ''}${r.draining ? html` <span class="draining">draining</span>` : ''}
+    </td>
     <td class="c-agent">${agentCell(r)}</td>
     <td class="c-gitlab">${gitlabCell(r, gitlabConfigured)}</td>
     <td class="c-checkpoint">${checkpointCell(r)}</td>

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { FleetSnapshot } from '../../api/ui/fleet';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
   restClient,
@@ -37,6 +38,19 @@ describe('baseline refresh and rollout on Proxmox', () => {
   const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
   const admin = () => restClient(() => c.api.url, ADMIN).call;
   const vm = (l: Label) => pve.vm('pve1', vmid(l));
+  /** The fleet page's data, as its script reads it (logged in with the admin token). */
+  const fleet = async (): Promise<FleetSnapshot> => {
+    const login = await fetch(`${c.api.url}/ui/login`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: ADMIN }).toString(),
+    });
+    const cookie = login.headers.getSetCookie()[0]!.split(';')[0]!;
+    return (await (
+      await fetch(`${c.api.url}/ui/api/fleet`, { headers: { cookie } })
+    ).json()) as FleetSnapshot;
+  };
   const runner = async (l: Label) => (await admin()('GET', `/api/runners/${R[l].id}`)).body;
   const snapshots = (l: Label) => vm(l).snapshots.map((s) => s.name);
   const result = (workflowId: string) => c.client.workflow.getHandle(workflowId).result();
@@ -150,6 +164,11 @@ describe('baseline refresh and rollout on Proxmox', () => {
     expect(done).toMatchObject({ previous: BASELINE, deleted: [OLD[0]] });
     expect(snapshots('ok').sort()).toEqual([BASELINE, OLD[1], done.baseline].sort());
     expect(await runner('ok')).toMatchObject({ current_baseline: done.baseline, draining: false });
+    // The fleet page shows it once the API has re-read the registry.
+    await waitFor('the fleet page to show the new baseline', async () => {
+      const row = (await fleet()).runners.find((x) => x.runner_id === r.id);
+      return row?.baseline === done.baseline && !row.draining ? row : undefined;
+    });
     expect(vm('ok').currentParent).toBe(done.baseline);
     const audit = await c.ds.query(
       `SELECT action, actor FROM admin_audit WHERE runner_id = $1 ORDER BY id`,

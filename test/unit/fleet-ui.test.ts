@@ -13,6 +13,8 @@ const ESCAPED = '&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;';
 const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   runner_id: 'r1',
   backend: 'bare_metal',
+  baseline: null,
+  draining: false,
   agent: 'connected',
   agent_last_seen_at: null,
   has_agent_token: true,
