@@ -18,16 +18,13 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { WithStartWorkflowOperation } from '@temporalio/client';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import pino from 'pino';
 import type { AgentGateway } from '../activities/agent-gateway';
 import { WorkerMetrics } from '../activities/metrics';
 import { startApiServer } from '../api/server';
-import { InventoryStore } from '../config/inventory';
-import { loadSettings } from '../config/settings';
 import { loadTemporalSettings } from '../config/temporal';
-import { connectDatabase } from '../store/connect';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
 import { startDevServer } from '../temporal-dev/dev-server';
@@ -37,6 +34,7 @@ import { baselineCreate, baselineFinalize, type BaselineKinds } from './baseline
 import * as baselineActivities from './baseline-activities';
 import { cpuSeconds, postgresCpuSeconds, quantile } from './measure';
 import { report } from './report';
+import { connectBenchStack } from './stack';
 import {
   countPostgres,
   countsTable,
@@ -235,23 +233,14 @@ async function main(): Promise<void> {
       inventoryPath,
       `runners:\n${runners.map((r) => `  - runner_id: ${r}\n    backend: bare_metal\n    token: tok-${r}\n    reset_cmd: "true"\n`).join('')}`,
     );
-    const env = {
-      E2EPOOL_DATABASE_URL: databaseUrl,
-      E2EPOOL_PORT: '0',
-      E2EPOOL_HOST: '127.0.0.1',
-      E2EPOOL_TASK_QUEUE: 'bench-e2epool',
-      E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
-      E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.05',
-      E2EPOOL_POLLER_ENABLED: 'false',
-      TEMPORAL_ADDRESS: temporal.address,
-      TEMPORAL_CONFIG_FILE: join(dir, 'none.toml'),
-    };
-    const settings = loadSettings(env);
-    const inventory = InventoryStore.load(inventoryPath, log);
-    const ds = await connectDatabase({ url: databaseUrl, poolSize: settings.dbPoolSize }, log);
-    const connection = await Connection.connect({ address: temporal.address });
-    const client = new Client({ connection });
-    const native = await NativeConnection.connect({ address: temporal.address });
+    const { env, settings, inventory, ds, connection, client, native } = await connectBenchStack({
+      databaseUrl,
+      temporalAddress: temporal.address,
+      taskQueue: 'bench-e2epool',
+      inventoryPath,
+      dir,
+      log,
+    });
     let sessions = 0;
     const agents: AgentGateway = {
       exec: async () => ({ exitCode: 0, stdout: '', stderr: '' }),

@@ -34,23 +34,21 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import type { AgentGateway } from '../activities/agent-gateway';
 import { WorkerMetrics } from '../activities/metrics';
 import { startApiServer } from '../api/server';
-import { InventoryStore } from '../config/inventory';
-import { loadSettings } from '../config/settings';
 import { loadTemporalSettings } from '../config/temporal';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess } from '../dev/postgres-process';
-import { connectDatabase } from '../store/connect';
 import { startDevServer } from '../temporal-dev/dev-server';
 import { startProxmoxStandIn, type ProxmoxStandIn, type TaskType } from '../test/stand-ins/proxmox';
 import { createWorker } from '../worker/worker';
 import { quantile } from './measure';
 import { report } from './report';
+import { connectBenchStack } from './stack';
 
 const RUNNERS = Math.max(2, Number(process.env.BENCH_RESET_RUNNERS ?? 8));
 const PER_RUNNER = Math.max(2, Number(process.env.BENCH_RESET_LIFECYCLES ?? 10));
@@ -236,23 +234,14 @@ async function main(): Promise<void> {
     }
     const inventoryPath = join(dir, 'inventory.yml');
     writeFileSync(inventoryPath, yaml.join(''));
-    const env = {
-      E2EPOOL_DATABASE_URL: databaseUrl,
-      E2EPOOL_PORT: '0',
-      E2EPOOL_HOST: '127.0.0.1',
-      E2EPOOL_TASK_QUEUE: 'bench-reset',
-      E2EPOOL_FINALIZE_COOLDOWN_SECONDS: '0',
-      E2EPOOL_READINESS_POLL_INTERVAL_SECONDS: '0.05',
-      E2EPOOL_POLLER_ENABLED: 'false',
-      TEMPORAL_ADDRESS: temporal.address,
-      TEMPORAL_CONFIG_FILE: join(dir, 'none.toml'),
-    };
-    const settings = loadSettings(env);
-    const inventory = InventoryStore.load(inventoryPath, log);
-    const ds = await connectDatabase({ url: databaseUrl, poolSize: settings.dbPoolSize }, log);
-    const connection = await Connection.connect({ address: temporal.address });
-    const client = new Client({ connection });
-    const native = await NativeConnection.connect({ address: temporal.address });
+    const { env, settings, inventory, ds, connection, client, native } = await connectBenchStack({
+      databaseUrl,
+      temporalAddress: temporal.address,
+      taskQueue: 'bench-reset',
+      inventoryPath,
+      dir,
+      log,
+    });
     const agents = vmAgents(pve, new Map(runners.map((r) => [r.id, r.vmid])));
     const worker = await createWorker({
       connection: native,
