@@ -7,6 +7,9 @@
 #   and starts the service, or restarts it when the unit or config changed.
 # Idempotent: run it again with the same arguments and nothing changes.
 # The e2epool CLI must already be installed (see --help).
+# With --host-only (what the e2epool-agent .deb's postinst runs) it does the
+# host part alone: the checks, the group, the users and the config's owner and
+# mode; no controller URL or token, and nothing to the unit or the service.
 set -euo pipefail
 
 readonly PROG=install-agent.sh
@@ -14,11 +17,15 @@ readonly SERVICE=e2epool-agent
 readonly AGENT_USER=e2epool-agent
 readonly AGENT_GROUP=e2epool
 readonly CONFIG_DIR=/etc/e2epool
-readonly CONFIG=/etc/e2epool/agent.yml
+CONFIG=/etc/e2epool/agent.yml
 # Readable by the agent's user only. Not group e2epool (the socket group): the
 # CI user is in it, and a job that can read the agent token can stand in for
 # the agent and answer its reset commands.
 readonly CONFIG_OWNER=$AGENT_USER:root
+# --host-only (the .deb): dpkg installs agent.yml owned by root (so the agent,
+# which runs commands, cannot widen its own allowed_commands), mode 0640, and
+# this group, which only the agent's user is in, reads it.
+readonly CONFIG_GROUP=e2epool-agent
 readonly UNIT_DEST=/etc/systemd/system/e2epool-agent.service
 readonly TMPFILES_DEST=/etc/tmpfiles.d/e2epool-agent.conf
 readonly SOCKET=/run/e2epool/agent.sock
@@ -33,6 +40,7 @@ readonly HERE
 usage() {
   cat <<EOF
 Usage: $PROG --controller-url URL --runner-id ID --token-file FILE [options]
+       $PROG --host-only [--ci-user USER] [--prefix DIR] [--dry-run]
 
 Installs the e2epool agent as the systemd service $SERVICE (run as root).
 
@@ -54,9 +62,15 @@ Options:
                          runner's reset_cmd, cleanup_cmd, readiness_cmd); default: any
   --prefix DIR           where e2epool is installed: DIR/bin/e2epool (default /usr/local)
   --dry-run              print what would be done, change nothing
+  --host-only            only check the host and the CLI, create group $AGENT_GROUP, the users and
+                         group $CONFIG_GROUP, and make $CONFIG root:$CONFIG_GROUP 0640 when dpkg
+                         left it root:root (the e2epool-agent .deb's postinst runs this)
+  --root DIR             with --host-only --dry-run: the package's files are under DIR
+                         (a package installed into another root); users and groups are this host's
   -h, --help             this text
 
-Install the e2epool CLI first (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node):
+Install the e2epool CLI first: the e2epool-agent .deb, the executable
+e2epool-agent-<version>-linux-x64 as DIR/bin/e2epool, or (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node):
   git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool
   npm ci && npm run build
   ln -sf /opt/e2epool/bin/e2epool.js /usr/local/bin/e2epool
@@ -83,6 +97,8 @@ allow_insecure_ws=0
 ci_user=gitlab-runner
 prefix=/usr/local
 dry_run=0
+host_only=0
+root=''
 allowed_commands=()
 
 value_of() { # flag, remaining argument count, next argument
@@ -107,6 +123,9 @@ while (($# > 0)); do
     --prefix) value_of "$1" $# && prefix=$2 && shift 2 ;;
     --prefix=*) prefix=${1#*=} && shift ;;
     --dry-run) dry_run=1 && shift ;;
+    --host-only) host_only=1 && shift ;;
+    --root) value_of "$1" $# && root=$2 && shift 2 ;;
+    --root=*) root=${1#*=} && shift ;;
     -h | --help) usage && exit 0 ;;
     --token | --token=* | --agent-token | --agent-token=*)
       # Never echo the value: it is a secret that is now in the shell history.
@@ -117,10 +136,25 @@ while (($# > 0)); do
   esac
 done
 
+if [[ -n $root ]]; then
+  ((host_only && dry_run)) || usage_error "--root needs --host-only and --dry-run"
+  [[ $root =~ ^/[A-Za-z0-9_./-]*$ ]] || usage_error "--root must be an absolute path without spaces (got '$root')"
+  root=${root%/}
+  prefix=$root/usr
+  CONFIG=$root$CONFIG
+fi
+readonly CONFIG
+
+if ((host_only)); then
+  if [[ -n $controller_url$runner_id$token_file$agent_token_file ]] || ((allow_insecure_ws || ${#allowed_commands[@]} > 0)); then
+    usage_error "--host-only takes no controller, runner, token or command options"
+  fi
+  controller_url=ws://localhost/ runner_id=host-only # checked below, never used
+fi
 missing=()
 [[ -n $controller_url ]] || missing+=(--controller-url)
 [[ -n $runner_id ]] || missing+=(--runner-id)
-[[ -n $token_file ]] || missing+=(--token-file)
+[[ -n $token_file ]] || ((host_only)) || missing+=(--token-file)
 if ((${#missing[@]} > 0)); then usage_error "missing required ${missing[*]}"; fi
 
 [[ $controller_url =~ ^wss?://[^[:space:][:cntrl:]]+$ ]] ||
@@ -177,8 +211,11 @@ read_secret() { # file or -, what it is (for messages)
   fi
 }
 
-read_secret "$token_file" token
-token=$secret
+token=''
+if ((!host_only)); then
+  read_secret "$token_file" token
+  token=$secret
+fi
 agent_token=''
 if [[ -n $agent_token_file ]]; then
   read_secret "$agent_token_file" 'agent token'
@@ -213,6 +250,12 @@ run() {
 # A problem that stops a real install; a dry run only warns and goes on.
 blocker() {
   if ((dry_run)); then warn "$* (a real run stops here)"; else die "$*"; fi
+}
+
+# A blocker for an install, a warning for --host-only: a package must install
+# on a host whose CI runner or systemd comes later (or in a container).
+host_blocker() {
+  if ((host_only)); then warn "$*"; else blocker "$*"; fi
 }
 
 # YAML single-quoted scalar: '' stands for ' and nothing else is special.
@@ -294,14 +337,16 @@ if ((dry_run && EUID != 0)); then
   warn "not root: files only root can read are not compared"
 fi
 
-for f in e2epool-agent.service e2epool-agent.tmpfiles; do
-  [[ -r $HERE/$f ]] || die "missing $HERE/$f (run this script from the e2epool repository's agent/packaging/)"
-done
+if ((!host_only)); then
+  for f in e2epool-agent.service e2epool-agent.tmpfiles; do
+    [[ -r $HERE/$f ]] || die "missing $HERE/$f (run this script from the e2epool repository's agent/packaging/)"
+  done
+fi
 if [[ $(uname -s) != Linux ]]; then
   die "this installer is for Linux with systemd; on macOS use $HERE/com.e2epool.agent.plist"
 fi
 if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
-  blocker "systemd is not running on this host"
+  host_blocker "systemd is not running on this host"
 fi
 for tool in getent groupadd useradd usermod; do
   command -v "$tool" >/dev/null || blocker "$tool is missing (shadow-utils / passwd package)"
@@ -317,7 +362,9 @@ if [[ ! -x $bin ]]; then
 (or pass --prefix DIR if e2epool is in DIR/bin)"
 else
   node_bin=$(PATH=$SERVICE_PATH command -v node || true)
-  if [[ -z $node_bin ]]; then
+  if [[ $(head -c 2 "$bin") != '#!' ]]; then
+    : # the single executable (e2epool-agent-<version>-linux-x64): Node is built in
+  elif [[ -z $node_bin ]]; then
     blocker "node is not on systemd's PATH ($SERVICE_PATH); install Node $MIN_NODE+ system-wide (not only through nvm)"
   else
     node_version=$("$node_bin" -p 'process.versions.node' 2>/dev/null || echo 0.0.0)
@@ -354,12 +401,41 @@ fi
 
 step "CI user $ci_user in group $AGENT_GROUP"
 if ! id "$ci_user" >/dev/null 2>&1; then
-  blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
+  host_blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
 elif [[ " $(id -nG "$ci_user") " == *" $AGENT_GROUP "* ]]; then
   say "    already a member"
 else
   run usermod -aG "$AGENT_GROUP" "$ci_user"
   ci_user_added=1
+fi
+
+# Membership of user $1 in group $2 (false while either is missing).
+member_of() {
+  [[ " $(id -nG "$1" 2>/dev/null) " == *" $2 "* ]]
+}
+
+if ((host_only)); then
+  step "config $CONFIG: owner root, group $CONFIG_GROUP (only $AGENT_USER in it), mode 0640"
+  getent group "$CONFIG_GROUP" >/dev/null || run groupadd --system "$CONFIG_GROUP"
+  member_of "$AGENT_USER" "$CONFIG_GROUP" || run usermod -aG "$CONFIG_GROUP" "$AGENT_USER"
+  if [[ ! -e $CONFIG ]]; then
+    warn "$CONFIG is missing; the agent cannot start without it"
+  else
+    have=$(stat -c '%U:%G %a' "$CONFIG")
+    mode=8#$(stat -c '%a' "$CONFIG")
+    if [[ $have == 'root:root '* ]]; then
+      # As dpkg installs it: give it to the agent's group.
+      run chgrp "$CONFIG_GROUP" "$CONFIG"
+      run chmod 0640 "$CONFIG"
+    elif ((mode & 8#004)) || { [[ $(stat -c '%G' "$CONFIG") == "$AGENT_GROUP" ]] && ((mode & 8#040)); }; then
+      warn "$CONFIG ($have) is readable by CI jobs (group $AGENT_GROUP or everyone); make it root:$CONFIG_GROUP 0640"
+    else
+      say "    $have, kept"
+    fi
+  fi
+  say ""
+  if ((dry_run)); then say "Dry run done: nothing was changed."; else say "Host ready."; fi
+  exit 0
 fi
 
 # --- 3. configuration ---------------------------------------------------------
