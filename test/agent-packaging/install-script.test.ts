@@ -245,6 +245,76 @@ function plannedConfig(r: Run, name: string) {
   return { yml, config: loadAgentConfig({ configPath: file, env: {} }) };
 }
 
+describe('install-agent.sh --host-only (the .deb postinst)', () => {
+  /** A package root as dpkg leaves it: the CLI stand-in and agent.yml with `mode`. */
+  function packageRoot(name: string, mode: number): string {
+    const root = join(dir, name);
+    mkdirSync(join(root, 'usr', 'bin'), { recursive: true });
+    writeFileSync(join(root, 'usr', 'bin', 'e2epool'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    mkdirSync(join(root, 'etc', 'e2epool'), { recursive: true });
+    writeFileSync(join(root, 'etc', 'e2epool', 'agent.yml'), 'runner_id: x\n');
+    chmodSync(join(root, 'etc', 'e2epool', 'agent.yml'), mode);
+    return root;
+  }
+
+  it('takes no controller, runner or token flags, and --root only with --host-only --dry-run', () => {
+    const withToken = installer(['--host-only', '--token-file', tokenFile]);
+    expect(withToken.status).toBe(2);
+    expect(withToken.stderr).toContain(
+      '--host-only takes no controller, runner, token or command options',
+    );
+    for (const args of [
+      ['--host-only', '--root', dir],
+      ['--root', dir, '--dry-run'],
+    ]) {
+      const r = installer(args);
+      expect([r.status, r.stderr.split('\n')[0]]).toEqual([
+        2,
+        'install-agent.sh: --root needs --host-only and --dry-run',
+      ]);
+    }
+  });
+
+  it('plans the groups, the user and the config owner, and reads no token', () => {
+    const root = packageRoot('host-only', 0o640);
+    const r = installer([
+      '--host-only',
+      '--dry-run',
+      '--root',
+      root,
+      '--ci-user',
+      userInfo().username,
+    ]);
+    expect(r.status).toBe(0);
+    const steps = r.stdout.split('\n').filter((l) => l.startsWith('==> '));
+    expect(steps).toEqual([
+      `==> e2epool CLI: ${root}/usr/bin/e2epool`,
+      '==> group e2epool',
+      '==> user e2epool-agent',
+      `==> CI user ${userInfo().username} in group e2epool`,
+      `==> config ${root}/etc/e2epool/agent.yml: owner root, group e2epool-agent (only e2epool-agent in it), mode 0640`,
+    ]);
+    // dpkg leaves it root:root: the postinst gives it to the agent's group.
+    expect(r.stdout).toContain(
+      `    would run: chgrp e2epool-agent ${root}/etc/e2epool/agent.yml\n    would run: chmod 0640 ${root}/etc/e2epool/agent.yml\n`,
+    );
+    expect(r.stdout).not.toMatch(/systemctl|agent\.yml \(mode/);
+  });
+
+  it('warns about a config everyone can read, and leaves it as the admin made it', () => {
+    const root = packageRoot('host-only-open', 0o644);
+    const config = join(root, 'etc', 'e2epool', 'agent.yml');
+    spawnSync('chown', ['nobody', config]); // as root; otherwise it stays ours, not root's either
+    const owner = run('stat', ['-c', '%U:%G', config]).stdout.trim();
+    const r = installer(['--host-only', '--dry-run', '--root', root]);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain(
+      `${config} (${owner} 644) is readable by CI jobs (group e2epool or everyone); make it root:e2epool-agent 0640`,
+    );
+    expect(r.stdout).not.toContain('would run: chgrp');
+  });
+});
+
 describe('install-agent.sh: the agent credential', () => {
   it('writes the config readable by the agent user only, not by the socket group CI jobs are in', () => {
     const r = installer(dryRunArgs());
