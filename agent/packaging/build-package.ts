@@ -90,19 +90,27 @@ async function buildBundle(outfile: string, info: BuildInfo): Promise<void> {
       // (thread-stream does, for pino transports, which the agent does not use).
       'require.main': 'undefined',
     },
-    // ws loads these optional native add-ons inside try/catch when they are installed.
-    external: ['bufferutil', 'utf-8-validate'],
     metafile: true,
     logLevel: 'warning',
     plugins: [
       {
-        name: 'controller-only-stub',
+        name: 'stubs',
         setup(build) {
           build.onResolve({ filter: CONTROLLER_ONLY }, (args) =>
             args.importer === join(REPO, 'cli', 'main.ts')
               ? { path: args.path, namespace: 'controller-only' }
               : undefined,
           );
+          // ws tries these optional native add-ons in try/catch. Not external: the
+          // executable's require() would warn on stderr that it loads builtins only.
+          build.onResolve({ filter: /^(bufferutil|utf-8-validate)$/ }, (args) => ({
+            path: args.path,
+            namespace: 'absent',
+          }));
+          build.onLoad({ filter: /.*/, namespace: 'absent' }, () => ({
+            contents: 'throw new Error("not in the agent package");',
+            loader: 'js',
+          }));
           build.onLoad({ filter: /.*/, namespace: 'controller-only' }, () => ({
             contents:
               'throw new Error("this is the agent package: the controller commands are not in it");',
@@ -181,10 +189,13 @@ function buildDeb(executable: string, version: string, out: string, work: string
   symlinkSync(basename(DEB_BIN), join(root, 'usr', 'bin', 'e2epool'));
   const unit = readFileSync(join(PACKAGING, 'e2epool-agent.service'), 'utf8');
   put(root, 'usr/lib/systemd/system/e2epool-agent.service', debUnit(unit), 0o644);
+  const tmpfiles = readFileSync(join(PACKAGING, 'e2epool-agent.tmpfiles'), 'utf8');
+  const by = '# Installed as /etc/tmpfiles.d/e2epool-agent.conf by install-agent.sh.';
+  if (!tmpfiles.startsWith(by)) throw new Error('e2epool-agent.tmpfiles: header line not found');
   put(
     root,
     'usr/lib/tmpfiles.d/e2epool-agent.conf',
-    readFileSync(join(PACKAGING, 'e2epool-agent.tmpfiles')),
+    tmpfiles.replace(by, '# Installed by the e2epool-agent .deb.'),
     0o644,
   );
   // The postinst runs install-agent.sh's host checks (--host-only): one copy of that logic.
