@@ -22,6 +22,28 @@ export type CheckpointState = (typeof CHECKPOINT_STATES)[number];
 export const FINALIZE_STATUSES = ['success', 'failure', 'canceled'] as const;
 export type FinalizeStatus = (typeof FINALIZE_STATUSES)[number];
 
+/**
+ * Other spellings a finalize accepts (CLI, REST, agent WebSocket), stored as
+ * the canonical status: GitLab's $CI_JOB_STATUS `failed`, GitHub's
+ * `cancelled` (job.status and workflow_job conclusions spell it so).
+ */
+export const FINALIZE_STATUS_ALIASES = { failed: 'failure', cancelled: 'canceled' } as const;
+
+/** Every `status` value a finalize accepts: the canonical ones, then the aliases. */
+export const FINALIZE_STATUS_INPUTS = [
+  ...FINALIZE_STATUSES,
+  ...(Object.keys(FINALIZE_STATUS_ALIASES) as Array<keyof typeof FINALIZE_STATUS_ALIASES>),
+] as const;
+
+/** The canonical finalize status of an accepted spelling; undefined for anything else. */
+export function canonicalFinalizeStatus(value: unknown): FinalizeStatus | undefined {
+  if (typeof value !== 'string') return undefined;
+  if ((FINALIZE_STATUSES as readonly string[]).includes(value)) return value as FinalizeStatus;
+  return Object.prototype.hasOwnProperty.call(FINALIZE_STATUS_ALIASES, value)
+    ? FINALIZE_STATUS_ALIASES[value as keyof typeof FINALIZE_STATUS_ALIASES]
+    : undefined;
+}
+
 export const BACKENDS = ['proxmox', 'bare_metal'] as const;
 export type Backend = (typeof BACKENDS)[number];
 
