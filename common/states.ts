@@ -23,17 +23,13 @@ export const FINALIZE_STATUSES = ['success', 'failure', 'canceled'] as const;
 export type FinalizeStatus = (typeof FINALIZE_STATUSES)[number];
 
 /**
- * Other spellings a finalize accepts (CLI, REST, agent WebSocket), stored as
- * the canonical status: GitLab's $CI_JOB_STATUS `failed`, GitHub's
- * `cancelled` (job.status and workflow_job conclusions spell it so).
+ * Other spellings `e2epool finalize --status` accepts, sent as the canonical
+ * status: GitLab's $CI_JOB_STATUS `failed`, GitHub's `cancelled` (its
+ * job.status spells it so). REST and the agent WebSocket take the canonical
+ * values only (the external contract's enum), so older agents and the Python
+ * controller see nothing new.
  */
 export const FINALIZE_STATUS_ALIASES = { failed: 'failure', cancelled: 'canceled' } as const;
-
-/** Every `status` value a finalize accepts: the canonical ones, then the aliases. */
-export const FINALIZE_STATUS_INPUTS = [
-  ...FINALIZE_STATUSES,
-  ...(Object.keys(FINALIZE_STATUS_ALIASES) as Array<keyof typeof FINALIZE_STATUS_ALIASES>),
-] as const;
 
 /** The canonical finalize status of an accepted spelling; undefined for anything else. */
 export function canonicalFinalizeStatus(value: unknown): FinalizeStatus | undefined {

@@ -1,9 +1,5 @@
 import { z } from 'zod';
-import {
-  canonicalFinalizeStatus,
-  FINALIZE_STATUS_INPUTS,
-  type FinalizeStatus,
-} from '../common/states';
+import { FINALIZE_STATUSES } from '../common/states';
 import { InvalidInput } from './errors';
 
 // Python's \w is Unicode-aware; so is this, to accept what the old API accepted.
@@ -60,12 +56,9 @@ export const finalizeBody = z.object({
   checkpoint_name: z
     .string({ error: 'Input should be a valid string' })
     .regex(CHECKPOINT_NAME, 'checkpoint_name must match pattern ^job-[\\w.\\-]+-\\d+-[0-9a-f]{8}$'),
-  // GitLab's `failed` and GitHub's `cancelled` are accepted and stored canonical.
-  status: z
-    .enum(FINALIZE_STATUS_INPUTS, {
-      error: "Input should be 'success', 'failure' or 'canceled' (or 'failed', 'cancelled')",
-    })
-    .transform((v): FinalizeStatus => canonicalFinalizeStatus(v)!),
+  status: z.enum(FINALIZE_STATUSES, {
+    error: "Input should be 'success', 'failure' or 'canceled'",
+  }),
   source: wordish(100).default('hook'),
 });
 

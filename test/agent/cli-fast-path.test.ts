@@ -40,6 +40,10 @@ describe('the fast way in to the agent commands', () => {
     ['logs', '--follow', '--checkpoint', 'c', '--socket', '/s'],
     ['ping'],
     ['ping', '--socket', '/s'],
+    ['ping', '--json'],
+    ['status', '--checkpoint', 'c', '--json'],
+    ['logs', '--json', '--follow', '--checkpoint', 'c'],
+    ['finalize', '--checkpoint', 'c', '--status', 'cancelled'],
   ])('parses %j as commander does', async (...args) => {
     expect(parseAgentArgs(args)).toEqual(await commanderParse(args));
   });
@@ -66,6 +70,9 @@ describe('the fast way in to the agent commands', () => {
     ['finalize', '--checkpoint', 'c', '--status', 'running'],
     ['logs', '--checkpoint', 'c', '--follow=yes'],
     ['ping', '--version'],
+    ['ping', '--json=yes'],
+    ['create', '--job-id', '1', '--json'],
+    ['finalize', '--checkpoint', 'c', '--status', 'success', '--json'],
   ])('leaves %j to commander', (...args) => {
     expect(parseAgentArgs(args)).toBeUndefined();
   });

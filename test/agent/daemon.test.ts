@@ -108,13 +108,13 @@ describe('agent daemon against a controller', () => {
     for (const r of [created, status, fin, after]) expect(r.stdout + r.stderr).not.toContain(token);
   });
 
-  it('turns error replies into exit 1 with the detail', async () => {
+  it('turns error replies into exit 1 with the detail; 75 for a busy runner (409 on create)', async () => {
     await start();
     const missing = await cli(['status', '--checkpoint', 'job-1-1700000000-a1b2c3d4']);
     expect(missing).toMatchObject({ code: 1, stdout: '', stderr: 'Error: Checkpoint not found\n' });
     expect((await cli(['create', '--job-id', '7'])).code).toBe(0);
     const busy = await cli(['create', '--job-id', '8']);
-    expect(busy.code).toBe(1);
+    expect(busy.code).toBe(75);
     expect(busy.stderr).toMatch(
       new RegExp(`^Error: Active checkpoint 'job-7-.*' already exists for runner '${runnerId}'\n$`),
     );
@@ -230,7 +230,7 @@ describe('agent daemon against a controller', () => {
       error: { code: 503, detail: 'Not connected to controller' },
     });
     const r = await cli(['status', '--checkpoint', 'x'], {});
-    expect(r).toMatchObject({ code: 1 });
+    expect(r).toMatchObject({ code: 75 }); // a temporary refusal
     // The agent waits 10 s by default; this one was told 300 ms.
     expect(r.stderr).toBe('Error: Not connected to controller\n');
   });

@@ -319,14 +319,14 @@ describe('e2epool logs through the agent', () => {
     expect(logs).toEqual(status);
   });
 
-  it('exits 1 saying so when the agent cannot reach the controller', async () => {
+  it('exits 75 (a temporary refusal) saying so when the agent cannot reach the controller', async () => {
     await start(
       { controllerUrl: `ws://127.0.0.1:${await deadPort()}/ws/agent` },
       { connectWaitMs: 300 },
       false,
     );
     expect(await cli(['logs', '--checkpoint', 'x', '--follow'])).toEqual({
-      code: 1,
+      code: 75,
       stdout: '',
       stderr: 'Error: Not connected to controller\n',
     });

@@ -110,7 +110,7 @@ describe('agent end to end', () => {
     expect(name).toMatch(/^job-501-\d+-[0-9a-f]{8}$/);
 
     const again = await cli(socketOf(r), 'create', '--job-id', '502');
-    expect(again.status).toBe(1);
+    expect(again.status).toBe(75); // busy: a temporary refusal
     expect(again.stderr.trim()).toBe(
       `Error: Active checkpoint '${name}' already exists for runner '${r.id}'`,
     );

@@ -184,7 +184,7 @@ describe('back-to-back jobs and the cooldown', () => {
       '--socket',
       socketOf(R.byHand),
     );
-    expect(res.status).toBe(1);
+    expect(res.status).toBe(2); // a usage error
     expect(res.stderr).toContain('expected a number of seconds, 0 or more');
     expect(res.stdout).toBe('');
   });
