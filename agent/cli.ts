@@ -22,7 +22,7 @@ import { isRecord } from './messages';
  * `logs` stopped by Ctrl-C: 130.
  *
  * `--json` (status, logs, ping) prints the result as JSON on stdout, in the
- * shapes the README documents ("Machine-readable output"); errors stay text
+ * shapes the README documents ("Command line: output and exit codes"); errors stay text
  * on stderr, with the same exit codes.
  */
 
@@ -433,7 +433,7 @@ export function formatLogEntry(e: LogsEntry): string {
 /**
  * One line of `e2epool logs --json` for a log entry: a JSON object with
  * `seq`, `at`, `kind` (`step`, `stdout`, `stderr`, or a newer kind) and, when
- * set, `step`, `result`, `duration_ms`, `text` (README, "Machine-readable output").
+ * set, `step`, `result`, `duration_ms`, `text` (README, "Command line: output and exit codes").
  */
 export function jsonLogEntry(e: LogsEntry): string {
   const out: Record<string, unknown> = { seq: e.seq, at: e.at ?? null, kind: e.kind };

@@ -1,7 +1,6 @@
 /**
  * What every `e2epool` command shares about its output and exit code, so the
- * conventions hold for every command (README, "Exit codes" and
- * "Machine-readable output"):
+ * conventions hold for every command (README, "Command line: output and exit codes"):
  * - results on stdout, everything else (logs, notes, errors) on stderr, so
  *   `e2epool export-inventory > registry.yml` writes a clean file;
  * - `--json`: one JSON document on stdout (`logs --json`: one per line), its
