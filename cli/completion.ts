@@ -65,6 +65,20 @@ const wordsOf = (n: Node) => [
 const valueOptionsOf = (n: Node) => n.options.filter((o) => o.takesValue).map((o) => o.flag);
 const subcommandsOf = (n: Node) => n.subcommands.map((c) => c.name);
 
+/**
+ * The loop both scripts run over the words typed before the cursor (array
+ * `words`, from index `first` to before `current`): it sets `cmdpath` to the
+ * command path they name, skipping options and their values.
+ */
+const walkWords = (fn: string, words: string, first: number, current: string) =>
+  `  for ((i = ${first}; i < ${current}; i++)); do
+    w="\${${words}[i]}"
+    [[ "$w" == -* ]] && continue
+    if [[ " $(${fn}_subcommands "$cmdpath") " == *" $w "* ]]; then
+      cmdpath="\${cmdpath:+$cmdpath }$w"
+    fi
+  done`;
+
 /** The bash script (`source <(e2epool completion bash)`, or a file in bash-completion's directory). */
 export function bashCompletion(program: Command): string {
   const nodes = flatten(program);
@@ -93,13 +107,7 @@ ${fn}() {
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   cmdpath=""
-  for ((i = 1; i < COMP_CWORD; i++)); do
-    w="\${COMP_WORDS[i]}"
-    [[ "$w" == -* ]] && continue
-    if [[ " $(${fn}_subcommands "$cmdpath") " == *" $w "* ]]; then
-      cmdpath="\${cmdpath:+$cmdpath }$w"
-    fi
-  done
+${walkWords(fn, 'COMP_WORDS', 1, 'COMP_CWORD')}
   if [[ "$prev" == -* && " $(${fn}_value_options "$cmdpath") " == *" $prev "* ]]; then
     COMPREPLY=($(compgen -f -- "$cur"))
     return 0
@@ -146,13 +154,7 @@ ${pathCases}
 ${fn}() {
   local cmdpath="" w i
   local -a subs opts choices valueopts
-  for ((i = 2; i < CURRENT; i++)); do
-    w="\${words[i]}"
-    [[ "$w" == -* ]] && continue
-    if [[ " $(${fn}_subcommands "$cmdpath") " == *" $w "* ]]; then
-      cmdpath="\${cmdpath:+$cmdpath }$w"
-    fi
-  done
+${walkWords(fn, 'words', 2, 'CURRENT')}
   case "$cmdpath" in
 ${cases}
   esac

@@ -148,7 +148,10 @@ describe('the e2epool CLI on a runner host', () => {
     const empty = join(tmp.dir, 'empty.yml');
     writeFileSync(empty, '# nothing\n');
     const r = await runCli(['agent', '--config', empty], {});
-    expect(r).toMatchObject({ code: 78, stderr: 'Error: runner_id and token must be configured\n' });
+    expect(r).toMatchObject({
+      code: 78,
+      stderr: 'Error: runner_id and token must be configured\n',
+    });
     const bad = await runCli(['agent', '--config', empty], {
       E2EPOOL_RUNNER_ID: 'r',
       E2EPOOL_TOKEN: 't',

@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { agentConfig, type AgentConfig } from '../../agent/config';
+import type { AgentConfig } from '../../agent/config';
 import { EXEC_OUTPUT_FLUSH_MS } from '../../common/agent-protocol';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest } from '../../agent/ipc';
 import { uniqueId } from '../helpers/env';
 import { REPO, runCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
-import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
+import { FakeController, memoryLogger, requireBuiltCli, tempDir, testAgentConfig } from './helpers';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -40,19 +40,10 @@ describe('agent daemon against a controller', () => {
   let socketPath: string;
 
   const start = async (over: Partial<AgentConfig> = {}, opts: AgentOptions = {}) => {
-    const agent = await startAgent(
-      agentConfig({
-        controllerUrl: ctl.url,
-        runnerId,
-        token,
-        socketPath,
-        reconnectMaxDelay: 5,
-        heartbeatInterval: 30,
-        requestTimeout: 5,
-        ...over,
-      }),
-      { log: logs.log, ...opts },
-    );
+    const agent = await startAgent(testAgentConfig(ctl, { runnerId, token, socketPath }, over), {
+      log: logs.log,
+      ...opts,
+    });
     agents.push(agent);
     return agent;
   };

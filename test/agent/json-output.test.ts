@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { agentConfig } from '../../agent/config';
 import { startAgent, type AgentHandle } from '../../agent/daemon';
 import { uniqueId } from '../helpers/env';
 import { runCli } from '../helpers/processes';
-import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
+import { FakeController, memoryLogger, requireBuiltCli, tempDir, testAgentConfig } from './helpers';
 
 /**
  * The agent commands' machine-readable output and exit codes, from the real
@@ -31,15 +30,7 @@ describe('the agent commands for scripts', () => {
     socketPath = join(tmp.dir, 'agent.sock');
     ctl = await new FakeController({ [runnerId]: token }).start();
     agent = await startAgent(
-      agentConfig({
-        controllerUrl: ctl.url,
-        runnerId,
-        token,
-        socketPath,
-        reconnectMaxDelay: 5,
-        heartbeatInterval: 30,
-        requestTimeout: 5,
-      }),
+      testAgentConfig(ctl, { runnerId, token, socketPath }),
       // Without a controller, a request waits this long for one, then gets 503.
       { log: memoryLogger().log, connectWaitMs: 500 },
     );
