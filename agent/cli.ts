@@ -7,7 +7,7 @@ import {
   type RequestType,
 } from '../common/agent-protocol';
 import { CLI_EXIT, exitCodeForRefusal } from '../common/failures';
-import { canonicalFinalizeStatus, type FinalizeStatus } from '../common/states';
+import type { FinalizeStatus } from '../common/states';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
 import { isRecord } from './messages';
@@ -112,12 +112,25 @@ export interface LogsOptions {
 }
 
 /**
- * Maps a `--status` value to a finalize status; throws with a usage message.
- * GitLab's $CI_JOB_STATUS `failed` (fix: the old CLI refused it) and GitHub's
- * `cancelled` are accepted next to ours and sent canonical.
+ * `--status` values and the finalize status each is sent as: ours, GitLab's
+ * $CI_JOB_STATUS `failed` (fix: the old CLI refused it) and GitHub's
+ * `cancelled` (its job.status). REST and the agent WebSocket take the
+ * canonical values only, as the external contract says, so the CLI maps them
+ * (here, not in common/states: this module loads nothing it does not need).
  */
+const STATUS_ALIASES: Record<string, FinalizeStatus> = {
+  success: 'success',
+  failure: 'failure',
+  failed: 'failure',
+  canceled: 'canceled',
+  cancelled: 'canceled',
+};
+
+/** Maps a `--status` value to a finalize status; throws with a usage message. */
 export function parseFinalizeStatus(value: string): FinalizeStatus {
-  const status = canonicalFinalizeStatus(value);
+  const status = Object.prototype.hasOwnProperty.call(STATUS_ALIASES, value)
+    ? STATUS_ALIASES[value]
+    : undefined;
   if (!status) {
     throw new Error(
       `expected success, failure or canceled (or failed, cancelled), got ${JSON.stringify(value)}`,

@@ -96,6 +96,10 @@ describe('what the CLI loads for the commands a CI job runs', () => {
     ['finalize', '--checkpoint', 'x', '--status', 'success'],
     ['logs', '--checkpoint', 'x', '--follow'],
     ['ping'],
+    ['status', '--checkpoint', 'x', '--json'],
+    ['logs', '--checkpoint', 'x', '--json'],
+    ['ping', '--json'],
+    ['finalize', '--checkpoint', 'x', '--status', 'cancelled'],
   ])('loads no package and not cli/main for %j', (...args) => {
     const hook = join(tmp.dir, 'loaded.js');
     const out = join(tmp.dir, 'loaded.json');
