@@ -7,6 +7,7 @@ import { createStore } from '../store';
 import { connectDatabase } from '../store/connect';
 import { assertSchemaCurrent, createDataSource } from '../store/data-source';
 import { loadControllerConfig } from './bootstrap';
+import { printJson } from './output';
 
 /** Raised when an import cannot go ahead; nothing was written. */
 export class ImportRefused extends Error {
@@ -130,11 +131,13 @@ export async function runImportInventory(file: string, opts: { dryRun?: boolean 
 
 /** `e2epool export-inventory [--json]`: reads only (never migrates); the result alone on stdout. */
 export async function runExportInventory(opts: { json?: boolean } = {}): Promise<void> {
-  const out = await withDatabase(
-    'export-inventory',
-    async (ds) =>
-      opts.json ? `${JSON.stringify(await exportedRunners(ds), null, 2)}\n` : exportInventory(ds),
-    { readOnly: true },
-  );
-  process.stdout.write(out);
+  if (opts.json) {
+    printJson(await withDatabase('export-inventory', exportedRunners, { readOnly: true }), {
+      pretty: true,
+    });
+  } else {
+    process.stdout.write(
+      await withDatabase('export-inventory', exportInventory, { readOnly: true }),
+    );
+  }
 }
