@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { exitCodeForRefusal } from './output';
 
 /** Where the controller's REST API is when neither --url nor E2EPOOL_URL says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:8080';
@@ -59,7 +60,7 @@ export async function runRunnerAction(
 /**
  * POSTs `body` to an admin route and prints the answer as JSON; returns the
  * exit code: 0 done, 1 refused (`what` and the API's detail on stderr) or
- * unreachable, 2 a usage error. The admin token never appears in output.
+ * unreachable, 75 a temporary refusal (423, 429, 503), 2 a usage error. The admin token never appears in output.
  */
 export async function postAdmin(
   path: string,
@@ -102,7 +103,7 @@ export async function postAdmin(
     const detail = (answer as { detail?: unknown } | undefined)?.detail;
     const shown = typeof detail === 'string' ? detail : detail ? JSON.stringify(detail) : text;
     process.stderr.write(`e2epool: ${what} refused (HTTP ${res.status}): ${shown}\n`);
-    return 1;
+    return exitCodeForRefusal(res.status);
   }
   process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
   return 0;
@@ -112,7 +113,8 @@ const RUNNERS_HELP = `
 Talks to the controller's admin API: --url, else $E2EPOOL_URL, else
 ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 --admin-token-file. Prints the runner as JSON. Exit codes: 0 done, 1 refused
-(the API's detail on stderr) or the controller unreachable, 2 a usage error.`;
+(the API's detail on stderr) or the controller unreachable, 2 a usage error,
+75 a temporary refusal (423, 429, 503).`;
 
 /** `e2epool runners quarantine|unquarantine RUNNER`: the admin API from a shell. */
 export function addRunnerCommands(program: Command): void {
