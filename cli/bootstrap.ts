@@ -2,6 +2,7 @@ import { InventoryError } from '../config/runner-schema';
 import { createLogger, type Logger } from '../config/logger';
 import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
+import { CONFIG_EXIT_CODE } from '../common/exit-codes';
 import { SETUP_EXIT_CODE } from '../worker/search-attributes';
 
 export interface ControllerConfig {
@@ -24,9 +25,13 @@ export function loadControllerConfig(
   return { settings, temporal, log };
 }
 
+/** The commands that run as services: their configuration errors exit CONFIG_EXIT_CODE. */
+const SERVICES = new Set(['api', 'worker']);
+
 /**
  * Ends the process after a startup failure: configuration and inventory errors
- * are one line on stderr; anything else is logged with its stack. A namespace
+ * are one line on stderr (`api` and `worker` then exit CONFIG_EXIT_CODE, 78;
+ * one-shot commands exit 1); anything else is logged with its stack. A namespace
  * without e2epool's search attributes exits SETUP_EXIT_CODE (78, EX_CONFIG),
  * one line per attribute with the command that registers it: a supervisor
  * should not restart into the same refusal (systemd: RestartPreventExitStatus=78).
@@ -39,6 +44,8 @@ export function exitOnStartupError(command: string, err: unknown): never {
   }
   if (err instanceof ConfigError || err instanceof InventoryError) {
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
+    // A service (api, worker) must not restart into the same bad setting.
+    if (SERVICES.has(command)) process.exit(CONFIG_EXIT_CODE);
   } else {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`e2epool ${command}: ${msg.split('\n')[0]}\n`);

@@ -7,6 +7,7 @@
 import type { Connection } from '@temporalio/client';
 import { cliSearchAttributeType, SEARCH_ATTRIBUTE_KEYS } from '../common/search-attributes';
 import type { Logger } from '../config/logger';
+import { CONFIG_EXIT_CODE } from '../common/exit-codes';
 
 /** What the operator service calls need: a client Connection, or the worker's NativeConnection. */
 export type OperatorConnection = Pick<Connection, 'operatorService'>;
@@ -15,7 +16,7 @@ export type OperatorConnection = Pick<Connection, 'operatorService'>;
 const GRPC = { ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, UNIMPLEMENTED: 12, UNAUTHENTICATED: 16 };
 
 /** Exit code of a worker or `e2epool setup` that cannot get the search attributes (sysexits EX_CONFIG). */
-export const SETUP_EXIT_CODE = 78;
+export const SETUP_EXIT_CODE = CONFIG_EXIT_CODE;
 
 /** The attributes the namespace lacks or has with another type. */
 export interface SearchAttributeReport {

@@ -6,6 +6,7 @@ import { CONTROLLER_SETTING_NAMES, loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { itWithSystemdAnalyze, parseUnit } from '../helpers/systemd';
 import { SETUP_EXIT_CODE } from '../../worker/search-attributes';
+import { CONFIG_EXIT_CODE } from '../../common/exit-codes';
 
 /**
  * The controller's systemd units and their environment file example
@@ -70,12 +71,19 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
   });
 });
 
-describe('the worker unit', () => {
-  it('does not restart into a refusal that needs an operator (search attributes: exit 78)', () => {
-    const service = new Map(
-      parseUnit(readFileSync(join(OPS, UNITS.worker), 'utf8')).get('Service'),
+describe.each(Object.values(UNITS))('%s', (file) => {
+  it('does not restart into a refusal that needs an operator (a bad setting, search attributes: exit 78)', () => {
+    const service = new Map(parseUnit(readFileSync(join(OPS, file), 'utf8')).get('Service'));
+    expect(service.get('RestartPreventExitStatus')).toBe(String(CONFIG_EXIT_CODE));
+    expect(SETUP_EXIT_CODE).toBe(CONFIG_EXIT_CODE);
+  });
+
+  it('says how the release package installs it (no build on the host)', () => {
+    const text = readFileSync(join(OPS, file), 'utf8');
+    expect(text).not.toMatch(/npm ci --omit=dev && npm run build/);
+    expect(readFileSync(join(OPS, UNITS.api), 'utf8')).toContain(
+      'npm install -g --prefix /usr/local ./e2epool-<version>.tgz',
     );
-    expect(service.get('RestartPreventExitStatus')).toBe(String(SETUP_EXIT_CODE));
   });
 });
 
