@@ -268,6 +268,21 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
     expect(r.status).toBe(0);
   });
 
+  itWithPromtool(
+    'each alert fires on the series that mean trouble, and only then (promtool test rules)',
+    () => {
+      const r = spawnSync(
+        'promtool',
+        ['test', 'rules', join(REPO, 'test', 'ops', 'alerts.promtool.yml')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(`${r.stdout}${r.stderr}`).toContain('SUCCESS');
+      expect(r.status).toBe(0);
+    },
+  );
+
   it('the Grafana dashboard uses only metrics the API or the worker expose', async () => {
     const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard;
     const exposed = new Set([...exposedNames(await api()), ...exposedNames(await worker())]);

@@ -143,9 +143,24 @@ describe('the controller package (npm pack, npm install -g)', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it(`is e2epool-${PKG.version}.tgz, private (npm publish refuses it)`, () => {
+  it(`is e2epool-${PKG.version}.tgz, which npm publish refuses (private)`, () => {
     expect(tarball).toBe(join(dir, `e2epool-${PKG.version}.tgz`));
-    expect((PKG as unknown as { private?: boolean }).private).toBe(true);
+    // --force skips the registry's version list, so npm refuses before any
+    // request; the registry is a closed loopback port, in case it did not.
+    const r = spawnSync(
+      'npm',
+      [
+        'publish',
+        '--force',
+        tarball,
+        '--registry',
+        'http://127.0.0.1:9/',
+        '--//127.0.0.1:9/:_authToken=unused',
+      ],
+      { cwd: dir, env: npmEnv(), encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.stderr).toContain('npm error code EPRIVATE');
+    expect(r.status).toBe(1);
   });
 
   it('holds the built tree, the bin and the ops files, and no tests, sources or dev tooling', () => {
