@@ -5,7 +5,7 @@ import { AgentConfigError, insecureRemoteWs, loadAgentConfig, type AgentConfig }
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
 import { OutputStreamer } from './exec-output';
-import { startIpcServer, type IpcHandler, type IpcServer } from './ipc';
+import { SocketGroupError, startIpcServer, type IpcHandler, type IpcServer } from './ipc';
 import { errorReply, parseIpcRequest, type IncomingExec } from './messages';
 
 /** Knobs that are not configuration (defaults suit production; tests shorten them). */
@@ -204,8 +204,9 @@ export interface AgentCommandContext {
  * `e2epool agent`: runs the daemon until SIGTERM or SIGINT (one shutdown path
  * for both), then exits 0. Returns the exit code: a configuration error
  * (unreadable or invalid agent.yml, no runner_id or token, ws:// to another
- * host) is CLI_EXIT.config (78), which systemd's RestartPreventExitStatus=78
- * keeps from restarting into; any other start failure 1.
+ * host, a socket_group this host lacks) is CLI_EXIT.config (78), which
+ * systemd's RestartPreventExitStatus=78 keeps from restarting into; any other
+ * start failure 1.
  */
 export async function runAgentCommand(ctx: AgentCommandContext): Promise<number> {
   let config: AgentConfig;
@@ -227,7 +228,10 @@ export async function runAgentCommand(ctx: AgentCommandContext): Promise<number>
     const msg = err instanceof Error ? err.message : String(err);
     log.error({ err: msg }, 'agent failed to start');
     process.stderr.write(`Error: ${msg}\n`);
-    return err instanceof AgentConfigError ? CLI_EXIT.config : CLI_EXIT.error;
+    // A socket held by another agent may free up; a bad setting will not.
+    return err instanceof AgentConfigError || err instanceof SocketGroupError
+      ? CLI_EXIT.config
+      : CLI_EXIT.error;
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     let received: NodeJS.Signals | null = null;

@@ -77,6 +77,7 @@ export function createApp(d: AppDeps): Express {
         records: d.store.checkpoints,
         sessions: d.store.sessions,
         operations: d.store.operations,
+        pauses: d.store.pauses,
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
         agentSessions: d.agentSessions,

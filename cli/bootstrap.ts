@@ -4,7 +4,6 @@ import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '..
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
 import { CLI_EXIT } from '../common/failures';
 import { SchemaNotCurrent } from '../store/data-source';
-import { SETUP_EXIT_CODE } from '../worker/search-attributes';
 
 export interface ControllerConfig {
   settings: Settings;
@@ -33,16 +32,18 @@ export function loadControllerConfig(
 /**
  * Ends the process after a startup failure: configuration and inventory errors
  * are one line on stderr and exit CLI_EXIT.config (78, EX_CONFIG), as does a
- * namespace without e2epool's search attributes (SETUP_EXIT_CODE, one line per
- * attribute with the command that registers it) and a database schema behind
- * this e2epool: a supervisor should not restart into the same refusal
- * (systemd: RestartPreventExitStatus=78). Anything else exits 1.
+ * namespace without e2epool's search attributes (one line per attribute with
+ * the command that registers it) and a database schema behind this e2epool:
+ * the same for every command (README, "Command line: output and exit codes"),
+ * and a supervisor should not restart `api` or `worker` into the same refusal
+ * (systemd: RestartPreventExitStatus=78). Anything else exits 1
+ * (CLI_EXIT.error).
  */
 export function exitOnStartupError(command: string, err: unknown): never {
   if (err instanceof Error && err.name === 'SearchAttributeSetupError') {
     // Every line counts here: each names an attribute and the command that registers it.
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
-    process.exit(SETUP_EXIT_CODE);
+    process.exit(CLI_EXIT.config);
   }
   if (
     err instanceof ConfigError ||
@@ -57,7 +58,7 @@ export function exitOnStartupError(command: string, err: unknown): never {
     if (process.env.E2EPOOL_LOG_LEVEL === 'debug' && err instanceof Error)
       process.stderr.write(`${err.stack}\n`);
   }
-  process.exit(1);
+  process.exit(CLI_EXIT.error);
 }
 
 /**

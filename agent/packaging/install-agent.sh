@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the e2epool agent as a systemd service on a Linux runner host:
-#   group e2epool (the socket group) with the CI user in it, system user
+#   group e2epool-ci (the socket group) with the CI user in it, system user
 #   e2epool-agent, /etc/e2epool/agent.yml (0600, owner e2epool-agent:root, not
 #   the socket group: it holds the tokens and CI jobs are in that group), the systemd
 #   unit and a tmpfiles.d link for the CLI's default socket path; then enables
@@ -8,17 +8,26 @@
 # Idempotent: run it again with the same arguments and nothing changes.
 # The e2epool CLI must already be installed (see --help).
 # With --host-only (what the e2epool-agent .deb's postinst runs) it does the
-# host part alone: the checks, the group, the users and the config's owner and
+# host part alone: the checks, the groups, the users and the config's owner and
 # mode; no controller URL or token, and nothing to the unit or the service.
+# A dry run (--dry-run) changes nothing and exits 1 if a real run would stop.
 set -euo pipefail
 
 readonly PROG=install-agent.sh
 readonly SERVICE=e2epool-agent
+# The agent's user and its socket group, named here and in e2epool-agent.service
+# (User=, Group=) only; the installer refuses a unit that names others. The
+# socket group is not `e2epool`, the controller's group (it reads the secrets
+# in /etc/e2epool/controller.env, ops/systemd/): the CI user joins this one,
+# and a CI job must never read the controller's secrets on a host running both.
 readonly AGENT_USER=e2epool-agent
-readonly AGENT_GROUP=e2epool
+readonly SOCKET_GROUP=e2epool-ci
+# The socket group before 1.2.0 (now the controller's): see step 2.
+readonly OLD_SOCKET_GROUP=e2epool
 readonly CONFIG_DIR=/etc/e2epool
+# Not readonly: --root moves it under another root (--host-only --dry-run).
 CONFIG=/etc/e2epool/agent.yml
-# Readable by the agent's user only. Not group e2epool (the socket group): the
+# Readable by the agent's user only. Not the socket group: the
 # CI user is in it, and a job that can read the agent token can stand in for
 # the agent and answer its reset commands.
 readonly CONFIG_OWNER=$AGENT_USER:root
@@ -57,23 +66,27 @@ Options:
                          which hold the runner token, cannot stand in for the agent.
   --allow-insecure-ws    allow a ws:// --controller-url to another host (tokens in clear text);
                          without it only wss:// or ws:// to this host (loopback) is accepted
-  --ci-user USER         CI user added to group $AGENT_GROUP to use the socket (default gitlab-runner)
+  --ci-user USER         CI user added to group $SOCKET_GROUP to use the socket (default gitlab-runner)
   --allow-command CMD    a command the controller may run (repeat it for each of the
                          runner's reset_cmd, cleanup_cmd, readiness_cmd); default: any
   --prefix DIR           where e2epool is installed: DIR/bin/e2epool (default /usr/local)
-  --dry-run              print what would be done, change nothing
-  --host-only            only check the host and the CLI, create group $AGENT_GROUP, the users and
+  --dry-run              print what would be done, change nothing; exits 1 when it
+                         found something that stops a real run (each is a warning)
+  --host-only            only check the host and the CLI, create group $SOCKET_GROUP, the users and
                          group $CONFIG_GROUP, and make $CONFIG root:$CONFIG_GROUP 0640 when dpkg
                          left it root:root (the e2epool-agent .deb's postinst runs this)
   --root DIR             with --host-only --dry-run: the package's files are under DIR
                          (a package installed into another root); users and groups are this host's
   -h, --help             this text
 
-Install the e2epool CLI first: the e2epool-agent .deb, the executable
-e2epool-agent-<version>-linux-x64 as DIR/bin/e2epool, or (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node):
-  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool
-  npm ci && npm run build
-  ln -sf /opt/e2epool/bin/e2epool.js /usr/local/bin/e2epool
+Install the e2epool CLI first, one of:
+  - the e2epool-agent .deb (npm run package in a checkout makes it; this script is
+    then /usr/lib/e2epool/$PROG);
+  - the executable e2epool-agent-<version>-linux-x64 as DIR/bin/e2epool;
+  - the release package (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node; npm pack
+    in a checkout makes e2epool-<version>.tgz):
+      npm install -g --prefix /usr/local ./e2epool-<version>.tgz
+    This script is then /usr/local/lib/node_modules/e2epool/agent/packaging/$PROG.
 EOF
 }
 
@@ -247,9 +260,16 @@ run() {
   fi
 }
 
-# A problem that stops a real install; a dry run only warns and goes on.
+# A problem that stops a real install; a dry run warns, goes on, and exits 1
+# at the end (so a script can run --dry-run as a pre-flight check).
+blockers=0
 blocker() {
-  if ((dry_run)); then warn "$* (a real run stops here)"; else die "$*"; fi
+  if ((dry_run)); then
+    blockers=$((blockers + 1))
+    warn "$* (a real run stops here)"
+  else
+    die "$*"
+  fi
 }
 
 # A blocker for an install, a warning for --host-only: a package must install
@@ -273,7 +293,7 @@ render_config() { # token value, agent token value ('' for none)
   printf 'token: %s\n' "$(yaml_quote "$1")"
   if [[ -n $2 ]]; then printf 'agent_token: %s\n' "$(yaml_quote "$2")"; fi
   printf 'socket_path: %s\n' "$SOCKET"
-  printf 'socket_group: %s\n' "$AGENT_GROUP"
+  printf 'socket_group: %s\n' "$SOCKET_GROUP"
   if ((${#allowed_commands[@]} > 0)); then
     printf 'allowed_commands:\n'
     for cmd in "${allowed_commands[@]}"; do printf '  - %s\n' "$(yaml_quote "$cmd")"; done
@@ -356,9 +376,8 @@ done
 bin=$prefix/bin/e2epool
 step "e2epool CLI: $bin"
 if [[ ! -x $bin ]]; then
-  blocker "$bin is not installed. Install it first:
-  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool && npm ci && npm run build
-  ln -sf /opt/e2epool/bin/e2epool.js $bin
+  blocker "$bin is not installed. Install it first, from the release package:
+  npm install -g --prefix $prefix ./e2epool-<version>.tgz
 (or pass --prefix DIR if e2epool is in DIR/bin)"
 else
   node_bin=$(PATH=$SERVICE_PATH command -v node || true)
@@ -375,17 +394,17 @@ else
     fi
   fi
   if ! env -i PATH="$SERVICE_PATH" "$bin" agent --help >/dev/null 2>&1; then
-    blocker "'$bin agent --help' fails with systemd's PATH; is the package built (npm run build)?"
+    blocker "'$bin agent --help' fails with systemd's PATH; reinstall the package (see --help)"
   fi
   say "    ok"
 fi
 
 # --- 2. group, user, CI user ------------------------------------------------
-step "group $AGENT_GROUP"
-if getent group "$AGENT_GROUP" >/dev/null; then
+step "group $SOCKET_GROUP"
+if getent group "$SOCKET_GROUP" >/dev/null; then
   say "    exists"
 else
-  run groupadd --system "$AGENT_GROUP"
+  run groupadd --system "$SOCKET_GROUP"
 fi
 
 step "user $AGENT_USER"
@@ -395,18 +414,25 @@ else
   nologin=/usr/sbin/nologin
   [[ -x $nologin ]] || nologin=/sbin/nologin
   [[ -x $nologin ]] || nologin=/bin/false
-  run useradd --system --gid "$AGENT_GROUP" --no-create-home --home-dir /nonexistent \
+  run useradd --system --gid "$SOCKET_GROUP" --no-create-home --home-dir /nonexistent \
     --shell "$nologin" --comment 'e2epool agent' "$AGENT_USER"
 fi
 
-step "CI user $ci_user in group $AGENT_GROUP"
+step "CI user $ci_user in group $SOCKET_GROUP"
 if ! id "$ci_user" >/dev/null 2>&1; then
   host_blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
-elif [[ " $(id -nG "$ci_user") " == *" $AGENT_GROUP "* ]]; then
-  say "    already a member"
 else
-  run usermod -aG "$AGENT_GROUP" "$ci_user"
-  ci_user_added=1
+  if [[ " $(id -nG "$ci_user") " == *" $SOCKET_GROUP "* ]]; then
+    say "    already a member"
+  else
+    run usermod -aG "$SOCKET_GROUP" "$ci_user"
+    ci_user_added=1
+  fi
+  # Before 1.2.0 the socket group was $OLD_SOCKET_GROUP, which is now the
+  # controller's: its members read /etc/e2epool/controller.env.
+  if [[ " $(id -nG "$ci_user") " == *" $OLD_SOCKET_GROUP "* ]]; then
+    warn "$ci_user is still in group $OLD_SOCKET_GROUP (the socket group before 1.2.0; now the controller's, which reads its secrets): gpasswd -d $ci_user $OLD_SOCKET_GROUP"
+  fi
 fi
 
 # Membership of user $1 in group $2 (false while either is missing).
@@ -427,13 +453,17 @@ if ((host_only)); then
       # As dpkg installs it: give it to the agent's group.
       run chgrp "$CONFIG_GROUP" "$CONFIG"
       run chmod 0640 "$CONFIG"
-    elif ((mode & 8#004)) || { [[ $(stat -c '%G' "$CONFIG") == "$AGENT_GROUP" ]] && ((mode & 8#040)); }; then
-      warn "$CONFIG ($have) is readable by CI jobs (group $AGENT_GROUP or everyone); make it root:$CONFIG_GROUP 0640"
+    elif ((mode & 8#004)) || { [[ $(stat -c '%G' "$CONFIG") =~ ^($SOCKET_GROUP|$OLD_SOCKET_GROUP)$ ]] && ((mode & 8#040)); }; then
+      warn "$CONFIG ($have) is readable by CI jobs (group $(stat -c '%G' "$CONFIG") or everyone); make it root:$CONFIG_GROUP 0640"
     else
       say "    $have, kept"
     fi
   fi
   say ""
+  if ((dry_run && blockers > 0)); then
+    say "Dry run done: nothing was changed; $blockers problem(s) above would stop a real run."
+    exit 1
+  fi
   if ((dry_run)); then say "Dry run done: nothing was changed."; else say "Host ready."; fi
   exit 0
 fi
@@ -458,7 +488,10 @@ fi
 step "systemd unit $UNIT_DEST"
 unit=$(sed "s|^ExecStart=/usr/local/bin/e2epool agent\$|ExecStart=$bin agent|" "$HERE/e2epool-agent.service")
 grep -qxF "ExecStart=$bin agent" <<<"$unit" || die "cannot set ExecStart in $HERE/e2epool-agent.service"
-say "    ExecStart=$bin agent, User=$AGENT_USER, Group=$AGENT_GROUP, socket $SOCKET"
+for line in "User=$AGENT_USER" "Group=$SOCKET_GROUP"; do
+  grep -qxF "$line" <<<"$unit" || die "$HERE/e2epool-agent.service lacks $line (the names this script creates)"
+done
+say "    ExecStart=$bin agent, User=$AGENT_USER, Group=$SOCKET_GROUP, socket $SOCKET"
 ensure_file "$UNIT_DEST" "$unit" 0644 root:root
 unit_changed=$file_changed
 if ((unit_changed)); then restart_needed=1; fi
@@ -510,7 +543,9 @@ fi
 
 # ---------------------------------------------------------------------------
 say ""
-if ((dry_run)); then
+if ((dry_run && blockers > 0)); then
+  say "Dry run done: nothing was changed; $blockers problem(s) above would stop a real run."
+elif ((dry_run)); then
   say "Dry run done: nothing was changed."
 elif ((changed)); then
   say "Done."
@@ -518,7 +553,7 @@ else
   say "Nothing to do: the agent is installed as asked."
 fi
 if ((ci_user_added)); then
-  say "$ci_user was added to group $AGENT_GROUP: jobs started from now on can use the socket."
+  say "$ci_user was added to group $SOCKET_GROUP: jobs started from now on can use the socket."
   say "If the runner service itself runs as $ci_user, restart it (e.g. systemctl restart gitlab-runner)."
 fi
 cat <<EOF
@@ -526,6 +561,7 @@ Check it as the CI user:
   sudo -u $ci_user $bin status --checkpoint x; echo "exit \$?"
 exit 1 with "Checkpoint not found" (or "Not connected to controller" until the agent
 reaches it) means the agent is running and the CI user can reach it; exit 2 means it is
-not running; "permission denied" means the CI user is not in group $AGENT_GROUP yet. Logs:
+not running; "permission denied" means the CI user is not in group $SOCKET_GROUP yet. Logs:
   journalctl -u $SERVICE -f
 EOF
+if ((dry_run && blockers > 0)); then exit 1; fi

@@ -29,6 +29,7 @@ import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { artifactNames } from '../../agent/packaging/build-package';
+import { CLI_EXIT } from '../../common/failures';
 import { startAgentController, operations, type AgentController } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
 import { REPO } from '../helpers/processes';
@@ -255,14 +256,23 @@ describe('the .deb installed by dpkg into a scratch root', () => {
     );
     // The steps a real install runs, each reported, not done.
     for (const step of [
-      '==> group e2epool',
+      '==> group e2epool-ci',
       '==> user e2epool-agent',
+      '==> CI user gitlab-runner in group e2epool-ci',
       `==> config ${root}/etc/e2epool/agent.yml`,
     ]) {
       expect(postinstOutput).toContain(step);
     }
+    // agent.yml goes to the agent's own group, never the socket group e2epool-ci
+    // (the CI user is in it) or e2epool (the controller's secrets group).
+    expect(postinstOutput).toContain(
+      `==> config ${root}/etc/e2epool/agent.yml: owner root, group e2epool-agent (only e2epool-agent in it), mode 0640`,
+    );
     expect(postinstOutput).toContain(
       `would run: chgrp e2epool-agent ${root}/etc/e2epool/agent.yml`,
+    );
+    expect(readFileSync(join(root, 'etc/e2epool/agent.yml'), 'utf8')).toMatch(
+      /^socket_group: e2epool-ci$/m,
     );
     expect(postinstOutput).toContain('Dry run done: nothing was changed.');
     expect(readlinkSync(join(root, 'usr/bin/e2epool'))).toBe('e2epool-agent');
@@ -285,7 +295,7 @@ describe('the .deb installed by dpkg into a scratch root', () => {
       { env: { PATH: '/nonexistent' } },
     );
     expect(r).toEqual({
-      status: 1,
+      status: CLI_EXIT.config,
       stdout: '',
       stderr: 'Error: runner_id and token must be configured\n',
     });
@@ -297,6 +307,8 @@ describe('the .deb installed by dpkg into a scratch root', () => {
       const unit = readFileSync(join(root, 'usr/lib/systemd/system/e2epool-agent.service'), 'utf8');
       expect(unit).toMatch(/^ExecStart=\/usr\/bin\/e2epool-agent agent$/m);
       expect(unit).toMatch(/^User=e2epool-agent$/m);
+      expect(unit).toMatch(/^Group=e2epool-ci$/m);
+      expect(unit).toMatch(/^RestartPreventExitStatus=78$/m);
       // verify checks that ExecStart is executable: point it at the scratch root's copy.
       const copy = join(work, 'e2epool-agent.service');
       writeFileSync(copy, unit.replace('ExecStart=/usr/bin/', `ExecStart=${root}/usr/bin/`));

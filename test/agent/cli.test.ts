@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startIpcServer } from '../../agent/ipc';
+import { CLI_EXIT } from '../../common/failures';
 import { okReply } from '../../agent/messages';
 import { CLI, REPO, runCli, startCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
@@ -144,12 +145,12 @@ describe('the e2epool CLI on a runner host', () => {
     },
   );
 
-  it('`agent` exits 78 (configuration error) without runner_id and token, or with a bad setting', async () => {
+  it('`agent` exits 78 (EX_CONFIG: systemd does not restart it) without runner_id and token, or with a bad setting', async () => {
     const empty = join(tmp.dir, 'empty.yml');
     writeFileSync(empty, '# nothing\n');
     const r = await runCli(['agent', '--config', empty], {});
     expect(r).toMatchObject({
-      code: 78,
+      code: CLI_EXIT.config,
       stderr: 'Error: runner_id and token must be configured\n',
     });
     const bad = await runCli(['agent', '--config', empty], {
@@ -157,7 +158,7 @@ describe('the e2epool CLI on a runner host', () => {
       E2EPOOL_TOKEN: 't',
       E2EPOOL_HEARTBEAT_INTERVAL: 'often',
     });
-    expect(bad.code).toBe(78);
+    expect(bad.code).toBe(CLI_EXIT.config);
     expect(bad.stderr).toBe(
       'Error: invalid agent setting heartbeat_interval (from E2EPOOL_HEARTBEAT_INTERVAL): ' +
         'expected a positive number of seconds (got "often")\n',
@@ -186,7 +187,7 @@ describe('the agent daemon process', () => {
       { mode: 0o600 },
     );
     const refused = await runCli(['agent', '--config', config], {});
-    expect(refused).toMatchObject({ code: 78 });
+    expect(refused).toMatchObject({ code: CLI_EXIT.config });
     expect(refused.stderr).toBe(
       `Error: invalid agent setting controller_url (in ${config}): ws:// to 192.0.2.1:9, which is not this host, ` +
         'would send the token unencrypted; use wss:// (or set allow_insecure_ws: true on a network you trust)\n',
@@ -201,6 +202,18 @@ describe('the agent daemon process', () => {
     } finally {
       await agent.stop('SIGKILL', 1000);
     }
+  });
+
+  it('`agent` exits 78 when socket_group names no group of this host', async () => {
+    const config = join(tmp.dir, 'nogroup.yml');
+    writeFileSync(
+      config,
+      `controller_url: ws://127.0.0.1:9/ws/agent\nrunner_id: r\ntoken: t\nsocket_path: ${join(tmp.dir, 'g.sock')}\nsocket_group: no-such-group-e2epool\n`,
+      { mode: 0o600 },
+    );
+    const r = await runCli(['agent', '--config', config], {});
+    expect(r.code).toBe(CLI_EXIT.config);
+    expect(r.stderr).toBe('Error: socket_group "no-such-group-e2epool" not found in /etc/group\n');
   });
 
   it('serves the CLI, refuses a second agent, and on SIGTERM finishes a running command, then exits 0', async () => {
