@@ -454,7 +454,7 @@ if ((host_only)); then
       run chgrp "$CONFIG_GROUP" "$CONFIG"
       run chmod 0640 "$CONFIG"
     elif ((mode & 8#004)) || { [[ $(stat -c '%G' "$CONFIG") =~ ^($SOCKET_GROUP|$OLD_SOCKET_GROUP)$ ]] && ((mode & 8#040)); }; then
-      warn "$CONFIG ($have) is readable by CI jobs (group $(stat -c '%G' "$CONFIG") or everyone); make it root:$CONFIG_GROUP 0640"
+      warn "$CONFIG ($have) is readable by CI jobs (group $SOCKET_GROUP or $OLD_SOCKET_GROUP, or everyone); make it root:$CONFIG_GROUP 0640"
     else
       say "    $have, kept"
     fi

@@ -341,9 +341,9 @@ describe('install-agent.sh --host-only (the .deb postinst)', () => {
     const steps = r.stdout.split('\n').filter((l) => l.startsWith('==> '));
     expect(steps).toEqual([
       `==> e2epool CLI: ${root}/usr/bin/e2epool`,
-      '==> group e2epool',
+      `==> group ${SOCKET_GROUP}`,
       '==> user e2epool-agent',
-      `==> CI user ${userInfo().username} in group e2epool`,
+      `==> CI user ${userInfo().username} in group ${SOCKET_GROUP}`,
       `==> config ${root}/etc/e2epool/agent.yml: owner root, group e2epool-agent (only e2epool-agent in it), mode 0640`,
     ]);
     // dpkg leaves it root:root: the postinst gives it to the agent's group.
@@ -361,7 +361,7 @@ describe('install-agent.sh --host-only (the .deb postinst)', () => {
     const r = installer(['--host-only', '--dry-run', '--root', root]);
     expect(r.status).toBe(0);
     expect(r.stderr).toContain(
-      `${config} (${owner} 644) is readable by CI jobs (group e2epool or everyone); make it root:e2epool-agent 0640`,
+      `${config} (${owner} 644) is readable by CI jobs (group ${SOCKET_GROUP} or ${CONTROLLER_GROUP}, or everyone); make it root:e2epool-agent 0640`,
     );
     expect(r.stdout).not.toContain('would run: chgrp');
   });
@@ -372,7 +372,7 @@ describe('install-agent.sh: the agent credential', () => {
     const r = installer(dryRunArgs());
     expect(r.status).toBe(DRY_RUN_STATUS);
     const line = r.stdout.split('\n').find((l) => l.includes('would write /etc/e2epool/agent.yml'));
-    // Mode 0600, owned by e2epool-agent and not by group e2epool (gitlab-runner is in that one).
+    // Mode 0600, owned by e2epool-agent and not by the socket group (gitlab-runner is in that one).
     expect(line).toBe(
       '    would write /etc/e2epool/agent.yml (mode 0600, owner e2epool-agent:root)',
     );
