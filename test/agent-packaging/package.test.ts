@@ -203,7 +203,7 @@ describe('npm run package', () => {
     const commands = [...help.stdout.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]);
     expect(commands).toEqual(['agent', 'create', 'finalize', 'status', 'ping', 'logs', 'help']);
     const controllerCommand = await exec(exe, ['migrate'], { env: { PATH: '/nonexistent' } });
-    expect(controllerCommand.status).toBe(1);
+    expect(controllerCommand.status).toBe(CLI_EXIT.usage);
     expect(controllerCommand.stderr).toContain("unknown command 'migrate'");
   });
 
