@@ -3,12 +3,15 @@ import { Client, Connection } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { checkpointWorkflowId, type CheckpointWorkflowInput } from '../../common/checkpoint';
-import { gitlabQueueRates, temporalBurst } from '../../common/gitlab-budget';
+import { join } from 'node:path';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { gitlabPollRate, gitlabQueueRates, temporalBurst } from '../../common/gitlab-budget';
 import { freePort } from '../../dev/ports';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
 import { restClient } from '../helpers/controller';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
-import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { bareMetalRunnerYaml, testRunners, uniqueId, type TestRunner } from '../helpers/env';
+import { queueUrgent, type priorityOrderWorkflow } from '../helpers/priority-workflow';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabCall, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -151,9 +154,9 @@ describe('the GitLab rate budget', () => {
       const names = await Promise.all(R.map((r, i) => create(c, r, String(9100 + i))));
       // The API stretched the poll interval to fit the fleet's polls into their share.
       const started = await inputOf(temporal, R[0]!);
-      expect(started.timing.pollerIntervalSeconds).toBe(N / gitlabQueueRates(MAX_RPS, 0.5).poll);
+      expect(started.timing.pollerIntervalSeconds).toBe(N / gitlabPollRate(MAX_RPS, 0.5));
       // Let the polls run against the budget for a while, then end every job at once:
-      // 12 × (pause check, pause, unpause) against 2/s for pauses and unpauses.
+      // 12 × (pause check, pause, unpause) and the polls against 3.8/s on the GitLab queue.
       await waitFor(
         'polls running against the budget',
         () => gitlab.calls.filter((k) => k.path.includes('/jobs/')).length >= 8,
@@ -172,8 +175,8 @@ describe('the GitLab rate budget', () => {
       ]);
       const calls = gitlab.calls.filter((k) => k.at >= start && mine.has(k.path));
       const times = calls.map((k) => k.at);
-      const rates = gitlabQueueRates(MAX_RPS, 0.5);
-      const burst = temporalBurst(rates.urgent, 1) + temporalBurst(rates.poll, 1);
+      const rates = gitlabQueueRates(MAX_RPS);
+      const burst = temporalBurst(rates.gitlab, 1) + temporalBurst(rates.legacyPoll, 1);
       const perSecond = busiestWindow(times, 1000);
       const perFiveSeconds = busiestWindow(times, 5000);
       const runnerRequests = calls.filter((k) => k.path.startsWith('/api/v4/runners/'));
@@ -187,12 +190,12 @@ describe('the GitLab rate budget', () => {
       expect(perSecond).toBeLessThanOrEqual(MAX_RPS + burst);
       expect(perFiveSeconds).toBeLessThanOrEqual(5 * MAX_RPS + burst);
       // Per runner: the pause check, the pause, the unpause and its read-back (in the
-      // unpause's activity). Demand exceeded the budget: 36 activities at 2/s cannot
-      // take less than ~17 s.
+      // unpause's activity). Demand exceeded the budget: 36 activities at 3.8/s cannot
+      // take less than ~8 s.
       expect(runnerRequests).toHaveLength(4 * N);
       const activities = 3 * N;
       expect(span(runnerRequests)).toBeGreaterThanOrEqual(
-        (activities - temporalBurst(rates.urgent, 1)) / rates.urgent - 1,
+        (activities - temporalBurst(rates.gitlab, 1)) / rates.gitlab - 1,
       );
     } finally {
       await c.stop();
@@ -285,9 +288,10 @@ describe('the GitLab rate budget', () => {
         E2EPOOL_POLLER_INTERVAL_SECONDS: '4',
       },
       1,
-      // The worker's budget: polls get 1/s and pauses 1/s, against 3.75 polls/s.
-      // Behind that backlog (one queue, first in first out) an unpause would
-      // wait about a poll interval (4 s), the longest a poll stays queued.
+      // The worker's budget: 1.9/s on the GitLab queue, against 3.75 polls/s.
+      // Behind that backlog, first in first out, an unpause would wait about a
+      // poll interval (4 s), the longest a poll stays queued; by priority it
+      // goes next.
       { E2EPOOL_GITLAB_MAX_RPS: '2' },
     );
     const connection = await Connection.connect({ address: temporal.address });
@@ -335,7 +339,7 @@ describe('the GitLab rate budget', () => {
         `unpause queued ${queued} ms (finalize → unpause ${unpause.at - finalizedAt} ms) ` +
           `while ${pollBacklog} polls were served and ${await dropped()} dropped in all`,
       );
-      // One token of 1/s at most (plus dispatch slack on a loaded machine), never a poll backlog's worth.
+      // One token of 1.9/s at most (plus dispatch slack on a loaded machine), never a poll backlog's worth.
       expect(queued).toBeLessThan(3000);
       expect(gitlab.runner(ids[0]!).paused).toBe(false);
     } finally {
@@ -343,4 +347,64 @@ describe('the GitLab rate budget', () => {
       await c.stop();
     }
   }, 180_000);
+
+  it('starts a priority-1 activity queued after priority-5 ones first, on a rate-limited queue (matching.useNewMatcher)', async () => {
+    const LOW = 6;
+    const RATE = 2;
+    const workflowQueue = uniqueId('prio-wf');
+    const activityQueue = uniqueId('prio-act');
+    const native = await NativeConnection.connect({ address: temporal.address });
+    const connection = await Connection.connect({ address: temporal.address });
+    const client = new Client({ connection });
+    const workflows = await Worker.create({
+      connection: native,
+      taskQueue: workflowQueue,
+      workflowsPath: join(__dirname, '..', 'helpers', 'priority-workflow.ts'),
+    });
+    const workflowsRunning = workflows.run();
+    let activities: Worker | undefined;
+    let activitiesRunning: Promise<void> | undefined;
+    try {
+      const handle = await client.workflow.start<typeof priorityOrderWorkflow>(
+        'priorityOrderWorkflow',
+        {
+          taskQueue: workflowQueue,
+          workflowId: uniqueId('prio'),
+          args: [{ queue: activityQueue, low: LOW }],
+        },
+      );
+      const pending = async () => (await handle.describe()).raw.pendingActivities?.length ?? 0;
+      // Nobody polls the activity queue yet: the priority-5 ones wait there, then the priority-1 one.
+      await waitFor('the priority-5 activities queued', async () => (await pending()) === LOW);
+      await handle.signal(queueUrgent);
+      await waitFor('the priority-1 activity queued', async () => (await pending()) === LOW + 1);
+      const started: { label: string; at: number }[] = [];
+      activities = await Worker.create({
+        connection: native,
+        taskQueue: activityQueue,
+        activities: {
+          probe: (label: string) => {
+            started.push({ label, at: Date.now() });
+            return Promise.resolve();
+          },
+        },
+        maxTaskQueueActivitiesPerSecond: RATE,
+      });
+      activitiesRunning = activities.run();
+      await handle.result();
+      const order = started.map((x) => x.label);
+      const span = (started.at(-1)!.at - started[0]!.at) / 1000;
+      console.log(`start order at ${RATE}/s: ${order.join(' ')} (${span.toFixed(1)} s)`);
+      expect(order[0]).toBe('urgent');
+      expect(order).toHaveLength(LOW + 1);
+      // The queue's rate limit held meanwhile: LOW + 1 tasks at RATE/s, after a burst of ceil(RATE).
+      expect(span).toBeGreaterThanOrEqual((LOW + 1 - temporalBurst(RATE, 1)) / RATE - 0.5);
+    } finally {
+      activities?.shutdown();
+      workflows.shutdown();
+      await Promise.all([activitiesRunning, workflowsRunning]);
+      await connection.close();
+      await native.close();
+    }
+  }, 120_000);
 });

@@ -450,6 +450,26 @@ const scenarios: Record<string, Scenario> = {
     });
     return { workflowId };
   },
+  // 1.2.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
+  // unpause on the one GitLab queue, each with its priority.
+  async 'gitlab-priority-polled-reset'(h, s) {
+    let polls = 0;
+    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
+    const r = runner('bare_metal', 24);
+    await createCheckpoint(h, r, input(r), { jobId: '124', projectId: '5' });
+    await result(h, r);
+    return r.runnerId;
+  },
+  // 1.2.0: the reconciler's GitLab checks and unpauses at their priority.
+  async 'gitlab-priority-reconcile-pass'(h) {
+    const workflowId = uniqueId('rec-reconcile-prio');
+    await h.client.workflow.execute('reconcileWorkflow', {
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [{ repair: true, minAgeSeconds: 0 }],
+    });
+    return { workflowId };
+  },
 };
 
 /** Runs a baseline refresh to its end (failed or not); its workflow id. */
