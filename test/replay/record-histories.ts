@@ -441,15 +441,7 @@ const scenarios: Record<string, Scenario> = {
     return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b')], 1);
   },
   // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
-  async 'reconcile-pass'(h) {
-    const workflowId = uniqueId('rec-reconcile');
-    await h.client.workflow.execute('reconcileWorkflow', {
-      workflowId,
-      taskQueue: h.taskQueue,
-      args: [{ repair: true, minAgeSeconds: 0 }],
-    });
-    return { workflowId };
-  },
+  'reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile'),
   // 1.2.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
   // unpause on the one GitLab queue, each with its priority.
   async 'gitlab-priority-polled-reset'(h, s) {
@@ -461,16 +453,19 @@ const scenarios: Record<string, Scenario> = {
     return r.runnerId;
   },
   // 1.2.0: the reconciler's GitLab checks and unpauses at their priority.
-  async 'gitlab-priority-reconcile-pass'(h) {
-    const workflowId = uniqueId('rec-reconcile-prio');
-    await h.client.workflow.execute('reconcileWorkflow', {
-      workflowId,
-      taskQueue: h.taskQueue,
-      args: [{ repair: true, minAgeSeconds: 0 }],
-    });
-    return { workflowId };
-  },
+  'gitlab-priority-reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile-prio'),
 };
+
+/** Runs one reconciler pass (repairing) to its end; its workflow id. */
+async function reconcilePass(h: WorkflowHarness, label: string) {
+  const workflowId = uniqueId(label);
+  await h.client.workflow.execute('reconcileWorkflow', {
+    workflowId,
+    taskQueue: h.taskQueue,
+    args: [{ repair: true, minAgeSeconds: 0 }],
+  });
+  return { workflowId };
+}
 
 /** Runs a baseline refresh to its end (failed or not); its workflow id. */
 async function refresh(h: WorkflowHarness, runnerId: string, updateCmd?: string) {
