@@ -182,7 +182,9 @@ describe('the GitLab rate budget', () => {
       const readBacks = calls.filter((k) => {
         const before = last.get(k.path);
         last.set(k.path, k);
-        return k.method === 'GET' && before?.method === 'PUT' && String(before.body.paused) === 'false';
+        return (
+          k.method === 'GET' && before?.method === 'PUT' && String(before.body.paused) === 'false'
+        );
       });
       const times = calls.filter((k) => !readBacks.includes(k)).map((k) => k.at);
       const rates = gitlabQueueRates(MAX_RPS);

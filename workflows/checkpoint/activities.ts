@@ -13,11 +13,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
-import {
-  GITLAB_PRIORITY,
-  gitlabPollTaskQueue,
-  gitlabTaskQueue,
-} from '../../common/gitlab-budget';
+import { GITLAB_PRIORITY, gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
 import { PATCH_GITLAB_PRIORITY } from '../../common/patches';
 
 /**
