@@ -133,6 +133,21 @@ async function failedJob(h: WorkflowHarness, r: RunnerSpec, jobId: string, t = {
   return cp;
 }
 
+/** A job the second poll sees failed, then its reset; the checkpoint's runner id. */
+async function polledFailedJob(
+  h: WorkflowHarness,
+  s: StubActivities,
+  gitlabRunnerId: number,
+  jobId: string,
+) {
+  let polls = 0;
+  s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
+  const r = runner('bare_metal', gitlabRunnerId);
+  await createCheckpoint(h, r, input(r), { jobId, projectId: '5' });
+  await result(h, r);
+  return r.runnerId;
+}
+
 /** A failed job whose reset fails its one attempt: the run waits in needs_attention. */
 async function toNeedsAttention(
   h: WorkflowHarness,
@@ -173,14 +188,7 @@ const scenarios: Record<string, Scenario> = {
     await result(h, r);
     return r.runnerId;
   },
-  async 'poller-job-failed'(h, s) {
-    let polls = 0;
-    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
-    const r = runner('bare_metal', 9);
-    await createCheckpoint(h, r, input(r), { jobId: '105', projectId: '5' });
-    await result(h, r);
-    return r.runnerId;
-  },
+  'poller-job-failed': (h, s) => polledFailedJob(h, s, 9, '105'),
   // A poll answered 429, then a wait as long as asked; the third poll sees the failure.
   async 'poller-rate-limited'(h, s) {
     let polls = 0;
@@ -444,14 +452,7 @@ const scenarios: Record<string, Scenario> = {
   'reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile'),
   // 1.2.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
   // unpause on the one GitLab queue, each with its priority.
-  async 'gitlab-priority-polled-reset'(h, s) {
-    let polls = 0;
-    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
-    const r = runner('bare_metal', 24);
-    await createCheckpoint(h, r, input(r), { jobId: '124', projectId: '5' });
-    await result(h, r);
-    return r.runnerId;
-  },
+  'gitlab-priority-polled-reset': (h, s) => polledFailedJob(h, s, 24, '124'),
   // 1.2.0: the reconciler's GitLab checks and unpauses at their priority.
   'gitlab-priority-reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile-prio'),
 };
