@@ -19,3 +19,16 @@
  * 1.0.0 path whether or not the marker is there.
  */
 export const PATCH_PROOF_OF_RESET = 'proof-of-reset';
+
+/**
+ * 1.2.0, one GitLab queue ordered by task priority (README, "GitLab rate
+ * budget", common/gitlab-budget.ts): a run with the marker schedules every
+ * GitLab activity on `<taskQueue>-gitlab` with a priority (pause check,
+ * pause, unpause 1; the reconciler's 3; job-status polls 5). Without it
+ * (replaying a 1.1 history) pauses and unpauses go to that queue without a
+ * priority and polls to `<taskQueue>-gitlab-poll`. Asked where each GitLab
+ * activity is scheduled, so a 1.1 run switches at its first GitLab activity
+ * after the upgrade; the worker keeps polling the 1.1 poll queue for the
+ * polls scheduled before it.
+ */
+export const PATCH_GITLAB_PRIORITY = 'gitlab-priority';

@@ -96,6 +96,16 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
+  it('has the 1.2.0 path: one GitLab queue by priority (PATCH_GITLAB_PRIORITY)', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        ['gitlab-priority-polled-reset', 'gitlab-priority-reconcile-pass'].map(
+          (n) => `1.2.0/${n}.json`,
+        ),
+      ),
+    );
+  });
+
   it.each(FIXTURES)('%s replays without non-determinism', async (file) => {
     const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
     await Worker.runReplayHistory(
