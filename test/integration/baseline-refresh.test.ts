@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
@@ -16,8 +17,9 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
  * Baseline refresh and fleet rollout on the Proxmox stand-in (README,
- * "Baseline refresh"): registry runners with a golden baseline, refreshed by
- * baselineRefreshWorkflow and baselineRolloutWorkflow on real Temporal.
+ * "Baseline refresh"): registry runners with a golden baseline, and `file`,
+ * one of the inventory file, refreshed by baselineRefreshWorkflow and
+ * baselineRolloutWorkflow on real Temporal.
  */
 const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file'] as const;
 type Label = (typeof LABELS)[number];
@@ -81,12 +83,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
     };
     for (const l of LABELS) agents.connect(R[l].id, new Date(0));
     c = await startTestController({
-      inventory: `runners:\n${proxmoxRunnerYaml(pve, {
-        runnerId: R.file.id,
-        token: R.file.token,
-        vmid: vmid('file'),
-        extra: { baseline_snapshot: BASELINE },
-      })}`,
+      inventory: fileInventory(BASELINE),
       agents,
       env: {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
@@ -119,6 +116,16 @@ describe('baseline refresh and rollout on Proxmox', () => {
     await c?.stop();
     await pve?.close();
   });
+
+  /** The inventory file: `file` with `baseline`. */
+  function fileInventory(baseline: string): string {
+    return `runners:\n${proxmoxRunnerYaml(pve, {
+      runnerId: R.file.id,
+      token: R.file.token,
+      vmid: vmid('file'),
+      extra: { baseline_snapshot: baseline },
+    })}`;
+  }
 
   const until = (r: TestRunner, name: string, state: string) =>
     waitFor(`${name} to reach ${state}`, async () => {
@@ -284,7 +291,61 @@ describe('baseline refresh and rollout on Proxmox', () => {
     });
   });
 
-  it('bad input: 422; unknown runner: 404; a file or non-Proxmox runner: 409; no admin token: 403', async () => {
+  it("an inventory-file runner: refreshed as a registry one, its next checkpoint resets to the new baseline; editing the file's baseline_snapshot makes that current", async () => {
+    const r = R.file;
+    expect(await runner('file')).toMatchObject({ source: 'inventory', current_baseline: BASELINE });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, {
+      update_cmd: 'echo v4 > /etc/e2e-version',
+    });
+    expect(res).toEqual({ status: 202, body: { workflow_id: `e2epool-baseline-${r.id}` } });
+    const done = (await result(res.body.workflow_id as string)) as { baseline: string };
+    expect(done).toMatchObject({ baseline: expect.stringMatching(REFRESHED), previous: BASELINE });
+    expect(await runner('file')).toMatchObject({
+      source: 'inventory',
+      current_baseline: done.baseline,
+      draining: false,
+      quarantined: false,
+    });
+    const audit = await c.ds.query(
+      `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
+      [r.id],
+    );
+    expect(audit.map((a: { action: string }) => a.action)).toEqual([
+      'baseline-refresh',
+      'drain',
+      'baseline',
+      'undrain',
+    ]);
+
+    const name = await createWhenUndrained('file', '9401');
+    vm('file').files.set(JOB_FILE, 'left by the job');
+    vm('file').files.delete('/etc/e2e-version');
+    await as(r).finalize(name, 'failure');
+    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
+    expect(vm('file').currentParent).toBe(done.baseline);
+    expect(vm('file').files.get('/etc/e2e-version')).toBe('v4\n');
+    expect(vm('file').files.has(JOB_FILE)).toBe(false);
+    await runEnded(c, r.id);
+
+    // The operator edits the file: the new value is current, and stays so when set back.
+    const edit = (baseline: string) => {
+      writeFileSync(c.inventory.path, fileInventory(baseline));
+      expect(c.inventory.reload()).toBe(true);
+    };
+    edit('hand-made');
+    expect((await runner('file')).current_baseline).toBe('hand-made');
+    await waitFor('the refreshed baseline forgotten', async () => {
+      const [row] = await c.ds.query(
+        `SELECT current_baseline FROM runner_state WHERE runner_id = $1`,
+        [r.id],
+      );
+      return row.current_baseline === null;
+    });
+    edit(BASELINE);
+    expect((await runner('file')).current_baseline).toBe(BASELINE);
+  });
+
+  it('bad input: 422; unknown runner: 404; no admin token: 403', async () => {
     const path = `/api/runners/${R.roll1.id}/baseline`;
     for (const body of [
       { keep: 0 },
@@ -300,7 +361,6 @@ describe('baseline refresh and rollout on Proxmox', () => {
       status: 404,
       body: { detail: "Runner 'nobody' not found" },
     });
-    expect((await admin()('POST', `/api/runners/${R.file.id}/baseline`, {})).status).toBe(409);
     const rollouts = '/api/baseline-rollouts';
     for (const body of [
       {},
