@@ -656,7 +656,10 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       responses: {
         '200': json(body, 'The runner'),
         '404': detailError('Runner not found'),
-        '409': detailError("Runner '<id>' is defined in the inventory file"),
+        // An inventory-file runner's drain is kept in runner_state; its tokens are the file's.
+        ...(action.startsWith('rotate')
+          ? { '409': detailError("Runner '<id>' is defined in the inventory file") }
+          : {}),
         ...adminErrors,
       },
     });

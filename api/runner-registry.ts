@@ -346,9 +346,30 @@ export class RunnerRegistry {
    * unpauses it (a pass is started at once, see `undrained`).
    */
   async drain(runnerId: string, draining: boolean): Promise<RunnerView> {
-    const view = await this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
+    const action = draining ? 'drain' : 'undrain';
+    const view = this.d.inventory.inventory.inFile(runnerId)
+      ? await this.drainFileRunner(runnerId, action, draining)
+      : await this.setFlag(runnerId, action, { draining });
     if (!draining) await this.startUnpause(runnerId, 'undrain');
     return view;
+  }
+
+  /**
+   * An inventory-file runner's drain: the file holds none, runner_state does
+   * (where a baseline refresh drains it too, and may leave it drained).
+   */
+  private async drainFileRunner(
+    runnerId: string,
+    action: string,
+    draining: boolean,
+  ): Promise<RunnerView> {
+    const view = await this.d.store.transaction(async (tx) => {
+      const changed = await tx.runnerState.setDraining(runnerId, draining);
+      await tx.audit.record({ actor: this.actor, action, runnerId, detail: { changed } });
+      return this.viewIn(tx, runnerId);
+    });
+    this.d.log.info({ runnerId, actor: this.actor, action }, 'runner changed');
+    return this.applied(view);
   }
 
   /**

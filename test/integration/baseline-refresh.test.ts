@@ -21,7 +21,7 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
  * one of the inventory file, refreshed by baselineRefreshWorkflow and
  * baselineRolloutWorkflow on real Temporal.
  */
-const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file'] as const;
+const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file', 'lost'] as const;
 type Label = (typeof LABELS)[number];
 const R = testRunners(LABELS);
 const vmid = (l: Label) => 401 + LABELS.indexOf(l);
@@ -220,6 +220,34 @@ describe('baseline refresh and rollout on Proxmox', () => {
     await as(r).finalize(name, 'success');
     await until(r, name, 'reset');
     await runEnded(c, r.id);
+  });
+
+  it('a refresh whose restore fails too quarantines the runner (source refresh), left drained', async () => {
+    const r = R.lost;
+    // The update fails, and the previous baseline is gone by then: nothing to restore.
+    pve.setExecHandler('pve1', vmid('lost'), () => {
+      const snaps = vm('lost').snapshots;
+      snaps.splice(
+        snaps.findIndex((x) => x.name === BASELINE),
+        1,
+      );
+      return { exitCode: 1, stderr: 'disk gone' };
+    });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, { update_cmd: 'upgrade' });
+    expect(res.status).toBe(202);
+    const cause = await failureOf(res.body.workflow_id as string);
+    expect(cause.message).toContain('the previous baseline could not be restored');
+    expect(await runner('lost')).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'refresh',
+      quarantine_reason: expect.stringContaining('could not be restored'),
+      draining: true,
+    });
+    expect(await as(r).create(r.id, '9501')).toEqual({
+      status: 423,
+      body: { detail: `Runner '${r.id}' is quarantined` },
+    });
+    pve.setExecHandler('pve1', vmid('lost'), undefined);
   });
 
   it("a rollout stops at its canary's failure: the other runners are not touched", async () => {
