@@ -76,16 +76,13 @@ async function definition(
   tx: Pick<Stores, 'runners'>,
   runnerId: string,
 ): Promise<{ registry: { draining: boolean } | null; configured: string | null }> {
-  const configuredOf = (f: Record<string, unknown>) =>
-    typeof f.baseline_snapshot === 'string' ? f.baseline_snapshot : null;
-  if (c.deps.inventory.inventory.inFile(runnerId)) {
-    const r = c.vm(runnerId).r;
-    return { registry: null, configured: configuredOf(r as unknown as Record<string, unknown>) };
-  }
+  if (c.deps.inventory.inventory.inFile(runnerId))
+    return { registry: null, configured: c.vm(runnerId).r.baseline_snapshot ?? null };
   const stored = await tx.runners.get(runnerId);
   if (!stored || stored.fields.backend !== 'proxmox')
     throw fail('PermanentFailure', `runner '${runnerId}' is not a Proxmox runner`);
-  return { registry: stored, configured: configuredOf(stored.fields) };
+  const configured = stored.fields.baseline_snapshot;
+  return { registry: stored, configured: typeof configured === 'string' ? configured : null };
 }
 
 /** The runner's baseline now (config/runner-state.ts: a refresh's, else the configured one). */

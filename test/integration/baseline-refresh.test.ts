@@ -139,6 +139,20 @@ describe('baseline refresh and rollout on Proxmox', () => {
       return res.status === 201 ? (res.body.name as string) : undefined;
     });
 
+  /** The next checkpoint resets to `baseline`: the update (`version`) is there, the job's file is not. */
+  async function nextResetsTo(l: Label, jobId: string, baseline: string, version: string) {
+    const r = R[l];
+    const name = await createWhenUndrained(l, jobId);
+    vm(l).files.set(JOB_FILE, 'left by the job');
+    vm(l).files.delete('/etc/e2e-version');
+    await as(r).finalize(name, 'failure');
+    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
+    expect(vm(l).currentParent).toBe(baseline);
+    expect(vm(l).files.get('/etc/e2e-version')).toBe(version);
+    expect(vm(l).files.has(JOB_FILE)).toBe(false);
+    await runEnded(c, r.id);
+  }
+
   it('a refresh waits for the active checkpoint, bakes update_cmd into a new baseline, prunes beyond keep; the next checkpoint resets to it', async () => {
     const r = R.ok;
     expect((await runner('ok')).current_baseline).toBe(BASELINE);
@@ -185,17 +199,8 @@ describe('baseline refresh and rollout on Proxmox', () => {
       expect.arrayContaining(['baseline-refresh', 'drain', 'baseline', 'undrain']),
     );
 
-    // The next checkpoint resets to the new baseline: the update is there, the job's file is not.
     await runEnded(c, r.id);
-    const name = await createWhenUndrained('ok', '9303');
-    vm('ok').files.set(JOB_FILE, 'left by the job');
-    vm('ok').files.delete('/etc/e2e-version');
-    await as(r).finalize(name, 'failure');
-    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
-    expect(vm('ok').currentParent).toBe(done.baseline);
-    expect(vm('ok').files.get('/etc/e2e-version')).toBe('v2\n');
-    expect(vm('ok').files.has(JOB_FILE)).toBe(false);
-    await runEnded(c, r.id);
+    await nextResetsTo('ok', '9303', done.baseline, 'v2\n');
   });
 
   it('a failing update_cmd restores the old baseline and undrains', async () => {
@@ -345,15 +350,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
       'undrain',
     ]);
 
-    const name = await createWhenUndrained('file', '9401');
-    vm('file').files.set(JOB_FILE, 'left by the job');
-    vm('file').files.delete('/etc/e2e-version');
-    await as(r).finalize(name, 'failure');
-    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
-    expect(vm('file').currentParent).toBe(done.baseline);
-    expect(vm('file').files.get('/etc/e2e-version')).toBe('v4\n');
-    expect(vm('file').files.has(JOB_FILE)).toBe(false);
-    await runEnded(c, r.id);
+    await nextResetsTo('file', '9401', done.baseline, 'v4\n');
 
     // The operator edits the file: the new value is current, and stays so when set back.
     const edit = (baseline: string) => {
