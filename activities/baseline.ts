@@ -10,7 +10,8 @@ import { isRefreshBaseline } from '../common/baseline';
 import { fail } from '../common/fail';
 import { canaryPathOf, type ProxmoxRunner } from '../config/runner-schema';
 import { createStore } from '../store';
-import { currentBaselineOf } from '../store/runners';
+import { currentBaselineOf } from '../config/runner-state';
+import type { Stores } from '../store';
 import { heartbeat } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
 import type { ProxmoxClient } from './proxmox/client';
@@ -65,26 +66,55 @@ function baselineSteps(deps: ActivityDeps) {
 
 type Steps = ReturnType<typeof baselineSteps>;
 
-/** The registry's runner, which must be a registry Proxmox runner (the inventory file holds no drain). */
-async function refreshStart(c: Steps, runnerId: string): Promise<RefreshStart> {
-  const stored = await c.store.runners.get(runnerId);
+/**
+ * Where the runner is defined and its configured baseline_snapshot: a
+ * registry runner is read from Postgres now (a PATCH of moments ago counts),
+ * an inventory-file runner from the file. Throws (permanent) for neither.
+ */
+async function definition(
+  c: Steps,
+  tx: Pick<Stores, 'runners'>,
+  runnerId: string,
+): Promise<{ registry: { draining: boolean } | null; configured: string | null }> {
+  if (c.deps.inventory.inventory.inFile(runnerId))
+    return { registry: null, configured: c.vm(runnerId).r.baseline_snapshot ?? null };
+  const stored = await tx.runners.get(runnerId);
   if (!stored || stored.fields.backend !== 'proxmox')
-    throw fail('PermanentFailure', `runner '${runnerId}' is not a Proxmox runner of the registry`);
+    throw fail('PermanentFailure', `runner '${runnerId}' is not a Proxmox runner`);
+  const configured = stored.fields.baseline_snapshot;
+  return { registry: stored, configured: typeof configured === 'string' ? configured : null };
+}
+
+/** The runner's baseline now (config/runner-state.ts: a refresh's, else the configured one). */
+async function currentOf(c: Steps, tx: Stores, runnerId: string): Promise<string | null> {
+  const { configured } = await definition(c, tx, runnerId);
+  return currentBaselineOf(await tx.runnerState.get(runnerId), configured);
+}
+
+/** What the refresh starts from: a Proxmox runner of the inventory file or the registry. */
+async function refreshStart(c: Steps, runnerId: string): Promise<RefreshStart> {
   const { r } = c.vm(runnerId);
+  const { registry, configured } = await definition(c, c.store, runnerId);
+  const state = await c.store.runnerState.get(runnerId);
   return {
-    previous: currentBaselineOf(stored),
-    wasDraining: stored.draining,
+    previous: currentBaselineOf(state, configured),
+    wasDraining: registry ? registry.draining : state.draining,
     canaryPath: canaryPathOf(r),
   };
 }
 
-/** Drains or undrains, audited (as the admin API's drain); a runner already so is left alone. */
+/**
+ * Drains or undrains, audited (as the admin API's drain); a runner already so
+ * is left alone. A registry runner's drain is its `draining` column; an
+ * inventory-file runner's is its runner_state row (the file holds no drain).
+ */
 async function setDraining(c: Steps, runnerId: string, draining: boolean): Promise<void> {
   await c.store.transaction(async (tx) => {
-    const r = await tx.runners.get(runnerId);
-    if (!r) throw fail('PermanentFailure', `runner '${runnerId}' is not in the registry`);
-    if (r.draining === draining) return;
-    await tx.runners.set(runnerId, { draining });
+    const { registry } = await definition(c, tx, runnerId);
+    if (registry) {
+      if (registry.draining === draining) return;
+      await tx.runners.set(runnerId, { draining });
+    } else if (!(await tx.runnerState.setDraining(runnerId, draining))) return;
     await tx.audit.record({ actor: ACTOR, action: draining ? 'drain' : 'undrain', runnerId });
   });
 }
@@ -170,10 +200,9 @@ async function commitBaseline(
   i: { runnerId: string; name: string; previous: string | null },
 ): Promise<void> {
   await c.store.transaction(async (tx) => {
-    const r = await tx.runners.get(i.runnerId);
-    if (r?.currentBaseline === i.name) return;
-    if (!(await tx.runners.setCurrentBaseline(i.runnerId, i.name)))
-      throw fail('PermanentFailure', `runner '${i.runnerId}' is not in the registry`);
+    // Current while the configured baseline_snapshot stays the one it replaces.
+    const { configured } = await definition(c, tx, i.runnerId);
+    if (!(await tx.runnerState.setCurrentBaseline(i.runnerId, i.name, configured))) return;
     await tx.audit.record({
       actor: ACTOR,
       action: 'baseline',
@@ -215,9 +244,8 @@ async function restorePrevious(
   i: { runnerId: string; previous: string | null; attempted: string | null },
 ): Promise<string> {
   const { client } = c.vm(i.runnerId);
-  const stored = await c.store.runners.get(i.runnerId);
   const attempted = i.attempted;
-  if (attempted && stored?.currentBaseline !== attempted) {
+  if (attempted && (await currentOf(c, c.store, i.runnerId)) !== attempted) {
     if ((await client.listSnapshots()).some((s) => s.name === attempted))
       await c.task(client, () => client.deleteSnapshot(attempted), /does not exist/);
   }
@@ -232,12 +260,7 @@ async function quarantineAfterRefresh(
   i: { runnerId: string; reason: string },
 ): Promise<void> {
   await c.store.transaction(async (tx) => {
-    await quarantineRunner(
-      tx,
-      i.runnerId,
-      { reason: i.reason, source: 'verification' },
-      c.deps.log,
-    );
+    await quarantineRunner(tx, i.runnerId, { reason: i.reason, source: 'refresh' }, c.deps.log);
   });
 }
 

@@ -127,7 +127,7 @@ const runnerObject = z
         'Quarantined: creates get 423 and the runner stays paused in its CI system until unquarantined',
     }),
     quarantine_reason: z.string().nullable(),
-    quarantine_source: z.enum(['verification', 'failure_streak', 'operator']).nullable(),
+    quarantine_source: z.enum(['verification', 'failure_streak', 'operator', 'refresh']).nullable(),
     quarantined_at: z.string().openapi({ format: 'date-time' }).nullable(),
     current_baseline: z.string().nullable().openapi({
       description:
@@ -656,7 +656,10 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       responses: {
         '200': json(body, 'The runner'),
         '404': detailError('Runner not found'),
-        '409': detailError("Runner '<id>' is defined in the inventory file"),
+        // An inventory-file runner's drain is kept in runner_state; its tokens are the file's.
+        ...(action.startsWith('rotate')
+          ? { '409': detailError("Runner '<id>' is defined in the inventory file") }
+          : {}),
         ...adminErrors,
       },
     });
@@ -674,7 +677,6 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
-      '409': detailError("Runner '<id>' is defined in the inventory file"),
       '422': detailError('reason missing, empty, too long, or not storable; or an unknown field'),
       ...adminErrors,
     },
@@ -689,7 +691,6 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
-      '409': detailError("Runner '<id>' is defined in the inventory file"),
       ...adminErrors,
     },
   });

@@ -12,6 +12,7 @@ import { GitHubClient } from '../../activities/github/client';
 import { GitLabClient } from '../../activities/gitlab/client';
 import { proxmoxClientFactory } from '../../activities/proxmox/steps';
 import type { Inventory } from '../../config/inventory';
+import type { ProxmoxRunner } from '../../config/runner-schema';
 import { ConfigError, loadSettings, type Settings } from '../../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../../config/temporal';
 import { agentChecks } from './agents';
@@ -130,12 +131,20 @@ async function runnerChecks(
         out.push(await gitlabRunnerCheck(c, gitlab, r));
       if (r.ci_adapter === 'github' && r.github_runner_id)
         out.push(await githubRunnerCheck(c, github, r));
-      if (r.backend === 'proxmox') out.push(...(await proxmoxChecks(c, clientFor, r)));
+      // proxmox-baseline checks what resets roll back to now: a refresh's baseline, else the configured one.
+      if (r.backend === 'proxmox')
+        out.push(...(await proxmoxChecks(c, clientFor, withCurrentBaseline(inventory, r))));
       out.push(agents.get(r.runner_id)!);
       return out;
     },
     (list) => report(...list),
   );
+}
+
+/** The runner with `baseline_snapshot` set to its current baseline (config/runner-state.ts). */
+function withCurrentBaseline(inventory: Inventory, r: ProxmoxRunner): ProxmoxRunner {
+  const current = inventory.currentBaseline(r.runner_id);
+  return current ? { ...r, baseline_snapshot: current } : r;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
@@ -16,10 +17,11 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
  * Baseline refresh and fleet rollout on the Proxmox stand-in (README,
- * "Baseline refresh"): registry runners with a golden baseline, refreshed by
- * baselineRefreshWorkflow and baselineRolloutWorkflow on real Temporal.
+ * "Baseline refresh"): registry runners with a golden baseline, and `file`,
+ * one of the inventory file, refreshed by baselineRefreshWorkflow and
+ * baselineRolloutWorkflow on real Temporal.
  */
-const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file'] as const;
+const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file', 'lost'] as const;
 type Label = (typeof LABELS)[number];
 const R = testRunners(LABELS);
 const vmid = (l: Label) => 401 + LABELS.indexOf(l);
@@ -81,12 +83,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
     };
     for (const l of LABELS) agents.connect(R[l].id, new Date(0));
     c = await startTestController({
-      inventory: `runners:\n${proxmoxRunnerYaml(pve, {
-        runnerId: R.file.id,
-        token: R.file.token,
-        vmid: vmid('file'),
-        extra: { baseline_snapshot: BASELINE },
-      })}`,
+      inventory: fileInventory(BASELINE),
       agents,
       env: {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
@@ -120,6 +117,16 @@ describe('baseline refresh and rollout on Proxmox', () => {
     await pve?.close();
   });
 
+  /** The inventory file: `file` with `baseline`. */
+  function fileInventory(baseline: string): string {
+    return `runners:\n${proxmoxRunnerYaml(pve, {
+      runnerId: R.file.id,
+      token: R.file.token,
+      vmid: vmid('file'),
+      extra: { baseline_snapshot: baseline },
+    })}`;
+  }
+
   const until = (r: TestRunner, name: string, state: string) =>
     waitFor(`${name} to reach ${state}`, async () => {
       const res = await as(r).status(name);
@@ -131,6 +138,20 @@ describe('baseline refresh and rollout on Proxmox', () => {
       const res = await as(R[l]).create(R[l].id, jobId);
       return res.status === 201 ? (res.body.name as string) : undefined;
     });
+
+  /** The next checkpoint resets to `baseline`: the update (`version`) is there, the job's file is not. */
+  async function nextResetsTo(l: Label, jobId: string, baseline: string, version: string) {
+    const r = R[l];
+    const name = await createWhenUndrained(l, jobId);
+    vm(l).files.set(JOB_FILE, 'left by the job');
+    vm(l).files.delete('/etc/e2e-version');
+    await as(r).finalize(name, 'failure');
+    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
+    expect(vm(l).currentParent).toBe(baseline);
+    expect(vm(l).files.get('/etc/e2e-version')).toBe(version);
+    expect(vm(l).files.has(JOB_FILE)).toBe(false);
+    await runEnded(c, r.id);
+  }
 
   it('a refresh waits for the active checkpoint, bakes update_cmd into a new baseline, prunes beyond keep; the next checkpoint resets to it', async () => {
     const r = R.ok;
@@ -178,17 +199,8 @@ describe('baseline refresh and rollout on Proxmox', () => {
       expect.arrayContaining(['baseline-refresh', 'drain', 'baseline', 'undrain']),
     );
 
-    // The next checkpoint resets to the new baseline: the update is there, the job's file is not.
     await runEnded(c, r.id);
-    const name = await createWhenUndrained('ok', '9303');
-    vm('ok').files.set(JOB_FILE, 'left by the job');
-    vm('ok').files.delete('/etc/e2e-version');
-    await as(r).finalize(name, 'failure');
-    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
-    expect(vm('ok').currentParent).toBe(done.baseline);
-    expect(vm('ok').files.get('/etc/e2e-version')).toBe('v2\n');
-    expect(vm('ok').files.has(JOB_FILE)).toBe(false);
-    await runEnded(c, r.id);
+    await nextResetsTo('ok', '9303', done.baseline, 'v2\n');
   });
 
   it('a failing update_cmd restores the old baseline and undrains', async () => {
@@ -213,6 +225,34 @@ describe('baseline refresh and rollout on Proxmox', () => {
     await as(r).finalize(name, 'success');
     await until(r, name, 'reset');
     await runEnded(c, r.id);
+  });
+
+  it('a refresh whose restore fails too quarantines the runner (source refresh), left drained', async () => {
+    const r = R.lost;
+    // The update fails, and the previous baseline is gone by then: nothing to restore.
+    pve.setExecHandler('pve1', vmid('lost'), () => {
+      const snaps = vm('lost').snapshots;
+      snaps.splice(
+        snaps.findIndex((x) => x.name === BASELINE),
+        1,
+      );
+      return { exitCode: 1, stderr: 'disk gone' };
+    });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, { update_cmd: 'upgrade' });
+    expect(res.status).toBe(202);
+    const cause = await failureOf(res.body.workflow_id as string);
+    expect(cause.message).toContain('the previous baseline could not be restored');
+    expect(await runner('lost')).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'refresh',
+      quarantine_reason: expect.stringContaining('could not be restored'),
+      draining: true,
+    });
+    expect(await as(r).create(r.id, '9501')).toEqual({
+      status: 423,
+      body: { detail: `Runner '${r.id}' is quarantined` },
+    });
+    pve.setExecHandler('pve1', vmid('lost'), undefined);
   });
 
   it("a rollout stops at its canary's failure: the other runners are not touched", async () => {
@@ -284,7 +324,53 @@ describe('baseline refresh and rollout on Proxmox', () => {
     });
   });
 
-  it('bad input: 422; unknown runner: 404; a file or non-Proxmox runner: 409; no admin token: 403', async () => {
+  it("an inventory-file runner: refreshed as a registry one, its next checkpoint resets to the new baseline; editing the file's baseline_snapshot makes that current", async () => {
+    const r = R.file;
+    expect(await runner('file')).toMatchObject({ source: 'inventory', current_baseline: BASELINE });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, {
+      update_cmd: 'echo v4 > /etc/e2e-version',
+    });
+    expect(res).toEqual({ status: 202, body: { workflow_id: `e2epool-baseline-${r.id}` } });
+    const done = (await result(res.body.workflow_id as string)) as { baseline: string };
+    expect(done).toMatchObject({ baseline: expect.stringMatching(REFRESHED), previous: BASELINE });
+    expect(await runner('file')).toMatchObject({
+      source: 'inventory',
+      current_baseline: done.baseline,
+      draining: false,
+      quarantined: false,
+    });
+    const audit = await c.ds.query(
+      `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
+      [r.id],
+    );
+    expect(audit.map((a: { action: string }) => a.action)).toEqual([
+      'baseline-refresh',
+      'drain',
+      'baseline',
+      'undrain',
+    ]);
+
+    await nextResetsTo('file', '9401', done.baseline, 'v4\n');
+
+    // The operator edits the file: the new value is current, and stays so when set back.
+    const edit = (baseline: string) => {
+      writeFileSync(c.inventory.path, fileInventory(baseline));
+      expect(c.inventory.reload()).toBe(true);
+    };
+    edit('hand-made');
+    expect((await runner('file')).current_baseline).toBe('hand-made');
+    await waitFor('the refreshed baseline forgotten', async () => {
+      const [row] = await c.ds.query(
+        `SELECT current_baseline FROM runner_state WHERE runner_id = $1`,
+        [r.id],
+      );
+      return row.current_baseline === null;
+    });
+    edit(BASELINE);
+    expect((await runner('file')).current_baseline).toBe(BASELINE);
+  });
+
+  it('bad input: 422; unknown runner: 404; no admin token: 403', async () => {
     const path = `/api/runners/${R.roll1.id}/baseline`;
     for (const body of [
       { keep: 0 },
@@ -300,7 +386,6 @@ describe('baseline refresh and rollout on Proxmox', () => {
       status: 404,
       body: { detail: "Runner 'nobody' not found" },
     });
-    expect((await admin()('POST', `/api/runners/${R.file.id}/baseline`, {})).status).toBe(409);
     const rollouts = '/api/baseline-rollouts';
     for (const body of [
       {},

@@ -13,7 +13,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { testRunners, uniqueId } from '../helpers/env';
+import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { scrape, sumOf } from '../helpers/metrics';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
@@ -27,11 +27,17 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * or CLI); E2EPOOL_QUARANTINE_AFTER checkpoints in a row ending reset_failed
  * quarantine a runner, at most E2EPOOL_QUARANTINE_MAX_PERCENT of the fleet
  * (at least one runner): past that the streak is only reported.
- * Registry runners, created through the admin API.
+ * Registry runners, created through the admin API, and `file`, a runner of
+ * the inventory file (its quarantine is in runner_state, keyed by id, too).
  */
 const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
-const R = testRunners(['op', 's1', 's2', 'gh']);
-const GITLAB: Record<string, number> = { [R.op.id]: 411, [R.s1.id]: 412, [R.s2.id]: 413 };
+const R = testRunners(['op', 's1', 's2', 'gh', 'file']);
+const GITLAB: Record<string, number> = {
+  [R.op.id]: 411,
+  [R.s1.id]: 412,
+  [R.s2.id]: 413,
+  [R.file.id]: 415,
+};
 const GITHUB_ID = 414;
 const REPO = 'acme/quarantine';
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
@@ -62,7 +68,10 @@ describe('runner quarantine', () => {
         ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
         : { exitCode: 0, stdout: 'ok', stderr: '' };
     c = await startTestController({
-      inventory: 'runners: []\n',
+      inventory: `runners:\n${bareMetalRunnerYaml(R.file, {
+        reset_cmd: '/opt/reset.sh',
+        gitlab_runner_id: GITLAB[R.file.id]!,
+      })}`,
       agents,
       env: {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
@@ -72,7 +81,7 @@ describe('runner quarantine', () => {
         E2EPOOL_GITHUB_TOKEN: github.token,
         E2EPOOL_RESET_MAX_ATTEMPTS: '1',
         E2EPOOL_QUARANTINE_AFTER: '2',
-        // 4 runners: 20 % is 0.8, so the cap is its floor, one runner.
+        // 5 runners: 20 % is 1, so the cap is one runner.
         E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
       },
     });
@@ -84,6 +93,10 @@ describe('runner quarantine', () => {
       minAgeSeconds: 0,
     });
     for (const r of Object.values(R)) {
+      if (r === R.file) {
+        tokens.set(r.id, { token: r.token, agent: r.token });
+        continue;
+      }
       const res = await admin()('POST', '/api/runners', {
         runner_id: r.id,
         backend: 'bare_metal',
@@ -139,6 +152,40 @@ describe('runner quarantine', () => {
   const workerGauge = async (name: string) => sumOf(await scrape(c.worker.metricsUrl), name);
   const apiGauge = async (name: string) => sumOf(await scrape(`${c.api.url}/metrics`), name);
 
+  /** A checkpoint of `id`, then an operator's quarantine of it; returns the checkpoint and the runner. */
+  async function quarantineBusy(id: string, reason: string) {
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const q = await admin()('POST', `/api/runners/${id}/quarantine`, { reason });
+    expect(q).toMatchObject({
+      status: 200,
+      body: { quarantined: true, quarantine_reason: reason, quarantine_source: 'operator' },
+    });
+    return { name: cp.body.name as string, runner: q.body };
+  }
+
+  const refused = async (id: string) =>
+    expect(await api(id).create(id, uniqueId('job'))).toEqual({
+      status: 423,
+      body: { detail: `Runner '${id}' is quarantined` },
+    });
+
+  /** The quarantined runner's checkpoint ends; the runner stays paused, also through a reconciler pass. */
+  async function endsKeptPaused(id: string, name: string): Promise<void> {
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    await runEnded(c, id);
+    expect((await api(id).status(name)).body.state).toBe('reset');
+    expect(gitlab.runner(GITLAB[id]!)).toMatchObject({ paused: true, pausedHistory: [true] });
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: `runner '${id}' is quarantined: GitLab runner ${GITLAB[id]} stays paused until it is unquarantined`,
+      }),
+    );
+    await pass();
+    expect(paused(id)).toBe(true);
+  }
+
   it('refuses bad input with 422/404, never 500', async () => {
     const path = `/api/runners/${R.op.id}/quarantine`;
     for (const [body, detail] of [
@@ -169,14 +216,8 @@ describe('runner quarantine', () => {
 
   it("an operator's quarantine: 423 on create (REST and WebSocket), audited, kept paused until unquarantined on the fleet page", async () => {
     const id = R.op.id;
-    const cp = await api(id).create(id, uniqueId('job'));
-    expect(cp.status).toBe(201);
-    const q = await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'flaky disk' });
-    expect(q).toMatchObject({
-      status: 200,
-      body: { quarantined: true, quarantine_reason: 'flaky disk', quarantine_source: 'operator' },
-    });
-    expect(Date.parse(q.body.quarantined_at)).not.toBeNaN();
+    const cp = await quarantineBusy(id, 'flaky disk');
+    expect(Date.parse(cp.runner.quarantined_at)).not.toBeNaN();
     // Idempotent: the first reason stays.
     await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
     expect((await admin()('GET', `/api/runners/${id}`)).body.quarantine_reason).toBe('flaky disk');
@@ -184,10 +225,7 @@ describe('runner quarantine', () => {
       expect.arrayContaining([expect.objectContaining({ runner_id: id, quarantined: true })]),
     );
     // 423 before the one-active-checkpoint rule's 409.
-    expect(await api(id).create(id, uniqueId('job'))).toEqual({
-      status: 423,
-      body: { detail: `Runner '${id}' is quarantined` },
-    });
+    await refused(id);
     const agent = await connectRawAgent(c.api.url, { runnerId: id, token: tokens.get(id)!.agent });
     try {
       expect(await agent.request('create', { job_id: '71' })).toMatchObject({
@@ -207,19 +245,7 @@ describe('runner quarantine', () => {
     ]);
     expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
 
-    // The checkpoint ends; its runner stays paused, also through a reconciler pass.
-    expect((await api(id).finalize(cp.body.name, 'failure')).status).toBe(202);
-    await runEnded(c, id);
-    expect((await api(id).status(cp.body.name)).body.state).toBe('reset');
-    expect(gitlab.runner(GITLAB[id]!)).toMatchObject({ paused: true, pausedHistory: [true] });
-    expect((await operations(c.ds, cp.body.name)).find((o) => o.operation === 'unpause')).toEqual(
-      expect.objectContaining({
-        result: 'skipped',
-        detail: `runner '${id}' is quarantined: GitLab runner ${GITLAB[id]} stays paused until it is unquarantined`,
-      }),
-    );
-    await pass();
-    expect(paused(id)).toBe(true);
+    await endsKeptPaused(id, cp.name);
 
     // The fleet page shows it, and its button ends it.
     const fleet = await admin()('GET', '/ui/api/fleet');
@@ -252,6 +278,40 @@ describe('runner quarantine', () => {
         )
       ).length,
     ).toBe(1);
+    const next = await api(id).create(id, uniqueId('job'));
+    expect(next.status).toBe(201);
+    await api(id).finalize(next.body.name, 'success');
+    await runEnded(c, id);
+  });
+
+  it("an inventory-file runner: an operator's quarantine gives 423 and keeps it paused; unquarantine ends it", async () => {
+    const id = R.file.id;
+    const cp = await quarantineBusy(id, 'bad RAM');
+    expect(cp.runner.source).toBe('inventory');
+    await refused(id);
+    expect((await admin()('GET', '/api/runners')).body).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ runner_id: id, source: 'inventory', quarantined: true }),
+      ]),
+    );
+    expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
+    await endsKeptPaused(id, cp.name);
+    const fleet = await admin()('GET', '/ui/api/fleet');
+    expect(fleet.body.runners.find((r: { runner_id: string }) => r.runner_id === id)).toMatchObject(
+      { quarantine: { reason: 'bad RAM', source: 'operator' } },
+    );
+
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).body).toMatchObject({
+      source: 'inventory',
+      quarantined: false,
+      quarantine_reason: null,
+    });
+    await waitFor('the unquarantined file runner to be unpaused', () => !paused(id));
+    const audit = (await c.ds.query(
+      `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
+      [id],
+    )) as Array<{ action: string }>;
+    expect(audit.map((a) => a.action)).toEqual(['quarantine', 'unquarantine']);
     const next = await api(id).create(id, uniqueId('job'));
     expect(next.status).toBe(201);
     await api(id).finalize(next.body.name, 'success');
