@@ -30,8 +30,14 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * Registry runners, created through the admin API.
  */
 const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
-const R = testRunners(['op', 's1', 's2', 'gh']);
-const GITLAB: Record<string, number> = { [R.op.id]: 411, [R.s1.id]: 412, [R.s2.id]: 413 };
+const R = testRunners(['op', 's1', 's2', 'gh', 'cx', 'idle']);
+const GITLAB: Record<string, number> = {
+  [R.op.id]: 411,
+  [R.s1.id]: 412,
+  [R.s2.id]: 413,
+  [R.cx.id]: 415,
+  [R.idle.id]: 416,
+};
 const GITHUB_ID = 414;
 const REPO = 'acme/quarantine';
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
@@ -40,6 +46,10 @@ const run = promisify(execFile);
 describe('runner quarantine', () => {
   const agents = new FakeAgents();
   const failing = new Set<string>();
+  /** Runners whose commands hang until `unhang` (a reset in progress). */
+  const hanging = new Set<string>();
+  let unhang: () => void = () => undefined;
+  const hung = new Promise<void>((resolve) => (unhang = resolve));
   let gitlab: GitLabStandIn;
   let github: GitHubStandIn;
   let c: TestController;
@@ -57,10 +67,12 @@ describe('runner quarantine', () => {
       if (GITLAB[r.id]) gitlab.addRunner(GITLAB[r.id]!);
       agents.connect(r.id, new Date(0));
     }
-    agents.onExec = (runnerId) =>
-      failing.has(runnerId)
+    agents.onExec = async (runnerId) => {
+      if (hanging.has(runnerId)) await hung;
+      return failing.has(runnerId)
         ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
         : { exitCode: 0, stdout: 'ok', stderr: '' };
+    };
     c = await startTestController({
       inventory: 'runners: []\n',
       agents,
@@ -72,7 +84,7 @@ describe('runner quarantine', () => {
         E2EPOOL_GITHUB_TOKEN: github.token,
         E2EPOOL_RESET_MAX_ATTEMPTS: '1',
         E2EPOOL_QUARANTINE_AFTER: '2',
-        // 4 runners: 20 % is 0.8, so the cap is its floor, one runner.
+        // 6 runners: 20 % is 1.2, so the cap is its floor, one runner.
         E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
       },
     });
@@ -102,6 +114,7 @@ describe('runner quarantine', () => {
     }
   });
   afterAll(async () => {
+    unhang();
     await c?.client.schedule
       .getHandle(`e2epool-reconcile-${c.taskQueue}`)
       .delete()
@@ -315,6 +328,39 @@ describe('runner quarantine', () => {
     expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(true);
     expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(0);
     expect(paused(s2)).toBe(true);
+  });
+
+  it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
+    const id = R.cx.id;
+    await failedCheckpoint(id);
+    failing.delete(id);
+    hanging.add(id);
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const name = cp.body.name as string;
+    const before = agents.commandsFor(id).length;
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    // The reset runs (its command hangs): the checkpoint is finalize_queued, not needs_attention.
+    await waitFor('the reset to start', () => agents.commandsFor(id).length > before);
+    expect((await api(id).status(name)).body.state).toBe('finalize_queued');
+    expect(paused(id)).toBe(true);
+    await c.client.workflow.getHandle(checkpointWorkflowId(id)).cancel();
+    await runEnded(c, id).catch(() => undefined);
+    hanging.delete(id);
+    expect((await api(id).status(name)).body.state).toBe('reset_failed');
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'failure_streak',
+    });
+    // Quarantined before its unpause, as a release's streak is: never unpaused.
+    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
+    expect(paused(id)).toBe(true);
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({ result: 'skipped', detail: expect.stringContaining('quarantined') }),
+    );
+    // Unquarantined (the cap has room for the streak test again), it is unpaused.
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
   });
 
   it('GitHub: a quarantined runner keeps its pause labels off until unquarantined', async () => {
