@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import { reconcileScheduleId } from '../worker/reconcile-schedule';
+import { quarantineWorkflowId, RUNNER_QUARANTINE_WORKFLOW } from '../common/quarantine';
+import { SA_RUNNER_ID } from '../common/search-attributes';
 import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -109,6 +111,16 @@ function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerR
       client.schedule
         .getHandle(reconcileScheduleId(d.settings.taskQueue))
         .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
+    quarantined: async (runnerId) => {
+      await client.workflow.start(RUNNER_QUARANTINE_WORKFLOW, {
+        workflowId: quarantineWorkflowId(runnerId),
+        taskQueue: d.settings.taskQueue,
+        args: [{ runnerId }],
+        // A second quarantine while one runs joins it; a finished one is started again.
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        typedSearchAttributes: [{ key: SA_RUNNER_ID, value: runnerId }],
+      });
+    },
   });
 }
 

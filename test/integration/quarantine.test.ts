@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
+import { quarantineWorkflowId } from '../../common/quarantine';
 import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -271,6 +272,39 @@ describe('runner quarantine', () => {
     await runEnded(c, id);
   });
 
+  it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
+    const id = R.cx.id;
+    await failedCheckpoint(id);
+    failing.delete(id);
+    hanging.add(id);
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const name = cp.body.name as string;
+    const before = agents.commandsFor(id).length;
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    // The reset runs (its command hangs): the checkpoint is finalize_queued, not needs_attention.
+    await waitFor('the reset to start', () => agents.commandsFor(id).length > before);
+    expect((await api(id).status(name)).body.state).toBe('finalize_queued');
+    expect(paused(id)).toBe(true);
+    await c.client.workflow.getHandle(checkpointWorkflowId(id)).cancel();
+    await runEnded(c, id).catch(() => undefined);
+    hanging.delete(id);
+    expect((await api(id).status(name)).body.state).toBe('reset_failed');
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'failure_streak',
+    });
+    // Quarantined before its unpause, as a release's streak is: never unpaused.
+    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
+    expect(paused(id)).toBe(true);
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({ result: 'skipped', detail: expect.stringContaining('quarantined') }),
+    );
+    // Unquarantined (the cap has room for the streak test again), it is unpaused.
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+  });
+
   it('a failure streak quarantines one runner; past the cap the next streak is only reported; the CLI ends it', async () => {
     const [s1, s2] = [R.s1.id, R.s2.id];
     const first = await failedCheckpoint(s1);
@@ -330,37 +364,60 @@ describe('runner quarantine', () => {
     expect(paused(s2)).toBe(true);
   });
 
-  it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
-    const id = R.cx.id;
-    await failedCheckpoint(id);
-    failing.delete(id);
-    hanging.add(id);
+  it("quarantining an idle runner pauses it in GitLab, unquarantine unpauses it; a runner paused by hand is left paused", async () => {
+    const id = R.idle.id;
+    const gid = GITLAB[id]!;
+    const quarantineRun = () =>
+      c.client.workflow.getHandle(quarantineWorkflowId(id)).result() as Promise<string>;
     const cp = await api(id).create(id, uniqueId('job'));
-    expect(cp.status).toBe(201);
-    const name = cp.body.name as string;
-    const before = agents.commandsFor(id).length;
-    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
-    // The reset runs (its command hangs): the checkpoint is finalize_queued, not needs_attention.
-    await waitFor('the reset to start', () => agents.commandsFor(id).length > before);
-    expect((await api(id).status(name)).body.state).toBe('finalize_queued');
-    expect(paused(id)).toBe(true);
-    await c.client.workflow.getHandle(checkpointWorkflowId(id)).cancel();
-    await runEnded(c, id).catch(() => undefined);
-    hanging.delete(id);
-    expect((await api(id).status(name)).body.state).toBe('reset_failed');
-    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
-      quarantined: true,
-      quarantine_source: 'failure_streak',
-    });
-    // Quarantined before its unpause, as a release's streak is: never unpaused.
-    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
-    expect(paused(id)).toBe(true);
-    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
-      expect.objectContaining({ result: 'skipped', detail: expect.stringContaining('quarantined') }),
+    expect((await api(id).finalize(cp.body.name, 'success')).status).toBe(202);
+    await runEnded(c, id);
+    expect(gitlab.runner(gid)).toMatchObject({ paused: false, pausedHistory: [true, false] });
+
+    // Idle: nothing else would pause it; the quarantine's workflow does.
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'bad disk' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toBe(
+      `GitLab runner ${gid} paused: runner '${id}' is quarantined; it stays paused until it is unquarantined`,
     );
-    // Unquarantined (the cap has room for the streak test again), it is unpaused.
+    expect(gitlab.runner(gid)).toMatchObject({ paused: true, pausedHistory: [true, false, true] });
+    const state = async () =>
+      (
+        await c.ds.query(
+          `SELECT p.state FROM runner_pauses p JOIN checkpoints c ON c.id = p.checkpoint_id WHERE c.name = $1`,
+          [cp.body.name],
+        )
+      )[0]?.state;
+    expect(await state()).toBe('kept_for_quarantine');
+    // A second quarantine (and a reconciler pass) changes nothing.
+    await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
+    expect(await quarantineRun()).toBe(`GitLab runner ${gid} is held by e2epool already`);
+    await pass();
+    expect(gitlab.runner(gid).pausedHistory).toEqual([true, false, true]);
+
     expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
     await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+    await waitFor('its pause to be closed', async () => (await state()) === 'unpaused');
+
+    // Paused by hand: the quarantine leaves it, and unquarantine never unpauses it.
+    const byHand = await fetch(`${gitlab.url}/api/v4/runners/${gid}`, {
+      method: 'PUT',
+      headers: { 'PRIVATE-TOKEN': gitlab.token, 'content-type': 'application/json' },
+      body: JSON.stringify({ paused: true }),
+    });
+    expect(byHand.status).toBe(200);
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'by hand too' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toContain('held by somebody else already: left alone');
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await pass();
+    expect(gitlab.runner(gid)).toMatchObject({
+      paused: true,
+      pausedHistory: [true, false, true, false, true],
+    });
+    expect(await state()).toBe('unpaused');
   });
 
   it('GitHub: a quarantined runner keeps its pause labels off until unquarantined', async () => {
