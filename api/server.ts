@@ -23,6 +23,7 @@ import { CheckpointService } from '../service/checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
 import { FleetView } from './ui/fleet';
+import { RefreshWatch } from './ui/refreshes';
 import { GitLabPauseCache } from './ui/gitlab-pauses';
 
 /**
@@ -35,6 +36,8 @@ const GITLAB_UI_TIMEOUT_MS = 5_000;
 const GITLAB_UI_CONCURRENCY = 4;
 /** One fleet snapshot serves every viewer for this long. */
 const FLEET_CACHE_MS = 2_000;
+/** How long the fleet page waits for a running refresh's worker to say its step. */
+const REFRESH_QUERY_TIMEOUT_MS = 2_000;
 
 /**
  * A client must send its request headers (an agent: its WebSocket upgrade
@@ -74,7 +77,7 @@ export interface ApiServerDeps {
 }
 
 /** The fleet page's data, with GitLab's pause answers cached when GitLab is configured. */
-function fleetView(d: ApiServerDeps, store: Store): FleetView {
+function fleetView(d: ApiServerDeps, store: Store, client: Client): FleetView {
   const gitlab =
     d.gitlab !== undefined
       ? d.gitlab
@@ -97,6 +100,13 @@ function fleetView(d: ApiServerDeps, store: Store): FleetView {
         })
       : null,
     cacheMs: FLEET_CACHE_MS,
+    refreshes: new RefreshWatch({
+      client,
+      namespace: d.temporalSettings.namespace,
+      uiUrl: d.settings.temporalUiUrl ?? null,
+      queryTimeoutMs: REFRESH_QUERY_TIMEOUT_MS,
+    }),
+    warn: (msg, err) => d.log.child({ component: 'ui' }).warn({ err: (err as Error).message }, msg),
   });
 }
 
@@ -171,7 +181,7 @@ export async function startApiServer(d: ApiServerDeps): Promise<ApiServer> {
     d.settings.wsHeartbeatTimeoutSeconds,
     { logMaxLines: d.settings.logMaxLines },
   );
-  const fleet = fleetView(d, store);
+  const fleet = fleetView(d, store, client);
   const registry = runnerRegistry(d, store, client);
   const app = createApp({
     store,
