@@ -10,7 +10,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { proxmoxRunnerBody, proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -110,21 +110,16 @@ describe('baseline refresh and rollout on Proxmox', () => {
         E2EPOOL_GITLAB_TOKEN: gitlab.token,
       },
     });
-    const [user, tokenName] = pve.tokenId.split('!');
     for (const l of LABELS) {
       if (l === 'file') continue;
-      const res = await admin()('POST', '/api/runners', {
-        runner_id: R[l].id,
-        backend: 'proxmox',
-        proxmox_host: pve.url,
-        proxmox_user: user,
-        proxmox_token_name: tokenName,
-        proxmox_token_value: pve.tokenSecret,
-        proxmox_node: 'pve1',
-        proxmox_vmid: vmid(l),
-        baseline_snapshot: BASELINE,
-        ...(l === 'ci' ? { gitlab_runner_id: CI_GITLAB } : {}),
-      });
+      const res = await admin()(
+        'POST',
+        '/api/runners',
+        proxmoxRunnerBody(pve, R[l].id, vmid(l), {
+          baseline_snapshot: BASELINE,
+          ...(l === 'ci' ? { gitlab_runner_id: CI_GITLAB } : {}),
+        }),
+      );
       if (res.status !== 201) throw new Error(JSON.stringify(res.body));
       R[l].token = res.body.token as string;
     }

@@ -6,7 +6,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import type { AgentBus } from '../../activities/agent-bus';
 import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { spawnAgent } from '../helpers/agent-process';
-import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
+import { bareMetalRunnerYaml, proxmoxRunnerBody, testRunners } from '../helpers/env';
 import { describeNeeding } from '../helpers/required';
 import { waitFor } from '../helpers/wait';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -202,18 +202,11 @@ describeWithBrowser('fleet page in a real browser', () => {
       snapshots: [{ name: 'golden-base', description: 'baseline' }],
       agent: '1',
     });
-    const [user, tokenName] = pve.tokenId.split('!');
-    const created = await admin('POST', '/api/runners', {
-      runner_id: id,
-      backend: 'proxmox',
-      proxmox_host: pve.url,
-      proxmox_user: user,
-      proxmox_token_name: tokenName,
-      proxmox_token_value: pve.tokenSecret,
-      proxmox_node: 'pve1',
-      proxmox_vmid: 951,
-      baseline_snapshot: 'golden-base',
-    });
+    const created = await admin(
+      'POST',
+      '/api/runners',
+      proxmoxRunnerBody(pve, id, 951, { baseline_snapshot: 'golden-base' }),
+    );
     expect(created.status).toBe(201);
     // Its checkpoint runs: the refresh waits for it to end.
     const cp = await restClient(() => c.api.url, created.body.token as string).create(id, '9995');

@@ -298,7 +298,10 @@ describe('runner quarantine', () => {
     expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
     expect(paused(id)).toBe(true);
     expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
-      expect.objectContaining({ result: 'skipped', detail: expect.stringContaining('quarantined') }),
+      expect.objectContaining({
+        result: 'skipped',
+        detail: expect.stringContaining('quarantined'),
+      }),
     );
     // Unquarantined (the cap has room for the streak test again), it is unpaused.
     expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
@@ -364,7 +367,7 @@ describe('runner quarantine', () => {
     expect(paused(s2)).toBe(true);
   });
 
-  it("quarantining an idle runner pauses it in GitLab, unquarantine unpauses it; a runner paused by hand is left paused", async () => {
+  it('quarantining an idle runner pauses it in GitLab, unquarantine unpauses it; a runner paused by hand is left paused', async () => {
     const id = R.idle.id;
     const gid = GITLAB[id]!;
     const quarantineRun = () =>
