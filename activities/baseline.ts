@@ -17,7 +17,8 @@ import { inventoryRunner, type ActivityDeps } from './deps';
 import type { ProxmoxClient } from './proxmox/client';
 import { proxmoxClientFactory, runProxmoxTask } from './proxmox/steps';
 import { quarantineRunner } from './quarantine';
-import { tail } from './runner';
+import { readyAfterReboot, tail } from './runner';
+import { holdIdleRunner, releaseIdleRunner } from './runner-hold';
 
 /** Who the registry's audit names for a refresh's changes. */
 const ACTOR = 'baseline-refresh';
@@ -40,14 +41,25 @@ function baselineSteps(deps: ActivityDeps) {
   };
   const task = (client: ProxmoxClient, start: () => Promise<string>, tolerate?: RegExp) =>
     runProxmoxTask(deps, client, start, tolerate);
-  /** Stops the VM (when running), rolls it back to `snapshot` and starts it; then waits for qemu-ga. */
-  const restoreTo = async (client: ProxmoxClient, snapshot: string): Promise<void> => {
+  /**
+   * Stops the VM (when running), rolls it back to `snapshot` and starts it;
+   * then waits for qemu-ga. Returns the runner's e2epool agent session read
+   * once the VM was down (null: none): it does not count as the agent's
+   * return (see readyAfterReboot).
+   */
+  const restoreTo = async (
+    client: ProxmoxClient,
+    snapshot: string,
+    runnerId: string,
+  ): Promise<string | null> => {
     const snaps = await client.listSnapshots();
     if (!snaps.some((s) => s.name === snapshot))
       throw fail('PermanentFailure', `snapshot '${snapshot}' does not exist: cannot roll back`);
     if ((await client.vmStatus()).status === 'running') await task(client, () => client.stop());
+    const staleSession = (await deps.agents.session(runnerId))?.sessionId ?? null;
     await task(client, () => client.rollback(snapshot));
     await startAndWait(client);
+    return staleSession;
   };
   /**
    * Starts the VM (unless it runs) and waits for its guest agent: the
@@ -130,7 +142,7 @@ async function prepare(
   i: { runnerId: string; from: string | null; updateCmd?: string },
 ): Promise<string> {
   const { client } = c.vm(i.runnerId);
-  if (i.from) await c.restoreTo(client, i.from);
+  if (i.from) await c.restoreTo(client, i.from, i.runnerId);
   else await c.startAndWait(client);
   if (!i.updateCmd) return i.from ? `rolled back to '${i.from}'` : 'started';
   const res = await client.guestExec(['sh', '-c', i.updateCmd], {
@@ -169,16 +181,18 @@ async function takeBaseline(c: Steps, i: { runnerId: string; name: string }): Pr
  * read: the nonce must be gone and the VM must descend from the new
  * baseline. This proves the snapshot restores the disk, as the checkpoints'
  * proof of reset will rely on. The nonce is never logged or returned.
+ * Returns the detail, and the agent session from before the last stop (for
+ * refreshAwaitAgent; runs from before 1.2.0 ignore the result).
  */
 async function verifyBaseline(
   c: Steps,
   i: { runnerId: string; name: string; canaryPath: string },
-): Promise<string> {
+): Promise<{ detail: string; staleSession: string | null }> {
   const { client } = c.vm(i.runnerId);
-  await c.restoreTo(client, i.name);
+  await c.restoreTo(client, i.name, i.runnerId);
   const nonce = randomBytes(32).toString('hex');
   await client.guestFileWrite(i.canaryPath, nonce);
-  await c.restoreTo(client, i.name);
+  const staleSession = await c.restoreTo(client, i.name, i.runnerId);
   const parent = await client.currentParent();
   if (parent !== i.name)
     throw fail(
@@ -191,7 +205,10 @@ async function verifyBaseline(
       'ResetNotVerified',
       `the canary ${i.canaryPath} survived the rollback to '${i.name}': the snapshot does not restore the disk`,
     );
-  return `canary ${content === null ? 'gone' : 'replaced'} and the VM descends from '${i.name}'`;
+  return {
+    detail: `canary ${content === null ? 'gone' : 'replaced'} and the VM descends from '${i.name}'`,
+    staleSession,
+  };
 }
 
 /** Makes `name` the runner's baseline, audited; its next checkpoint resets to it. */
@@ -237,21 +254,26 @@ async function pruneBaselines(
 /**
  * After a failure: deletes the new snapshot when it is not the current
  * baseline (ZFS rolls back only to the latest snapshot), then rolls back to
- * the previous baseline and starts (without one: starts).
+ * the previous baseline and starts (without one: starts). Returns the
+ * detail and the agent session from before the stop, as verifyBaseline.
  */
 async function restorePrevious(
   c: Steps,
   i: { runnerId: string; previous: string | null; attempted: string | null },
-): Promise<string> {
+): Promise<{ detail: string; staleSession: string | null }> {
   const { client } = c.vm(i.runnerId);
   const attempted = i.attempted;
   if (attempted && (await currentOf(c, c.store, i.runnerId)) !== attempted) {
     if ((await client.listSnapshots()).some((s) => s.name === attempted))
       await c.task(client, () => client.deleteSnapshot(attempted), /does not exist/);
   }
-  if (i.previous) await c.restoreTo(client, i.previous);
-  else await c.startAndWait(client);
-  return i.previous ? `rolled back to '${i.previous}'` : 'started (no previous baseline)';
+  if (i.previous)
+    return {
+      detail: `rolled back to '${i.previous}'`,
+      staleSession: await c.restoreTo(client, i.previous, i.runnerId),
+    };
+  await c.startAndWait(client);
+  return { detail: 'started (no previous baseline)', staleSession: null };
 }
 
 /** Quarantines the runner whose previous baseline could not be restored (whatever the cap). */
@@ -282,5 +304,17 @@ export function baselineActivities(deps: ActivityDeps) {
     refreshRestore: (i: Runner & { previous: string | null; attempted: string | null }) =>
       restorePrevious(c, i),
     refreshQuarantine: (i: Runner & { reason: string }) => quarantineAfterRefresh(c, i),
+    /** Pauses the drained runner in its CI system (kept_for_drain; see holdIdleRunner). */
+    refreshHoldRunner: (i: Runner) =>
+      holdIdleRunner(deps, c.store, {
+        runnerId: i.runnerId,
+        kept: 'kept_for_drain',
+        why: `runner '${i.runnerId}' is drained for a baseline refresh`,
+      }),
+    /** Unpauses it at the refresh's end, unless it is quarantined or still drains (releaseIdleRunner). */
+    refreshReleaseRunner: (i: Runner) => releaseIdleRunner(deps, c.store, i),
+    /** Waits for the runner's e2epool agent after the refresh's last reboot (readyAfterReboot). */
+    refreshAwaitAgent: (i: Runner & { staleSession: string | null }) =>
+      readyAfterReboot(deps, i.runnerId, i.staleSession),
   };
 }

@@ -668,7 +668,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     method: 'post',
     path: '/api/runners/{id}/quarantine',
     summary:
-      'Quarantine a runner: creates get 423 and it stays paused in its CI system after its current checkpoint; an already quarantined runner keeps its first reason',
+      'Quarantine a runner: creates get 423 and it stays paused in its CI system after its current checkpoint (an idle runner is paused at once by the workflow e2epool-quarantine-<id>); an already quarantined runner keeps its first reason',
     security: adminOnly,
     request: {
       params: idParam,

@@ -183,6 +183,11 @@ export class RunnerRegistry {
        * waiting for the reconciler's next pass; its failure is logged, not answered.
        */
       undrained?: (runnerId: string) => Promise<void>;
+      /**
+       * Called after a quarantine, to pause the runner in its CI system when
+       * no checkpoint will (runnerQuarantineWorkflow); its failure is logged, not answered.
+       */
+      quarantined?: (runnerId: string) => Promise<void>;
     },
   ) {}
 
@@ -375,11 +380,22 @@ export class RunnerRegistry {
   /**
    * Quarantines a runner of the inventory file or the registry (see
    * docs/protocol.md#runner-registry): creates get 423 and it stays paused in
-   * its CI system after its current checkpoint. A quarantined runner keeps
-   * its first reason; every call is audited.
+   * its CI system after its current checkpoint, or, idle, is paused now (see
+   * `quarantined`). A quarantined runner keeps its first reason; every call
+   * is audited.
    */
   async quarantine(runnerId: string, reason: string): Promise<RunnerView> {
-    return this.quarantineChange(runnerId, 'quarantine', { reason });
+    const view = await this.quarantineChange(runnerId, 'quarantine', { reason });
+    if (this.d.quarantined)
+      await this.d
+        .quarantined(runnerId)
+        .catch((err: unknown) =>
+          this.d.log.error(
+            { runnerId, err: (err as Error).message },
+            'quarantine: cannot start the workflow that pauses the runner in its CI system; quarantine it again to retry',
+          ),
+        );
+    return view;
   }
 
   /** Ends a runner's quarantine; the reconciler unpauses it (a pass is started at once). */

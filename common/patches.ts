@@ -32,3 +32,15 @@ export const PATCH_PROOF_OF_RESET = 'proof-of-reset';
  * polls scheduled before it.
  */
 export const PATCH_GITLAB_PRIORITY = 'gitlab-priority';
+
+/**
+ * 1.2.0, baseline refresh (README, "Baseline refresh"): once the runner's
+ * active checkpoint has ended, the refresh pauses it in its CI system
+ * (`refreshHoldRunner`; GitLab pause, GitHub labels) so no job meets the
+ * drain's 423; after the new (or, on a failure, the restored) baseline is up
+ * it waits for the runner's e2epool agent to reconnect (`refreshAwaitAgent`,
+ * as a reset's readiness does) before undraining, then unpauses it
+ * (`refreshReleaseRunner`; a quarantined runner stays paused). A run without
+ * the marker takes the 1.1.0 path.
+ */
+export const PATCH_REFRESH_HOLD_AND_AGENT = 'refresh-hold-and-agent';

@@ -24,6 +24,8 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; ver
 .agent-unreachable { color: var(--bad); font-weight: 600; }
 .agent-disconnected, .paused, .held, .shared-credential, .draining { color: var(--warn); }
 .quarantined { color: var(--bad); font-weight: 600; }
+.refresh-running { color: var(--warn); font-weight: 600; }
+.refresh-failed, .refresh-terminated, .refresh-timed_out { color: var(--bad); }
 form.unquarantine { display: inline; margin-left: 6px; }
 .state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
 .state-needs_attention, .state-reset_failed, .state-create_failed { color: var(--bad); }
@@ -156,6 +158,19 @@ ${format}
         class: 'unquarantine',
       }, el('button', { type: 'submit' }, 'Unquarantine')));
   }
+  function refreshCell(r) {
+    var f = r.refresh;
+    var td = el('td', { class: 'c-refresh' });
+    if (!f) { td.appendChild(el('span', { class: 'muted' }, r.backend === 'proxmox' ? 'none' : '')); return td; }
+    td.appendChild(f.url
+      ? el('a', { class: 'refresh-id', href: f.url, target: '_blank', rel: 'noopener' }, f.workflow_id)
+      : el('span', { class: 'refresh-id' }, f.workflow_id));
+    td.appendChild(document.createTextNode(' '));
+    td.appendChild(el('span', { class: 'refresh-status refresh-' + f.status }, f.status));
+    if (f.step) { td.appendChild(document.createTextNode(' ')); td.appendChild(el('span', { class: 'refresh-step' }, f.step)); }
+    if (f.rollout_id) td.appendChild(el('span', { class: 'muted refresh-rollout' }, ' (rollout ' + f.rollout_id + ')'));
+    return td;
+  }
   function row(r, gitlabConfigured) {
     return el('tr', { 'data-runner': r.runner_id },
       el('td', { class: 'c-runner' }, r.runner_id),
@@ -168,6 +183,7 @@ ${format}
       quarantineCell(r),
       el('td', { class: 'c-held' },
         r.held_until ? el('span', { class: 'held' }, 'until ' + formatTime(r.held_until)) : null),
+      refreshCell(r),
       lastResetCell(r));
   }
   function render(data) {

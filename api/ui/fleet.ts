@@ -4,6 +4,7 @@ import type { RunnerConfig } from '../../config/runner-schema';
 import type { Store } from '../../store';
 import type { FleetCheckpoint } from '../../store/checkpoints';
 import type { GitLabPause, GitLabPauseCache } from './gitlab-pauses';
+import type { FleetRefresh, RefreshWatch } from './refreshes';
 
 /** The steps of a reset or a cleanup: the last reset's duration runs from the first one's start to the last one's end. */
 export const RESET_STEPS = [
@@ -53,6 +54,8 @@ export interface FleetRow {
   quarantine: { reason: string; source: string; quarantined_at: string } | null;
   /** The end of a hold for debugging under way; null when the runner is not held. */
   held_until: string | null;
+  /** Proxmox: its running, else last, baseline refresh workflow as Temporal has it; null: none (or Temporal did not answer). */
+  refresh: FleetRefresh | null;
   last_reset: {
     checkpoint: string;
     state: CheckpointState;
@@ -75,6 +78,10 @@ export interface FleetDeps {
   gitlab: GitLabPauseCache | null;
   /** A snapshot is reused for this long: every viewer's refresh within it costs no query. */
   cacheMs: number;
+  /** Temporal's view of the baseline refreshes; absent: the column stays empty. */
+  refreshes?: RefreshWatch | null;
+  /** Logs a failed read of Temporal (the page still shows the rest). */
+  warn?: (msg: string, err: unknown) => void;
 }
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
@@ -116,17 +123,28 @@ export class FleetView {
     return snapshot;
   }
 
+  /** The Proxmox runners' refreshes; Temporal unreachable leaves the column empty, not the page. */
+  private async refreshesOf(runners: RunnerConfig[]): Promise<Map<string, FleetRefresh>> {
+    const ids = runners.filter((r) => r.backend === 'proxmox').map((r) => r.runner_id);
+    if (!this.d.refreshes || ids.length === 0) return new Map();
+    return this.d.refreshes.lookup(ids).catch((err: unknown) => {
+      this.d.warn?.('fleet page: cannot read the baseline refreshes from Temporal', err);
+      return new Map<string, FleetRefresh>();
+    });
+  }
+
   private async read(): Promise<FleetSnapshot> {
     const { store } = this.d;
     const runners = [...this.d.inventory.inventory.runners].sort((a, b) =>
       a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0,
     );
     const ids = runners.map((r) => r.runner_id);
-    const [agents, checkpoints, pauses, quarantines] = await Promise.all([
+    const [agents, checkpoints, pauses, quarantines, refreshes] = await Promise.all([
       store.sessions.agentsOf(ids, this.d.agentStaleAfterSeconds),
       store.checkpoints.currentByRunner(ids),
       store.pauses.latestByRunner(ids),
       store.quarantine.ofRunners(ids),
+      this.refreshesOf(runners),
     ]);
     const byRunner = new Map(checkpoints.map((c) => [c.runnerId, c]));
     const activeIds = checkpoints.flatMap((c) =>
@@ -180,6 +198,7 @@ export class FleetView {
           until && until.getTime() > now && current && current.state === 'finalize_queued'
             ? until.toISOString()
             : null,
+        refresh: refreshes.get(r.runner_id) ?? null,
         last_reset:
           clean && clean.endedAt
             ? {

@@ -170,6 +170,24 @@ function quarantineCell(r: FleetRow): Html {
     </form>`;
 }
 
+/**
+ * The baseline-refresh cell: the runner's running or last refresh workflow
+ * (its id, linked to the Temporal Web UI when E2EPOOL_TEMPORAL_UI_URL is
+ * set), its status and, while it runs, its step (fleet.js builds the same).
+ */
+function refreshCell(r: FleetRow): Html {
+  const f = r.refresh;
+  if (!f) return html`<span class="muted">${r.backend === 'proxmox' ? 'none' : ''}</span>`;
+  const id = f.url
+    ? html`<a class="refresh-id" href="${f.url}" target="_blank" rel="noopener"
+        >${f.workflow_id}</a
+      >`
+    : html`<span class="refresh-id">${f.workflow_id}</span>`;
+  return html`${id}
+    <span class="refresh-status refresh-${f.status}">${f.status}</span
+    >${f.step ? html` <span class="refresh-step">${f.step}</span>` : ''}${f.rollout_id ? html` <span class="muted refresh-rollout">(rollout ${f.rollout_id})</span>` : ''}`;
+}
+
 /** One fleet table row (fleet.js builds the same cells from /ui/api/fleet). */
 export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
   return html`<tr data-runner="${r.runner_id}">
@@ -184,6 +202,7 @@ export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
     <td class="c-held">
       ${r.held_until ? html`<span class="held">until ${formatTime(r.held_until)}</span>` : ''}
     </td>
+    <td class="c-refresh">${refreshCell(r)}</td>
     <td class="c-reset">${lastResetCell(r)}</td>
   </tr>`;
 }
@@ -210,6 +229,7 @@ export function fleetPage(s: FleetSnapshot, refreshMs: number, notice: string | 
             <th>checkpoint</th>
             <th>quarantine</th>
             <th>held for debugging</th>
+            <th>baseline refresh</th>
             <th>last reset</th>
           </tr>
         </thead>

@@ -11,9 +11,11 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { proxmoxRunnerBody, proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
+import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
+import { workflowMetadataQuery } from '@temporalio/workflow';
 
 /**
  * Baseline refresh and fleet rollout on the Proxmox stand-in (README,
@@ -21,7 +23,7 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
  * one of the inventory file, refreshed by baselineRefreshWorkflow and
  * baselineRolloutWorkflow on real Temporal.
  */
-const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file', 'lost'] as const;
+const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file', 'lost', 'ci'] as const;
 type Label = (typeof LABELS)[number];
 const R = testRunners(LABELS);
 const vmid = (l: Label) => 401 + LABELS.indexOf(l);
@@ -30,12 +32,17 @@ const OLD = ['e2epool-baseline-20200101000000', 'e2epool-baseline-20210101000000
 const JOB_FILE = '/tmp/left-by-the-job';
 const ADMIN = 'admin-token-baseline-refresh-0123456789abcdef';
 const REFRESHED = /^e2epool-baseline-\d{14}$/;
+/** The GitLab runner of `ci` (the others have none). */
+const CI_GITLAB = 471;
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const run = promisify(execFile);
 
 describe('baseline refresh and rollout on Proxmox', () => {
   const agents = new FakeAgents();
   let pve: ProxmoxStandIn;
+  let gitlab: GitLabStandIn;
+  /** Runners whose e2epool agent stays away, running VM or not. */
+  const agentAway = new Set<Label>();
   let c: TestController;
   const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
   const admin = () => restClient(() => c.api.url, ADMIN).call;
@@ -66,7 +73,11 @@ describe('baseline refresh and rollout on Proxmox', () => {
   };
 
   beforeAll(async () => {
-    pve = await startProxmoxStandIn({ taskDurationMs: 20 });
+    [pve, gitlab] = await Promise.all([
+      startProxmoxStandIn({ taskDurationMs: 20 }),
+      startGitLabStandIn(),
+    ]);
+    gitlab.addRunner(CI_GITLAB);
     for (const l of LABELS)
       pve.addVm('pve1', vmid(l), {
         status: 'running',
@@ -79,7 +90,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
     const labelOf = new Map(LABELS.map((l) => [R[l].id, l]));
     agents.connectedWhen = (runnerId) => {
       const l = labelOf.get(runnerId);
-      return l ? vm(l).status === 'running' : undefined;
+      return l ? vm(l).status === 'running' && !agentAway.has(l) : undefined;
     };
     for (const l of LABELS) agents.connect(R[l].id, new Date(0));
     c = await startTestController({
@@ -92,29 +103,27 @@ describe('baseline refresh and rollout on Proxmox', () => {
         E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: '3',
         // How often a refresh looks whether the runner's checkpoint has ended.
         E2EPOOL_POLLER_INTERVAL_SECONDS: '0.2',
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
       },
     });
-    const [user, tokenName] = pve.tokenId.split('!');
     for (const l of LABELS) {
       if (l === 'file') continue;
-      const res = await admin()('POST', '/api/runners', {
-        runner_id: R[l].id,
-        backend: 'proxmox',
-        proxmox_host: pve.url,
-        proxmox_user: user,
-        proxmox_token_name: tokenName,
-        proxmox_token_value: pve.tokenSecret,
-        proxmox_node: 'pve1',
-        proxmox_vmid: vmid(l),
-        baseline_snapshot: BASELINE,
-      });
+      const res = await admin()(
+        'POST',
+        '/api/runners',
+        proxmoxRunnerBody(pve, R[l].id, vmid(l), {
+          baseline_snapshot: BASELINE,
+          ...(l === 'ci' ? { gitlab_runner_id: CI_GITLAB } : {}),
+        }),
+      );
       if (res.status !== 201) throw new Error(JSON.stringify(res.body));
       R[l].token = res.body.token as string;
     }
   });
   afterAll(async () => {
     await c?.stop();
-    await pve?.close();
+    await Promise.all([pve?.close(), gitlab?.close()]);
   });
 
   /** The inventory file: `file` with `baseline`. */
@@ -201,6 +210,58 @@ describe('baseline refresh and rollout on Proxmox', () => {
 
     await runEnded(c, r.id);
     await nextResetsTo('ok', '9303', done.baseline, 'v2\n');
+  });
+
+  it('a refresh pauses the runner in GitLab while it works, and undrains only once its e2epool agent is back; then unpauses it', async () => {
+    const r = R.ci;
+    // One checkpoint first: e2epool's pause of an idle runner is recorded on its newest one.
+    const first = await as(r).create(r.id, '9321');
+    expect(first.status).toBe(201);
+    await as(r).finalize(first.body.name as string, 'success');
+    await until(r, first.body.name as string, 'reset');
+    await runEnded(c, r.id);
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({ paused: false, pausedHistory: [true, false] });
+
+    agentAway.add('ci');
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, {});
+    expect(res.status).toBe(202);
+    const handle = c.client.workflow.getHandle(res.body.workflow_id as string);
+    await waitFor('the refresh to wait for the agent', async () =>
+      ((await handle.query(workflowMetadataQuery)).currentDetails ?? '').includes(
+        'waiting for its e2epool agent',
+      ),
+    );
+    // The VM is up on the new snapshot, qemu-ga answers; without the agent it stays drained and paused.
+    expect(vm('ci').status).toBe('running');
+    expect(await runner('ci')).toMatchObject({ draining: true, current_baseline: BASELINE });
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({
+      paused: true,
+      pausedHistory: [true, false, true],
+    });
+    expect((await as(r).create(r.id, '9322')).status).toBe(423);
+
+    agentAway.delete('ci');
+    const done = (await handle.result()) as { baseline: string };
+    expect(done.baseline).toMatch(REFRESHED);
+    expect(await runner('ci')).toMatchObject({ draining: false, current_baseline: done.baseline });
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({
+      paused: false,
+      pausedHistory: [true, false, true, false],
+    });
+    const ops = (
+      await c.ds.query(
+        `SELECT o.operation, o.detail FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+          WHERE c.name = $1 ORDER BY o.started_at, o.id`,
+        [first.body.name],
+      )
+    ).slice(-2) as Array<{ operation: string; detail: string }>;
+    expect(ops).toEqual([
+      {
+        operation: 'pause',
+        detail: `GitLab runner ${CI_GITLAB} paused: runner '${r.id}' is drained for a baseline refresh`,
+      },
+      { operation: 'unpause', detail: `GitLab runner ${CI_GITLAB} unpaused` },
+    ]);
   });
 
   it('a failing update_cmd restores the old baseline and undrains', async () => {

@@ -6,9 +6,10 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import type { AgentBus } from '../../activities/agent-bus';
 import { startAgentController, restClient, type AgentController } from '../helpers/controller';
 import { spawnAgent } from '../helpers/agent-process';
-import { bareMetalRunnerYaml, testRunners } from '../helpers/env';
+import { bareMetalRunnerYaml, proxmoxRunnerBody, testRunners } from '../helpers/env';
 import { describeNeeding } from '../helpers/required';
 import { waitFor } from '../helpers/wait';
+import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
  * The fleet page in a real headless Chromium (Debian's, driven by
@@ -25,6 +26,7 @@ const CHROMIUM = process.env.E2EPOOL_CHROMIUM || '/usr/bin/chromium';
 const HAVE_BROWSER = Boolean(process.env.E2EPOOL_CHROMIUM) || existsSync(CHROMIUM);
 
 const ADMIN = 'browser-test-admin-token-0123456789abcdef';
+const TEMPORAL_UI = 'http://temporal-ui.example:8233';
 const R = testRunners(['browser']);
 const MARKUP = '<script>window.pwned=1</script>';
 // Markup first, then one line a second: the page must show lines while the command runs.
@@ -39,6 +41,7 @@ const describeWithBrowser = describeNeeding(
 describeWithBrowser('fleet page in a real browser', () => {
   let dir: string;
   let c: AgentController;
+  let pve: ProxmoxStandIn;
   let bus: AgentBus;
   let agent: ChildProcess;
   let browser: Browser;
@@ -49,9 +52,16 @@ describeWithBrowser('fleet page in a real browser', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'e2epool-ui-'));
     chmodSync(dir, 0o755);
+    pve = await startProxmoxStandIn({ taskDurationMs: 20 });
     c = await startAgentController({
       inventory: `runners:\n${bareMetalRunnerYaml(R.browser, { reset_cmd: `"${RESET_CMD}"` })}`,
-      env: { E2EPOOL_ADMIN_TOKEN: ADMIN, E2EPOOL_WS_HEARTBEAT_INTERVAL: '1' },
+      env: {
+        E2EPOOL_ADMIN_TOKEN: ADMIN,
+        E2EPOOL_WS_HEARTBEAT_INTERVAL: '1',
+        E2EPOOL_SECRET_KEY: 'browser-test-secret-key-0123456789abcdef',
+        E2EPOOL_TEMPORAL_UI_URL: TEMPORAL_UI,
+        E2EPOOL_POLLER_INTERVAL_SECONDS: '0.2',
+      },
       bus: { staleAfterSeconds: 90, connectWaitSeconds: 20 },
     });
     bus = c.bus;
@@ -74,6 +84,7 @@ describeWithBrowser('fleet page in a real browser', () => {
     await browser?.close();
     if (agent && agent.exitCode === null) agent.kill('SIGKILL');
     await c?.stop();
+    await pve?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -181,5 +192,56 @@ describeWithBrowser('fleet page in a real browser', () => {
     expect(await cell.textContent()).toBe('no');
     expect((await admin('GET', `/api/runners/${id}`)).body.quarantined).toBe(false);
     expect(pageErrors).toEqual([]);
+  }, 60_000);
+
+  it("shows a Proxmox runner's running baseline refresh: its workflow (linked to the Web UI), status and step", async () => {
+    const admin = restClient(() => c.api.url, ADMIN).call;
+    const id = `${R.browser.id}-pve`;
+    pve.addVm('pve1', 951, {
+      status: 'running',
+      snapshots: [{ name: 'golden-base', description: 'baseline' }],
+      agent: '1',
+    });
+    const created = await admin(
+      'POST',
+      '/api/runners',
+      proxmoxRunnerBody(pve, id, 951, { baseline_snapshot: 'golden-base' }),
+    );
+    expect(created.status).toBe(201);
+    // Its checkpoint runs: the refresh waits for it to end.
+    const cp = await restClient(() => c.api.url, created.body.token as string).create(id, '9995');
+    expect(cp.status).toBe(201);
+    const started = await admin('POST', `/api/runners/${id}/baseline`, {});
+    expect(started.status).toBe(202);
+    const workflowId = started.body.workflow_id as string;
+    const run = await c.client.workflow.getHandle(workflowId).describe();
+    try {
+      await page.goto(`${c.api.url}/ui`);
+      if (new URL(page.url()).pathname === '/ui/login') {
+        await page.fill('#token', ADMIN);
+        await page.click('button[type=submit]');
+        await page.waitForURL(`${c.api.url}/ui`);
+      }
+      pageErrors.length = 0;
+      const cell = page.locator(`tr[data-runner="${id}"] .c-refresh`);
+      // The page refreshes itself until the refresh says its step.
+      await cell.locator('.refresh-step').waitFor({ timeout: 20_000 });
+      expect(await cell.locator('.refresh-step').textContent()).toBe(
+        'waiting for its active checkpoint to end',
+      );
+      expect(await cell.locator('.refresh-status').textContent()).toBe('running');
+      const link = cell.locator('a.refresh-id');
+      expect(await link.textContent()).toBe(workflowId);
+      expect(await link.getAttribute('href')).toBe(
+        `${TEMPORAL_UI}/namespaces/${encodeURIComponent(c.client.options.namespace)}/workflows/${encodeURIComponent(workflowId)}/${run.runId}`,
+      );
+      // A bare-metal runner has no refresh column entry.
+      expect(await page.locator(`tr[data-runner="${R.browser.id}"] .c-refresh`).textContent()).toBe(
+        '',
+      );
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await c.client.workflow.getHandle(workflowId).terminate('test over');
+    }
   }, 60_000);
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
+import { quarantineWorkflowId } from '../../common/quarantine';
 import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -31,12 +32,14 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * the inventory file (its quarantine is in runner_state, keyed by id, too).
  */
 const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
-const R = testRunners(['op', 's1', 's2', 'gh', 'file']);
+const R = testRunners(['op', 's1', 's2', 'gh', 'file', 'cx', 'idle']);
 const GITLAB: Record<string, number> = {
   [R.op.id]: 411,
   [R.s1.id]: 412,
   [R.s2.id]: 413,
   [R.file.id]: 415,
+  [R.cx.id]: 416,
+  [R.idle.id]: 417,
 };
 const GITHUB_ID = 414;
 const REPO = 'acme/quarantine';
@@ -46,6 +49,10 @@ const run = promisify(execFile);
 describe('runner quarantine', () => {
   const agents = new FakeAgents();
   const failing = new Set<string>();
+  /** Runners whose commands hang until `unhang` (a reset in progress). */
+  const hanging = new Set<string>();
+  let unhang: () => void = () => undefined;
+  const hung = new Promise<void>((resolve) => (unhang = resolve));
   let gitlab: GitLabStandIn;
   let github: GitHubStandIn;
   let c: TestController;
@@ -63,10 +70,12 @@ describe('runner quarantine', () => {
       if (GITLAB[r.id]) gitlab.addRunner(GITLAB[r.id]!);
       agents.connect(r.id, new Date(0));
     }
-    agents.onExec = (runnerId) =>
-      failing.has(runnerId)
+    agents.onExec = async (runnerId) => {
+      if (hanging.has(runnerId)) await hung;
+      return failing.has(runnerId)
         ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
         : { exitCode: 0, stdout: 'ok', stderr: '' };
+    };
     c = await startTestController({
       inventory: `runners:\n${bareMetalRunnerYaml(R.file, {
         reset_cmd: '/opt/reset.sh',
@@ -81,7 +90,7 @@ describe('runner quarantine', () => {
         E2EPOOL_GITHUB_TOKEN: github.token,
         E2EPOOL_RESET_MAX_ATTEMPTS: '1',
         E2EPOOL_QUARANTINE_AFTER: '2',
-        // 5 runners: 20 % is 1, so the cap is one runner.
+        // 7 runners: 20 % is 1.4, so the cap is its floor, one runner.
         E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
       },
     });
@@ -115,6 +124,7 @@ describe('runner quarantine', () => {
     }
   });
   afterAll(async () => {
+    unhang();
     await c?.client.schedule
       .getHandle(`e2epool-reconcile-${c.taskQueue}`)
       .delete()
@@ -318,6 +328,42 @@ describe('runner quarantine', () => {
     await runEnded(c, id);
   });
 
+  it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
+    const id = R.cx.id;
+    await failedCheckpoint(id);
+    failing.delete(id);
+    hanging.add(id);
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const name = cp.body.name as string;
+    const before = agents.commandsFor(id).length;
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    // The reset runs (its command hangs): the checkpoint is finalize_queued, not needs_attention.
+    await waitFor('the reset to start', () => agents.commandsFor(id).length > before);
+    expect((await api(id).status(name)).body.state).toBe('finalize_queued');
+    expect(paused(id)).toBe(true);
+    await c.client.workflow.getHandle(checkpointWorkflowId(id)).cancel();
+    await runEnded(c, id).catch(() => undefined);
+    hanging.delete(id);
+    expect((await api(id).status(name)).body.state).toBe('reset_failed');
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'failure_streak',
+    });
+    // Quarantined before its unpause, as a release's streak is: never unpaused.
+    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
+    expect(paused(id)).toBe(true);
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: expect.stringContaining('quarantined'),
+      }),
+    );
+    // Unquarantined (the cap has room for the streak test again), it is unpaused.
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+  });
+
   it('a failure streak quarantines one runner; past the cap the next streak is only reported; the CLI ends it', async () => {
     const [s1, s2] = [R.s1.id, R.s2.id];
     const first = await failedCheckpoint(s1);
@@ -375,6 +421,62 @@ describe('runner quarantine', () => {
     expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(true);
     expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(0);
     expect(paused(s2)).toBe(true);
+  });
+
+  it('quarantining an idle runner pauses it in GitLab, unquarantine unpauses it; a runner paused by hand is left paused', async () => {
+    const id = R.idle.id;
+    const gid = GITLAB[id]!;
+    const quarantineRun = () =>
+      c.client.workflow.getHandle(quarantineWorkflowId(id)).result() as Promise<string>;
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect((await api(id).finalize(cp.body.name, 'success')).status).toBe(202);
+    await runEnded(c, id);
+    expect(gitlab.runner(gid)).toMatchObject({ paused: false, pausedHistory: [true, false] });
+
+    // Idle: nothing else would pause it; the quarantine's workflow does.
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'bad disk' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toBe(
+      `GitLab runner ${gid} paused: runner '${id}' is quarantined; it stays paused until it is unquarantined`,
+    );
+    expect(gitlab.runner(gid)).toMatchObject({ paused: true, pausedHistory: [true, false, true] });
+    const state = async () =>
+      (
+        await c.ds.query(
+          `SELECT p.state FROM runner_pauses p JOIN checkpoints c ON c.id = p.checkpoint_id WHERE c.name = $1`,
+          [cp.body.name],
+        )
+      )[0]?.state;
+    expect(await state()).toBe('kept_for_quarantine');
+    // A second quarantine (and a reconciler pass) changes nothing.
+    await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
+    expect(await quarantineRun()).toBe(`GitLab runner ${gid} is held by e2epool already`);
+    await pass();
+    expect(gitlab.runner(gid).pausedHistory).toEqual([true, false, true]);
+
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+    await waitFor('its pause to be closed', async () => (await state()) === 'unpaused');
+
+    // Paused by hand: the quarantine leaves it, and unquarantine never unpauses it.
+    const byHand = await fetch(`${gitlab.url}/api/v4/runners/${gid}`, {
+      method: 'PUT',
+      headers: { 'PRIVATE-TOKEN': gitlab.token, 'content-type': 'application/json' },
+      body: JSON.stringify({ paused: true }),
+    });
+    expect(byHand.status).toBe(200);
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'by hand too' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toContain('held by somebody else already: left alone');
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await pass();
+    expect(gitlab.runner(gid)).toMatchObject({
+      paused: true,
+      pausedHistory: [true, false, true, false, true],
+    });
+    expect(await state()).toBe('unpaused');
   });
 
   it('GitHub: a quarantined runner keeps its pause labels off until unquarantined', async () => {

@@ -23,6 +23,7 @@ import {
   type ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { baselineWorkflowId } from '../../common/baseline';
+import { quarantineWorkflowId } from '../../common/quarantine';
 import { fail } from '../../common/fail';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
@@ -447,6 +448,33 @@ const scenarios: Record<string, Scenario> = {
       throw nonRetryable('update_cmd exited with 1');
     });
     return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b')], 1);
+  },
+  // ---- 1.2.0: refresh pauses the runner and waits for its agent (PATCH_REFRESH_HOLD_AND_AGENT) ----
+  // Paused once its checkpoint ended; the agent is back on the new baseline; unpaused at the end.
+  async 'baseline-refresh-hold-and-agent'(h, s) {
+    let looks = 0;
+    s.on('refreshHasActiveCheckpoint', () => looks++ === 0);
+    return refresh(h, uniqueId('rec-refresh'), 'echo v3 > /etc/version');
+  },
+  // The agent does not come back on the new baseline: the previous one is restored (its agent
+  // back), the runner undrained and unpaused, the run fails.
+  async 'baseline-refresh-agent-missing-restored'(h, s) {
+    s.on('refreshAwaitAgent', (i: { staleSession: string | null }) => {
+      if (i.staleSession === 'session-1')
+        throw nonRetryable('agent has not reconnected since the reboot', 'NotReady');
+      return 'agent connected';
+    });
+    return refresh(h, uniqueId('rec-refresh'));
+  },
+  // ---- 1.2.0: an idle runner's quarantine pauses it (new workflow type) ----
+  async 'runner-quarantine-hold'(h) {
+    const workflowId = quarantineWorkflowId(uniqueId('rec-quarantine'));
+    await h.client.workflow.execute('runnerQuarantineWorkflow', {
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [{ runnerId: 'stub-runner' }],
+    });
+    return { workflowId };
   },
   // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
   'reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile'),

@@ -106,6 +106,18 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
+  it('has the 1.2.0 paths: refresh pause and agent readiness (PATCH_REFRESH_HOLD_AND_AGENT), idle quarantine', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        [
+          'baseline-refresh-agent-missing-restored',
+          'baseline-refresh-hold-and-agent',
+          'runner-quarantine-hold',
+        ].map((n) => `1.2.0/${n}.json`),
+      ),
+    );
+  });
+
   it.each(FIXTURES)('%s replays without non-determinism', async (file) => {
     const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
     await Worker.runReplayHistory(

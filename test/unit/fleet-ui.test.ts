@@ -24,6 +24,7 @@ const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   checkpoint: null,
   quarantine: null,
   held_until: null,
+  refresh: null,
   last_reset: null,
   ...over,
 });
