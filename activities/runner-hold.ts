@@ -135,6 +135,20 @@ export async function holdIdleRunner(
 }
 
 /**
+ * Whether the runner drains, read from Postgres now: a registry runner's
+ * admin drain (`runners.draining`) or a drain in `runner_state` (an
+ * inventory-file runner's, admin or baseline refresh). The inventory's
+ * in-memory copy may not have seen a drain of moments ago.
+ */
+async function drainingNow(store: Store, runnerId: string): Promise<boolean> {
+  const [registry, state] = await Promise.all([
+    store.runners.get(runnerId),
+    store.runnerState.get(runnerId),
+  ]);
+  return registry?.draining === true || state.draining;
+}
+
+/**
  * Releases the runner's hold that e2epool has (holdIdleRunner's, or a
  * checkpoint's kept pause) unless the runner must stay held: quarantined, or
  * draining (read from Postgres now); then it stays, recorded as such, for
@@ -153,7 +167,7 @@ export async function releaseIdleRunner(
     await store.pauses.closed(latest.checkpointId, 'kept_for_quarantine');
     return 'quarantined: it stays paused until it is unquarantined';
   }
-  if ((await store.runners.get(i.runnerId))?.draining) {
+  if (await drainingNow(store, i.runnerId)) {
     await store.pauses.closed(latest.checkpointId, 'kept_for_drain');
     return 'draining: it stays paused until it is undrained';
   }
