@@ -188,6 +188,12 @@ export class RunnerRegistry {
        * no checkpoint will (runnerQuarantineWorkflow); its failure is logged, not answered.
        */
       quarantined?: (runnerId: string) => Promise<void>;
+      /**
+       * Called after each change this instance made, before it is answered:
+       * drops what this instance caches of the runners (the fleet page's
+       * snapshot), so the operator's next page load shows the change.
+       */
+      changed?: () => void;
     },
   ) {}
 
@@ -206,8 +212,14 @@ export class RunnerRegistry {
     }
   }
 
+  /**
+   * Read your writes: this instance's inventory copy (normally refreshed by
+   * NOTIFY, a moment later) re-reads the change, and its caches are dropped,
+   * before the change is answered.
+   */
   private async applied<T>(result: T): Promise<T> {
     await this.d.inventory.refreshRegistry();
+    this.d.changed?.();
     return result;
   }
 

@@ -110,7 +110,12 @@ function fleetView(d: ApiServerDeps, store: Store, client: Client): FleetView {
   });
 }
 
-function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerRegistry {
+function runnerRegistry(
+  d: ApiServerDeps,
+  store: Store,
+  client: Client,
+  fleet: FleetView,
+): RunnerRegistry {
   return new RunnerRegistry({
     store,
     inventory: d.inventory,
@@ -121,6 +126,8 @@ function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerR
       client.schedule
         .getHandle(reconcileScheduleId(d.settings.taskQueue))
         .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
+    // Read your writes: the operator's next fleet page load shows the change.
+    changed: () => fleet.invalidate(),
     quarantined: async (runnerId) => {
       await client.workflow.start(RUNNER_QUARANTINE_WORKFLOW, {
         workflowId: quarantineWorkflowId(runnerId),
@@ -182,7 +189,7 @@ export async function startApiServer(d: ApiServerDeps): Promise<ApiServer> {
     { logMaxLines: d.settings.logMaxLines },
   );
   const fleet = fleetView(d, store, client);
-  const registry = runnerRegistry(d, store, client);
+  const registry = runnerRegistry(d, store, client, fleet);
   const app = createApp({
     store,
     registry,

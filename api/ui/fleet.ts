@@ -110,6 +110,11 @@ export class FleetView {
 
   constructor(private readonly d: FleetDeps) {}
 
+  /** Drops the cached snapshot: the next request reads anew (after a change of a runner through this instance). */
+  invalidate(): void {
+    this.cached = null;
+  }
+
   /** `fresh`: read anew, not the cached snapshot (after a change made from the page). */
   snapshot(fresh = false): Promise<FleetSnapshot> {
     const now = Date.now();
