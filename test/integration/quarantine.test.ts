@@ -180,6 +180,13 @@ describe('runner quarantine', () => {
       body: { detail: `Runner '${id}' is quarantined` },
     });
 
+  /** The runner's row of the fleet page's JSON (GET /ui/api/fleet). */
+  async function fleetRow(id: string): Promise<Record<string, unknown> | undefined> {
+    const fleet = await admin()('GET', '/ui/api/fleet');
+    expect(fleet.status).toBe(200);
+    return (fleet.body.runners as Array<{ runner_id: string }>).find((r) => r.runner_id === id);
+  }
+
   /** The quarantined runner's checkpoint ends; the runner stays paused, also through a reconciler pass. */
   async function endsKeptPaused(id: string, name: string): Promise<void> {
     expect((await api(id).finalize(name, 'failure')).status).toBe(202);
@@ -296,8 +303,13 @@ describe('runner quarantine', () => {
 
   it("an inventory-file runner: an operator's quarantine gives 423 and keeps it paused; unquarantine ends it", async () => {
     const id = R.file.id;
+    // Read your writes: a fleet page loaded just before (its snapshot cached) does not hide the change.
+    expect(await fleetRow(id)).toMatchObject({ quarantine: null, draining: false });
     const cp = await quarantineBusy(id, 'bad RAM');
     expect(cp.runner.source).toBe('inventory');
+    expect(await fleetRow(id)).toMatchObject({
+      quarantine: { reason: 'bad RAM', source: 'operator' },
+    });
     await refused(id);
     expect((await admin()('GET', '/api/runners')).body).toEqual(
       expect.arrayContaining([
@@ -306,16 +318,17 @@ describe('runner quarantine', () => {
     );
     expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
     await endsKeptPaused(id, cp.name);
-    const fleet = await admin()('GET', '/ui/api/fleet');
-    expect(fleet.body.runners.find((r: { runner_id: string }) => r.runner_id === id)).toMatchObject(
-      { quarantine: { reason: 'bad RAM', source: 'operator' } },
-    );
+    expect(await fleetRow(id)).toMatchObject({
+      quarantine: { reason: 'bad RAM', source: 'operator' },
+    });
 
     expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).body).toMatchObject({
       source: 'inventory',
       quarantined: false,
       quarantine_reason: null,
     });
+    expect(await fleetRow(id)).toMatchObject({ quarantine: null });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ quarantined: false });
     await waitFor('the unquarantined file runner to be unpaused', () => !paused(id));
     const audit = (await c.ds.query(
       `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
@@ -326,6 +339,20 @@ describe('runner quarantine', () => {
     expect(next.status).toBe(201);
     await api(id).finalize(next.body.name, 'success');
     await runEnded(c, id);
+
+    // The same for its drain (kept in runner_state): seen at once on the fleet page and GET /api/runners/{id}.
+    await fleetRow(id);
+    expect((await admin()('POST', `/api/runners/${id}/drain`)).body).toMatchObject({
+      draining: true,
+    });
+    expect(await fleetRow(id)).toMatchObject({ draining: true });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ draining: true });
+    expect((await api(id).create(id, uniqueId('job'))).status).toBe(423);
+    expect((await admin()('POST', `/api/runners/${id}/undrain`)).body).toMatchObject({
+      draining: false,
+    });
+    expect(await fleetRow(id)).toMatchObject({ draining: false });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ draining: false });
   });
 
   it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
