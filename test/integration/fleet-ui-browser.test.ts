@@ -224,10 +224,15 @@ describeWithBrowser('fleet page in a real browser', () => {
       }
       pageErrors.length = 0;
       const cell = page.locator(`tr[data-runner="${id}"] .c-refresh`);
-      // The page refreshes itself until the refresh says its step.
+      // The page refreshes itself until the refresh says the step it stays at
+      // (a load of a moment ago may show an earlier one, e.g. `reading the registry`).
       await cell.locator('.refresh-step').waitFor({ timeout: 20_000 });
-      expect(await cell.locator('.refresh-step').textContent()).toBe(
-        'waiting for its active checkpoint to end',
+      await waitFor(
+        'the refresh step: waiting for its active checkpoint to end',
+        async () =>
+          (await cell.locator('.refresh-step').textContent()) ===
+          'waiting for its active checkpoint to end',
+        { timeoutMs: 20_000 },
       );
       expect(await cell.locator('.refresh-status').textContent()).toBe('running');
       const link = cell.locator('a.refresh-id');
