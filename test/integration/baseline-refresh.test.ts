@@ -11,7 +11,13 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerBody, proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import {
+  proxmoxRunnerBody,
+  proxmoxRunnerYaml,
+  testRunners,
+  uniqueId,
+  type TestRunner,
+} from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
@@ -34,6 +40,7 @@ const ADMIN = 'admin-token-baseline-refresh-0123456789abcdef';
 const REFRESHED = /^e2epool-baseline-\d{14}$/;
 /** The GitLab runner of `ci` (the others have none). */
 const CI_GITLAB = 471;
+const FILE_GITLAB = 472;
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const run = promisify(execFile);
 
@@ -78,6 +85,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
       startGitLabStandIn(),
     ]);
     gitlab.addRunner(CI_GITLAB);
+    gitlab.addRunner(FILE_GITLAB);
     for (const l of LABELS)
       pve.addVm('pve1', vmid(l), {
         status: 'running',
@@ -132,7 +140,7 @@ describe('baseline refresh and rollout on Proxmox', () => {
       runnerId: R.file.id,
       token: R.file.token,
       vmid: vmid('file'),
-      extra: { baseline_snapshot: baseline },
+      extra: { baseline_snapshot: baseline, gitlab_runner_id: FILE_GITLAB },
     })}`;
   }
 
@@ -429,6 +437,33 @@ describe('baseline refresh and rollout on Proxmox', () => {
     });
     edit(BASELINE);
     expect((await runner('file')).current_baseline).toBe(BASELINE);
+
+    // Drained by an operator before a refresh (its drain in runner_state): the
+    // refresh leaves it drained, so it stays paused in GitLab (kept_for_drain)
+    // until the undrain.
+    await runEnded(c, r.id);
+    expect((await admin()('POST', `/api/runners/${r.id}/drain`)).body).toMatchObject({
+      draining: true,
+    });
+    const again = await admin()('POST', `/api/runners/${r.id}/baseline`, {});
+    expect(again.status).toBe(202);
+    await result(again.body.workflow_id as string);
+    expect(await runner('file')).toMatchObject({ draining: true });
+    expect(gitlab.runner(FILE_GITLAB)).toMatchObject({ paused: true });
+    const [kept] = await c.ds.query(
+      `SELECT p.state FROM runner_pauses p JOIN checkpoints c ON c.id = p.checkpoint_id
+        WHERE c.runner_id = $1 ORDER BY c.id DESC LIMIT 1`,
+      [r.id],
+    );
+    expect(kept).toEqual({ state: 'kept_for_drain' });
+    expect((await admin()('POST', `/api/runners/${r.id}/undrain`)).status).toBe(200);
+    // A reconciler pass, as the schedule the undrain triggers runs it, unpauses it.
+    await c.client.workflow.execute('reconcileWorkflow', {
+      taskQueue: c.taskQueue,
+      workflowId: uniqueId('reconcile-pass'),
+      args: [{ repair: true, minAgeSeconds: 0 }],
+    });
+    expect(gitlab.runner(FILE_GITLAB)).toMatchObject({ paused: false });
   });
 
   it('bad input: 422; unknown runner: 404; no admin token: 403', async () => {
