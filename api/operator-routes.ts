@@ -33,16 +33,16 @@ export const listCheckpointsQuery = z
     state: z
       .string()
       .optional()
-      .openapi({
-        description: `States separated by commas (${CHECKPOINT_STATES.join(', ')}); default: every state`,
-      }),
-    runner: z.string().optional().openapi({ description: 'Only this runner’s checkpoints' }),
+      .describe(
+        `States separated by commas (${CHECKPOINT_STATES.join(', ')}); default: every state`,
+      ),
+    runner: z.string().optional().describe('Only this runner’s checkpoints'),
     limit: z
       .string()
       .optional()
-      .openapi({
-        description: `At most this many, newest first: 1 to ${MAX_CHECKPOINT_LIST} (default ${DEFAULT_CHECKPOINT_LIST})`,
-      }),
+      .describe(
+        `At most this many, newest first: 1 to ${MAX_CHECKPOINT_LIST} (default ${DEFAULT_CHECKPOINT_LIST})`,
+      ),
   })
   .strict();
 
