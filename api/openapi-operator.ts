@@ -4,7 +4,6 @@
  */
 import type { OpenAPIRegistry } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
-import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listCheckpointsQuery } from './operator-routes';
 import { RUNNER_ACTIONS } from './ui/actions';
 
@@ -24,20 +23,10 @@ export const uiForm = (extra: Record<string, z.ZodType> = {}) => ({
   },
 });
 
-/** A checkpoint as an operator lists it (api/operator-routes.ts checkpointFactsView); built once openapi.ts extended zod. */
-const checkpointFacts = () =>
-  z
-    .object({
-      name: z.string(),
-      runner_id: z.string(),
-      job_id: z.string(),
-      state: z.enum(CHECKPOINT_STATES),
-      finalize_status: z.enum(FINALIZE_STATUSES).nullable(),
-      finalize_source: z.string().nullable(),
-      created_at: z.string().openapi({ format: 'date-time' }),
-      finalized_at: z.string().openapi({ format: 'date-time' }).nullable(),
-      verified: z.boolean().nullable(),
-      verify_detail: z.string().nullable(),
+/** A checkpoint as an operator lists it (api/operator-routes.ts checkpointFactsView): the API's Checkpoint and more. */
+const checkpointFacts = (checkpoint: z.ZodObject) =>
+  checkpoint
+    .extend({
       backend: z.enum(['proxmox', 'bare_metal']),
       active: z.boolean(),
       ended_at: z.string().openapi({ format: 'date-time' }).nullable(),
@@ -49,6 +38,7 @@ const checkpointFacts = () =>
     })
     .openapi('CheckpointFacts');
 
+/** Registers the operator routes; `checkpoint`: the API's Checkpoint schema (api/openapi.ts). */
 export function registerOperatorPaths(
   r: OpenAPIRegistry,
   o: {
@@ -56,6 +46,7 @@ export function registerOperatorPaths(
     ui: Array<Record<string, string[]>>;
     adminErrors: Record<string, Response>;
     detailError: (description: string) => Response;
+    checkpoint: z.ZodObject;
   },
 ): void {
   r.registerPath({
@@ -67,7 +58,7 @@ export function registerOperatorPaths(
     responses: {
       '200': {
         description: 'The checkpoints',
-        content: { 'application/json': { schema: z.array(checkpointFacts()) } },
+        content: { 'application/json': { schema: z.array(checkpointFacts(o.checkpoint)) } },
       },
       '422': o.detailError('An unknown state, a bad runner id or limit, an unknown parameter'),
       ...o.adminErrors,

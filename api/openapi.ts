@@ -684,7 +684,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     },
   });
   registerBaselinePaths(r, { security: adminOnly, adminErrors, detailError });
-  registerOperatorPaths(r, { security: adminOnly, ui, adminErrors, detailError });
+  registerOperatorPaths(r, { security: adminOnly, ui, adminErrors, detailError, checkpoint });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({
