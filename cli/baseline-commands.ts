@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { usageExit } from './output';
 import { DEFAULT_CONTROLLER_URL, postAdmin, type AdminOptions } from './runner-commands';
 
 /** A positive integer option (commander calls it; a bad value is a usage error, exit 2). */
@@ -84,7 +85,6 @@ export function addBaselineCommands(program: Command): void {
     .command('baseline')
     .description("refresh Proxmox runners' golden baselines through the admin API")
     .addHelpText('after', BASELINE_HELP);
-  const usageExit = (err: { exitCode: number }) => process.exit(err.exitCode === 0 ? 0 : 2);
   baseline.exitOverride(usageExit);
   const common = (c: Command) =>
     c

@@ -2,6 +2,8 @@ import { InventoryError } from '../config/runner-schema';
 import { createLogger, type Logger } from '../config/logger';
 import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
+import { CLI_EXIT } from '../common/failures';
+import { SchemaNotCurrent } from '../store/data-source';
 import { SETUP_EXIT_CODE } from '../worker/search-attributes';
 
 export interface ControllerConfig {
@@ -10,6 +12,9 @@ export interface ControllerConfig {
   log: Logger;
 }
 
+/** The long-running controller processes: they log to stdout (config/logger.ts); the rest to stderr. */
+const LONG_RUNNING = new Set(['api', 'worker']);
+
 /** Validates every setting up front; throws ConfigError naming the first bad one. */
 export function loadControllerConfig(
   component: string,
@@ -17,7 +22,8 @@ export function loadControllerConfig(
 ): ControllerConfig {
   const settings = loadSettings(env);
   const temporal = loadTemporalSettings(env);
-  const log = createLogger(settings.logLevel).child({ component });
+  const stream = LONG_RUNNING.has(component) ? 'stdout' : 'stderr';
+  const log = createLogger(settings.logLevel, stream).child({ component });
   for (const [name, instead] of obsoleteSettingsIn(env)) {
     log.warn({ setting: name }, `${name} has no meaning in e2epool on Temporal: ${instead}`);
   }
@@ -26,10 +32,11 @@ export function loadControllerConfig(
 
 /**
  * Ends the process after a startup failure: configuration and inventory errors
- * are one line on stderr; anything else is logged with its stack. A namespace
- * without e2epool's search attributes exits SETUP_EXIT_CODE (78, EX_CONFIG),
- * one line per attribute with the command that registers it: a supervisor
- * should not restart into the same refusal (systemd: RestartPreventExitStatus=78).
+ * are one line on stderr and exit CLI_EXIT.config (78, EX_CONFIG), as does a
+ * namespace without e2epool's search attributes (SETUP_EXIT_CODE, one line per
+ * attribute with the command that registers it) and a database schema behind
+ * this e2epool: a supervisor should not restart into the same refusal
+ * (systemd: RestartPreventExitStatus=78). Anything else exits 1.
  */
 export function exitOnStartupError(command: string, err: unknown): never {
   if (err instanceof Error && err.name === 'SearchAttributeSetupError') {
@@ -37,8 +44,13 @@ export function exitOnStartupError(command: string, err: unknown): never {
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
     process.exit(SETUP_EXIT_CODE);
   }
-  if (err instanceof ConfigError || err instanceof InventoryError) {
+  if (
+    err instanceof ConfigError ||
+    err instanceof InventoryError ||
+    err instanceof SchemaNotCurrent
+  ) {
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
+    process.exit(CLI_EXIT.config);
   } else {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`e2epool ${command}: ${msg.split('\n')[0]}\n`);

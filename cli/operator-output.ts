@@ -4,25 +4,30 @@
  * hold anything a runner's registration or a command's output held, so
  * control characters are shown escaped and can never steer the terminal.
  */
+import { CLI_EXIT, exitCodeForRefusal } from './output';
 
-/** The operator commands' exit codes (README, "Operator commands"). */
+/** The operator commands' exit codes: the CLI's (README, "Command line: output and exit codes"). */
 export const EXIT = {
-  ok: 0,
+  ok: CLI_EXIT.ok,
   /** Refused by the controller (its detail on stderr), or it failed. */
-  failed: 1,
+  failed: CLI_EXIT.error,
   /** The command was called wrong; nothing was sent. */
-  usage: 2,
-  /** The controller is unreachable or answered 429/502/503/504: try again later. */
-  temporary: 75,
+  usage: CLI_EXIT.usage,
+  /** The controller is unreachable or answered 423/429/502/503/504: try again later. */
+  temporary: CLI_EXIT.temporary,
   /** No admin token, an unreadable token file, a bad E2EPOOL_URL, or a token the controller refuses. */
-  config: 78,
+  config: CLI_EXIT.config,
 } as const;
 
-/** The exit code of a controller's refusal. */
+/**
+ * The exit code of a controller's refusal: the CLI's (exitCodeForRefusal),
+ * and for an admin request also 78 for a refused admin token (401/403: fix
+ * the configuration) and 75 for a proxy's 502/504 (the controller is away).
+ */
 export function exitCodeOfStatus(status: number): number {
   if (status === 401 || status === 403) return EXIT.config;
-  if (status === 429 || status === 502 || status === 503 || status === 504) return EXIT.temporary;
-  return EXIT.failed;
+  if (status === 502 || status === 504) return EXIT.temporary;
+  return exitCodeForRefusal(status);
 }
 
 /** A value as one line of terminal text: control characters escaped, null as `-`. */

@@ -10,6 +10,7 @@ import {
   runnersTable,
   runnerText,
 } from './operator-output';
+import { usageExit } from './output';
 
 /** Where the controller's REST API is when neither --url nor E2EPOOL_URL says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:8080';
@@ -74,7 +75,7 @@ function networkCause(err: unknown): string {
 /**
  * One admin API request. Returns the exit code and, when it is 0, the
  * answer; on anything else `what` and the reason are on stderr: 1 refused
- * (the API's detail), 2 usage, 75 unreachable or 429/502/503/504, 78 no or a
+ * (the API's detail), 2 usage, 75 unreachable or 423/429/502/503/504, 78 no or a
  * refused admin token. The admin token never appears in output.
  */
 export async function adminRequest(
@@ -213,9 +214,6 @@ ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 0 done, 1 refused (the API's detail on stderr), 2 a usage error, 75 the
 controller unreachable or unavailable (try again), 78 no admin token or a
 refused one. README, "Operator commands".`;
-
-const usageExit = (err: { exitCode: number }) =>
-  process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
 
 /** --url, --admin-token-file, --json; a usage error exits 2. */
 function adminCommand(c: Command): Command {

@@ -69,9 +69,12 @@ describe('the e2epool CLI on a runner host', () => {
     [['create'], /required option '--job-id <id>' not specified/],
     [['status'], /required option '--checkpoint <name>' not specified/],
     [['logs', '--follow'], /required option '--checkpoint <name>' not specified/],
-  ])('exits 1 (never 2) on a usage error: %j', async (args, message) => {
+    [['status', '--checkpoint', 'x', '--bogus'], /unknown option '--bogus'/],
+    [['ping', 'extra'], /too many arguments/],
+  ])('exits 2 on a usage error, as the Python original (argparse): %j', async (args, message) => {
     const r = await runCli([...args, '--socket', join(tmp.dir, 'missing.sock')], noConfig);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(message);
   });
 
@@ -141,17 +144,20 @@ describe('the e2epool CLI on a runner host', () => {
     },
   );
 
-  it('`agent` exits 1 without runner_id and token, or with a bad setting', async () => {
+  it('`agent` exits 78 (configuration error) without runner_id and token, or with a bad setting', async () => {
     const empty = join(tmp.dir, 'empty.yml');
     writeFileSync(empty, '# nothing\n');
     const r = await runCli(['agent', '--config', empty], {});
-    expect(r).toMatchObject({ code: 1, stderr: 'Error: runner_id and token must be configured\n' });
+    expect(r).toMatchObject({
+      code: 78,
+      stderr: 'Error: runner_id and token must be configured\n',
+    });
     const bad = await runCli(['agent', '--config', empty], {
       E2EPOOL_RUNNER_ID: 'r',
       E2EPOOL_TOKEN: 't',
       E2EPOOL_HEARTBEAT_INTERVAL: 'often',
     });
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(78);
     expect(bad.stderr).toBe(
       'Error: invalid agent setting heartbeat_interval (from E2EPOOL_HEARTBEAT_INTERVAL): ' +
         'expected a positive number of seconds (got "often")\n',
@@ -171,7 +177,7 @@ describe('the agent daemon process', () => {
     tmp.cleanup();
   });
 
-  it('`agent` exits 1 for ws:// to another host; with allow_insecure_ws it starts and warns', async () => {
+  it('`agent` exits 78 for ws:// to another host; with allow_insecure_ws it starts and warns', async () => {
     const config = join(tmp.dir, 'remote.yml');
     writeFileSync(
       config,
@@ -180,7 +186,7 @@ describe('the agent daemon process', () => {
       { mode: 0o600 },
     );
     const refused = await runCli(['agent', '--config', config], {});
-    expect(refused).toMatchObject({ code: 1 });
+    expect(refused).toMatchObject({ code: 78 });
     expect(refused.stderr).toBe(
       `Error: invalid agent setting controller_url (in ${config}): ws:// to 192.0.2.1:9, which is not this host, ` +
         'would send the token unencrypted; use wss:// (or set allow_insecure_ws: true on a network you trust)\n',

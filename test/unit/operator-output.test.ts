@@ -1,9 +1,9 @@
 import { cell, EXIT, exitCodeOfStatus, table } from '../../cli/operator-output';
 
 describe('operator command output', () => {
-  it('maps the controller’s refusals to exit codes: 401/403 config, 429/502/503/504 temporary, other 1', () => {
+  it('maps the controller’s refusals to exit codes: 401/403 config, 423/429/502/503/504 temporary, other 1', () => {
     expect([401, 403].map(exitCodeOfStatus)).toEqual([EXIT.config, EXIT.config]);
-    expect([429, 502, 503, 504].map(exitCodeOfStatus)).toEqual(Array(4).fill(EXIT.temporary));
+    expect([423, 429, 502, 503, 504].map(exitCodeOfStatus)).toEqual(Array(5).fill(EXIT.temporary));
     expect([400, 404, 409, 422, 500].map(exitCodeOfStatus)).toEqual(Array(5).fill(EXIT.failed));
     expect(EXIT).toEqual({ ok: 0, failed: 1, usage: 2, temporary: 75, config: 78 });
   });
