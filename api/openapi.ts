@@ -13,6 +13,7 @@ import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery, quarantineBody } from './runner-routes';
 import { registerBaselinePaths } from './openapi-baseline';
+import { registerOperatorPaths, uiForm } from './openapi-operator';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
@@ -529,20 +530,9 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     path: '/ui/checkpoints/{name}/release-hold',
     summary: 'End a hold for debugging now',
     security: ui,
-    request: { params: nameParam },
+    request: { params: nameParam, ...uiForm() },
     responses: {
       '303': { description: 'Back to the checkpoint page' },
-      ...errors(401, 403, 404, 409),
-    },
-  });
-  r.registerPath({
-    method: 'post',
-    path: '/ui/runners/{id}/unquarantine',
-    summary: 'End a quarantine from the fleet page (as POST /api/runners/{id}/unquarantine)',
-    security: ui,
-    request: { params: z.object({ id: z.string() }) },
-    responses: {
-      '303': { description: 'Back to the fleet page' },
       ...errors(401, 403, 404, 409),
     },
   });
@@ -695,6 +685,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     },
   });
   registerBaselinePaths(r, { security: adminOnly, adminErrors, detailError });
+  registerOperatorPaths(r, { security: adminOnly, ui, adminErrors, detailError, checkpoint });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

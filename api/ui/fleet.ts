@@ -40,6 +40,8 @@ export interface FleetRow {
   baseline: string | null;
   /** Draining (an operator's drain, or a baseline refresh under way): creates get 423. */
   draining: boolean;
+  /** Where the runner is defined: the registry (`api`), which drain and quarantine change, or inventory.yml. */
+  source: 'api' | 'inventory';
   agent: AgentStatus;
   agent_last_seen_at: string | null;
   /** False: the agent opens /ws/agent with the REST token the runner's CI jobs hold too. */
@@ -191,6 +193,7 @@ export class FleetView {
               ? 'disconnected'
               : 'unreachable',
         agent_last_seen_at: iso(agent?.lastSeenAt ?? null),
+        source: this.d.inventory.inventory.inFile(r.runner_id) ? 'inventory' : 'api',
         has_agent_token: this.d.inventory.inventory.hasAgentToken(r.runner_id),
         gitlab_runner_id: r.gitlab_runner_id ?? null,
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,

@@ -274,9 +274,15 @@ describe('runner quarantine', () => {
     const text = await page.text();
     expect(text).toContain('flaky disk');
     expect(text).toContain(`action="/ui/runners/${id}/unquarantine"`);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(text)![1]!;
     const done = await fetch(`${c.api.url}/ui/runners/${id}/unquarantine`, {
       method: 'POST',
-      headers: { cookie, 'sec-fetch-site': 'same-origin' },
+      headers: {
+        cookie,
+        'sec-fetch-site': 'same-origin',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ csrf }).toString(),
       redirect: 'manual',
     });
     expect(done.status).toBe(303);
@@ -431,13 +437,13 @@ describe('runner quarantine', () => {
     const usage = await run('node', [CLI, 'runners', 'unquarantine', s1], {
       env: { ...env, E2EPOOL_ADMIN_TOKEN: '' },
     }).catch((err: { code: number; stderr: string }) => err);
-    expect(usage).toMatchObject({ code: 2, stderr: expect.stringContaining('no admin token') });
+    expect(usage).toMatchObject({ code: 78, stderr: expect.stringContaining('no admin token') });
     tmp = mkdtempSync(join(tmpdir(), 'e2epool-q-'));
     const tokenFile = join(tmp, 'admin-token');
     writeFileSync(tokenFile, `${ADMIN}\n`, { mode: 0o600 });
     const { stdout } = await run(
       'node',
-      [CLI, 'runners', 'unquarantine', s1, '--admin-token-file', tokenFile],
+      [CLI, 'runners', 'unquarantine', s1, '--json', '--admin-token-file', tokenFile],
       { env: { ...env, E2EPOOL_ADMIN_TOKEN: '' } },
     );
     expect(JSON.parse(stdout)).toMatchObject({ runner_id: s1, quarantined: false });
