@@ -130,8 +130,11 @@ function registerButtonPaths(
         '303': { description: 'Back to the fleet page, which says what was done' },
         '403': o.detailError('Cross-site, or without the page’s form token'),
         '404': o.detailError('Runner not found'),
-        '409': o.detailError('Not possible for this runner now'),
-        '422': o.detailError('Invalid reason'),
+        // Drain and quarantine take every runner (an inventory-file one's state is in runner_state).
+        ...(action === 'retry' || action === 'release'
+          ? { '409': o.detailError('No checkpoint of the runner in needs_attention') }
+          : {}),
+        ...(action === 'quarantine' ? { '422': o.detailError('Invalid reason') } : {}),
       },
     });
   }

@@ -102,8 +102,8 @@ ${format}
   function actionsCell(r) {
     var td = el('td', { class: 'c-actions' });
     var list = [];
-    if (r.source === 'api') list.push(r.draining ? 'undrain' : 'drain');
-    if (r.source === 'api' && !r.quarantine) list.push('quarantine');
+    list.push(r.draining ? 'undrain' : 'drain');
+    if (!r.quarantine) list.push('quarantine');
     if (r.checkpoint && r.checkpoint.state === 'needs_attention') list.push('retry', 'release');
     list.forEach(function (a) { td.appendChild(actionForm(r, a)); });
     return td;

@@ -20,6 +20,12 @@ export const RESET_STEPS = [
 /** A runner's agent: connected, closed moments ago, silent past the heartbeat timeout, or never seen. */
 export type AgentStatus = 'connected' | 'disconnected' | 'unreachable' | 'never connected';
 
+/** The fleet page's word for an agent session's status (none: never connected). */
+function agentStatus(status: 'live' | 'unreachable' | 'closed' | undefined): AgentStatus {
+  if (!status) return 'never connected';
+  return status === 'live' ? 'connected' : status === 'closed' ? 'disconnected' : 'unreachable';
+}
+
 /** A checkpoint as a fleet row shows it (JSON: ISO dates). */
 export interface FleetCheckpointDto {
   name: string;
@@ -185,13 +191,7 @@ export class FleetView {
         runner_id: r.runner_id,
         backend: r.backend,
         ...baselineOf(this.d.inventory.inventory, r),
-        agent: !agent
-          ? 'never connected'
-          : agent.status === 'live'
-            ? 'connected'
-            : agent.status === 'closed'
-              ? 'disconnected'
-              : 'unreachable',
+        agent: agentStatus(agent?.status),
         agent_last_seen_at: iso(agent?.lastSeenAt ?? null),
         source: this.d.inventory.inventory.inFile(r.runner_id) ? 'inventory' : 'api',
         has_agent_token: this.d.inventory.inventory.hasAgentToken(r.runner_id),

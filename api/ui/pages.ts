@@ -187,9 +187,9 @@ function actionForm(r: FleetRow, a: RunnerAction, csrf: string): Html {
 /** The buttons of a row's actions cell (fleet.js decides the same way). */
 export function rowActions(r: FleetRow): RunnerAction[] {
   const out: RunnerAction[] = [];
-  // Drain and quarantine change the registry; an inventory.yml runner is the file's.
-  if (r.source === 'api') out.push(r.draining ? 'undrain' : 'drain');
-  if (r.source === 'api' && !r.quarantine) out.push('quarantine');
+  // Every runner: an inventory.yml runner's drain and quarantine are kept in runner_state.
+  out.push(r.draining ? 'undrain' : 'drain');
+  if (!r.quarantine) out.push('quarantine');
   if (r.checkpoint?.state === 'needs_attention') out.push('retry', 'release');
   return out;
 }

@@ -204,11 +204,17 @@ describe('operator commands', () => {
       { action: 'quarantine', detail: { reason: 'bad \u001b[31mdisk', changed: true } },
       { action: 'unquarantine', detail: { changed: true } },
     ]);
-    // An inventory.yml runner is the file's: the API says so, the CLI exits 1.
-    expect(await cli(['runners', 'drain', R.file.id])).toMatchObject({
-      code: 1,
-      stderr: expect.stringContaining('HTTP 409'),
+    // An inventory.yml runner drains too (its state is kept in runner_state), audited.
+    expect(await cli(['runners', 'drain', R.file.id])).toEqual({
+      code: 0,
+      stdout: `runner ${R.file.id}: draining, quarantine: no\n`,
+      stderr: '',
     });
+    expect((await api(R.file.id).create(R.file.id, uniqueId('job'))).status).toBe(423);
+    expect(
+      JSON.parse((await cli(['runners', 'undrain', R.file.id, '--json'])).stdout),
+    ).toMatchObject({ runner_id: R.file.id, source: 'inventory', draining: false });
+    expect((await audit(R.file.id)).map((a) => a.action)).toEqual(['drain', 'undrain']);
   });
 
   it('retry: 409 while nothing waits; checkpoints list finds the one in needs_attention; retry resets it', async () => {

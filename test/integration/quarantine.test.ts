@@ -359,6 +359,31 @@ describe('runner quarantine', () => {
     });
     expect(await fleetRow(id)).toMatchObject({ draining: false });
     expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ draining: false });
+
+    // Its fleet-page row has the Drain and Quarantine buttons too; a post needs the page's form token.
+    const cookie = await uiSession();
+    const text = await (await fetch(`${c.api.url}/ui`, { headers: { cookie } })).text();
+    expect(text).toContain(`action="/ui/runners/${id}/drain"`);
+    expect(text).toContain(`action="/ui/runners/${id}/quarantine"`);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(text)![1]!;
+    const uiDrain = (form: Record<string, string>) =>
+      fetch(`${c.api.url}/ui/runners/${id}/drain`, {
+        method: 'POST',
+        headers: {
+          cookie,
+          'sec-fetch-site': 'same-origin',
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: new URLSearchParams(form).toString(),
+        redirect: 'manual',
+      });
+    expect((await uiDrain({})).status).toBe(403);
+    expect(await fleetRow(id)).toMatchObject({ draining: false });
+    const drained = await uiDrain({ csrf });
+    expect(drained.status).toBe(303);
+    expect(drained.headers.get('location')).toBe(`/ui?drained=${id}`);
+    expect(await fleetRow(id)).toMatchObject({ draining: true });
+    expect((await admin()('POST', `/api/runners/${id}/undrain`)).status).toBe(200);
   });
 
   it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
