@@ -87,6 +87,16 @@ describeWithBrowser('fleet page in a real browser', () => {
       if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`);
     });
   }, 60_000);
+  /** Opens the fleet page, logging in first when the session is gone. */
+  const openFleet = async () => {
+    await page.goto(`${c.api.url}/ui`);
+    if (new URL(page.url()).pathname === '/ui/login') {
+      await page.fill('#token', ADMIN);
+      await page.click('button[type=submit]');
+      await page.waitForURL(`${c.api.url}/ui`);
+    }
+  };
+
   afterAll(async () => {
     await browser?.close();
     if (agent && agent.exitCode === null) agent.kill('SIGKILL');
@@ -229,12 +239,7 @@ describeWithBrowser('fleet page in a real browser', () => {
     const workflowId = started.body.workflow_id as string;
     const run = await c.client.workflow.getHandle(workflowId).describe();
     try {
-      await page.goto(`${c.api.url}/ui`);
-      if (new URL(page.url()).pathname === '/ui/login') {
-        await page.fill('#token', ADMIN);
-        await page.click('button[type=submit]');
-        await page.waitForURL(`${c.api.url}/ui`);
-      }
+      await openFleet();
       pageErrors.length = 0;
       const cell = page.locator(`tr[data-runner="${id}"] .c-refresh`);
       // The page refreshes itself until the refresh says the step it stays at
@@ -285,12 +290,7 @@ describeWithBrowser('fleet page in a real browser', () => {
     await waitFor('the second agent', () => bus.isConnected(id), { timeoutMs: 20_000 });
     const runner = async () => (await admin('GET', `/api/runners/${id}`)).body;
     const row = page.locator(`tr[data-runner="${id}"]`);
-    await page.goto(`${c.api.url}/ui`);
-    if (new URL(page.url()).pathname === '/ui/login') {
-      await page.fill('#token', ADMIN);
-      await page.click('button[type=submit]');
-      await page.waitForURL(`${c.api.url}/ui`);
-    }
+    await openFleet();
     pageErrors.length = 0;
     /** Clicks a row's button, checks the dialog's question, confirms (after `fill`). */
     const act = async (action: string, question: string, fill?: () => Promise<void>) => {
