@@ -3,7 +3,8 @@
  * makes runs in an activity of its own on the GitLab task queue beside the
  * main one, and each activity attempt makes at most one request (except the
  * unpause, which reads the runner back: two, more only to undo a pause that
- * landed late, see unpauseRunner); Temporal's matching service hands out
+ * landed late, see unpauseRunner; and an idle runner's hold, activities/
+ * runner-hold.ts: check then pause, two); Temporal's matching service hands out
  * that queue's activity tasks no faster than its
  * `maxTaskQueueActivitiesPerSecond`, however many workers poll it.
  *
@@ -40,7 +41,12 @@ export function gitlabPollTaskQueue(taskQueue: string): string {
  * least, 3 the default of a task without one, e.g. a 1.1 run's pause).
  */
 export const GITLAB_PRIORITY = {
-  /** Pause check, pause, unpause: a reset (and its runner's next job) waits on them. */
+  /**
+   * Pause check, pause, unpause: a reset (and its runner's next job) waits on
+   * them. Also an idle runner's hold: a baseline refresh waits on its pause
+   * (and the runner's next job on its unpause); a quarantine's pause keeps
+   * GitLab from handing the runner jobs that meet 423 meanwhile.
+   */
   reset: 1,
   /** The reconciler's checks and unpauses: a runner left paused, no one waiting on a reset. */
   reconcile: 3,

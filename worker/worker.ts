@@ -25,6 +25,10 @@ const GITLAB_ACTIVITIES = [
   'unpauseRunner',
   'checkPausedGitlabRunner',
   'unpausePausedGitlabRunner',
+  // An idle runner's hold (quarantine, baseline refresh): check and pause, or unpause.
+  'quarantineHoldRunner',
+  'refreshHoldRunner',
+  'refreshReleaseRunner',
 ] as const satisfies ReadonlyArray<keyof Activities>;
 
 /** The job-status poll: on the GitLab queue, and alone on 1.1's poll queue. */

@@ -13,6 +13,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   sleep,
+  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import {
@@ -22,10 +23,12 @@ import {
 } from '../../common/baseline';
 import { describeFailure } from '../../common/fail';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
+import { GITLAB_PRIORITY } from '../../common/gitlab-budget';
 import { PATCH_REFRESH_HOLD_AND_AGENT } from '../../common/patches';
+import { gitlabBudget } from '../checkpoint/activities';
 
 /** Registry reads and writes: a few tries; a refresh that cannot reach Postgres fails (and restores). */
-const registry = proxyActivities<Activities>({
+const REGISTRY: ActivityOptions = {
   startToCloseTimeout: '30 seconds',
   retry: {
     maximumAttempts: 10,
@@ -33,7 +36,19 @@ const registry = proxyActivities<Activities>({
     maximumInterval: '30 seconds',
     nonRetryableErrorTypes: NON_RETRYABLE_TYPES,
   },
-});
+};
+const registry = proxyActivities<Activities>(REGISTRY);
+
+/**
+ * The pause and unpause in the runner's CI system (refreshHoldRunner,
+ * refreshReleaseRunner) on the GitLab budget (common/gitlab-budget.ts) at a
+ * reset's priority: the refresh waits on the pause, and the runner's next
+ * job on the unpause, as a reset's do. Only on the PATCH_REFRESH_HOLD_AND_AGENT
+ * path, new in 1.2.0 (no older history reaches it): no gate of its own.
+ */
+function ciHold() {
+  return proxyActivities<Activities>({ ...REGISTRY, ...gitlabBudget(GITLAB_PRIORITY.reset) });
+}
 
 /**
  * VM steps (Proxmox tasks, the guest command): long, heartbeating, a few
@@ -125,7 +140,7 @@ export async function baselineRefreshWorkflow(
 async function holdRunner(runnerId: string): Promise<void> {
   progress(runnerId, 'pausing it in its CI system');
   try {
-    await registry.refreshHoldRunner({ runnerId });
+    await ciHold().refreshHoldRunner({ runnerId });
   } catch (err) {
     log.warn('baseline refresh: pausing the runner failed; refreshing anyway', {
       runnerId,
@@ -152,7 +167,7 @@ async function awaitAgent(
 async function releaseRunner(runnerId: string): Promise<void> {
   progress(runnerId, 'unpausing it in its CI system');
   try {
-    await registry.refreshReleaseRunner({ runnerId });
+    await ciHold().refreshReleaseRunner({ runnerId });
   } catch (err) {
     log.warn('baseline refresh: unpausing the runner failed; the reconciler unpauses it', {
       runnerId,

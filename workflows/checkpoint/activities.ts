@@ -87,10 +87,18 @@ export function gitlabPlacement(
   priorityKey: number,
   legacyQueue: (taskQueue: string) => string,
 ): Pick<ActivityOptions, 'taskQueue' | 'priority'> {
-  const own = workflowInfo().taskQueue;
   return patched(PATCH_GITLAB_PRIORITY)
-    ? { taskQueue: gitlabTaskQueue(own), priority: { priorityKey } }
-    : { taskQueue: legacyQueue(own) };
+    ? gitlabBudget(priorityKey)
+    : { taskQueue: legacyQueue(workflowInfo().taskQueue) };
+}
+
+/**
+ * The GitLab queue at `priorityKey`, ungated: for workflow paths that are
+ * new in 1.2.0 (no 1.1 history can reach them), so they need no marker.
+ * Only callable inside a workflow.
+ */
+export function gitlabBudget(priorityKey: number): Pick<ActivityOptions, 'taskQueue' | 'priority'> {
+  return { taskQueue: gitlabTaskQueue(workflowInfo().taskQueue), priority: { priorityKey } };
 }
 
 /**
