@@ -182,7 +182,7 @@ async function takeBaseline(c: Steps, i: { runnerId: string; name: string }): Pr
  * baseline. This proves the snapshot restores the disk, as the checkpoints'
  * proof of reset will rely on. The nonce is never logged or returned.
  * Returns the detail, and the agent session from before the last stop (for
- * refreshAwaitAgent; runs from before 1.2.0 ignore the result).
+ * refreshAwaitAgent; runs from before 2.0.0 ignore the result).
  */
 async function verifyBaseline(
   c: Steps,

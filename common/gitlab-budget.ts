@@ -8,7 +8,7 @@
  * that queue's activity tasks no faster than its
  * `maxTaskQueueActivitiesPerSecond`, however many workers poll it.
  *
- * Since 1.2.0 (PATCH_GITLAB_PRIORITY) everything shares `<taskQueue>-gitlab`
+ * Since 2.0.0 (PATCH_GITLAB_PRIORITY) everything shares `<taskQueue>-gitlab`
  * and Temporal's task priority orders it (README, "GitLab rate budget"):
  * what a reset waits on (pause check, pause, unpause) goes first, the
  * reconciler next, job-status polls last. A reset never waits behind polls
@@ -21,7 +21,7 @@
  * it, at a twentieth of the budget, for those polls. Nothing new is ever
  * scheduled there (patched() is true outside replay), and a poll is never
  * retried and waits at most one poll interval, so it is empty one poll
- * interval after the last 1.1 worker stopped; the next minor release drops it.
+ * interval after the last 1.1 worker stopped; a later release drops it.
  *
  * Workflow-safe: the workflows name the queues, the worker polls them.
  */
@@ -31,7 +31,7 @@ export function gitlabTaskQueue(taskQueue: string): string {
   return `${taskQueue}-gitlab`;
 }
 
-/** 1.1's queue of job-status polls, for runs started before 1.2.0 (see above). */
+/** 1.1's queue of job-status polls, for runs started before 2.0.0 (see above). */
 export function gitlabPollTaskQueue(taskQueue: string): string {
   return `${taskQueue}-gitlab-poll`;
 }

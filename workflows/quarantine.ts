@@ -32,7 +32,7 @@ const HOLD: ActivityOptions = {
  * The hold's activity on the GitLab budget (common/gitlab-budget.ts) at a
  * reset's priority: until the pause lands, GitLab may hand the quarantined
  * runner jobs that meet 423, the hazard a reset's pause guards against.
- * New in 1.2.0 (no 1.1 history has it): ungated.
+ * New in 2.0.0 (no 1.1 history has it): ungated.
  */
 function holder() {
   return proxyActivities<Activities>({ ...HOLD, ...gitlabBudget(GITLAB_PRIORITY.reset) });

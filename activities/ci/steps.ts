@@ -98,7 +98,7 @@ async function sendStep<P>(
 /**
  * What an unpause activity is called with. `endsResetFailed`: the run is
  * about to end `reset_failed` (an operator released it, or canceled it
- * mid-reset); absent in inputs of runs from before 1.2.0.
+ * mid-reset); absent in inputs of runs from before 2.0.0.
  */
 export type ReleaseInput = StepInput & { endsResetFailed?: boolean };
 

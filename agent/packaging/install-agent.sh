@@ -22,7 +22,7 @@ readonly SERVICE=e2epool-agent
 # and a CI job must never read the controller's secrets on a host running both.
 readonly AGENT_USER=e2epool-agent
 readonly SOCKET_GROUP=e2epool-ci
-# The socket group before 1.2.0 (now the controller's): see step 2.
+# The socket group before 2.0.0 (now the controller's): see step 2.
 readonly OLD_SOCKET_GROUP=e2epool
 readonly CONFIG_DIR=/etc/e2epool
 # Not readonly: --root moves it under another root (--host-only --dry-run).
@@ -428,10 +428,10 @@ else
     run usermod -aG "$SOCKET_GROUP" "$ci_user"
     ci_user_added=1
   fi
-  # Before 1.2.0 the socket group was $OLD_SOCKET_GROUP, which is now the
+  # Before 2.0.0 the socket group was $OLD_SOCKET_GROUP, which is now the
   # controller's: its members read /etc/e2epool/controller.env.
   if [[ " $(id -nG "$ci_user") " == *" $OLD_SOCKET_GROUP "* ]]; then
-    warn "$ci_user is still in group $OLD_SOCKET_GROUP (the socket group before 1.2.0; now the controller's, which reads its secrets): gpasswd -d $ci_user $OLD_SOCKET_GROUP"
+    warn "$ci_user is still in group $OLD_SOCKET_GROUP (the socket group before 2.0.0; now the controller's, which reads its secrets): gpasswd -d $ci_user $OLD_SOCKET_GROUP"
   fi
 fi
 

@@ -21,11 +21,11 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *
  * Rolling upgrade: the `quarantine*` and `current_baseline` columns of
  * `runners` are KEPT and kept in step with this table by two triggers, so a
- * 1.1.0 API instance or worker beside 1.2.0 ones reads and writes what they
- * do for registry runners (a 1.1.0 operator quarantine lands here; a 1.2.0
+ * 1.1.0 API instance or worker beside 2.0.0 ones reads and writes what they
+ * do for registry runners (a 1.1.0 operator quarantine lands here; a 2.0.0
  * verification's quarantine lands there, and its NOTIFY reloads both). A
  * trigger's own mirror write is not mirrored back (pg_trigger_depth), and
- * each writes only values that differ. 1.2.0 code reads and writes only this
+ * each writes only values that differ. 2.0.0 code reads and writes only this
  * table; a later release drops the old columns and the triggers.
  *
  * down() copies registry runners' rows back into those columns (a `refresh`

@@ -10,7 +10,7 @@ import { waitFor } from '../helpers/wait';
  * RunnerState (store/migrations/1796270400000-RunnerState.ts) moves the
  * quarantine and the current baseline of `runners` into `runner_state`, keyed
  * by runner id so inventory-file runners have them too. The old columns stay,
- * mirrored both ways by triggers, so a 1.1.0 instance beside 1.2.0 ones
+ * mirrored both ways by triggers, so a 1.1.0 instance beside 2.0.0 ones
  * (a rolling upgrade) sees and makes the same changes; down() puts the rows
  * back into the columns.
  */
@@ -95,7 +95,7 @@ describe('migration RunnerState', () => {
     const q = await store.quarantine.ofRunners(['q-old', 'plain', 'none']);
     expect([...q.entries()]).toEqual([['q-old', { reason: 'flaky', source: 'operator', at }]]);
 
-    // 1.2.0 writes runner_state: a registry runner's old columns follow (a 1.1.0 API reads them).
+    // 2.0.0 writes runner_state: a registry runner's old columns follow (a 1.1.0 API reads them).
     expect(
       (await store.quarantine.quarantine('none', { reason: 'refresh broke', source: 'refresh' }))
         .changed,
@@ -118,7 +118,7 @@ describe('migration RunnerState', () => {
     );
     expect((await oldColumns('plain'))!.current_baseline).toBe('e2epool-baseline-1');
 
-    // 1.1.0 writes the old columns: runner_state follows (a 1.2.0 worker reads it).
+    // 1.1.0 writes the old columns: runner_state follows (a 2.0.0 worker reads it).
     await ds.query(
       `UPDATE runners SET quarantined = false, quarantine_reason = NULL, quarantine_source = NULL,
               quarantined_at = NULL WHERE runner_id = 'q-old'`,

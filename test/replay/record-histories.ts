@@ -449,7 +449,7 @@ const scenarios: Record<string, Scenario> = {
     });
     return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b')], 1);
   },
-  // ---- 1.2.0: refresh pauses the runner and waits for its agent (PATCH_REFRESH_HOLD_AND_AGENT) ----
+  // ---- 2.0.0: refresh pauses the runner and waits for its agent (PATCH_REFRESH_HOLD_AND_AGENT) ----
   // Paused once its checkpoint ended; the agent is back on the new baseline; unpaused at the end.
   async 'baseline-refresh-hold-and-agent'(h, s) {
     let looks = 0;
@@ -466,7 +466,7 @@ const scenarios: Record<string, Scenario> = {
     });
     return refresh(h, uniqueId('rec-refresh'));
   },
-  // ---- 1.2.0: an idle runner's quarantine pauses it (new workflow type) ----
+  // ---- 2.0.0: an idle runner's quarantine pauses it (new workflow type) ----
   async 'runner-quarantine-hold'(h) {
     const workflowId = quarantineWorkflowId(uniqueId('rec-quarantine'));
     await h.client.workflow.execute('runnerQuarantineWorkflow', {
@@ -478,10 +478,10 @@ const scenarios: Record<string, Scenario> = {
   },
   // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
   'reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile'),
-  // 1.2.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
+  // 2.0.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
   // unpause on the one GitLab queue, each with its priority.
   'gitlab-priority-polled-reset': (h, s) => polledFailedJob(h, s, 24, '124'),
-  // 1.2.0: the reconciler's GitLab checks and unpauses at their priority.
+  // 2.0.0: the reconciler's GitLab checks and unpauses at their priority.
   'gitlab-priority-reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile-prio'),
 };
 

@@ -44,7 +44,7 @@ const registry = proxyActivities<Activities>(REGISTRY);
  * refreshReleaseRunner) on the GitLab budget (common/gitlab-budget.ts) at a
  * reset's priority: the refresh waits on the pause, and the runner's next
  * job on the unpause, as a reset's do. Only on the PATCH_REFRESH_HOLD_AND_AGENT
- * path, new in 1.2.0 (no older history reaches it): no gate of its own.
+ * path, new in 2.0.0 (no older history reaches it): no gate of its own.
  */
 function ciHold() {
   return proxyActivities<Activities>({ ...REGISTRY, ...gitlabBudget(GITLAB_PRIORITY.reset) });
@@ -88,7 +88,7 @@ export async function baselineRefreshWorkflow(
 ): Promise<BaselineRefreshResult> {
   const { runnerId } = input;
   const r = { runnerId };
-  // Asked once, before any command: a run from before 1.2.0 keeps the 1.1.0 path throughout.
+  // Asked once, before any command: a run from before 2.0.0 keeps the 1.1.0 path throughout.
   const holds = patched(PATCH_REFRESH_HOLD_AND_AGENT);
   progress(runnerId, 'reading the registry');
   const start = await registry.refreshStart(r);

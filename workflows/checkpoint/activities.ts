@@ -77,7 +77,7 @@ const UNPAUSER: ActivityOptions = {
 export const unpauser = proxyActivities<Activities>(UNPAUSER);
 
 /**
- * Where a GitLab activity goes: since 1.2.0 (PATCH_GITLAB_PRIORITY) the one
+ * Where a GitLab activity goes: since 2.0.0 (PATCH_GITLAB_PRIORITY) the one
  * GitLab queue at `priorityKey`, whose rate limit is the fleet's GitLab
  * budget and whose priority puts a reset's requests ahead of polls; a run
  * replaying a 1.1 history keeps 1.1's queue (`legacyQueue`) without one.
@@ -94,7 +94,7 @@ export function gitlabPlacement(
 
 /**
  * The GitLab queue at `priorityKey`, ungated: for workflow paths that are
- * new in 1.2.0 (no 1.1 history can reach them), so they need no marker.
+ * new in 2.0.0 (no 1.1 history can reach them), so they need no marker.
  * Only callable inside a workflow.
  */
 export function gitlabBudget(priorityKey: number): Pick<ActivityOptions, 'taskQueue' | 'priority'> {
