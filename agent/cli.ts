@@ -308,7 +308,7 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
-  // Proof of reset, once there is an answer (README, "Proof of reset").
+  // Proof of reset, once there is an answer (docs/operators.md, "Proof of reset").
   if (typeof r.data.verified === 'boolean') {
     const detail = typeof r.data.verify_detail === 'string' ? ` (${r.data.verify_detail})` : '';
     io.out(`verified: ${r.data.verified ? 'yes' : 'NO'}${detail}`);
@@ -384,7 +384,8 @@ const oneLine = (text: string) => text.replace(/\r?\n/g, '\\n');
 
 /**
  * One line of `e2epool logs` output for a log entry (the format is documented
- * in the README and `e2epool logs --help`; scripts may rely on it):
+ * in docs/ci.md, "Reading a checkpoint's log", and `e2epool logs --help`; scripts
+ * may rely on it):
  * - a step: `<at> step <step> <result>[ <duration_ms>ms][ <text>]`, the text on one line;
  * - a line the command printed on stdout: the line as it was;
  * - a line it printed on stderr: `[stderr] ` and the line.

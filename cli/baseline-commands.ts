@@ -75,7 +75,7 @@ Talks to the controller's admin API: --url, else $E2EPOOL_URL, else
 ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 --admin-token-file. Prints {"workflow_id": ...} (follow it in the Temporal Web
 UI). Exit codes: 0 started, 1 refused (the API's detail on stderr) or the
-controller unreachable, 2 a usage error. README, "Baseline refresh".`;
+controller unreachable, 2 a usage error. docs/operators.md, "Baseline refresh".`;
 
 /** `e2epool baseline refresh|rollout`: new golden baselines through the admin API. */
 export function addBaselineCommands(program: Command): void {

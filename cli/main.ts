@@ -230,7 +230,7 @@ const SOCKET_HELP = 'agent socket (default from the agent config)';
 const DOCTOR_HELP = `
 Output: one line per check, in order: ok|fail <check>: <what>[ — <what to do>]
 (a runner's checks start with its id). Exit codes: 0 every check ok, 1 a check
-failed, 2 a usage error. See the README, "Bring-up check".`;
+failed, 2 a usage error. See docs/operators.md, "Bring-up check".`;
 
 const LOGS_HELP = `
 Output: one line per entry, in the order they happened, all on stdout:

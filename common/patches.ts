@@ -6,8 +6,8 @@
  */
 
 /**
- * 1.1.0, golden baseline and proof of reset (README, "Golden baseline",
- * "Proof of reset"). For a run whose runner plan carries them:
+ * 1.1.0, golden baseline and proof of reset (docs/operators.md, "Golden
+ * baseline", "Proof of reset"). For a run whose runner plan carries them:
  * - create: a Proxmox runner with a `baselineSnapshot` takes no snapshot of
  *   its own; with a canary (`verifyReset` not `off`), `writeCanary` runs
  *   after the restore point exists and before the create answers;

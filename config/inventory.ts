@@ -22,7 +22,7 @@ export interface RegistryRunner {
   draining: boolean;
   /** Quarantined (see docs/protocol.md#runner-registry): no checkpoint, kept paused. */
   quarantined: boolean;
-  /** The baseline a refresh made current (README, "Baseline refresh"); absent/null: `baseline_snapshot`. */
+  /** The baseline a refresh made current (docs/operators.md, "Baseline refresh"); absent/null: `baseline_snapshot`. */
   currentBaseline?: string | null;
 }
 

@@ -56,7 +56,9 @@ export async function runChecks(
     temporal = loadTemporalSettings(env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    return [bad('settings', null, err.message, 'fix the setting (see the README settings table)')];
+    return [
+      bad('settings', null, err.message, 'fix the setting (see docs/reference.md, "Settings")'),
+    ];
   }
   const c: Context = { settings, temporal, ms: Math.round(opts.timeout * 1000) };
 

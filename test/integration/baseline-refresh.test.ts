@@ -15,8 +15,8 @@ import { waitFor } from '../helpers/wait';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /**
- * Baseline refresh and fleet rollout on the Proxmox stand-in (README,
- * "Baseline refresh"): registry runners with a golden baseline, refreshed by
+ * Baseline refresh and fleet rollout on the Proxmox stand-in
+ * (docs/operators.md, "Baseline refresh"): registry runners with a golden baseline, refreshed by
  * baselineRefreshWorkflow and baselineRolloutWorkflow on real Temporal.
  */
 const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file'] as const;

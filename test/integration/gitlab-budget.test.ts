@@ -20,7 +20,7 @@ import { startGitLabStandIn, type GitLabCall, type GitLabStandIn } from '../stan
  * here are separate processes (the compiled worker, an agent double).
  *
  * The Temporal server is one of this file's own with one partition per task
- * queue, as the README recommends for the GitLab queues: then each queue's
+ * queue, as docs/operators.md ("GitLab rate budget") recommends for the GitLab queues: then each queue's
  * token bucket has the burst ceil(rate) (temporalBurst), which the windows
  * below allow for.
  */
