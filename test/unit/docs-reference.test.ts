@@ -26,9 +26,14 @@ const unnamed = (names: Iterable<string>) =>
 
 /**
  * Names that look like settings but are not: the variables the cluster starter
- * hands to Temporal Server's config template, and an error code.
+ * hands to Temporal Server's config template, an error code, and the constant
+ * the agent package's build defines.
  */
-const NOT_SETTINGS = [/^E2EPOOL_TS_/, /^E2EPOOL_FINGERPRINT_MISMATCH$/];
+const NOT_SETTINGS = [
+  /^E2EPOOL_TS_/,
+  /^E2EPOOL_FINGERPRINT_MISMATCH$/,
+  /^E2EPOOL_PACKAGE_BUILD_INFO$/,
+];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
