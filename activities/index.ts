@@ -9,6 +9,7 @@ import { reconcileActivities } from './reconcile';
 import { streakRule } from './quarantine';
 import { recordActivities } from './records';
 import { runnerActivities } from './runner';
+import { runnerHoldActivities } from './runner-hold';
 import { verifyActivities } from './verify';
 
 export type { ActivityDeps } from './deps';
@@ -30,6 +31,7 @@ export function createActivities(deps: ActivityDeps) {
     ...verifyActivities(deps),
     ...reconcileActivities(deps),
     ...baselineActivities(deps),
+    ...runnerHoldActivities(deps),
 
     /**
      * The job's state; `running` until its CI system reports it finished.

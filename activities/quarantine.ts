@@ -41,26 +41,19 @@ export type StreakDecision =
   | { kind: 'cap_reached'; reason: string; cap: number };
 
 /**
- * Quarantines a runner whatever the cap (a failed reset verification uses
- * this). Idempotent: a quarantined runner keeps its first reason, source and
- * time (`changed` false). Null when the registry has no such runner: a runner
- * of inventory.yml cannot be quarantined (logged as an error, so an operator
- * takes it out of rotation by hand). Run it in the transaction that records
- * why, so a retry finds it done.
+ * Quarantines a runner, inventory file or registry, whatever the cap (a
+ * failed reset verification uses this). Idempotent: a quarantined runner
+ * keeps its first reason, source and time (`changed` false). Run it in the
+ * transaction that records why, so a retry finds it done.
  */
 export async function quarantineRunner(
   tx: Pick<Stores, 'quarantine'>,
   runnerId: string,
   q: { reason: string; source: QuarantineSource },
   log: Logger,
-): Promise<QuarantineChange | null> {
+): Promise<QuarantineChange> {
   const change = await tx.quarantine.quarantine(runnerId, q);
-  if (!change) {
-    log.error(
-      { runnerId, reason: q.reason, source: q.source },
-      `runner '${runnerId}' should be quarantined (${q.reason}) but is defined in the inventory file, which cannot hold a quarantine: take it out of rotation by hand`,
-    );
-  } else if (change.changed) {
+  if (change.changed) {
     log.warn(
       { runnerId, reason: q.reason, source: q.source },
       `runner '${runnerId}' quarantined: ${q.reason}`,
@@ -110,7 +103,7 @@ export async function checkStreak(
     { reason, source: 'failure_streak' },
     rule.log,
   );
-  return change?.changed ? { kind: 'quarantined', reason } : { kind: 'none' };
+  return change.changed ? { kind: 'quarantined', reason } : { kind: 'none' };
 }
 
 /** Reports a decision once its transaction committed: the cap gauge, and a warning past the cap. */

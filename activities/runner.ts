@@ -180,6 +180,21 @@ async function notReadyReason(
   return r.readiness_cmd ? readinessCmdReason(c, r, r.readiness_cmd) : '';
 }
 
+/**
+ * The Proxmox readiness gate after a reboot outside a checkpoint (a baseline
+ * refresh's): as a reset's (waitUntilReady), the VM runs and its e2epool
+ * agent reconnected, a session other than `staleSession` (read once the VM
+ * was down; null: any live session), then `readiness_cmd` if set. Returns
+ * the detail; NotReady past READINESS_TIMEOUT_SECONDS.
+ */
+export function readyAfterReboot(
+  deps: ActivityDeps,
+  runnerId: string,
+  staleSession: string | null,
+): Promise<string> {
+  return pollUntilReady(runnerSteps(deps), inventoryRunner(deps, runnerId), { staleSession });
+}
+
 /** Runner-host work through the agent: reset/cleanup commands and the readiness gate. */
 export function runnerActivities(deps: ActivityDeps) {
   const c = runnerSteps(deps);

@@ -6,7 +6,7 @@ import {
   type LogsEntry,
   type RequestType,
 } from '../common/agent-protocol';
-import { CLI_EXIT } from '../common/failures';
+import { CLI_EXIT, exitCodeForRefusal } from '../common/failures';
 import type { FinalizeStatus } from '../common/states';
 import { cliConnectSettings } from './config';
 import { ipcRequest, IpcClientError } from './ipc';
@@ -18,7 +18,12 @@ import { isRecord } from './messages';
  * (common/failures imports nothing; never common/fail, which loads Temporal).
  *
  * Exit codes (CLI_EXIT of the failure catalog): 0 success, 1 any error,
- * 2 the agent is not running; `logs` stopped by Ctrl-C: 130.
+ * 2 the agent is not running, 75 a temporary refusal (exitCodeForRefusal);
+ * `logs` stopped by Ctrl-C: 130.
+ *
+ * `--json` (status, logs, ping) prints the result as JSON on stdout, in the
+ * shapes docs/reference.md documents ("Command line: output and exit codes"); errors stay text
+ * on stderr, with the same exit codes.
  */
 
 /** Where the commands write and what environment they see (tests substitute these). */
@@ -81,12 +86,21 @@ export interface FinalizeContext extends ConnectContext {
 
 export interface StatusContext extends ConnectContext {
   checkpoint: string;
+  /** Print one JSON object instead of `name:`/`state:` lines. */
+  json?: boolean;
+}
+
+export interface PingContext extends ConnectContext {
+  /** Print one JSON object instead of the `pong from` line. */
+  json?: boolean;
 }
 
 export interface LogsContext extends ConnectContext {
   checkpoint: string;
   /** Keep polling until the checkpoint has ended. */
   follow: boolean;
+  /** Print one JSON object per entry (JSON Lines) instead of text lines. */
+  json?: boolean;
 }
 
 /** What `logs` takes besides its flags (tests shorten the poll). */
@@ -97,12 +111,19 @@ export interface LogsOptions {
   pollMs?: number;
 }
 
-/** GitLab's $CI_JOB_STATUS values next to ours (fix: the old CLI refused `failed`). */
+/**
+ * `--status` values and the finalize status each is sent as: ours, GitLab's
+ * $CI_JOB_STATUS `failed` (fix: the old CLI refused it) and GitHub's
+ * `cancelled` (its job.status). REST and the agent WebSocket take the
+ * canonical values only, as the external contract says, so the CLI maps them
+ * (here, not in common/states: this module loads nothing it does not need).
+ */
 const STATUS_ALIASES: Record<string, FinalizeStatus> = {
   success: 'success',
   failure: 'failure',
   failed: 'failure',
   canceled: 'canceled',
+  cancelled: 'canceled',
 };
 
 /** Maps a `--status` value to a finalize status; throws with a usage message. */
@@ -112,7 +133,7 @@ export function parseFinalizeStatus(value: string): FinalizeStatus {
     : undefined;
   if (!status) {
     throw new Error(
-      `expected success, failure or canceled (or GitLab's failed), got ${JSON.stringify(value)}`,
+      `expected success, failure or canceled (or failed, cancelled), got ${JSON.stringify(value)}`,
     );
   }
   return status;
@@ -209,9 +230,10 @@ async function send(
     const code = isRecord(e) && typeof e.code === 'number' ? e.code : 500;
     const error: ErrorBody = { code, detail };
     if (isRecord(e) && typeof e.retry_after === 'number') error.retry_after = e.retry_after;
-    if (o.keep?.(error)) return { ok: false, code: CLI_EXIT.error, error };
+    const exit = exitCodeForRefusal(code, type);
+    if (o.keep?.(error)) return { ok: false, code: exit, error };
     io.err(`Error: ${o.explain?.(error) ?? detail}`);
-    return { ok: false, code: CLI_EXIT.error };
+    return { ok: false, code: exit };
   }
   return { ok: true, data: isRecord(reply.data) ? reply.data : {} };
 }
@@ -305,6 +327,19 @@ export async function finalizeAction(
 export async function statusAction(ctx: StatusContext, io: CliIo = processIo()): Promise<number> {
   const r = await send(ctx, 'status', { checkpoint_name: ctx.checkpoint }, io);
   if (!r.ok) return r.code;
+  if (ctx.json) {
+    const str = (v: unknown) => (typeof v === 'string' ? v : null);
+    io.out(
+      JSON.stringify({
+        name: str(r.data.name) ?? ctx.checkpoint,
+        state: str(r.data.state) ?? 'unknown',
+        result: str(r.data.finalize_status),
+        verified: typeof r.data.verified === 'boolean' ? r.data.verified : null,
+        verify_detail: str(r.data.verify_detail),
+      }),
+    );
+    return CLI_EXIT.ok;
+  }
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
@@ -322,7 +357,7 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
  * prints the round trip as this command saw it: `pong from <url> in 12 ms`.
  * Writes nothing anywhere. Exit codes as the other commands.
  */
-export async function pingAction(ctx: ConnectContext, io: CliIo = processIo()): Promise<number> {
+export async function pingAction(ctx: PingContext, io: CliIo = processIo()): Promise<number> {
   const started = process.hrtime.bigint();
   const r = await send(ctx, 'ping', {}, io);
   if (!r.ok) return r.code;
@@ -331,8 +366,9 @@ export async function pingAction(ctx: ConnectContext, io: CliIo = processIo()): 
     io.err('Error: the controller replied to the ping without a pong');
     return CLI_EXIT.error;
   }
-  const from = typeof r.data.controller_url === 'string' ? r.data.controller_url : 'the controller';
-  io.out(`pong from ${from} in ${ms} ms`);
+  const url = typeof r.data.controller_url === 'string' ? r.data.controller_url : null;
+  if (ctx.json) io.out(JSON.stringify({ pong: true, controller_url: url, ms }));
+  else io.out(`pong from ${url ?? 'the controller'} in ${ms} ms`);
   return CLI_EXIT.ok;
 }
 
@@ -408,6 +444,20 @@ export function formatLogEntry(e: LogsEntry): string {
   }
 }
 
+/**
+ * One line of `e2epool logs --json` for a log entry: a JSON object with
+ * `seq`, `at`, `kind` (`step`, `stdout`, `stderr`, or a newer kind) and, when
+ * set, `step`, `result`, `duration_ms`, `text` (docs/reference.md, "Command line: output and exit codes").
+ */
+export function jsonLogEntry(e: LogsEntry): string {
+  const out: Record<string, unknown> = { seq: e.seq, at: e.at ?? null, kind: e.kind };
+  if (e.step !== undefined && e.step !== null) out.step = e.step;
+  if (e.result !== undefined && e.result !== null) out.result = e.result;
+  if (typeof e.duration_ms === 'number') out.duration_ms = e.duration_ms;
+  if (e.text !== undefined && e.text !== null) out.text = String(e.text);
+  return JSON.stringify(out);
+}
+
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
@@ -450,7 +500,7 @@ export async function logsAction(
     const before = after;
     for (const e of page.entries) {
       if (e.seq <= after) continue; // already printed
-      io.out(formatLogEntry(e));
+      io.out(ctx.json ? jsonLogEntry(e) : formatLogEntry(e));
       after = e.seq;
     }
     after = Math.max(after, page.next);

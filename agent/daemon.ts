@@ -1,10 +1,11 @@
 import type { AgentRequest, ExecReply, Reply, RequestType } from '../common/agent-protocol';
+import { CLI_EXIT } from '../common/failures';
 import { createLogger, type Logger } from '../config/logger';
 import { AgentConfigError, insecureRemoteWs, loadAgentConfig, type AgentConfig } from './config';
 import { ControllerConnection, loggableUrl } from './connection';
 import { CommandRunner } from './exec';
 import { OutputStreamer } from './exec-output';
-import { startIpcServer, type IpcHandler, type IpcServer } from './ipc';
+import { SocketGroupError, startIpcServer, type IpcHandler, type IpcServer } from './ipc';
 import { errorReply, parseIpcRequest, type IncomingExec } from './messages';
 
 /** Knobs that are not configuration (defaults suit production; tests shorten them). */
@@ -201,7 +202,11 @@ export interface AgentCommandContext {
 
 /**
  * `e2epool agent`: runs the daemon until SIGTERM or SIGINT (one shutdown path
- * for both), then exits 0. Returns the exit code.
+ * for both), then exits 0. Returns the exit code: a configuration error
+ * (unreadable or invalid agent.yml, no runner_id or token, ws:// to another
+ * host, a socket_group this host lacks) is CLI_EXIT.config (78), which
+ * systemd's RestartPreventExitStatus=78 keeps from restarting into; any other
+ * start failure 1.
  */
 export async function runAgentCommand(ctx: AgentCommandContext): Promise<number> {
   let config: AgentConfig;
@@ -209,11 +214,11 @@ export async function runAgentCommand(ctx: AgentCommandContext): Promise<number>
     config = loadAgentConfig({ configPath: ctx.configPath });
   } catch (err) {
     process.stderr.write(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
+    return err instanceof AgentConfigError ? CLI_EXIT.config : CLI_EXIT.error;
   }
   if (!config.runnerId || !(config.token || config.agentToken)) {
     process.stderr.write('Error: runner_id and token must be configured\n');
-    return 1;
+    return CLI_EXIT.config;
   }
   const log = createLogger().child({ component: 'agent' });
   let handle: AgentHandle;
@@ -223,7 +228,10 @@ export async function runAgentCommand(ctx: AgentCommandContext): Promise<number>
     const msg = err instanceof Error ? err.message : String(err);
     log.error({ err: msg }, 'agent failed to start');
     process.stderr.write(`Error: ${msg}\n`);
-    return 1;
+    // A socket held by another agent may free up; a bad setting will not.
+    return err instanceof AgentConfigError || err instanceof SocketGroupError
+      ? CLI_EXIT.config
+      : CLI_EXIT.error;
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     let received: NodeJS.Signals | null = null;

@@ -40,6 +40,11 @@ function errnoCode(err: unknown): string | undefined {
 
 const GROUP_FILE = '/etc/group';
 
+/** socket_group names no group of this host: a configuration error (a restart cannot fix it). */
+export class SocketGroupError extends Error {
+  override name = 'SocketGroupError';
+}
+
 /** Resolves a group name (from /etc/group) or gid to a gid. */
 export function resolveGroup(group: string | number): number {
   if (typeof group === 'number') return group;
@@ -56,7 +61,7 @@ export function resolveGroup(group: string | number): number {
     const [name, , gid] = line.split(':');
     if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
   }
-  throw new Error(`socket_group "${group}" not found in ${GROUP_FILE}`);
+  throw new SocketGroupError(`socket_group "${group}" not found in ${GROUP_FILE}`);
 }
 
 /** True if something accepts connections on `path` (or does not refuse them within a second). */

@@ -10,6 +10,7 @@ import { checkpointRouter } from './checkpoint-routes';
 import type { RunnerRegistry } from './runner-registry';
 import { runnerRouter } from './runner-routes';
 import { baselineRouter } from './baseline-routes';
+import { operatorRouter } from './operator-routes';
 import { openApiRouter } from './openapi';
 import { webhookRouter } from './webhooks';
 import type { CheckpointService } from '../service/checkpoint-service';
@@ -43,7 +44,7 @@ export interface AppDeps {
   fleet: FleetView;
   /** The runner registry (the admin API, see docs/protocol.md#runner-registry). */
   registry: RunnerRegistry;
-  /** The Temporal client (the fleet page's `release-hold`). */
+  /** The Temporal client (the fleet page's `release-hold`, an operator's retry and release). */
   temporal: Client;
   log: Logger;
 }
@@ -77,6 +78,7 @@ export function createApp(d: AppDeps): Express {
         records: d.store.checkpoints,
         sessions: d.store.sessions,
         operations: d.store.operations,
+        pauses: d.store.pauses,
         inventory: d.inventory,
         agentStaleAfterSeconds: d.agentStaleAfterSeconds,
         agentSessions: d.agentSessions,
@@ -103,6 +105,12 @@ export function createApp(d: AppDeps): Express {
         settings: d.settings,
         log: d.log,
       },
+      d.admin,
+    ),
+  );
+  app.use(
+    operatorRouter(
+      { store: d.store, registry: d.registry, temporal: d.temporal, log: d.log },
       d.admin,
     ),
   );

@@ -87,16 +87,18 @@ export interface BaselineDeps {
   log: Logger;
 }
 
-/** A runner a refresh may run on: an active Proxmox runner of the registry; else 404 or 409. */
+/**
+ * A runner a refresh may run on: an active Proxmox runner of the inventory
+ * file or the registry (read now, not from the inventory's copy); else 404
+ * or 409. The refresh drains a file runner in runner_state.
+ */
 async function refreshable(d: BaselineDeps, id: string): Promise<void> {
-  if (d.inventory.inventory.inFile(id))
-    throw new HttpError(
-      409,
-      `Runner '${id}' is defined in the inventory file, which cannot drain it: move it to the registry (e2epool import-inventory) to refresh its baseline`,
-    );
-  const r = await d.store.runners.get(id);
-  if (!r || !r.isActive) throw new HttpError(404, `Runner '${id}' not found`);
-  if (r.fields.backend !== 'proxmox')
+  const fileRunner = d.inventory.inventory.fileRunners.find((r) => r.runner_id === id);
+  const backend = fileRunner
+    ? fileRunner.backend
+    : await d.store.runners.get(id).then((r) => (r?.isActive ? r.fields.backend : null));
+  if (!backend) throw new HttpError(404, `Runner '${id}' not found`);
+  if (backend !== 'proxmox')
     throw new HttpError(409, `Runner '${id}' is not a Proxmox runner: it has no baseline`);
 }
 
@@ -140,15 +142,18 @@ async function startRefresh(
   return workflowId;
 }
 
-/** The rollout's runner ids: `"all"` is every active Proxmox runner of the registry. */
+/** The rollout's runner ids: `"all"` is every active Proxmox runner, inventory file and registry. */
 async function rolloutRunners(d: BaselineDeps, body: z.output<typeof rolloutBody>) {
   let ids: string[];
   if (body.runners === 'all') {
-    ids = (await d.store.runners.list(false))
+    const registry = (await d.store.runners.list(false))
       .filter((r) => r.fields.backend === 'proxmox')
       .map((r) => r.runnerId);
-    if (!ids.length)
-      throw new HttpError(422, 'runners: the registry holds no active Proxmox runner');
+    const file = d.inventory.inventory.fileRunners
+      .filter((r) => r.backend === 'proxmox')
+      .map((r) => r.runner_id);
+    ids = [...file, ...registry].sort();
+    if (!ids.length) throw new HttpError(422, 'runners: there is no active Proxmox runner');
   } else {
     ids = [...new Set(body.runners)];
     if (ids.length !== body.runners.length)

@@ -8,6 +8,7 @@ import type { Logger } from '../config/logger';
 import type { AgentSessionStore } from '../store/agent-sessions';
 import type { CheckpointStore } from '../store/checkpoints';
 import type { OperationLogStore } from '../store/operation-log';
+import type { RunnerPauseStore } from '../store/runner-pauses';
 import { bearerToken } from './auth';
 import { HttpError } from './errors';
 
@@ -15,6 +16,7 @@ export interface MetricsDeps {
   records: CheckpointStore;
   sessions: AgentSessionStore;
   operations: OperationLogStore;
+  pauses: RunnerPauseStore;
   inventory: InventoryStore;
   /** An agent silent this long is unreachable (E2EPOOL_WS_HEARTBEAT_TIMEOUT). */
   agentStaleAfterSeconds: number;
@@ -38,6 +40,7 @@ export function createMetricsRegistry(d: MetricsDeps): Registry {
   registerBuildInfoMetric(registry);
   registerCheckpointGauges(registry, d);
   registerAgentGauges(registry, d);
+  registerPauseGauge(registry, d);
   registerReconcileGauge(registry, d);
   return registry;
 }
@@ -136,6 +139,39 @@ function registerAgentGauges(registry: Registry, d: MetricsDeps): void {
     registers: [registry],
     collect() {
       this.set(d.agentSessions());
+    },
+  });
+}
+
+/**
+ * How long each inventory runner has been paused by e2epool: its newest pause
+ * is open and not kept on purpose (a drain or a quarantine, which have their
+ * own signals). A pause normally lasts from finalize to unpause (minutes); one
+ * that lasts much longer means the reset or the unpause is stuck.
+ */
+function registerPauseGauge(registry: Registry, d: MetricsDeps): void {
+  new Gauge({
+    name: 'e2epool_runner_paused_for_seconds',
+    help: 'Per inventory runner: seconds since e2epool paused it, while that pause is open (sent or paused; not kept for a drain or quarantine), else 0: alert on a long one.',
+    labelNames: ['runner_id'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      try {
+        const runners = d.inventory.inventory.runners.map((r) => r.runner_id);
+        const open = new Map(
+          (await d.pauses.latestByRunner(runners))
+            .filter((p) => p.state === 'sent' || p.state === 'paused')
+            .map((p) => [p.runnerId, p.pausedAt.getTime()]),
+        );
+        const now = Date.now();
+        for (const r of runners) {
+          const since = open.get(r);
+          this.set({ runner_id: r }, since === undefined ? 0 : Math.max(0, (now - since) / 1000));
+        }
+      } catch (err) {
+        d.log.warn({ err: (err as Error).message }, 'metrics: cannot read runner pauses');
+      }
     },
   });
 }

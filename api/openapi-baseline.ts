@@ -40,9 +40,7 @@ export function registerBaselinePaths(
     responses: {
       '202': json('Started: workflow e2epool-baseline-<runner_id>'),
       '404': o.detailError("Runner '<id>' not found"),
-      '409': o.detailError(
-        'A refresh of the runner runs already, or it is not a Proxmox runner of the registry',
-      ),
+      '409': o.detailError('A refresh of the runner runs already, or it is not a Proxmox runner'),
       '422': o.detailError(
         'keep not an integer ≥ 1, update_cmd empty or not a string, or an unknown field',
       ),
@@ -59,7 +57,7 @@ export function registerBaselinePaths(
     responses: {
       '202': json('Started: workflow e2epool-baseline-rollout-<UTC yyyymmddhhmmss>-<random>'),
       '404': o.detailError("Runner '<id>' not found"),
-      '409': o.detailError('A runner is not a Proxmox runner of the registry'),
+      '409': o.detailError('A runner is not a Proxmox runner'),
       '422': o.detailError(
         'runners not a non-empty list or "all", a runner listed twice, max_unavailable or keep not an integer ≥ 1, canary not one of runners, or an unknown field',
       ),

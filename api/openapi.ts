@@ -13,6 +13,7 @@ import { buildInfo } from '../common/build-info';
 import { CHECKPOINT_STATES, FINALIZE_STATUSES } from '../common/states';
 import { listRunnersQuery, quarantineBody } from './runner-routes';
 import { registerBaselinePaths } from './openapi-baseline';
+import { registerOperatorPaths, uiForm } from './openapi-operator';
 import { createBody, finalizeBody, statusParams } from '../service/schemas';
 
 extendZodWithOpenApi(z);
@@ -127,7 +128,7 @@ const runnerObject = z
         'Quarantined: creates get 423 and the runner stays paused in its CI system until unquarantined',
     }),
     quarantine_reason: z.string().nullable(),
-    quarantine_source: z.enum(['verification', 'failure_streak', 'operator']).nullable(),
+    quarantine_source: z.enum(['verification', 'failure_streak', 'operator', 'refresh']).nullable(),
     quarantined_at: z.string().openapi({ format: 'date-time' }).nullable(),
     current_baseline: z.string().nullable().openapi({
       description:
@@ -529,20 +530,9 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     path: '/ui/checkpoints/{name}/release-hold',
     summary: 'End a hold for debugging now',
     security: ui,
-    request: { params: nameParam },
+    request: { params: nameParam, ...uiForm() },
     responses: {
       '303': { description: 'Back to the checkpoint page' },
-      ...errors(401, 403, 404, 409),
-    },
-  });
-  r.registerPath({
-    method: 'post',
-    path: '/ui/runners/{id}/unquarantine',
-    summary: 'End a quarantine from the fleet page (as POST /api/runners/{id}/unquarantine)',
-    security: ui,
-    request: { params: z.object({ id: z.string() }) },
-    responses: {
-      '303': { description: 'Back to the fleet page' },
       ...errors(401, 403, 404, 409),
     },
   });
@@ -656,7 +646,10 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
       responses: {
         '200': json(body, 'The runner'),
         '404': detailError('Runner not found'),
-        '409': detailError("Runner '<id>' is defined in the inventory file"),
+        // An inventory-file runner's drain is kept in runner_state; its tokens are the file's.
+        ...(action.startsWith('rotate')
+          ? { '409': detailError("Runner '<id>' is defined in the inventory file") }
+          : {}),
         ...adminErrors,
       },
     });
@@ -665,7 +658,7 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     method: 'post',
     path: '/api/runners/{id}/quarantine',
     summary:
-      'Quarantine a runner: creates get 423 and it stays paused in its CI system after its current checkpoint; an already quarantined runner keeps its first reason',
+      'Quarantine a runner: creates get 423 and it stays paused in its CI system after its current checkpoint (an idle runner is paused at once by the workflow e2epool-quarantine-<id>); an already quarantined runner keeps its first reason',
     security: adminOnly,
     request: {
       params: idParam,
@@ -674,7 +667,6 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
-      '409': detailError("Runner '<id>' is defined in the inventory file"),
       '422': detailError('reason missing, empty, too long, or not storable; or an unknown field'),
       ...adminErrors,
     },
@@ -689,11 +681,11 @@ export function openApiDocument(): ReturnType<OpenApiGeneratorV31['generateDocum
     responses: {
       '200': json(runnerObject, 'The runner'),
       '404': detailError('Runner not found'),
-      '409': detailError("Runner '<id>' is defined in the inventory file"),
       ...adminErrors,
     },
   });
   registerBaselinePaths(r, { security: adminOnly, adminErrors, detailError });
+  registerOperatorPaths(r, { security: adminOnly, ui, adminErrors, detailError, checkpoint });
 
   return withoutRegexFlags(
     new OpenApiGeneratorV31(r.definitions).generateDocument({

@@ -2,14 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { sha256, type InventoryStore, type RunnerSource } from '../config/inventory';
 import type { RunnerConfig } from '../config/runner-schema';
 import type { Logger } from '../config/logger';
-import type { SecretBox } from '../config/secret-box';
-import type { Store } from '../store';
 import {
   currentBaselineOf,
-  RUNNER_COLUMNS,
-  RUNNER_OPTIONS,
+  noState,
   type Quarantine,
   type QuarantineSource,
+  type RunnerState,
+} from '../config/runner-state';
+import type { SecretBox } from '../config/secret-box';
+import type { Stores, Store } from '../store';
+import {
+  RUNNER_COLUMNS,
+  RUNNER_OPTIONS,
   type RunnerChange,
   type RunnerFields,
   type StoredRunner,
@@ -36,7 +40,7 @@ export interface RunnerView {
   /** Quarantined (see docs/protocol.md#runner-registry): creates get 423, the runner stays paused. */
   quarantined: boolean;
   quarantine_reason: string | null;
-  /** Who quarantined it: `verification`, `failure_streak` or `operator`; null when not quarantined. */
+  /** Who quarantined it: `verification`, `failure_streak`, `operator` or `refresh`; null when not quarantined. */
   quarantine_source: QuarantineSource | null;
   quarantined_at: string | null;
   /** The snapshot its resets roll back to now (a refresh's, else `baseline_snapshot`); null: none. */
@@ -123,22 +127,30 @@ function view(
   };
 }
 
-function storedView(r: StoredRunner): RunnerView {
+/** The configured baseline_snapshot of a runner's fields, if any. */
+function configuredBaseline(fields: Record<string, unknown>): string | null {
+  return typeof fields.baseline_snapshot === 'string' ? fields.baseline_snapshot : null;
+}
+
+function storedView(r: StoredRunner, state: RunnerState): RunnerView {
   return view(r.fields, {
     ...r,
-    currentBaseline: currentBaselineOf(r),
+    quarantine: state.quarantine,
+    currentBaseline: currentBaselineOf(state, configuredBaseline(r.fields)),
     hasAgentToken: r.agentTokenHash !== null,
     source: 'api',
   });
 }
 
-function inventoryView(c: RunnerConfig): RunnerView {
+function inventoryView(c: RunnerConfig, state: RunnerState): RunnerView {
   return view(fieldsOf(c), {
     runnerId: c.runner_id,
     isActive: true,
-    draining: false,
-    quarantine: null,
-    currentBaseline: c.backend === 'proxmox' ? (c.baseline_snapshot ?? null) : null,
+    // The file holds no drain: only a baseline refresh drains a file runner (runner_state).
+    draining: state.draining,
+    quarantine: state.quarantine,
+    currentBaseline:
+      c.backend === 'proxmox' ? currentBaselineOf(state, c.baseline_snapshot ?? null) : null,
     hasAgentToken: c.agent_token !== undefined,
     source: 'inventory',
     createdAt: null,
@@ -171,6 +183,17 @@ export class RunnerRegistry {
        * waiting for the reconciler's next pass; its failure is logged, not answered.
        */
       undrained?: (runnerId: string) => Promise<void>;
+      /**
+       * Called after a quarantine, to pause the runner in its CI system when
+       * no checkpoint will (runnerQuarantineWorkflow); its failure is logged, not answered.
+       */
+      quarantined?: (runnerId: string) => Promise<void>;
+      /**
+       * Called after each change this instance made, before it is answered:
+       * drops what this instance caches of the runners (the fleet page's
+       * snapshot), so the operator's next page load shows the change.
+       */
+      changed?: () => void;
     },
   ) {}
 
@@ -189,27 +212,44 @@ export class RunnerRegistry {
     }
   }
 
+  /**
+   * Read your writes: this instance's inventory copy (normally refreshed by
+   * NOTIFY, a moment later) re-reads the change, and its caches are dropped,
+   * before the change is answered.
+   */
   private async applied<T>(result: T): Promise<T> {
     await this.d.inventory.refreshRegistry();
+    this.d.changed?.();
     return result;
   }
 
   /** The registry's runners and the file's, ordered by runner_id. */
   async list(includeInactive: boolean): Promise<RunnerView[]> {
-    const stored = await this.d.store.runners.list(includeInactive);
+    const [stored, states] = await Promise.all([
+      this.d.store.runners.list(includeInactive),
+      this.d.store.runnerState.all(),
+    ]);
+    const byId = new Map(states.map((st) => [st.runnerId, st]));
+    const stateOf = (id: string) => byId.get(id) ?? noState(id);
     const all = [
-      ...stored.map(storedView),
-      ...this.d.inventory.inventory.fileRunners.map(inventoryView),
+      ...stored.map((r) => storedView(r, stateOf(r.runnerId))),
+      ...this.d.inventory.inventory.fileRunners.map((c) => inventoryView(c, stateOf(c.runner_id))),
     ];
     return all.sort((a, b) => (a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0));
   }
 
   async get(runnerId: string): Promise<RunnerView> {
+    return this.viewIn(this.d.store, runnerId);
+  }
+
+  /** The runner's view as `tx` reads it: the file's runner, else the registry's; 404 for neither. */
+  private async viewIn(tx: Stores, runnerId: string): Promise<RunnerView> {
     const fileRunner = this.d.inventory.inventory.fileRunners.find((r) => r.runner_id === runnerId);
-    if (fileRunner) return inventoryView(fileRunner);
-    const r = await this.d.store.runners.get(runnerId);
+    const state = await tx.runnerState.get(runnerId);
+    if (fileRunner) return inventoryView(fileRunner, state);
+    const r = await tx.runners.get(runnerId);
     if (!r) throw new HttpError(404, 'Runner not found');
-    return storedView(r);
+    return storedView(r, state);
   }
 
   /** Adds a runner; its token and agent token are generated and returned once. */
@@ -244,7 +284,9 @@ export class RunnerRegistry {
     });
     if (!stored) throw new HttpError(409, `Runner '${runnerId}' already exists`);
     this.d.log.info({ runnerId, actor: this.actor }, 'registry runner created');
-    return this.applied({ ...storedView(stored), token, agent_token: agentToken });
+    // A runner moved from the file (import-inventory) keeps its state: it is keyed by runner id.
+    const state = await this.d.store.runnerState.get(runnerId);
+    return this.applied({ ...storedView(stored, state), token, agent_token: agentToken });
   }
 
   /** Changes only the fields sent; the result must be a valid runner. */
@@ -294,14 +336,17 @@ export class RunnerRegistry {
               ? this.seal(newTokenValue)
               : current.sealedProxmoxToken;
         const isActive = typeof body.is_active === 'boolean' ? body.is_active : current.isActive;
-        const updated = await tx.runners.update(runnerId, fieldsOf(config), sealed, isActive);
+        const fields = fieldsOf(config);
+        const updated = await tx.runners.update(runnerId, fields, sealed, isActive);
+        // A new baseline_snapshot is the operator's choice: it replaces what a refresh made current.
+        await tx.runnerState.settleBaseline(runnerId, configuredBaseline(fields));
         await tx.audit.record({
           actor: this.actor,
           action: 'update',
           runnerId,
           detail: { fields: Object.keys(body).sort() },
         });
-        return storedView(updated!);
+        return storedView(updated!, await tx.runnerState.get(runnerId));
       })
       .then((v) => this.applied(v));
   }
@@ -318,18 +363,51 @@ export class RunnerRegistry {
    * unpauses it (a pass is started at once, see `undrained`).
    */
   async drain(runnerId: string, draining: boolean): Promise<RunnerView> {
-    const view = await this.setFlag(runnerId, draining ? 'drain' : 'undrain', { draining });
+    const action = draining ? 'drain' : 'undrain';
+    const view = this.d.inventory.inventory.inFile(runnerId)
+      ? await this.drainFileRunner(runnerId, action, draining)
+      : await this.setFlag(runnerId, action, { draining });
     if (!draining) await this.startUnpause(runnerId, 'undrain');
     return view;
   }
 
   /**
-   * Quarantines a runner (see docs/protocol.md#runner-registry): creates get
-   * 423 and it stays paused in its CI system after its current checkpoint.
-   * A quarantined runner keeps its first reason; every call is audited.
+   * An inventory-file runner's drain: the file holds none, runner_state does
+   * (where a baseline refresh drains it too, and may leave it drained).
+   */
+  private async drainFileRunner(
+    runnerId: string,
+    action: string,
+    draining: boolean,
+  ): Promise<RunnerView> {
+    const view = await this.d.store.transaction(async (tx) => {
+      const changed = await tx.runnerState.setDraining(runnerId, draining);
+      await tx.audit.record({ actor: this.actor, action, runnerId, detail: { changed } });
+      return this.viewIn(tx, runnerId);
+    });
+    this.d.log.info({ runnerId, actor: this.actor, action }, 'runner changed');
+    return this.applied(view);
+  }
+
+  /**
+   * Quarantines a runner of the inventory file or the registry (see
+   * docs/protocol.md#runner-registry): creates get 423 and it stays paused in
+   * its CI system after its current checkpoint, or, idle, is paused now (see
+   * `quarantined`). A quarantined runner keeps its first reason; every call
+   * is audited.
    */
   async quarantine(runnerId: string, reason: string): Promise<RunnerView> {
-    return this.quarantineChange(runnerId, 'quarantine', { reason });
+    const view = await this.quarantineChange(runnerId, 'quarantine', { reason });
+    if (this.d.quarantined)
+      await this.d
+        .quarantined(runnerId)
+        .catch((err: unknown) =>
+          this.d.log.error(
+            { runnerId, err: (err as Error).message },
+            'quarantine: cannot start the workflow that pauses the runner in its CI system; quarantine it again to retry',
+          ),
+        );
+    return view;
   }
 
   /** Ends a runner's quarantine; the reconciler unpauses it (a pass is started at once). */
@@ -344,22 +422,22 @@ export class RunnerRegistry {
     action: 'quarantine' | 'unquarantine',
     q: { reason: string } | null,
   ): Promise<RunnerView> {
-    this.refuseFileRunner(runnerId);
     const updated = await this.d.store.transaction(async (tx) => {
+      // 404 before any write: the state table takes any id.
+      await this.viewIn(tx, runnerId);
       const change = q
         ? await tx.quarantine.quarantine(runnerId, { reason: q.reason, source: 'operator' })
         : await tx.quarantine.unquarantine(runnerId);
-      if (!change) throw new HttpError(404, 'Runner not found');
       await tx.audit.record({
         actor: this.actor,
         action,
         runnerId,
         detail: { ...(q ? { reason: q.reason } : {}), changed: change.changed },
       });
-      return change.runner;
+      return this.viewIn(tx, runnerId);
     });
-    this.d.log.info({ runnerId, actor: this.actor, action }, 'registry runner changed');
-    return this.applied(storedView(updated));
+    this.d.log.info({ runnerId, actor: this.actor, action }, 'runner changed');
+    return this.applied(updated);
   }
 
   /** Starts a reconciler pass to unpause the runner; a failure is only logged. */
@@ -409,6 +487,6 @@ export class RunnerRegistry {
       return r;
     });
     this.d.log.info({ runnerId, actor: this.actor, action }, 'registry runner changed');
-    return this.applied(storedView(updated));
+    return this.applied(storedView(updated, await this.d.store.runnerState.get(runnerId)));
   }
 }

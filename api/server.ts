@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import { reconcileScheduleId } from '../worker/reconcile-schedule';
+import { quarantineWorkflowId, RUNNER_QUARANTINE_WORKFLOW } from '../common/quarantine';
+import { SA_RUNNER_ID } from '../common/search-attributes';
 import type { DataSource } from 'typeorm';
 import type { InventoryStore } from '../config/inventory';
 import type { Logger } from '../config/logger';
@@ -21,6 +23,7 @@ import { CheckpointService } from '../service/checkpoint-service';
 import { RunnerRegistry } from './runner-registry';
 import { SecretBox } from '../config/secret-box';
 import { FleetView } from './ui/fleet';
+import { RefreshWatch } from './ui/refreshes';
 import { GitLabPauseCache } from './ui/gitlab-pauses';
 
 /**
@@ -33,6 +36,8 @@ const GITLAB_UI_TIMEOUT_MS = 5_000;
 const GITLAB_UI_CONCURRENCY = 4;
 /** One fleet snapshot serves every viewer for this long. */
 const FLEET_CACHE_MS = 2_000;
+/** How long the fleet page waits for a running refresh's worker to say its step. */
+const REFRESH_QUERY_TIMEOUT_MS = 2_000;
 
 /**
  * A client must send its request headers (an agent: its WebSocket upgrade
@@ -72,7 +77,7 @@ export interface ApiServerDeps {
 }
 
 /** The fleet page's data, with GitLab's pause answers cached when GitLab is configured. */
-function fleetView(d: ApiServerDeps, store: Store): FleetView {
+function fleetView(d: ApiServerDeps, store: Store, client: Client): FleetView {
   const gitlab =
     d.gitlab !== undefined
       ? d.gitlab
@@ -95,10 +100,22 @@ function fleetView(d: ApiServerDeps, store: Store): FleetView {
         })
       : null,
     cacheMs: FLEET_CACHE_MS,
+    refreshes: new RefreshWatch({
+      client,
+      namespace: d.temporalSettings.namespace,
+      uiUrl: d.settings.temporalUiUrl ?? null,
+      queryTimeoutMs: REFRESH_QUERY_TIMEOUT_MS,
+    }),
+    warn: (msg, err) => d.log.child({ component: 'ui' }).warn({ err: (err as Error).message }, msg),
   });
 }
 
-function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerRegistry {
+function runnerRegistry(
+  d: ApiServerDeps,
+  store: Store,
+  client: Client,
+  fleet: FleetView,
+): RunnerRegistry {
   return new RunnerRegistry({
     store,
     inventory: d.inventory,
@@ -109,6 +126,18 @@ function runnerRegistry(d: ApiServerDeps, store: Store, client: Client): RunnerR
       client.schedule
         .getHandle(reconcileScheduleId(d.settings.taskQueue))
         .trigger(ScheduleOverlapPolicy.BUFFER_ONE),
+    // Read your writes: the operator's next fleet page load shows the change.
+    changed: () => fleet.invalidate(),
+    quarantined: async (runnerId) => {
+      await client.workflow.start(RUNNER_QUARANTINE_WORKFLOW, {
+        workflowId: quarantineWorkflowId(runnerId),
+        taskQueue: d.settings.taskQueue,
+        args: [{ runnerId }],
+        // A second quarantine while one runs joins it; a finished one is started again.
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        typedSearchAttributes: [{ key: SA_RUNNER_ID, value: runnerId }],
+      });
+    },
   });
 }
 
@@ -159,8 +188,8 @@ export async function startApiServer(d: ApiServerDeps): Promise<ApiServer> {
     d.settings.wsHeartbeatTimeoutSeconds,
     { logMaxLines: d.settings.logMaxLines },
   );
-  const fleet = fleetView(d, store);
-  const registry = runnerRegistry(d, store, client);
+  const fleet = fleetView(d, store, client);
+  const registry = runnerRegistry(d, store, client, fleet);
   const app = createApp({
     store,
     registry,

@@ -33,7 +33,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Client as PgClient } from 'pg';
 import { WebSocket } from 'ws';
-import { gitlabQueueRates, temporalBurst } from '../common/gitlab-budget';
+import { gitlabPollRate, gitlabQueueRates, temporalBurst } from '../common/gitlab-budget';
 import { eachLimited } from '../common/each-limited';
 import { budgetedPollIntervalSeconds } from '../config/checkpoint-input';
 import { loadSettings } from '../config/settings';
@@ -643,8 +643,8 @@ function report(results: TargetResult[], budget: number): void {
         return st ? `${ms(st.p50)} (${st.n})` : '-';
       }),
     ]);
-  const { urgent, poll } = gitlabQueueRates(budget, POLL_SHARE);
-  const burst = temporalBurst(urgent, 1) + temporalBurst(poll, 1);
+  const { gitlab, legacyPoll } = gitlabQueueRates(budget);
+  const burst = temporalBurst(gitlab, 1) + temporalBurst(legacyPoll, 1);
 
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
   process.stdout.write(
@@ -653,7 +653,7 @@ function report(results: TargetResult[], budget: number): void {
   for (const row of rows)
     process.stdout.write(`  ${row.map((cell, i) => (cell ?? '').padEnd(widths[i]!)).join('  ')}\n`);
   process.stdout.write(
-    `  GitLab budget ${budget}/s (${urgent}/s pauses, ${poll}/s polls; one partition each): ` +
+    `  GitLab budget ${budget}/s (${gitlab}/s GitLab queue, polls sized for ${gitlabPollRate(budget, POLL_SHARE)}/s; ${legacyPoll}/s 1.1 poll queue; one partition each): ` +
       `any 1 s ≤ ${budget + burst} requests (rate + token-bucket burst), any 10 s ≤ ${(budget + burst / 10).toFixed(1)}/s, any 60 s ≤ ${(budget + burst / 60).toFixed(2)}/s\n`,
   );
 }

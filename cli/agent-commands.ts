@@ -30,9 +30,9 @@ import {
 export interface AgentCommandOptions {
   create: { jobId: string; socket?: string; wait: number };
   finalize: { checkpoint: string; status: FinalizeStatus; socket?: string };
-  status: { checkpoint: string; socket?: string };
-  ping: { socket?: string };
-  logs: { checkpoint: string; follow?: boolean; socket?: string };
+  status: { checkpoint: string; socket?: string; json?: boolean };
+  ping: { socket?: string; json?: boolean };
+  logs: { checkpoint: string; follow?: boolean; socket?: string; json?: boolean };
 }
 
 export type AgentCommandName = keyof AgentCommandOptions;
@@ -44,7 +44,12 @@ async function interruptibleLogs(opts: AgentCommandOptions['logs']): Promise<num
   process.once('SIGINT', onSigint);
   try {
     return await logsAction(
-      { checkpoint: opts.checkpoint, follow: opts.follow === true, socket: opts.socket },
+      {
+        checkpoint: opts.checkpoint,
+        follow: opts.follow === true,
+        socket: opts.socket,
+        json: opts.json === true,
+      },
       undefined,
       { signal: interrupt.signal },
     );
@@ -56,8 +61,8 @@ async function interruptibleLogs(opts: AgentCommandOptions['logs']): Promise<num
 const ACTIONS: { [K in AgentCommandName]: (opts: AgentCommandOptions[K]) => Promise<number> } = {
   create: (o) => createAction({ jobId: o.jobId, socket: o.socket, wait: o.wait }),
   finalize: (o) => finalizeAction({ checkpoint: o.checkpoint, status: o.status, socket: o.socket }),
-  status: (o) => statusAction({ checkpoint: o.checkpoint, socket: o.socket }),
-  ping: (o) => pingAction({ socket: o.socket }),
+  status: (o) => statusAction({ checkpoint: o.checkpoint, socket: o.socket, json: o.json }),
+  ping: (o) => pingAction({ socket: o.socket, json: o.json }),
   logs: interruptibleLogs,
 };
 
@@ -79,6 +84,7 @@ interface Flag {
 const text = (v: string) => v;
 const SOCKET: Flag = { key: 'socket', value: text };
 const CHECKPOINT: Flag = { key: 'checkpoint', value: text, required: true };
+const JSON_FLAG: Flag = { key: 'json' };
 
 const FLAGS: { [K in AgentCommandName]: Record<string, Flag> } = {
   create: {
@@ -91,9 +97,14 @@ const FLAGS: { [K in AgentCommandName]: Record<string, Flag> } = {
     '--status': { key: 'status', value: parseFinalizeStatus, required: true },
     '--socket': SOCKET,
   },
-  status: { '--checkpoint': CHECKPOINT, '--socket': SOCKET },
-  ping: { '--socket': SOCKET },
-  logs: { '--checkpoint': CHECKPOINT, '--follow': { key: 'follow' }, '--socket': SOCKET },
+  status: { '--checkpoint': CHECKPOINT, '--socket': SOCKET, '--json': JSON_FLAG },
+  ping: { '--socket': SOCKET, '--json': JSON_FLAG },
+  logs: {
+    '--checkpoint': CHECKPOINT,
+    '--follow': { key: 'follow' },
+    '--socket': SOCKET,
+    '--json': JSON_FLAG,
+  },
 };
 
 /** Values commander gives an option that was not passed. */

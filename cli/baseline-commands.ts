@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { usageExit } from './output';
 import { DEFAULT_CONTROLLER_URL, postAdmin, type AdminOptions } from './runner-commands';
 
 /** A positive integer option (commander calls it; a bad value is a usage error, exit 2). */
@@ -74,8 +75,9 @@ const BASELINE_HELP = `
 Talks to the controller's admin API: --url, else $E2EPOOL_URL, else
 ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 --admin-token-file. Prints {"workflow_id": ...} (follow it in the Temporal Web
-UI). Exit codes: 0 started, 1 refused (the API's detail on stderr) or the
-controller unreachable, 2 a usage error. docs/operators.md, "Baseline refresh".`;
+UI). Exit codes: 0 started, 1 refused (the API's detail on stderr), 2 a usage
+error, 75 the controller unreachable or unavailable (try again), 78 no admin
+token or a refused one. docs/operators.md, "Baseline refresh".`;
 
 /** `e2epool baseline refresh|rollout`: new golden baselines through the admin API. */
 export function addBaselineCommands(program: Command): void {
@@ -83,7 +85,6 @@ export function addBaselineCommands(program: Command): void {
     .command('baseline')
     .description("refresh Proxmox runners' golden baselines through the admin API")
     .addHelpText('after', BASELINE_HELP);
-  const usageExit = (err: { exitCode: number }) => process.exit(err.exitCode === 0 ? 0 : 2);
   baseline.exitOverride(usageExit);
   const common = (c: Command) =>
     c

@@ -2,13 +2,17 @@ import { InventoryError } from '../config/runner-schema';
 import { createLogger, type Logger } from '../config/logger';
 import { ConfigError, loadSettings, obsoleteSettingsIn, type Settings } from '../config/settings';
 import { loadTemporalSettings, type TemporalConnectSettings } from '../config/temporal';
-import { SETUP_EXIT_CODE } from '../worker/search-attributes';
+import { CLI_EXIT } from '../common/failures';
+import { SchemaNotCurrent } from '../store/data-source';
 
 export interface ControllerConfig {
   settings: Settings;
   temporal: TemporalConnectSettings;
   log: Logger;
 }
+
+/** The long-running controller processes: they log to stdout (config/logger.ts); the rest to stderr. */
+const LONG_RUNNING = new Set(['api', 'worker']);
 
 /** Validates every setting up front; throws ConfigError naming the first bad one. */
 export function loadControllerConfig(
@@ -17,7 +21,8 @@ export function loadControllerConfig(
 ): ControllerConfig {
   const settings = loadSettings(env);
   const temporal = loadTemporalSettings(env);
-  const log = createLogger(settings.logLevel).child({ component });
+  const stream = LONG_RUNNING.has(component) ? 'stdout' : 'stderr';
+  const log = createLogger(settings.logLevel, stream).child({ component });
   for (const [name, instead] of obsoleteSettingsIn(env)) {
     log.warn({ setting: name }, `${name} has no meaning in e2epool on Temporal: ${instead}`);
   }
@@ -26,26 +31,34 @@ export function loadControllerConfig(
 
 /**
  * Ends the process after a startup failure: configuration and inventory errors
- * are one line on stderr; anything else is logged with its stack. A namespace
- * without e2epool's search attributes exits SETUP_EXIT_CODE (78, EX_CONFIG),
- * one line per attribute with the command that registers it: a supervisor
- * should not restart into the same refusal (systemd: RestartPreventExitStatus=78).
+ * are one line on stderr and exit CLI_EXIT.config (78, EX_CONFIG), as does a
+ * namespace without e2epool's search attributes (one line per attribute with
+ * the command that registers it) and a database schema behind this e2epool:
+ * the same for every command (docs/reference.md, "Command line: output and exit codes"),
+ * and a supervisor should not restart `api` or `worker` into the same refusal
+ * (systemd: RestartPreventExitStatus=78). Anything else exits 1
+ * (CLI_EXIT.error).
  */
 export function exitOnStartupError(command: string, err: unknown): never {
   if (err instanceof Error && err.name === 'SearchAttributeSetupError') {
     // Every line counts here: each names an attribute and the command that registers it.
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
-    process.exit(SETUP_EXIT_CODE);
+    process.exit(CLI_EXIT.config);
   }
-  if (err instanceof ConfigError || err instanceof InventoryError) {
+  if (
+    err instanceof ConfigError ||
+    err instanceof InventoryError ||
+    err instanceof SchemaNotCurrent
+  ) {
     process.stderr.write(`e2epool ${command}: ${err.message}\n`);
+    process.exit(CLI_EXIT.config);
   } else {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`e2epool ${command}: ${msg.split('\n')[0]}\n`);
     if (process.env.E2EPOOL_LOG_LEVEL === 'debug' && err instanceof Error)
       process.stderr.write(`${err.stack}\n`);
   }
-  process.exit(1);
+  process.exit(CLI_EXIT.error);
 }
 
 /**

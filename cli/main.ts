@@ -1,6 +1,8 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Argument, Command, InvalidArgumentError } from 'commander';
 import { versionText } from '../common/build-info';
 import type { AgentCommandName, AgentCommandOptions } from './agent-commands';
+import { completionScript } from './completion';
+import { EXIT_CODES_HELP, usageExit } from './output';
 import { addRunnerCommands } from './runner-commands';
 import { addBaselineCommands } from './baseline-commands';
 
@@ -59,8 +61,10 @@ function controllerAction<A extends unknown[]>(
 export function buildProgram(): Command {
   const program = new Command('e2epool')
     .description('Keeps shared end-to-end CI runners clean')
-    .version(versionText(), '-V, --version', 'print the version and git commit')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Inherited by every command added after it: a usage error exits 2 everywhere.
+    .exitOverride(usageExit)
+    .addHelpText('after', EXIT_CODES_HELP);
   addProcessCommands(program);
   addOneShotCommands(program);
   addAgentDaemonCommand(program);
@@ -68,7 +72,35 @@ export function buildProgram(): Command {
   addInspectCommands(program);
   addRunnerCommands(program);
   addBaselineCommands(program);
+  addCompletionCommand(program);
+  addVersionEverywhere(program, versionText());
   return program;
+}
+
+/**
+ * `-V, --version` on every command and subcommand (`e2epool agent --version`
+ * as well as `e2epool --version`), added last so commands of any module get it.
+ */
+function addVersionEverywhere(cmd: Command, version: string): void {
+  if (!cmd.options.some((o) => o.long === '--version'))
+    cmd.version(version, '-V, --version', 'print the version and git commit');
+  for (const sub of cmd.commands) addVersionEverywhere(sub, version);
+}
+
+/** `e2epool completion bash|zsh`: prints a completion script made from this command tree. */
+function addCompletionCommand(program: Command): void {
+  program
+    .command('completion')
+    .description('print a bash or zsh completion script')
+    .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
+    .addHelpText(
+      'after',
+      '\nbash: source <(e2epool completion bash), or save it in /etc/bash_completion.d/e2epool\n' +
+        'zsh:  e2epool completion zsh > "${fpath[1]}/_e2epool", or source <(e2epool completion zsh)',
+    )
+    .action((shell: 'bash' | 'zsh') => {
+      process.stdout.write(completionScript(program, shell));
+    });
 }
 
 /** The controller's long-running processes, and `setup` and `doctor` that prepare and check them. */
@@ -98,8 +130,6 @@ function addProcessCommands(program: Command): void {
     .option('--json', 'print one JSON document instead of lines')
     .option('--timeout <seconds>', 'deadline of each check', positiveInt, 10)
     .addHelpText('after', DOCTOR_HELP)
-    // A usage error exits 2, apart from 1 (a check failed).
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { json?: boolean; timeout: number }) => {
       const code = await doctor()
         .runDoctor(opts)
@@ -135,8 +165,20 @@ function addOneShotCommands(program: Command): void {
 
   program
     .command('export-inventory')
-    .description("print the registry's active runners as inventory YAML, without secrets")
-    .action(controllerAction('export-inventory', () => registryCli().runExportInventory()));
+    .description(
+      "print the registry's active runners as inventory YAML, without secrets; reads only",
+    )
+    .option('--json', 'print {"runners": [...]} as JSON instead of YAML')
+    .addHelpText(
+      'after',
+      '\nNever writes to the database: when its schema is behind this e2epool it exits 78\n' +
+        '(run `e2epool migrate` first). Logs go to stderr, so `> registry.yml` is clean.',
+    )
+    .action(
+      controllerAction('export-inventory', (opts: { json?: boolean }) =>
+        registryCli().runExportInventory(opts),
+      ),
+    );
 
   program
     .command('selftest')
@@ -152,7 +194,6 @@ function addAgentDaemonCommand(program: Command): void {
   program
     .command('agent')
     .description('run the agent daemon on a runner host (until SIGTERM or SIGINT)')
-    .version(versionText(), '-V, --version', 'print the version and git commit')
     .option(
       '--config <path>',
       'agent YAML config (default $E2EPOOL_AGENT_CONFIG or /etc/e2epool/agent.yml)',
@@ -187,7 +228,7 @@ function addJobCommands(program: Command): void {
     .requiredOption('--checkpoint <name>', 'checkpoint name printed by `e2epool create`')
     .requiredOption(
       '--status <status>',
-      "success, failure or canceled (GitLab's $CI_JOB_STATUS `failed` means failure)",
+      "success, failure or canceled; GitLab's `failed` (failure) and GitHub's `cancelled` (canceled) too",
       finalizeStatus,
     )
     .option('--socket <path>', SOCKET_HELP)
@@ -201,6 +242,10 @@ function addInspectCommands(program: Command): void {
     .description("print a checkpoint's name, state and result")
     .requiredOption('--checkpoint <name>', 'checkpoint name')
     .option('--socket <path>', SOCKET_HELP)
+    .option(
+      '--json',
+      'print {"name", "state", "result", "verified", "verify_detail"} as one JSON object',
+    )
     .action(agentAction('status'));
 
   program
@@ -209,9 +254,10 @@ function addInspectCommands(program: Command): void {
       'ping the controller through the agent (the path and credentials of real requests) and print the round trip',
     )
     .option('--socket <path>', SOCKET_HELP)
+    .option('--json', 'print {"pong": true, "controller_url", "ms"} as one JSON object')
     .addHelpText(
       'after',
-      '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error (the controller did not answer, ...), 2 the agent is not running.',
+      '\nPrints e.g. "pong from https://e2epool.example.com/ in 12 ms".\nExit codes: 0 success, 1 error, 2 the agent is not running, 75 the controller unavailable (503).',
     )
     .action(agentAction('ping'));
 
@@ -221,6 +267,7 @@ function addInspectCommands(program: Command): void {
     .requiredOption('--checkpoint <name>', 'checkpoint name')
     .option('--follow', 'keep printing new entries until the checkpoint has ended')
     .option('--socket <path>', SOCKET_HELP)
+    .option('--json', 'print one JSON object per entry (JSON Lines)')
     .addHelpText('after', LOGS_HELP)
     .action(agentAction('logs'));
 }
@@ -228,9 +275,11 @@ function addInspectCommands(program: Command): void {
 const SOCKET_HELP = 'agent socket (default from the agent config)';
 
 const DOCTOR_HELP = `
-Output: one line per check, in order: ok|fail <check>: <what>[ — <what to do>]
-(a runner's checks start with its id). Exit codes: 0 every check ok, 1 a check
-failed, 2 a usage error. See docs/operators.md, "Bring-up check".`;
+Output: one line per check, in order, each as soon as it is known:
+ok|warn|fail <check>: <what>[ — <what to do>] (a runner's checks start with its id).
+--json: one document {"ok", "checks": [{"name", "runner", "ok", "detail", "fix"}]}
+at the end. Exit codes: 0 every check ok, 1 a check failed, 2 a usage error.
+See docs/operators.md, "Bring-up check".`;
 
 const LOGS_HELP = `
 Output: one line per entry, in the order they happened, all on stdout:
@@ -243,13 +292,16 @@ e.g.
   [stderr] warning: nothing to wipe
   2026-11-27T14:00:06.347Z step reset_cmd ok 5224ms exit 0; stdout: wiping /srv/ci; stderr: ...
 
+--json: one JSON object per entry instead, {"seq", "at", "kind"} and, when set,
+"step", "result", "duration_ms", "text".
+
 Without --follow it prints the log as it is now and exits 0. With --follow it
 prints new entries as they come (it asks every second) and exits 0 once the
 checkpoint has ended; Ctrl-C stops it with exit code 130.
 Exit codes: 0 success, 1 error (e.g. "Error: Checkpoint not found"),
-2 the agent is not running, 130 interrupted.`;
+2 the agent is not running, 75 the controller unavailable (503), 130 interrupted.`;
 
-/** Usage errors exit 1 (commander's default), never 2: 2 means "agent not running". */
+/** A bad --status is a usage error: exit 2, as the Python original's argparse. */
 function finalizeStatus(v: string) {
   try {
     return agentCli().parseFinalizeStatus(v);
@@ -258,7 +310,7 @@ function finalizeStatus(v: string) {
   }
 }
 
-/** `create --wait`: seconds, 0 or more; a usage error (exit 1) otherwise. */
+/** `create --wait`: seconds, 0 or more; a usage error (exit 2) otherwise. */
 function waitSeconds(v: string) {
   try {
     return agentCli().parseWaitSeconds(v);

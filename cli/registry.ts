@@ -5,7 +5,9 @@ import { loadInventoryFile, sha256 } from '../config/inventory';
 import { SecretBox } from '../config/secret-box';
 import { createStore } from '../store';
 import { connectDatabase } from '../store/connect';
+import { assertSchemaCurrent, createDataSource } from '../store/data-source';
 import { loadControllerConfig } from './bootstrap';
+import { printJson } from './output';
 
 /** Raised when an import cannot go ahead; nothing was written. */
 export class ImportRefused extends Error {
@@ -70,12 +72,17 @@ export async function importInventory(o: {
   return lines;
 }
 
+/** The registry's active runners, `{runners: [{runner_id, ...fields}]}`: no tokens, no Proxmox token values. */
+export async function exportedRunners(
+  ds: DataSource,
+): Promise<{ runners: Array<Record<string, unknown>> }> {
+  const runners = await createStore(ds).runners.list(false);
+  return { runners: runners.map((r) => ({ runner_id: r.runnerId, ...r.fields })) };
+}
+
 /** The registry's active runners as inventory YAML, without tokens or Proxmox token values. */
 export async function exportInventory(ds: DataSource): Promise<string> {
-  const runners = await createStore(ds).runners.list(false);
-  const doc = {
-    runners: runners.map((r) => ({ runner_id: r.runnerId, ...r.fields })),
-  };
+  const doc = await exportedRunners(ds);
   return (
     '# Exported from the e2epool runner registry. Tokens and proxmox_token_value are not\n' +
     '# exported (only their hash / ciphertext is stored): add them before using this file.\n' +
@@ -83,16 +90,31 @@ export async function exportInventory(ds: DataSource): Promise<string> {
   );
 }
 
+/**
+ * Runs `fn` on the database. `readOnly`: connects without migrating (and
+ * refuses with SchemaNotCurrent, exit 78, when the schema is behind);
+ * otherwise waits for Postgres and applies pending migrations, as the API does.
+ */
 async function withDatabase<T>(
   component: string,
   fn: (ds: DataSource, secrets: SecretBox | null) => Promise<T>,
+  o: { readOnly?: boolean } = {},
 ): Promise<T> {
   const { settings, log } = loadControllerConfig(component);
-  const ds = await connectDatabase(
-    { url: settings.databaseUrl, poolSize: 2, applicationName: `e2epool-${component}` },
-    log,
-  );
+  const options = {
+    url: settings.databaseUrl,
+    poolSize: 2,
+    applicationName: `e2epool-${component}`,
+  };
+  let ds: DataSource;
+  if (o.readOnly) {
+    ds = createDataSource(options);
+    await ds.initialize();
+  } else {
+    ds = await connectDatabase(options, log);
+  }
   try {
+    if (o.readOnly) await assertSchemaCurrent(ds);
     return await fn(ds, settings.secretKey ? new SecretBox(settings.secretKey) : null);
   } finally {
     await ds.destroy();
@@ -107,7 +129,15 @@ export async function runImportInventory(file: string, opts: { dryRun?: boolean 
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-/** `e2epool export-inventory`. */
-export async function runExportInventory(): Promise<void> {
-  process.stdout.write(await withDatabase('export-inventory', (ds) => exportInventory(ds)));
+/** `e2epool export-inventory [--json]`: reads only (never migrates); the result alone on stdout. */
+export async function runExportInventory(opts: { json?: boolean } = {}): Promise<void> {
+  if (opts.json) {
+    printJson(await withDatabase('export-inventory', exportedRunners, { readOnly: true }), {
+      pretty: true,
+    });
+  } else {
+    process.stdout.write(
+      await withDatabase('export-inventory', exportInventory, { readOnly: true }),
+    );
+  }
 }

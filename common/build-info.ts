@@ -55,6 +55,15 @@ export function buildInfo(): BuildInfo {
   return cached;
 }
 
+/**
+ * Sets this process's version and commit. The single-file agent bundle and
+ * executable (cli/agent-package.ts) have no build-info.json beside them: the
+ * package build bakes the values in.
+ */
+export function setBuildInfo(info: BuildInfo): void {
+  cached = info;
+}
+
 /** The commit's short form (7 characters), or "unknown". */
 export function shortCommit(commit: string): string {
   return /^[0-9a-f]{7,}$/i.test(commit) ? commit.slice(0, 7) : UNKNOWN;

@@ -12,8 +12,8 @@
  * What callers see: the types the checkpoint workflow raises to its callers
  * become the service's domain errors (service/checkpoint-service.ts
  * WORKFLOW_REFUSALS), answered with one number on REST and the agent
- * WebSocket (service/errors.ts); the agent CLI exits with `CLI_EXIT.error`
- * for any error reply and prints its detail. The other types never reach a
+ * WebSocket (service/errors.ts); the agent CLI prints an error reply's
+ * detail and exits with `exitCodeForRefusal` of its code. The other types never reach a
  * caller as such: the workflow turns them into one of those (a failed create
  * is `BackendUnavailable`, a timed-out one `BackendTimeout`), or an operator
  * sees them in the operation log and the workflow's `lastError`.
@@ -112,13 +112,44 @@ export function isFailureType(t: unknown): t is FailureType {
   return typeof t === 'string' && Object.prototype.hasOwnProperty.call(FAILURES, t);
 }
 
-/** Exit codes of the agent CLI (`e2epool create/finalize/status/logs`). */
+/**
+ * Exit codes of every `e2epool` command (docs/reference.md, "Command line: output and exit codes"). The agent
+ * commands keep the Python original's contract (0 success, 1 error, 2 agent
+ * not running): CI scripts written for it keep working. 2 is also a usage
+ * error, as with the original's argparse; a third code for "agent not
+ * running" would break those scripts, so there is none. 75 and 78 are
+ * sysexits.h's EX_TEMPFAIL and EX_CONFIG.
+ */
 export const CLI_EXIT = {
   ok: 0,
   /** Any error reply from the controller (its detail is printed), or a local error. */
   error: 1,
   /** The agent is not running (no socket, or connection refused). */
   agentNotRunning: 2,
+  /** The command was called wrong (unknown flag, missing or bad value); nothing was done. */
+  usage: 2,
+  /**
+   * A refusal that asking again later may turn into a success: a cooldown
+   * still on after `create --wait`, the runner busy with another checkpoint
+   * (409 on create), draining or quarantined (423), the controller or the
+   * agent's link to it unavailable (503). The Python original exited 1 here.
+   */
+  temporary: 75,
+  /** A configuration error (a setting, the inventory, the database schema behind): fix it, do not retry. */
+  config: 78,
   /** Stopped by Ctrl-C (SIGINT), as a shell reports it: `e2epool logs --follow`. */
   interrupted: 130,
 } as const;
+
+/**
+ * The exit code for an error answer with wire code `code` (REST status or the
+ * agent's `error.code`) to a request of kind `request`: CLI_EXIT.temporary for
+ * the refusals listed there, CLI_EXIT.error otherwise. A 409 is temporary
+ * only for a create (another checkpoint holds the runner); a 409 on a
+ * finalize or an admin action is a state clash that waiting does not fix.
+ */
+export function exitCodeForRefusal(code: number, request?: string): number {
+  if (code === 423 || code === 429 || code === 503) return CLI_EXIT.temporary;
+  if (code === 409 && request === 'create') return CLI_EXIT.temporary;
+  return CLI_EXIT.error;
+}

@@ -19,3 +19,28 @@
  * 1.0.0 path whether or not the marker is there.
  */
 export const PATCH_PROOF_OF_RESET = 'proof-of-reset';
+
+/**
+ * 2.0.0, one GitLab queue ordered by task priority (docs/operators.md, "GitLab rate
+ * budget", common/gitlab-budget.ts): a run with the marker schedules every
+ * GitLab activity on `<taskQueue>-gitlab` with a priority (pause check,
+ * pause, unpause 1; the reconciler's 3; job-status polls 5). Without it
+ * (replaying a 1.1 history) pauses and unpauses go to that queue without a
+ * priority and polls to `<taskQueue>-gitlab-poll`. Asked where each GitLab
+ * activity is scheduled, so a 1.1 run switches at its first GitLab activity
+ * after the upgrade; the worker keeps polling the 1.1 poll queue for the
+ * polls scheduled before it.
+ */
+export const PATCH_GITLAB_PRIORITY = 'gitlab-priority';
+
+/**
+ * 2.0.0, baseline refresh (docs/operators.md, "Baseline refresh"): once the runner's
+ * active checkpoint has ended, the refresh pauses it in its CI system
+ * (`refreshHoldRunner`; GitLab pause, GitHub labels) so no job meets the
+ * drain's 423; after the new (or, on a failure, the restored) baseline is up
+ * it waits for the runner's e2epool agent to reconnect (`refreshAwaitAgent`,
+ * as a reset's readiness does) before undraining, then unpauses it
+ * (`refreshReleaseRunner`; a quarantined runner stays paused). A run without
+ * the marker takes the 1.1.0 path.
+ */
+export const PATCH_REFRESH_HOLD_AND_AGENT = 'refresh-hold-and-agent';

@@ -1,5 +1,5 @@
 import type { CheckpointWorkflowInput, PauseTarget, RunnerPlan } from '../common/checkpoint';
-import { gitlabQueueRates } from '../common/gitlab-budget';
+import { gitlabPollRate } from '../common/gitlab-budget';
 import { SA_BACKEND, SA_RUNNER_ID } from '../common/search-attributes';
 import type { Inventory } from './inventory';
 import { canaryPathOf, verifyModeOf, type RunnerConfig } from './runner-schema';
@@ -64,16 +64,18 @@ function proofPlan(
  * A GitLab runner's job-status poll interval: E2EPOOL_POLLER_INTERVAL_SECONDS,
  * or longer when the fleet's GitLab runners, each polling that often, would
  * ask for more than the polls' share of the GitLab budget. Polling faster
- * than the budget gains nothing (a poll past its share waits in its queue
- * and is dropped), but every wake of a waiting checkpoint is a workflow task
+ * than the budget gains nothing (a poll past what the resets leave waits in
+ * the GitLab queue, behind them, and is dropped), but every wake of a waiting checkpoint is a workflow task
  * on the worker: at 1,000 runners and the default budget, 200 s instead of
  * 20 s is a tenth of the wakes, which is what lets a worker keep a bounded
  * workflow cache (E2EPOOL_WORKER_MAX_CACHED_WORKFLOWS) without replaying
  * all the time. Fixed per run (it is in the input, so replay sees the same).
  */
 export function budgetedPollIntervalSeconds(s: Settings, gitlabRunners: number): number {
-  const { poll } = gitlabQueueRates(s.gitlabMaxRps, s.gitlabPollShare);
-  return Math.max(s.pollerIntervalSeconds, gitlabRunners / poll);
+  return Math.max(
+    s.pollerIntervalSeconds,
+    gitlabRunners / gitlabPollRate(s.gitlabMaxRps, s.gitlabPollShare),
+  );
 }
 
 /** What keeps jobs off the runner during a reset, from its inventory entry (validated together there). */

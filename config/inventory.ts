@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from './logger';
+import { currentBaselineOf, type RunnerState } from './runner-state';
 import { InventoryError, parseRunner, proxmoxBaseUrl, type RunnerConfig } from './runner-schema';
 
 /** Where a runner is defined: `inventory.yml`, or the runner registry (the admin API). */
@@ -20,17 +21,15 @@ export interface RegistryRunner {
   agentTokenDigest: Buffer | null;
   isActive: boolean;
   draining: boolean;
-  /** Quarantined (see docs/protocol.md#runner-registry): no checkpoint, kept paused. */
-  quarantined: boolean;
-  /** The baseline a refresh made current (docs/operators.md, "Baseline refresh"); absent/null: `baseline_snapshot`. */
-  currentBaseline?: string | null;
 }
 
 /**
- * A validated inventory: the file's runners plus the registry's. Lookups by
- * id; token lookups compare in constant time. Inactive registry runners are
- * not runners for auth, listing or creates, but `forReset` still finds them:
- * a deactivated runner's open checkpoint must still be reset.
+ * A validated inventory: the file's runners plus the registry's, and the
+ * run-time state of both (`runner_state`: quarantine, current baseline, a
+ * refresh's drain). Lookups by id; token lookups compare in constant time.
+ * Inactive registry runners are not runners for auth, listing or creates, but
+ * `forReset` still finds them: a deactivated runner's open checkpoint must
+ * still be reset.
  */
 export class Inventory {
   /** The active runners: the file's, then the registry's. */
@@ -51,6 +50,7 @@ export class Inventory {
   constructor(
     readonly fileRunners: readonly RunnerConfig[],
     readonly registry: readonly RegistryRunner[] = [],
+    readonly states: readonly RunnerState[] = [],
   ) {
     const fileIds = new Set(fileRunners.map((r) => r.runner_id));
     const active = registry.filter((e) => e.isActive);
@@ -66,13 +66,22 @@ export class Inventory {
     this.inactive = new Map(
       registry.filter((e) => !e.isActive).map((e) => [e.config.runner_id, e.config]),
     );
-    this.drainingIds = new Set(active.filter((e) => e.draining).map((e) => e.config.runner_id));
+    const state = new Map(states.map((st) => [st.runnerId, st]));
+    // A registry runner's drain is its own column; a refresh drains a file runner in runner_state.
+    this.drainingIds = new Set([
+      ...active.filter((e) => e.draining).map((e) => e.config.runner_id),
+      ...fileRunners.filter((r) => state.get(r.runner_id)?.draining).map((r) => r.runner_id),
+    ]);
     this.quarantinedIds = new Set(
-      active.filter((e) => e.quarantined).map((e) => e.config.runner_id),
+      this.runners.filter((r) => state.get(r.runner_id)?.quarantine).map((r) => r.runner_id),
     );
     this.apiIds = new Set(active.map((e) => e.config.runner_id));
     this.baselines = new Map(
-      registry.flatMap((e) => (e.currentBaseline ? [[e.config.runner_id, e.currentBaseline]] : [])),
+      [...this.runners, ...this.inactive.values()].flatMap((r) => {
+        if (r.backend !== 'proxmox') return [];
+        const current = currentBaselineOf(state.get(r.runner_id), r.baseline_snapshot);
+        return current ? [[r.runner_id, current] as const] : [];
+      }),
     );
     this.tokenDigests = [
       ...fileRunners.map((r) => ({ digest: sha256(r.token), runnerId: r.runner_id })),
@@ -88,9 +97,12 @@ export class Inventory {
     ]);
   }
 
-  /** This inventory's file runners with another registry (throws InventoryError on a clash). */
-  withRegistry(registry: readonly RegistryRunner[]): Inventory {
-    return new Inventory(this.fileRunners, registry);
+  /** This inventory's file runners with another registry and runner states (throws InventoryError on a clash). */
+  withRegistry(
+    registry: readonly RegistryRunner[],
+    states: readonly RunnerState[] = this.states,
+  ): Inventory {
+    return new Inventory(this.fileRunners, registry, states);
   }
 
   /** An active runner. */
@@ -104,8 +116,9 @@ export class Inventory {
   }
 
   /**
-   * The snapshot a baseline refresh made the runner's baseline; undefined: none did
-   * (its resets use the configured `baseline_snapshot`).
+   * The snapshot the runner's resets roll back to now: a refresh's while the
+   * configured `baseline_snapshot` is the one it replaced, else the configured
+   * one (config/runner-state.ts); undefined: none.
    */
   currentBaseline(runnerId: string): string | undefined {
     return this.baselines.get(runnerId);
@@ -117,7 +130,7 @@ export class Inventory {
     return this.apiIds.has(runnerId) ? 'api' : 'inventory';
   }
 
-  /** Whether the runner is draining: it takes no new checkpoints. */
+  /** Whether the runner is draining (a registry drain, or a refresh's): it takes no new checkpoints. */
   isDraining(runnerId: string): boolean {
     return this.drainingIds.has(runnerId);
   }
@@ -275,6 +288,8 @@ export function loadInventoryFile(path: string): { inventory: Inventory; warning
 export interface RegistrySource {
   /** Every registry runner, active or not. */
   load(): Promise<RegistryRunner[]>;
+  /** The run-time state of every runner that has one, file or registry. */
+  loadStates(): Promise<RunnerState[]>;
 }
 
 /**
@@ -326,7 +341,7 @@ export class InventoryStore {
     this.lastFingerprint = fp;
     try {
       const { inventory: file, warnings } = loadInventoryFile(this.path);
-      const inventory = file.withRegistry(this.current.registry);
+      const inventory = file.withRegistry(this.current.registry, this.current.states);
       for (const w of warnings) this.log.warn({ inventory: this.path }, w);
       this.current = inventory;
       this.log.info({ inventory: this.path, runners: inventory.size }, 'inventory reloaded');
@@ -348,10 +363,10 @@ export class InventoryStore {
    * NOTIFY of a change).
    */
   async attachRegistry(source: RegistrySource, intervalMs: number): Promise<void> {
-    const entries = await source.load();
-    const inventory = this.current.withRegistry(entries);
+    const [entries, states] = await Promise.all([source.load(), source.loadStates()]);
+    const inventory = this.current.withRegistry(entries, states);
     this.registry = source;
-    this.registryFingerprint = registryFingerprint(entries);
+    this.registryFingerprint = registryFingerprint(entries, states);
     this.current = inventory;
     this.log.info(
       { inventory: this.path, runners: inventory.size, registry: entries.length },
@@ -367,11 +382,11 @@ export class InventoryStore {
     if (!source) return Promise.resolve(false);
     this.registryChain = this.registryChain.then(async () => {
       try {
-        const entries = await source.load();
-        const fp = registryFingerprint(entries);
+        const [entries, states] = await Promise.all([source.load(), source.loadStates()]);
+        const fp = registryFingerprint(entries, states);
         if (fp === this.registryFingerprint) return false;
         this.registryFingerprint = fp;
-        const inventory = this.current.withRegistry(entries);
+        const inventory = this.current.withRegistry(entries, states);
         this.current = inventory;
         this.log.info(
           { runners: inventory.size, registry: entries.length },
@@ -433,7 +448,10 @@ export class InventoryStore {
 }
 
 /** What a registry read must differ in to count as a change (digests, never tokens). */
-function registryFingerprint(entries: readonly RegistryRunner[]): string {
+function registryFingerprint(
+  entries: readonly RegistryRunner[],
+  states: readonly RunnerState[],
+): string {
   const h = createHash('sha256');
   for (const e of [...entries].sort((a, b) => a.config.runner_id.localeCompare(b.config.runner_id)))
     h.update(
@@ -443,10 +461,10 @@ function registryFingerprint(entries: readonly RegistryRunner[]): string {
         e.agentTokenDigest?.toString('hex') ?? null,
         e.isActive,
         e.draining,
-        e.quarantined,
-        e.currentBaseline ?? null,
       ]),
     ).update('\n');
+  for (const st of [...states].sort((a, b) => a.runnerId.localeCompare(b.runnerId)))
+    h.update(JSON.stringify(st)).update('\n');
   return h.digest('hex');
 }
 

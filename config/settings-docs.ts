@@ -145,6 +145,11 @@ export const CONTROLLER_SETTING_DOCS: Record<ControllerSettingName, SettingDoc> 
     readBy: 'worker',
     meaning: 'token with `api` (or `read_api` + `manage_runner`) scope; needs `E2EPOOL_GITLAB_URL`',
   },
+  E2EPOOL_TEMPORAL_UI_URL: {
+    readBy: 'api',
+    meaning:
+      "the Temporal Web UI, e.g. `http://127.0.0.1:8233`: the fleet page links each runner's baseline refresh workflow to it",
+  },
   E2EPOOL_GITLAB_MAX_RPS: {
     readBy: 'both',
     meaning:
@@ -153,7 +158,7 @@ export const CONTROLLER_SETTING_DOCS: Record<ControllerSettingName, SettingDoc> 
   E2EPOOL_GITLAB_POLL_SHARE: {
     readBy: 'both',
     meaning:
-      'the share of `E2EPOOL_GITLAB_MAX_RPS` for job-status polls (between 0 and 1); pauses and unpauses get the rest',
+      'the share of `E2EPOOL_GITLAB_MAX_RPS` the job-status polls are sized for (between 0 and 1): the API stretches the poll interval to fit it; pauses and unpauses go first',
   },
   E2EPOOL_GITHUB_URL: {
     readBy: 'worker',

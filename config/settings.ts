@@ -78,6 +78,7 @@ const schema = z.object({
   E2EPOOL_WS_HEARTBEAT_INTERVAL: positiveSeconds(30),
   E2EPOOL_WS_HEARTBEAT_TIMEOUT: positiveSeconds(90),
   E2EPOOL_GITLAB_URL: httpUrl.optional(),
+  E2EPOOL_TEMPORAL_UI_URL: httpUrl.optional(),
   E2EPOOL_GITLAB_TOKEN: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
@@ -171,6 +172,8 @@ export interface Settings {
   wsHeartbeatTimeoutSeconds: number;
   gitlabUrl: string | undefined;
   gitlabToken: string | undefined;
+  /** The Temporal Web UI's base URL: the fleet page links refresh workflows to it; unset: no links. */
+  temporalUiUrl: string | undefined;
   /** `X-Gitlab-Token` of GitLab's job webhook; unset: the webhook answers 503. */
   gitlabWebhookSecret: string | undefined;
   /**
@@ -383,6 +386,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     wsHeartbeatTimeoutSeconds: r.E2EPOOL_WS_HEARTBEAT_TIMEOUT,
     gitlabUrl: r.E2EPOOL_GITLAB_URL,
     gitlabToken: r.E2EPOOL_GITLAB_TOKEN,
+    temporalUiUrl: r.E2EPOOL_TEMPORAL_UI_URL,
     gitlabWebhookSecret: r.E2EPOOL_GITLAB_WEBHOOK_SECRET,
     githubWebhookSecret: r.E2EPOOL_GITHUB_WEBHOOK_SECRET,
     gitlabMaxRps: r.E2EPOOL_GITLAB_MAX_RPS,

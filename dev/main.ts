@@ -15,7 +15,11 @@ import { startDevServer, type DevServer } from '../temporal-dev/dev-server';
 import { devDataDir } from './data-dir';
 import { DEMO_RUNNER, ensureDevInventory } from './dev-inventory';
 import { freePort, isPortInUse } from './ports';
-import { startPostgresProcess, type PostgresProcess } from './postgres-process';
+import {
+  assertEmbeddedPostgresInstalled,
+  startPostgresProcess,
+  type PostgresProcess,
+} from './postgres-process';
 import { ProcessRegistry } from './process-registry';
 import { formatLogLine } from './pretty';
 
@@ -81,7 +85,20 @@ async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number):
   throw new Error(`the API did not become healthy within ${timeoutMs / 1000}s`);
 }
 
+/** What `npm run dev` uses instead of the embedded Postgres. */
+const OWN_POSTGRES = 'set E2EPOOL_DATABASE_URL to a Postgres of your own';
+
 async function main(): Promise<void> {
+  // Before anything starts: a production-style install (no dev dependencies)
+  // gets one line saying what to do, not a stack trace after Temporal is up.
+  if (!env.E2EPOOL_DATABASE_URL) {
+    try {
+      assertEmbeddedPostgresInstalled(OWN_POSTGRES);
+    } catch (err) {
+      process.stderr.write(`dev: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  }
   const log = createLogger(env.E2EPOOL_LOG_LEVEL || 'info').child({ component: 'dev' });
   const dataDir = devDataDir();
   mkdirSync(join(dataDir, 'logs'), { recursive: true });
@@ -148,6 +165,7 @@ async function main(): Promise<void> {
         port: pgPort,
         database: 'e2epool',
         logFile: join(dataDir, 'logs', 'postgres.log'),
+        instead: OWN_POSTGRES,
       });
       registry.add('postgres', pg.pid);
       pg.child.once('exit', () => void shutdown(1, 'embedded Postgres exited'));

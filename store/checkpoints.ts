@@ -125,6 +125,14 @@ const FLEET_JSON = `json_build_object('id', id, 'name', name, 'jobId', job_id, '
                                    'createdAt', created_at, 'endedAt', ended_at,
                                    'verified', verified)`;
 
+/** The columns of a CheckpointFacts. */
+const FACTS_COLUMNS = `id, name, runner_id AS "runnerId", job_id AS "jobId", backend, state,
+  finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
+  created_at AS "createdAt", finalized_at AS "finalizedAt", ended_at AS "endedAt",
+  updated_at AS "updatedAt", workflow_id AS "workflowId",
+  error_detail AS "errorDetail", reset_attempts AS "resetAttempts",
+  verified, verify_detail AS "verifyDetail"`;
+
 /**
  * The `checkpoints` table. Every state change is a compare-and-set. Queries
  * name their columns in camelCase (`AS "runnerId"`), so rows come back as the
@@ -239,6 +247,25 @@ export class CheckpointStore {
     return c ?? null;
   }
 
+  /**
+   * Checkpoints for an operator's listing, newest first: of these states
+   * and this runner when given. Reads the primary key backwards, so a filter
+   * that matches rarely scans further; `limit` bounds the answer.
+   */
+  async list(f: {
+    states?: readonly CheckpointState[];
+    runnerId?: string;
+    limit: number;
+  }): Promise<CheckpointFacts[]> {
+    return selectRows<CheckpointFacts>(
+      this.q,
+      `SELECT ${FACTS_COLUMNS} FROM checkpoints
+        WHERE ($1::varchar[] IS NULL OR state = ANY($1)) AND ($2::varchar IS NULL OR runner_id = $2)
+        ORDER BY id DESC LIMIT $3`,
+      [f.states ?? null, f.runnerId ?? null, f.limit],
+    );
+  }
+
   /** Active checkpoints of a CI job (a webhook names the job, not the checkpoint). */
   async activeByJob(jobId: string): Promise<Array<{ name: string; runnerId: string }>> {
     return selectRows(
@@ -252,13 +279,7 @@ export class CheckpointStore {
   async factsByName(name: string): Promise<CheckpointFacts | null> {
     const [c] = await selectRows<CheckpointFacts>(
       this.q,
-      `SELECT id, name, runner_id AS "runnerId", job_id AS "jobId", backend, state,
-              finalize_status AS "finalizeStatus", finalize_source AS "finalizeSource",
-              created_at AS "createdAt", finalized_at AS "finalizedAt", ended_at AS "endedAt",
-              updated_at AS "updatedAt", workflow_id AS "workflowId",
-              error_detail AS "errorDetail", reset_attempts AS "resetAttempts",
-              verified, verify_detail AS "verifyDetail"
-         FROM checkpoints WHERE name = $1`,
+      `SELECT ${FACTS_COLUMNS} FROM checkpoints WHERE name = $1`,
       [name],
     );
     return c ?? null;

@@ -86,3 +86,51 @@ export async function revertLastMigration(ds: DataSource, log?: Logger): Promise
     log?.info('latest migration reverted');
   });
 }
+
+/** How the database's applied migrations compare with this e2epool's. */
+export interface SchemaStatus {
+  /** Ours that the database has not applied (all of them on an empty database). */
+  pending: string[];
+  /** Applied ones this e2epool does not know: a newer version migrated the database. */
+  unknown: string[];
+  /** How many migrations this e2epool has. */
+  known: number;
+}
+
+/**
+ * Compares the applied migrations with ours, reading only: never
+ * `runMigrations` nor TypeORM's pending-migration helpers here, both create
+ * the migrations table.
+ */
+export async function schemaStatus(ds: DataSource): Promise<SchemaStatus> {
+  const [t] = (await ds.query('SELECT to_regclass($1) IS NOT NULL AS present', [
+    MIGRATIONS_TABLE,
+  ])) as Array<{ present: boolean }>;
+  const applied = t?.present
+    ? ((await ds.query(`SELECT name FROM ${MIGRATIONS_TABLE}`)) as Array<{ name: string }>).map(
+        (r) => r.name,
+      )
+    : [];
+  const known = MIGRATIONS.map((M) => new M().name!);
+  return {
+    pending: known.filter((n) => !applied.includes(n)),
+    unknown: applied.filter((n) => !known.includes(n)),
+    known: known.length,
+  };
+}
+
+/** The database schema is not the one this e2epool reads: a command that only reads refuses. */
+export class SchemaNotCurrent extends Error {
+  override name = 'SchemaNotCurrent';
+}
+
+/** Throws SchemaNotCurrent, saying what to do, unless every migration of ours is applied. */
+export async function assertSchemaCurrent(ds: DataSource): Promise<void> {
+  const { pending } = await schemaStatus(ds);
+  if (pending.length) {
+    throw new SchemaNotCurrent(
+      `the database schema is behind this e2epool (${pending.length} migration(s) pending: ` +
+        `${pending.join(', ')}); run \`e2epool migrate\` first (nothing was written)`,
+    );
+  }
+}

@@ -9,6 +9,7 @@ import { OperationLogStore } from './operation-log';
 import { DatabaseProbe } from './probe';
 import { QuarantineStore } from './quarantine';
 import { RunnerPauseStore } from './runner-pauses';
+import { RunnerStateStore } from './runner-state';
 import type { Queryable } from './queryable';
 import { AdminAuditStore, RunnerStore } from './runners';
 import { VerificationStore } from './verification';
@@ -30,6 +31,7 @@ export interface Stores {
   audit: AdminAuditStore;
   verification: VerificationStore;
   quarantine: QuarantineStore;
+  runnerState: RunnerStateStore;
 }
 
 /** The stores on a DataSource, and transactions over them. */
@@ -56,6 +58,7 @@ function storesOn(q: Queryable, inTransaction: InTransaction): Stores {
     audit: new AdminAuditStore(q),
     verification: new VerificationStore(q),
     quarantine: new QuarantineStore(q),
+    runnerState: new RunnerStateStore(q),
   };
 }
 

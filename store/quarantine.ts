@@ -1,15 +1,11 @@
+import type { Quarantine, QuarantineSource, RunnerState } from '../config/runner-state';
+import { noState } from '../config/runner-state';
 import { changeRows, selectRows, type Queryable } from './queryable';
-import {
-  runnerFromRow,
-  type Quarantine,
-  type QuarantineSource,
-  type RunnerRow,
-  type StoredRunner,
-} from './runners';
+import { stateFromRow, upsertState, type RunnerStateRow } from './runner-state';
 
-/** A quarantine or unquarantine: the runner as it is now, and whether this call changed it. */
+/** A quarantine or unquarantine: the runner's state as it is now, and whether this call changed it. */
 export interface QuarantineChange {
-  runner: StoredRunner;
+  state: RunnerState;
   changed: boolean;
 }
 
@@ -23,61 +19,74 @@ const STREAK_CAP_LOCK = 0x65327175; // "e2qu"
 const ENDED_AFTER_RESET = ['reset', 'deleted', 'gc_reset', 'reset_failed'];
 
 /**
+ * A runner_state row counts as an active runner's unless it is a deactivated
+ * registry runner's (an inventory-file runner has no `runners` row).
+ */
+const ACTIVE = `NOT EXISTS (SELECT 1 FROM runners r WHERE r.runner_id = s.runner_id AND NOT r.is_active)`;
+
+/**
  * Quarantine (see docs/protocol.md#runner-registry): the `quarantine*`
- * columns of `runners`. Every write is idempotent: quarantining a
- * quarantined runner keeps its first reason, source and time, so a retried
- * activity or a second failure changes nothing. Each change NOTIFYs through
- * the runners trigger, so API instances and workers re-read the registry.
+ * columns of `runner_state`, for every runner, inventory file or registry,
+ * keyed by runner id. Every write is idempotent: quarantining a quarantined
+ * runner keeps its first reason, source and time, so a retried activity or a
+ * second failure changes nothing. Each change NOTIFYs through the
+ * runner_state trigger, so API instances and workers re-read the inventory.
+ * The store cannot tell whether an id is a runner: callers check.
  */
 export class QuarantineStore {
   constructor(private readonly q: Queryable) {}
 
-  /** Quarantines the runner; null when the registry has no such runner. */
+  /** Quarantines the runner (a quarantined one keeps its first reason, source and time). */
   async quarantine(
     runnerId: string,
     q: { reason: string; source: QuarantineSource },
-  ): Promise<QuarantineChange | null> {
-    const { rows } = await changeRows<RunnerRow>(
+  ): Promise<QuarantineChange> {
+    const row = await upsertState(
       this.q,
-      `UPDATE runners
-          SET quarantined = true, quarantine_reason = $2, quarantine_source = $3,
-              quarantined_at = now(), updated_at = now()
-        WHERE runner_id = $1 AND NOT quarantined
-        RETURNING *`,
+      {
+        quarantined: 'true',
+        quarantine_reason: '$2',
+        quarantine_source: '$3',
+        quarantined_at: 'now()',
+      },
+      's.quarantined',
       [runnerId, q.reason, q.source],
     );
-    return this.result(runnerId, rows);
+    return this.result(runnerId, row);
   }
 
-  /** Ends the runner's quarantine; null when the registry has no such runner. */
-  async unquarantine(runnerId: string): Promise<QuarantineChange | null> {
-    const { rows } = await changeRows<RunnerRow>(
+  /** Ends the runner's quarantine. */
+  async unquarantine(runnerId: string): Promise<QuarantineChange> {
+    const { rows } = await changeRows<RunnerStateRow>(
       this.q,
-      `UPDATE runners
+      `UPDATE runner_state
           SET quarantined = false, quarantine_reason = NULL, quarantine_source = NULL,
               quarantined_at = NULL, updated_at = now()
         WHERE runner_id = $1 AND quarantined
         RETURNING *`,
       [runnerId],
     );
-    return this.result(runnerId, rows);
+    return this.result(runnerId, rows[0] ?? null);
   }
 
-  private async result(runnerId: string, rows: RunnerRow[]): Promise<QuarantineChange | null> {
-    if (rows[0]) return { runner: runnerFromRow(rows[0]), changed: true };
-    const [row] = await selectRows<RunnerRow>(
+  private async result(
+    runnerId: string,
+    changed: RunnerStateRow | null,
+  ): Promise<QuarantineChange> {
+    if (changed) return { state: stateFromRow(changed), changed: true };
+    const [row] = await selectRows<RunnerStateRow>(
       this.q,
-      `SELECT * FROM runners WHERE runner_id = $1`,
+      `SELECT * FROM runner_state WHERE runner_id = $1`,
       [runnerId],
     );
-    return row ? { runner: runnerFromRow(row), changed: false } : null;
+    return { state: row ? stateFromRow(row) : noState(runnerId), changed: false };
   }
 
-  /** Whether the registry has the runner quarantined (read now, not from the inventory's copy). */
+  /** Whether the runner is quarantined (read now, not from the inventory's copy). */
   async isQuarantined(runnerId: string): Promise<boolean> {
     const rows = await selectRows<{ quarantined: boolean }>(
       this.q,
-      `SELECT quarantined FROM runners WHERE runner_id = $1`,
+      `SELECT quarantined FROM runner_state WHERE runner_id = $1`,
       [runnerId],
     );
     return rows[0]?.quarantined === true;
@@ -90,7 +99,7 @@ export class QuarantineStore {
       this.q,
       `SELECT runner_id AS "runnerId", quarantine_reason AS reason, quarantine_source AS source,
               quarantined_at AS at
-         FROM runners WHERE quarantined AND runner_id = ANY($1)`,
+         FROM runner_state WHERE quarantined AND runner_id = ANY($1)`,
       [runnerIds],
     );
     return new Map(rows.map(({ runnerId, ...q }) => [runnerId, q]));
@@ -100,7 +109,7 @@ export class QuarantineStore {
   async quarantinedIds(): Promise<string[]> {
     const rows = await selectRows<{ runner_id: string }>(
       this.q,
-      `SELECT runner_id FROM runners WHERE quarantined`,
+      `SELECT runner_id FROM runner_state WHERE quarantined`,
     );
     return rows.map((r) => r.runner_id);
   }
@@ -109,8 +118,8 @@ export class QuarantineStore {
   async countStreakQuarantined(): Promise<number> {
     const [row] = await selectRows<{ n: number }>(
       this.q,
-      `SELECT count(*)::int AS n FROM runners
-        WHERE is_active AND quarantined AND quarantine_source = 'failure_streak'`,
+      `SELECT count(*)::int AS n FROM runner_state s
+        WHERE quarantined AND quarantine_source = 'failure_streak' AND ${ACTIVE}`,
     );
     return row?.n ?? 0;
   }
@@ -119,7 +128,7 @@ export class QuarantineStore {
   async countQuarantined(): Promise<number> {
     const [row] = await selectRows<{ n: number }>(
       this.q,
-      `SELECT count(*)::int AS n FROM runners WHERE is_active AND quarantined`,
+      `SELECT count(*)::int AS n FROM runner_state s WHERE quarantined AND ${ACTIVE}`,
     );
     return row?.n ?? 0;
   }

@@ -1,9 +1,15 @@
 import type { DataSource } from 'typeorm';
-import type { InventoryStore, RegistryRunner, RegistrySource } from '../config/inventory';
+import type {
+  Inventory,
+  InventoryStore,
+  RegistryRunner,
+  RegistrySource,
+} from '../config/inventory';
 import { bareMetalSchema, proxmoxSchema, type RunnerConfig } from '../config/runner-schema';
 import type { Logger } from '../config/logger';
 import type { SecretBox } from '../config/secret-box';
 import { AgentNoticeListener } from './agent-notices';
+import { RunnerStateStore } from './runner-state';
 import { RunnerStore, type StoredRunner } from './runners';
 
 /**
@@ -34,7 +40,8 @@ export function storedRunnerConfig(r: StoredRunner, secrets: SecretBox | null): 
 }
 
 /**
- * The registry as the inventory reads it. A row that cannot be used is left
+ * The registry as the inventory reads it, and the run-time state of every
+ * runner (`runner_state`, whose trigger NOTIFYs the same channel). A row that cannot be used is left
  * out with an error logged once (until it changes): the rest still works.
  */
 export function registrySource(
@@ -43,6 +50,7 @@ export function registrySource(
   log: Logger,
 ): RegistrySource {
   const store = new RunnerStore(ds);
+  const states = new RunnerStateStore(ds);
   const reported = new Map<string, number>();
   return {
     async load(): Promise<RegistryRunner[]> {
@@ -55,8 +63,6 @@ export function registrySource(
             agentTokenDigest: r.agentTokenHash,
             isActive: r.isActive,
             draining: r.draining,
-            quarantined: r.quarantine !== null,
-            currentBaseline: r.currentBaseline,
           });
           reported.delete(r.runnerId);
         } catch (err) {
@@ -70,6 +76,8 @@ export function registrySource(
       }
       return out;
     },
+    // Every runner's, file or registry: quarantine, current baseline, a refresh's drain.
+    loadStates: () => states.all(),
   };
 }
 
@@ -110,10 +118,44 @@ export async function attachRunnerRegistry(o: {
   }
   const keepListening = setInterval(() => void listener.ensure(), o.intervalSeconds * 1000);
   keepListening.unref();
+  const stopSettling = settleFileBaselines(o.inventory, o.dataSource, o.log);
   return {
     async close() {
       clearInterval(keepListening);
+      stopSettling();
       await listener.close();
     },
   };
+}
+
+/**
+ * An operator who edits an inventory-file runner's `baseline_snapshot` makes
+ * that value current, as a PATCH does for a registry runner: on every change
+ * of the file (and at start), the refreshed baselines of file runners whose
+ * configured value is no longer the one they replaced are forgotten, so
+ * setting the old value back later does not bring them back. Readers need
+ * not wait for it (config/runner-state.ts gives the same answer meanwhile).
+ * Idempotent: every API instance and worker does it. Returns the unsubscribe.
+ */
+function settleFileBaselines(inventory: InventoryStore, ds: DataSource, log: Logger): () => void {
+  const states = new RunnerStateStore(ds);
+  let seen: readonly RunnerConfig[] | null = null;
+  const settle = (inv: Inventory) => {
+    // Registry reloads keep the file's runner list as it was: nothing to do for them.
+    if (inv.fileRunners === seen) return;
+    seen = inv.fileRunners;
+    const configured = inv.fileRunners.map(
+      (r) => [r.runner_id, r.backend === 'proxmox' ? (r.baseline_snapshot ?? null) : null] as const,
+    );
+    states
+      .settleBaselines(configured)
+      .catch((err: unknown) =>
+        log.warn(
+          { err: (err as Error).message },
+          `cannot settle the inventory file's baselines: ${(err as Error).message}`,
+        ),
+      );
+  };
+  settle(inventory.inventory);
+  return inventory.onChange(settle);
 }

@@ -141,6 +141,20 @@ export class RunnerPauseStore {
   }
 
   /**
+   * The runner's newest checkpoint: a pause e2epool makes of an idle runner
+   * (quarantined, or drained by a baseline refresh) is recorded on its row,
+   * as the table is keyed by checkpoint. Null: the runner never had one.
+   */
+  async anchorOf(runnerId: string): Promise<{ id: number; name: string } | null> {
+    const [row] = await selectRows<{ id: number; name: string }>(
+      this.q,
+      `SELECT id, name FROM checkpoints WHERE runner_id = $1 ORDER BY id DESC LIMIT 1`,
+      [runnerId],
+    );
+    return row ?? null;
+  }
+
+  /**
    * Each runner's newest pause (the one changed last): when it is open,
    * e2epool paused the runner and nothing has undone it since. A pause that
    * found the runner paused by someone else has no row.

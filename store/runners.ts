@@ -48,26 +48,13 @@ export interface StoredRunner {
   sealedProxmoxToken: string | null;
   isActive: boolean;
   draining: boolean;
-  /** Null unless quarantined (see store/quarantine.ts). */
-  quarantine: Quarantine | null;
-  /**
-   * The snapshot a baseline refresh made the runner's baseline; null: the
-   * configured `baseline_snapshot` (see currentBaselineOf).
-   */
-  currentBaseline: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
 
-/** Who quarantined a runner: a failed reset verification, a failure streak, or an operator. */
-export type QuarantineSource = 'verification' | 'failure_streak' | 'operator';
-
-/** Why and since when a runner is quarantined (see docs/protocol.md#runner-registry). */
-export interface Quarantine {
-  reason: string;
-  source: QuarantineSource;
-  at: Date;
-}
+// A runner's quarantine and current baseline live in `runner_state` (store/runner-state.ts),
+// for inventory-file runners too; the old columns of `runners` only mirror them for 1.1.0.
+export type { Quarantine, QuarantineSource } from '../config/runner-state';
 
 export interface RunnerRow {
   runner_id: string;
@@ -77,11 +64,6 @@ export interface RunnerRow {
   options: Record<string, unknown>;
   is_active: boolean;
   draining: boolean;
-  quarantined: boolean;
-  quarantine_reason: string | null;
-  quarantine_source: QuarantineSource | null;
-  quarantined_at: Date | null;
-  current_baseline: string | null;
   created_at: Date;
   updated_at: Date;
   [column: string]: unknown;
@@ -104,21 +86,9 @@ export function runnerFromRow(r: RunnerRow): StoredRunner {
     sealedProxmoxToken: r.proxmox_token_value,
     isActive: r.is_active,
     draining: r.draining,
-    quarantine: r.quarantined
-      ? { reason: r.quarantine_reason!, source: r.quarantine_source!, at: r.quarantined_at! }
-      : null,
-    currentBaseline: r.current_baseline ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };
-}
-
-/** The snapshot the runner's resets roll back to now: a refresh's, else the configured one. */
-export function currentBaselineOf(
-  r: Pick<StoredRunner, 'fields' | 'currentBaseline'>,
-): string | null {
-  const configured = r.fields.baseline_snapshot;
-  return r.currentBaseline ?? (typeof configured === 'string' ? configured : null);
 }
 
 /** Column values of `fields`, in RUNNER_COLUMNS order, then the options object. */
@@ -193,14 +163,10 @@ export class RunnerStore {
     isActive: boolean,
   ): Promise<StoredRunner | null> {
     const n = RUNNER_COLUMNS.length + 2;
-    // A new baseline_snapshot is the operator's choice: it replaces what a refresh made current
-    // (SET expressions read the row as it was).
+    // A new baseline_snapshot's effect on the current baseline: RunnerStateStore.settleBaseline.
     const { rows } = await changeRows<RunnerRow>(
       this.q,
       `UPDATE runners SET ${SET_COLUMNS}, proxmox_token_value = $${n + 1}, is_active = $${n + 2},
-              current_baseline = CASE
-                WHEN options->>'baseline_snapshot' IS DISTINCT FROM ($${n}::jsonb)->>'baseline_snapshot'
-                THEN NULL ELSE current_baseline END,
               updated_at = now()
         WHERE runner_id = $1 RETURNING *`,
       [runnerId, ...columnValues(fields), sealedProxmoxToken, isActive],
@@ -222,16 +188,6 @@ export class RunnerStore {
       this.q,
       `UPDATE runners SET ${column} = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
       [runnerId, value],
-    );
-    return rows[0] ? runnerFromRow(rows[0]) : null;
-  }
-
-  /** Makes `snapshot` the runner's current baseline (a refresh's); null when there is no such runner. */
-  async setCurrentBaseline(runnerId: string, snapshot: string): Promise<StoredRunner | null> {
-    const { rows } = await changeRows<RunnerRow>(
-      this.q,
-      `UPDATE runners SET current_baseline = $2, updated_at = now() WHERE runner_id = $1 RETURNING *`,
-      [runnerId, snapshot],
     );
     return rows[0] ? runnerFromRow(rows[0]) : null;
   }

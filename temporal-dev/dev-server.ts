@@ -32,6 +32,15 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
+/**
+ * Dynamic config every dev server gets (a caller's values win): task
+ * priority on, which e2epool's GitLab queue relies on (docs/operators.md, "GitLab rate
+ * budget"); Temporal Server 1.29 ships it off.
+ */
+export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {
+  'matching.useNewMatcher': true,
+};
+
 /** The dev server listens on loopback only. */
 const IP = '127.0.0.1';
 const START_TIMEOUT_MS = 60_000;
@@ -44,7 +53,7 @@ function devServerArgs(o: DevServerOptions): string[] {
   if (o.dbFile) args.push('--db-filename', o.dbFile);
   if (o.namespace !== 'default') args.push('--namespace', o.namespace);
   for (const sa of searchAttributeFlags()) args.push('--search-attribute', sa);
-  for (const [k, v] of Object.entries(o.dynamicConfig ?? {}))
+  for (const [k, v] of Object.entries({ ...DEV_SERVER_DYNAMIC_CONFIG, ...o.dynamicConfig }))
     args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   return args;
 }

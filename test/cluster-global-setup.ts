@@ -27,6 +27,7 @@ export default async function clusterGlobalSetup(): Promise<void> {
         port: await freePort(),
         database: 'e2epool_test',
         logFile: join(workDir, 'postgres.log'),
+        instead: 'set E2EPOOL_TEST_DATABASE_URL to a Postgres of your own',
       });
   if (pg) adminUrl = pg.url;
   const temporal = await startTemporalCluster({

@@ -34,6 +34,7 @@ export default async function globalSetup(): Promise<void> {
         port: pgPort,
         database: 'e2epool_test',
         logFile: join(workDir, 'postgres.log'),
+        instead: 'set E2EPOOL_TEST_DATABASE_URL to a Postgres of your own',
       });
   const [temporal, pg] = await Promise.all([temporalP, pgP]);
   if (pg) adminUrl = pg.url;

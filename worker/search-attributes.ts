@@ -14,9 +14,6 @@ export type OperatorConnection = Pick<Connection, 'operatorService'>;
 /** gRPC status codes (grpc/status.h); the SDK surfaces them as `code` on its errors. */
 const GRPC = { ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, UNIMPLEMENTED: 12, UNAUTHENTICATED: 16 };
 
-/** Exit code of a worker or `e2epool setup` that cannot get the search attributes (sysexits EX_CONFIG). */
-export const SETUP_EXIT_CODE = 78;
-
 /** The attributes the namespace lacks or has with another type. */
 export interface SearchAttributeReport {
   missing: string[];

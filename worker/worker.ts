@@ -25,9 +25,13 @@ const GITLAB_ACTIVITIES = [
   'unpauseRunner',
   'checkPausedGitlabRunner',
   'unpausePausedGitlabRunner',
+  // An idle runner's hold (quarantine, baseline refresh): check and pause, or unpause.
+  'quarantineHoldRunner',
+  'refreshHoldRunner',
+  'refreshReleaseRunner',
 ] as const satisfies ReadonlyArray<keyof Activities>;
 
-/** The job-status poll, on the poll queue. */
+/** The job-status poll: on the GitLab queue, and alone on 1.1's poll queue. */
 const POLL_ACTIVITIES = ['pollJobStatus'] as const satisfies ReadonlyArray<keyof Activities>;
 
 function pick<K extends keyof Activities>(all: Activities, names: readonly K[]) {
@@ -36,12 +40,13 @@ function pick<K extends keyof Activities>(all: Activities, names: readonly K[]) 
 
 /**
  * The Temporal workers of one `e2epool worker`: the main one (every
- * workflow and activity) and one per GitLab queue, which run only GitLab
- * activities and tell Temporal the queue's rate limit
- * (`maxTaskQueueActivitiesPerSecond`). That limit is enforced by the
- * server for the queue as a whole, so it holds across any number of
- * workers, provided they all have the same E2EPOOL_GITLAB_MAX_RPS and
- * E2EPOOL_GITLAB_POLL_SHARE (the last poller's value wins).
+ * workflow and activity) and one per GitLab queue (the GitLab queue and
+ * 1.1's poll queue), which run only GitLab activities and tell Temporal the
+ * queue's rate limit (`maxTaskQueueActivitiesPerSecond`). That limit is
+ * enforced by the server for the queue as a whole, so it holds across any
+ * number of workers, provided they all have the same E2EPOOL_GITLAB_MAX_RPS
+ * (the last poller's value wins: while 1.1 and 1.2 workers both run, the
+ * two queues may together exceed the budget).
  */
 export class WorkerGroup {
   constructor(readonly workers: Worker[]) {}
@@ -78,7 +83,7 @@ export async function createWorker(p: WorkerParams): Promise<WorkerGroup> {
     ? { workflowBundle: { codePath: bundle } }
     : { workflowsPath: workflowsPath() };
   const activities = createActivities(p.deps);
-  const rates = gitlabQueueRates(p.deps.settings.gitlabMaxRps, p.deps.settings.gitlabPollShare);
+  const rates = gitlabQueueRates(p.deps.settings.gitlabMaxRps);
   const common = {
     connection: p.connection,
     namespace: p.namespace,
@@ -98,14 +103,17 @@ export async function createWorker(p: WorkerParams): Promise<WorkerGroup> {
   const gitlab = await Worker.create({
     ...common,
     taskQueue: gitlabTaskQueue(p.taskQueue),
-    activities: pick(activities, GITLAB_ACTIVITIES),
-    maxTaskQueueActivitiesPerSecond: rates.urgent,
+    activities: pick(activities, [...GITLAB_ACTIVITIES, ...POLL_ACTIVITIES]),
+    maxTaskQueueActivitiesPerSecond: rates.gitlab,
   });
+  // 1.1's poll queue, for the polls runs scheduled there before the upgrade
+  // (common/gitlab-budget.ts): empty one poll interval after the last 1.1
+  // worker stopped; its rate is taken from the GitLab queue's.
   const poll = await Worker.create({
     ...common,
     taskQueue: gitlabPollTaskQueue(p.taskQueue),
     activities: pick(activities, POLL_ACTIVITIES),
-    maxTaskQueueActivitiesPerSecond: rates.poll,
+    maxTaskQueueActivitiesPerSecond: rates.legacyPoll,
   });
   return new WorkerGroup([main, gitlab, poll]);
 }

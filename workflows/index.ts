@@ -5,3 +5,4 @@ export { checkpointWorkflow } from './checkpoint';
 export { readinessWorkflow } from './readiness';
 export { reconcileWorkflow } from './reconcile';
 export { baselineRefreshWorkflow, baselineRolloutWorkflow } from './baseline';
+export { runnerQuarantineWorkflow } from './quarantine';

@@ -1,9 +1,10 @@
-import { log, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { log, proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { PausedCandidate, ReconcileFinding, ReconcileInput } from '../activities/reconcile';
 import { describeFailure } from '../common/fail';
 import { NON_RETRYABLE_TYPES } from '../common/failures';
-import { gitlabTaskQueue } from '../common/gitlab-budget';
+import { GITLAB_PRIORITY, gitlabTaskQueue } from '../common/gitlab-budget';
+import { gitlabPlacement } from './checkpoint/activities';
 
 const RECONCILE_RETRY = {
   maximumAttempts: 3,
@@ -51,7 +52,8 @@ export async function reconcileWorkflow(
  */
 async function reconcileGitlabPauses(input: ReconcileInput): Promise<ReconcileFinding[]> {
   const gitlab = proxyActivities<Activities>({
-    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+    // Behind a reset's requests, ahead of polls (PATCH_GITLAB_PRIORITY).
+    ...gitlabPlacement(GITLAB_PRIORITY.reconcile, gitlabTaskQueue),
     // Includes the wait for the queue's rate limit.
     scheduleToCloseTimeout: '5 minutes',
     startToCloseTimeout: '1 minute',

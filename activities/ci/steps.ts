@@ -54,7 +54,7 @@ export function ciSteps(deps: ActivityDeps) {
       part: P,
       setting: string,
     ) => sendStep(c, runnerId, hold, part, setting),
-    release: (i: StepInput, r: Release) => releaseStep(c, i, r),
+    release: (i: ReleaseInput, r: Release) => releaseStep(c, i, r),
     undoLate: <S, P>(hold: RunnerHold<S, P>, part: P, words: LateHoldWords<P>) =>
       undoLateHolds(deps.log, hold, part, words),
   };
@@ -95,6 +95,13 @@ async function sendStep<P>(
   return c.timed('pause', runnerId, () => hold.hold(part));
 }
 
+/**
+ * What an unpause activity is called with. `endsResetFailed`: the run is
+ * about to end `reset_failed` (an operator released it, or canceled it
+ * mid-reset); absent in inputs of runs from before 2.0.0.
+ */
+export type ReleaseInput = StepInput & { endsResetFailed?: boolean };
+
 /** A release: `release` null when the CI system is not configured; it returns the step's detail. */
 interface Release {
   unconfigured: string;
@@ -112,7 +119,7 @@ interface Release {
  * opened) to e2epool_runner_paused_seconds_total. `release` returns the
  * step's detail.
  */
-async function releaseStep(c: CiBase, i: StepInput, r: Release): Promise<void> {
+async function releaseStep(c: CiBase, i: ReleaseInput, r: Release): Promise<void> {
   const { deps, pauses } = c;
   const release = r.release;
   // After an earlier attempt that released (its completion lost) no pause
@@ -153,18 +160,22 @@ async function releaseStep(c: CiBase, i: StepInput, r: Release): Promise<void> {
 /**
  * Why the unpause must leave the runner paused, or null. Quarantined (read
  * from Postgres now: the inventory's copy may not have seen a quarantine of
- * moments ago); or about to be: a checkpoint still in needs_attention at its
- * release was released by an operator after its reset failed, so it ends
- * `reset_failed`, and when that completes a failure streak the runner is
- * quarantined here, before it is unpaused (the terminal state's own check
- * then finds it quarantined). A checkpoint whose reset worked but whose
+ * moments ago); or about to be: a run that says it ends `reset_failed`
+ * (released by an operator, or canceled, even mid-reset), or, for an input
+ * from before that flag, a checkpoint still in needs_attention at its
+ * release, ends `reset_failed`, and when that completes a failure streak the
+ * runner is quarantined here, before it is unpaused (the terminal state's own
+ * check then finds it quarantined). A checkpoint whose reset worked but whose
  * unpause waits in needs_attention reads the same and may quarantine one
  * checkpoint early, never too late. Else draining.
  */
-async function keptPaused(c: CiBase, i: StepInput): Promise<KeptState | null> {
+async function keptPaused(c: CiBase, i: ReleaseInput): Promise<KeptState | null> {
   const { deps, store } = c;
   if (await store.quarantine.isQuarantined(i.runnerId)) return 'kept_for_quarantine';
-  if ((await store.checkpoints.stateOf(i.checkpointId)) === 'needs_attention') {
+  if (
+    i.endsResetFailed === true ||
+    (await store.checkpoints.stateOf(i.checkpointId)) === 'needs_attention'
+  ) {
     const rule = streakRule(deps);
     const decision = await store.transaction((tx) =>
       streakQuarantine(

@@ -7,7 +7,7 @@ import type { OperationLogStore, OperationMeta } from '../../store/operation-log
 import type { RunnerPauseStore } from '../../store/runner-pauses';
 import type { ActivityDeps } from '../deps';
 import { withOperation, writeOperation, type StepInput } from '../operation-log';
-import { ciSteps, type CiSteps, type LateHoldWords } from '../ci/steps';
+import { ciSteps, type CiSteps, type LateHoldWords, type ReleaseInput } from '../ci/steps';
 import { checkHold, type RunnerHold } from '../ci/system';
 import type { GitHubClient } from './client';
 
@@ -182,7 +182,7 @@ function lateWords(
  */
 async function restoreRunnerLabels(
   c: CiSteps,
-  i: StepInput & { target: GitHubPauseTarget; labels: string[] },
+  i: ReleaseInput & { target: GitHubPauseTarget; labels: string[] },
 ): Promise<void> {
   const hold = holdOf(c.deps, i.target);
   const logged = await openRemovals(c.pauses, i.checkpointId);
@@ -232,7 +232,7 @@ export function githubActivities(deps: ActivityDeps) {
 
     pauseRunnerLabels: (i: StepInput & { target: GitHubPauseTarget }) => pauseRunnerLabels(c, i),
 
-    restoreRunnerLabels: (i: StepInput & { target: GitHubPauseTarget; labels: string[] }) =>
+    restoreRunnerLabels: (i: ReleaseInput & { target: GitHubPauseTarget; labels: string[] }) =>
       restoreRunnerLabels(c, i),
   };
 }

@@ -2,7 +2,13 @@ import { PAUSE_SENT } from '../../common/checkpoint';
 import type { OperationLogStore, OperationMeta } from '../../store/operation-log';
 import type { ActivityDeps } from '../deps';
 import { withOperation, writeOperation, type StepInput } from '../operation-log';
-import { ciSteps, LATE_PAUSE_UNDOS, type CiSteps, type LateHoldWords } from '../ci/steps';
+import {
+  ciSteps,
+  LATE_PAUSE_UNDOS,
+  type CiSteps,
+  type LateHoldWords,
+  type ReleaseInput,
+} from '../ci/steps';
 import { checkHold, type RunnerHold } from '../ci/system';
 import type { GitLabClient } from './client';
 
@@ -111,7 +117,10 @@ function lateWords(i: StepInput & { gitlabRunnerId: number }): LateHoldWords<tru
  * Unpauses the GitLab runner (see releaseStep: a draining runner stays
  * paused), then reads it back for a pause that landed late.
  */
-async function unpauseRunner(c: CiSteps, i: StepInput & { gitlabRunnerId: number }): Promise<void> {
+async function unpauseRunner(
+  c: CiSteps,
+  i: ReleaseInput & { gitlabRunnerId: number },
+): Promise<void> {
   const hold = holdOf(c.deps, i.gitlabRunnerId);
   await c.release(i, {
     unconfigured: `${SETTING} is not set`,
@@ -152,6 +161,6 @@ export function gitlabActivities(deps: ActivityDeps) {
       await c.send(i.runnerId, holdOf(deps, i.gitlabRunnerId), true, SETTING);
     },
 
-    unpauseRunner: (i: StepInput & { gitlabRunnerId: number }) => unpauseRunner(c, i),
+    unpauseRunner: (i: ReleaseInput & { gitlabRunnerId: number }) => unpauseRunner(c, i),
   };
 }

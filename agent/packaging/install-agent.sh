@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
 # Installs the e2epool agent as a systemd service on a Linux runner host:
-#   group e2epool (the socket group) with the CI user in it, system user
+#   group e2epool-ci (the socket group) with the CI user in it, system user
 #   e2epool-agent, /etc/e2epool/agent.yml (0600, owner e2epool-agent:root, not
 #   the socket group: it holds the tokens and CI jobs are in that group), the systemd
 #   unit and a tmpfiles.d link for the CLI's default socket path; then enables
 #   and starts the service, or restarts it when the unit or config changed.
 # Idempotent: run it again with the same arguments and nothing changes.
 # The e2epool CLI must already be installed (see --help).
+# With --host-only (what the e2epool-agent .deb's postinst runs) it does the
+# host part alone: the checks, the groups, the users and the config's owner and
+# mode; no controller URL or token, and nothing to the unit or the service.
+# A dry run (--dry-run) changes nothing and exits 1 if a real run would stop.
 set -euo pipefail
 
 readonly PROG=install-agent.sh
 readonly SERVICE=e2epool-agent
+# The agent's user and its socket group, named here and in e2epool-agent.service
+# (User=, Group=) only; the installer refuses a unit that names others. The
+# socket group is not `e2epool`, the controller's group (it reads the secrets
+# in /etc/e2epool/controller.env, ops/systemd/): the CI user joins this one,
+# and a CI job must never read the controller's secrets on a host running both.
 readonly AGENT_USER=e2epool-agent
-readonly AGENT_GROUP=e2epool
+readonly SOCKET_GROUP=e2epool-ci
+# The socket group before 2.0.0 (now the controller's): see step 2.
+readonly OLD_SOCKET_GROUP=e2epool
 readonly CONFIG_DIR=/etc/e2epool
-readonly CONFIG=/etc/e2epool/agent.yml
-# Readable by the agent's user only. Not group e2epool (the socket group): the
+# Not readonly: --root moves it under another root (--host-only --dry-run).
+CONFIG=/etc/e2epool/agent.yml
+# Readable by the agent's user only. Not the socket group: the
 # CI user is in it, and a job that can read the agent token can stand in for
 # the agent and answer its reset commands.
 readonly CONFIG_OWNER=$AGENT_USER:root
+# --host-only (the .deb): dpkg installs agent.yml owned by root (so the agent,
+# which runs commands, cannot widen its own allowed_commands), mode 0640, and
+# this group, which only the agent's user is in, reads it.
+readonly CONFIG_GROUP=e2epool-agent
 readonly UNIT_DEST=/etc/systemd/system/e2epool-agent.service
 readonly TMPFILES_DEST=/etc/tmpfiles.d/e2epool-agent.conf
 readonly SOCKET=/run/e2epool/agent.sock
@@ -33,6 +49,7 @@ readonly HERE
 usage() {
   cat <<EOF
 Usage: $PROG --controller-url URL --runner-id ID --token-file FILE [options]
+       $PROG --host-only [--ci-user USER] [--prefix DIR] [--dry-run]
 
 Installs the e2epool agent as the systemd service $SERVICE (run as root).
 
@@ -49,17 +66,27 @@ Options:
                          which hold the runner token, cannot stand in for the agent.
   --allow-insecure-ws    allow a ws:// --controller-url to another host (tokens in clear text);
                          without it only wss:// or ws:// to this host (loopback) is accepted
-  --ci-user USER         CI user added to group $AGENT_GROUP to use the socket (default gitlab-runner)
+  --ci-user USER         CI user added to group $SOCKET_GROUP to use the socket (default gitlab-runner)
   --allow-command CMD    a command the controller may run (repeat it for each of the
                          runner's reset_cmd, cleanup_cmd, readiness_cmd); default: any
   --prefix DIR           where e2epool is installed: DIR/bin/e2epool (default /usr/local)
-  --dry-run              print what would be done, change nothing
+  --dry-run              print what would be done, change nothing; exits 1 when it
+                         found something that stops a real run (each is a warning)
+  --host-only            only check the host and the CLI, create group $SOCKET_GROUP, the users and
+                         group $CONFIG_GROUP, and make $CONFIG root:$CONFIG_GROUP 0640 when dpkg
+                         left it root:root (the e2epool-agent .deb's postinst runs this)
+  --root DIR             with --host-only --dry-run: the package's files are under DIR
+                         (a package installed into another root); users and groups are this host's
   -h, --help             this text
 
-Install the e2epool CLI first (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node):
-  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool
-  npm ci && npm run build
-  ln -sf /opt/e2epool/bin/e2epool.js /usr/local/bin/e2epool
+Install the e2epool CLI first, one of:
+  - the e2epool-agent .deb (npm run package in a checkout makes it; this script is
+    then /usr/lib/e2epool/$PROG);
+  - the executable e2epool-agent-<version>-linux-x64 as DIR/bin/e2epool;
+  - the release package (Node 20.19+ on systemd's PATH, e.g. /usr/bin/node; npm pack
+    in a checkout makes e2epool-<version>.tgz):
+      npm install -g --prefix /usr/local ./e2epool-<version>.tgz
+    This script is then /usr/local/lib/node_modules/e2epool/agent/packaging/$PROG.
 EOF
 }
 
@@ -83,6 +110,8 @@ allow_insecure_ws=0
 ci_user=gitlab-runner
 prefix=/usr/local
 dry_run=0
+host_only=0
+root=''
 allowed_commands=()
 
 value_of() { # flag, remaining argument count, next argument
@@ -107,6 +136,9 @@ while (($# > 0)); do
     --prefix) value_of "$1" $# && prefix=$2 && shift 2 ;;
     --prefix=*) prefix=${1#*=} && shift ;;
     --dry-run) dry_run=1 && shift ;;
+    --host-only) host_only=1 && shift ;;
+    --root) value_of "$1" $# && root=$2 && shift 2 ;;
+    --root=*) root=${1#*=} && shift ;;
     -h | --help) usage && exit 0 ;;
     --token | --token=* | --agent-token | --agent-token=*)
       # Never echo the value: it is a secret that is now in the shell history.
@@ -117,10 +149,25 @@ while (($# > 0)); do
   esac
 done
 
+if [[ -n $root ]]; then
+  ((host_only && dry_run)) || usage_error "--root needs --host-only and --dry-run"
+  [[ $root =~ ^/[A-Za-z0-9_./-]*$ ]] || usage_error "--root must be an absolute path without spaces (got '$root')"
+  root=${root%/}
+  prefix=$root/usr
+  CONFIG=$root$CONFIG
+fi
+readonly CONFIG
+
+if ((host_only)); then
+  if [[ -n $controller_url$runner_id$token_file$agent_token_file ]] || ((allow_insecure_ws || ${#allowed_commands[@]} > 0)); then
+    usage_error "--host-only takes no controller, runner, token or command options"
+  fi
+  controller_url=ws://localhost/ runner_id=host-only # checked below, never used
+fi
 missing=()
 [[ -n $controller_url ]] || missing+=(--controller-url)
 [[ -n $runner_id ]] || missing+=(--runner-id)
-[[ -n $token_file ]] || missing+=(--token-file)
+[[ -n $token_file ]] || ((host_only)) || missing+=(--token-file)
 if ((${#missing[@]} > 0)); then usage_error "missing required ${missing[*]}"; fi
 
 [[ $controller_url =~ ^wss?://[^[:space:][:cntrl:]]+$ ]] ||
@@ -177,8 +224,11 @@ read_secret() { # file or -, what it is (for messages)
   fi
 }
 
-read_secret "$token_file" token
-token=$secret
+token=''
+if ((!host_only)); then
+  read_secret "$token_file" token
+  token=$secret
+fi
 agent_token=''
 if [[ -n $agent_token_file ]]; then
   read_secret "$agent_token_file" 'agent token'
@@ -210,9 +260,22 @@ run() {
   fi
 }
 
-# A problem that stops a real install; a dry run only warns and goes on.
+# A problem that stops a real install; a dry run warns, goes on, and exits 1
+# at the end (so a script can run --dry-run as a pre-flight check).
+blockers=0
 blocker() {
-  if ((dry_run)); then warn "$* (a real run stops here)"; else die "$*"; fi
+  if ((dry_run)); then
+    blockers=$((blockers + 1))
+    warn "$* (a real run stops here)"
+  else
+    die "$*"
+  fi
+}
+
+# A blocker for an install, a warning for --host-only: a package must install
+# on a host whose CI runner or systemd comes later (or in a container).
+host_blocker() {
+  if ((host_only)); then warn "$*"; else blocker "$*"; fi
 }
 
 # YAML single-quoted scalar: '' stands for ' and nothing else is special.
@@ -230,7 +293,7 @@ render_config() { # token value, agent token value ('' for none)
   printf 'token: %s\n' "$(yaml_quote "$1")"
   if [[ -n $2 ]]; then printf 'agent_token: %s\n' "$(yaml_quote "$2")"; fi
   printf 'socket_path: %s\n' "$SOCKET"
-  printf 'socket_group: %s\n' "$AGENT_GROUP"
+  printf 'socket_group: %s\n' "$SOCKET_GROUP"
   if ((${#allowed_commands[@]} > 0)); then
     printf 'allowed_commands:\n'
     for cmd in "${allowed_commands[@]}"; do printf '  - %s\n' "$(yaml_quote "$cmd")"; done
@@ -294,14 +357,16 @@ if ((dry_run && EUID != 0)); then
   warn "not root: files only root can read are not compared"
 fi
 
-for f in e2epool-agent.service e2epool-agent.tmpfiles; do
-  [[ -r $HERE/$f ]] || die "missing $HERE/$f (run this script from the e2epool repository's agent/packaging/)"
-done
+if ((!host_only)); then
+  for f in e2epool-agent.service e2epool-agent.tmpfiles; do
+    [[ -r $HERE/$f ]] || die "missing $HERE/$f (run this script from the e2epool repository's agent/packaging/)"
+  done
+fi
 if [[ $(uname -s) != Linux ]]; then
   die "this installer is for Linux with systemd; on macOS use $HERE/com.e2epool.agent.plist"
 fi
 if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
-  blocker "systemd is not running on this host"
+  host_blocker "systemd is not running on this host"
 fi
 for tool in getent groupadd useradd usermod; do
   command -v "$tool" >/dev/null || blocker "$tool is missing (shadow-utils / passwd package)"
@@ -311,13 +376,14 @@ done
 bin=$prefix/bin/e2epool
 step "e2epool CLI: $bin"
 if [[ ! -x $bin ]]; then
-  blocker "$bin is not installed. Install it first:
-  git clone <e2epool repository> /opt/e2epool && cd /opt/e2epool && npm ci && npm run build
-  ln -sf /opt/e2epool/bin/e2epool.js $bin
+  blocker "$bin is not installed. Install it first, from the release package:
+  npm install -g --prefix $prefix ./e2epool-<version>.tgz
 (or pass --prefix DIR if e2epool is in DIR/bin)"
 else
   node_bin=$(PATH=$SERVICE_PATH command -v node || true)
-  if [[ -z $node_bin ]]; then
+  if [[ $(head -c 2 "$bin") != '#!' ]]; then
+    : # the single executable (e2epool-agent-<version>-linux-x64): Node is built in
+  elif [[ -z $node_bin ]]; then
     blocker "node is not on systemd's PATH ($SERVICE_PATH); install Node $MIN_NODE+ system-wide (not only through nvm)"
   else
     node_version=$("$node_bin" -p 'process.versions.node' 2>/dev/null || echo 0.0.0)
@@ -328,17 +394,17 @@ else
     fi
   fi
   if ! env -i PATH="$SERVICE_PATH" "$bin" agent --help >/dev/null 2>&1; then
-    blocker "'$bin agent --help' fails with systemd's PATH; is the package built (npm run build)?"
+    blocker "'$bin agent --help' fails with systemd's PATH; reinstall the package (see --help)"
   fi
   say "    ok"
 fi
 
 # --- 2. group, user, CI user ------------------------------------------------
-step "group $AGENT_GROUP"
-if getent group "$AGENT_GROUP" >/dev/null; then
+step "group $SOCKET_GROUP"
+if getent group "$SOCKET_GROUP" >/dev/null; then
   say "    exists"
 else
-  run groupadd --system "$AGENT_GROUP"
+  run groupadd --system "$SOCKET_GROUP"
 fi
 
 step "user $AGENT_USER"
@@ -348,18 +414,58 @@ else
   nologin=/usr/sbin/nologin
   [[ -x $nologin ]] || nologin=/sbin/nologin
   [[ -x $nologin ]] || nologin=/bin/false
-  run useradd --system --gid "$AGENT_GROUP" --no-create-home --home-dir /nonexistent \
+  run useradd --system --gid "$SOCKET_GROUP" --no-create-home --home-dir /nonexistent \
     --shell "$nologin" --comment 'e2epool agent' "$AGENT_USER"
 fi
 
-step "CI user $ci_user in group $AGENT_GROUP"
+step "CI user $ci_user in group $SOCKET_GROUP"
 if ! id "$ci_user" >/dev/null 2>&1; then
-  blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
-elif [[ " $(id -nG "$ci_user") " == *" $AGENT_GROUP "* ]]; then
-  say "    already a member"
+  host_blocker "user $ci_user does not exist: install the CI runner first, or pass --ci-user USER"
 else
-  run usermod -aG "$AGENT_GROUP" "$ci_user"
-  ci_user_added=1
+  if [[ " $(id -nG "$ci_user") " == *" $SOCKET_GROUP "* ]]; then
+    say "    already a member"
+  else
+    run usermod -aG "$SOCKET_GROUP" "$ci_user"
+    ci_user_added=1
+  fi
+  # Before 2.0.0 the socket group was $OLD_SOCKET_GROUP, which is now the
+  # controller's: its members read /etc/e2epool/controller.env.
+  if [[ " $(id -nG "$ci_user") " == *" $OLD_SOCKET_GROUP "* ]]; then
+    warn "$ci_user is still in group $OLD_SOCKET_GROUP (the socket group before 2.0.0; now the controller's, which reads its secrets): gpasswd -d $ci_user $OLD_SOCKET_GROUP"
+  fi
+fi
+
+# Membership of user $1 in group $2 (false while either is missing).
+member_of() {
+  [[ " $(id -nG "$1" 2>/dev/null) " == *" $2 "* ]]
+}
+
+if ((host_only)); then
+  step "config $CONFIG: owner root, group $CONFIG_GROUP (only $AGENT_USER in it), mode 0640"
+  getent group "$CONFIG_GROUP" >/dev/null || run groupadd --system "$CONFIG_GROUP"
+  member_of "$AGENT_USER" "$CONFIG_GROUP" || run usermod -aG "$CONFIG_GROUP" "$AGENT_USER"
+  if [[ ! -e $CONFIG ]]; then
+    warn "$CONFIG is missing; the agent cannot start without it"
+  else
+    have=$(stat -c '%U:%G %a' "$CONFIG")
+    mode=8#$(stat -c '%a' "$CONFIG")
+    if [[ $have == 'root:root '* ]]; then
+      # As dpkg installs it: give it to the agent's group.
+      run chgrp "$CONFIG_GROUP" "$CONFIG"
+      run chmod 0640 "$CONFIG"
+    elif ((mode & 8#004)) || { [[ $(stat -c '%G' "$CONFIG") =~ ^($SOCKET_GROUP|$OLD_SOCKET_GROUP)$ ]] && ((mode & 8#040)); }; then
+      warn "$CONFIG ($have) is readable by CI jobs (group $SOCKET_GROUP or $OLD_SOCKET_GROUP, or everyone); make it root:$CONFIG_GROUP 0640"
+    else
+      say "    $have, kept"
+    fi
+  fi
+  say ""
+  if ((dry_run && blockers > 0)); then
+    say "Dry run done: nothing was changed; $blockers problem(s) above would stop a real run."
+    exit 1
+  fi
+  if ((dry_run)); then say "Dry run done: nothing was changed."; else say "Host ready."; fi
+  exit 0
 fi
 
 # --- 3. configuration ---------------------------------------------------------
@@ -382,7 +488,10 @@ fi
 step "systemd unit $UNIT_DEST"
 unit=$(sed "s|^ExecStart=/usr/local/bin/e2epool agent\$|ExecStart=$bin agent|" "$HERE/e2epool-agent.service")
 grep -qxF "ExecStart=$bin agent" <<<"$unit" || die "cannot set ExecStart in $HERE/e2epool-agent.service"
-say "    ExecStart=$bin agent, User=$AGENT_USER, Group=$AGENT_GROUP, socket $SOCKET"
+for line in "User=$AGENT_USER" "Group=$SOCKET_GROUP"; do
+  grep -qxF "$line" <<<"$unit" || die "$HERE/e2epool-agent.service lacks $line (the names this script creates)"
+done
+say "    ExecStart=$bin agent, User=$AGENT_USER, Group=$SOCKET_GROUP, socket $SOCKET"
 ensure_file "$UNIT_DEST" "$unit" 0644 root:root
 unit_changed=$file_changed
 if ((unit_changed)); then restart_needed=1; fi
@@ -434,7 +543,9 @@ fi
 
 # ---------------------------------------------------------------------------
 say ""
-if ((dry_run)); then
+if ((dry_run && blockers > 0)); then
+  say "Dry run done: nothing was changed; $blockers problem(s) above would stop a real run."
+elif ((dry_run)); then
   say "Dry run done: nothing was changed."
 elif ((changed)); then
   say "Done."
@@ -442,7 +553,7 @@ else
   say "Nothing to do: the agent is installed as asked."
 fi
 if ((ci_user_added)); then
-  say "$ci_user was added to group $AGENT_GROUP: jobs started from now on can use the socket."
+  say "$ci_user was added to group $SOCKET_GROUP: jobs started from now on can use the socket."
   say "If the runner service itself runs as $ci_user, restart it (e.g. systemctl restart gitlab-runner)."
 fi
 cat <<EOF
@@ -450,6 +561,7 @@ Check it as the CI user:
   sudo -u $ci_user $bin status --checkpoint x; echo "exit \$?"
 exit 1 with "Checkpoint not found" (or "Not connected to controller" until the agent
 reaches it) means the agent is running and the CI user can reach it; exit 2 means it is
-not running; "permission denied" means the CI user is not in group $AGENT_GROUP yet. Logs:
+not running; "permission denied" means the CI user is not in group $SOCKET_GROUP yet. Logs:
   journalctl -u $SERVICE -f
 EOF
+if ((dry_run && blockers > 0)); then exit 1; fi

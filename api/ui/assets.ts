@@ -24,7 +24,13 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #8883; ver
 .agent-unreachable { color: var(--bad); font-weight: 600; }
 .agent-disconnected, .paused, .held, .shared-credential, .draining { color: var(--warn); }
 .quarantined { color: var(--bad); font-weight: 600; }
+.refresh-running { color: var(--warn); font-weight: 600; }
+.refresh-failed, .refresh-terminated, .refresh-timed_out { color: var(--bad); }
 form.unquarantine { display: inline; margin-left: 6px; }
+form.runner-action { display: inline; }
+.c-actions form.runner-action + form.runner-action { margin-left: 4px; }
+dialog#confirm-action { max-width: 32em; }
+dialog#confirm-action textarea { width: 100%; box-sizing: border-box; }
 .state { padding: 0 4px; border-radius: 3px; border: 1px solid currentColor; font-size: 12px; }
 .state-needs_attention, .state-reset_failed, .state-create_failed { color: var(--bad); }
 .state-created, .state-finalize_queued { color: var(--warn); }
@@ -77,6 +83,31 @@ ${format}
   var table = document.getElementById('fleet');
   var status = document.getElementById('fleet-status');
   var every = Number(table.getAttribute('data-refresh-ms')) || 5000;
+  var csrf = table.getAttribute('data-csrf') || '';
+  var LABEL = { drain: 'Drain', undrain: 'Undrain', quarantine: 'Quarantine',
+    unquarantine: 'Unquarantine', retry: 'Retry', release: 'Release' };
+
+  /** A runner button, as pages.ts actionForm writes it. */
+  function actionForm(r, a) {
+    return el('form', {
+      method: 'post',
+      action: '/ui/runners/' + encodeURIComponent(r.runner_id) + '/' + a,
+      class: 'runner-action ' + a,
+      'data-action': a,
+      'data-runner': r.runner_id,
+      'data-checkpoint': r.checkpoint ? r.checkpoint.name : '',
+    }, el('input', { type: 'hidden', name: 'csrf', value: csrf }), el('button', { type: 'submit' }, LABEL[a]));
+  }
+  /** The buttons of a row, as pages.ts rowActions decides. */
+  function actionsCell(r) {
+    var td = el('td', { class: 'c-actions' });
+    var list = [];
+    list.push(r.draining ? 'undrain' : 'drain');
+    if (!r.quarantine) list.push('quarantine');
+    if (r.checkpoint && r.checkpoint.state === 'needs_attention') list.push('retry', 'release');
+    list.forEach(function (a) { td.appendChild(actionForm(r, a)); });
+    return td;
+  }
 
   function stateBadge(state) {
     return el('span', { class: 'state state-' + state }, state);
@@ -149,12 +180,21 @@ ${format}
     return el('td', { class: 'c-quarantine' },
       el('span', { class: 'quarantined', title: q.reason }, 'quarantined'), ' ',
       el('span', { class: 'muted' }, '(' + q.source + ') since ' + formatTime(q.quarantined_at) + ':'), ' ',
-      el('span', { class: 'quarantine-reason' }, q.reason),
-      el('form', {
-        method: 'post',
-        action: '/ui/runners/' + encodeURIComponent(r.runner_id) + '/unquarantine',
-        class: 'unquarantine',
-      }, el('button', { type: 'submit' }, 'Unquarantine')));
+      el('span', { class: 'quarantine-reason' }, q.reason), ' ',
+      actionForm(r, 'unquarantine'));
+  }
+  function refreshCell(r) {
+    var f = r.refresh;
+    var td = el('td', { class: 'c-refresh' });
+    if (!f) { td.appendChild(el('span', { class: 'muted' }, r.backend === 'proxmox' ? 'none' : '')); return td; }
+    td.appendChild(f.url
+      ? el('a', { class: 'refresh-id', href: f.url, target: '_blank', rel: 'noopener' }, f.workflow_id)
+      : el('span', { class: 'refresh-id' }, f.workflow_id));
+    td.appendChild(document.createTextNode(' '));
+    td.appendChild(el('span', { class: 'refresh-status refresh-' + f.status }, f.status));
+    if (f.step) { td.appendChild(document.createTextNode(' ')); td.appendChild(el('span', { class: 'refresh-step' }, f.step)); }
+    if (f.rollout_id) td.appendChild(el('span', { class: 'muted refresh-rollout' }, ' (rollout ' + f.rollout_id + ')'));
+    return td;
   }
   function row(r, gitlabConfigured) {
     return el('tr', { 'data-runner': r.runner_id },
@@ -168,7 +208,9 @@ ${format}
       quarantineCell(r),
       el('td', { class: 'c-held' },
         r.held_until ? el('span', { class: 'held' }, 'until ' + formatTime(r.held_until)) : null),
-      lastResetCell(r));
+      refreshCell(r),
+      lastResetCell(r),
+      actionsCell(r));
   }
   function render(data) {
     var body = el('tbody');
@@ -188,6 +230,44 @@ ${format}
       .finally(function () { setTimeout(refresh, every); });
   }
   setTimeout(refresh, every);
+
+  // A runner button asks first, in the dialog, whose own form then sends the
+  // action: the row's form may be replaced by a refresh while it is open.
+  var dialog = document.getElementById('confirm-action');
+  var confirmForm = document.getElementById('confirm-form');
+  var reasonField = document.getElementById('confirm-reason-field');
+  var reason = document.getElementById('confirm-reason');
+  function question(a, runner, checkpoint) {
+    var r = "runner '" + runner + "'";
+    var c = "checkpoint '" + checkpoint + "' of " + r;
+    switch (a) {
+      case 'drain': return 'Drain ' + r + '? It takes no new checkpoint until it is undrained; its current one finishes.';
+      case 'undrain': return 'Undrain ' + r + '? It takes checkpoints again and is unpaused.';
+      case 'quarantine': return 'Quarantine ' + r + '? Creates get 423 and it stays paused after its current checkpoint until it is unquarantined.';
+      case 'unquarantine': return 'Unquarantine ' + r + '? It takes checkpoints again and is unpaused.';
+      case 'retry': return 'Retry the reset of ' + c + '?';
+      case 'release': return 'Release ' + c + '? The runner is unpaused without a clean reset and the checkpoint ends reset_failed.';
+    }
+    return a + ' ' + r + '?';
+  }
+  document.addEventListener('submit', function (ev) {
+    var form = ev.target;
+    if (!form.classList || !form.classList.contains('runner-action')) return;
+    ev.preventDefault();
+    var a = form.getAttribute('data-action');
+    confirmForm.setAttribute('action', form.getAttribute('action'));
+    document.getElementById('confirm-text').textContent =
+      question(a, form.getAttribute('data-runner'), form.getAttribute('data-checkpoint'));
+    document.getElementById('confirm-ok').textContent = LABEL[a] || 'Confirm';
+    var asks = a === 'quarantine';
+    // A hidden reason is disabled: neither required nor sent.
+    if (asks) { reasonField.removeAttribute('hidden'); reason.disabled = false; reason.required = true; }
+    else { reasonField.setAttribute('hidden', ''); reason.disabled = true; reason.required = false; }
+    reason.value = '';
+    dialog.showModal();
+    (asks ? reason : document.getElementById('confirm-cancel')).focus();
+  });
+  document.getElementById('confirm-cancel').addEventListener('click', function () { dialog.close(); });
 })();
 `;
 

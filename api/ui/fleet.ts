@@ -4,6 +4,7 @@ import type { RunnerConfig } from '../../config/runner-schema';
 import type { Store } from '../../store';
 import type { FleetCheckpoint } from '../../store/checkpoints';
 import type { GitLabPause, GitLabPauseCache } from './gitlab-pauses';
+import type { FleetRefresh, RefreshWatch } from './refreshes';
 
 /** The steps of a reset or a cleanup: the last reset's duration runs from the first one's start to the last one's end. */
 export const RESET_STEPS = [
@@ -18,6 +19,12 @@ export const RESET_STEPS = [
 
 /** A runner's agent: connected, closed moments ago, silent past the heartbeat timeout, or never seen. */
 export type AgentStatus = 'connected' | 'disconnected' | 'unreachable' | 'never connected';
+
+/** The fleet page's word for an agent session's status (none: never connected). */
+function agentStatus(status: 'live' | 'unreachable' | 'closed' | undefined): AgentStatus {
+  if (!status) return 'never connected';
+  return status === 'live' ? 'connected' : status === 'closed' ? 'disconnected' : 'unreachable';
+}
 
 /** A checkpoint as a fleet row shows it (JSON: ISO dates). */
 export interface FleetCheckpointDto {
@@ -39,6 +46,8 @@ export interface FleetRow {
   baseline: string | null;
   /** Draining (an operator's drain, or a baseline refresh under way): creates get 423. */
   draining: boolean;
+  /** Where the runner is defined: the registry (`api`), which drain and quarantine change, or inventory.yml. */
+  source: 'api' | 'inventory';
   agent: AgentStatus;
   agent_last_seen_at: string | null;
   /** False: the agent opens /ws/agent with the REST token the runner's CI jobs hold too. */
@@ -53,6 +62,8 @@ export interface FleetRow {
   quarantine: { reason: string; source: string; quarantined_at: string } | null;
   /** The end of a hold for debugging under way; null when the runner is not held. */
   held_until: string | null;
+  /** Proxmox: its running, else last, baseline refresh workflow as Temporal has it; null: none (or Temporal did not answer). */
+  refresh: FleetRefresh | null;
   last_reset: {
     checkpoint: string;
     state: CheckpointState;
@@ -75,6 +86,10 @@ export interface FleetDeps {
   gitlab: GitLabPauseCache | null;
   /** A snapshot is reused for this long: every viewer's refresh within it costs no query. */
   cacheMs: number;
+  /** Temporal's view of the baseline refreshes; absent: the column stays empty. */
+  refreshes?: RefreshWatch | null;
+  /** Logs a failed read of Temporal (the page still shows the rest). */
+  warn?: (msg: string, err: unknown) => void;
 }
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
@@ -103,6 +118,11 @@ export class FleetView {
 
   constructor(private readonly d: FleetDeps) {}
 
+  /** Drops the cached snapshot: the next request reads anew (after a change of a runner through this instance). */
+  invalidate(): void {
+    this.cached = null;
+  }
+
   /** `fresh`: read anew, not the cached snapshot (after a change made from the page). */
   snapshot(fresh = false): Promise<FleetSnapshot> {
     const now = Date.now();
@@ -116,17 +136,28 @@ export class FleetView {
     return snapshot;
   }
 
+  /** The Proxmox runners' refreshes; Temporal unreachable leaves the column empty, not the page. */
+  private async refreshesOf(runners: RunnerConfig[]): Promise<Map<string, FleetRefresh>> {
+    const ids = runners.filter((r) => r.backend === 'proxmox').map((r) => r.runner_id);
+    if (!this.d.refreshes || ids.length === 0) return new Map();
+    return this.d.refreshes.lookup(ids).catch((err: unknown) => {
+      this.d.warn?.('fleet page: cannot read the baseline refreshes from Temporal', err);
+      return new Map<string, FleetRefresh>();
+    });
+  }
+
   private async read(): Promise<FleetSnapshot> {
     const { store } = this.d;
     const runners = [...this.d.inventory.inventory.runners].sort((a, b) =>
       a.runner_id < b.runner_id ? -1 : a.runner_id > b.runner_id ? 1 : 0,
     );
     const ids = runners.map((r) => r.runner_id);
-    const [agents, checkpoints, pauses, quarantines] = await Promise.all([
+    const [agents, checkpoints, pauses, quarantines, refreshes] = await Promise.all([
       store.sessions.agentsOf(ids, this.d.agentStaleAfterSeconds),
       store.checkpoints.currentByRunner(ids),
       store.pauses.latestByRunner(ids),
       store.quarantine.ofRunners(ids),
+      this.refreshesOf(runners),
     ]);
     const byRunner = new Map(checkpoints.map((c) => [c.runnerId, c]));
     const activeIds = checkpoints.flatMap((c) =>
@@ -160,14 +191,9 @@ export class FleetView {
         runner_id: r.runner_id,
         backend: r.backend,
         ...baselineOf(this.d.inventory.inventory, r),
-        agent: !agent
-          ? 'never connected'
-          : agent.status === 'live'
-            ? 'connected'
-            : agent.status === 'closed'
-              ? 'disconnected'
-              : 'unreachable',
+        agent: agentStatus(agent?.status),
         agent_last_seen_at: iso(agent?.lastSeenAt ?? null),
+        source: this.d.inventory.inventory.inFile(r.runner_id) ? 'inventory' : 'api',
         has_agent_token: this.d.inventory.inventory.hasAgentToken(r.runner_id),
         gitlab_runner_id: r.gitlab_runner_id ?? null,
         gitlab: g ? { paused: g.paused, checked_at: iso(g.checkedAt), error: g.error } : null,
@@ -180,6 +206,7 @@ export class FleetView {
           until && until.getTime() > now && current && current.state === 'finalize_queued'
             ? until.toISOString()
             : null,
+        refresh: refreshes.get(r.runner_id) ?? null,
         last_reset:
           clean && clean.endedAt
             ? {

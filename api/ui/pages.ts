@@ -1,5 +1,6 @@
 import type { CheckpointDto } from '../../common/checkpoint';
 import type { CheckpointState } from '../../common/states';
+import type { RunnerAction } from './actions';
 import type { FleetRow, FleetSnapshot } from './fleet';
 import { html, type Html } from './html';
 
@@ -154,24 +155,74 @@ function lastResetCell(r: FleetRow): Html {
     <span class="muted">${l.state}, ended ${formatTime(l.ended_at)}</span>`;
 }
 
+/** A button's label. */
+const ACTION_LABEL: Record<RunnerAction, string> = {
+  drain: 'Drain',
+  undrain: 'Undrain',
+  quarantine: 'Quarantine',
+  unquarantine: 'Unquarantine',
+  retry: 'Retry',
+  release: 'Release',
+};
+
+/**
+ * A runner button: a form POST with the session's form token; fleet.js asks
+ * for confirmation (and a quarantine's reason) in a dialog before it is sent.
+ * fleet.js builds the same.
+ */
+function actionForm(r: FleetRow, a: RunnerAction, csrf: string): Html {
+  return html`<form
+    method="post"
+    action="/ui/runners/${encodeURIComponent(r.runner_id)}/${a}"
+    class="runner-action ${a}"
+    data-action="${a}"
+    data-runner="${r.runner_id}"
+    data-checkpoint="${r.checkpoint?.name ?? ''}"
+  >
+    <input type="hidden" name="csrf" value="${csrf}" />
+    <button type="submit">${ACTION_LABEL[a]}</button>
+  </form>`;
+}
+
+/** The buttons of a row's actions cell (fleet.js decides the same way). */
+export function rowActions(r: FleetRow): RunnerAction[] {
+  const out: RunnerAction[] = [];
+  // Every runner: an inventory.yml runner's drain and quarantine are kept in runner_state.
+  out.push(r.draining ? 'undrain' : 'drain');
+  if (!r.quarantine) out.push('quarantine');
+  if (r.checkpoint?.state === 'needs_attention') out.push('retry', 'release');
+  return out;
+}
+
 /** The quarantine cell: why, since when, and the unquarantine button (fleet.js builds the same). */
-function quarantineCell(r: FleetRow): Html {
+function quarantineCell(r: FleetRow, csrf: string): Html {
   const q = r.quarantine;
   if (!q) return html`<span class="muted">no</span>`;
   return html`<span class="quarantined" title="${q.reason}">quarantined</span>
     <span class="muted">(${q.source}) since ${formatTime(q.quarantined_at)}:</span>
-    <span class="quarantine-reason">${q.reason}</span>
-    <form
-      method="post"
-      action="/ui/runners/${encodeURIComponent(r.runner_id)}/unquarantine"
-      class="unquarantine"
-    >
-      <button type="submit">Unquarantine</button>
-    </form>`;
+    <span class="quarantine-reason">${q.reason}</span> ${actionForm(r, 'unquarantine', csrf)}`;
+}
+
+/**
+ * The baseline-refresh cell: the runner's running or last refresh workflow
+ * (its id, linked to the Temporal Web UI when E2EPOOL_TEMPORAL_UI_URL is
+ * set), its status and, while it runs, its step (fleet.js builds the same).
+ */
+function refreshCell(r: FleetRow): Html {
+  const f = r.refresh;
+  if (!f) return html`<span class="muted">${r.backend === 'proxmox' ? 'none' : ''}</span>`;
+  const id = f.url
+    ? html`<a class="refresh-id" href="${f.url}" target="_blank" rel="noopener"
+        >${f.workflow_id}</a
+      >`
+    : html`<span class="refresh-id">${f.workflow_id}</span>`;
+  return html`${id}
+    <span class="refresh-status refresh-${f.status}">${f.status}</span
+    >${f.step ? html` <span class="refresh-step">${f.step}</span>` : ''}${f.rollout_id ? html` <span class="muted refresh-rollout">(rollout ${f.rollout_id})</span>` : ''}`;
 }
 
 /** One fleet table row (fleet.js builds the same cells from /ui/api/fleet). */
-export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
+export function fleetRow(r: FleetRow, gitlabConfigured: boolean, csrf: string): Html {
   return html`<tr data-runner="${r.runner_id}">
     <td class="c-runner">${r.runner_id}</td>
     <td class="c-backend">
@@ -180,16 +231,43 @@ export function fleetRow(r: FleetRow, gitlabConfigured: boolean): Html {
     <td class="c-agent">${agentCell(r)}</td>
     <td class="c-gitlab">${gitlabCell(r, gitlabConfigured)}</td>
     <td class="c-checkpoint">${checkpointCell(r)}</td>
-    <td class="c-quarantine">${quarantineCell(r)}</td>
+    <td class="c-quarantine">${quarantineCell(r, csrf)}</td>
     <td class="c-held">
       ${r.held_until ? html`<span class="held">until ${formatTime(r.held_until)}</span>` : ''}
     </td>
+    <td class="c-refresh">${refreshCell(r)}</td>
     <td class="c-reset">${lastResetCell(r)}</td>
+    <td class="c-actions">${rowActions(r).map((a) => actionForm(r, a, csrf))}</td>
   </tr>`;
 }
 
-/** The fleet page: a table refreshed by fleet.js every `refreshMs`. */
-export function fleetPage(s: FleetSnapshot, refreshMs: number, notice: string | null = null): Html {
+/**
+ * The dialog fleet.js opens for a runner button: what the action does, a
+ * quarantine's reason, Confirm or Cancel. Its own form sends the action, so a
+ * refresh of the table while it is open changes nothing.
+ */
+function confirmDialog(csrf: string): Html {
+  return html`<dialog id="confirm-action">
+    <form method="post" id="confirm-form">
+      <p id="confirm-text"></p>
+      <input type="hidden" name="csrf" value="${csrf}" />
+      <p id="confirm-reason-field" hidden>
+        <label for="confirm-reason">Reason (shown on this page and in the API)</label><br />
+        <textarea id="confirm-reason" name="reason" maxlength="500" rows="3" cols="50"></textarea>
+      </p>
+      <button type="submit" id="confirm-ok">Confirm</button>
+      <button type="button" id="confirm-cancel">Cancel</button>
+    </form>
+  </dialog>`;
+}
+
+/** The fleet page: a table refreshed by fleet.js every `refreshMs`; `csrf`: the session's form token. */
+export function fleetPage(
+  s: FleetSnapshot,
+  refreshMs: number,
+  notice: string | null = null,
+  csrf = '',
+): Html {
   return layout(
     'Fleet',
     html`<h1>Fleet <span class="muted count">${s.runners.length} runners</span></h1>
@@ -200,6 +278,7 @@ export function fleetPage(s: FleetSnapshot, refreshMs: number, notice: string | 
         data-src="/ui/api/fleet"
         data-refresh-ms="${refreshMs}"
         data-gitlab="${s.gitlab_configured ? 'yes' : 'no'}"
+        data-csrf="${csrf}"
       >
         <thead>
           <tr>
@@ -210,14 +289,17 @@ export function fleetPage(s: FleetSnapshot, refreshMs: number, notice: string | 
             <th>checkpoint</th>
             <th>quarantine</th>
             <th>held for debugging</th>
+            <th>baseline refresh</th>
             <th>last reset</th>
+            <th>actions</th>
           </tr>
         </thead>
         <tbody>
-          ${s.runners.map((r) => fleetRow(r, s.gitlab_configured))}
+          ${s.runners.map((r) => fleetRow(r, s.gitlab_configured, csrf))}
         </tbody>
       </table>
-      ${s.runners.length === 0 ? html`<p class="muted">The inventory has no runners.</p>` : ''}`,
+      ${s.runners.length === 0 ? html`<p class="muted">The inventory has no runners.</p>` : ''}
+      ${confirmDialog(csrf)}`,
     { loggedIn: true, script: 'fleet.js' },
   );
 }
@@ -232,8 +314,8 @@ export interface CheckpointFactsDto extends CheckpointDto {
   held_until: string | null;
 }
 
-/** The checkpoint page: its facts, and its log followed live by checkpoint.js. */
-export function checkpointPage(f: CheckpointFactsDto, notice: string | null): Html {
+/** The checkpoint page: its facts, and its log followed live by checkpoint.js; `csrf`: the session's form token. */
+export function checkpointPage(f: CheckpointFactsDto, notice: string | null, csrf = ''): Html {
   const fact = (label: string, key: keyof CheckpointFactsDto, value: Html | string) =>
     html`<tr>
       <th>${label}</th>
@@ -263,6 +345,7 @@ export function checkpointPage(f: CheckpointFactsDto, notice: string | null): Ht
         id="release-hold"
         ${f.held_until ? '' : html`hidden`}
       >
+        <input type="hidden" name="csrf" value="${csrf}" />
         <button type="submit">Release hold</button>
         <span class="muted">reset the runner and unpause it now</span>
       </form>

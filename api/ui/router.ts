@@ -6,16 +6,18 @@ import express, {
   type RequestHandler,
   type Response,
 } from 'express';
-import { checkpointDto, checkpointWorkflowId, releaseHoldSignal } from '../../common/checkpoint';
-import { isActiveState } from '../../common/states';
+import { checkpointWorkflowId, releaseHoldSignal } from '../../common/checkpoint';
 import type { Logger } from '../../config/logger';
 import type { Store } from '../../store';
 import { adminRefusal, type AdminToken } from '../auth';
 import { checkpointLogHandler, type LogFeed } from '../checkpoint-logs';
 import type { CheckpointLogs } from '../../service/checkpoint-logs';
 import { HttpError, isDataException, toHttpError } from '../errors';
+import { storableParam } from '../input-guard';
+import { checkpointFactsView } from '../operator-routes';
 import { clientOf } from '../rate-limit';
 import { parseInput, statusParams } from '../../service/schemas';
+import { actionNotice, RUNNER_ACTIONS, runnerAction } from './actions';
 import { ASSETS } from './assets';
 import type { RunnerRegistry } from '../runner-registry';
 import type { FleetView } from './fleet';
@@ -31,7 +33,7 @@ export interface UiDeps {
   logFeed: LogFeed;
   /** Sends `release-hold` to a runner's workflow. */
   temporal: Client;
-  /** Ends a quarantine (audited, as `POST /api/runners/{id}/unquarantine`). */
+  /** The runner buttons' actions (audited, as the admin API's). */
   registry: RunnerRegistry;
   /** How often the fleet page refreshes itself. */
   refreshMs: number;
@@ -160,15 +162,7 @@ async function checkpointFacts(store: Store, req: Request): Promise<CheckpointFa
   if (!c) throw new HttpError(404, 'Checkpoint not found');
   // Only a hold still ahead of a finalize_queued checkpoint (store/holds.ts).
   const until = (await store.holds.untilOf([c.id])).get(c.id) ?? null;
-  return {
-    ...checkpointDto(c),
-    backend: c.backend,
-    active: isActiveState(c.state),
-    ended_at: c.endedAt ? c.endedAt.toISOString() : null,
-    reset_attempts: c.resetAttempts,
-    error_detail: c.errorDetail,
-    held_until: until ? until.toISOString() : null,
-  };
+  return { ...checkpointFactsView(c), held_until: until ? until.toISOString() : null };
 }
 
 /** `release-hold`: ends a hold for debugging now (the workflow resets and unpauses the runner). */
@@ -192,15 +186,24 @@ function releaseHold(store: Store, temporal: Client, log: Logger): RequestHandle
   };
 }
 
-/** `unquarantine` from the fleet page: the admin API's action, audited the same way. */
-function unquarantine(registry: RunnerRegistry, log: Logger): RequestHandler {
-  return async (req, res) => {
-    const runnerId = String(req.params.id);
-    await registry.unquarantine(runnerId);
-    log.info({ runnerId }, 'fleet page: runner unquarantined');
-    res.redirect(303, `/ui?unquarantined=${encodeURIComponent(runnerId)}`);
+/**
+ * A form POST must carry the session's form token (api/ui/session.ts): a
+ * request another site makes the browser send carries the cookie, but it
+ * cannot read our pages, so it cannot know the token. Runs after pageAuth.
+ */
+const formToken =
+  (sessions: UiSessions): RequestHandler =>
+  (req, _res, next) => {
+    const token = (req.body as { csrf?: unknown } | undefined)?.csrf;
+    next(
+      sessions.formTokenValid(req, token)
+        ? undefined
+        : new HttpError(
+            403,
+            'The form is stale or not from this page: reload the page and try again',
+          ),
+    );
   };
-}
 
 /** Errors under /ui: JSON for the API and the log stream, an error page otherwise. */
 function uiErrors(sessions: UiSessions, log: Logger): ErrorRequestHandler {
@@ -246,6 +249,7 @@ export function uiRouter(d: UiDeps): Router {
   const form = express.urlencoded({ extended: false, limit: '8kb' });
 
   router.use('/ui', securityHeaders);
+  router.param('id', storableParam('runner id'));
   const page = pageAuth(sessions);
   const api = apiAuth(d.admin, sessions);
   const facts = (req: Request) => checkpointFacts(d.store, req);
@@ -281,13 +285,10 @@ export function uiRouter(d: UiDeps): Router {
   });
 
   router.get('/ui', page, async (req, res) => {
-    const done = req.query.unquarantined;
-    const notice =
-      typeof done === 'string' && done !== ''
-        ? `Runner '${done}' unquarantined: it takes checkpoints again and is unpaused shortly.`
-        : null;
+    const notice = actionNotice(req.query);
     // The snapshot may predate the change: read anew after one.
-    sendHtml(res, 200, fleetPage(await d.fleet.snapshot(notice !== null), d.refreshMs, notice));
+    const snapshot = await d.fleet.snapshot(notice !== null);
+    sendHtml(res, 200, fleetPage(snapshot, d.refreshMs, notice, sessions.formToken(req) ?? ''));
   });
 
   router.get('/ui/api/fleet', api, async (_req, res) => {
@@ -301,21 +302,18 @@ export function uiRouter(d: UiDeps): Router {
   router.get('/ui/checkpoints/:name', page, async (req, res) => {
     const notice =
       req.query.released === '1' ? 'Release sent: the runner is reset and unpaused now.' : null;
-    sendHtml(res, 200, checkpointPage(await facts(req), notice));
+    sendHtml(res, 200, checkpointPage(await facts(req), notice, sessions.formToken(req) ?? ''));
   });
 
   // The session cookie is scoped to /ui, so the page's EventSource reads the
   // log here; the handler is the one of GET /checkpoint/{name}/logs.
   router.get('/ui/checkpoints/:name/logs', api, checkpointLogHandler(d.logs, d.logFeed, log));
 
-  router.post(
-    '/ui/checkpoints/:name/release-hold',
-    sameOriginPost,
-    page,
-    releaseHold(d.store, d.temporal, log),
-  );
-
-  router.post('/ui/runners/:id/unquarantine', sameOriginPost, page, unquarantine(d.registry, log));
+  const guarded = [sameOriginPost, form, page, formToken(sessions)];
+  router.post('/ui/checkpoints/:name/release-hold', guarded, releaseHold(d.store, d.temporal, log));
+  const operator = { store: d.store, registry: d.registry, temporal: d.temporal, log: d.log };
+  for (const action of RUNNER_ACTIONS)
+    router.post(`/ui/runners/:id/${action}`, guarded, runnerAction(action, operator, log));
 
   router.use('/ui', (req, res) => {
     if (wantsJson(req)) res.status(404).json({ detail: 'Not Found' });

@@ -48,6 +48,29 @@ export class UiSessions {
     return this.verify(cookieValue(req, SESSION_COOKIE));
   }
 
+  /**
+   * The form token of the request's session (null without a valid one): an
+   * HMAC of the session cookie's value, so only a page of this session knows
+   * it. Cookies go along with any request to /ui; this token goes only where
+   * our pages put it (a form field), which another site cannot read.
+   */
+  formToken(req: Request): string | null {
+    const value = cookieValue(req, SESSION_COOKIE);
+    if (!this.verify(value)) return null;
+    return createHmac('sha256', this.admin.sessionKey!)
+      .update(`form v1.${value}`)
+      .digest()
+      .toString('base64url');
+  }
+
+  /** Whether `token` is the form token of the request's session. */
+  formTokenValid(req: Request, token: unknown): boolean {
+    const expected = this.formToken(req);
+    if (expected === null || typeof token !== 'string') return false;
+    const [a, b] = [Buffer.from(token), Buffer.from(expected)];
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
   private mac(body: string): Buffer {
     return createHmac('sha256', this.admin.sessionKey!).update(`v1.${body}`).digest();
   }

@@ -33,8 +33,12 @@ export async function inventoryCheck(
       c.settings.secretKey ? new SecretBox(c.settings.secretKey) : null,
       log,
     );
-    const entries = await withTimeout('reading the runner registry', c.ms, source.load());
-    const inventory = file.withRegistry(entries);
+    const [entries, states] = await withTimeout(
+      'reading the runner registry',
+      c.ms,
+      Promise.all([source.load(), source.loadStates()]),
+    );
+    const inventory = file.withRegistry(entries, states);
     const fromRegistry = inventory.size - file.size;
     return {
       check: ok(

@@ -1,7 +1,6 @@
 /** The `postgres` check: reachable, and its migrations those of this e2epool. */
 import type { DataSource } from 'typeorm';
-import { createDataSource, MIGRATIONS_TABLE } from '../../store/data-source';
-import { MIGRATIONS } from '../../store/migrations';
+import { createDataSource, schemaStatus } from '../../store/data-source';
 import { withTimeout } from '../../worker/search-attributes';
 import { bad, guarded, message, ok, plural, type Context, type DoctorCheck } from './check';
 
@@ -37,17 +36,7 @@ export async function databaseCheck(c: Context): Promise<Database> {
 }
 
 async function migrationsCheck(ds: DataSource): Promise<DoctorCheck> {
-  const [t] = (await ds.query('SELECT to_regclass($1) IS NOT NULL AS present', [
-    MIGRATIONS_TABLE,
-  ])) as Array<{ present: boolean }>;
-  const applied = t?.present
-    ? ((await ds.query(`SELECT name FROM ${MIGRATIONS_TABLE}`)) as Array<{ name: string }>).map(
-        (r) => r.name,
-      )
-    : [];
-  const known = MIGRATIONS.map((M) => new M().name!);
-  const pending = known.filter((n) => !applied.includes(n));
-  const unknown = applied.filter((n) => !known.includes(n));
+  const { pending, unknown, known } = await schemaStatus(ds);
   if (pending.length) {
     return bad(
       'postgres',
@@ -64,5 +53,5 @@ async function migrationsCheck(ds: DataSource): Promise<DoctorCheck> {
       'run the same e2epool version everywhere',
     );
   }
-  return ok('postgres', null, `reachable, migrations current (${known.length} applied)`);
+  return ok('postgres', null, `reachable, migrations current (${known} applied)`);
 }

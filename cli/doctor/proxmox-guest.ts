@@ -1,7 +1,8 @@
 /**
  * The reset-proof checks of one Proxmox runner: `proxmox-guest-agent` (the QEMU guest agent
  * answers and offers the file commands), `proxmox-guest-files` (the token may read and write
- * guest files) and, with `baseline_snapshot`, `proxmox-baseline` (that snapshot exists).
+ * guest files) and, with a baseline, `proxmox-baseline` (the current baseline exists: a
+ * refresh's, else `baseline_snapshot`; the caller passes it as `baseline_snapshot`).
  * Read-only calls only (GET): doctor never writes to a guest.
  *
  * How bad a finding is follows `verify_reset`: with `required` a reset that cannot be proven
@@ -159,7 +160,7 @@ function baselineCheck(c: Context, client: ProxmoxClient, r: ProxmoxRunner): Pro
       return bad(
         name,
         id,
-        `VM ${vmid} has no snapshot '${snap}' (baseline_snapshot)`,
+        `VM ${vmid} has no snapshot '${snap}' (its current baseline)`,
         `take it (qm snapshot ${vmid} ${snap}) or set baseline_snapshot to an existing one${names.length ? ` (${names.join(', ')})` : ''}`,
       );
     }

@@ -10,6 +10,7 @@ import { RunnerPausesHeldUntil1795996800000 } from './1795996800000-RunnerPauses
 import { RunnerQuarantine1796083200000 } from './1796083200000-RunnerQuarantine';
 import { CheckpointVerification1796097600000 } from './1796097600000-CheckpointVerification';
 import { RunnerCurrentBaseline1796184000000 } from './1796184000000-RunnerCurrentBaseline';
+import { RunnerState1796270400000 } from './1796270400000-RunnerState';
 
 /** Every migration, oldest first. Listed explicitly so bundlers and tsc see them. */
 export const MIGRATIONS = [
@@ -25,4 +26,5 @@ export const MIGRATIONS = [
   RunnerQuarantine1796083200000,
   CheckpointVerification1796097600000,
   RunnerCurrentBaseline1796184000000,
+  RunnerState1796270400000,
 ];

@@ -5,10 +5,19 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { loadAgentConfig } from '../../agent/config';
+import { CLI_EXIT } from '../../common/failures';
 import { itWithSystemdAnalyze, parseUnit } from '../helpers/systemd';
 
 const PACKAGING = join(__dirname, '..', '..', 'agent', 'packaging');
@@ -17,6 +26,7 @@ const UNIT = join(PACKAGING, 'e2epool-agent.service');
 const PLIST = join(PACKAGING, 'com.e2epool.agent.plist');
 const EXAMPLE = join(PACKAGING, 'agent.example.yml');
 const TMPFILES = join(PACKAGING, 'e2epool-agent.tmpfiles');
+const OPS = join(__dirname, '..', '..', 'ops', 'systemd');
 
 /** The agent's settings (controller URL, runner id, token, socket path and the rest, plus socket_group, allowed_commands, request_timeout). */
 const AGENT_KEYS = [
@@ -32,6 +42,20 @@ const AGENT_KEYS = [
   'allowed_commands',
   'request_timeout',
 ];
+/**
+ * A dry run exits 1 when it found a blocker (a real run would stop). Here, with
+ * the CLI stand-in and an existing CI user, the only one left is a host without
+ * a running systemd (a container): these tests hold on both kinds of host.
+ */
+const SYSTEMD_RUNNING = existsSync('/run/systemd/system');
+const DRY_RUN_STATUS = SYSTEMD_RUNNING ? 0 : 1;
+
+/** The names install-agent.sh creates (its AGENT_USER and SOCKET_GROUP). */
+const AGENT_USER = 'e2epool-agent';
+const SOCKET_GROUP = 'e2epool-ci';
+/** The controller's group (ops/systemd/): it reads the controller's secrets, so never the socket group. */
+const CONTROLLER_GROUP = 'e2epool';
+
 /** Where the CLI looks for the socket when it cannot read agent.yml (the default socket path). */
 const CLI_DEFAULT_SOCKET = '/var/run/e2epool-agent.sock';
 
@@ -170,25 +194,27 @@ describe('install-agent.sh', () => {
   it('in a dry run prints the planned steps and never the token', () => {
     const r = installer(dryRunArgs());
     expect(r.stderr).not.toContain('cannot read');
-    expect(r.status).toBe(0);
+    expect(r.status).toBe(DRY_RUN_STATUS);
     const out = r.stdout;
     expect(out + r.stderr).not.toContain(token);
     expect(out).toMatch(/^Dry run: nothing is changed on this host\.$/m);
     const steps = out.split('\n').filter((l) => l.startsWith('==> '));
     expect(steps).toEqual([
       `==> e2epool CLI: ${prefix}/bin/e2epool`,
-      '==> group e2epool',
+      `==> group ${SOCKET_GROUP}`,
       '==> user e2epool-agent',
-      `==> CI user ${userInfo().username} in group e2epool`,
+      `==> CI user ${userInfo().username} in group ${SOCKET_GROUP}`,
       '==> config /etc/e2epool/agent.yml',
       '==> systemd unit /etc/systemd/system/e2epool-agent.service',
       '==> socket link /run/e2epool-agent.sock -> /run/e2epool/agent.sock (/etc/tmpfiles.d/e2epool-agent.conf)',
       '==> service e2epool-agent',
     ]);
     // What each step would do depends on the host only where a step is already done.
-    expect(out).toMatch(/^==> group e2epool\n {4}(would run: groupadd --system e2epool|exists)$/m);
     expect(out).toMatch(
-      /^==> user e2epool-agent\n {4}(would run: useradd --system --gid e2epool --no-create-home .* e2epool-agent|exists)$/m,
+      /^==> group e2epool-ci\n {4}(would run: groupadd --system e2epool-ci|exists)$/m,
+    );
+    expect(out).toMatch(
+      /^==> user e2epool-agent\n {4}(would run: useradd --system --gid e2epool-ci --no-create-home .* e2epool-agent|exists)$/m,
     );
     // A random token always differs from any installed config.
     expect(out).toContain(
@@ -196,20 +222,46 @@ describe('install-agent.sh', () => {
     );
     expect(out).toContain(`ExecStart=${prefix}/bin/e2epool agent, User=e2epool-agent`);
     expect(out).toMatch(/would run: systemctl (enable --now|restart) e2epool-agent/);
-    expect(out).toMatch(/^Dry run done: nothing was changed\.$/m);
+    expect(out).toMatch(
+      SYSTEMD_RUNNING
+        ? /^Dry run done: nothing was changed\.$/m
+        : /^Dry run done: nothing was changed; 1 problem\(s\) above would stop a real run\.$/m,
+    );
     expect(out).toContain('e2epool status --checkpoint x');
+  });
+
+  it('a dry run exits 1 when it found what stops a real run, warning about each', () => {
+    const args = dryRunArgs();
+    const noCli = installer([
+      ...args.slice(0, args.indexOf('--prefix')),
+      '--prefix',
+      join(dir, 'no-such-prefix'),
+      ...args.slice(args.indexOf('--prefix') + 2),
+    ]);
+    expect(noCli.status).toBe(1);
+    expect(noCli.stderr).toContain(
+      `warning: ${join(dir, 'no-such-prefix')}/bin/e2epool is not installed. Install it first, from the release package:`,
+    );
+    expect(noCli.stderr).toContain('npm install -g --prefix');
+    const blockers = SYSTEMD_RUNNING ? 1 : 2;
+    expect(noCli.stdout).toContain(
+      `Dry run done: nothing was changed; ${blockers} problem(s) above would stop a real run.`,
+    );
+    expect(noCli.stderr.match(/\(a real run stops here\)/g)).toHaveLength(blockers);
+    // Still the whole plan: a dry run shows everything, then fails.
+    expect(noCli.stdout).toContain('==> service e2epool-agent');
   });
 
   it('reads the token from stdin with --token-file - and does not print it', () => {
     const r = installer(dryRunArgs('-'), `${token}\n`);
-    expect(r.status).toBe(0);
+    expect(r.status).toBe(DRY_RUN_STATUS);
     expect(r.stdout).toContain("token: '<hidden>'");
     expect(r.stdout + r.stderr).not.toContain(token);
   });
 
   it('would write a config the agent accepts', () => {
     const r = installer(dryRunArgs());
-    expect(r.status).toBe(0);
+    expect(r.status).toBe(DRY_RUN_STATUS);
     const yml = r.stdout
       .split('\n')
       .filter((l) => l.startsWith('    | '))
@@ -224,7 +276,7 @@ describe('install-agent.sh', () => {
       agentToken: '',
       allowInsecureWs: false,
       socketPath: '/run/e2epool/agent.sock',
-      socketGroup: 'e2epool',
+      socketGroup: SOCKET_GROUP,
       allowedCommands: ['sudo /usr/local/bin/reset-e2e-host', "it's quoted"],
       reconnectMaxDelay: 60,
       heartbeatInterval: 30,
@@ -245,12 +297,82 @@ function plannedConfig(r: Run, name: string) {
   return { yml, config: loadAgentConfig({ configPath: file, env: {} }) };
 }
 
+describe('install-agent.sh --host-only (the .deb postinst)', () => {
+  /** A package root as dpkg leaves it: the CLI stand-in and agent.yml with `mode`. */
+  function packageRoot(name: string, mode: number): string {
+    const root = join(dir, name);
+    mkdirSync(join(root, 'usr', 'bin'), { recursive: true });
+    writeFileSync(join(root, 'usr', 'bin', 'e2epool'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    mkdirSync(join(root, 'etc', 'e2epool'), { recursive: true });
+    writeFileSync(join(root, 'etc', 'e2epool', 'agent.yml'), 'runner_id: x\n');
+    chmodSync(join(root, 'etc', 'e2epool', 'agent.yml'), mode);
+    return root;
+  }
+
+  it('takes no controller, runner or token flags, and --root only with --host-only --dry-run', () => {
+    const withToken = installer(['--host-only', '--token-file', tokenFile]);
+    expect(withToken.status).toBe(2);
+    expect(withToken.stderr).toContain(
+      '--host-only takes no controller, runner, token or command options',
+    );
+    for (const args of [
+      ['--host-only', '--root', dir],
+      ['--root', dir, '--dry-run'],
+    ]) {
+      const r = installer(args);
+      expect([r.status, r.stderr.split('\n')[0]]).toEqual([
+        2,
+        'install-agent.sh: --root needs --host-only and --dry-run',
+      ]);
+    }
+  });
+
+  it('plans the groups, the user and the config owner, and reads no token', () => {
+    const root = packageRoot('host-only', 0o640);
+    const r = installer([
+      '--host-only',
+      '--dry-run',
+      '--root',
+      root,
+      '--ci-user',
+      userInfo().username,
+    ]);
+    expect(r.status).toBe(0);
+    const steps = r.stdout.split('\n').filter((l) => l.startsWith('==> '));
+    expect(steps).toEqual([
+      `==> e2epool CLI: ${root}/usr/bin/e2epool`,
+      `==> group ${SOCKET_GROUP}`,
+      '==> user e2epool-agent',
+      `==> CI user ${userInfo().username} in group ${SOCKET_GROUP}`,
+      `==> config ${root}/etc/e2epool/agent.yml: owner root, group e2epool-agent (only e2epool-agent in it), mode 0640`,
+    ]);
+    // dpkg leaves it root:root: the postinst gives it to the agent's group.
+    expect(r.stdout).toContain(
+      `    would run: chgrp e2epool-agent ${root}/etc/e2epool/agent.yml\n    would run: chmod 0640 ${root}/etc/e2epool/agent.yml\n`,
+    );
+    expect(r.stdout).not.toMatch(/systemctl|agent\.yml \(mode/);
+  });
+
+  it('warns about a config everyone can read, and leaves it as the admin made it', () => {
+    const root = packageRoot('host-only-open', 0o644);
+    const config = join(root, 'etc', 'e2epool', 'agent.yml');
+    spawnSync('chown', ['nobody', config]); // as root; otherwise it stays ours, not root's either
+    const owner = run('stat', ['-c', '%U:%G', config]).stdout.trim();
+    const r = installer(['--host-only', '--dry-run', '--root', root]);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain(
+      `${config} (${owner} 644) is readable by CI jobs (group ${SOCKET_GROUP} or ${CONTROLLER_GROUP}, or everyone); make it root:e2epool-agent 0640`,
+    );
+    expect(r.stdout).not.toContain('would run: chgrp');
+  });
+});
+
 describe('install-agent.sh: the agent credential', () => {
   it('writes the config readable by the agent user only, not by the socket group CI jobs are in', () => {
     const r = installer(dryRunArgs());
-    expect(r.status).toBe(0);
+    expect(r.status).toBe(DRY_RUN_STATUS);
     const line = r.stdout.split('\n').find((l) => l.includes('would write /etc/e2epool/agent.yml'));
-    // Mode 0600, owned by e2epool-agent and not by group e2epool (gitlab-runner is in that one).
+    // Mode 0600, owned by e2epool-agent and not by the socket group (gitlab-runner is in that one).
     expect(line).toBe(
       '    would write /etc/e2epool/agent.yml (mode 0600, owner e2epool-agent:root)',
     );
@@ -261,7 +383,7 @@ describe('install-agent.sh: the agent credential', () => {
     const agentTokenFile = join(dir, 'agent-token');
     writeFileSync(agentTokenFile, `${agentToken}\n`, { mode: 0o600 });
     const r = installer([...dryRunArgs(), '--agent-token-file', agentTokenFile]);
-    expect(r.status).toBe(0);
+    expect(r.status).toBe(DRY_RUN_STATUS);
     expect(r.stdout + r.stderr).not.toContain(agentToken);
     expect(r.stdout + r.stderr).not.toContain(token);
     const { yml, config } = plannedConfig(r, 'planned-with-agent-token.yml');
@@ -270,7 +392,7 @@ describe('install-agent.sh: the agent credential', () => {
 
     // From stdin, with the runner token from its file.
     const fromStdin = installer([...dryRunArgs(), '--agent-token-file', '-'], `${agentToken}\n`);
-    expect(fromStdin.status).toBe(0);
+    expect(fromStdin.status).toBe(DRY_RUN_STATUS);
     expect(fromStdin.stdout + fromStdin.stderr).not.toContain(agentToken);
 
     const both = installer([...dryRunArgs('-'), '--agent-token-file', '-'], `${token}\n`);
@@ -299,10 +421,10 @@ describe('install-agent.sh: the agent credential', () => {
       '--controller-url is ws:// to 10.0.0.5, which is not this host: the tokens would cross the network unencrypted; use wss://, or pass --allow-insecure-ws',
     );
     const local = withUrl('ws://127.0.0.1:8080/ws/agent');
-    expect(local.status).toBe(0);
+    expect(local.status).toBe(DRY_RUN_STATUS);
     expect(plannedConfig(local, 'planned-local.yml').config.allowInsecureWs).toBe(false);
     const allowed = withUrl('ws://10.0.0.5:8080/ws/agent', '--allow-insecure-ws');
-    expect(allowed.status).toBe(0);
+    expect(allowed.status).toBe(DRY_RUN_STATUS);
     const { yml, config } = plannedConfig(allowed, 'planned-insecure.yml');
     expect(yml).toContain('allow_insecure_ws: true');
     expect(config).toMatchObject({
@@ -321,7 +443,7 @@ describe('the systemd unit', () => {
     expect([...unit.keys()]).toEqual(['Unit', 'Service', 'Install']);
     expect(unit.get('Service')!.filter(([k]) => k === 'User')).toEqual([['User', 'e2epool-agent']]);
     expect(text).not.toMatch(/^\s*User\s*=\s*(root|0)\s*$/m);
-    expect(service.get('Group')).toBe('e2epool');
+    expect(service.get('Group')).toBe(SOCKET_GROUP);
     expect(service.get('ExecStart')).toBe('/usr/local/bin/e2epool agent');
     expect(service.get('Environment')).toBe('E2EPOOL_AGENT_CONFIG=/etc/e2epool/agent.yml');
     expect(service.get('Restart')).toBe('always');
@@ -329,6 +451,27 @@ describe('the systemd unit', () => {
     expect(new Map(unit.get('Unit')).get('After')).toBe('network-online.target');
     expect(new Map(unit.get('Unit')).get('Wants')).toBe('network-online.target');
     expect(new Map(unit.get('Install')).get('WantedBy')).toBe('multi-user.target');
+  });
+
+  it("names the user and socket group install-agent.sh creates, and the socket group is not the controller's", () => {
+    const script = readFileSync(SCRIPT, 'utf8');
+    const scriptValue = (name: string) =>
+      new RegExp(`^readonly ${name}=(\\S+)$`, 'm').exec(script)?.[1];
+    expect(scriptValue('AGENT_USER')).toBe(AGENT_USER);
+    expect(scriptValue('SOCKET_GROUP')).toBe(SOCKET_GROUP);
+    expect(service.get('User')).toBe(AGENT_USER);
+    expect(service.get('Group')).toBe(SOCKET_GROUP);
+    // The controller's units run in the group that reads controller.env's secrets;
+    // CI users join the socket group, so the two must differ.
+    for (const file of ['e2epool-api.service', 'e2epool-worker.service']) {
+      const controller = new Map(parseUnit(readFileSync(join(OPS, file), 'utf8')).get('Service'));
+      expect([file, controller.get('Group')]).toEqual([file, CONTROLLER_GROUP]);
+    }
+    expect(SOCKET_GROUP).not.toBe(CONTROLLER_GROUP);
+  });
+
+  it('does not restart into a configuration error (exit 78)', () => {
+    expect(service.get('RestartPreventExitStatus')).toBe(String(CLI_EXIT.config));
   });
 
   it('gives the agent a runtime directory for its socket and time to drain on stop', () => {
@@ -602,7 +745,7 @@ describe('agent.example.yml', () => {
     const config = loadAgentConfig({ configPath: EXAMPLE, env: {} });
     expect(config).toMatchObject({
       socketPath: '/run/e2epool/agent.sock',
-      socketGroup: 'e2epool',
+      socketGroup: SOCKET_GROUP,
       reconnectMaxDelay: 60,
       heartbeatInterval: 30,
       requestTimeout: 30,

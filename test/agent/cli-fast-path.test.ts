@@ -40,6 +40,10 @@ describe('the fast way in to the agent commands', () => {
     ['logs', '--follow', '--checkpoint', 'c', '--socket', '/s'],
     ['ping'],
     ['ping', '--socket', '/s'],
+    ['ping', '--json'],
+    ['status', '--checkpoint', 'c', '--json'],
+    ['logs', '--json', '--follow', '--checkpoint', 'c'],
+    ['finalize', '--checkpoint', 'c', '--status', 'cancelled'],
   ])('parses %j as commander does', async (...args) => {
     expect(parseAgentArgs(args)).toEqual(await commanderParse(args));
   });
@@ -66,6 +70,9 @@ describe('the fast way in to the agent commands', () => {
     ['finalize', '--checkpoint', 'c', '--status', 'running'],
     ['logs', '--checkpoint', 'c', '--follow=yes'],
     ['ping', '--version'],
+    ['ping', '--json=yes'],
+    ['create', '--job-id', '1', '--json'],
+    ['finalize', '--checkpoint', 'c', '--status', 'success', '--json'],
   ])('leaves %j to commander', (...args) => {
     expect(parseAgentArgs(args)).toBeUndefined();
   });
@@ -89,6 +96,10 @@ describe('what the CLI loads for the commands a CI job runs', () => {
     ['finalize', '--checkpoint', 'x', '--status', 'success'],
     ['logs', '--checkpoint', 'x', '--follow'],
     ['ping'],
+    ['status', '--checkpoint', 'x', '--json'],
+    ['logs', '--checkpoint', 'x', '--json'],
+    ['ping', '--json'],
+    ['finalize', '--checkpoint', 'x', '--status', 'cancelled'],
   ])('loads no package and not cli/main for %j', (...args) => {
     const hook = join(tmp.dir, 'loaded.js');
     const out = join(tmp.dir, 'loaded.json');

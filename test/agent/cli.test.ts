@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startIpcServer } from '../../agent/ipc';
+import { CLI_EXIT } from '../../common/failures';
 import { okReply } from '../../agent/messages';
 import { CLI, REPO, runCli, startCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
@@ -69,9 +70,12 @@ describe('the e2epool CLI on a runner host', () => {
     [['create'], /required option '--job-id <id>' not specified/],
     [['status'], /required option '--checkpoint <name>' not specified/],
     [['logs', '--follow'], /required option '--checkpoint <name>' not specified/],
-  ])('exits 1 (never 2) on a usage error: %j', async (args, message) => {
+    [['status', '--checkpoint', 'x', '--bogus'], /unknown option '--bogus'/],
+    [['ping', 'extra'], /too many arguments/],
+  ])('exits 2 on a usage error, as the Python original (argparse): %j', async (args, message) => {
     const r = await runCli([...args, '--socket', join(tmp.dir, 'missing.sock')], noConfig);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(message);
   });
 
@@ -141,17 +145,20 @@ describe('the e2epool CLI on a runner host', () => {
     },
   );
 
-  it('`agent` exits 1 without runner_id and token, or with a bad setting', async () => {
+  it('`agent` exits 78 (EX_CONFIG: systemd does not restart it) without runner_id and token, or with a bad setting', async () => {
     const empty = join(tmp.dir, 'empty.yml');
     writeFileSync(empty, '# nothing\n');
     const r = await runCli(['agent', '--config', empty], {});
-    expect(r).toMatchObject({ code: 1, stderr: 'Error: runner_id and token must be configured\n' });
+    expect(r).toMatchObject({
+      code: CLI_EXIT.config,
+      stderr: 'Error: runner_id and token must be configured\n',
+    });
     const bad = await runCli(['agent', '--config', empty], {
       E2EPOOL_RUNNER_ID: 'r',
       E2EPOOL_TOKEN: 't',
       E2EPOOL_HEARTBEAT_INTERVAL: 'often',
     });
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(CLI_EXIT.config);
     expect(bad.stderr).toBe(
       'Error: invalid agent setting heartbeat_interval (from E2EPOOL_HEARTBEAT_INTERVAL): ' +
         'expected a positive number of seconds (got "often")\n',
@@ -171,7 +178,7 @@ describe('the agent daemon process', () => {
     tmp.cleanup();
   });
 
-  it('`agent` exits 1 for ws:// to another host; with allow_insecure_ws it starts and warns', async () => {
+  it('`agent` exits 78 for ws:// to another host; with allow_insecure_ws it starts and warns', async () => {
     const config = join(tmp.dir, 'remote.yml');
     writeFileSync(
       config,
@@ -180,7 +187,7 @@ describe('the agent daemon process', () => {
       { mode: 0o600 },
     );
     const refused = await runCli(['agent', '--config', config], {});
-    expect(refused).toMatchObject({ code: 1 });
+    expect(refused).toMatchObject({ code: CLI_EXIT.config });
     expect(refused.stderr).toBe(
       `Error: invalid agent setting controller_url (in ${config}): ws:// to 192.0.2.1:9, which is not this host, ` +
         'would send the token unencrypted; use wss:// (or set allow_insecure_ws: true on a network you trust)\n',
@@ -195,6 +202,18 @@ describe('the agent daemon process', () => {
     } finally {
       await agent.stop('SIGKILL', 1000);
     }
+  });
+
+  it('`agent` exits 78 when socket_group names no group of this host', async () => {
+    const config = join(tmp.dir, 'nogroup.yml');
+    writeFileSync(
+      config,
+      `controller_url: ws://127.0.0.1:9/ws/agent\nrunner_id: r\ntoken: t\nsocket_path: ${join(tmp.dir, 'g.sock')}\nsocket_group: no-such-group-e2epool\n`,
+      { mode: 0o600 },
+    );
+    const r = await runCli(['agent', '--config', config], {});
+    expect(r.code).toBe(CLI_EXIT.config);
+    expect(r.stderr).toBe('Error: socket_group "no-such-group-e2epool" not found in /etc/group\n');
   });
 
   it('serves the CLI, refuses a second agent, and on SIGTERM finishes a running command, then exits 0', async () => {

@@ -83,10 +83,10 @@ describe('e2epool create --wait', () => {
     expect(asked[2]! - asked[1]!).toBeGreaterThanOrEqual(1950);
   });
 
-  it('--wait 0 fails at the first 429, as before', async () => {
+  it('--wait 0 fails at the first 429 with 75, a temporary refusal', async () => {
     await agentAnswering([cooldown(3), ok]);
     expect(await run(0)).toEqual({
-      code: 1,
+      code: 75,
       out: [],
       err: ['Error: Cooldown period active, try again later'],
     });
@@ -96,7 +96,7 @@ describe('e2epool create --wait', () => {
   it('gives up when --wait runs out: the last try is at the deadline, its error printed', async () => {
     await agentAnswering([cooldown(30)]);
     const r = await run(1);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(75);
     expect(r.err).toEqual([
       'Note: Cooldown period active, try again later (429); trying again in 1s (waiting up to 1s in all, --wait)',
       'Error: Cooldown period active, try again later',
@@ -104,9 +104,9 @@ describe('e2epool create --wait', () => {
     expect(asked).toHaveLength(2);
   });
 
-  it('other errors are not waited for (409)', async () => {
+  it('other errors are not waited for (409: busy, exit 75; 422: exit 1)', async () => {
     await agentAnswering([(id) => errorReply(id, 409, 'Active checkpoint exists'), ok]);
-    expect(await run()).toEqual({ code: 1, out: [], err: ['Error: Active checkpoint exists'] });
+    expect(await run()).toEqual({ code: 75, out: [], err: ['Error: Active checkpoint exists'] });
     expect(asked).toHaveLength(1);
   });
 

@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { agentConfig, type AgentConfig } from '../../agent/config';
+import type { AgentConfig } from '../../agent/config';
 import { EXEC_OUTPUT_FLUSH_MS } from '../../common/agent-protocol';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest } from '../../agent/ipc';
 import { uniqueId } from '../helpers/env';
 import { REPO, runCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
-import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
+import { FakeController, memoryLogger, requireBuiltCli, tempDir, testAgentConfig } from './helpers';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -40,19 +40,10 @@ describe('agent daemon against a controller', () => {
   let socketPath: string;
 
   const start = async (over: Partial<AgentConfig> = {}, opts: AgentOptions = {}) => {
-    const agent = await startAgent(
-      agentConfig({
-        controllerUrl: ctl.url,
-        runnerId,
-        token,
-        socketPath,
-        reconnectMaxDelay: 5,
-        heartbeatInterval: 30,
-        requestTimeout: 5,
-        ...over,
-      }),
-      { log: logs.log, ...opts },
-    );
+    const agent = await startAgent(testAgentConfig(ctl, { runnerId, token, socketPath }, over), {
+      log: logs.log,
+      ...opts,
+    });
     agents.push(agent);
     return agent;
   };
@@ -108,13 +99,13 @@ describe('agent daemon against a controller', () => {
     for (const r of [created, status, fin, after]) expect(r.stdout + r.stderr).not.toContain(token);
   });
 
-  it('turns error replies into exit 1 with the detail', async () => {
+  it('turns error replies into exit 1 with the detail; 75 for a busy runner (409 on create)', async () => {
     await start();
     const missing = await cli(['status', '--checkpoint', 'job-1-1700000000-a1b2c3d4']);
     expect(missing).toMatchObject({ code: 1, stdout: '', stderr: 'Error: Checkpoint not found\n' });
     expect((await cli(['create', '--job-id', '7'])).code).toBe(0);
     const busy = await cli(['create', '--job-id', '8']);
-    expect(busy.code).toBe(1);
+    expect(busy.code).toBe(75);
     expect(busy.stderr).toMatch(
       new RegExp(`^Error: Active checkpoint 'job-7-.*' already exists for runner '${runnerId}'\n$`),
     );
@@ -230,7 +221,7 @@ describe('agent daemon against a controller', () => {
       error: { code: 503, detail: 'Not connected to controller' },
     });
     const r = await cli(['status', '--checkpoint', 'x'], {});
-    expect(r).toMatchObject({ code: 1 });
+    expect(r).toMatchObject({ code: 75 }); // a temporary refusal
     // The agent waits 10 s by default; this one was told 300 ms.
     expect(r.stderr).toBe('Error: Not connected to controller\n');
   });

@@ -13,9 +13,29 @@ import {
   LOGS_PAGE_ENTRIES,
   type LogsEntry,
 } from '../../common/agent-protocol';
+import { agentConfig, type AgentConfig } from '../../agent/config';
 import type { Logger } from '../../config/logger';
 import { fitLogsPage } from '../../gateway/messages';
 import { REPO } from '../helpers/processes';
+
+/**
+ * An agent config for a test against a FakeController: its URL, the runner's
+ * credentials and socket, short reconnect and request timeouts; `over` wins.
+ */
+export function testAgentConfig(
+  ctl: { url: string },
+  runner: { runnerId: string; token: string; socketPath: string },
+  over: Partial<AgentConfig> = {},
+): AgentConfig {
+  return agentConfig({
+    controllerUrl: ctl.url,
+    ...runner,
+    reconnectMaxDelay: 5,
+    heartbeatInterval: 30,
+    requestTimeout: 5,
+    ...over,
+  });
+}
 
 /** Fails early, with the fix, when the CLI under test has not been built. */
 export function requireBuiltCli(): void {

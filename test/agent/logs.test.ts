@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { formatLogEntry, logsAction, type CliIo } from '../../agent/cli';
-import { agentConfig, type AgentConfig } from '../../agent/config';
+import type { AgentConfig } from '../../agent/config';
 import { startAgent, type AgentHandle, type AgentOptions } from '../../agent/daemon';
 import { ipcRequest, startIpcServer } from '../../agent/ipc';
 import { errorReply } from '../../agent/messages';
@@ -11,7 +11,7 @@ import { fitLogsPage } from '../../gateway/messages';
 import { uniqueId } from '../helpers/env';
 import { runCli, startCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
-import { FakeController, memoryLogger, requireBuiltCli, tempDir } from './helpers';
+import { FakeController, memoryLogger, requireBuiltCli, tempDir, testAgentConfig } from './helpers';
 
 const entry = (seq: number, e: Omit<LogsEntry, 'seq' | 'at'>): LogsEntry => ({
   seq,
@@ -105,19 +105,10 @@ describe('e2epool logs through the agent', () => {
     opts: AgentOptions = {},
     connect = true,
   ) => {
-    const agent = await startAgent(
-      agentConfig({
-        controllerUrl: ctl.url,
-        runnerId,
-        token,
-        socketPath,
-        reconnectMaxDelay: 5,
-        heartbeatInterval: 30,
-        requestTimeout: 5,
-        ...over,
-      }),
-      { log: memoryLogger().log, ...opts },
-    );
+    const agent = await startAgent(testAgentConfig(ctl, { runnerId, token, socketPath }, over), {
+      log: memoryLogger().log,
+      ...opts,
+    });
     agents.push(agent);
     if (connect) expect(await agent.waitConnected(5000)).toBe(true);
     return agent;
@@ -319,14 +310,14 @@ describe('e2epool logs through the agent', () => {
     expect(logs).toEqual(status);
   });
 
-  it('exits 1 saying so when the agent cannot reach the controller', async () => {
+  it('exits 75 (a temporary refusal) saying so when the agent cannot reach the controller', async () => {
     await start(
       { controllerUrl: `ws://127.0.0.1:${await deadPort()}/ws/agent` },
       { connectWaitMs: 300 },
       false,
     );
     expect(await cli(['logs', '--checkpoint', 'x', '--follow'])).toEqual({
-      code: 1,
+      code: 75,
       stdout: '',
       stderr: 'Error: Not connected to controller\n',
     });

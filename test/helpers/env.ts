@@ -108,6 +108,27 @@ export function bareMetalInventory(r: TestRunner = testRunner('metal')): string 
   return `runners:\n${bareMetalRunnerYaml(r)}`;
 }
 
+/** The `POST /api/runners` body of a registry Proxmox runner served by a stand-in (node pve1). */
+export function proxmoxRunnerBody(
+  pve: { url: string; tokenId: string; tokenSecret: string },
+  runnerId: string,
+  vmid: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const [user, tokenName] = pve.tokenId.split('!');
+  return {
+    runner_id: runnerId,
+    backend: 'proxmox',
+    proxmox_host: pve.url,
+    proxmox_user: user,
+    proxmox_token_name: tokenName,
+    proxmox_token_value: pve.tokenSecret,
+    proxmox_node: 'pve1',
+    proxmox_vmid: vmid,
+    ...extra,
+  };
+}
+
 /** One inventory entry for a Proxmox runner served by a stand-in (indented for a `runners:` list). */
 export function proxmoxRunnerYaml(
   pve: { url: string; tokenId: string; tokenSecret: string },

@@ -16,9 +16,13 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | string>;
 }
 
-/** Starts `e2epool <args>` as a separate process, as an operator would. */
-export function startCli(args: string[], env: NodeJS.ProcessEnv): RunningProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+/**
+ * Starts `e2epool <args>` as a separate process, as an operator would: the
+ * repository's bin/e2epool.js, or the executable `bin` (an installed e2epool).
+ */
+export function startCli(args: string[], env: NodeJS.ProcessEnv, bin?: string): RunningProcess {
+  const [cmd, argv] = bin ? [bin, args] : [process.execPath, [CLI, ...args]];
+  const child = spawn(cmd, argv, {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, E2EPOOL_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -85,9 +89,14 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv): RunningProcess
   };
 }
 
-/** Runs `e2epool <args>` to completion. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000) {
-  const p = startCli(args, env);
+/** Runs `e2epool <args>` to completion (`bin`: as startCli). */
+export async function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 30_000,
+  bin?: string,
+) {
+  const p = startCli(args, env, bin);
   const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
   const code = await p.exited;
   clearTimeout(timer);

@@ -96,7 +96,7 @@ describe('agent end to end', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('CLI exit codes: 2 while no agent runs, then 0 and 1 through a running agent', async () => {
+  it('CLI exit codes: 2 while no agent runs, then 0, 75 (busy) and 1 through a running agent', async () => {
     const r = R.cli;
     const none = await cli(socketOf(r), 'status', '--checkpoint', 'job-1-1700000000-abcdef01');
     expect(none.status).toBe(2);
@@ -110,7 +110,7 @@ describe('agent end to end', () => {
     expect(name).toMatch(/^job-501-\d+-[0-9a-f]{8}$/);
 
     const again = await cli(socketOf(r), 'create', '--job-id', '502');
-    expect(again.status).toBe(1);
+    expect(again.status).toBe(75); // busy: a temporary refusal
     expect(again.stderr.trim()).toBe(
       `Error: Active checkpoint '${name}' already exists for runner '${r.id}'`,
     );

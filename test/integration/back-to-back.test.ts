@@ -134,7 +134,7 @@ describe('back-to-back jobs and the cooldown', () => {
     });
   }, 180_000);
 
-  it('a create during the cooldown: --wait 0 fails with the 429, the default waits it out and gets its checkpoint', async () => {
+  it('a create during the cooldown: --wait 0 fails with the 429 (exit 75), the default waits it out and gets its checkpoint', async () => {
     // No GitLab runner: nothing keeps a job off this runner, as a create by hand.
     const r = R.byHand;
     const first = await create(r, '9101');
@@ -161,7 +161,7 @@ describe('back-to-back jobs and the cooldown', () => {
       create(r, '9103'),
     ]);
     expect(noWait).toEqual({
-      status: 1,
+      status: 75, // a temporary refusal
       stdout: '',
       stderr: 'Error: Cooldown period active, try again later\n',
     });
@@ -184,7 +184,7 @@ describe('back-to-back jobs and the cooldown', () => {
       '--socket',
       socketOf(R.byHand),
     );
-    expect(res.status).toBe(1);
+    expect(res.status).toBe(2); // a usage error
     expect(res.stderr).toContain('expected a number of seconds, 0 or more');
     expect(res.stdout).toBe('');
   });

@@ -3,7 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { loadTemporalSettings } from '../../config/temporal';
 import { restClient } from '../helpers/controller';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
-import { controllerEnv, testRunners } from '../helpers/env';
+import { controllerEnv, proxmoxRunnerBody, testRunners } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
@@ -47,18 +47,11 @@ describe('chaos: the worker killed mid-refresh', () => {
       connection,
       namespace: loadTemporalSettings(controllerEnv({})).namespace,
     });
-    const [user, tokenName] = pve.tokenId.split('!');
-    const res = await restClient(() => c.api.url, ADMIN).call('POST', '/api/runners', {
-      runner_id: R.vm.id,
-      backend: 'proxmox',
-      proxmox_host: pve.url,
-      proxmox_user: user,
-      proxmox_token_name: tokenName,
-      proxmox_token_value: pve.tokenSecret,
-      proxmox_node: 'pve1',
-      proxmox_vmid: VMID,
-      baseline_snapshot: BASELINE,
-    });
+    const res = await restClient(() => c.api.url, ADMIN).call(
+      'POST',
+      '/api/runners',
+      proxmoxRunnerBody(pve, R.vm.id, VMID, { baseline_snapshot: BASELINE }),
+    );
     if (res.status !== 201) throw new Error(JSON.stringify(res.body));
   });
   afterAll(async () => {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
@@ -10,16 +11,25 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import {
+  proxmoxRunnerBody,
+  proxmoxRunnerYaml,
+  testRunners,
+  uniqueId,
+  type TestRunner,
+} from '../helpers/env';
 import { waitFor } from '../helpers/wait';
+import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
+import { workflowMetadataQuery } from '@temporalio/workflow';
 
 /**
- * Baseline refresh and fleet rollout on the Proxmox stand-in
- * (docs/operators.md, "Baseline refresh"): registry runners with a golden baseline, refreshed by
- * baselineRefreshWorkflow and baselineRolloutWorkflow on real Temporal.
+ * Baseline refresh and fleet rollout on the Proxmox stand-in (docs/operators.md,
+ * "Baseline refresh"): registry runners with a golden baseline, and `file`,
+ * one of the inventory file, refreshed by baselineRefreshWorkflow and
+ * baselineRolloutWorkflow on real Temporal.
  */
-const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file'] as const;
+const LABELS = ['ok', 'bad', 'roll1', 'roll2', 'roll3', 'file', 'lost', 'ci'] as const;
 type Label = (typeof LABELS)[number];
 const R = testRunners(LABELS);
 const vmid = (l: Label) => 401 + LABELS.indexOf(l);
@@ -28,12 +38,18 @@ const OLD = ['e2epool-baseline-20200101000000', 'e2epool-baseline-20210101000000
 const JOB_FILE = '/tmp/left-by-the-job';
 const ADMIN = 'admin-token-baseline-refresh-0123456789abcdef';
 const REFRESHED = /^e2epool-baseline-\d{14}$/;
+/** The GitLab runner of `ci` (the others have none). */
+const CI_GITLAB = 471;
+const FILE_GITLAB = 472;
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 const run = promisify(execFile);
 
 describe('baseline refresh and rollout on Proxmox', () => {
   const agents = new FakeAgents();
   let pve: ProxmoxStandIn;
+  let gitlab: GitLabStandIn;
+  /** Runners whose e2epool agent stays away, running VM or not. */
+  const agentAway = new Set<Label>();
   let c: TestController;
   const as = (r: TestRunner) => restClient(() => c.api.url, r.token);
   const admin = () => restClient(() => c.api.url, ADMIN).call;
@@ -64,7 +80,12 @@ describe('baseline refresh and rollout on Proxmox', () => {
   };
 
   beforeAll(async () => {
-    pve = await startProxmoxStandIn({ taskDurationMs: 20 });
+    [pve, gitlab] = await Promise.all([
+      startProxmoxStandIn({ taskDurationMs: 20 }),
+      startGitLabStandIn(),
+    ]);
+    gitlab.addRunner(CI_GITLAB);
+    gitlab.addRunner(FILE_GITLAB);
     for (const l of LABELS)
       pve.addVm('pve1', vmid(l), {
         status: 'running',
@@ -77,16 +98,11 @@ describe('baseline refresh and rollout on Proxmox', () => {
     const labelOf = new Map(LABELS.map((l) => [R[l].id, l]));
     agents.connectedWhen = (runnerId) => {
       const l = labelOf.get(runnerId);
-      return l ? vm(l).status === 'running' : undefined;
+      return l ? vm(l).status === 'running' && !agentAway.has(l) : undefined;
     };
     for (const l of LABELS) agents.connect(R[l].id, new Date(0));
     c = await startTestController({
-      inventory: `runners:\n${proxmoxRunnerYaml(pve, {
-        runnerId: R.file.id,
-        token: R.file.token,
-        vmid: vmid('file'),
-        extra: { baseline_snapshot: BASELINE },
-      })}`,
+      inventory: fileInventory(BASELINE),
       agents,
       env: {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
@@ -95,30 +111,38 @@ describe('baseline refresh and rollout on Proxmox', () => {
         E2EPOOL_PROXMOX_TASK_TIMEOUT_SECONDS: '3',
         // How often a refresh looks whether the runner's checkpoint has ended.
         E2EPOOL_POLLER_INTERVAL_SECONDS: '0.2',
+        E2EPOOL_GITLAB_URL: gitlab.url,
+        E2EPOOL_GITLAB_TOKEN: gitlab.token,
       },
     });
-    const [user, tokenName] = pve.tokenId.split('!');
     for (const l of LABELS) {
       if (l === 'file') continue;
-      const res = await admin()('POST', '/api/runners', {
-        runner_id: R[l].id,
-        backend: 'proxmox',
-        proxmox_host: pve.url,
-        proxmox_user: user,
-        proxmox_token_name: tokenName,
-        proxmox_token_value: pve.tokenSecret,
-        proxmox_node: 'pve1',
-        proxmox_vmid: vmid(l),
-        baseline_snapshot: BASELINE,
-      });
+      const res = await admin()(
+        'POST',
+        '/api/runners',
+        proxmoxRunnerBody(pve, R[l].id, vmid(l), {
+          baseline_snapshot: BASELINE,
+          ...(l === 'ci' ? { gitlab_runner_id: CI_GITLAB } : {}),
+        }),
+      );
       if (res.status !== 201) throw new Error(JSON.stringify(res.body));
       R[l].token = res.body.token as string;
     }
   });
   afterAll(async () => {
     await c?.stop();
-    await pve?.close();
+    await Promise.all([pve?.close(), gitlab?.close()]);
   });
+
+  /** The inventory file: `file` with `baseline`. */
+  function fileInventory(baseline: string): string {
+    return `runners:\n${proxmoxRunnerYaml(pve, {
+      runnerId: R.file.id,
+      token: R.file.token,
+      vmid: vmid('file'),
+      extra: { baseline_snapshot: baseline, gitlab_runner_id: FILE_GITLAB },
+    })}`;
+  }
 
   const until = (r: TestRunner, name: string, state: string) =>
     waitFor(`${name} to reach ${state}`, async () => {
@@ -131,6 +155,20 @@ describe('baseline refresh and rollout on Proxmox', () => {
       const res = await as(R[l]).create(R[l].id, jobId);
       return res.status === 201 ? (res.body.name as string) : undefined;
     });
+
+  /** The next checkpoint resets to `baseline`: the update (`version`) is there, the job's file is not. */
+  async function nextResetsTo(l: Label, jobId: string, baseline: string, version: string) {
+    const r = R[l];
+    const name = await createWhenUndrained(l, jobId);
+    vm(l).files.set(JOB_FILE, 'left by the job');
+    vm(l).files.delete('/etc/e2e-version');
+    await as(r).finalize(name, 'failure');
+    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
+    expect(vm(l).currentParent).toBe(baseline);
+    expect(vm(l).files.get('/etc/e2e-version')).toBe(version);
+    expect(vm(l).files.has(JOB_FILE)).toBe(false);
+    await runEnded(c, r.id);
+  }
 
   it('a refresh waits for the active checkpoint, bakes update_cmd into a new baseline, prunes beyond keep; the next checkpoint resets to it', async () => {
     const r = R.ok;
@@ -178,17 +216,60 @@ describe('baseline refresh and rollout on Proxmox', () => {
       expect.arrayContaining(['baseline-refresh', 'drain', 'baseline', 'undrain']),
     );
 
-    // The next checkpoint resets to the new baseline: the update is there, the job's file is not.
     await runEnded(c, r.id);
-    const name = await createWhenUndrained('ok', '9303');
-    vm('ok').files.set(JOB_FILE, 'left by the job');
-    vm('ok').files.delete('/etc/e2e-version');
-    await as(r).finalize(name, 'failure');
-    expect(await until(r, name, 'reset')).toMatchObject({ verified: true });
-    expect(vm('ok').currentParent).toBe(done.baseline);
-    expect(vm('ok').files.get('/etc/e2e-version')).toBe('v2\n');
-    expect(vm('ok').files.has(JOB_FILE)).toBe(false);
+    await nextResetsTo('ok', '9303', done.baseline, 'v2\n');
+  });
+
+  it('a refresh pauses the runner in GitLab while it works, and undrains only once its e2epool agent is back; then unpauses it', async () => {
+    const r = R.ci;
+    // One checkpoint first: e2epool's pause of an idle runner is recorded on its newest one.
+    const first = await as(r).create(r.id, '9321');
+    expect(first.status).toBe(201);
+    await as(r).finalize(first.body.name as string, 'success');
+    await until(r, first.body.name as string, 'reset');
     await runEnded(c, r.id);
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({ paused: false, pausedHistory: [true, false] });
+
+    agentAway.add('ci');
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, {});
+    expect(res.status).toBe(202);
+    const handle = c.client.workflow.getHandle(res.body.workflow_id as string);
+    await waitFor('the refresh to wait for the agent', async () =>
+      ((await handle.query(workflowMetadataQuery)).currentDetails ?? '').includes(
+        'waiting for its e2epool agent',
+      ),
+    );
+    // The VM is up on the new snapshot, qemu-ga answers; without the agent it stays drained and paused.
+    expect(vm('ci').status).toBe('running');
+    expect(await runner('ci')).toMatchObject({ draining: true, current_baseline: BASELINE });
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({
+      paused: true,
+      pausedHistory: [true, false, true],
+    });
+    expect((await as(r).create(r.id, '9322')).status).toBe(423);
+
+    agentAway.delete('ci');
+    const done = (await handle.result()) as { baseline: string };
+    expect(done.baseline).toMatch(REFRESHED);
+    expect(await runner('ci')).toMatchObject({ draining: false, current_baseline: done.baseline });
+    expect(gitlab.runner(CI_GITLAB)).toMatchObject({
+      paused: false,
+      pausedHistory: [true, false, true, false],
+    });
+    const ops = (
+      await c.ds.query(
+        `SELECT o.operation, o.detail FROM operation_logs o JOIN checkpoints c ON c.id = o.checkpoint_id
+          WHERE c.name = $1 ORDER BY o.started_at, o.id`,
+        [first.body.name],
+      )
+    ).slice(-2) as Array<{ operation: string; detail: string }>;
+    expect(ops).toEqual([
+      {
+        operation: 'pause',
+        detail: `GitLab runner ${CI_GITLAB} paused: runner '${r.id}' is drained for a baseline refresh`,
+      },
+      { operation: 'unpause', detail: `GitLab runner ${CI_GITLAB} unpaused` },
+    ]);
   });
 
   it('a failing update_cmd restores the old baseline and undrains', async () => {
@@ -213,6 +294,34 @@ describe('baseline refresh and rollout on Proxmox', () => {
     await as(r).finalize(name, 'success');
     await until(r, name, 'reset');
     await runEnded(c, r.id);
+  });
+
+  it('a refresh whose restore fails too quarantines the runner (source refresh), left drained', async () => {
+    const r = R.lost;
+    // The update fails, and the previous baseline is gone by then: nothing to restore.
+    pve.setExecHandler('pve1', vmid('lost'), () => {
+      const snaps = vm('lost').snapshots;
+      snaps.splice(
+        snaps.findIndex((x) => x.name === BASELINE),
+        1,
+      );
+      return { exitCode: 1, stderr: 'disk gone' };
+    });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, { update_cmd: 'upgrade' });
+    expect(res.status).toBe(202);
+    const cause = await failureOf(res.body.workflow_id as string);
+    expect(cause.message).toContain('the previous baseline could not be restored');
+    expect(await runner('lost')).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'refresh',
+      quarantine_reason: expect.stringContaining('could not be restored'),
+      draining: true,
+    });
+    expect(await as(r).create(r.id, '9501')).toEqual({
+      status: 423,
+      body: { detail: `Runner '${r.id}' is quarantined` },
+    });
+    pve.setExecHandler('pve1', vmid('lost'), undefined);
   });
 
   it("a rollout stops at its canary's failure: the other runners are not touched", async () => {
@@ -284,7 +393,80 @@ describe('baseline refresh and rollout on Proxmox', () => {
     });
   });
 
-  it('bad input: 422; unknown runner: 404; a file or non-Proxmox runner: 409; no admin token: 403', async () => {
+  it("an inventory-file runner: refreshed as a registry one, its next checkpoint resets to the new baseline; editing the file's baseline_snapshot makes that current", async () => {
+    const r = R.file;
+    expect(await runner('file')).toMatchObject({ source: 'inventory', current_baseline: BASELINE });
+    const res = await admin()('POST', `/api/runners/${r.id}/baseline`, {
+      update_cmd: 'echo v4 > /etc/e2e-version',
+    });
+    expect(res).toEqual({ status: 202, body: { workflow_id: `e2epool-baseline-${r.id}` } });
+    const done = (await result(res.body.workflow_id as string)) as { baseline: string };
+    expect(done).toMatchObject({ baseline: expect.stringMatching(REFRESHED), previous: BASELINE });
+    expect(await runner('file')).toMatchObject({
+      source: 'inventory',
+      current_baseline: done.baseline,
+      draining: false,
+      quarantined: false,
+    });
+    const audit = await c.ds.query(
+      `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
+      [r.id],
+    );
+    expect(audit.map((a: { action: string }) => a.action)).toEqual([
+      'baseline-refresh',
+      'drain',
+      'baseline',
+      'undrain',
+    ]);
+
+    await nextResetsTo('file', '9401', done.baseline, 'v4\n');
+
+    // The operator edits the file: the new value is current, and stays so when set back.
+    const edit = (baseline: string) => {
+      writeFileSync(c.inventory.path, fileInventory(baseline));
+      expect(c.inventory.reload()).toBe(true);
+    };
+    edit('hand-made');
+    expect((await runner('file')).current_baseline).toBe('hand-made');
+    await waitFor('the refreshed baseline forgotten', async () => {
+      const [row] = await c.ds.query(
+        `SELECT current_baseline FROM runner_state WHERE runner_id = $1`,
+        [r.id],
+      );
+      return row.current_baseline === null;
+    });
+    edit(BASELINE);
+    expect((await runner('file')).current_baseline).toBe(BASELINE);
+
+    // Drained by an operator before a refresh (its drain in runner_state): the
+    // refresh leaves it drained, so it stays paused in GitLab (kept_for_drain)
+    // until the undrain.
+    await runEnded(c, r.id);
+    expect((await admin()('POST', `/api/runners/${r.id}/drain`)).body).toMatchObject({
+      draining: true,
+    });
+    const again = await admin()('POST', `/api/runners/${r.id}/baseline`, {});
+    expect(again.status).toBe(202);
+    await result(again.body.workflow_id as string);
+    expect(await runner('file')).toMatchObject({ draining: true });
+    expect(gitlab.runner(FILE_GITLAB)).toMatchObject({ paused: true });
+    const [kept] = await c.ds.query(
+      `SELECT p.state FROM runner_pauses p JOIN checkpoints c ON c.id = p.checkpoint_id
+        WHERE c.runner_id = $1 ORDER BY c.id DESC LIMIT 1`,
+      [r.id],
+    );
+    expect(kept).toEqual({ state: 'kept_for_drain' });
+    expect((await admin()('POST', `/api/runners/${r.id}/undrain`)).status).toBe(200);
+    // A reconciler pass, as the schedule the undrain triggers runs it, unpauses it.
+    await c.client.workflow.execute('reconcileWorkflow', {
+      taskQueue: c.taskQueue,
+      workflowId: uniqueId('reconcile-pass'),
+      args: [{ repair: true, minAgeSeconds: 0 }],
+    });
+    expect(gitlab.runner(FILE_GITLAB)).toMatchObject({ paused: false });
+  });
+
+  it('bad input: 422; unknown runner: 404; no admin token: 403', async () => {
     const path = `/api/runners/${R.roll1.id}/baseline`;
     for (const body of [
       { keep: 0 },
@@ -300,7 +482,6 @@ describe('baseline refresh and rollout on Proxmox', () => {
       status: 404,
       body: { detail: "Runner 'nobody' not found" },
     });
-    expect((await admin()('POST', `/api/runners/${R.file.id}/baseline`, {})).status).toBe(409);
     const rollouts = '/api/baseline-rollouts';
     for (const body of [
       {},

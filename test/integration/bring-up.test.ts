@@ -279,7 +279,7 @@ describe('bring-up check', () => {
         `ok ${R.gaDown.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.Monitor) on /vms/4102`,
         `fail ${R.gaUnset.id} proxmox-guest-agent: VM 4103 has the QEMU guest agent option off (agent unset or 0) — qm set 4103 --agent enabled=1, install qemu-guest-agent in the guest, then stop and start the VM`,
         `ok ${R.gaUnset.id} proxmox-guest-files: token ${pve.tokenId} may write and read guest files (VM.Monitor) on /vms/4103`,
-        `fail ${R.gaUnset.id} proxmox-baseline: VM 4103 has no snapshot 'golden' (baseline_snapshot) — take it (qm snapshot 4103 golden) or set baseline_snapshot to an existing one`,
+        `fail ${R.gaUnset.id} proxmox-baseline: VM 4103 has no snapshot 'golden' (its current baseline) — take it (qm snapshot 4103 golden) or set baseline_snapshot to an existing one`,
         `ok ${R.gaOff.id} proxmox-guest-agent: not checked: verify_reset is off (resets are not proven)`,
         `ok ${R.gaOff.id} proxmox-guest-files: not checked: verify_reset is off (resets are not proven)`,
         `ok ${R.gaOff.id} proxmox-baseline: baseline snapshot 'golden' of VM 4104 exists`,

@@ -17,7 +17,9 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 
 /** A checkpoint nobody finalizes is reset when its TTL expires, on both backends. */
 // One runner (so one workflow id on the shared Temporal server) per test.
-const R = testRunners(['vmTtl', 'metalTtl']);
+const R = testRunners(['vmTtl', 'metalTtl', 'goldenTtl']);
+const BASELINE = 'golden-base';
+const JOB_FILE = '/tmp/left-by-the-job';
 
 describe('TTL expiry, both backends', () => {
   const agents = new FakeAgents();
@@ -32,14 +34,26 @@ describe('TTL expiry, both backends', () => {
       startGitLabStandIn(),
     ]);
     pve.addVm('pve1', 301, { status: 'running' });
+    pve.addVm('pve1', 302, {
+      status: 'running',
+      snapshots: [{ name: BASELINE, description: 'baseline' }],
+      agent: '1',
+    });
     gitlab.addRunner(31);
-    agents.connectedWhen = (r) =>
-      r === R.vmTtl.id ? pve.vm('pve1', 301).status === 'running' : undefined;
+    gitlab.addRunner(32);
+    const vmOf = new Map([
+      [R.vmTtl.id, 301],
+      [R.goldenTtl.id, 302],
+    ]);
+    agents.connectedWhen = (r) => {
+      const id = vmOf.get(r);
+      return id === undefined ? undefined : pve.vm('pve1', id).status === 'running';
+    };
     agents.connect(R.metalTtl.id, new Date(0));
     c = await startTestController({
       agents,
       inventory: `runners:
-${proxmoxRunnerYaml(pve, { runnerId: R.vmTtl.id, token: R.vmTtl.token, vmid: 301, extra: { gitlab_runner_id: 31 } })}${bareMetalRunnerYaml(R.metalTtl, { reset_cmd: '/opt/reset.sh' })}`,
+${proxmoxRunnerYaml(pve, { runnerId: R.vmTtl.id, token: R.vmTtl.token, vmid: 301, extra: { gitlab_runner_id: 31 } })}${proxmoxRunnerYaml(pve, { runnerId: R.goldenTtl.id, token: R.goldenTtl.token, vmid: 302, extra: { gitlab_runner_id: 32, baseline_snapshot: BASELINE } })}${bareMetalRunnerYaml(R.metalTtl, { reset_cmd: '/opt/reset.sh' })}`,
       env: {
         E2EPOOL_CHECKPOINT_TTL_SECONDS: '2',
         E2EPOOL_GITLAB_URL: gitlab.url,
@@ -67,6 +81,26 @@ ${proxmoxRunnerYaml(pve, { runnerId: R.vmTtl.id, token: R.vmTtl.token, vmid: 301
     expect(pve.vm('pve1', 301)).toMatchObject({ rollbacks: 1, snapshots: [], status: 'running' });
     expect(gitlab.runner(31).pausedHistory).toEqual([true, false]);
     expect((await operations(c.ds, name)).map((o) => o.operation)).toContain('rollback');
+  });
+
+  it('golden baseline: an unfinalized checkpoint whose TTL expires ends reset, rolled back to the baseline (kept), verified', async () => {
+    const r = R.goldenTtl;
+    const vm = pve.vm('pve1', 302);
+    const res = await as(r).create(r.id, '3');
+    expect(res.status).toBe(201);
+    const name = res.body.name as string;
+    // The job leaves a file behind; no per-job snapshot was taken.
+    vm.files.set(JOB_FILE, 'left by the job');
+    expect(vm.snapshots.map((s) => s.name)).toEqual([BASELINE]);
+    const done = await until(r, name, 'reset');
+    expect(done).toMatchObject({ finalize_status: null, finalize_source: null, verified: true });
+    expect(vm).toMatchObject({ rollbacks: 1, currentParent: BASELINE, status: 'running' });
+    expect(vm.snapshots.map((s) => s.name)).toEqual([BASELINE]);
+    expect(vm.files.has(JOB_FILE)).toBe(false);
+    expect(gitlab.runner(32).pausedHistory).toEqual([true, false]);
+    expect((await operations(c.ds, name)).map((o) => o.operation)).toEqual(
+      expect.arrayContaining(['rollback', 'verify_reset']),
+    );
   });
 
   it('bare metal: an unfinalized checkpoint runs reset_cmd when its TTL expires (gc_reset)', async () => {

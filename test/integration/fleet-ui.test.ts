@@ -273,9 +273,27 @@ describe('fleet page (HTTP)', () => {
     expect(crossSite.status).toBe(403);
     expect((await post(`/ui/checkpoints/${name}/release-hold`, {})).status).toBe(303); // to login
     expect((await held.status(name)).body.state).toBe('finalize_queued');
+    // The session's cookie alone is not enough: the form carries the page's token.
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!;
+    const sameOrigin = { cookie, 'sec-fetch-site': 'same-origin' };
+    const forms: Array<Record<string, string>> = [
+      {},
+      { csrf: `${csrf}x` },
+      { csrf: csrf.slice(1) },
+    ];
+    for (const form of forms) {
+      const refused = await post(`/ui/checkpoints/${name}/release-hold`, form, sameOrigin);
+      expect(refused.status).toBe(403);
+      expect(await refused.text()).toContain('The form is stale or not from this page');
+    }
+    // Another session's page has another token.
+    const otherPage = await (
+      await get(`/ui/checkpoints/${name}`, { cookie: await login() })
+    ).text();
+    expect(/name="csrf" value="([^"]+)"/.exec(otherPage)![1]).not.toBe(csrf);
     const released = await post(
       `/ui/checkpoints/${name}/release-hold`,
-      {},
+      { csrf },
       {
         cookie,
         'sec-fetch-site': 'same-origin',
@@ -302,7 +320,7 @@ describe('fleet page (HTTP)', () => {
     });
     expect(after.last_reset!.duration_ms).toEqual(expect.any(Number));
     // Nothing to release any more.
-    const again = await post(`/ui/checkpoints/${name}/release-hold`, {}, { cookie });
+    const again = await post(`/ui/checkpoints/${name}/release-hold`, { csrf }, { cookie });
     expect([again.status, await again.text()]).toEqual([
       409,
       expect.stringContaining('This checkpoint is not held for debugging'),

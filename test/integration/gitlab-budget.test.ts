@@ -3,12 +3,15 @@ import { Client, Connection } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { checkpointWorkflowId, type CheckpointWorkflowInput } from '../../common/checkpoint';
-import { gitlabQueueRates, temporalBurst } from '../../common/gitlab-budget';
+import { join } from 'node:path';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { gitlabPollRate, gitlabQueueRates, temporalBurst } from '../../common/gitlab-budget';
 import { freePort } from '../../dev/ports';
 import { startDevServer, type DevServer } from '../../temporal-dev/dev-server';
 import { restClient } from '../helpers/controller';
 import { startCrashController, type CrashController } from '../helpers/crash-controller';
-import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { bareMetalRunnerYaml, testRunners, uniqueId, type TestRunner } from '../helpers/env';
+import { queueUrgent, type priorityOrderWorkflow } from '../helpers/priority-workflow';
 import { shared } from '../helpers/shared';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabCall, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -151,9 +154,9 @@ describe('the GitLab rate budget', () => {
       const names = await Promise.all(R.map((r, i) => create(c, r, String(9100 + i))));
       // The API stretched the poll interval to fit the fleet's polls into their share.
       const started = await inputOf(temporal, R[0]!);
-      expect(started.timing.pollerIntervalSeconds).toBe(N / gitlabQueueRates(MAX_RPS, 0.5).poll);
+      expect(started.timing.pollerIntervalSeconds).toBe(N / gitlabPollRate(MAX_RPS, 0.5));
       // Let the polls run against the budget for a while, then end every job at once:
-      // 12 × (pause check, pause, unpause) against 2/s for pauses and unpauses.
+      // 12 × (pause check, pause, unpause) and the polls against 3.8/s on the GitLab queue.
       await waitFor(
         'polls running against the budget',
         () => gitlab.calls.filter((k) => k.path.includes('/jobs/')).length >= 8,
@@ -171,28 +174,45 @@ describe('the GitLab rate budget', () => {
         ...R.map((_, i) => `/api/v4/projects/${PROJECT}/jobs/${9100 + i}`),
       ]);
       const calls = gitlab.calls.filter((k) => k.at >= start && mine.has(k.path));
-      const times = calls.map((k) => k.at);
-      const rates = gitlabQueueRates(MAX_RPS, 0.5);
-      const burst = temporalBurst(rates.urgent, 1) + temporalBurst(rates.poll, 1);
+      // The queues' rate counts activities: one request each, except the unpause,
+      // whose activity also reads the runner back (docs/operators.md, "GitLab rate budget": up to 4/3 of the rate
+      // in requests while only resets run). So the limit is checked on the calls
+      // that start an activity, and the read-backs are counted apart.
+      const last = new Map<string, GitLabCall>();
+      const readBacks = calls.filter((k) => {
+        const before = last.get(k.path);
+        last.set(k.path, k);
+        return (
+          k.method === 'GET' && before?.method === 'PUT' && String(before.body.paused) === 'false'
+        );
+      });
+      const times = calls.filter((k) => !readBacks.includes(k)).map((k) => k.at);
+      const rates = gitlabQueueRates(MAX_RPS);
+      const burst = temporalBurst(rates.gitlab, 1) + temporalBurst(rates.legacyPoll, 1);
       const perSecond = busiestWindow(times, 1000);
       const perFiveSeconds = busiestWindow(times, 5000);
+      const requestsPerSecond = busiestWindow(
+        calls.map((k) => k.at),
+        1000,
+      );
       const runnerRequests = calls.filter((k) => k.path.startsWith('/api/v4/runners/'));
       const span = (ks: GitLabCall[]) => (ks.at(-1)!.at - ks[0]!.at) / 1000;
       console.log(
         `GitLab budget ${MAX_RPS}/s, burst ${burst}: ${calls.length} requests in ${span(calls).toFixed(1)} s; ` +
-          `busiest 1 s window ${perSecond}, busiest 5 s window ${perFiveSeconds}; ` +
+          `busiest 1 s window ${perSecond} activities (${requestsPerSecond} requests with ${readBacks.length} read-backs in all), busiest 5 s window ${perFiveSeconds}; ` +
           `${runnerRequests.length} pause/unpause requests in ${span(runnerRequests).toFixed(1)} s`,
       );
       // A token bucket hands out at most its burst plus rate × window in any window.
       expect(perSecond).toBeLessThanOrEqual(MAX_RPS + burst);
       expect(perFiveSeconds).toBeLessThanOrEqual(5 * MAX_RPS + burst);
       // Per runner: the pause check, the pause, the unpause and its read-back (in the
-      // unpause's activity). Demand exceeded the budget: 36 activities at 2/s cannot
-      // take less than ~17 s.
+      // unpause's activity). Demand exceeded the budget: 36 activities at 3.8/s cannot
+      // take less than ~8 s.
       expect(runnerRequests).toHaveLength(4 * N);
+      expect(readBacks).toHaveLength(N);
       const activities = 3 * N;
       expect(span(runnerRequests)).toBeGreaterThanOrEqual(
-        (activities - temporalBurst(rates.urgent, 1)) / rates.urgent - 1,
+        (activities - temporalBurst(rates.gitlab, 1)) / rates.gitlab - 1,
       );
     } finally {
       await c.stop();
@@ -285,9 +305,10 @@ describe('the GitLab rate budget', () => {
         E2EPOOL_POLLER_INTERVAL_SECONDS: '4',
       },
       1,
-      // The worker's budget: polls get 1/s and pauses 1/s, against 3.75 polls/s.
-      // Behind that backlog (one queue, first in first out) an unpause would
-      // wait about a poll interval (4 s), the longest a poll stays queued.
+      // The worker's budget: 1.9/s on the GitLab queue, against 3.75 polls/s.
+      // Behind that backlog, first in first out, an unpause would wait about a
+      // poll interval (4 s), the longest a poll stays queued; by priority it
+      // goes next.
       { E2EPOOL_GITLAB_MAX_RPS: '2' },
     );
     const connection = await Connection.connect({ address: temporal.address });
@@ -335,7 +356,7 @@ describe('the GitLab rate budget', () => {
         `unpause queued ${queued} ms (finalize → unpause ${unpause.at - finalizedAt} ms) ` +
           `while ${pollBacklog} polls were served and ${await dropped()} dropped in all`,
       );
-      // One token of 1/s at most (plus dispatch slack on a loaded machine), never a poll backlog's worth.
+      // One token of 1.9/s at most (plus dispatch slack on a loaded machine), never a poll backlog's worth.
       expect(queued).toBeLessThan(3000);
       expect(gitlab.runner(ids[0]!).paused).toBe(false);
     } finally {
@@ -343,4 +364,79 @@ describe('the GitLab rate budget', () => {
       await c.stop();
     }
   }, 180_000);
+
+  it('starts a priority-1 activity ahead of the priority-5 ones queued before it, on a rate-limited queue (matching.useNewMatcher)', async () => {
+    const LOW = 8;
+    const RATE = 1;
+    const workflowQueue = uniqueId('prio-wf');
+    const activityQueue = uniqueId('prio-act');
+    const native = await NativeConnection.connect({ address: temporal.address });
+    const connection = await Connection.connect({ address: temporal.address });
+    const client = new Client({ connection });
+    const started: string[] = [];
+    // As in production: the queue is polled all along and its rate limit makes the backlog.
+    const workers = [
+      await Worker.create({
+        connection: native,
+        taskQueue: workflowQueue,
+        workflowsPath: join(__dirname, '..', 'helpers', 'priority-workflow.ts'),
+      }),
+      await Worker.create({
+        connection: native,
+        taskQueue: activityQueue,
+        activities: {
+          probe: (label: string) => {
+            started.push(label);
+            return Promise.resolve();
+          },
+        },
+        maxTaskQueueActivitiesPerSecond: RATE,
+      }),
+    ];
+    const running = Promise.all(workers.map((w) => w.run()));
+    try {
+      const handle = await client.workflow.start<typeof priorityOrderWorkflow>(
+        'priorityOrderWorkflow',
+        {
+          taskQueue: workflowQueue,
+          workflowId: uniqueId('prio'),
+          args: [{ queue: activityQueue, low: LOW }],
+        },
+      );
+      // The first priority-5 one goes at once (the bucket's one token); the rest wait.
+      await waitFor('a priority-5 activity started', () => started.length > 0);
+      await handle.signal(queueUrgent);
+      // Wait until the matching service has the priority-1 task (tasks reach it
+      // asynchronously after the history records them).
+      const urgentQueued = async () => {
+        const res = await connection.workflowService.describeTaskQueue({
+          namespace: 'default',
+          taskQueue: { name: activityQueue, kind: 1 }, // TASK_QUEUE_KIND_NORMAL
+          taskQueueType: 2, // TASK_QUEUE_TYPE_ACTIVITY
+          reportStats: true,
+        });
+        return Number(res.statsByPriorityKey?.[1]?.approximateBacklogCount ?? 0) > 0;
+      };
+      await waitFor(
+        'the priority-1 task in matching',
+        async () => started.includes('urgent') || (await urgentQueued()),
+      );
+      const startedBefore = started.filter((l) => l !== 'urgent').length;
+      await handle.result();
+      const at = started.indexOf('urgent');
+      console.log(
+        `start order at ${RATE}/s: ${started.join(' ')} (${startedBefore} had started when the priority-1 one was queued)`,
+      );
+      expect(started).toHaveLength(LOW + 1);
+      // Still a backlog of priority-5 ones when it was queued: first in, first out would start it last.
+      expect(startedBefore).toBeLessThan(LOW - 1);
+      // It goes next (one more may have been on its way to the worker already).
+      expect(at).toBeLessThanOrEqual(startedBefore + 1);
+    } finally {
+      for (const w of workers) w.shutdown();
+      await running;
+      await connection.close();
+      await native.close();
+    }
+  }, 120_000);
 });

@@ -1,5 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { createStore } from '../../store';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -10,14 +12,16 @@ import {
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { exposedNames, parseSamples, scrape, sumOf } from '../helpers/metrics';
+import { insertCheckpoint } from '../helpers/db';
 import { REPO } from '../helpers/processes';
+import { hasCommand, itNeeding } from '../helpers/required';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
 // One runner (and GitLab runner) per test: every metric below is read as a
 // change across the test, or by labels of the test's own runner.
-const R = testRunners(['finalized', 'polled', 'refused', 'session']);
+const R = testRunners(['finalized', 'polled', 'refused', 'session', 'stuck']);
 const GITLAB_RUNNER = { finalized: 61, polled: 62, refused: 63 } as const;
 const SCRIPTS = { reset_cmd: '/opt/reset.sh', cleanup_cmd: '/opt/cleanup.sh' };
 const INVENTORY = `runners:\n${[
@@ -25,8 +29,11 @@ const INVENTORY = `runners:\n${[
   bareMetalRunnerYaml(R.polled, { ...SCRIPTS, gitlab_runner_id: GITLAB_RUNNER.polled }),
   bareMetalRunnerYaml(R.refused, { ...SCRIPTS, gitlab_runner_id: GITLAB_RUNNER.refused }),
   bareMetalRunnerYaml(R.session),
+  bareMetalRunnerYaml(R.stuck),
 ].join('')}`;
 const DASHBOARD = join(REPO, 'ops', 'grafana', 'e2epool-dashboard.json');
+const ALERTS = join(REPO, 'ops', 'prometheus', 'alerts.yml');
+const itWithPromtool = itNeeding(hasCommand('promtool'), 'promtool', 'apt-get install prometheus');
 
 const STEP = 'e2epool_step_duration_seconds_count';
 const CLEAN = 'e2epool_time_to_clean_seconds';
@@ -196,6 +203,86 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
     }
   });
 
+  it('e2epool_runner_paused_for_seconds: how long e2epool has kept each runner paused, 0 once the pause is kept for a quarantine', async () => {
+    const r = R.stuck;
+    const store = createStore(c.ds);
+    const id = await insertCheckpoint(c.ds, r.id, 'reset', new Date());
+    const pausedFor = async () =>
+      parseSamples(await api()).find(
+        (s) => s.name === 'e2epool_runner_paused_for_seconds' && s.labels.runner_id === r.id,
+      )?.value;
+    expect(await pausedFor()).toBe(0);
+    await store.pauses.opened({
+      checkpointId: id,
+      runnerId: r.id,
+      target: { kind: 'gitlab', gitlabRunnerId: 7001 },
+      state: 'paused',
+      at: new Date(Date.now() - 3600_000),
+    });
+    // The API serves one collection for E2EPOOL_METRICS_CACHE_SECONDS: wait for a fresh one.
+    const age = await waitFor('the open pause to show', async () => {
+      const v = await pausedFor();
+      return v !== undefined && v > 0 ? v : null;
+    });
+    expect(age).toBeGreaterThanOrEqual(3600);
+    expect(age).toBeLessThan(3600 + 120);
+    await store.pauses.closed(id, 'kept_for_quarantine');
+    await waitFor(
+      'a pause kept for a quarantine to count 0',
+      async () => (await pausedFor()) === 0,
+    );
+    await store.pauses.closed(id, 'unpaused');
+  });
+
+  it('the alert rules (ops/prometheus/alerts.yml) use only metrics the API or the worker expose', async () => {
+    const doc = parseYaml(readFileSync(ALERTS, 'utf8')) as {
+      groups: Array<{ name: string; rules: Array<{ alert: string; expr: string }> }>;
+    };
+    const rules = doc.groups.flatMap((g) => g.rules);
+    const exposed = new Set([...exposedNames(await api()), ...exposedNames(await worker())]);
+    for (const rule of rules) {
+      const used = metricNames(String(rule.expr));
+      expect([rule.alert, used.length > 0]).toEqual([rule.alert, true]);
+      expect([rule.alert, used.filter((m) => !exposed.has(m))]).toEqual([rule.alert, []]);
+    }
+    // What the operators asked to be alerted on, each by the metric that says it.
+    const alertOn = (metric: string) =>
+      rules.filter((rule) => metricNames(String(rule.expr)).includes(metric)).map((x) => x.alert);
+    for (const metric of [
+      'e2epool_runner_paused_for_seconds',
+      'e2epool_checkpoints_needs_attention_oldest_seconds',
+      'e2epool_runners_quarantined',
+      'e2epool_runners_unreachable',
+      'e2epool_reconcile_findings_total',
+      'e2epool_gitlab_requests_total',
+    ])
+      expect([metric, alertOn(metric).length]).toEqual([metric, 1]);
+    expect(rules.find((x) => x.expr.includes('e2epool_gitlab_requests_total'))!.expr).toContain(
+      'code="429"',
+    );
+  });
+
+  itWithPromtool('promtool accepts the alert rules', () => {
+    const r = spawnSync('promtool', ['check', 'rules', ALERTS], { encoding: 'utf8' });
+    expect(`${r.stdout}${r.stderr}`).toContain('SUCCESS: 7 rules found');
+    expect(r.status).toBe(0);
+  });
+
+  itWithPromtool(
+    'each alert fires on the series that mean trouble, and only then (promtool test rules)',
+    () => {
+      const r = spawnSync(
+        'promtool',
+        ['test', 'rules', join(REPO, 'test', 'ops', 'alerts.promtool.yml')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(`${r.stdout}${r.stderr}`).toContain('SUCCESS');
+      expect(r.status).toBe(0);
+    },
+  );
+
   it('the Grafana dashboard uses only metrics the API or the worker expose', async () => {
     const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard;
     const exposed = new Set([...exposedNames(await api()), ...exposedNames(await worker())]);
@@ -211,6 +298,7 @@ describe('metrics an operator can alert on (worker and API /metrics)', () => {
       'e2epool_time_to_clean_seconds_bucket',
       'e2epool_step_duration_seconds_bucket',
       'e2epool_gitlab_requests_total',
+      'e2epool_github_requests_total',
       'e2epool_runner_paused_seconds_total',
       'e2epool_agent_sessions',
     ])

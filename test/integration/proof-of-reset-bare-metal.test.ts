@@ -30,8 +30,13 @@ const INVENTORY = `runners:\n${[
     reset_cmd: '/opt/reset.sh',
     gitlab_runner_id: GITLAB.noVerify,
   }),
+  // An inventory-file runner is quarantined as a registry one is (runner_state, keyed by id).
+  bareMetalRunnerYaml(R.refuted, {
+    reset_cmd: '/opt/reset.sh',
+    verify_cmd: VERIFY,
+    gitlab_runner_id: GITLAB.refuted,
+  }),
 ].join('')}`;
-/** Only registry runners can be quarantined: `refuted` is created through the admin API. */
 const ADMIN = 'admin-token-proof-of-reset-test-0123456789abcdef';
 
 describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
@@ -60,15 +65,6 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
         E2EPOOL_GITLAB_TOKEN: gitlab.token,
       },
     });
-    const res = await admin()('POST', '/api/runners', {
-      runner_id: R.refuted.id,
-      backend: 'bare_metal',
-      reset_cmd: '/opt/reset.sh',
-      verify_cmd: VERIFY,
-      gitlab_runner_id: GITLAB.refuted,
-    });
-    expect(res.status).toBe(201);
-    R.refuted.token = res.body.token as string;
   });
   afterAll(async () => {
     await c?.stop();
@@ -107,7 +103,7 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
     expect(gitlab.runner(GITLAB.verified)).toMatchObject({ paused: false });
   });
 
-  it('verify_cmd failing parks the checkpoint in needs_attention, still paused, and quarantines the runner; `retry` verifies again, the runner stays paused', async () => {
+  it('verify_cmd failing parks the checkpoint in needs_attention, still paused, and quarantines the (inventory-file) runner; `retry` verifies again, the runner stays paused', async () => {
     const r = R.refuted;
     verifyExit.set(r.id, 3);
     const before = await resets('false');
@@ -123,6 +119,7 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
     // One attempt: a failed proof is an answer, not a failure to retry.
     expect(agents.commandsFor(r.id).filter((x) => x === VERIFY)).toHaveLength(1);
     expect((await admin()('GET', `/api/runners/${r.id}`)).body).toMatchObject({
+      source: 'inventory',
       quarantined: true,
       quarantine_source: 'verification',
       quarantine_reason: expect.stringContaining(
@@ -142,6 +139,17 @@ describe('proof of reset, bare metal (real Temporal, real Postgres)', () => {
       status: 423,
       body: { detail: `Runner '${r.id}' is quarantined` },
     });
+    expect(await sumOf(await scrape(`${c.api.url}/metrics`), 'e2epool_runners_quarantined')).toBe(
+      1,
+    );
+    expect((await admin()('POST', `/api/runners/${r.id}/unquarantine`)).body).toMatchObject({
+      source: 'inventory',
+      quarantined: false,
+    });
+    const next = await as(r).create(r.id, '6203');
+    expect(next.status).toBe(201);
+    await as(r).finalize(next.body.name as string, 'success');
+    await runEnded(c, r.id);
   });
 
   it('without verify_cmd nothing is verified (verify_reset off): verified stays null, no verify step', async () => {

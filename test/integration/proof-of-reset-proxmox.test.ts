@@ -7,7 +7,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
+import { proxmoxRunnerBody, proxmoxRunnerYaml, testRunners, type TestRunner } from '../helpers/env';
 import { scrape, sumOf } from '../helpers/metrics';
 import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
@@ -90,19 +90,14 @@ describe('golden baseline and proof of reset on Proxmox', () => {
         E2EPOOL_READINESS_TIMEOUT_SECONDS: '3',
       },
     });
-    const [user, tokenName] = pve.tokenId.split('!');
-    const res = await admin()('POST', '/api/runners', {
-      runner_id: R.silent.id,
-      backend: 'proxmox',
-      proxmox_host: pve.url,
-      proxmox_user: user,
-      proxmox_token_name: tokenName,
-      proxmox_token_value: pve.tokenSecret,
-      proxmox_node: 'pve1',
-      proxmox_vmid: vmid('silent'),
-      gitlab_runner_id: gitlabRunner('silent'),
-      ...EXTRA.silent,
-    });
+    const res = await admin()(
+      'POST',
+      '/api/runners',
+      proxmoxRunnerBody(pve, R.silent.id, vmid('silent'), {
+        gitlab_runner_id: gitlabRunner('silent'),
+        ...EXTRA.silent,
+      }),
+    );
     if (res.status !== 201) throw new Error(JSON.stringify(res.body));
     R.silent.token = res.body.token as string;
   });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkpointWorkflowId, releaseSignal } from '../../common/checkpoint';
+import { quarantineWorkflowId } from '../../common/quarantine';
 import { ensureReconcileSchedule } from '../../worker/reconcile-schedule';
 import { FakeAgents } from '../helpers/fake-agents';
 import {
@@ -13,7 +14,7 @@ import {
   startTestController,
   type TestController,
 } from '../helpers/controller';
-import { testRunners, uniqueId } from '../helpers/env';
+import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { scrape, sumOf } from '../helpers/metrics';
 import { connectRawAgent } from '../helpers/raw-agent';
 import { waitFor } from '../helpers/wait';
@@ -27,11 +28,19 @@ import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
  * or CLI); E2EPOOL_QUARANTINE_AFTER checkpoints in a row ending reset_failed
  * quarantine a runner, at most E2EPOOL_QUARANTINE_MAX_PERCENT of the fleet
  * (at least one runner): past that the streak is only reported.
- * Registry runners, created through the admin API.
+ * Registry runners, created through the admin API, and `file`, a runner of
+ * the inventory file (its quarantine is in runner_state, keyed by id, too).
  */
 const ADMIN = 'admin-token-quarantine-test-0123456789abcdef';
-const R = testRunners(['op', 's1', 's2', 'gh']);
-const GITLAB: Record<string, number> = { [R.op.id]: 411, [R.s1.id]: 412, [R.s2.id]: 413 };
+const R = testRunners(['op', 's1', 's2', 'gh', 'file', 'cx', 'idle']);
+const GITLAB: Record<string, number> = {
+  [R.op.id]: 411,
+  [R.s1.id]: 412,
+  [R.s2.id]: 413,
+  [R.file.id]: 415,
+  [R.cx.id]: 416,
+  [R.idle.id]: 417,
+};
 const GITHUB_ID = 414;
 const REPO = 'acme/quarantine';
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
@@ -40,6 +49,10 @@ const run = promisify(execFile);
 describe('runner quarantine', () => {
   const agents = new FakeAgents();
   const failing = new Set<string>();
+  /** Runners whose commands hang until `unhang` (a reset in progress). */
+  const hanging = new Set<string>();
+  let unhang: () => void = () => undefined;
+  const hung = new Promise<void>((resolve) => (unhang = resolve));
   let gitlab: GitLabStandIn;
   let github: GitHubStandIn;
   let c: TestController;
@@ -57,12 +70,17 @@ describe('runner quarantine', () => {
       if (GITLAB[r.id]) gitlab.addRunner(GITLAB[r.id]!);
       agents.connect(r.id, new Date(0));
     }
-    agents.onExec = (runnerId) =>
-      failing.has(runnerId)
+    agents.onExec = async (runnerId) => {
+      if (hanging.has(runnerId)) await hung;
+      return failing.has(runnerId)
         ? { exitCode: 7, stdout: '', stderr: 'disk on fire' }
         : { exitCode: 0, stdout: 'ok', stderr: '' };
+    };
     c = await startTestController({
-      inventory: 'runners: []\n',
+      inventory: `runners:\n${bareMetalRunnerYaml(R.file, {
+        reset_cmd: '/opt/reset.sh',
+        gitlab_runner_id: GITLAB[R.file.id]!,
+      })}`,
       agents,
       env: {
         E2EPOOL_ADMIN_TOKEN: ADMIN,
@@ -72,7 +90,7 @@ describe('runner quarantine', () => {
         E2EPOOL_GITHUB_TOKEN: github.token,
         E2EPOOL_RESET_MAX_ATTEMPTS: '1',
         E2EPOOL_QUARANTINE_AFTER: '2',
-        // 4 runners: 20 % is 0.8, so the cap is its floor, one runner.
+        // 7 runners: 20 % is 1.4, so the cap is its floor, one runner.
         E2EPOOL_QUARANTINE_MAX_PERCENT: '20',
       },
     });
@@ -84,6 +102,10 @@ describe('runner quarantine', () => {
       minAgeSeconds: 0,
     });
     for (const r of Object.values(R)) {
+      if (r === R.file) {
+        tokens.set(r.id, { token: r.token, agent: r.token });
+        continue;
+      }
       const res = await admin()('POST', '/api/runners', {
         runner_id: r.id,
         backend: 'bare_metal',
@@ -102,6 +124,7 @@ describe('runner quarantine', () => {
     }
   });
   afterAll(async () => {
+    unhang();
     await c?.client.schedule
       .getHandle(`e2epool-reconcile-${c.taskQueue}`)
       .delete()
@@ -139,6 +162,47 @@ describe('runner quarantine', () => {
   const workerGauge = async (name: string) => sumOf(await scrape(c.worker.metricsUrl), name);
   const apiGauge = async (name: string) => sumOf(await scrape(`${c.api.url}/metrics`), name);
 
+  /** A checkpoint of `id`, then an operator's quarantine of it; returns the checkpoint and the runner. */
+  async function quarantineBusy(id: string, reason: string) {
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const q = await admin()('POST', `/api/runners/${id}/quarantine`, { reason });
+    expect(q).toMatchObject({
+      status: 200,
+      body: { quarantined: true, quarantine_reason: reason, quarantine_source: 'operator' },
+    });
+    return { name: cp.body.name as string, runner: q.body };
+  }
+
+  const refused = async (id: string) =>
+    expect(await api(id).create(id, uniqueId('job'))).toEqual({
+      status: 423,
+      body: { detail: `Runner '${id}' is quarantined` },
+    });
+
+  /** The runner's row of the fleet page's JSON (GET /ui/api/fleet). */
+  async function fleetRow(id: string): Promise<Record<string, unknown> | undefined> {
+    const fleet = await admin()('GET', '/ui/api/fleet');
+    expect(fleet.status).toBe(200);
+    return (fleet.body.runners as Array<{ runner_id: string }>).find((r) => r.runner_id === id);
+  }
+
+  /** The quarantined runner's checkpoint ends; the runner stays paused, also through a reconciler pass. */
+  async function endsKeptPaused(id: string, name: string): Promise<void> {
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    await runEnded(c, id);
+    expect((await api(id).status(name)).body.state).toBe('reset');
+    expect(gitlab.runner(GITLAB[id]!)).toMatchObject({ paused: true, pausedHistory: [true] });
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: `runner '${id}' is quarantined: GitLab runner ${GITLAB[id]} stays paused until it is unquarantined`,
+      }),
+    );
+    await pass();
+    expect(paused(id)).toBe(true);
+  }
+
   it('refuses bad input with 422/404, never 500', async () => {
     const path = `/api/runners/${R.op.id}/quarantine`;
     for (const [body, detail] of [
@@ -169,14 +233,8 @@ describe('runner quarantine', () => {
 
   it("an operator's quarantine: 423 on create (REST and WebSocket), audited, kept paused until unquarantined on the fleet page", async () => {
     const id = R.op.id;
-    const cp = await api(id).create(id, uniqueId('job'));
-    expect(cp.status).toBe(201);
-    const q = await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'flaky disk' });
-    expect(q).toMatchObject({
-      status: 200,
-      body: { quarantined: true, quarantine_reason: 'flaky disk', quarantine_source: 'operator' },
-    });
-    expect(Date.parse(q.body.quarantined_at)).not.toBeNaN();
+    const cp = await quarantineBusy(id, 'flaky disk');
+    expect(Date.parse(cp.runner.quarantined_at)).not.toBeNaN();
     // Idempotent: the first reason stays.
     await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
     expect((await admin()('GET', `/api/runners/${id}`)).body.quarantine_reason).toBe('flaky disk');
@@ -184,10 +242,7 @@ describe('runner quarantine', () => {
       expect.arrayContaining([expect.objectContaining({ runner_id: id, quarantined: true })]),
     );
     // 423 before the one-active-checkpoint rule's 409.
-    expect(await api(id).create(id, uniqueId('job'))).toEqual({
-      status: 423,
-      body: { detail: `Runner '${id}' is quarantined` },
-    });
+    await refused(id);
     const agent = await connectRawAgent(c.api.url, { runnerId: id, token: tokens.get(id)!.agent });
     try {
       expect(await agent.request('create', { job_id: '71' })).toMatchObject({
@@ -207,19 +262,7 @@ describe('runner quarantine', () => {
     ]);
     expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
 
-    // The checkpoint ends; its runner stays paused, also through a reconciler pass.
-    expect((await api(id).finalize(cp.body.name, 'failure')).status).toBe(202);
-    await runEnded(c, id);
-    expect((await api(id).status(cp.body.name)).body.state).toBe('reset');
-    expect(gitlab.runner(GITLAB[id]!)).toMatchObject({ paused: true, pausedHistory: [true] });
-    expect((await operations(c.ds, cp.body.name)).find((o) => o.operation === 'unpause')).toEqual(
-      expect.objectContaining({
-        result: 'skipped',
-        detail: `runner '${id}' is quarantined: GitLab runner ${GITLAB[id]} stays paused until it is unquarantined`,
-      }),
-    );
-    await pass();
-    expect(paused(id)).toBe(true);
+    await endsKeptPaused(id, cp.name);
 
     // The fleet page shows it, and its button ends it.
     const fleet = await admin()('GET', '/ui/api/fleet');
@@ -231,9 +274,15 @@ describe('runner quarantine', () => {
     const text = await page.text();
     expect(text).toContain('flaky disk');
     expect(text).toContain(`action="/ui/runners/${id}/unquarantine"`);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(text)![1]!;
     const done = await fetch(`${c.api.url}/ui/runners/${id}/unquarantine`, {
       method: 'POST',
-      headers: { cookie, 'sec-fetch-site': 'same-origin' },
+      headers: {
+        cookie,
+        'sec-fetch-site': 'same-origin',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ csrf }).toString(),
       redirect: 'manual',
     });
     expect(done.status).toBe(303);
@@ -256,6 +305,121 @@ describe('runner quarantine', () => {
     expect(next.status).toBe(201);
     await api(id).finalize(next.body.name, 'success');
     await runEnded(c, id);
+  });
+
+  it("an inventory-file runner: an operator's quarantine gives 423 and keeps it paused; unquarantine ends it", async () => {
+    const id = R.file.id;
+    // Read your writes: a fleet page loaded just before (its snapshot cached) does not hide the change.
+    expect(await fleetRow(id)).toMatchObject({ quarantine: null, draining: false });
+    const cp = await quarantineBusy(id, 'bad RAM');
+    expect(cp.runner.source).toBe('inventory');
+    expect(await fleetRow(id)).toMatchObject({
+      quarantine: { reason: 'bad RAM', source: 'operator' },
+    });
+    await refused(id);
+    expect((await admin()('GET', '/api/runners')).body).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ runner_id: id, source: 'inventory', quarantined: true }),
+      ]),
+    );
+    expect(await apiGauge('e2epool_runners_quarantined')).toBe(1);
+    await endsKeptPaused(id, cp.name);
+    expect(await fleetRow(id)).toMatchObject({
+      quarantine: { reason: 'bad RAM', source: 'operator' },
+    });
+
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).body).toMatchObject({
+      source: 'inventory',
+      quarantined: false,
+      quarantine_reason: null,
+    });
+    expect(await fleetRow(id)).toMatchObject({ quarantine: null });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ quarantined: false });
+    await waitFor('the unquarantined file runner to be unpaused', () => !paused(id));
+    const audit = (await c.ds.query(
+      `SELECT action FROM admin_audit WHERE runner_id = $1 ORDER BY id`,
+      [id],
+    )) as Array<{ action: string }>;
+    expect(audit.map((a) => a.action)).toEqual(['quarantine', 'unquarantine']);
+    const next = await api(id).create(id, uniqueId('job'));
+    expect(next.status).toBe(201);
+    await api(id).finalize(next.body.name, 'success');
+    await runEnded(c, id);
+
+    // The same for its drain (kept in runner_state): seen at once on the fleet page and GET /api/runners/{id}.
+    await fleetRow(id);
+    expect((await admin()('POST', `/api/runners/${id}/drain`)).body).toMatchObject({
+      draining: true,
+    });
+    expect(await fleetRow(id)).toMatchObject({ draining: true });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ draining: true });
+    expect((await api(id).create(id, uniqueId('job'))).status).toBe(423);
+    expect((await admin()('POST', `/api/runners/${id}/undrain`)).body).toMatchObject({
+      draining: false,
+    });
+    expect(await fleetRow(id)).toMatchObject({ draining: false });
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({ draining: false });
+
+    // Its fleet-page row has the Drain and Quarantine buttons too; a post needs the page's form token.
+    const cookie = await uiSession();
+    const text = await (await fetch(`${c.api.url}/ui`, { headers: { cookie } })).text();
+    expect(text).toContain(`action="/ui/runners/${id}/drain"`);
+    expect(text).toContain(`action="/ui/runners/${id}/quarantine"`);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(text)![1]!;
+    const uiDrain = (form: Record<string, string>) =>
+      fetch(`${c.api.url}/ui/runners/${id}/drain`, {
+        method: 'POST',
+        headers: {
+          cookie,
+          'sec-fetch-site': 'same-origin',
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: new URLSearchParams(form).toString(),
+        redirect: 'manual',
+      });
+    expect((await uiDrain({})).status).toBe(403);
+    expect(await fleetRow(id)).toMatchObject({ draining: false });
+    const drained = await uiDrain({ csrf });
+    expect(drained.status).toBe(303);
+    expect(drained.headers.get('location')).toBe(`/ui?drained=${id}`);
+    expect(await fleetRow(id)).toMatchObject({ draining: true });
+    expect((await admin()('POST', `/api/runners/${id}/undrain`)).status).toBe(200);
+  });
+
+  it('a cancel mid-reset that completes a failure streak quarantines before the unpause: the runner stays paused', async () => {
+    const id = R.cx.id;
+    await failedCheckpoint(id);
+    failing.delete(id);
+    hanging.add(id);
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect(cp.status).toBe(201);
+    const name = cp.body.name as string;
+    const before = agents.commandsFor(id).length;
+    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
+    // The reset runs (its command hangs): the checkpoint is finalize_queued, not needs_attention.
+    await waitFor('the reset to start', () => agents.commandsFor(id).length > before);
+    expect((await api(id).status(name)).body.state).toBe('finalize_queued');
+    expect(paused(id)).toBe(true);
+    await c.client.workflow.getHandle(checkpointWorkflowId(id)).cancel();
+    await runEnded(c, id).catch(() => undefined);
+    hanging.delete(id);
+    expect((await api(id).status(name)).body.state).toBe('reset_failed');
+    expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
+      quarantined: true,
+      quarantine_source: 'failure_streak',
+    });
+    // Quarantined before its unpause, as a release's streak is: never unpaused.
+    expect(gitlab.runner(GITLAB[id]!).pausedHistory).toEqual([true, false, true]);
+    expect(paused(id)).toBe(true);
+    expect((await operations(c.ds, name)).find((o) => o.operation === 'unpause')).toEqual(
+      expect.objectContaining({
+        result: 'skipped',
+        detail: expect.stringContaining('quarantined'),
+      }),
+    );
+    // Unquarantined (the cap has room for the streak test again), it is unpaused.
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
   });
 
   it('a failure streak quarantines one runner; past the cap the next streak is only reported; the CLI ends it', async () => {
@@ -298,13 +462,13 @@ describe('runner quarantine', () => {
     const usage = await run('node', [CLI, 'runners', 'unquarantine', s1], {
       env: { ...env, E2EPOOL_ADMIN_TOKEN: '' },
     }).catch((err: { code: number; stderr: string }) => err);
-    expect(usage).toMatchObject({ code: 2, stderr: expect.stringContaining('no admin token') });
+    expect(usage).toMatchObject({ code: 78, stderr: expect.stringContaining('no admin token') });
     tmp = mkdtempSync(join(tmpdir(), 'e2epool-q-'));
     const tokenFile = join(tmp, 'admin-token');
     writeFileSync(tokenFile, `${ADMIN}\n`, { mode: 0o600 });
     const { stdout } = await run(
       'node',
-      [CLI, 'runners', 'unquarantine', s1, '--admin-token-file', tokenFile],
+      [CLI, 'runners', 'unquarantine', s1, '--json', '--admin-token-file', tokenFile],
       { env: { ...env, E2EPOOL_ADMIN_TOKEN: '' } },
     );
     expect(JSON.parse(stdout)).toMatchObject({ runner_id: s1, quarantined: false });
@@ -315,6 +479,62 @@ describe('runner quarantine', () => {
     expect((await admin()('GET', `/api/runners/${s2}`)).body.quarantined).toBe(true);
     expect(await workerGauge('e2epool_quarantine_cap_reached')).toBe(0);
     expect(paused(s2)).toBe(true);
+  });
+
+  it('quarantining an idle runner pauses it in GitLab, unquarantine unpauses it; a runner paused by hand is left paused', async () => {
+    const id = R.idle.id;
+    const gid = GITLAB[id]!;
+    const quarantineRun = () =>
+      c.client.workflow.getHandle(quarantineWorkflowId(id)).result() as Promise<string>;
+    const cp = await api(id).create(id, uniqueId('job'));
+    expect((await api(id).finalize(cp.body.name, 'success')).status).toBe(202);
+    await runEnded(c, id);
+    expect(gitlab.runner(gid)).toMatchObject({ paused: false, pausedHistory: [true, false] });
+
+    // Idle: nothing else would pause it; the quarantine's workflow does.
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'bad disk' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toBe(
+      `GitLab runner ${gid} paused: runner '${id}' is quarantined; it stays paused until it is unquarantined`,
+    );
+    expect(gitlab.runner(gid)).toMatchObject({ paused: true, pausedHistory: [true, false, true] });
+    const state = async () =>
+      (
+        await c.ds.query(
+          `SELECT p.state FROM runner_pauses p JOIN checkpoints c ON c.id = p.checkpoint_id WHERE c.name = $1`,
+          [cp.body.name],
+        )
+      )[0]?.state;
+    expect(await state()).toBe('kept_for_quarantine');
+    // A second quarantine (and a reconciler pass) changes nothing.
+    await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'again' });
+    expect(await quarantineRun()).toBe(`GitLab runner ${gid} is held by e2epool already`);
+    await pass();
+    expect(gitlab.runner(gid).pausedHistory).toEqual([true, false, true]);
+
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await waitFor('the unquarantined runner to be unpaused', () => !paused(id));
+    await waitFor('its pause to be closed', async () => (await state()) === 'unpaused');
+
+    // Paused by hand: the quarantine leaves it, and unquarantine never unpauses it.
+    const byHand = await fetch(`${gitlab.url}/api/v4/runners/${gid}`, {
+      method: 'PUT',
+      headers: { 'PRIVATE-TOKEN': gitlab.token, 'content-type': 'application/json' },
+      body: JSON.stringify({ paused: true }),
+    });
+    expect(byHand.status).toBe(200);
+    expect(
+      (await admin()('POST', `/api/runners/${id}/quarantine`, { reason: 'by hand too' })).status,
+    ).toBe(200);
+    expect(await quarantineRun()).toContain('held by somebody else already: left alone');
+    expect((await admin()('POST', `/api/runners/${id}/unquarantine`)).status).toBe(200);
+    await pass();
+    expect(gitlab.runner(gid)).toMatchObject({
+      paused: true,
+      pausedHistory: [true, false, true, false, true],
+    });
+    expect(await state()).toBe('unpaused');
   });
 
   it('GitHub: a quarantined runner keeps its pause labels off until unquarantined', async () => {

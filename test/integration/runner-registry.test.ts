@@ -311,7 +311,7 @@ describe('runner registry (SPEC §8 admin API)', () => {
       expect((await admin()('POST', `/api/runners/${R.gone.id}/${action}`)).status).toBe(404);
   });
 
-  it('inventory.yml runners are listed with source "inventory" and cannot be changed (409)', async () => {
+  it('inventory.yml runners are listed with source "inventory" and cannot be changed (409), but drained (runner_state)', async () => {
     const id = FILE.fileRunner.id;
     expect((await admin()('GET', `/api/runners/${id}`)).body).toMatchObject({
       runner_id: id,
@@ -323,8 +323,20 @@ describe('runner registry (SPEC §8 admin API)', () => {
     };
     expect(await admin()('PATCH', `/api/runners/${id}`, { tags: [] })).toEqual(refused);
     expect(await admin()('DELETE', `/api/runners/${id}`)).toEqual(refused);
-    for (const action of ['rotate-token', 'drain', 'undrain'])
-      expect(await admin()('POST', `/api/runners/${id}/${action}`)).toEqual(refused);
+    expect(await admin()('POST', `/api/runners/${id}/rotate-token`)).toEqual(refused);
+    // The file holds no drain: runner_state does (a baseline refresh drains it there too).
+    expect(await admin()('POST', `/api/runners/${id}/drain`)).toMatchObject({
+      status: 200,
+      body: { runner_id: id, source: 'inventory', draining: true },
+    });
+    expect(await runner(FILE.fileRunner.token).create(id, 'drained-job')).toEqual({
+      status: 423,
+      body: { detail: `Runner '${id}' is draining` },
+    });
+    expect(await admin()('POST', `/api/runners/${id}/undrain`)).toMatchObject({
+      status: 200,
+      body: { source: 'inventory', draining: false },
+    });
   });
 
   it('lists runners ordered by runner_id; inactive ones only with include_inactive=true', async () => {

@@ -163,6 +163,7 @@ describe('migrations', () => {
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
         'RunnerCurrentBaseline1796184000000',
+        'RunnerState1796270400000',
       ];
       const tables = async () =>
         (
@@ -194,6 +195,10 @@ describe('migrations', () => {
               AND column_name IN ('verified', 'verify_detail', 'canary_sha256')`,
         )) as unknown[];
       expect(await verifyColumns()).toHaveLength(3);
+      // RunnerState (test/integration/runner-state-migration.test.ts) adds runner_state.
+      expect(await tables()).toContain('runner_state');
+      await revertLastMigration(d);
+      expect(await tables()).not.toContain('runner_state');
       const baselineColumn = async () =>
         (await d.query(
           `SELECT column_name FROM information_schema.columns
@@ -265,11 +270,12 @@ describe('migrations', () => {
         'RunnerQuarantine1796083200000',
         'CheckpointVerification1796097600000',
         'RunnerCurrentBaseline1796184000000',
+        'RunnerState1796270400000',
       ]);
       const [{ count }] = await sources[0]!.query(
         'SELECT count(*)::int AS count FROM e2epool_migrations',
       );
-      expect(count).toBe(12);
+      expect(count).toBe(13);
     } finally {
       await Promise.all(sources.map((s) => (s.isInitialized ? s.destroy() : undefined)));
       await db.drop();

@@ -23,6 +23,7 @@ import {
   type ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { baselineWorkflowId } from '../../common/baseline';
+import { quarantineWorkflowId } from '../../common/quarantine';
 import { fail } from '../../common/fail';
 import { uniqueId } from '../helpers/env';
 import { shared } from '../helpers/shared';
@@ -133,6 +134,21 @@ async function failedJob(h: WorkflowHarness, r: RunnerSpec, jobId: string, t = {
   return cp;
 }
 
+/** A job the second poll sees failed, then its reset; the checkpoint's runner id. */
+async function polledFailedJob(
+  h: WorkflowHarness,
+  s: StubActivities,
+  gitlabRunnerId: number,
+  jobId: string,
+) {
+  let polls = 0;
+  s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
+  const r = runner('bare_metal', gitlabRunnerId);
+  await createCheckpoint(h, r, input(r), { jobId, projectId: '5' });
+  await result(h, r);
+  return r.runnerId;
+}
+
 /** A failed job whose reset fails its one attempt: the run waits in needs_attention. */
 async function toNeedsAttention(
   h: WorkflowHarness,
@@ -173,14 +189,7 @@ const scenarios: Record<string, Scenario> = {
     await result(h, r);
     return r.runnerId;
   },
-  async 'poller-job-failed'(h, s) {
-    let polls = 0;
-    s.on('pollJobStatus', () => (++polls >= 2 ? 'failure' : 'running'));
-    const r = runner('bare_metal', 9);
-    await createCheckpoint(h, r, input(r), { jobId: '105', projectId: '5' });
-    await result(h, r);
-    return r.runnerId;
-  },
+  'poller-job-failed': (h, s) => polledFailedJob(h, s, 9, '105'),
   // A poll answered 429, then a wait as long as asked; the third poll sees the failure.
   async 'poller-rate-limited'(h, s) {
     let polls = 0;
@@ -440,17 +449,52 @@ const scenarios: Record<string, Scenario> = {
     });
     return rollout(h, [uniqueId('rec-a'), uniqueId('rec-b')], 1);
   },
-  // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
-  async 'reconcile-pass'(h) {
-    const workflowId = uniqueId('rec-reconcile');
-    await h.client.workflow.execute('reconcileWorkflow', {
+  // ---- 2.0.0: refresh pauses the runner and waits for its agent (PATCH_REFRESH_HOLD_AND_AGENT) ----
+  // Paused once its checkpoint ended; the agent is back on the new baseline; unpaused at the end.
+  async 'baseline-refresh-hold-and-agent'(h, s) {
+    let looks = 0;
+    s.on('refreshHasActiveCheckpoint', () => looks++ === 0);
+    return refresh(h, uniqueId('rec-refresh'), 'echo v3 > /etc/version');
+  },
+  // The agent does not come back on the new baseline: the previous one is restored (its agent
+  // back), the runner undrained and unpaused, the run fails.
+  async 'baseline-refresh-agent-missing-restored'(h, s) {
+    s.on('refreshAwaitAgent', (i: { staleSession: string | null }) => {
+      if (i.staleSession === 'session-1')
+        throw nonRetryable('agent has not reconnected since the reboot', 'NotReady');
+      return 'agent connected';
+    });
+    return refresh(h, uniqueId('rec-refresh'));
+  },
+  // ---- 2.0.0: an idle runner's quarantine pauses it (new workflow type) ----
+  async 'runner-quarantine-hold'(h) {
+    const workflowId = quarantineWorkflowId(uniqueId('rec-quarantine'));
+    await h.client.workflow.execute('runnerQuarantineWorkflow', {
       workflowId,
       taskQueue: h.taskQueue,
-      args: [{ repair: true, minAgeSeconds: 0 }],
+      args: [{ runnerId: 'stub-runner' }],
     });
     return { workflowId };
   },
+  // One reconciler pass: checkpoints, paused runners (GitLab apart), snapshots, retention.
+  'reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile'),
+  // 2.0.0 (PATCH_GITLAB_PRIORITY): polls, the pause check, the pause and the
+  // unpause on the one GitLab queue, each with its priority.
+  'gitlab-priority-polled-reset': (h, s) => polledFailedJob(h, s, 24, '124'),
+  // 2.0.0: the reconciler's GitLab checks and unpauses at their priority.
+  'gitlab-priority-reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile-prio'),
 };
+
+/** Runs one reconciler pass (repairing) to its end; its workflow id. */
+async function reconcilePass(h: WorkflowHarness, label: string) {
+  const workflowId = uniqueId(label);
+  await h.client.workflow.execute('reconcileWorkflow', {
+    workflowId,
+    taskQueue: h.taskQueue,
+    args: [{ repair: true, minAgeSeconds: 0 }],
+  });
+  return { workflowId };
+}
 
 /** Runs a baseline refresh to its end (failed or not); its workflow id. */
 async function refresh(h: WorkflowHarness, runnerId: string, updateCmd?: string) {

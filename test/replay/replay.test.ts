@@ -96,6 +96,28 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
+  it('has the 2.0.0 path: one GitLab queue by priority (PATCH_GITLAB_PRIORITY)', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        ['gitlab-priority-polled-reset', 'gitlab-priority-reconcile-pass'].map(
+          (n) => `2.0.0/${n}.json`,
+        ),
+      ),
+    );
+  });
+
+  it('has the 2.0.0 paths: refresh pause and agent readiness (PATCH_REFRESH_HOLD_AND_AGENT), idle quarantine', () => {
+    expect(FIXTURES).toEqual(
+      expect.arrayContaining(
+        [
+          'baseline-refresh-agent-missing-restored',
+          'baseline-refresh-hold-and-agent',
+          'runner-quarantine-hold',
+        ].map((n) => `2.0.0/${n}.json`),
+      ),
+    );
+  });
+
   it.each(FIXTURES)('%s replays without non-determinism', async (file) => {
     const history: unknown = JSON.parse(readFileSync(join(DIR, file), 'utf8'));
     await Worker.runReplayHistory(

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { CONTROLLER_SETTING_NAMES, loadSettings } from '../../config/settings';
 import { loadTemporalSettings } from '../../config/temporal';
 import { itWithSystemdAnalyze, parseUnit } from '../helpers/systemd';
-import { SETUP_EXIT_CODE } from '../../worker/search-attributes';
+import { CLI_EXIT } from '../../common/failures';
 
 /**
  * The controller's systemd units and their environment file example
@@ -53,7 +53,7 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
       writeFileSync(bin, '#!/bin/sh\n');
       chmodSync(bin, 0o755);
       const copy = join(dir, file);
-      writeFileSync(copy, text.replace('/usr/local/bin/e2epool', bin));
+      writeFileSync(copy, text.replace('ExecStart=/usr/local/bin/e2epool', `ExecStart=${bin}`));
       const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8' });
       if (r.error) throw r.error;
       // Only complaints about this unit count (the host's own units may have some).
@@ -70,12 +70,18 @@ describe.each(Object.entries(UNITS))('the %s unit', (command, file) => {
   });
 });
 
-describe('the worker unit', () => {
-  it('does not restart into a refusal that needs an operator (search attributes: exit 78)', () => {
-    const service = new Map(
-      parseUnit(readFileSync(join(OPS, UNITS.worker), 'utf8')).get('Service'),
+describe.each(Object.values(UNITS))('%s', (file) => {
+  it('does not restart into a refusal that needs an operator (a bad setting, search attributes: exit 78)', () => {
+    const service = new Map(parseUnit(readFileSync(join(OPS, file), 'utf8')).get('Service'));
+    expect(service.get('RestartPreventExitStatus')).toBe(String(CLI_EXIT.config));
+  });
+
+  it('says how the release package installs it (no build on the host)', () => {
+    const text = readFileSync(join(OPS, file), 'utf8');
+    expect(text).not.toMatch(/npm ci --omit=dev && npm run build/);
+    expect(readFileSync(join(OPS, UNITS.api), 'utf8')).toContain(
+      'npm install -g --prefix /usr/local ./e2epool-<version>.tgz',
     );
-    expect(service.get('RestartPreventExitStatus')).toBe(String(SETUP_EXIT_CODE));
   });
 });
 

@@ -15,6 +15,7 @@ const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   backend: 'bare_metal',
   baseline: null,
   draining: false,
+  source: 'api',
   agent: 'connected',
   agent_last_seen_at: null,
   has_agent_token: true,
@@ -24,6 +25,7 @@ const row = (over: Partial<FleetRow> = {}): FleetRow => ({
   checkpoint: null,
   quarantine: null,
   held_until: null,
+  refresh: null,
   last_reset: null,
   ...over,
 });

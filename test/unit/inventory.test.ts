@@ -5,6 +5,7 @@ import pino from 'pino';
 import { budgetedPollIntervalSeconds, checkpointInput } from '../../config/checkpoint-input';
 import { loadSettings } from '../../config/settings';
 import { InventoryStore, loadInventoryFile, parseInventory } from '../../config/inventory';
+import { noState } from '../../config/runner-state';
 import {
   canaryPathOf,
   HOLD_ON_FAILURE_MAX,
@@ -515,6 +516,51 @@ describe('parseInventory', () => {
     expect(inventory.runnerIdForToken('tok-vm-1')).toBe('vm-1');
     expect(inventory.runnerIdForToken('tok-metal')).toBeUndefined();
     expect(inventory.runnerIdForToken('')).toBeUndefined();
+  });
+});
+
+describe("runner_state of inventory-file runners (quarantine, current baseline, a refresh's drain)", () => {
+  const file = parseInventory(
+    `runners:${proxmox}\n    baseline_snapshot: golden-1${bare}`,
+  ).inventory;
+  const at = new Date('2026-12-01T00:00:00Z');
+
+  it('reads them by runner id: quarantined, drained by a refresh, refreshed baseline', () => {
+    const inv = file.withRegistry(
+      [],
+      [
+        {
+          ...noState('vm-1'),
+          quarantine: { reason: 'proof failed', source: 'verification', at },
+          refreshedBaseline: 'e2epool-baseline-20261201000000',
+          baselineFrom: 'golden-1',
+          draining: true,
+        },
+        { ...noState('gone'), quarantine: { reason: 'x', source: 'operator', at } },
+      ],
+    );
+    expect(inv.isQuarantined('vm-1')).toBe(true);
+    expect(inv.isDraining('vm-1')).toBe(true);
+    expect(inv.isQuarantined('metal-1')).toBe(false);
+    // A state row of a runner no longer defined is not counted.
+    expect(inv.quarantinedCount).toBe(1);
+    expect(inv.currentBaseline('vm-1')).toBe('e2epool-baseline-20261201000000');
+    expect(checkpointInput(inv.get('vm-1')!, loadSettings({}), inv).runner).toMatchObject({
+      baselineSnapshot: 'e2epool-baseline-20261201000000',
+    });
+    // The file's runners keep their state across a file reload (withRegistry keeps it).
+    expect(inv.withRegistry([]).isQuarantined('vm-1')).toBe(true);
+  });
+
+  it('a changed baseline_snapshot is current: the refresh only while its configured value stands', () => {
+    const refreshed = {
+      ...noState('vm-1'),
+      refreshedBaseline: 'e2epool-baseline-20261201000000',
+      baselineFrom: 'golden-0',
+    };
+    expect(file.withRegistry([], [refreshed]).currentBaseline('vm-1')).toBe('golden-1');
+    expect(file.currentBaseline('vm-1')).toBe('golden-1');
+    expect(file.currentBaseline('metal-1')).toBeUndefined();
   });
 });
 

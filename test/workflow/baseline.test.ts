@@ -29,7 +29,7 @@ const rollout = (runners: string[], maxUnavailable: number, canary?: string) =>
 const ids = (n: number) => Array.from({ length: n }, (_, i) => uniqueId(`r${i}`));
 const refreshSteps = () => h.stubs.names().filter((n) => n.startsWith('refresh'));
 
-it('a refresh: drain, wait for the checkpoint, update, snapshot, verify, commit, prune, undrain', async () => {
+it('a refresh: drain, wait for the checkpoint, pause, update, snapshot, verify, wait for the agent, commit, prune, undrain, unpause', async () => {
   let looks = 0;
   h.stubs.on('refreshHasActiveCheckpoint', () => looks++ < 2);
   const done = await refresh(uniqueId('one'), 'true');
@@ -43,14 +43,36 @@ it('a refresh: drain, wait for the checkpoint, update, snapshot, verify, commit,
     'refreshHasActiveCheckpoint',
     'refreshHasActiveCheckpoint',
     'refreshHasActiveCheckpoint',
+    'refreshHoldRunner',
     'refreshPrepare',
     'refreshTakeBaseline',
     'refreshVerify',
+    'refreshAwaitAgent',
     'refreshCommit',
     'refreshPrune',
     'refreshSetDraining',
+    'refreshReleaseRunner',
   ]);
   expect(h.stubs.callsOf('refreshSetDraining').map((c) => c.input.draining)).toEqual([true, false]);
+  // The agent session from before the verification's last stop does not count.
+  expect(h.stubs.callsOf('refreshAwaitAgent')[0]!.input).toMatchObject({
+    staleSession: 'session-1',
+  });
+});
+
+it('an agent that does not come back on the new baseline fails the refresh: the previous one is restored', async () => {
+  h.stubs.on('refreshAwaitAgent', (i: { staleSession: string | null }) => {
+    if (i.staleSession === 'session-1') throw nonRetryable('agent has not reconnected', 'NotReady');
+    return 'agent connected';
+  });
+  await expect(refresh(uniqueId('noagent'))).rejects.toBeInstanceOf(WorkflowFailedError);
+  expect(h.stubs.callsOf('refreshCommit')).toHaveLength(0);
+  expect(refreshSteps().slice(-4)).toEqual([
+    'refreshRestore',
+    'refreshAwaitAgent',
+    'refreshSetDraining',
+    'refreshReleaseRunner',
+  ]);
 });
 
 it('a runner drained before the refresh stays drained after it', async () => {
@@ -66,7 +88,12 @@ it('a failed verification restores the previous baseline (deleting the new one) 
   });
   const err = await refresh(uniqueId('bad')).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(WorkflowFailedError);
-  expect(refreshSteps().slice(-2)).toEqual(['refreshRestore', 'refreshSetDraining']);
+  expect(refreshSteps().slice(-4)).toEqual([
+    'refreshRestore',
+    'refreshAwaitAgent',
+    'refreshSetDraining',
+    'refreshReleaseRunner',
+  ]);
   const restore = h.stubs.callsOf('refreshRestore')[0]!.input;
   expect(restore).toMatchObject({
     previous: 'golden-base',
@@ -88,6 +115,16 @@ it('a restore that fails too quarantines the runner and leaves it drained', asyn
     /update_cmd exited with 2.*could not be restored.*rollback refused/,
   );
   expect(h.stubs.callsOf('refreshSetDraining').map((c) => c.input.draining)).toEqual([true]);
+  // Quarantined: the release keeps it paused (the activity reads the quarantine).
+  expect(refreshSteps().slice(-2)).toEqual(['refreshQuarantine', 'refreshReleaseRunner']);
+});
+
+it('a pause that cannot be made does not stop the refresh', async () => {
+  h.stubs.on('refreshHoldRunner', () => {
+    throw nonRetryable('GitLab refused');
+  });
+  await expect(refresh(uniqueId('nopause'))).resolves.toMatchObject({ previous: 'golden-base' });
+  expect(h.stubs.callsOf('refreshCommit')).toHaveLength(1);
 });
 
 it('a rollout runs the canary alone, then never more than max_unavailable at once', async () => {

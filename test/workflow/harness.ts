@@ -131,11 +131,16 @@ export class StubActivities {
       refreshHasActiveCheckpoint: () => false,
       refreshPrepare: () => 'update_cmd exited 0',
       refreshTakeBaseline: (i: { name: string }) => `snapshot '${i.name}' taken`,
-      refreshVerify: () => 'canary gone',
+      refreshVerify: () => ({ detail: 'canary gone', staleSession: 'session-1' }),
       refreshCommit: () => undefined,
       refreshPrune: () => ['e2epool-baseline-20200101000000'],
-      refreshRestore: () => "rolled back to 'golden-base'",
+      refreshRestore: () => ({ detail: "rolled back to 'golden-base'", staleSession: 'session-2' }),
       refreshQuarantine: () => undefined,
+      refreshHoldRunner: () => 'GitLab runner 42 paused',
+      refreshReleaseRunner: () => 'GitLab runner 42 unpaused',
+      refreshAwaitAgent: () => 'agent connected',
+      // Quarantine of an idle runner.
+      quarantineHoldRunner: () => 'GitLab runner 42 paused',
     };
   }
 

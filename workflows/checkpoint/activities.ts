@@ -1,9 +1,11 @@
 /**
  * The checkpoint workflow's activity profiles: every timeout and retry policy
- * it uses, named once, with why. Options are not part of workflow history, so
- * changing them is safe for running checkpoints.
+ * it uses, named once, with why. Timeouts and retry policies are not checked
+ * on replay, so changing them is safe for running checkpoints; a task queue
+ * or priority is part of the command and is gated (gitlabPlacement).
  */
 import {
+  patched,
   proxyActivities,
   proxyLocalActivities,
   workflowInfo,
@@ -11,7 +13,8 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
 import { NON_RETRYABLE_TYPES } from '../../common/failures';
-import { gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
+import { GITLAB_PRIORITY, gitlabPollTaskQueue, gitlabTaskQueue } from '../../common/gitlab-budget';
+import { PATCH_GITLAB_PRIORITY } from '../../common/patches';
 
 /**
  * Bookkeeping in Postgres (record, transition, note): must eventually
@@ -74,15 +77,38 @@ const UNPAUSER: ActivityOptions = {
 export const unpauser = proxyActivities<Activities>(UNPAUSER);
 
 /**
- * `pauser` on the GitLab queue, whose rate limit is
- * the fleet's GitLab budget: its attempts wait there for a token, inside
+ * Where a GitLab activity goes: since 2.0.0 (PATCH_GITLAB_PRIORITY) the one
+ * GitLab queue at `priorityKey`, whose rate limit is the fleet's GitLab
+ * budget and whose priority puts a reset's requests ahead of polls; a run
+ * replaying a 1.1 history keeps 1.1's queue (`legacyQueue`) without one.
+ * Only callable inside a workflow (the queues are named after its own).
+ */
+export function gitlabPlacement(
+  priorityKey: number,
+  legacyQueue: (taskQueue: string) => string,
+): Pick<ActivityOptions, 'taskQueue' | 'priority'> {
+  return patched(PATCH_GITLAB_PRIORITY)
+    ? gitlabBudget(priorityKey)
+    : { taskQueue: legacyQueue(workflowInfo().taskQueue) };
+}
+
+/**
+ * The GitLab queue at `priorityKey`, ungated: for workflow paths that are
+ * new in 2.0.0 (no 1.1 history can reach them), so they need no marker.
+ * Only callable inside a workflow.
+ */
+export function gitlabBudget(priorityKey: number): Pick<ActivityOptions, 'taskQueue' | 'priority'> {
+  return { taskQueue: gitlabTaskQueue(workflowInfo().taskQueue), priority: { priorityKey } };
+}
+
+/**
+ * `pauser` on the GitLab queue: its attempts wait there for a token, inside
  * the same 5-minute bound. A 429's wait (nextRetryDelay) is honoured.
- * Only callable inside a workflow (the queue is named after its own).
  */
 export function gitlabPauser() {
   return proxyActivities<Activities>({
     ...PAUSER,
-    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+    ...gitlabPlacement(GITLAB_PRIORITY.reset, gitlabTaskQueue),
   });
 }
 
@@ -90,14 +116,14 @@ export function gitlabPauser() {
 export function gitlabUnpauser() {
   return proxyActivities<Activities>({
     ...UNPAUSER,
-    taskQueue: gitlabTaskQueue(workflowInfo().taskQueue),
+    ...gitlabPlacement(GITLAB_PRIORITY.reset, gitlabTaskQueue),
   });
 }
 
 /**
- * Job-status polls on the poll queue: one attempt,
+ * Job-status polls on the GitLab queue, behind everything else: one attempt,
  * and no longer in the queue than one poll interval. When the polls of
- * the fleet exceed their share of the budget they wait in that queue; a
+ * the fleet exceed what the budget leaves them they wait in that queue; a
  * poll that waited a whole interval is dropped (schedule-to-start timeout,
  * not retried) and the loop simply polls again, so polls never pile up and
  * the effective interval stretches to what the budget allows. A 429 is not
@@ -105,7 +131,7 @@ export function gitlabUnpauser() {
  */
 export function gitlabPoller(intervalSeconds: number) {
   return proxyActivities<Activities>({
-    taskQueue: gitlabPollTaskQueue(workflowInfo().taskQueue),
+    ...gitlabPlacement(GITLAB_PRIORITY.poll, gitlabPollTaskQueue),
     scheduleToStartTimeout: Math.max(1000, Math.round(intervalSeconds * 1000)),
     startToCloseTimeout: '1 minute',
     retry: { maximumAttempts: 1, nonRetryableErrorTypes: NON_RETRYABLE_TYPES },

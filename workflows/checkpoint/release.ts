@@ -88,10 +88,14 @@ interface Unpause {
 }
 
 function unpauseOf(run: CheckpointRun, target: PauseTarget): Unpause {
+  // A run ending reset_failed (released, or canceled mid-reset) says so: the
+  // unpause checks the failure streak first, so a runner it quarantines stays
+  // paused. Only the activity's input grows; the commands stay the same.
+  const ending = run.outcome === 'reset_failed' ? { endsResetFailed: true } : {};
   if (target.kind === 'gitlab') {
     const { gitlabRunnerId } = target;
     return {
-      send: () => gitlabUnpauser().unpauseRunner({ ...run.step(), gitlabRunnerId }),
+      send: () => gitlabUnpauser().unpauseRunner({ ...run.step(), gitlabRunnerId, ...ending }),
       stuck: `GitLab runner ${gitlabRunnerId} is still paused: unpausing it failed`,
       fix: 'Fix GitLab access (E2EPOOL_GITLAB_TOKEN, its permissions, the runner)',
       leaves: 'leaves it paused',
@@ -102,7 +106,13 @@ function unpauseOf(run: CheckpointRun, target: PauseTarget): Unpause {
   }
   const what = withoutLabels(target, run.removedLabels);
   return {
-    send: () => unpauser.restoreRunnerLabels({ ...run.step(), target, labels: run.removedLabels }),
+    send: () =>
+      unpauser.restoreRunnerLabels({
+        ...run.step(),
+        target,
+        labels: run.removedLabels,
+        ...ending,
+      }),
     stuck: `${what}: putting them back failed`,
     fix: "Fix GitHub access (E2EPOOL_GITHUB_TOKEN needs admin rights on the repository, or the organization's self-hosted runners permission; the runner must still exist)",
     leaves: 'leaves the labels off',

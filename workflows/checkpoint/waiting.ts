@@ -88,9 +88,9 @@ async function pollOnce(
 }
 
 /**
- * One job-status poll on the GitLab poll queue. The
- * poll may wait in that queue for its share of the GitLab budget, up to one
- * poll interval; meanwhile a finalize or the TTL ends the wait at once (the
+ * One job-status poll on the GitLab queue, behind every reset's requests
+ * (priority 5). The poll may wait in that queue for the GitLab budget, up to
+ * one poll interval; meanwhile a finalize or the TTL ends the wait at once (the
  * poll is cancelled), so a queued poll never delays a reset. Returns the
  * job's state if GitLab told it, and the wait GitLab asked for after a 429.
  */
