@@ -2,7 +2,7 @@
  * `npm run test:cluster`: the tests that matter for a production deployment,
  * against Temporal Server in production mode (temporal-dev/cluster.ts: Postgres,
  * mTLS, namespace `e2epool-ci`) instead of the dev server. Why these files:
- * README "Testing".
+ * docs/contributing.md, "Tests on a production-mode cluster".
  */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- jest reads CommonJS configs
 const base = require('./jest.config.js');

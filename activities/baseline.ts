@@ -1,5 +1,5 @@
 /**
- * Baseline refresh (README, "Baseline refresh"): the side effects of
+ * Baseline refresh (docs/operators.md, "Baseline refresh"): the side effects of
  * baselineRefreshWorkflow. Each looks at the VM or the registry first, so a
  * retry (or a worker that died mid-call) does no harm: a snapshot that exists
  * is not taken again, a runner already drained is not drained again, and the

@@ -65,7 +65,7 @@ export class WorkerMetrics {
 
   /**
    * One per checkpoint round that reset a runner and reached its proof
-   * (README, "Proof of reset"): counted by the verifyReset activity when it
+   * (docs/operators.md, "Proof of reset"): counted by the verifyReset activity when it
    * records the round's first answer (checkpoints.verify_round), so a retried
    * attempt does not count twice. Resets with verify_reset off are not counted.
    */

@@ -1,5 +1,5 @@
 /**
- * e2epool's own hold on an idle runner in its CI system (README,
+ * e2epool's own hold on an idle runner in its CI system (docs/operators.md,
  * "Quarantine", "Baseline refresh"): a quarantined runner that no checkpoint
  * holds, and a runner a baseline refresh drains, are paused (GitLab) or lose
  * their pause labels (GitHub) here, by the rules of a checkpoint's pause: ask

@@ -1,5 +1,5 @@
 /**
- * Proof of reset (README, "Proof of reset"): after a reset, show that the
+ * Proof of reset (docs/operators.md, "Proof of reset"): after a reset, show that the
  * machine went back. Bare metal: the runner's `verify_cmd` through its agent.
  * Proxmox: a canary nonce written into the guest at the create must be gone
  * after the rollback, and the VM must descend from the snapshot rolled back to.

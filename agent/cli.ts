@@ -22,7 +22,7 @@ import { isRecord } from './messages';
  * `logs` stopped by Ctrl-C: 130.
  *
  * `--json` (status, logs, ping) prints the result as JSON on stdout, in the
- * shapes the README documents ("Command line: output and exit codes"); errors stay text
+ * shapes docs/reference.md documents ("Command line: output and exit codes"); errors stay text
  * on stderr, with the same exit codes.
  */
 
@@ -343,7 +343,7 @@ export async function statusAction(ctx: StatusContext, io: CliIo = processIo()):
   io.out(`name:   ${String(r.data.name ?? ctx.checkpoint)}`);
   io.out(`state:  ${String(r.data.state ?? 'unknown')}`);
   if (r.data.finalize_status) io.out(`result: ${String(r.data.finalize_status)}`);
-  // Proof of reset, once there is an answer (README, "Proof of reset").
+  // Proof of reset, once there is an answer (docs/operators.md, "Proof of reset").
   if (typeof r.data.verified === 'boolean') {
     const detail = typeof r.data.verify_detail === 'string' ? ` (${r.data.verify_detail})` : '';
     io.out(`verified: ${r.data.verified ? 'yes' : 'NO'}${detail}`);
@@ -420,7 +420,8 @@ const oneLine = (text: string) => text.replace(/\r?\n/g, '\\n');
 
 /**
  * One line of `e2epool logs` output for a log entry (the format is documented
- * in the README and `e2epool logs --help`; scripts may rely on it):
+ * in docs/ci.md, "Reading a checkpoint's log", and `e2epool logs --help`; scripts
+ * may rely on it):
  * - a step: `<at> step <step> <result>[ <duration_ms>ms][ <text>]`, the text on one line;
  * - a line the command printed on stdout: the line as it was;
  * - a line it printed on stderr: `[stderr] ` and the line.
@@ -446,7 +447,7 @@ export function formatLogEntry(e: LogsEntry): string {
 /**
  * One line of `e2epool logs --json` for a log entry: a JSON object with
  * `seq`, `at`, `kind` (`step`, `stdout`, `stderr`, or a newer kind) and, when
- * set, `step`, `result`, `duration_ms`, `text` (README, "Command line: output and exit codes").
+ * set, `step`, `result`, `duration_ms`, `text` (docs/reference.md, "Command line: output and exit codes").
  */
 export function jsonLogEntry(e: LogsEntry): string {
   const out: Record<string, unknown> = { seq: e.seq, at: e.at ?? null, kind: e.kind };

@@ -161,6 +161,11 @@ type Values = Map<Key, { value: unknown; from: string; env?: boolean }>;
 const KEYS = Object.keys(FIELDS) as Key[];
 const SECRET: ReadonlySet<Key> = new Set<Key>(['token', 'agent_token']);
 
+/** Each key's variable and its default (undefined: unset), for docs/reference.md's settings table. */
+export function agentSettingDefaults(): Record<string, unknown> {
+  return Object.fromEntries(KEYS.map((k) => [envName(k), FIELDS[k].def ?? undefined]));
+}
+
 /** The environment variable overriding a key, e.g. E2EPOOL_SOCKET_PATH. */
 function envName(key: string): string {
   return `E2EPOOL_${key.toUpperCase()}`;

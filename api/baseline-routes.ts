@@ -1,5 +1,5 @@
 /**
- * Baseline refresh and fleet rollout (README, "Baseline refresh";
+ * Baseline refresh and fleet rollout (docs/operators.md, "Baseline refresh";
  * docs/protocol.md#baseline-refresh): admin routes that validate, check the
  * registry and start the durable workflow; the workflow does the rest.
  */

@@ -1,5 +1,5 @@
 /**
- * An operator's routes beside the runner registry (README, "Operator
+ * An operator's routes beside the runner registry (docs/operators.md, "Operator
  * commands"): the checkpoint listing, and `retry` / `release` of a runner's
  * checkpoint waiting in needs_attention. They read Postgres and signal the
  * checkpoint's workflow; the workflow does the rest.

@@ -77,7 +77,7 @@ ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 --admin-token-file. Prints {"workflow_id": ...} (follow it in the Temporal Web
 UI). Exit codes: 0 started, 1 refused (the API's detail on stderr), 2 a usage
 error, 75 the controller unreachable or unavailable (try again), 78 no admin
-token or a refused one. README, "Baseline refresh".`;
+token or a refused one. docs/operators.md, "Baseline refresh".`;
 
 /** `e2epool baseline refresh|rollout`: new golden baselines through the admin API. */
 export function addBaselineCommands(program: Command): void {

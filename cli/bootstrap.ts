@@ -34,7 +34,7 @@ export function loadControllerConfig(
  * are one line on stderr and exit CLI_EXIT.config (78, EX_CONFIG), as does a
  * namespace without e2epool's search attributes (one line per attribute with
  * the command that registers it) and a database schema behind this e2epool:
- * the same for every command (README, "Command line: output and exit codes"),
+ * the same for every command (docs/reference.md, "Command line: output and exit codes"),
  * and a supervisor should not restart `api` or `worker` into the same refusal
  * (systemd: RestartPreventExitStatus=78). Anything else exits 1
  * (CLI_EXIT.error).

@@ -279,7 +279,7 @@ Output: one line per check, in order, each as soon as it is known:
 ok|warn|fail <check>: <what>[ — <what to do>] (a runner's checks start with its id).
 --json: one document {"ok", "checks": [{"name", "runner", "ok", "detail", "fix"}]}
 at the end. Exit codes: 0 every check ok, 1 a check failed, 2 a usage error.
-See the README, "Bring-up check".`;
+See docs/operators.md, "Bring-up check".`;
 
 const LOGS_HELP = `
 Output: one line per entry, in the order they happened, all on stdout:

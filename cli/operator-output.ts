@@ -6,7 +6,7 @@
  */
 import { CLI_EXIT, exitCodeForRefusal } from './output';
 
-/** The operator commands' exit codes: the CLI's (README, "Command line: output and exit codes"). */
+/** The operator commands' exit codes: the CLI's (docs/reference.md, "Command line: output and exit codes"). */
 export const EXIT = {
   ok: CLI_EXIT.ok,
   /** Refused by the controller (its detail on stderr), or it failed. */

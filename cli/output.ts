@@ -1,6 +1,6 @@
 /**
  * What every `e2epool` command shares about its output and exit code, so the
- * conventions hold for every command (README, "Command line: output and exit codes"):
+ * conventions hold for every command (docs/reference.md, "Command line: output and exit codes"):
  * - results on stdout, everything else (logs, notes, errors) on stderr, so
  *   `e2epool export-inventory > registry.yml` writes a clean file;
  * - `--json`: one JSON document on stdout (`logs --json`: one per line), its
@@ -27,7 +27,7 @@ export function printJson(value: unknown, o: { pretty?: boolean } = {}): void {
   process.stdout.write(`${JSON.stringify(value, null, o.pretty ? 2 : undefined)}\n`);
 }
 
-/** The exit code table, as `e2epool --help` shows it (the README has the same table). */
+/** The exit code table, as `e2epool --help` shows it (docs/reference.md has the same table). */
 export const EXIT_CODES_HELP = `
 Exit codes (every command):
   0   success

@@ -213,7 +213,7 @@ ${DEFAULT_CONTROLLER_URL}; the admin token from $E2EPOOL_ADMIN_TOKEN or
 --admin-token-file. Prints text, or the API's JSON with --json. Exit codes:
 0 done, 1 refused (the API's detail on stderr), 2 a usage error, 75 the
 controller unreachable or unavailable (try again), 78 no admin token or a
-refused one. README, "Operator commands".`;
+refused one. docs/operators.md, "Operator commands".`;
 
 /** --url, --admin-token-file, --json; a usage error exits 2. */
 function adminCommand(c: Command): Command {
@@ -225,7 +225,7 @@ function adminCommand(c: Command): Command {
 }
 
 /**
- * The operator commands (README, "Operator commands"): `e2epool runners
+ * The operator commands (docs/operators.md, "Operator commands"): `e2epool runners
  * list|show|drain|undrain|quarantine|unquarantine`, `e2epool checkpoints
  * list`, `e2epool retry|release RUNNER`; thin clients of the admin API.
  */

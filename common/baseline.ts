@@ -1,5 +1,5 @@
 /**
- * Baseline refresh and fleet rollout (README, "Baseline refresh"): names and
+ * Baseline refresh and fleet rollout (docs/operators.md, "Baseline refresh"): names and
  * inputs shared by the API, the worker and the workflows. Import-free, so
  * workflows may use it.
  */

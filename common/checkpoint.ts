@@ -18,7 +18,7 @@ export interface CheckpointDto {
   created_at: string;
   finalized_at: string | null;
   /**
-   * Proof of reset (README, "Proof of reset"): true once the reset was
+   * Proof of reset (docs/operators.md, "Proof of reset"): true once the reset was
    * verified, false when the check failed, null while there is no answer
    * (not reset yet, verification off, or not verifiable; `verify_detail` says).
    */

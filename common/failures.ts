@@ -113,7 +113,7 @@ export function isFailureType(t: unknown): t is FailureType {
 }
 
 /**
- * Exit codes of every `e2epool` command (README, "Command line: output and exit codes"). The agent
+ * Exit codes of every `e2epool` command (docs/reference.md, "Command line: output and exit codes"). The agent
  * commands keep the Python original's contract (0 success, 1 error, 2 agent
  * not running): CI scripts written for it keep working. 2 is also a usage
  * error, as with the original's argparse; a third code for "agent not

@@ -9,7 +9,7 @@
  * `maxTaskQueueActivitiesPerSecond`, however many workers poll it.
  *
  * Since 2.0.0 (PATCH_GITLAB_PRIORITY) everything shares `<taskQueue>-gitlab`
- * and Temporal's task priority orders it (README, "GitLab rate budget"):
+ * and Temporal's task priority orders it (docs/operators.md, "GitLab rate budget"):
  * what a reset waits on (pause check, pause, unpause) goes first, the
  * reconciler next, job-status polls last. A reset never waits behind polls
  * and gets the whole budget while polls are idle. That needs the server's

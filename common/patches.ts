@@ -6,8 +6,8 @@
  */
 
 /**
- * 1.1.0, golden baseline and proof of reset (README, "Golden baseline",
- * "Proof of reset"). For a run whose runner plan carries them:
+ * 1.1.0, golden baseline and proof of reset (docs/operators.md, "Golden
+ * baseline", "Proof of reset"). For a run whose runner plan carries them:
  * - create: a Proxmox runner with a `baselineSnapshot` takes no snapshot of
  *   its own; with a canary (`verifyReset` not `off`), `writeCanary` runs
  *   after the restore point exists and before the create answers;
@@ -21,7 +21,7 @@
 export const PATCH_PROOF_OF_RESET = 'proof-of-reset';
 
 /**
- * 2.0.0, one GitLab queue ordered by task priority (README, "GitLab rate
+ * 2.0.0, one GitLab queue ordered by task priority (docs/operators.md, "GitLab rate
  * budget", common/gitlab-budget.ts): a run with the marker schedules every
  * GitLab activity on `<taskQueue>-gitlab` with a priority (pause check,
  * pause, unpause 1; the reconciler's 3; job-status polls 5). Without it
@@ -34,7 +34,7 @@ export const PATCH_PROOF_OF_RESET = 'proof-of-reset';
 export const PATCH_GITLAB_PRIORITY = 'gitlab-priority';
 
 /**
- * 2.0.0, baseline refresh (README, "Baseline refresh"): once the runner's
+ * 2.0.0, baseline refresh (docs/operators.md, "Baseline refresh"): once the runner's
  * active checkpoint has ended, the refresh pauses it in its CI system
  * (`refreshHoldRunner`; GitLab pause, GitHub labels) so no job meets the
  * drain's 423; after the new (or, on a failure, the restored) baseline is up

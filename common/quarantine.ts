@@ -1,5 +1,5 @@
 /**
- * The quarantine's workflow (README, "Quarantine"): names shared by the API
+ * The quarantine's workflow (docs/operators.md, "Quarantine"): names shared by the API
  * and the worker. Import-free, so workflows may use it.
  */
 

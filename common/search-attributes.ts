@@ -2,7 +2,7 @@
  * Custom search attributes the checkpoint workflow sets, so operators can find
  * a checkpoint in the Web UI and with `temporal workflow list --query`.
  * The dev server registers exactly these at start (it allows at most 10
- * Keyword attributes); production clusters register them once (README).
+ * Keyword attributes); production clusters register them once (docs/operators.md, "Bring-up check").
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 

@@ -41,9 +41,10 @@ export function checkpointInput(
 }
 
 /**
- * The runner's reset proof and baseline, defaults resolved (README, "Proof of
- * reset"). The baseline is the registry's current one (a refresh's, README
- * "Baseline refresh") when set, else the configured `baseline_snapshot`.
+ * The runner's reset proof and baseline, defaults resolved (docs/operators.md,
+ * "Proof of reset"). The baseline is the registry's current one (a refresh's,
+ * docs/operators.md, "Baseline refresh") when set, else the configured
+ * `baseline_snapshot`.
  */
 function proofPlan(
   runner: RunnerConfig,

@@ -147,6 +147,14 @@ const schema = z.object({
 
 type Raw = z.infer<typeof schema>;
 
+/** The environment variable of each controller setting. */
+export type ControllerSettingName = keyof typeof schema.shape;
+
+/** Each controller setting's default (undefined: unset), as the schema applies it (docs/reference.md's table). */
+export function controllerSettingDefaults(): Partial<Record<ControllerSettingName, unknown>> {
+  return schema.parse({});
+}
+
 /** Validated controller settings with friendly names. */
 export interface Settings {
   databaseUrl: string;
@@ -259,7 +267,7 @@ export interface Settings {
    * Workflow runs a worker keeps in memory between their workflow tasks
    * (Temporal's sticky cache, `maxCachedWorkflows`); a run evicted from it is
    * replayed from its history at its next task. Each cached checkpoint costs
-   * roughly 0.5-0.8 MB (README "Production", sizing), so this bounds the
+   * roughly 0.5-0.8 MB (docs/operators.md, "Sizing and upgrades"), so this bounds the
    * worker's memory however many checkpoints wait.
    */
   workerMaxCachedWorkflows: number;
@@ -269,7 +277,7 @@ export interface Settings {
 
 /**
  * Settings of the Python implementation that have no meaning here, with the
- * Temporal counterpart the README maps them to. Setting one only warns.
+ * Temporal counterpart docs/reference.md maps them to. Setting one only warns.
  */
 const OBSOLETE_SETTINGS: Record<string, string> = {
   E2EPOOL_REDIS_URL: 'Temporal replaces Celery and Redis; set TEMPORAL_ADDRESS instead',
@@ -313,7 +321,7 @@ const SETTING_ALIASES: Record<string, keyof typeof schema.shape> = {
   E2EPOOL_HTTPX_TIMEOUT: 'E2EPOOL_HTTP_TIMEOUT',
 };
 
-/** Every E2EPOOL_* variable a controller process reads (the README's settings table). */
+/** Every E2EPOOL_* variable a controller process reads (docs/reference.md, "Settings"). */
 export const CONTROLLER_SETTING_NAMES: readonly string[] = [
   ...Object.keys(schema.shape),
   ...Object.keys(SETTING_ALIASES),

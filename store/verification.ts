@@ -1,7 +1,7 @@
 import { changeRows, selectRows, type Queryable } from './queryable';
 
 /**
- * The proof of reset on `checkpoints` (README, "Proof of reset"): the canary
+ * The proof of reset on `checkpoints` (docs/operators.md, "Proof of reset"): the canary
  * nonce's SHA-256 written at the create, and the answer of each reset round.
  * The nonce itself is never stored.
  */

@@ -268,7 +268,8 @@ export async function startTemporalCluster(o: ClusterOptions): Promise<TemporalC
   const logFile = join(o.workDir, `temporal-server-${suffix}.log`);
   const out = createWriteStream(logFile, { flags: 'a' });
   // --allow-no-auth: who may connect is decided by the client CA (mTLS); no
-  // per-namespace authorizer is configured (README "Cluster config").
+  // per-namespace authorizer is configured
+  // (docs/contributing.md, "Cluster config (ops/temporal/)").
   const child = spawn(
     server.server,
     [

@@ -34,7 +34,7 @@ export interface DevServer {
 
 /**
  * Dynamic config every dev server gets (a caller's values win): task
- * priority on, which e2epool's GitLab queue relies on (README, "GitLab rate
+ * priority on, which e2epool's GitLab queue relies on (docs/operators.md, "GitLab rate
  * budget"); Temporal Server 1.29 ships it off.
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {

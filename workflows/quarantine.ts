@@ -1,5 +1,5 @@
 /**
- * runnerQuarantineWorkflow (README, "Quarantine"): pauses a runner an
+ * runnerQuarantineWorkflow (docs/operators.md, "Quarantine"): pauses a runner an
  * operator quarantined in its CI system when no checkpoint will (an idle
  * runner), so its CI system hands it no job that would get 423. Workflow id
  * `e2epool-quarantine-<runner_id>`, started by the API after each quarantine;

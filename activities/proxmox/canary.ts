@@ -1,5 +1,5 @@
 /**
- * The Proxmox canary (README, "Proof of reset"): a fresh random nonce written
+ * The Proxmox canary (docs/operators.md, "Proof of reset"): a fresh random nonce written
  * into the guest through the QEMU guest agent once the restore point exists,
  * and looked for after the rollback. Only its SHA-256 is kept (on the
  * checkpoint row): the nonce is never logged, returned or put in history.

@@ -166,9 +166,9 @@ export function debUnit(unit: string): string {
   return unit
     .replace(from, `ExecStart=${DEB_BIN} agent`)
     .replace(
-      /^# Installed by agent\/packaging\/install-agent\.sh[^]*?# README\.md, "Runner hosts: the agent"\.$/m,
+      /^# Installed by agent\/packaging\/install-agent\.sh[^]*?# docs\/operators\.md, "Runner hosts: the agent"\.$/m,
       '# Installed by the e2epool-agent .deb (local changes: `systemctl edit e2epool-agent`).\n' +
-        '# See README.md, "Runner hosts: the agent".',
+        '# See docs/operators.md, "Runner hosts: the agent".',
     );
 }
 

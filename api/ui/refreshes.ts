@@ -1,5 +1,5 @@
 /**
- * The fleet page's baseline-refresh column (README, "Baseline refresh"):
+ * The fleet page's baseline-refresh column (docs/operators.md, "Baseline refresh"):
  * per Proxmox runner, its running or last refresh workflow as Temporal has it
  * (status; the running one's step, from its current details), read from
  * Temporal, never from a side table of the activities. One visibility list

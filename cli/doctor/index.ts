@@ -79,7 +79,9 @@ export async function runChecks(
     temporal = loadTemporalSettings(env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    report(bad('settings', null, err.message, 'fix the setting (see the README settings table)'));
+    report(
+      bad('settings', null, err.message, 'fix the setting (see docs/reference.md, "Settings")'),
+    );
     return checks;
   }
   const c: Context = { settings, temporal, ms: Math.round(opts.timeout * 1000) };

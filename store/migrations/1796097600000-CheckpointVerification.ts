@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * Proof of reset (README, "Proof of reset"): whether a checkpoint's reset was
+ * Proof of reset (docs/operators.md, "Proof of reset"): whether a checkpoint's reset was
  * verified, and the SHA-256 of the canary nonce written into a Proxmox guest
  * at its create.
  *

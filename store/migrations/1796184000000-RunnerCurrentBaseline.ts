@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * Baseline refresh (README, "Baseline refresh"): the snapshot a registry
+ * Baseline refresh (docs/operators.md, "Baseline refresh"): the snapshot a registry
  * runner's resets roll back to now. It starts as the runner's configured
  * `baseline_snapshot` (copied here for existing rows; NULL means "the
  * configured one", so rows written by earlier versions need nothing) and a

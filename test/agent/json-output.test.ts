@@ -8,7 +8,7 @@ import { FakeController, memoryLogger, requireBuiltCli, tempDir, testAgentConfig
 /**
  * The agent commands' machine-readable output and exit codes, from the real
  * CLI process through a real agent to a controller speaking the protocol:
- * `--json` on status, ping and logs (shapes in the README, "Command line: output and exit codes"), `finalize --status cancelled`, 75 for a busy runner.
+ * `--json` on status, ping and logs (shapes in the docs/reference.md, "Command line: output and exit codes"), `finalize --status cancelled`, 75 for a busy runner.
  */
 describe('the agent commands for scripts', () => {
   let runnerId: string;

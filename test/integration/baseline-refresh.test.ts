@@ -24,7 +24,7 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 import { workflowMetadataQuery } from '@temporalio/workflow';
 
 /**
- * Baseline refresh and fleet rollout on the Proxmox stand-in (README,
+ * Baseline refresh and fleet rollout on the Proxmox stand-in (docs/operators.md,
  * "Baseline refresh"): registry runners with a golden baseline, and `file`,
  * one of the inventory file, refreshed by baselineRefreshWorkflow and
  * baselineRolloutWorkflow on real Temporal.

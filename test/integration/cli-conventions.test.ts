@@ -18,7 +18,7 @@ import { runCli, startCli } from '../helpers/processes';
 import { waitFor } from '../helpers/wait';
 
 /**
- * The CLI conventions every command keeps (README, "Command line: output and exit codes"), checked on real processes: results alone on
+ * The CLI conventions every command keeps (docs/reference.md, "Command line: output and exit codes"), checked on real processes: results alone on
  * stdout and logs on stderr, a read-only export-inventory, exit codes 2 / 75 /
  * 78, `--version` everywhere, doctor streaming its lines, shell completion.
  */

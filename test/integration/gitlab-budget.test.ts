@@ -23,7 +23,7 @@ import { startGitLabStandIn, type GitLabCall, type GitLabStandIn } from '../stan
  * here are separate processes (the compiled worker, an agent double).
  *
  * The Temporal server is one of this file's own with one partition per task
- * queue, as the README recommends for the GitLab queues: then each queue's
+ * queue, as docs/operators.md ("GitLab rate budget") recommends for the GitLab queues: then each queue's
  * token bucket has the burst ceil(rate) (temporalBurst), which the windows
  * below allow for.
  */
@@ -175,7 +175,7 @@ describe('the GitLab rate budget', () => {
       ]);
       const calls = gitlab.calls.filter((k) => k.at >= start && mine.has(k.path));
       // The queues' rate counts activities: one request each, except the unpause,
-      // whose activity also reads the runner back (README: up to 4/3 of the rate
+      // whose activity also reads the runner back (docs/operators.md, "GitLab rate budget": up to 4/3 of the rate
       // in requests while only resets run). So the limit is checked on the calls
       // that start an activity, and the read-backs are counted apart.
       const last = new Map<string, GitLabCall>();

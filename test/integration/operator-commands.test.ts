@@ -13,7 +13,7 @@ import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
 
 /**
- * The operator commands (README, "Operator commands") against a real
+ * The operator commands (docs/operators.md, "Operator commands") against a real
  * controller, Temporal and Postgres, run as the real `e2epool` CLI:
  * `runners list|show|drain|undrain|quarantine|unquarantine`, `checkpoints
  * list`, `retry` and `release` driving a checkpoint out of needs_attention;

@@ -13,7 +13,7 @@ import { waitFor } from '../helpers/wait';
 import { startGitLabStandIn, type GitLabStandIn } from '../stand-ins/gitlab';
 
 /**
- * Proof of reset on bare metal (README, "Proof of reset"): `verify_cmd` runs
+ * Proof of reset on bare metal (docs/operators.md, "Proof of reset"): `verify_cmd` runs
  * through the agent after `reset_cmd` and readiness; exit 0 proves the reset,
  * anything else parks the checkpoint in needs_attention with the runner paused.
  */

@@ -16,7 +16,7 @@ import { startProxmoxStandIn, type ProxmoxStandIn } from '../stand-ins/proxmox';
 /**
  * Golden baseline and proof of reset on the Proxmox stand-in (its guest
  * filesystem is part of the disk: snapshots keep it, rollbacks restore it).
- * README, "Golden baseline" and "Proof of reset".
+ * docs/operators.md, "Golden baseline" and "Proof of reset".
  */
 const LABELS = ['golden', 'perJob', 'silent', 'noAgent', 'agentGone'] as const;
 type Label = (typeof LABELS)[number];

@@ -1,5 +1,5 @@
 /**
- * baselineRefreshWorkflow (README, "Baseline refresh"): makes a new golden
+ * baselineRefreshWorkflow (docs/operators.md, "Baseline refresh"): makes a new golden
  * baseline of one Proxmox runner, durably. Workflow id
  * `e2epool-baseline-<runner_id>`, started with conflict policy FAIL: one
  * refresh per runner at a time. Every side effect is an activity that checks

@@ -1,5 +1,5 @@
 /**
- * baselineRolloutWorkflow (README, "Baseline refresh"): refreshes the
+ * baselineRolloutWorkflow (docs/operators.md, "Baseline refresh"): refreshes the
  * baselines of several runners, each as a child baselineRefreshWorkflow (id
  * `e2epool-baseline-<runner_id>`, so a refresh already running for one of them
  * is a failure here). The canary first, alone; then the rest, never more than

@@ -1,6 +1,6 @@
 /**
  * Golden baseline and proof of reset, as the checkpoint workflow runs them
- * (README, "Golden baseline", "Proof of reset"). Everything here issues
+ * (docs/operators.md, "Golden baseline", "Proof of reset"). Everything here issues
  * commands only behind PATCH_PROOF_OF_RESET, and only for a runner plan that
  * carries the 1.1.0 fields: a run started before them takes the 1.0.0 path.
  */
