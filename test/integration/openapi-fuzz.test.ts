@@ -399,6 +399,28 @@ describe('every OpenAPI operation under generated and mutated input', () => {
     expect(ops.length).toBeGreaterThan(25);
   });
 
+  // A CI job holds its runner's REST token: no admin operation may take it, not even one
+  // naming that same runner (quarantine, release, retry, baseline, drain, token rotation...).
+  it("a runner's REST token opens no /api operation, not even on its own runner", async () => {
+    const adminOps = ops.filter((o) => o.path.startsWith('/api/'));
+    expect(adminOps.length).toBeGreaterThan(10);
+    const opened: string[] = [];
+    for (const op of adminOps) {
+      const path = op.params
+        .filter((p) => p.in === 'path')
+        .reduce((p, param) => p.replace(`{${param.name}}`, runner.id), op.path);
+      const res = await httpCall(base, {
+        method: op.method,
+        path,
+        headers: { authorization: `Bearer ${runner.token}`, 'content-type': 'application/json' },
+        ...(op.method === 'GET' ? {} : { body: Buffer.from('{"reason":"x"}') }),
+      });
+      if (res.status !== 401 && res.status !== 403)
+        opened.push(`${op.method} ${path} → ${res.status}`);
+    }
+    expect(opened).toEqual([]);
+  });
+
   it('no operation answers a 5xx, and every 4xx carries a JSON detail', async () => {
     const failures: string[] = [];
     for (const op of ops) {
