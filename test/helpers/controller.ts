@@ -18,6 +18,7 @@ import { createDataSource, runMigrations } from '../../store/data-source';
 import { SecretBox } from '../../config/secret-box';
 import { attachRunnerRegistry } from '../../store/registry-feed';
 import { createMigratedDatabase } from './db';
+import { waitFor } from './wait';
 import { temporalEnv, uniqueId, writeInventory } from './env';
 
 export interface TestController {
@@ -318,4 +319,23 @@ export function lateAgentGateway(): AgentGateway & { use(g: AgentGateway): void 
     isConnected: (...a) => get().isConnected(...a),
     session: (...a) => get().session(...a),
   };
+}
+
+/**
+ * Creates a checkpoint of `runnerId` and finalizes it as failed; resolves with its
+ * name once it waits in needs_attention. The caller makes the runner's reset fail.
+ */
+export async function needsAttentionCheckpoint(
+  client: ReturnType<typeof restClient>,
+  runnerId: string,
+): Promise<string> {
+  const cp = await client.create(runnerId, uniqueId('job'));
+  expect(cp.status).toBe(201);
+  const name = cp.body.name as string;
+  expect((await client.finalize(name, 'failure')).status).toBe(202);
+  await waitFor(
+    'needs_attention',
+    async () => (await client.status(name)).body.state === 'needs_attention',
+  );
+  return name;
 }

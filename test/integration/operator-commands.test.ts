@@ -8,6 +8,7 @@ import {
   runEnded,
   startTestController,
   type TestController,
+  needsAttentionCheckpoint,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { waitFor } from '../helpers/wait';
@@ -86,14 +87,7 @@ describe('operator commands', () => {
   /** A checkpoint of `id` whose reset fails: it waits in needs_attention. */
   async function stuck(id: string): Promise<string> {
     failing.add(id);
-    const cp = await api(id).create(id, uniqueId('job'));
-    expect(cp.status).toBe(201);
-    const name = cp.body.name as string;
-    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
-    await waitFor(
-      'needs_attention',
-      async () => (await api(id).status(name)).body.state === 'needs_attention',
-    );
+    const name = await needsAttentionCheckpoint(api(id), id);
     return name;
   }
 

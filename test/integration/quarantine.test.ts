@@ -13,6 +13,7 @@ import {
   runEnded,
   startTestController,
   type TestController,
+  needsAttentionCheckpoint,
 } from '../helpers/controller';
 import { bareMetalRunnerYaml, testRunners, uniqueId } from '../helpers/env';
 import { scrape, sumOf } from '../helpers/metrics';
@@ -145,14 +146,7 @@ describe('runner quarantine', () => {
   /** A checkpoint whose reset fails, released by an operator: it ends reset_failed. */
   async function failedCheckpoint(id: string): Promise<string> {
     failing.add(id);
-    const cp = await api(id).create(id, uniqueId('job'));
-    expect(cp.status).toBe(201);
-    const name = cp.body.name as string;
-    expect((await api(id).finalize(name, 'failure')).status).toBe(202);
-    await waitFor(
-      'needs_attention',
-      async () => (await api(id).status(name)).body.state === 'needs_attention',
-    );
+    const name = await needsAttentionCheckpoint(api(id), id);
     await c.client.workflow.getHandle(checkpointWorkflowId(id)).signal(releaseSignal);
     await runEnded(c, id);
     expect((await api(id).status(name)).body.state).toBe('reset_failed');
