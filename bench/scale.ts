@@ -31,17 +31,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import { Client as PgClient } from 'pg';
 import { WebSocket } from 'ws';
+import { checkpointWorkflowId } from '../common/checkpoint';
 import { gitlabPollRate, gitlabQueueRates, temporalBurst } from '../common/gitlab-budget';
 import { eachLimited } from '../common/each-limited';
 import { budgetedPollIntervalSeconds } from '../config/checkpoint-input';
 import { loadSettings } from '../config/settings';
+import { loadTemporalSettings } from '../config/temporal';
 import { freePort } from '../dev/ports';
 import { startPostgresProcess, type PostgresProcess } from '../dev/postgres-process';
 import { ensureTemporalServer } from '../temporal-dev/binary';
 import { startTemporalCluster } from '../temporal-dev/cluster';
 import { startDevServer } from '../temporal-dev/dev-server';
+import { describeResets, resetsSince, type ResetParts } from './history-breakdown';
 import { cpuSeconds, postgresCpuSeconds, quantile, rssMiB, sleep, waitHealthy } from './measure';
 import { startGitLabStandIn, type GitLabStandIn } from '../test/stand-ins/gitlab';
 
@@ -266,6 +270,8 @@ interface TargetResult {
     peak: Sample;
     /** Median duration of each logged step while cycling (operation_logs). */
     steps: Array<{ operation: string; p50: number; n: number }>;
+    /** Where each reset's time went, from its history (bench/history-breakdown.ts). */
+    resets: ResetParts[];
   };
   gitlab: Record<'waiting' | 'cycle', ReturnType<typeof gitlabRate>>;
   cpu: Record<'waiting' | 'cycle', CpuShare>;
@@ -518,6 +524,12 @@ async function runTarget(
       [cycleStart],
     );
     await steps.end();
+    const resets = await resetBreakdown(
+      target,
+      runners.slice(0, CYCLE_RUNNERS).map((r) => checkpointWorkflowId(r.id)),
+      new Date(cycleStart),
+      taskQueue,
+    );
     const w = gitlabRate(gl, waitingStart, waitingEnd);
     const c = gitlabRate(gl, cycleStart, cycleEnd);
     return {
@@ -532,6 +544,7 @@ async function runTarget(
         phases,
         peak: cyclePeak,
         steps: stepRows,
+        resets,
       },
       gitlab: { waiting: w, cycle: c },
       cpu: { waiting: waitingCpuShare, cycle: cycleCpuShare },
@@ -547,6 +560,26 @@ async function runTarget(
     await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
     await target.stop();
+  }
+}
+
+/** The cycling runs' resets, read back from Temporal (a failure to read says so, the rest stands). */
+async function resetBreakdown(
+  target: TemporalTarget,
+  workflowIds: string[],
+  since: Date,
+  taskQueue: string,
+): Promise<ResetParts[]> {
+  const t = loadTemporalSettings(target.env);
+  const connection = await Connection.connect(t.connectionOptions);
+  try {
+    const client = new Client({ connection, namespace: t.namespace });
+    return await resetsSince(client, workflowIds, since, taskQueue);
+  } catch (err) {
+    process.stdout.write(`  reset breakdown not read: ${(err as Error).message}\n`);
+    return [];
+  } finally {
+    await connection.close();
   }
 }
 
@@ -644,6 +677,7 @@ function report(results: TargetResult[], budget: number): void {
       }),
     ]);
   const { gitlab, legacyPoll } = gitlabQueueRates(budget);
+  const breakdowns = results.map((r) => [`  ${r.target}:`, ...describeResets(r.cycle.resets)]);
   const burst = temporalBurst(gitlab, 1) + temporalBurst(legacyPoll, 1);
 
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
@@ -656,6 +690,7 @@ function report(results: TargetResult[], budget: number): void {
     `  GitLab budget ${budget}/s (${gitlab}/s GitLab queue, polls sized for ${gitlabPollRate(budget, POLL_SHARE)}/s; ${legacyPoll}/s 1.1 poll queue; one partition each): ` +
       `any 1 s ≤ ${budget + burst} requests (rate + token-bucket burst), any 10 s ≤ ${(budget + burst / 10).toFixed(1)}/s, any 60 s ≤ ${(budget + burst / 60).toFixed(2)}/s\n`,
   );
+  for (const lines of breakdowns) process.stdout.write(`${lines.join('\n')}\n`);
 }
 
 async function main(): Promise<void> {

@@ -44,3 +44,13 @@ export const PATCH_GITLAB_PRIORITY = 'gitlab-priority';
  * the marker takes the 1.1.0 path.
  */
 export const PATCH_REFRESH_HOLD_AND_AGENT = 'refresh-hold-and-agent';
+
+/**
+ * 2.0.0, polls spread over an interval (workflows/checkpoint/waiting.ts,
+ * firstPollAfterSeconds): a run that polls its job's status asks for its
+ * first poll at a random moment within one poll interval after the minimum
+ * age, instead of at the later of the two, so checkpoints created together
+ * do not poll together. Asked once per run that polls, before its first
+ * poll's timer; a run without the marker keeps the old first poll.
+ */
+export const PATCH_POLL_SPREAD = 'poll-spread';

@@ -33,12 +33,16 @@ export interface DevServer {
 }
 
 /**
- * Dynamic config every dev server gets (a caller's values win): task
- * priority on, which e2epool's GitLab queue relies on (docs/operators.md, "GitLab rate
- * budget"); Temporal Server 1.29 ships it off.
+ * Dynamic config every dev server gets (a caller's values win), as
+ * ops/temporal/dynamicconfig.yaml gives the production cluster (docs/operators.md,
+ * "Temporal and Postgres"); Temporal Server 1.29 ships both off:
+ * - task priority, which e2epool's GitLab queue relies on ("GitLab rate budget");
+ * - eager activity execution: a reset step scheduled on the worker's own queue
+ *   comes back with the workflow task's completion instead of through matching.
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {
   'matching.useNewMatcher': true,
+  'system.enableActivityEagerExecution': true,
 };
 
 /** The dev server listens on loopback only. */

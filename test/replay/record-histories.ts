@@ -483,6 +483,8 @@ const scenarios: Record<string, Scenario> = {
   'gitlab-priority-polled-reset': (h, s) => polledFailedJob(h, s, 24, '124'),
   // 2.0.0: the reconciler's GitLab checks and unpauses at their priority.
   'gitlab-priority-reconcile-pass': (h) => reconcilePass(h, 'rec-reconcile-prio'),
+  // 2.0.0 (PATCH_POLL_SPREAD): the first poll at a random moment within one interval.
+  'poll-spread-polled-reset': (h, s) => polledFailedJob(h, s, 25, '125'),
 };
 
 /** Runs one reconciler pass (repairing) to its end; its workflow id. */

@@ -106,6 +106,10 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
+  it('has the 2.0.0 path: the first poll spread over an interval (PATCH_POLL_SPREAD)', () => {
+    expect(FIXTURES).toContain('2.0.0/poll-spread-polled-reset.json');
+  });
+
   it('has the 2.0.0 paths: refresh pause and agent readiness (PATCH_REFRESH_HOLD_AND_AGENT), idle quarantine', () => {
     expect(FIXTURES).toEqual(
       expect.arrayContaining(

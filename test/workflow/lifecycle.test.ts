@@ -283,6 +283,34 @@ describe('the end of the job', () => {
     expect(h.stubs.names()).not.toContain('noteOperation');
   });
 
+  it('checkpoints created together poll first at spread moments, none before the minimum age nor after one interval past it', async () => {
+    h.stubs.on('pollJobStatus', () => 'failure');
+    const minAge = 1;
+    const interval = 8;
+    const runners = Array.from({ length: 10 }, () => runner('bare_metal'));
+    const created = new Map<string, number>();
+    await Promise.all(
+      runners.map(async (r, i) => {
+        const t = input(r, { pollerIntervalSeconds: interval, pollerMinAgeSeconds: minAge });
+        const before = Date.now();
+        await createCheckpoint(h, r, t, { jobId: String(7100 + i), projectId: '9' });
+        created.set(r.runnerId, before);
+      }),
+    );
+    await Promise.all(runners.map((r) => handle(h, r).result()));
+    const offsets = runners.map((r) => {
+      const first = h.stubs.callsOf('pollJobStatus').find((c) => c.input.runnerId === r.runnerId)!;
+      return (first.at - created.get(r.runnerId)!) / 1000;
+    });
+    for (const o of offsets) {
+      expect(o).toBeGreaterThanOrEqual(minAge);
+      // Timers fire up to about a second late on the dev server.
+      expect(o).toBeLessThan(minAge + interval + 2);
+    }
+    // Ten uniform draws over 8 s all within 2 s of each other: about 3 in 100,000.
+    expect(Math.max(...offsets) - Math.min(...offsets)).toBeGreaterThan(interval / 4);
+  });
+
   it('without a project id, or when the worker does not poll, nothing polls and the TTL ends it (gc_reset); the record notes why', async () => {
     h.stubs.on('recordCheckpoint', () => ({ id: 424242, pollJobs: false }));
     const r = runner('proxmox');

@@ -10,15 +10,18 @@ import {
   condition,
   log,
   makeContinueAsNewFunc,
+  patched,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { JobState } from '../../activities/gitlab/client';
 import type {
   CheckpointOutcome,
+  CheckpointTiming,
   CheckpointWorkflowInput,
   ResumedCheckpoint,
 } from '../../common/checkpoint';
 import { describeFailure, retryAfterOf } from '../../common/fail';
+import { PATCH_POLL_SPREAD } from '../../common/patches';
 import { gitlabPoller, poller } from './activities';
 import type { CheckpointRun } from './run';
 
@@ -29,9 +32,7 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
   const ttlAt = cp.createdAt.getTime() + timing.ttlSeconds * 1000;
   // The project to poll, or null when nobody polls this job.
   const pollProject = cp.pollJobs ? cp.projectId : null;
-  let nextPollAt =
-    cp.createdAt.getTime() +
-    Math.max(timing.pollerMinAgeSeconds, timing.pollerIntervalSeconds) * 1000;
+  let nextPollAt = cp.createdAt.getTime() + firstPollAfterSeconds(timing, pollProject) * 1000;
   run.doing(
     `waiting for the job (TTL at ${new Date(ttlAt).toISOString()}${pollProject !== null ? '; polling GitLab' : ''})`,
   );
@@ -61,6 +62,23 @@ export async function waitForJobEnd(run: CheckpointRun): Promise<void> {
       await continueAsNew(run);
     }
   }
+}
+
+/**
+ * When a checkpoint's first job-status poll comes, after its creation. Since
+ * PATCH_POLL_SPREAD at a random moment within one poll interval after the
+ * minimum age: checkpoints created together (a pipeline's jobs starting at
+ * once, a fleet coming back) would otherwise poll together, every interval,
+ * and their burst of polls would fill the GitLab queue past its budget for
+ * as long as it takes to drain, so every reset meanwhile waits for a token
+ * (bench/scale.ts measures it). Before it: at the minimum age or one
+ * interval, whichever is later. Math.random is the workflow's seeded one.
+ */
+function firstPollAfterSeconds(timing: CheckpointTiming, pollProject: string | null): number {
+  // Asked only when polling: a run that never polls keeps its history as before.
+  if (pollProject !== null && patched(PATCH_POLL_SPREAD))
+    return timing.pollerMinAgeSeconds + Math.random() * timing.pollerIntervalSeconds;
+  return Math.max(timing.pollerMinAgeSeconds, timing.pollerIntervalSeconds);
 }
 
 /**
