@@ -21,22 +21,48 @@ const AGENTS = Number(process.env.BENCH_AGENTS ?? 500);
 const PINGS = Number(process.env.BENCH_PINGS ?? 10);
 const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
 
-/** Median wall time of a command over `n` runs, in ms. */
-function wallMs(
-  cmd: string,
-  args: string[],
+/**
+ * Median wall time of each command over `n` rounds, in ms. The commands take
+ * turns within a round, so a change in the machine's load meanwhile (another
+ * process waking up) weighs on each of them alike instead of on one block.
+ */
+function interleavedWallMs(
+  commands: Array<{ args: string[]; env?: NodeJS.ProcessEnv }>,
   n: number,
-  env: NodeJS.ProcessEnv = process.env,
-): number {
-  const times: number[] = [];
+): number[] {
+  const times = commands.map(() => [] as number[]);
   for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    spawnSync(cmd, args, { env, stdio: 'ignore' });
-    times.push(performance.now() - t);
+    commands.forEach((c, k) => {
+      const t = performance.now();
+      spawnSync(process.execPath, c.args, { env: c.env ?? process.env, stdio: 'ignore' });
+      times[k]!.push(performance.now() - t);
+    });
   }
-  times.sort((a, b) => a - b);
-  return quantile(times, 0.5);
+  return times.map((ts) =>
+    quantile(
+      [...ts].sort((a, b) => a - b),
+      0.5,
+    ),
+  );
 }
+
+/**
+ * The least any Node CLI does for `status` through the agent: connect to the
+ * socket, send one frame, read the reply, exit (no arguments, config or
+ * output). `e2epool status` against it is what the CLI itself costs.
+ */
+const BARE_CLIENT = `
+const net = require('node:net');
+const { encodeFrame, FrameDecoder } = require(process.argv[1]);
+const socket = net.createConnection(process.argv[2]);
+const decoder = new FrameDecoder();
+socket.once('connect', () =>
+  socket.write(encodeFrame({ id: 'b', type: 'status', payload: { checkpoint_name: process.argv[3] } })),
+);
+socket.on('data', (chunk) => {
+  for (const _ of decoder.push(chunk)) socket.destroy();
+});
+`;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'e2epool-bench-agents-'));
@@ -156,12 +182,23 @@ async function main(): Promise<void> {
       ) {
         await new Promise((r) => setTimeout(r, 100));
       }
-      const node = wallMs(process.execPath, ['-e', '0'], 30);
-      const status = wallMs(
-        process.execPath,
-        [CLI, 'status', '--checkpoint', 'job-0-1-00000000', '--socket', socket],
-        30,
-      );
+      const checkpoint = 'job-0-1-00000000';
+      const [node, status, bare] = interleavedWallMs(
+        [
+          { args: ['-e', '0'] },
+          { args: [CLI, 'status', '--checkpoint', checkpoint, '--socket', socket] },
+          {
+            args: [
+              '-e',
+              BARE_CLIENT,
+              join(__dirname, '..', 'agent', 'framing.js'),
+              socket,
+              checkpoint,
+            ],
+          },
+        ],
+        40,
+      ) as [number, number, number];
       report('agents', {
         status: `${status.toFixed(1)} / ${node.toFixed(1)} (**${(status / node).toFixed(2)}**)`,
         pingP99: p99.toFixed(1),
@@ -169,7 +206,8 @@ async function main(): Promise<void> {
       });
       process.stdout.write(
         `  \`e2epool status\` through the agent ${status.toFixed(1)} ms vs \`node -e 0\` ${node.toFixed(1)} ms: ` +
-          `ratio ${(status / node).toFixed(2)} (target ≤ 1.2: ${status / node <= 1.2 ? 'met' : 'MISSED'})\n`,
+          `ratio ${(status / node).toFixed(2)} (target ≤ 1.2: ${status / node <= 1.2 ? 'met' : 'MISSED'}); ` +
+          `a bare socket client (connect, one frame, exit) ${bare.toFixed(1)} ms, ratio ${(bare / node).toFixed(2)}\n`,
       );
     } finally {
       agent.kill('SIGTERM');

@@ -90,6 +90,16 @@ describe('what the CLI loads for the commands a CI job runs', () => {
    * the controller's modules were out; ws, zod, pino, yaml, typeorm and
    * Temporal are each slower to load than the whole command.
    */
+  it('the bundle is what the compiled modules are, without a package', () => {
+    const bundle = readFileSync(
+      join(CLI, '..', '..', 'dist', 'cli', 'agent-commands.bundle.js'),
+      'utf8',
+    );
+    for (const m of ['agent/cli', 'agent/ipc', 'agent/config', 'cli/agent-commands'])
+      expect(bundle).toContain(`// dist/${m}.js`);
+    expect(bundle).not.toContain('node_modules');
+  });
+
   it.each([
     ['status', '--checkpoint', 'x'],
     ['create', '--job-id', '1', '--wait', '0'],
@@ -119,7 +129,11 @@ describe('what the CLI loads for the commands a CI job runs', () => {
     expect(r.stderr).toContain('agent is not running');
     expect(r.status).toBe(2);
     const loaded = (JSON.parse(readFileSync(out, 'utf8')) as string[]).filter((m) => m !== hook);
-    expect(loaded.some((m) => m.endsWith('/dist/agent/cli.js'))).toBe(true);
+    // One file besides bin/e2epool.js: the bundle `npm run build` makes (cli/bundle-fast-path.ts).
+    expect(loaded.map((m) => m.replace(/^.*\/(bin|dist)\//, '$1/')).sort()).toEqual([
+      'bin/e2epool.js',
+      'dist/cli/agent-commands.bundle.js',
+    ]);
     expect(loaded.filter((m) => m.includes('/node_modules/'))).toEqual([]);
     expect(loaded.filter((m) => /\/dist\/(cli\/main|common\/build-info)\.js$/.test(m))).toEqual([]);
   });
