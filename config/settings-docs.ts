@@ -48,7 +48,8 @@ export const CONTROLLER_SETTING_DOCS: Record<ControllerSettingName, SettingDoc> 
   },
   E2EPOOL_POLLER_MIN_AGE_SECONDS: {
     readBy: 'api',
-    meaning: 'polling starts once the checkpoint is this old',
+    meaning:
+      'polling starts once the checkpoint is this old: its first poll comes at a random moment within one poll interval after it, so checkpoints created together do not poll together',
   },
   E2EPOOL_POLLER_ENABLED: {
     readBy: 'worker',
