@@ -9,8 +9,14 @@ export interface RunningProcess {
   child: ChildProcess;
   stdout(): string;
   stderr(): string;
-  /** Resolves with the exit code (or signal name). */
+  /** Resolves with the exit code (or signal name), possibly before its output is all read. */
   exited: Promise<number | string>;
+  /**
+   * Resolves with the exit code (or signal name) once the process exited and
+   * its stdout and stderr are read to the end (Node emits 'exit' before the
+   * pipes drain). Never resolves while a process it started keeps them open.
+   */
+  closed: Promise<number | string>;
   /** Waits until `pattern` appears in stdout or stderr. */
   waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | string>;
@@ -40,11 +46,15 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv, bin?: string): 
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
   );
+  const closed = new Promise<number | string>((resolve) =>
+    child.once('close', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
   return {
     child,
     stdout: () => out,
     stderr: () => err,
     exited,
+    closed,
     waitForOutput(pattern, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
@@ -98,7 +108,8 @@ export async function runCli(
 ) {
   const p = startCli(args, env, bin);
   const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
-  const code = await p.exited;
+  // Its whole output: a short command can exit before the pipes have drained.
+  const code = await p.closed;
   clearTimeout(timer);
   return { code, stdout: p.stdout(), stderr: p.stderr() };
 }
