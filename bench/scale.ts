@@ -9,7 +9,7 @@
  *  1. waiting: every runner creates a checkpoint (through its agent's
  *     WebSocket, as the CLI does) and they all wait at once: TTL timers and
  *     job-status pollers (E2EPOOL_POLLER_INTERVAL_SECONDS 20, stretched to
- *     fit the GitLab budget: 200 s for 1,000 runners at the defaults),
+ *     fit the GitLab budget: ~290 s for 1,000 runners at the defaults),
  *     long enough for each of them to poll once;
  *  2. cycle: a share of the runners loops create → finalize → reset →
  *     unpaused while the others keep waiting.

@@ -44,7 +44,7 @@ export const CONTROLLER_SETTING_DOCS: Record<ControllerSettingName, SettingDoc> 
   E2EPOOL_POLLER_INTERVAL_SECONDS: {
     readBy: 'api',
     meaning:
-      "how often a GitLab or GitHub job's status is polled, at most; a GitLab runner's interval is stretched to fit the fleet's polls into their share of the budget (see [GitLab rate budget](operators.md#gitlab-rate-budget): 200 s for 1,000 runners at the defaults)",
+      "how often a GitLab or GitHub job's status is polled, at most; a GitLab runner's interval is stretched to fit the fleet's polls into their share of the budget (see [GitLab rate budget](operators.md#gitlab-rate-budget): ~290 s for 1,000 runners at the defaults)",
   },
   E2EPOOL_POLLER_MIN_AGE_SECONDS: {
     readBy: 'api',

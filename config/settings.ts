@@ -83,7 +83,7 @@ const schema = z.object({
   E2EPOOL_GITLAB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITHUB_WEBHOOK_SECRET: z.string().min(1, 'must not be empty when set').optional(),
   E2EPOOL_GITLAB_MAX_RPS: positiveRate(10),
-  E2EPOOL_GITLAB_POLL_SHARE: share(0.5),
+  E2EPOOL_GITLAB_POLL_SHARE: share(0.35),
   E2EPOOL_ADMIN_TOKEN: z
     .string()
     .refine((t) => !/\s/.test(t), 'must not contain white space')

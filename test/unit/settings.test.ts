@@ -30,7 +30,7 @@ describe('loadSettings', () => {
       githubUrl: 'https://api.github.com',
       githubToken: undefined,
       gitlabMaxRps: 10,
-      gitlabPollShare: 0.5,
+      gitlabPollShare: 0.35,
       logStreamsPerRunner: 8,
       logStreamsMax: 500,
       logStreamStallSeconds: 60,
