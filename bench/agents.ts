@@ -26,15 +26,12 @@ const CLI = join(__dirname, '..', '..', 'bin', 'e2epool.js');
  * turns within a round, so a change in the machine's load meanwhile (another
  * process waking up) weighs on each of them alike instead of on one block.
  */
-function interleavedWallMs(
-  commands: Array<{ args: string[]; env?: NodeJS.ProcessEnv }>,
-  n: number,
-): number[] {
+function interleavedWallMs(commands: Array<{ args: string[] }>, n: number): number[] {
   const times = commands.map(() => [] as number[]);
   for (let i = 0; i < n; i++) {
     commands.forEach((c, k) => {
       const t = performance.now();
-      spawnSync(process.execPath, c.args, { env: c.env ?? process.env, stdio: 'ignore' });
+      spawnSync(process.execPath, c.args, { stdio: 'ignore' });
       times[k]!.push(performance.now() - t);
     });
   }

@@ -7,6 +7,7 @@
  */
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+import { finalizeUpdate } from '../common/checkpoint';
 import { gitlabTaskQueue } from '../common/gitlab-budget';
 import { quantile } from './measure';
 
@@ -51,16 +52,15 @@ export function resetParts(events: HistoryEvent[], taskQueue: string): ResetPart
   const accepted = events.find(
     (e) =>
       e.eventType === E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED &&
-      e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === 'finalize',
+      e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name ===
+        finalizeUpdate.name,
   );
   if (!accepted) return null;
   const from = ms(accepted);
-  const scheduled = new Map<number, HistoryEvent>();
-  for (const e of events)
-    if (e.eventType === E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) scheduled.set(Number(e.eventId), e);
+  const byId = new Map(events.map((e) => [Number(e.eventId), e]));
   const unpause = events.find((e) => {
     if (e.eventType !== E.EVENT_TYPE_ACTIVITY_TASK_STARTED) return false;
-    const s = scheduled.get(Number(e.activityTaskStartedEventAttributes!.scheduledEventId));
+    const s = byId.get(Number(e.activityTaskStartedEventAttributes!.scheduledEventId));
     return s?.activityTaskScheduledEventAttributes?.activityType?.name === 'unpauseRunner';
   });
   if (!unpause) return null;
@@ -82,8 +82,10 @@ export function resetParts(events: HistoryEvent[], taskQueue: string): ResetPart
     const d = Math.min(b, to) - Math.max(a, from);
     if (d > 0) parts[k] += d;
   };
-  const byId = new Map(events.map((e) => [Number(e.eventId), e]));
   const gitlabQueue = gitlabTaskQueue(taskQueue);
+  /** Whether the activity that `scheduled` scheduled ran on the GitLab queue. */
+  const onGitlab = (scheduled: HistoryEvent) =>
+    scheduled.activityTaskScheduledEventAttributes?.taskQueue?.name === gitlabQueue;
   for (const e of events) {
     if (e.eventType === E.EVENT_TYPE_WORKFLOW_TASK_STARTED) {
       const s = byId.get(Number(e.workflowTaskStartedEventAttributes!.scheduledEventId));
@@ -95,16 +97,14 @@ export function resetParts(events: HistoryEvent[], taskQueue: string): ResetPart
     } else if (e.eventType === E.EVENT_TYPE_ACTIVITY_TASK_STARTED) {
       const s = byId.get(Number(e.activityTaskStartedEventAttributes!.scheduledEventId));
       if (!s) continue;
-      const onGitlab = s.activityTaskScheduledEventAttributes?.taskQueue?.name === gitlabQueue;
-      add(onGitlab ? 'gitlabQueue' : 'otherQueue', ms(s), ms(e));
+      add(onGitlab(s) ? 'gitlabQueue' : 'otherQueue', ms(s), ms(e));
       if (ms(s) >= from && ms(s) < to) parts.activities++;
     } else if (e.eventType === E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) {
       const a = e.activityTaskCompletedEventAttributes!;
       const s = byId.get(Number(a.scheduledEventId));
       const st = byId.get(Number(a.startedEventId));
       if (!s || !st) continue;
-      const onGitlab = s.activityTaskScheduledEventAttributes?.taskQueue?.name === gitlabQueue;
-      add(onGitlab ? 'gitlabRun' : 'otherRun', ms(st), ms(e));
+      add(onGitlab(s) ? 'gitlabRun' : 'otherRun', ms(st), ms(e));
     }
   }
   parts.rest = parts.total - PARTS.slice(0, -1).reduce((sum, k) => sum + parts[k], 0);
